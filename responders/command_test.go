@@ -1,0 +1,227 @@
+package responders_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sauna-io/sauna/responders"
+	"github.com/sauna-io/sauna/schemas"
+)
+
+var (
+	slackCmd   = schemas.Key{Vendor: "com.slack.sauna.commands", Name: "send_message", Format: "jsonschema", Model: 1}
+	hipchatCmd = schemas.Key{Vendor: "com.hipchat.sauna.commands", Name: "send_room_notification", Format: "jsonschema", Model: 1}
+)
+
+type slackPayload struct {
+	Text string `json:"text"`
+}
+
+type recorder struct {
+	got []*responders.Command
+	err error
+}
+
+func (r *recorder) Respond(_ context.Context, c *responders.Command) error {
+	r.got = append(r.got, c)
+	return r.err
+}
+
+// The package under test has no responders of its own; these stand in for
+// the real ones so that decoding and dispatch are tested in isolation.
+func init() {
+	responders.Register(responders.Module{
+		Name:     "fakeslack",
+		Summary:  "test double",
+		Commands: []schemas.Key{slackCmd},
+		Decode: func(_ schemas.Key, data json.RawMessage) (any, error) {
+			var p slackPayload
+			if err := json.Unmarshal(data, &p); err != nil {
+				return nil, err
+			}
+			if p.Text == "refuse me" {
+				return nil, errors.New("text: refused by the module")
+			}
+			return p, nil
+		},
+		New: func(responders.Config) (responders.Responder, error) { return &recorder{}, nil },
+	})
+	responders.Register(responders.Module{
+		Name:     "fakehipchat",
+		Commands: []schemas.Key{hipchatCmd},
+		Retired:  "the service was shut down",
+	})
+}
+
+const envelope = `{"schema":"iglu:com.snowplowanalytics.sauna.commands/envelope/jsonschema/1-0-0",
+ "data":{"commandId":"3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44","whenCreated":%s,
+ "execution":{"semantics":"AT_LEAST_ONCE","timeToLive":%s},"tags":{"source":"test"}}}`
+
+func record(created, ttl, inner string) []byte {
+	return []byte(`{"schema":"iglu:com.snowplowanalytics.sauna.commands/command/jsonschema/1-0-0","data":{"envelope":` +
+		fmt.Sprintf(envelope, created, ttl) + `,"command":` + inner + `}}`)
+}
+
+const slackInner = `{"schema":"iglu:com.slack.sauna.commands/send_message/jsonschema/1-0-0","data":{"text":"hello","channel":"#ops"}}`
+
+func TestDecodeValid(t *testing.T) {
+	cmd, err := responders.Decode(record(`"2017-06-29T12:15:00+02:00"`, "1200000", slackInner))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cmd.ID != "3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44" || cmd.Module != "fakeslack" || cmd.Schema != slackCmd {
+		t.Errorf("got id %q module %q schema %v", cmd.ID, cmd.Module, cmd.Schema)
+	}
+	if want := time.Date(2017, 6, 29, 10, 15, 0, 0, time.UTC); !cmd.Created.Equal(want) {
+		t.Errorf("created %v, want %v", cmd.Created, want)
+	}
+	if cmd.TimeToLiveMillis == nil || *cmd.TimeToLiveMillis != 1200000 {
+		t.Errorf("ttl %v", cmd.TimeToLiveMillis)
+	}
+	if p, ok := cmd.Payload.(slackPayload); !ok || p.Text != "hello" {
+		t.Errorf("payload %#v", cmd.Payload)
+	}
+	if string(cmd.Data) != `{"text":"hello","channel":"#ops"}` {
+		t.Errorf("data not kept as received: %s", cmd.Data)
+	}
+	if cmd.Tags["source"] != "test" {
+		t.Errorf("tags %v", cmd.Tags)
+	}
+}
+
+func TestDecodeRejections(t *testing.T) {
+	wrap := func(inner string) string { return string(record(`"2017-06-29T10:15:00Z"`, "null", inner)) }
+	tests := []struct {
+		name   string
+		record string
+		reason responders.Reason
+		// want is a fragment the error must contain, naming what is wrong.
+		want string
+		id   bool
+	}{
+		{"empty", ``, responders.ReasonInvalidJSON, "not a single JSON value", false},
+		{"broken json", `{"schema":`, responders.ReasonInvalidJSON, "unexpected EOF", false},
+		{"trailing data", wrap(slackInner) + ` {}`, responders.ReasonInvalidJSON, "", false},
+		{"not utf-8", "{\"schema\":\"\xff\"}", responders.ReasonInvalidJSON, "UTF-8", false},
+		{"array", `[1,2]`, responders.ReasonNotSelfDescribing, "schema", false},
+		{"no data", `{"schema":"iglu:com.snowplowanalytics.sauna.commands/command/jsonschema/1-0-0"}`, responders.ReasonNotSelfDescribing, `missing "data"`, false},
+		{"extra field", `{"schema":"iglu:a/b/jsonschema/1-0-0","data":{},"x":1}`, responders.ReasonNotSelfDescribing, `"x"`, false},
+		{"bad iglu uri", `{"schema":"http://example.com/x","data":{}}`, responders.ReasonNotSelfDescribing, "command.schema", false},
+		{"other outer schema", `{"schema":"iglu:com.acme/thing/jsonschema/1-0-0","data":{}}`, responders.ReasonUnknownSchema, "com.acme/thing", false},
+		{"outer addition not bundled", strings.Replace(wrap(slackInner), "command/jsonschema/1-0-0", "command/jsonschema/1-0-9", 1), responders.ReasonUnknownSchema, "not bundled", false},
+		{"outer missing command", `{"schema":"iglu:com.snowplowanalytics.sauna.commands/command/jsonschema/1-0-0","data":{"envelope":{"schema":"iglu:a/b/jsonschema/1-0-0","data":{}}}}`, responders.ReasonInvalidData, "command", false},
+		{"bad uuid", strings.Replace(wrap(slackInner), "3f2a6c1e-8d4b", "not-a-uuid", 1), responders.ReasonInvalidData, "commandId", false},
+		{"bad semantics", strings.Replace(wrap(slackInner), "AT_LEAST_ONCE", "EXACTLY_ONCE", 1), responders.ReasonInvalidData, "semantics", false},
+		{"bad date", string(record(`"yesterday"`, "null", slackInner)), responders.ReasonInvalidData, "whenCreated", false},
+		{"unknown command", wrap(`{"schema":"iglu:com.acme/launch/jsonschema/1-0-0","data":{}}`), responders.ReasonUnknownSchema, "com.acme/launch", true},
+		{"command 1-1-0", wrap(strings.Replace(slackInner, "1-0-0", "1-1-0", 1)), responders.ReasonUnknownSchema, "1-1-0", true},
+		{"command addition not bundled", wrap(strings.Replace(slackInner, "1-0-0", "1-0-7", 1)), responders.ReasonUnknownSchema, "not bundled", true},
+		{"invalid data", wrap(`{"schema":"iglu:com.slack.sauna.commands/send_message/jsonschema/1-0-0","data":{"channel":"#ops"}}`), responders.ReasonInvalidData, "command data", true},
+		{"unknown field", wrap(`{"schema":"iglu:com.slack.sauna.commands/send_message/jsonschema/1-0-0","data":{"text":"x","bogus":1}}`), responders.ReasonInvalidData, "bogus", true},
+		{"module refuses", wrap(`{"schema":"iglu:com.slack.sauna.commands/send_message/jsonschema/1-0-0","data":{"text":"refuse me"}}`), responders.ReasonInvalidData, "refused by the module", true},
+		{"retired", wrap(`{"schema":"iglu:com.hipchat.sauna.commands/send_room_notification/jsonschema/1-0-0","data":{"roomIdOrName":"ops","message":"x"}}`), responders.ReasonRetired, "shut down", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := responders.Decode([]byte(tc.record))
+			var rej *responders.RejectError
+			if !errors.As(err, &rej) {
+				t.Fatalf("got %v, want a RejectError", err)
+			}
+			if rej.Reason != tc.reason {
+				t.Errorf("reason %q, want %q (%v)", rej.Reason, tc.reason, err)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not mention %q", err, tc.want)
+			}
+			if tc.id != (rej.CommandID != "") {
+				t.Errorf("command id %q known=%v, want known=%v", rej.CommandID, rej.CommandID != "", tc.id)
+			}
+			if v, _ := responders.Classify(err); v != responders.Fail {
+				t.Errorf("a rejection must be permanent, got %v", v)
+			}
+		})
+	}
+}
+
+func TestExpired(t *testing.T) {
+	now := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	tests := []struct {
+		created string
+		ttl     string
+		want    bool
+	}{
+		{`"2026-11-22T09:59:59Z"`, "1000", false},    // exactly the TTL: not expired
+		{`"2026-11-22T09:59:58.999Z"`, "1000", true}, // one ms past
+		{`"2026-11-22T11:59:59+02:00"`, "1000", false},
+		{`"2026-11-22T11:59:58+02:00"`, "1000", true}, // offset honoured
+		{`"2026-11-22t09:59:58z"`, "1000", true},      // lowercase RFC 3339
+		{`"2020-01-01T00:00:00Z"`, "null", false},     // null never expires
+		{`"2026-11-22T10:00:05Z"`, "0", false},        // created in the future
+	}
+	for _, tc := range tests {
+		cmd, err := responders.Decode(record(tc.created, tc.ttl, slackInner))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.created, err)
+		}
+		if got := cmd.Expired(now); got != tc.want {
+			t.Errorf("created %s ttl %s: expired=%v, want %v", tc.created, tc.ttl, got, tc.want)
+		}
+	}
+}
+
+func TestDispatch(t *testing.T) {
+	now := time.Date(2017, 6, 29, 10, 15, 1, 0, time.UTC)
+	d := responders.NewDispatcher(func() time.Time { return now })
+	cmd, err := responders.Decode(record(`"2017-06-29T10:15:00Z"`, "1000", slackInner))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rej *responders.RejectError
+	if _, err := d.Dispatch(t.Context(), cmd); !errors.As(err, &rej) || rej.Reason != responders.ReasonNoResponder {
+		t.Fatalf("without responder: %v", err)
+	}
+	r := &recorder{}
+	d.Replace(map[string]responders.Enabled{"fakeslack": {ID: "slack", Module: "fakeslack", Responder: r}})
+	if e, err := d.Dispatch(t.Context(), cmd); err != nil || e.ID != "slack" || len(r.got) != 1 {
+		t.Fatalf("dispatch: %v %v %d", e, err, len(r.got))
+	}
+	now = now.Add(time.Millisecond)
+	if _, err := d.Dispatch(t.Context(), cmd); !errors.As(err, &rej) || rej.Reason != responders.ReasonExpired {
+		t.Fatalf("expired: %v", err)
+	}
+	if len(r.got) != 1 {
+		t.Errorf("an expired command reached the responder")
+	}
+}
+
+func TestClassify(t *testing.T) {
+	base := errors.New("boom")
+	tests := []struct {
+		err   error
+		want  responders.Verdict
+		after time.Duration
+	}{
+		{nil, responders.Done, 0},
+		{base, responders.Retry, 0},
+		{responders.Permanent(base), responders.Fail, 0},
+		{fmt.Errorf("slack: %w", responders.Permanent(base)), responders.Fail, 0},
+		{responders.Retryable(base, 3*time.Second), responders.Retry, 3 * time.Second},
+		{fmt.Errorf("wrapped: %w", responders.Retryable(base, time.Second)), responders.Retry, time.Second},
+		{context.DeadlineExceeded, responders.Retry, 0},
+	}
+	for _, tc := range tests {
+		v, after := responders.Classify(tc.err)
+		if v != tc.want || after != tc.after {
+			t.Errorf("Classify(%v) = %v, %v; want %v, %v", tc.err, v, after, tc.want, tc.after)
+		}
+	}
+	if !errors.Is(responders.Permanent(base), base) {
+		t.Error("Permanent must keep the cause for errors.Is")
+	}
+}

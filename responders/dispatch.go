@@ -1,0 +1,87 @@
+package responders
+
+import (
+	"context"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Enabled is one configured responder instance.
+type Enabled struct {
+	// ID is the config's id.
+	ID string
+	// File is the config file it came from.
+	File      string
+	Module    string
+	Responder Responder
+}
+
+// Dispatcher routes commands to the enabled responder of their module. The
+// set of responders can be replaced while commands flow: a command that is
+// already running keeps the responder it started with.
+type Dispatcher struct {
+	now func() time.Time
+	set atomic.Pointer[map[string]Enabled]
+	mu  sync.Mutex // serialises Replace
+}
+
+// NewDispatcher returns a dispatcher with no responders. now may be nil.
+func NewDispatcher(now func() time.Time) *Dispatcher {
+	if now == nil {
+		now = time.Now
+	}
+	d := &Dispatcher{now: now}
+	empty := map[string]Enabled{}
+	d.set.Store(&empty)
+	return d
+}
+
+// Replace installs a new set of responders keyed by module name and returns
+// the previous set so the caller can close the ones it no longer uses.
+func (d *Dispatcher) Replace(set map[string]Enabled) map[string]Enabled {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	cp := make(map[string]Enabled, len(set))
+	for k, v := range set {
+		cp[k] = v
+	}
+	return *d.set.Swap(&cp)
+}
+
+// Current returns the installed responders keyed by module name.
+func (d *Dispatcher) Current() map[string]Enabled { return *d.set.Load() }
+
+// Resolve finds the responder for cmd, or a RejectError when the command has
+// expired or no responder of its module is enabled.
+func (d *Dispatcher) Resolve(cmd *Command) (Enabled, error) {
+	if cmd.Expired(d.now()) {
+		return Enabled{}, reject(ReasonExpired, cmd.ID,
+			"time to live %d ms exceeded: created %s, now %s",
+			*cmd.TimeToLiveMillis, cmd.Created.Format(time.RFC3339Nano), d.now().UTC().Format(time.RFC3339Nano))
+	}
+	e, ok := (*d.set.Load())[cmd.Module]
+	if !ok || e.Responder == nil {
+		return Enabled{}, reject(ReasonNoResponder, cmd.ID, "no enabled %s responder config for %s", cmd.Module, cmd.Schema)
+	}
+	return e, nil
+}
+
+// Dispatch runs one attempt of cmd on its responder. The TTL is checked just
+// before the call, so a command that expires while waiting is not executed.
+func (d *Dispatcher) Dispatch(ctx context.Context, cmd *Command) (Enabled, error) {
+	e, err := d.Resolve(cmd)
+	if err != nil {
+		return e, err
+	}
+	return e, e.Responder.Respond(ctx, cmd)
+}
+
+// CloseResponder closes r if it holds resources.
+func CloseResponder(r Responder) error {
+	if c, ok := r.(io.Closer); ok {
+		return c.Close()
+	}
+	return nil
+}

@@ -1,0 +1,157 @@
+package responders
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/sauna-io/sauna/schemas"
+)
+
+// Responder executes commands for one enabled responder config.
+// Respond may be called concurrently; see the package doc for the meaning of
+// its error.
+type Responder interface {
+	Respond(ctx context.Context, cmd *Command) error
+}
+
+// Config is one enabled responder config file, decoded against its schema
+// (plain JSON, defaults filled in).
+type Config struct {
+	// ID is the config's data.id.
+	ID string
+	// File is the path the config came from, for error messages.
+	File string
+	// Schema is the config's iglu schema key.
+	Schema schemas.Key
+	// Parameters is data.parameters as plain JSON with schema defaults applied.
+	Parameters json.RawMessage
+	// Logger carries the responder attribute already.
+	Logger *slog.Logger
+}
+
+// DecodeParameters unmarshals the parameters into v, refusing unknown fields
+// so that a typo in a config never silently disables a setting.
+func (c Config) DecodeParameters(v any) error {
+	dec := json.NewDecoder(bytes.NewReader(c.Parameters))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("parameters: %w", err)
+	}
+	return nil
+}
+
+// Module describes one responder implementation.
+type Module struct {
+	// Name is short and stable ("slack"); it labels logs and metrics.
+	Name string
+	// Summary is one line for `sauna list`.
+	Summary string
+	// ConfigSchemas are the exact config schema versions the module accepts.
+	ConfigSchemas []schemas.Key
+	// Commands are the command schemas the module serves; a command matches
+	// when vendor, name, format, model and revision are equal (any addition).
+	Commands []schemas.Key
+	// Decode, if set, parses validated command data into the module's typed
+	// form once, at decode time, so a malformed command is rejected before it
+	// is dispatched. Its result is Command.Payload.
+	Decode func(schema schemas.Key, data json.RawMessage) (any, error)
+	// New builds a responder from its config. It must not do I/O or start
+	// goroutines. It returns (nil, nil) when the config enables none of the
+	// module's actions (Sauna's "...Enabled": false flags).
+	New func(cfg Config) (Responder, error)
+	// Retired, when non-empty, says why the service can no longer be used:
+	// its configs are refused and its commands rejected with this text.
+	Retired string
+}
+
+var (
+	registryMu sync.RWMutex
+	modules    = map[string]Module{}
+)
+
+// Register makes a responder module available. It panics on an empty name, a
+// missing constructor, a duplicate name, or a config or command schema that
+// another module already claims, because each of those is a build mistake.
+func Register(m Module) {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	if m.Name == "" {
+		panic("responders: Register with an empty name")
+	}
+	if m.New == nil && m.Retired == "" {
+		panic("responders: Register " + m.Name + " without New")
+	}
+	if _, dup := modules[m.Name]; dup {
+		panic("responders: Register called twice for " + m.Name)
+	}
+	for _, other := range modules {
+		for _, k := range m.ConfigSchemas {
+			if slices.Contains(other.ConfigSchemas, k) {
+				panic(fmt.Sprintf("responders: %s and %s both claim config schema %s", other.Name, m.Name, k))
+			}
+		}
+		for _, k := range m.Commands {
+			for _, o := range other.Commands {
+				if k.SameRevision(o) {
+					panic(fmt.Sprintf("responders: %s and %s both claim command schema %s", other.Name, m.Name, k))
+				}
+			}
+		}
+	}
+	modules[m.Name] = m
+}
+
+// Modules lists the registered modules sorted by name.
+func Modules() []Module {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	out := make([]Module, 0, len(modules))
+	for _, m := range modules {
+		out = append(out, m)
+	}
+	slices.SortFunc(out, func(a, b Module) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// Lookup finds a module by name.
+func Lookup(name string) (Module, error) {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	m, ok := modules[name]
+	if !ok {
+		return Module{}, fmt.Errorf("unknown responder %q (forgotten import?)", name)
+	}
+	return m, nil
+}
+
+// ForConfig finds the module that accepts a config schema.
+func ForConfig(k schemas.Key) (Module, bool) {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	for _, m := range modules {
+		if slices.Contains(m.ConfigSchemas, k) {
+			return m, true
+		}
+	}
+	return Module{}, false
+}
+
+// ForCommand finds the module that serves a command schema.
+func ForCommand(k schemas.Key) (Module, bool) {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	for _, m := range modules {
+		for _, c := range m.Commands {
+			if c.SameRevision(k) {
+				return m, true
+			}
+		}
+	}
+	return Module{}, false
+}
