@@ -1,0 +1,135 @@
+package schemas
+
+import (
+	"cmp"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Key identifies a schema: iglu:<vendor>/<name>/<format>/<model>-<revision>-<addition>.
+type Key struct {
+	Vendor, Name, Format      string
+	Model, Revision, Addition int
+}
+
+const igluPrefix = "iglu:"
+
+// ParseKey parses an Iglu URI such as
+// "iglu:com.slack.sauna.commands/send_message/jsonschema/1-0-0".
+//
+// SchemaVer numbers follow Iglu's canonical form (model from 1, no leading
+// zeros), so that every parsed Key prints back to exactly the URI it came
+// from and two spellings can never name the same schema.
+func ParseKey(uri string) (Key, error) {
+	rest, ok := strings.CutPrefix(uri, igluPrefix)
+	if !ok {
+		return Key{}, fmt.Errorf("invalid iglu URI %q: must start with %q", uri, igluPrefix)
+	}
+	parts := strings.Split(rest, "/")
+	if len(parts) != 4 {
+		return Key{}, fmt.Errorf("invalid iglu URI %q: want iglu:<vendor>/<name>/<format>/<model>-<revision>-<addition>", uri)
+	}
+	var k Key
+	k.Vendor, k.Name, k.Format = parts[0], parts[1], parts[2]
+	for _, c := range []struct {
+		what, val string
+		dotOK     bool
+	}{{"vendor", k.Vendor, true}, {"name", k.Name, false}, {"format", k.Format, false}} {
+		if !validSegment(c.val, c.dotOK) {
+			allowed := "[a-zA-Z0-9-_]+"
+			if c.dotOK {
+				allowed = "[a-zA-Z0-9-_.]+"
+			}
+			return Key{}, fmt.Errorf("invalid iglu URI %q: %s %q must match %s", uri, c.what, c.val, allowed)
+		}
+	}
+	ver := strings.Split(parts[3], "-")
+	if len(ver) != 3 {
+		return Key{}, fmt.Errorf("invalid iglu URI %q: SchemaVer %q must be <model>-<revision>-<addition>", uri, parts[3])
+	}
+	nums := [3]*int{&k.Model, &k.Revision, &k.Addition}
+	for i, s := range ver {
+		n, err := parseSchemaVerNumber(s, i == 0)
+		if err != nil {
+			return Key{}, fmt.Errorf("invalid iglu URI %q: SchemaVer %q: %v", uri, parts[3], err)
+		}
+		*nums[i] = n
+	}
+	return k, nil
+}
+
+func validSegment(s string, dotOK bool) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_':
+		case c == '.' && dotOK:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func parseSchemaVerNumber(s string, model bool) (int, error) {
+	if s == "" {
+		return 0, fmt.Errorf("empty number")
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, fmt.Errorf("%q is not a decimal number", s)
+		}
+	}
+	if len(s) > 1 && s[0] == '0' {
+		return 0, fmt.Errorf("%q has a leading zero", s)
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is out of range", s)
+	}
+	if model && n == 0 {
+		return 0, fmt.Errorf("model must be at least 1")
+	}
+	return n, nil
+}
+
+// String returns the Iglu URI, e.g. "iglu:vendor/name/format/1-0-0".
+func (k Key) String() string { return igluPrefix + k.Path() }
+
+// Path returns the key as a path in the Iglu repository layout, e.g.
+// "vendor/name/format/1-0-0"; it is also the file's path in this package.
+func (k Key) Path() string {
+	return fmt.Sprintf("%s/%s/%s/%d-%d-%d", k.Vendor, k.Name, k.Format, k.Model, k.Revision, k.Addition)
+}
+
+// SameRevision reports whether k and o differ at most in their ADDITION, which
+// is how a criterion such as "…/send_message/jsonschema/1-0-*" matches: an
+// addition only adds optional properties, so data written for any addition of
+// a MODEL-REVISION can be handled by the same code.
+func (k Key) SameRevision(o Key) bool {
+	return k.Vendor == o.Vendor && k.Name == o.Name && k.Format == o.Format &&
+		k.Model == o.Model && k.Revision == o.Revision
+}
+
+func (k Key) compare(o Key) int {
+	if c := strings.Compare(k.Vendor, o.Vendor); c != 0 {
+		return c
+	}
+	if c := strings.Compare(k.Name, o.Name); c != 0 {
+		return c
+	}
+	if c := strings.Compare(k.Format, o.Format); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(k.Model, o.Model); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(k.Revision, o.Revision); c != 0 {
+		return c
+	}
+	return cmp.Compare(k.Addition, o.Addition)
+}

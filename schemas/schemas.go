@@ -1,0 +1,104 @@
+// Package schemas bundles every schema sauna reads or validates against, and
+// resolves them offline.
+//
+// # Layout
+//
+// Files live in the Iglu repository layout, <vendor>/<name>/<format>/<version>,
+// with the version (MODEL-REVISION-ADDITION) as the file name and no extension,
+// so iglu:com.slack.sauna.commands/send_message/jsonschema/1-0-0 is the file
+// com.slack.sauna.commands/send_message/jsonschema/1-0-0. Files copied from
+// Iglu Central (and from Sauna's own source tree) are byte-for-byte copies:
+// they are the interface other Sauna implementations agree on. They are never
+// edited; a change is a new version in a new file.
+//
+// # Offline resolution
+//
+// Everything is embedded in the binary. Sauna resolved schemas from Iglu
+// Central at runtime, so every command failed whenever Iglu Central was
+// unreachable; here nothing is fetched, and a $ref to a schema that is not
+// bundled is a compile error, not a download. The Iglu meta-schema
+// (com.snowplowanalytics.self-desc/schema/jsonschema/1-0-0), which every Iglu
+// JSON Schema names in $schema and which names itself, is registered with
+// draft-04 as its dialect so that the published schemas compile unchanged.
+//
+// # SchemaVer
+//
+// A version is MODEL-REVISION-ADDITION. An ADDITION only adds optional
+// fields, so data valid against 1-0-0 stays valid against 1-0-1; code that
+// handles a MODEL-REVISION therefore accepts any addition (see
+// [Key.SameRevision]), but data is only ever validated against the exact
+// version it names, and an unbundled version is an unknown schema.
+//
+// Avro schemas (format "avro") describe config files, which are JSON text;
+// [DecodeAvroJSON] accepts both Avro's JSON encoding and plain JSON and
+// returns plain JSON with defaults filled in. JSON Schemas (format
+// "jsonschema") describe commands; see [ValidateJSON].
+package schemas
+
+import (
+	"bytes"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"slices"
+)
+
+// ErrUnknownSchema is wrapped by errors about a key that is not bundled, or
+// not bundled in the format the caller needs.
+var ErrUnknownSchema = errors.New("unknown schema")
+
+//go:embed com.*
+var files embed.FS
+
+// bundled maps each key to its file's bytes; keys holds the same keys sorted.
+var bundled, keys = loadIndex(files)
+
+func loadIndex(fsys fs.FS) (map[Key][]byte, []Key) {
+	m := map[Key][]byte{}
+	err := fs.WalkDir(fsys, ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		k, err := ParseKey(igluPrefix + path)
+		if err != nil || k.Path() != path {
+			return fmt.Errorf("embedded file %s is not at <vendor>/<name>/<format>/<version>: %v", path, err)
+		}
+		b, err := fs.ReadFile(fsys, path)
+		if err != nil {
+			return err
+		}
+		m[k] = b
+		return nil
+	})
+	if err != nil {
+		// The embedded tree is fixed at build time, so this is a packaging
+		// mistake that every test run reports at once.
+		panic("schemas: " + err.Error())
+	}
+	ks := make([]Key, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	slices.SortFunc(ks, Key.compare)
+	return m, ks
+}
+
+// Keys returns the keys of all bundled schemas, sorted by vendor, name,
+// format and then numerically by version.
+func Keys() []Key { return slices.Clone(keys) }
+
+// Has reports whether the schema k is bundled.
+func Has(k Key) bool {
+	_, ok := bundled[k]
+	return ok
+}
+
+// Raw returns the bundled file for k exactly as published.
+func Raw(k Key) ([]byte, bool) {
+	b, ok := bundled[k]
+	if !ok {
+		return nil, false
+	}
+	return bytes.Clone(b), true
+}
