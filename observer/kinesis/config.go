@@ -1,0 +1,242 @@
+package kinesis
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/sauna-io/sauna/schemas"
+)
+
+// ConfigSchemas are the AmazonKinesisConfig versions this build accepts.
+// Sauna's 1-0-0 files keep working: missing settings take the defaults of
+// LatestConfig, whose schema file is the only place those defaults are written.
+var (
+	ConfigV100   = schemas.Key{Vendor: "com.snowplowanalytics.sauna.observers", Name: "AmazonKinesisConfig", Format: "avro", Model: 1, Revision: 0, Addition: 0}
+	ConfigV101   = schemas.Key{Vendor: "com.snowplowanalytics.sauna.observers", Name: "AmazonKinesisConfig", Format: "avro", Model: 1, Revision: 0, Addition: 1}
+	LatestConfig = ConfigV101
+)
+
+// ConfigSchemas lists every accepted AmazonKinesisConfig version.
+func ConfigSchemas() []schemas.Key { return []schemas.Key{ConfigV100, ConfigV101} }
+
+// AcceptsConfig reports whether k is an AmazonKinesisConfig this build knows.
+func AcceptsConfig(k schemas.Key) bool {
+	for _, s := range ConfigSchemas() {
+		if s == k {
+			return true
+		}
+	}
+	return false
+}
+
+// Position is where a shard without a checkpoint starts.
+type Position string
+
+// Initial positions, as spelled in the config.
+const (
+	PositionTrimHorizon Position = "TRIM_HORIZON"
+	PositionLatest      Position = "LATEST"
+	PositionAtTimestamp Position = "AT_TIMESTAMP"
+)
+
+// Config is one validated Kinesis observer.
+type Config struct {
+	// ID names the observer and its DynamoDB lease table.
+	ID         string
+	File       string
+	Region     string
+	StreamName string
+	// AccessKeyID and SecretAccessKey are both empty when the AWS default
+	// credential chain is to be used.
+	AccessKeyID     string
+	SecretAccessKey string
+	MaxRecords      int
+	InitialPosition Position
+	// Timestamp is set only for AT_TIMESTAMP.
+	Timestamp time.Time
+
+	ShardSyncInterval time.Duration
+	IdleBetweenReads  time.Duration
+	LeaseDuration     time.Duration
+	LeaseRefresh      time.Duration
+	ParentShardPoll   time.Duration
+}
+
+// String never shows the secret key.
+func (c Config) String() string {
+	return fmt.Sprintf("kinesis observer %s (stream %s, region %s)", c.ID, c.StreamName, c.Region)
+}
+
+// FieldError is a problem with one field of a config's data.
+type FieldError struct {
+	Field   string
+	Message string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Message }
+
+var (
+	tableName  = regexp.MustCompile(`^[A-Za-z0-9_.-]{3,255}$`)
+	streamName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,128}$`)
+)
+
+// ValidID checks an id as a DynamoDB table name, because an observer id is
+// its lease table's name. Every config id is held to the same rule.
+func ValidID(id string) error {
+	if !tableName.MatchString(id) {
+		return &FieldError{Field: "id", Message: fmt.Sprintf("%q is not usable as a DynamoDB table name: use 3-255 characters of A-Z a-z 0-9 _ . -", id)}
+	}
+	return nil
+}
+
+type params struct {
+	AWS struct {
+		AccessKeyID     string `json:"accessKeyId"`
+		SecretAccessKey string `json:"secretAccessKey"`
+	} `json:"aws"`
+	Kinesis struct {
+		Region                   string `json:"region"`
+		StreamName               string `json:"streamName"`
+		MaxRecords               int    `json:"maxRecords"`
+		InitialPosition          string `json:"initialPosition"`
+		InitialPositionModifiers *struct {
+			Timestamp json.RawMessage `json:"timestamp"`
+		} `json:"initialPositionModifiers"`
+		ShardSyncIntervalMillis    int `json:"shardSyncIntervalMillis"`
+		IdleTimeBetweenReadsMillis int `json:"idleTimeBetweenReadsMillis"`
+		FailoverTimeMillis         int `json:"failoverTimeMillis"`
+		LeaseRefreshMillis         int `json:"leaseRefreshMillis"`
+		ParentShardPollMillis      int `json:"parentShardPollMillis"`
+	} `json:"kinesis"`
+}
+
+// ParseConfig validates a config document's data (enabled, id, parameters)
+// already decoded against its schema. Every returned error is a *FieldError
+// or an errors.Join of them.
+func ParseConfig(file string, key schemas.Key, data []byte) (Config, error) {
+	if !AcceptsConfig(key) {
+		return Config{}, &FieldError{Field: "schema", Message: fmt.Sprintf("%s is not a known AmazonKinesisConfig version", key)}
+	}
+	plain, err := schemas.DecodeAvroJSON(key, data)
+	if err != nil {
+		return Config{}, err
+	}
+	if key != LatestConfig {
+		// A valid older document is valid under the latest addition; decoding it
+		// again fills in the settings it predates.
+		if plain, err = schemas.DecodeAvroJSON(LatestConfig, plain); err != nil {
+			return Config{}, fmt.Errorf("upgrading to %s: %w", LatestConfig, err)
+		}
+	}
+	var doc struct {
+		ID         string `json:"id"`
+		Parameters params `json:"parameters"`
+	}
+	if err := json.Unmarshal(plain, &doc); err != nil {
+		return Config{}, &FieldError{Field: "parameters", Message: err.Error()}
+	}
+	p := doc.Parameters
+	c := Config{
+		ID:                doc.ID,
+		File:              file,
+		Region:            p.Kinesis.Region,
+		StreamName:        p.Kinesis.StreamName,
+		AccessKeyID:       p.AWS.AccessKeyID,
+		SecretAccessKey:   p.AWS.SecretAccessKey,
+		MaxRecords:        p.Kinesis.MaxRecords,
+		InitialPosition:   Position(p.Kinesis.InitialPosition),
+		ShardSyncInterval: ms(p.Kinesis.ShardSyncIntervalMillis),
+		IdleBetweenReads:  ms(p.Kinesis.IdleTimeBetweenReadsMillis),
+		LeaseDuration:     ms(p.Kinesis.FailoverTimeMillis),
+		LeaseRefresh:      ms(p.Kinesis.LeaseRefreshMillis),
+		ParentShardPoll:   ms(p.Kinesis.ParentShardPollMillis),
+	}
+	var errs []error
+	add := func(field, format string, args ...any) {
+		errs = append(errs, &FieldError{Field: field, Message: fmt.Sprintf(format, args...)})
+	}
+	if err := ValidID(c.ID); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Region == "" {
+		add("parameters.kinesis.region", "must not be empty")
+	}
+	if !streamName.MatchString(c.StreamName) {
+		add("parameters.kinesis.streamName", "%q is not a Kinesis stream name: use 1-128 characters of A-Z a-z 0-9 _ . -", c.StreamName)
+	}
+	if (c.AccessKeyID == "") != (c.SecretAccessKey == "") {
+		add("parameters.aws", "set both accessKeyId and secretAccessKey, or leave both empty to use the AWS default credential chain")
+	}
+	if c.MaxRecords < 1 || c.MaxRecords > 10000 {
+		add("parameters.kinesis.maxRecords", "must be between 1 and 10000 (the GetRecords limit), got %d", c.MaxRecords)
+	}
+	var ts *time.Time
+	if m := p.Kinesis.InitialPositionModifiers; m != nil {
+		t, err := parseMillis(m.Timestamp)
+		if err != nil {
+			add("parameters.kinesis.initialPositionModifiers.timestamp", "%v", err)
+		}
+		ts = t
+	}
+	switch c.InitialPosition {
+	case PositionTrimHorizon, PositionLatest:
+	case PositionAtTimestamp:
+		if ts == nil {
+			add("parameters.kinesis.initialPositionModifiers.timestamp", "required when initialPosition is AT_TIMESTAMP (epoch milliseconds)")
+		} else {
+			c.Timestamp = *ts
+		}
+	default:
+		add("parameters.kinesis.initialPosition", "must be one of AT_TIMESTAMP, LATEST, TRIM_HORIZON, got %q", c.InitialPosition)
+	}
+	if c.ShardSyncInterval < 100*time.Millisecond {
+		add("parameters.kinesis.shardSyncIntervalMillis", "must be at least 100, got %d", c.ShardSyncInterval.Milliseconds())
+	}
+	// Kinesis throttles polls faster than about 5 per second per shard.
+	if c.IdleBetweenReads < 200*time.Millisecond {
+		add("parameters.kinesis.idleTimeBetweenReadsMillis", "must be at least 200, got %d", c.IdleBetweenReads.Milliseconds())
+	}
+	if c.LeaseDuration < time.Second {
+		add("parameters.kinesis.failoverTimeMillis", "must be at least 1000, got %d", c.LeaseDuration.Milliseconds())
+	}
+	if c.LeaseRefresh <= 0 || c.LeaseRefresh >= c.LeaseDuration {
+		add("parameters.kinesis.leaseRefreshMillis", "must be positive and below failoverTimeMillis (%d), got %d", c.LeaseDuration.Milliseconds(), c.LeaseRefresh.Milliseconds())
+	}
+	if c.ParentShardPoll <= 0 {
+		add("parameters.kinesis.parentShardPollMillis", "must be positive, got %d", c.ParentShardPoll.Milliseconds())
+	}
+	if len(errs) > 0 {
+		return Config{}, errors.Join(errs...)
+	}
+	return c, nil
+}
+
+func ms(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+
+// parseMillis reads an epoch-milliseconds timestamp given as a number, a
+// numeric string (Sauna's wiki form) or null.
+func parseMillis(raw json.RawMessage) (*time.Time, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	var n json.Number
+	if raw[0] == '"' {
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return nil, err
+		}
+		n = json.Number(s)
+	} else if err := json.Unmarshal(raw, &n); err != nil {
+		return nil, fmt.Errorf("expected epoch milliseconds, got %s", raw)
+	}
+	v, err := strconv.ParseInt(n.String(), 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("expected epoch milliseconds, got %s", raw)
+	}
+	t := time.UnixMilli(v).UTC()
+	return &t, nil
+}

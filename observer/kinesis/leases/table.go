@@ -1,0 +1,441 @@
+// Package leases is the DynamoDB lease table of a Kinesis observer: an
+// implementation of the KCL's checkpoint.Checkpointer
+// (github.com/vmware/vmware-go-kcl-v2) that keeps the library's item layout
+// but closes the gaps of its own DynamoCheckpoint:
+//
+//   - Init creates the table on demand (PAY_PER_REQUEST), waits until it is
+//     ACTIVE, tolerates a concurrent creator, and binds the table to one
+//     stream so that a changed stream name under the same observer id is
+//     refused instead of inheriting foreign checkpoints.
+//   - Checkpoints are fenced on the lease (owner and exact lease timeout): a
+//     worker whose lease was taken over gets ErrLeaseLost instead of silently
+//     moving the checkpoint back.
+//   - Renewal updates only the lease attributes, so it never overwrites a
+//     checkpoint written concurrently.
+//   - A child shard's lease is refused until its parent and adjacent parent
+//     are finished (SHARD_END) or trimmed, which keeps per-key order across
+//     splits and merges.
+//   - Every AWS call has a deadline.
+//
+// The table holds one item per shard, keyed by ShardID, with the KCL's
+// attributes (AssignedTo, LeaseTimeout, Checkpoint, ParentShardId,
+// ClaimRequest), plus one metadata item (ShardID "sauna#stream") that records
+// the stream.
+package leases
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	"github.com/vmware/vmware-go-kcl-v2/clientlibrary/checkpoint"
+	par "github.com/vmware/vmware-go-kcl-v2/clientlibrary/partition"
+)
+
+// Item attributes. The shard attributes are the KCL's own, so that its worker
+// logic reads our items unchanged.
+const (
+	attrShardID    = checkpoint.LeaseKeyKey       // ShardID
+	attrOwner      = checkpoint.LeaseOwnerKey     // AssignedTo
+	attrTimeout    = checkpoint.LeaseTimeoutKey   // LeaseTimeout
+	attrCheckpoint = checkpoint.SequenceNumberKey // Checkpoint
+	attrParent     = checkpoint.ParentShardIdKey  // ParentShardId
+	attrClaim      = checkpoint.ClaimRequestKey   // ClaimRequest
+	attrStream     = "StreamName"
+
+	// MetadataKey is the ShardID of the item that binds the table to its
+	// stream. Kinesis shard ids look like "shardId-000000000000"; '#' never
+	// occurs in them.
+	MetadataKey = "sauna#stream"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultLeaseDuration     = 10 * time.Second // the KCL's FailoverTimeMillis default
+	DefaultCallTimeout       = 10 * time.Second
+	DefaultTableWaitTimeout  = 2 * time.Minute
+	DefaultShardListTTL      = 5 * time.Second
+	DefaultClaimTimeout      = 2 * time.Minute // the KCL's LeaseStealingClaimTimeoutMillis
+	DefaultLeaseSyncInterval = 1 * time.Minute // the KCL's LeaseSyncingIntervalMillis
+	unknownShardRefreshGap   = 1 * time.Second // ListShards again for an unknown shard at most this often
+	tableWaitMinDelay        = 100 * time.Millisecond
+	tableWaitMaxDelay        = 5 * time.Second
+)
+
+// Config configures a Table.
+type Config struct {
+	TableName     string        // the observer id, already validated as a DynamoDB table name
+	StreamName    string        // the stream this table belongs to
+	WorkerID      string        // must equal the KCL's WorkerID
+	LeaseDuration time.Duration // the KCL's FailoverTimeMillis; 0 means DefaultLeaseDuration
+	CallTimeout   time.Duration // deadline of every DynamoDB and Kinesis call; 0 means DefaultCallTimeout
+	Logger        *slog.Logger  // nil means slog.Default()
+
+	// Optional tuning; zero values take the defaults above.
+	TableWaitTimeout  time.Duration // how long Init waits for the table to become ACTIVE
+	ShardListTTL      time.Duration // how stale the cached ListShards result may get
+	ClaimTimeout      time.Duration // lease stealing: age past lease expiry at which a claim lapses
+	LeaseSyncInterval time.Duration // lease stealing: minimum period between table scans
+}
+
+// DynamoDB is the part of *dynamodb.Client the table uses.
+type DynamoDB interface {
+	DescribeTable(ctx context.Context, in *dynamodb.DescribeTableInput, optFns ...func(*dynamodb.Options)) (*dynamodb.DescribeTableOutput, error)
+	CreateTable(ctx context.Context, in *dynamodb.CreateTableInput, optFns ...func(*dynamodb.Options)) (*dynamodb.CreateTableOutput, error)
+	GetItem(ctx context.Context, in *dynamodb.GetItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error)
+	PutItem(ctx context.Context, in *dynamodb.PutItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error)
+	UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error)
+	DeleteItem(ctx context.Context, in *dynamodb.DeleteItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.DeleteItemOutput, error)
+	Scan(ctx context.Context, in *dynamodb.ScanInput, optFns ...func(*dynamodb.Options)) (*dynamodb.ScanOutput, error)
+}
+
+// ShardLister is the part of *kinesis.Client the table uses.
+type ShardLister interface {
+	ListShards(ctx context.Context, in *kinesis.ListShardsInput, optFns ...func(*kinesis.Options)) (*kinesis.ListShardsOutput, error)
+}
+
+// Table is a checkpoint.Checkpointer over one DynamoDB table. It is safe for
+// concurrent use by the KCL worker's event loop and its shard consumers.
+type Table struct {
+	db  DynamoDB
+	kin ShardLister
+	cfg Config
+	log *slog.Logger
+	now func() time.Time
+
+	waitMinDelay, waitMaxDelay time.Duration
+
+	mu            sync.Mutex
+	created       time.Time
+	slots         map[string]*slot
+	lastLeaseSync time.Time
+
+	shards shardCache
+}
+
+var _ checkpoint.Checkpointer = (*Table)(nil)
+
+// New returns a Table; nothing is called until Init.
+func New(db DynamoDB, kin ShardLister, cfg Config) *Table {
+	if cfg.LeaseDuration <= 0 {
+		cfg.LeaseDuration = DefaultLeaseDuration
+	}
+	if cfg.CallTimeout <= 0 {
+		cfg.CallTimeout = DefaultCallTimeout
+	}
+	if cfg.TableWaitTimeout <= 0 {
+		cfg.TableWaitTimeout = DefaultTableWaitTimeout
+	}
+	if cfg.ShardListTTL <= 0 {
+		cfg.ShardListTTL = DefaultShardListTTL
+	}
+	if cfg.ClaimTimeout <= 0 {
+		cfg.ClaimTimeout = DefaultClaimTimeout
+	}
+	if cfg.LeaseSyncInterval <= 0 {
+		cfg.LeaseSyncInterval = DefaultLeaseSyncInterval
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Table{
+		db:           db,
+		kin:          kin,
+		cfg:          cfg,
+		log:          log.With("table", cfg.TableName),
+		now:          time.Now,
+		waitMinDelay: tableWaitMinDelay,
+		waitMaxDelay: tableWaitMaxDelay,
+		slots:        make(map[string]*slot),
+	}
+}
+
+// Created is the table's CreationDateTime, known after a successful Init.
+// It does not change while the table exists, so it serves as a persisted
+// epoch (e.g. to turn LATEST into AT_TIMESTAMP consistently across restarts).
+func (t *Table) Created() time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.created
+}
+
+// Init makes sure the table exists, is ACTIVE and belongs to the configured
+// stream. It is idempotent: the KCL calls it again in Worker.Start.
+func (t *Table) Init() error {
+	switch {
+	case t.cfg.TableName == "":
+		return errors.New("lease table: empty table name")
+	case t.cfg.StreamName == "":
+		return fmt.Errorf("lease table %q: empty stream name", t.cfg.TableName)
+	case t.cfg.WorkerID == "":
+		return fmt.Errorf("lease table %q: empty worker id", t.cfg.TableName)
+	}
+	desc, err := t.ensureTable()
+	if err != nil {
+		return err
+	}
+	if err := checkKeySchema(desc); err != nil {
+		return fmt.Errorf("lease table %q: %w", t.cfg.TableName, err)
+	}
+	if desc.BillingModeSummary == nil || desc.BillingModeSummary.BillingMode != types.BillingModePayPerRequest {
+		// A table created by the KCL itself has 10/10 provisioned capacity;
+		// throttled renewals then lose leases (duplicates).
+		t.log.Warn("lease table is not PAY_PER_REQUEST; throttling can cost leases")
+	}
+	if err := t.bindStream(); err != nil {
+		return err
+	}
+	t.mu.Lock()
+	t.created = aws.ToTime(desc.CreationDateTime)
+	t.mu.Unlock()
+	return nil
+}
+
+func (t *Table) ensureTable() (*types.TableDescription, error) {
+	ctx, cancel := t.callCtx()
+	out, err := t.db.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(t.cfg.TableName)})
+	cancel()
+	var desc *types.TableDescription
+	switch {
+	case err == nil:
+		desc = out.Table
+	case isNotFound(err):
+		if err := t.createTable(); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("lease table %q: describe: %w", t.cfg.TableName, err)
+	}
+	if desc != nil && (desc.TableStatus == types.TableStatusActive || desc.TableStatus == types.TableStatusUpdating) {
+		return desc, nil
+	}
+	// Items cannot be written before ACTIVE; every worker waits, including
+	// the one whose CreateTable lost the race.
+	waiter := dynamodb.NewTableExistsWaiter(timedDescriber{t}, func(o *dynamodb.TableExistsWaiterOptions) {
+		o.MinDelay = t.waitMinDelay
+		o.MaxDelay = t.waitMaxDelay
+	})
+	wout, err := waiter.WaitForOutput(context.Background(),
+		&dynamodb.DescribeTableInput{TableName: aws.String(t.cfg.TableName)}, t.cfg.TableWaitTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("lease table %q: wait for ACTIVE: %w", t.cfg.TableName, err)
+	}
+	if wout.Table == nil {
+		return nil, fmt.Errorf("lease table %q: DescribeTable returned no table", t.cfg.TableName)
+	}
+	return wout.Table, nil
+}
+
+func (t *Table) createTable() error {
+	ctx, cancel := t.callCtx()
+	defer cancel()
+	_, err := t.db.CreateTable(ctx, &dynamodb.CreateTableInput{
+		TableName: aws.String(t.cfg.TableName),
+		AttributeDefinitions: []types.AttributeDefinition{
+			{AttributeName: aws.String(attrShardID), AttributeType: types.ScalarAttributeTypeS},
+		},
+		KeySchema: []types.KeySchemaElement{
+			{AttributeName: aws.String(attrShardID), KeyType: types.KeyTypeHash},
+		},
+		BillingMode: types.BillingModePayPerRequest,
+	})
+	var inUse *types.ResourceInUseException
+	switch {
+	case err == nil:
+		t.log.Info("lease table created")
+		return nil
+	case errors.As(err, &inUse):
+		// Another worker is creating it right now.
+		return nil
+	default:
+		return fmt.Errorf("lease table %q: create: %w", t.cfg.TableName, err)
+	}
+}
+
+func checkKeySchema(desc *types.TableDescription) error {
+	if len(desc.KeySchema) == 1 && aws.ToString(desc.KeySchema[0].AttributeName) == attrShardID &&
+		desc.KeySchema[0].KeyType == types.KeyTypeHash {
+		for _, ad := range desc.AttributeDefinitions {
+			if aws.ToString(ad.AttributeName) == attrShardID && ad.AttributeType == types.ScalarAttributeTypeS {
+				return nil
+			}
+		}
+	}
+	// e.g. a table of another KCL flavour, whose items would not fit ours.
+	return fmt.Errorf("key schema is not a string hash key %q: not a lease table of this kind", attrShardID)
+}
+
+// bindStream records the stream in the metadata item, or checks the one
+// already recorded.
+func (t *Table) bindStream() error {
+	var e expr
+	cond := "attribute_not_exists(" + e.name(attrShardID) + ")"
+	ctx, cancel := t.callCtx()
+	_, err := t.db.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName: aws.String(t.cfg.TableName),
+		Item: map[string]types.AttributeValue{
+			attrShardID: s(MetadataKey),
+			attrStream:  s(t.cfg.StreamName),
+		},
+		ConditionExpression:      aws.String(cond),
+		ExpressionAttributeNames: e.names,
+	})
+	cancel()
+	if err == nil {
+		t.log.Info("lease table bound to stream", "stream", t.cfg.StreamName)
+		return nil
+	}
+	if !isConditionFailed(err) {
+		return fmt.Errorf("lease table %q: bind to stream %q: %w", t.cfg.TableName, t.cfg.StreamName, err)
+	}
+	item, err := t.getItem(MetadataKey)
+	if err != nil {
+		return fmt.Errorf("lease table %q: read stream binding: %w", t.cfg.TableName, err)
+	}
+	bound, _ := str(item, attrStream)
+	if bound != t.cfg.StreamName {
+		return &StreamMismatchError{Table: t.cfg.TableName, Bound: bound, Want: t.cfg.StreamName}
+	}
+	return nil
+}
+
+// timedDescriber gives each of the waiter's DescribeTable calls its own
+// deadline; the waiter's context only bounds the whole wait.
+type timedDescriber struct{ t *Table }
+
+func (d timedDescriber) DescribeTable(ctx context.Context, in *dynamodb.DescribeTableInput, optFns ...func(*dynamodb.Options)) (*dynamodb.DescribeTableOutput, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.t.cfg.CallTimeout)
+	defer cancel()
+	return d.t.db.DescribeTable(ctx, in, optFns...)
+}
+
+// callCtx bounds one AWS call: the KCL passes no context, and an unbounded
+// call would block a shard consumer, and with it Worker.Shutdown, for ever.
+func (t *Table) callCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), t.cfg.CallTimeout)
+}
+
+// getItem is a consistent read; a missing item is an empty map.
+func (t *Table) getItem(shardID string) (map[string]types.AttributeValue, error) {
+	ctx, cancel := t.callCtx()
+	defer cancel()
+	out, err := t.db.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName:      aws.String(t.cfg.TableName),
+		Key:            map[string]types.AttributeValue{attrShardID: s(shardID)},
+		ConsistentRead: aws.Bool(true),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out.Item, nil
+}
+
+func (t *Table) getRow(shardID string) (row, error) {
+	item, err := t.getItem(shardID)
+	if err != nil {
+		return row{}, err
+	}
+	return parseRow(item), nil
+}
+
+func (t *Table) update(in *dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
+	in.TableName = aws.String(t.cfg.TableName)
+	ctx, cancel := t.callCtx()
+	defer cancel()
+	return t.db.UpdateItem(ctx, in)
+}
+
+// row is a lease item as read. Presence matters as much as value: conditions
+// must name exactly the state that was read.
+type row struct {
+	exists                           bool
+	owner, timeout, checkpoint       string
+	parent, claim                    string
+	hasOwner, hasTimeout, hasCheckpt bool
+}
+
+func parseRow(item map[string]types.AttributeValue) row {
+	r := row{exists: len(item) > 0}
+	r.owner, r.hasOwner = str(item, attrOwner)
+	r.timeout, r.hasTimeout = str(item, attrTimeout)
+	r.checkpoint, r.hasCheckpt = str(item, attrCheckpoint)
+	r.parent, _ = str(item, attrParent)
+	r.claim, _ = str(item, attrClaim)
+	return r
+}
+
+// leaseTimeout parses LeaseTimeout; ok is false when it is absent or
+// unreadable.
+func (r row) leaseTimeout() (time.Time, bool) {
+	if !r.hasTimeout {
+		return time.Time{}, false
+	}
+	ts, err := time.Parse(time.RFC3339Nano, r.timeout)
+	return ts, err == nil
+}
+
+// str reads a string attribute. Another type counts as absent (the KCL would
+// panic on it).
+func str(item map[string]types.AttributeValue, name string) (string, bool) {
+	v, ok := item[name].(*types.AttributeValueMemberS)
+	if !ok {
+		return "", false
+	}
+	return v.Value, true
+}
+
+func s(v string) types.AttributeValue { return &types.AttributeValueMemberS{Value: v} }
+
+// expr collects the placeholders of one request. Every attribute goes through
+// a name placeholder so that no attribute can collide with a reserved word,
+// and only what is used is sent (DynamoDB rejects unused placeholders).
+type expr struct {
+	names  map[string]string
+	values map[string]types.AttributeValue
+}
+
+func (e *expr) name(attr string) string {
+	if e.names == nil {
+		e.names = make(map[string]string)
+	}
+	e.names["#"+attr] = attr
+	return "#" + attr
+}
+
+func (e *expr) value(key, v string) string {
+	if e.values == nil {
+		e.values = make(map[string]types.AttributeValue)
+	}
+	e.values[":"+key] = s(v)
+	return ":" + key
+}
+
+func isConditionFailed(err error) bool {
+	var ccf *types.ConditionalCheckFailedException
+	return errors.As(err, &ccf)
+}
+
+func isNotFound(err error) bool {
+	var nf *types.ResourceNotFoundException
+	return errors.As(err, &nf)
+}
+
+func formatTimeout(ts time.Time) string { return ts.UTC().Format(time.RFC3339Nano) }
+
+// shardLog returns the logger for one shard.
+func (t *Table) shardLog(shardID string) *slog.Logger { return t.log.With("shard", shardID) }
+
+// setShard runs f with the shard's lock held.
+func setShard(shard *par.ShardStatus, f func(*par.ShardStatus)) {
+	shard.Mux.Lock()
+	defer shard.Mux.Unlock()
+	f(shard)
+}

@@ -1,0 +1,253 @@
+package leases
+
+import (
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+)
+
+var created = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+func tableDesc(status types.TableStatus) *types.TableDescription {
+	return &types.TableDescription{
+		TableName:            aws.String("obs"),
+		TableStatus:          status,
+		KeySchema:            []types.KeySchemaElement{{AttributeName: aws.String(attrShardID), KeyType: types.KeyTypeHash}},
+		AttributeDefinitions: []types.AttributeDefinition{{AttributeName: aws.String(attrShardID), AttributeType: types.ScalarAttributeTypeS}},
+		BillingModeSummary:   &types.BillingModeSummary{BillingMode: types.BillingModePayPerRequest},
+		CreationDateTime:     aws.Time(created),
+	}
+}
+
+// describeSeq answers DescribeTable with each of answers in turn (a
+// *types.TableDescription or an error), repeating the last one.
+func describeSeq(answers ...any) func(*dynamodb.DescribeTableInput) (*dynamodb.DescribeTableOutput, error) {
+	var mu sync.Mutex
+	i := 0
+	return func(in *dynamodb.DescribeTableInput) (*dynamodb.DescribeTableOutput, error) {
+		mu.Lock()
+		a := answers[min(i, len(answers)-1)]
+		i++
+		mu.Unlock()
+		switch a := a.(type) {
+		case error:
+			return nil, a
+		case *types.TableDescription:
+			return &dynamodb.DescribeTableOutput{Table: a}, nil
+		}
+		panic("bad answer")
+	}
+}
+
+func notFound() error {
+	return &types.ResourceNotFoundException{Message: aws.String("Requested resource not found")}
+}
+
+func TestInit(t *testing.T) {
+	wantCreate := &dynamodb.CreateTableInput{
+		TableName:            aws.String("obs"),
+		AttributeDefinitions: []types.AttributeDefinition{{AttributeName: aws.String("ShardID"), AttributeType: types.ScalarAttributeTypeS}},
+		KeySchema:            []types.KeySchemaElement{{AttributeName: aws.String("ShardID"), KeyType: types.KeyTypeHash}},
+		BillingMode:          types.BillingModePayPerRequest,
+	}
+	bindOK := func(in *dynamodb.PutItemInput) (*dynamodb.PutItemOutput, error) {
+		return &dynamodb.PutItemOutput{}, nil
+	}
+	bindTaken := func(*dynamodb.PutItemInput) (*dynamodb.PutItemOutput, error) { return nil, ccf() }
+	wrongKey := tableDesc(types.TableStatusActive)
+	wrongKey.KeySchema = []types.KeySchemaElement{{AttributeName: aws.String("leaseKey"), KeyType: types.KeyTypeHash}}
+
+	tests := []struct {
+		name        string
+		describe    []any
+		createErr   error
+		put         func(*dynamodb.PutItemInput) (*dynamodb.PutItemOutput, error)
+		stored      items
+		waitTimeout time.Duration
+		wantOps     []string
+		wantErr     string // substring; "" means success
+		wantIs      error
+	}{
+		{
+			name:     "creates a missing table and waits until ACTIVE",
+			describe: []any{notFound(), tableDesc(types.TableStatusCreating), tableDesc(types.TableStatusActive)},
+			put:      bindOK,
+			wantOps:  []string{"DescribeTable", "CreateTable", "DescribeTable", "DescribeTable", "PutItem"},
+		},
+		{
+			name:      "a concurrent creator is not an error",
+			describe:  []any{notFound(), notFound(), tableDesc(types.TableStatusActive)},
+			createErr: &types.ResourceInUseException{Message: aws.String("Table already exists")},
+			put:       bindOK,
+			wantOps:   []string{"DescribeTable", "CreateTable", "DescribeTable", "DescribeTable", "PutItem"},
+		},
+		{
+			name:     "an ACTIVE table is used as is",
+			describe: []any{tableDesc(types.TableStatusActive)},
+			put:      bindOK,
+			wantOps:  []string{"DescribeTable", "PutItem"},
+		},
+		{
+			name:     "a table being created by someone else is waited for",
+			describe: []any{tableDesc(types.TableStatusCreating), tableDesc(types.TableStatusActive)},
+			put:      bindOK,
+			wantOps:  []string{"DescribeTable", "DescribeTable", "PutItem"},
+		},
+		{
+			name:     "other DescribeTable errors do not create",
+			describe: []any{errors.New("AccessDeniedException: no")},
+			wantOps:  []string{"DescribeTable"},
+			wantErr:  `lease table "obs": describe: AccessDeniedException: no`,
+		},
+		{
+			name:      "CreateTable failure",
+			describe:  []any{notFound()},
+			createErr: errors.New("LimitExceededException: too many tables"),
+			wantOps:   []string{"DescribeTable", "CreateTable"},
+			wantErr:   "create: LimitExceededException",
+		},
+		{
+			name:        "wait is bounded",
+			describe:    []any{notFound(), tableDesc(types.TableStatusCreating)},
+			waitTimeout: 30 * time.Millisecond,
+			wantErr:     "wait for ACTIVE",
+		},
+		{
+			name:     "a table of another shape is refused",
+			describe: []any{wrongKey},
+			wantOps:  []string{"DescribeTable"},
+			wantErr:  "not a lease table of this kind",
+		},
+		{
+			name:     "already bound to the same stream",
+			describe: []any{tableDesc(types.TableStatusActive)},
+			put:      bindTaken,
+			stored:   items{MetadataKey: {attrShardID: MetadataKey, attrStream: "stream-a"}},
+			wantOps:  []string{"DescribeTable", "PutItem", "GetItem"},
+		},
+		{
+			name:     "bound to another stream",
+			describe: []any{tableDesc(types.TableStatusActive)},
+			put:      bindTaken,
+			stored:   items{MetadataKey: {attrShardID: MetadataKey, attrStream: "stream-old"}},
+			wantOps:  []string{"DescribeTable", "PutItem", "GetItem"},
+			wantErr:  `lease table "obs" belongs to stream "stream-old", not "stream-a": use another observer id or delete the table`,
+			wantIs:   ErrStreamMismatch,
+		},
+		{
+			name:     "binding write fails",
+			describe: []any{tableDesc(types.TableStatusActive)},
+			put: func(*dynamodb.PutItemInput) (*dynamodb.PutItemOutput, error) {
+				return nil, errors.New("InternalServerError")
+			},
+			wantOps: []string{"DescribeTable", "PutItem"},
+			wantErr: `bind to stream "stream-a": InternalServerError`,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			if tc.waitTimeout > 0 {
+				f.tbl.cfg.TableWaitTimeout = tc.waitTimeout
+			}
+			f.db.describeTable = describeSeq(tc.describe...)
+			f.db.createTable = func(in *dynamodb.CreateTableInput) (*dynamodb.CreateTableOutput, error) {
+				if diff := cmp.Diff(wantCreate, in, cmpopts.IgnoreUnexported(dynamodb.CreateTableInput{}, types.AttributeDefinition{}, types.KeySchemaElement{})); diff != "" {
+					t.Errorf("CreateTable input (-want +got):\n%s", diff)
+				}
+				return &dynamodb.CreateTableOutput{}, tc.createErr
+			}
+			if tc.put != nil {
+				f.db.putItem = func(in *dynamodb.PutItemInput) (*dynamodb.PutItemOutput, error) {
+					if got := aws.ToString(in.ConditionExpression); got != "attribute_not_exists(#ShardID)" {
+						t.Errorf("binding condition %q", got)
+					}
+					if diff := cmp.Diff(map[string]string{attrShardID: MetadataKey, attrStream: "stream-a"}, flatten(in.Item)); diff != "" {
+						t.Errorf("binding item (-want +got):\n%s", diff)
+					}
+					return tc.put(in)
+				}
+			}
+			if tc.stored != nil {
+				f.db.getItem = tc.stored.get
+			}
+
+			err := f.tbl.Init()
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Init: %v", err)
+				}
+				if !f.tbl.Created().Equal(created) {
+					t.Errorf("Created() = %v, want %v", f.tbl.Created(), created)
+				}
+			} else if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("Init: %v, want an error containing %q", err, tc.wantErr)
+			}
+			if tc.wantIs != nil && !errors.Is(err, tc.wantIs) {
+				t.Errorf("Init: %v is not %v", err, tc.wantIs)
+			}
+			if tc.wantOps != nil {
+				if diff := cmp.Diff(tc.wantOps, f.db.ops()); diff != "" {
+					t.Errorf("calls (-want +got):\n%s", diff)
+				}
+			}
+		})
+	}
+}
+
+func TestInitValidatesConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(*Config)
+		want string
+	}{
+		{"table", func(c *Config) { c.TableName = "" }, "empty table name"},
+		{"stream", func(c *Config) { c.StreamName = "" }, "empty stream name"},
+		{"worker", func(c *Config) { c.WorkerID = "" }, "empty worker id"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			tc.edit(&f.tbl.cfg)
+			if err := f.tbl.Init(); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Init: %v, want %q", err, tc.want)
+			}
+			if ops := f.db.ops(); len(ops) != 0 {
+				t.Errorf("calls %v before validation", ops)
+			}
+		})
+	}
+}
+
+func TestStreamMismatchError(t *testing.T) {
+	err := error(&StreamMismatchError{Table: "obs", Bound: "a", Want: "b"})
+	if got, want := err.Error(), `lease table "obs" belongs to stream "a", not "b": use another observer id or delete the table`; got != want {
+		t.Errorf("Error() = %q, want %q", got, want)
+	}
+	if !errors.Is(err, ErrStreamMismatch) {
+		t.Error("not ErrStreamMismatch")
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	tbl := New(nil, nil, Config{TableName: "obs"})
+	want := Config{
+		TableName:         "obs",
+		LeaseDuration:     DefaultLeaseDuration,
+		CallTimeout:       DefaultCallTimeout,
+		TableWaitTimeout:  DefaultTableWaitTimeout,
+		ShardListTTL:      DefaultShardListTTL,
+		ClaimTimeout:      DefaultClaimTimeout,
+		LeaseSyncInterval: DefaultLeaseSyncInterval,
+	}
+	if diff := cmp.Diff(want, tbl.cfg, cmpopts.IgnoreFields(Config{}, "Logger")); diff != "" {
+		t.Errorf("defaults (-want +got):\n%s", diff)
+	}
+}

@@ -1,0 +1,91 @@
+package kinesis
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+	"sync"
+
+	"github.com/sirupsen/logrus"
+	kcllog "github.com/vmware/vmware-go-kcl-v2/logger"
+)
+
+// kclLogger adapts the KCL's logger interface to slog. Fatalf must not end
+// the process: one observer's trouble is not a reason to stop the others, so
+// it reports the failure to the observer, which restarts its worker, and ends
+// only the calling goroutine.
+type kclLogger struct {
+	log   *slog.Logger
+	fatal func(error)
+}
+
+var _ kcllog.Logger = (*kclLogger)(nil)
+
+func (l *kclLogger) logf(level slog.Level, format string, args ...any) {
+	ctx := context.Background()
+	if !l.log.Enabled(ctx, level) {
+		return
+	}
+	l.log.Log(ctx, level, fmt.Sprintf(format, args...), "source", "kcl")
+}
+
+func (l *kclLogger) Debugf(format string, args ...any) { l.logf(slog.LevelDebug, format, args...) }
+func (l *kclLogger) Infof(format string, args ...any)  { l.logf(slog.LevelDebug, format, args...) }
+func (l *kclLogger) Warnf(format string, args ...any)  { l.logf(slog.LevelWarn, format, args...) }
+func (l *kclLogger) Errorf(format string, args ...any) { l.logf(slog.LevelError, format, args...) }
+
+func (l *kclLogger) Fatalf(format string, args ...any) {
+	err := fmt.Errorf("kcl: "+format, args...)
+	l.log.Error(err.Error(), "source", "kcl")
+	if l.fatal != nil {
+		l.fatal(err)
+	}
+	runtime.Goexit()
+}
+
+func (l *kclLogger) Panicf(format string, args ...any) {
+	l.Fatalf(format, args...)
+}
+
+func (l *kclLogger) WithFields(fields kcllog.Fields) kcllog.Logger {
+	attrs := make([]any, 0, 2*len(fields))
+	for k, v := range fields {
+		attrs = append(attrs, k, v)
+	}
+	return &kclLogger{log: l.log.With(attrs...), fatal: l.fatal}
+}
+
+var routeLogrusOnce sync.Once
+
+// routeLogrus sends the lines the KCL writes through the global logrus
+// logger (lease renewal, among others) to slog instead of stderr.
+func routeLogrus(log *slog.Logger) {
+	routeLogrusOnce.Do(func() {
+		logrus.SetOutput(io.Discard)
+		logrus.SetLevel(logrus.DebugLevel)
+		logrus.AddHook(&logrusHook{log: log})
+	})
+}
+
+type logrusHook struct{ log *slog.Logger }
+
+func (h *logrusHook) Levels() []logrus.Level { return logrus.AllLevels }
+
+func (h *logrusHook) Fire(e *logrus.Entry) error {
+	level := slog.LevelDebug
+	switch {
+	case e.Level <= logrus.ErrorLevel:
+		level = slog.LevelError
+	case e.Level == logrus.WarnLevel:
+		level = slog.LevelWarn
+	}
+	attrs := make([]any, 0, 2+2*len(e.Data))
+	attrs = append(attrs, "source", "kcl")
+	for k, v := range e.Data {
+		attrs = append(attrs, k, v)
+	}
+	h.log.Log(context.Background(), level, e.Message, attrs...)
+	return nil
+}

@@ -1,0 +1,208 @@
+// Package kinesis runs one Sauna Kinesis observer: a KCL worker whose
+// DynamoDB lease table is named after the observer id, a record processor
+// that turns each record into a command and dispatches it, and the guards the
+// KCL library needs to neither lose nor repeat work (fenced checkpoints,
+// bounded calls, bounded shutdown).
+package kinesis
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	kclcfg "github.com/vmware/vmware-go-kcl-v2/clientlibrary/config"
+	kcl "github.com/vmware/vmware-go-kcl-v2/clientlibrary/interfaces"
+	"github.com/vmware/vmware-go-kcl-v2/clientlibrary/worker"
+
+	"github.com/sauna-io/sauna/observer/kinesis/leases"
+	"github.com/sauna-io/sauna/responders"
+)
+
+// Options tune an observer's process-level behaviour.
+type Options struct {
+	Logger *slog.Logger
+	// OnOutcome, if set, is called once per record with its final outcome.
+	// It must not block.
+	OnOutcome func(Outcome)
+	// DrainTimeout is how long in-flight commands may finish after a stop
+	// before they are cancelled (default 10 s).
+	DrainTimeout time.Duration
+	// ShutdownTimeout bounds the whole stop, KCL included (default 15 s).
+	ShutdownTimeout time.Duration
+}
+
+// Observer consumes one stream. Run it once; build a new one to restart.
+type Observer struct {
+	cfg      Config
+	dispatch *responders.Dispatcher
+	opts     Options
+	log      *slog.Logger
+	workerID string
+
+	table *leases.Table
+	// lost reports the loss of a shard's lease (the lease table's Lost).
+	lost func(shardID string) <-chan struct{}
+	// intake ends when the observer stops taking new work; hard ends when
+	// in-flight work must be abandoned.
+	intake context.Context
+	hard   context.Context
+}
+
+// New prepares an observer; it does no I/O.
+func New(cfg Config, d *responders.Dispatcher, opts Options) *Observer {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.DrainTimeout <= 0 {
+		opts.DrainTimeout = 10 * time.Second
+	}
+	if opts.ShutdownTimeout <= opts.DrainTimeout {
+		opts.ShutdownTimeout = opts.DrainTimeout + 5*time.Second
+	}
+	host, _ := os.Hostname()
+	return &Observer{
+		cfg:      cfg,
+		dispatch: d,
+		opts:     opts,
+		log:      opts.Logger.With("observer", cfg.ID, "stream", cfg.StreamName),
+		workerID: host + ":" + rand.Text(),
+	}
+}
+
+// Config returns the observer's configuration.
+func (o *Observer) Config() Config { return o.cfg }
+
+func (o *Observer) report(out Outcome) {
+	if o.opts.OnOutcome != nil {
+		o.opts.OnOutcome(out)
+	}
+}
+
+// ErrStopped is returned by Run when the observer stopped on its own because
+// its worker failed; the caller may start a new one.
+var ErrStopped = errors.New("observer stopped")
+
+// Run consumes the stream until ctx ends, then stops within the shutdown
+// timeout, checkpointing what is done. It returns nil after a requested stop,
+// and an error when the observer could not start or its worker failed.
+func (o *Observer) Run(ctx context.Context) error {
+	awsCfg, err := LoadAWS(ctx, o.cfg.Region, o.cfg.AccessKeyID, o.cfg.SecretAccessKey)
+	if err != nil {
+		return fmt.Errorf("observer %s: aws config: %w", o.cfg.ID, err)
+	}
+	kin := NewKinesisClient(awsCfg)
+	o.table = leases.New(NewDynamoDBClient(awsCfg), kin, leases.Config{
+		TableName:     o.cfg.ID,
+		StreamName:    o.cfg.StreamName,
+		WorkerID:      o.workerID,
+		LeaseDuration: o.cfg.LeaseDuration,
+		Logger:        o.log,
+	})
+	o.lost = o.table.Lost
+	if err := o.table.Init(); err != nil {
+		return fmt.Errorf("observer %s: lease table: %w", o.cfg.ID, err)
+	}
+
+	intake, stopIntake := context.WithCancel(context.WithoutCancel(ctx))
+	hard, stopHard := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopIntake()
+	defer stopHard()
+	o.intake, o.hard = intake, hard
+
+	fatal := make(chan error, 1)
+	onFatal := func(err error) {
+		select {
+		case fatal <- err:
+		default:
+		}
+	}
+	routeLogrus(o.log)
+	kcfg := o.kclConfig(&kclLogger{log: o.log, fatal: onFatal})
+	w := worker.NewWorker(&processorFactory{o: o}, kcfg).WithKinesis(kin).WithCheckpointer(o.table)
+	if err := w.Start(); err != nil {
+		return fmt.Errorf("observer %s: start worker: %w", o.cfg.ID, err)
+	}
+	o.log.Info("observer started", "worker", o.workerID, "lease_table", o.cfg.ID, "initial_position", o.cfg.InitialPosition)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-fatal:
+		runErr = fmt.Errorf("%w: %v", ErrStopped, err)
+	}
+	o.stop(w, stopIntake, stopHard)
+	return runErr
+}
+
+// stop ends intake at once, lets in-flight commands finish for the drain
+// timeout, and gives the KCL's own shutdown (final checkpoints, lease
+// release) what is left of the shutdown timeout. Worker.Shutdown can block
+// for ever on a hung call, so it is abandoned at the deadline: the leases then
+// expire on their own and nothing beyond the last checkpoint is lost.
+func (o *Observer) stop(w *worker.Worker, stopIntake, stopHard context.CancelFunc) {
+	start := time.Now()
+	stopIntake()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.Shutdown()
+	}()
+	drain := time.NewTimer(o.opts.DrainTimeout)
+	defer drain.Stop()
+	deadline := time.NewTimer(o.opts.ShutdownTimeout)
+	defer deadline.Stop()
+	for {
+		select {
+		case <-done:
+			stopHard()
+			o.log.Info("observer stopped", "took", time.Since(start).Round(time.Millisecond))
+			return
+		case <-drain.C:
+			o.log.Warn("in-flight commands did not finish in time; cancelling them", "drain_timeout", o.opts.DrainTimeout)
+			stopHard()
+		case <-deadline.C:
+			stopHard()
+			o.log.Error("worker did not stop in time; abandoning it (its leases expire on their own)", "shutdown_timeout", o.opts.ShutdownTimeout)
+			return
+		}
+	}
+}
+
+func (o *Observer) kclConfig(log *kclLogger) *kclcfg.KinesisClientLibConfiguration {
+	c := o.cfg
+	k := kclcfg.NewKinesisClientLibConfig(c.ID, c.StreamName, c.Region, o.workerID).
+		WithTableName(c.ID).
+		WithMaxRecords(c.MaxRecords).
+		WithShardSyncIntervalMillis(int(c.ShardSyncInterval.Milliseconds())).
+		WithIdleTimeBetweenReadsInMillis(int(c.IdleBetweenReads.Milliseconds())).
+		WithFailoverTimeMillis(int(c.LeaseDuration.Milliseconds())).
+		WithLeaseRefreshWaitTime(int(c.LeaseRefresh.Milliseconds())).
+		WithMaxRetryCount(20).
+		WithLogger(log)
+	k.ParentShardPollIntervalMillis = int(c.ParentShardPoll.Milliseconds())
+	switch c.InitialPosition {
+	case PositionTrimHorizon:
+		k.WithInitialPositionInStream(kclcfg.TRIM_HORIZON)
+	case PositionAtTimestamp:
+		ts := c.Timestamp
+		k.WithTimestampAtInitialPositionInStream(&ts)
+	case PositionLatest:
+		// The KCL takes LATEST when it acquires a shard, so records written
+		// between a reshard (or any restart before a first checkpoint) and the
+		// pickup would be skipped. The lease table's creation time is a
+		// persisted "now" that means the same for every shard and every restart.
+		ts := o.table.Created()
+		k.WithTimestampAtInitialPositionInStream(&ts)
+	}
+	return k
+}
+
+type processorFactory struct{ o *Observer }
+
+func (f *processorFactory) CreateProcessor() kcl.IRecordProcessor {
+	return &shardProcessor{o: f.o}
+}
