@@ -1,0 +1,306 @@
+package main
+
+// End-to-end harness: the real sauna binary against the emulators on
+// loopback, with local HTTP servers standing in for vendor APIs.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sauna-io/sauna/observer/kinesis/emulator"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// sauna returns the path of a freshly built binary, built once per test run.
+func sauna(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "sauna-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "sauna")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// emulatorEnv is the environment a sauna process needs to reach the emulators
+// and nothing else.
+func emulatorEnv(env emulator.Env) []string {
+	vars := []string{
+		"PATH=" + os.Getenv("PATH"),
+		"HOME=" + os.TempDir(),
+		"AWS_REGION=us-east-1",
+		"AWS_ACCESS_KEY_ID=test",
+		"AWS_SECRET_ACCESS_KEY=test",
+		"AWS_EC2_METADATA_DISABLED=true",
+		"AWS_CONFIG_FILE=/dev/null",
+		"AWS_SHARED_CREDENTIALS_FILE=/dev/null",
+		"AWS_ENDPOINT_URL_KINESIS=" + env.KinesisURL,
+		"AWS_ENDPOINT_URL_DYNAMODB=" + env.DynamoDBURL,
+	}
+	if env.CloudWatchURL != "" {
+		vars = append(vars, "AWS_ENDPOINT_URL_CLOUDWATCH="+env.CloudWatchURL)
+	}
+	return vars
+}
+
+// process is a running `sauna run` whose log lines (JSON) are kept.
+type process struct {
+	t    testing.TB
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	logs []map[string]any
+	raw  bytes.Buffer
+	done chan struct{}
+	err  error
+}
+
+func startSauna(t testing.TB, env emulator.Env, configDir string, extraArgs ...string) *process {
+	t.Helper()
+	args := append([]string{"run", "--config-dir", configDir, "--log-format", "json", "--log-level", "debug"}, extraArgs...)
+	cmd := exec.Command(sauna(t), args...)
+	cmd.Env = emulatorEnv(env)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &process{t: t, cmd: cmd, done: make(chan struct{})}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(p.done)
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			line := sc.Bytes()
+			var m map[string]any
+			p.mu.Lock()
+			p.raw.Write(line)
+			p.raw.WriteByte('\n')
+			if json.Unmarshal(line, &m) == nil {
+				p.logs = append(p.logs, m)
+			}
+			p.mu.Unlock()
+		}
+		p.err = cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		p.stop(t)
+		if t.Failed() {
+			t.Logf("sauna log:\n%s", p.output())
+		}
+	})
+	return p
+}
+
+func (p *process) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.raw.String()
+}
+
+// stop sends SIGTERM and returns how long the process took to exit.
+func (p *process) stop(t testing.TB) (time.Duration, error) {
+	select {
+	case <-p.done:
+		return 0, p.err
+	default:
+	}
+	start := time.Now()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return time.Since(start), p.err
+	case <-time.After(30 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		t.Errorf("sauna did not exit within 30s of SIGTERM")
+		return time.Since(start), p.err
+	}
+}
+
+// logsMatching returns the log records for which match is true.
+func (p *process) logsMatching(match func(map[string]any) bool) []map[string]any {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []map[string]any
+	for _, m := range p.logs {
+		if match(m) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func msgIs(msg string) func(map[string]any) bool {
+	return func(m map[string]any) bool { return m["msg"] == msg }
+}
+
+// waitLogs waits until at least n log records match.
+func (p *process) waitLogs(t testing.TB, n int, timeout time.Duration, match func(map[string]any) bool) []map[string]any {
+	t.Helper()
+	var got []map[string]any
+	waitFor(t, timeout, func() bool {
+		got = p.logsMatching(match)
+		return len(got) >= n
+	}, func() string { return fmt.Sprintf("%d of %d expected log records", len(got), n) })
+	return got
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t testing.TB, timeout time.Duration, cond func() bool, what func() string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// webhookSink plays a vendor endpoint and records every request body.
+type webhookSink struct {
+	*httptest.Server
+	mu     sync.Mutex
+	bodies [][]byte
+	paths  []string
+	// status decides the response to each request (default 200 "ok").
+	status func(body []byte) (int, string)
+}
+
+func newWebhookSink(t testing.TB) *webhookSink {
+	s := &webhookSink{}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		s.mu.Lock()
+		status := s.status
+		s.bodies = append(s.bodies, b)
+		s.paths = append(s.paths, r.URL.Path)
+		s.mu.Unlock()
+		code, text := 200, "ok"
+		if status != nil {
+			code, text = status(b)
+		}
+		w.WriteHeader(code)
+		io.WriteString(w, text)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func (s *webhookSink) received() [][]byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([][]byte(nil), s.bodies...)
+}
+
+// texts returns the "text" field of every JSON body received.
+func (s *webhookSink) texts() []string {
+	var out []string
+	for _, b := range s.received() {
+		var m struct {
+			Text string `json:"text"`
+		}
+		_ = json.Unmarshal(b, &m)
+		out = append(out, m.Text)
+	}
+	return out
+}
+
+func writeFile(t testing.TB, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// observerConfig is a Sauna 1-0-0 AmazonKinesisConfig, as Sauna users have
+// them, tuned only by what the 1-0-1 fields allow when fast is set.
+func observerConfig(id, stream string, fast bool) string {
+	if !fast {
+		return fmt.Sprintf(`{"schema":"iglu:com.snowplowanalytics.sauna.observers/AmazonKinesisConfig/avro/1-0-0",
+ "data":{"enabled":true,"id":%q,"parameters":{
+   "aws":{"accessKeyId":"test","secretAccessKey":"test"},
+   "kinesis":{"region":"us-east-1","streamName":%q,"maxRecords":100,
+              "initialPosition":"TRIM_HORIZON","initialPositionModifiers":null}}}}`, id, stream)
+	}
+	return fmt.Sprintf(`{"schema":"iglu:com.snowplowanalytics.sauna.observers/AmazonKinesisConfig/avro/1-0-1",
+ "data":{"enabled":true,"id":%q,"parameters":{
+   "aws":{"accessKeyId":"","secretAccessKey":""},
+   "kinesis":{"region":"us-east-1","streamName":%q,"maxRecords":100,
+              "initialPosition":"TRIM_HORIZON","initialPositionModifiers":null,
+              "shardSyncIntervalMillis":300,"idleTimeBetweenReadsMillis":250,
+              "failoverTimeMillis":3000,"leaseRefreshMillis":1000,"parentShardPollMillis":500}}}}`, id, stream)
+}
+
+func slackConfig(id, webhookURL string) string {
+	return fmt.Sprintf(`{"schema":"iglu:com.snowplowanalytics.sauna.responders/SlackConfig/avro/1-0-0",
+ "data":{"enabled":true,"id":%q,"parameters":{"sendMessageEnabled":true,"webhookUrl":%q}}}`, id, webhookURL)
+}
+
+// commandRecord is one Sauna command as a Kinesis record.
+func commandRecord(commandID string, created time.Time, ttl string, inner string) string {
+	return fmt.Sprintf(`{"schema":"iglu:com.snowplowanalytics.sauna.commands/command/jsonschema/1-0-0","data":{`+
+		`"envelope":{"schema":"iglu:com.snowplowanalytics.sauna.commands/envelope/jsonschema/1-0-0","data":{`+
+		`"commandId":%q,"whenCreated":%q,"execution":{"semantics":"AT_LEAST_ONCE","timeToLive":%s},"tags":{}}},`+
+		`"command":%s}}`, commandID, created.UTC().Format(time.RFC3339Nano), ttl, inner)
+}
+
+func slackInner(text string) string {
+	return fmt.Sprintf(`{"schema":"iglu:com.slack.sauna.commands/send_message/jsonschema/1-0-0","data":{"text":%q,"channel":"#ops"}}`, text)
+}
+
+// uuidFor makes a stable, valid UUID from a small number.
+func uuidFor(n int) string { return fmt.Sprintf("00000000-0000-4000-8000-%012d", n) }
+
+// runCLI runs the binary once (not `run`) and returns its exit code and output.
+func runCLI(t testing.TB, env emulator.Env, stdin string, args ...string) (int, string, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, sauna(t), args...)
+	cmd.Env = emulatorEnv(env)
+	cmd.Stdin = strings.NewReader(stdin)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return code, stdout.String(), stderr.String()
+}

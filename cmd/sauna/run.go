@@ -1,0 +1,64 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/sauna-io/sauna/observer"
+)
+
+func runCmd(ctx context.Context, env *cliEnv, args []string) int {
+	fs := newFlagSet(env, "run", "", "Consume the stream of every enabled observer config in --config-dir and execute\neach command with its responder. SIGINT or SIGTERM stops it within 20 s,\ncheckpointing the commands that finished.\n\nChanges to the config directory are applied while running, file by file;\nSIGHUP forces a full rescan of it.")
+	dir := fs.String("config-dir", "", "directory of observer and responder config files (*.json, *.avro)")
+	rescan := fs.Duration("rescan-interval", 30*time.Second, "period of the full rescan of --config-dir that catches changes file events miss (0 disables it)")
+	quietPeriod := fs.Duration("reload-quiet", 500*time.Millisecond, "how long --config-dir must be still before changes are read")
+	var lf logFlags
+	lf.register(fs)
+	if code := parseFlags(fs, args); code >= 0 {
+		return code
+	}
+	if *dir == "" || fs.NArg() > 0 {
+		fmt.Fprintln(env.stderr, "sauna run: --config-dir DIR is required and no arguments are taken")
+		return 2
+	}
+	if *rescan < 0 || *quietPeriod < 0 {
+		fmt.Fprintln(env.stderr, "sauna run: --rescan-interval and --reload-quiet must not be negative")
+		return 2
+	}
+	log, err := lf.logger(env.stderr)
+	if err != nil {
+		fmt.Fprintln(env.stderr, "sauna run:", err)
+		return 2
+	}
+	// Registered before anything starts: SIGHUP's default action would end
+	// the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	log.Info("sauna starting", "version", version(), "config_dir", *dir)
+	opts := observer.Options{
+		Logger:         log,
+		RescanInterval: orOff(*rescan),
+		QuietPeriod:    orOff(*quietPeriod),
+		Reload:         hup,
+	}
+	if err := observer.Run(ctx, *dir, opts); err != nil {
+		log.Error("sauna cannot run", "err", err)
+		return 1
+	}
+	log.Info("sauna stopped")
+	return 0
+}
+
+// orOff maps a flag's 0 ("none") to the negative value Options uses for it,
+// since Options reads 0 as "default".
+func orOff(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}

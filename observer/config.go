@@ -1,0 +1,387 @@
+package observer
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/sauna-io/sauna/observer/kinesis"
+	"github.com/sauna-io/sauna/responders"
+	"github.com/sauna-io/sauna/schemas"
+)
+
+// Kind says what a config file configures.
+type Kind int
+
+// Kinds of config files.
+const (
+	KindObserver Kind = iota + 1
+	KindResponder
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindObserver:
+		return "observer"
+	case KindResponder:
+		return "responder"
+	}
+	return "unknown"
+}
+
+// Entry is one config file that decoded and validated.
+type Entry struct {
+	File    string
+	Hash    [sha256.Size]byte
+	Schema  schemas.Key
+	ID      string
+	Enabled bool
+	Kind    Kind
+
+	// Observer is set for KindObserver.
+	Observer kinesis.Config
+	// Module and Responder are set for KindResponder. Responder is nil when
+	// the config enables none of the module's actions.
+	Module    string
+	Responder responders.Responder
+}
+
+// unsupported names config schemas Sauna knew that this daemon deliberately
+// does not run, so that an enabled one is an error rather than a silent skip.
+var unsupported = map[string]string{
+	"com.snowplowanalytics.sauna.observers/LocalFilesystemConfig": "the local filesystem observer (batch files) is not supported; use an AmazonKinesisConfig observer",
+	"com.snowplowanalytics.sauna.observers/AmazonS3Config":        "the Amazon S3 observer (batch files) is not supported; use an AmazonKinesisConfig observer",
+	"com.snowplowanalytics.sauna.observers/AzureEventHubsConfig":  "the Azure Event Hubs observer is not supported",
+	"com.snowplowanalytics.sauna.loggers/AmazonDynamodbConfig":    "loggers are not supported: sauna logs with structured logs and keeps command outcomes itself",
+	"com.snowplowanalytics.sauna.loggers/HipchatConfig":           "loggers are not supported, and HipChat Cloud was shut down in February 2019",
+	"com.snowplowanalytics.sauna.responders/OptimizelyConfig":     "the Optimizely responder (batch files) is not supported",
+	"com.snowplowanalytics.sauna.responders/FacebookConfig":       "the Facebook custom audience responder is not supported",
+	"com.snowplowanalytics.sauna.responders/OpsGenieConfig":       "the OpsGenie responder is not supported",
+	"com.snowplowanalytics.sauna.responders/PusherConfig":         "the Pusher responder is not supported",
+	"com.snowplowanalytics.sauna.responders/SendgridConfig/1-0-0": "SendgridConfig 1-0-0 only configures the batch recipients responder, which is not supported; use SendgridConfig 1-0-1 or later with emailsEnabled",
+}
+
+func unsupportedReason(k schemas.Key) (string, bool) {
+	if r, ok := unsupported[fmt.Sprintf("%s/%s/%d-%d-%d", k.Vendor, k.Name, k.Model, k.Revision, k.Addition)]; ok {
+		return r, true
+	}
+	r, ok := unsupported[k.Vendor+"/"+k.Name]
+	return r, ok
+}
+
+// IsConfigFile reports whether a directory entry name is read as a config:
+// top-level *.json and *.avro files, except hidden ones (editor swap files,
+// the "..data" links of Kubernetes ConfigMap volumes).
+func IsConfigFile(name string) bool {
+	return !strings.HasPrefix(name, ".") && (strings.HasSuffix(name, ".json") || strings.HasSuffix(name, ".avro"))
+}
+
+// ParseFile decodes and validates one config file's content. It returns the
+// entry (nil when the file is unusable) and every problem found. Problems of
+// a disabled file are warnings: Sauna ignores disabled files entirely.
+func ParseFile(file string, content []byte, log *slog.Logger) (*Entry, []Problem) {
+	e := &Entry{File: file, Hash: sha256.Sum256(content)}
+	err := parse(e, content, log)
+	probs := problemsOf(file, "", err)
+	if !e.Enabled {
+		for i := range probs {
+			probs[i].Warning = true
+		}
+	}
+	if err != nil {
+		return nil, probs
+	}
+	return e, nil
+}
+
+func parse(e *Entry, content []byte, log *slog.Logger) error {
+	// Until "enabled" is read, a problem is an error: a file that cannot be
+	// read at all is never silently taken for a disabled one.
+	e.Enabled = true
+	var wrapper map[string]json.RawMessage
+	if err := decodeStrict(content, &wrapper); err != nil {
+		return fmt.Errorf("not a self-describing JSON object {\"schema\": ..., \"data\": {...}}: %w", err)
+	}
+	for k := range wrapper {
+		if k != "schema" && k != "data" {
+			return errorf(k, "unknown field (a config has only \"schema\" and \"data\")")
+		}
+	}
+	rawSchema, ok := wrapper["schema"]
+	if !ok {
+		return errorf("schema", "missing required field")
+	}
+	data, ok := wrapper["data"]
+	if !ok {
+		return errorf("data", "missing required field")
+	}
+	var uri string
+	if err := json.Unmarshal(rawSchema, &uri); err != nil {
+		return errorf("schema", "must be an iglu URI string")
+	}
+	key, err := schemas.ParseKey(uri)
+	if err != nil {
+		return atField("schema", err)
+	}
+	e.Schema = key
+	var head map[string]json.RawMessage
+	if err := json.Unmarshal(data, &head); err != nil || head == nil {
+		return errorf("data", "must be a JSON object")
+	}
+	// Sauna's gate: only the JSON boolean true enables a config.
+	e.Enabled = string(bytes.TrimSpace(head["enabled"])) == "true"
+	if err := json.Unmarshal(head["id"], &e.ID); err != nil {
+		e.ID = ""
+	}
+
+	if kinesis.AcceptsConfig(key) {
+		e.Kind = KindObserver
+		cfg, err := kinesis.ParseConfig(e.File, key, data)
+		if err != nil {
+			return atData(err)
+		}
+		e.Observer = cfg
+		return nil
+	}
+	if mod, ok := responders.ForConfig(key); ok {
+		e.Kind = KindResponder
+		e.Module = mod.Name
+		if mod.Retired != "" {
+			return errorf("schema", "%s: %s", key, mod.Retired)
+		}
+		params, err := decodeResponderConfig(mod, key, data)
+		if err != nil {
+			return atData(err)
+		}
+		if err := kinesis.ValidID(e.ID); err != nil {
+			return atData(err)
+		}
+		r, err := mod.New(responders.Config{
+			ID:         e.ID,
+			File:       e.File,
+			Schema:     key,
+			Parameters: params,
+			Logger:     log.With("responder", e.ID, "module", mod.Name),
+		})
+		if err != nil {
+			return atField("data", err)
+		}
+		e.Responder = r
+		return nil
+	}
+	if why, ok := unsupportedReason(key); ok {
+		return errorf("schema", "%s is recognised but not supported: %s", key, why)
+	}
+	return errorf("schema", "unknown config schema %q (forgotten import?)", key.String())
+}
+
+// decodeResponderConfig decodes a responder config against its schema and,
+// when the module also accepts a later addition of the same schema, against
+// that one too, so defaults of settings an older file predates come from the
+// schema file rather than from code.
+func decodeResponderConfig(mod responders.Module, key schemas.Key, data []byte) (json.RawMessage, error) {
+	plain, err := schemas.DecodeAvroJSON(key, data)
+	if err != nil {
+		return nil, err
+	}
+	latest := key
+	for _, k := range mod.ConfigSchemas {
+		if k.SameRevision(key) && k.Addition > latest.Addition {
+			latest = k
+		}
+	}
+	if latest != key {
+		if plain, err = schemas.DecodeAvroJSON(latest, plain); err != nil {
+			return nil, fmt.Errorf("upgrading to %s: %w", latest, err)
+		}
+	}
+	var doc struct {
+		Parameters json.RawMessage `json:"parameters"`
+	}
+	if err := json.Unmarshal(plain, &doc); err != nil {
+		return nil, err
+	}
+	return doc.Parameters, nil
+}
+
+// atData marks err as found inside data, so its field paths get "data.".
+func atData(err error) error { return &dataError{err} }
+
+type dataError struct{ err error }
+
+func (e *dataError) Error() string { return e.err.Error() }
+func (e *dataError) Unwrap() error { return e.err }
+
+func decodeStrict(content []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(content))
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("trailing data after the JSON object")
+	}
+	return nil
+}
+
+// Snapshot is the validated content of a config directory.
+type Snapshot struct {
+	// Entries are the enabled, valid configs, sorted by file name.
+	Entries []*Entry
+	// Disabled are the files whose config is not enabled.
+	Disabled []string
+	// Problems lists every problem, file by file.
+	Problems []Problem
+}
+
+// Observers returns the enabled observer entries.
+func (s *Snapshot) Observers() []*Entry { return s.ofKind(KindObserver) }
+
+// Responders returns the enabled responder entries.
+func (s *Snapshot) Responders() []*Entry { return s.ofKind(KindResponder) }
+
+func (s *Snapshot) ofKind(k Kind) []*Entry {
+	var out []*Entry
+	for _, e := range s.Entries {
+		if e.Kind == k {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// ListConfigFiles returns the config files at the top of dir, sorted, with
+// symlinks followed.
+func ListConfigFiles(dir string) ([]string, error) {
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("config directory must be a readable directory: %w", err)
+	}
+	var files []string
+	for _, de := range des {
+		if !IsConfigFile(de.Name()) {
+			continue
+		}
+		p := filepath.Join(dir, de.Name())
+		if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		files = append(files, p)
+	}
+	slices.Sort(files)
+	return files, nil
+}
+
+// LoadDir reads every config file in dir. A bad file is reported and left
+// out; it never prevents the other files from loading. The error is non-nil
+// only when dir itself cannot be read.
+func LoadDir(dir string, log *slog.Logger) (*Snapshot, error) {
+	files, err := ListConfigFiles(dir)
+	if err != nil {
+		return nil, err
+	}
+	contents := make(map[string][]byte, len(files))
+	snap := &Snapshot{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			snap.Problems = append(snap.Problems, Problem{File: f, Message: err.Error()})
+			continue
+		}
+		contents[f] = b
+	}
+	return Assemble(files, contents, log, snap), nil
+}
+
+// Assemble parses the given files and applies the rules that span files:
+// ids are unique across enabled configs, and each responder module has at
+// most one enabled config. The first file (by name) keeps its place; the
+// later one is refused with a message naming both.
+func Assemble(files []string, contents map[string][]byte, log *slog.Logger, snap *Snapshot) *Snapshot {
+	if snap == nil {
+		snap = &Snapshot{}
+	}
+	var c claims
+	for _, f := range files {
+		content, ok := contents[f]
+		if !ok {
+			continue
+		}
+		e, probs := ParseFile(f, content, log)
+		snap.Problems = append(snap.Problems, probs...)
+		if e == nil {
+			if len(probs) > 0 && probs[0].Warning {
+				snap.Disabled = append(snap.Disabled, f)
+			}
+			continue
+		}
+		if !e.Enabled {
+			snap.Disabled = append(snap.Disabled, f)
+			closeEntry(e)
+			continue
+		}
+		if p, taken := c.conflict(e); taken {
+			snap.Problems = append(snap.Problems, p)
+			closeEntry(e)
+			continue
+		}
+		c.take(e)
+		snap.Entries = append(snap.Entries, e)
+	}
+	return snap
+}
+
+// claims enforces the rules that span files: ids are unique across enabled
+// configs, and each responder module has at most one enabled config. What
+// was taken first keeps its place.
+type claims struct {
+	byID     map[string]string // id -> file
+	byModule map[string]string // module -> file
+}
+
+// conflict returns the problem that refuses e, naming the file that holds
+// what e asks for.
+func (c *claims) conflict(e *Entry) (Problem, bool) {
+	if other, ok := c.byID[e.ID]; ok && other != e.File {
+		return Problem{File: e.File, Field: "data.id", Message: fmt.Sprintf("id %q is already used by %s; ids must be unique across enabled configs", e.ID, other)}, true
+	}
+	if e.Kind == KindResponder {
+		if other, ok := c.byModule[e.Module]; ok && other != e.File {
+			return Problem{File: e.File, Field: "schema", Message: fmt.Sprintf("a %s responder is already enabled by %s; enable one config per responder", e.Module, other)}, true
+		}
+	}
+	return Problem{}, false
+}
+
+// drop gives up what e holds.
+func (c *claims) drop(e *Entry) {
+	if c.byID[e.ID] == e.File {
+		delete(c.byID, e.ID)
+	}
+	if e.Kind == KindResponder && c.byModule[e.Module] == e.File {
+		delete(c.byModule, e.Module)
+	}
+}
+
+func (c *claims) take(e *Entry) {
+	if c.byID == nil {
+		c.byID, c.byModule = map[string]string{}, map[string]string{}
+	}
+	c.byID[e.ID] = e.File
+	if e.Kind == KindResponder {
+		c.byModule[e.Module] = e.File
+	}
+}
+
+func closeEntry(e *Entry) {
+	if e.Responder != nil {
+		_ = responders.CloseResponder(e.Responder)
+	}
+}

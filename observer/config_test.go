@@ -1,0 +1,209 @@
+package observer
+
+import (
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/sauna-io/sauna/observer/kinesis"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+const kinesisV100 = `{"schema":"iglu:com.snowplowanalytics.sauna.observers/AmazonKinesisConfig/avro/1-0-0",
+ "data":{"enabled":true,"id":"com.acme.commands","parameters":{
+   "aws":{"accessKeyId":"AKIAEXAMPLE","secretAccessKey":"s3cr3t"},
+   "kinesis":{"region":"us-east-1","streamName":"acme-sauna-commands","maxRecords":100,
+              "initialPosition":"TRIM_HORIZON","initialPositionModifiers":null}}}}`
+
+func withKinesis(field, value string) string {
+	return strings.Replace(kinesisV100, field, value, 1)
+}
+
+func TestParseObserverConfig(t *testing.T) {
+	ts := time.UnixMilli(1486998718968).UTC()
+	atTS := func(mods string) string {
+		return withKinesis(`"initialPosition":"TRIM_HORIZON","initialPositionModifiers":null`,
+			`"initialPosition":"AT_TIMESTAMP","initialPositionModifiers":`+mods)
+	}
+	defaults := kinesis.Config{
+		ID: "com.acme.commands", Region: "us-east-1", StreamName: "acme-sauna-commands",
+		AccessKeyID: "AKIAEXAMPLE", SecretAccessKey: "s3cr3t", MaxRecords: 100,
+		InitialPosition: kinesis.PositionTrimHorizon,
+		// From the 1-0-1 schema's defaults: a 1-0-0 file predates them.
+		ShardSyncInterval: 2 * time.Second, IdleBetweenReads: 250 * time.Millisecond,
+		LeaseDuration: 10 * time.Second, LeaseRefresh: 2500 * time.Millisecond, ParentShardPoll: time.Second,
+	}
+	tests := []struct {
+		name    string
+		content string
+		want    func(c *kinesis.Config)
+	}{
+		{"sauna 1-0-0 as published", kinesisV100, func(*kinesis.Config) {}},
+		{"avro-json wrapped timestamp", atTS(`{"com.snowplowanalytics.sauna.observers.InitialPositionModifiers_1_0_0":{"timestamp":{"long":1486998718968}}}`),
+			func(c *kinesis.Config) { c.InitialPosition, c.Timestamp = kinesis.PositionAtTimestamp, ts }},
+		{"plain json timestamp", atTS(`{"timestamp":1486998718968}`),
+			func(c *kinesis.Config) { c.InitialPosition, c.Timestamp = kinesis.PositionAtTimestamp, ts }},
+		{"wiki string timestamp", atTS(`{"timestamp":"1486998718968"}`),
+			func(c *kinesis.Config) { c.InitialPosition, c.Timestamp = kinesis.PositionAtTimestamp, ts }},
+		{"LATEST", withKinesis(`"TRIM_HORIZON"`, `"LATEST"`),
+			func(c *kinesis.Config) { c.InitialPosition = kinesis.PositionLatest }},
+		{"1-0-1 with settings and default credentials", `{"schema":"iglu:com.snowplowanalytics.sauna.observers/AmazonKinesisConfig/avro/1-0-1",
+ "data":{"enabled":true,"id":"com.acme.commands","parameters":{"aws":{},
+   "kinesis":{"region":"us-east-1","streamName":"acme-sauna-commands","maxRecords":100,
+              "initialPosition":"TRIM_HORIZON","shardSyncIntervalMillis":500,"idleTimeBetweenReadsMillis":1000}}}}`,
+			func(c *kinesis.Config) {
+				c.AccessKeyID, c.SecretAccessKey = "", ""
+				c.ShardSyncInterval, c.IdleBetweenReads = 500*time.Millisecond, time.Second
+			}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e, probs := ParseFile("obs.json", []byte(tc.content), quiet)
+			if len(probs) > 0 {
+				t.Fatalf("problems: %v", probs)
+			}
+			want := defaults
+			want.File = "obs.json"
+			tc.want(&want)
+			if e.Kind != KindObserver || e.ID != want.ID || !e.Enabled {
+				t.Errorf("entry %+v", e)
+			}
+			if diff := cmp.Diff(want, e.Observer); diff != "" {
+				t.Errorf("config (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestParseFileProblems(t *testing.T) {
+	tests := []struct {
+		name    string
+		content string
+		// want lists the expected problems as "field: message fragment".
+		want []string
+	}{
+		{"not json", `{"schema": `, []string{": not a self-describing JSON object"}},
+		{"trailing bytes", kinesisV100 + ` {"x":1}`, []string{": trailing data"}},
+		{"array", `[]`, []string{": not a self-describing JSON object"}},
+		{"unknown top field", `{"schema":"iglu:a/b/avro/1-0-0","data":{},"extra":1}`, []string{"extra: unknown field"}},
+		{"no schema", `{"data":{}}`, []string{"schema: missing required field"}},
+		{"bad iglu uri", `{"schema":"com.acme/x","data":{}}`, []string{"schema: "}},
+		{"unknown schema", `{"schema":"iglu:com.acme/FooConfig/avro/1-0-0","data":{"enabled":true}}`, []string{`schema: unknown config schema "iglu:com.acme/FooConfig/avro/1-0-0" (forgotten import?)`}},
+		{"unsupported sauna observer", `{"schema":"iglu:com.snowplowanalytics.sauna.observers/AmazonS3Config/avro/1-0-0","data":{"enabled":true}}`, []string{"schema: iglu:com.snowplowanalytics.sauna.observers/AmazonS3Config/avro/1-0-0 is recognised but not supported"}},
+		{"unsupported logger", `{"schema":"iglu:com.snowplowanalytics.sauna.loggers/HipchatConfig/avro/1-0-0","data":{"enabled":true}}`, []string{"schema: ", "shut down"}},
+		{"missing field named", strings.Replace(kinesisV100, `"maxRecords":100,`, "", 1), []string{"data.parameters.kinesis.maxRecords: missing required field"}},
+		{"several missing", strings.Replace(strings.Replace(kinesisV100, `"maxRecords":100,`, "", 1), `"region":"us-east-1",`, "", 1),
+			[]string{"data.parameters.kinesis.maxRecords: missing", "data.parameters.kinesis.region: missing"}},
+		{"unknown field", withKinesis(`"maxRecords":100,`, `"maxRecords":100,"bogus":1,`), []string{"data.parameters.kinesis.bogus: unknown field"}},
+		{"wrong type", withKinesis(`"maxRecords":100`, `"maxRecords":"100"`), []string{"data.parameters.kinesis.maxRecords: expected int"}},
+		{"bad enum", withKinesis(`"TRIM_HORIZON"`, `"AT_SEQUENCE_NUMBER"`), []string{"data.parameters.kinesis.initialPosition: ", "TRIM_HORIZON"}},
+		{"maxRecords too big", withKinesis(`"maxRecords":100`, `"maxRecords":10001`), []string{"data.parameters.kinesis.maxRecords: must be between 1 and 10000"}},
+		{"maxRecords zero", withKinesis(`"maxRecords":100`, `"maxRecords":0`), []string{"data.parameters.kinesis.maxRecords: must be between 1 and 10000"}},
+		{"AT_TIMESTAMP without timestamp", withKinesis(`"TRIM_HORIZON"`, `"AT_TIMESTAMP"`), []string{"data.parameters.kinesis.initialPositionModifiers.timestamp: required when initialPosition is AT_TIMESTAMP"}},
+		{"AT_TIMESTAMP with null timestamp", withKinesis(`"TRIM_HORIZON","initialPositionModifiers":null`, `"AT_TIMESTAMP","initialPositionModifiers":{"timestamp":null}`), []string{"data.parameters.kinesis.initialPositionModifiers.timestamp: required"}},
+		{"id not a table name", withKinesis(`"com.acme.commands"`, `"acme commands/1"`), []string{`data.id: "acme commands/1" is not usable as a DynamoDB table name`}},
+		{"id too short", withKinesis(`"com.acme.commands"`, `"ab"`), []string{"data.id: "}},
+		{"half credentials", withKinesis(`"secretAccessKey":"s3cr3t"`, `"secretAccessKey":""`), []string{"data.parameters.aws: set both"}},
+		{"bad stream name", withKinesis(`"acme-sauna-commands"`, `"acme sauna"`), []string{"data.parameters.kinesis.streamName: "}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e, probs := ParseFile("dir/obs.json", []byte(tc.content), quiet)
+			if e != nil {
+				t.Fatalf("accepted: %+v", e)
+			}
+			var lines []string
+			for _, p := range probs {
+				if p.Warning {
+					t.Errorf("an enabled file's problem is a warning: %v", p)
+				}
+				lines = append(lines, p.String())
+			}
+			all := strings.Join(lines, "\n")
+			for _, w := range tc.want {
+				if !strings.Contains(all, "dir/obs.json: "+w) && !strings.Contains(all, w) {
+					t.Errorf("problems do not mention %q:\n%s", w, all)
+				}
+				if !strings.HasPrefix(all, "dir/obs.json: ") {
+					t.Errorf("problem does not start with the file: %s", all)
+				}
+			}
+			if strings.Contains(all, "s3cr3t") {
+				t.Errorf("secret in problem: %s", all)
+			}
+		})
+	}
+}
+
+func TestDisabledFilesAreSkipped(t *testing.T) {
+	for _, enabled := range []string{`false`, `"true"`, `1`} {
+		content := withKinesis(`"enabled":true`, `"enabled":`+enabled)
+		content = withKinesis(`"maxRecords":100`, `"maxRecords":0`)
+		content = strings.Replace(content, `"enabled":true`, `"enabled":`+enabled, 1)
+		e, probs := ParseFile("obs.json", []byte(content), quiet)
+		if e != nil {
+			t.Errorf("enabled=%s: entry returned for a disabled invalid file", enabled)
+		}
+		if len(probs) == 0 || !probs[0].Warning {
+			t.Errorf("enabled=%s: want a warning, got %v", enabled, probs)
+		}
+	}
+	e, probs := ParseFile("obs.json", []byte(withKinesis(`"enabled":true`, `"enabled":false`)), quiet)
+	if len(probs) > 0 || e == nil || e.Enabled {
+		t.Errorf("valid disabled file: %v %+v", probs, e)
+	}
+}
+
+func TestLoadDir(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("a.json", kinesisV100)
+	write("b.avro", withKinesis(`"acme-sauna-commands"`, `"other-stream"`))               // same id: refused
+	write("c.json", withKinesis(`"com.acme.commands"`, `"com.acme.second"`))              // another observer
+	write("d.json", withKinesis(`"maxRecords":100`, `"maxRecords":-1`))                   // invalid
+	write("e.json", strings.Replace(kinesisV100, `"enabled":true`, `"enabled":false`, 1)) // disabled
+	write(".a.json.swp", "garbage")
+	write("README.md", "garbage")
+	if err := os.Symlink(filepath.Join(dir, "c.json"), filepath.Join(dir, "link.json")); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := LoadDir(dir, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, e := range snap.Observers() {
+		ids = append(ids, filepath.Base(e.File)+"="+e.ID)
+	}
+	if diff := cmp.Diff([]string{"a.json=com.acme.commands", "c.json=com.acme.second"}, ids); diff != "" {
+		t.Errorf("observers (-want +got):\n%s", diff)
+	}
+	var probs []string
+	for _, p := range snap.Problems {
+		probs = append(probs, filepath.Base(p.File)+": "+p.Field)
+		if filepath.Base(p.File) == "b.avro" && !strings.Contains(p.Message, filepath.Join(dir, "a.json")) {
+			t.Errorf("duplicate id problem does not name the other file: %v", p)
+		}
+	}
+	want := []string{"b.avro: data.id", "d.json: data.parameters.kinesis.maxRecords", "link.json: data.id"}
+	if diff := cmp.Diff(want, probs); diff != "" {
+		t.Errorf("problems (-want +got):\n%s", diff)
+	}
+	if len(snap.Disabled) != 1 || filepath.Base(snap.Disabled[0]) != "e.json" {
+		t.Errorf("disabled %v", snap.Disabled)
+	}
+	if _, err := LoadDir(filepath.Join(dir, "missing"), quiet); err == nil {
+		t.Error("a missing directory is not an error")
+	}
+}

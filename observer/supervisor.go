@@ -1,0 +1,275 @@
+package observer
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"maps"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/sauna-io/sauna/observer/kinesis"
+	"github.com/sauna-io/sauna/responders"
+)
+
+// Options configure a Supervisor.
+type Options struct {
+	Logger *slog.Logger
+	// Observer is passed to every Kinesis observer (its Logger is replaced).
+	Observer kinesis.Options
+	// RestartBackoff is the first delay before an observer whose worker
+	// failed is started again; it doubles up to a minute.
+	RestartBackoff time.Duration
+
+	// RescanInterval is the period of the full rescan of the config
+	// directory that catches what file events miss (network file systems,
+	// lost events). Zero means 30 s; negative disables it.
+	RescanInterval time.Duration
+	// QuietPeriod is how long the directory must stay still before a
+	// rescan reads it, so that files being written are not read half-way.
+	// Zero means 500 ms; negative means none.
+	QuietPeriod time.Duration
+	// Reload triggers a rescan on every value received (SIGHUP).
+	Reload <-chan os.Signal
+}
+
+// Supervisor owns the running observers and the responder dispatcher built
+// from a config directory. Each config file's entity is started, replaced
+// and stopped on its own, so one failing observer never stops the others.
+type Supervisor struct {
+	opts     Options
+	log      *slog.Logger
+	dispatch *responders.Dispatcher
+
+	// mu serialises changes to the running set; an observer stop can hold
+	// it for the observer's whole shutdown timeout.
+	mu        sync.Mutex
+	running   map[string]*Entry           // every running entry, by config file
+	observers map[string]*runningObserver // by config file
+	wg        sync.WaitGroup
+
+	// reload has its own lock, so that status reads never wait for an
+	// observer to stop.
+	reload reloadState
+}
+
+type runningObserver struct {
+	entry  *Entry
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// NewSupervisor returns a supervisor with nothing running.
+func NewSupervisor(opts Options) *Supervisor {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.RestartBackoff <= 0 {
+		opts.RestartBackoff = time.Second
+	}
+	if opts.RescanInterval == 0 {
+		opts.RescanInterval = 30 * time.Second
+	}
+	if opts.QuietPeriod == 0 {
+		opts.QuietPeriod = 500 * time.Millisecond
+	}
+	return &Supervisor{
+		opts:      opts,
+		log:       opts.Logger,
+		dispatch:  responders.NewDispatcher(nil),
+		running:   map[string]*Entry{},
+		observers: map[string]*runningObserver{},
+	}
+}
+
+// Dispatcher returns the dispatcher the observers send commands to.
+func (s *Supervisor) Dispatcher() *responders.Dispatcher { return s.dispatch }
+
+// Running returns the running entries, by config file.
+func (s *Supervisor) Running() map[string]*Entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.running)
+}
+
+// Apply makes the running set match snap and logs snap's problems. Entries
+// whose file content is unchanged keep running untouched. ctx bounds the
+// lifetime of started observers.
+func (s *Supervisor) Apply(ctx context.Context, snap *Snapshot) {
+	for _, p := range snap.Problems {
+		if p.Warning {
+			s.log.Warn("config problem", "file", p.File, "field", p.Field, "problem", p.Message)
+		} else {
+			s.log.Error("config refused", "file", p.File, "field", p.Field, "problem", p.Message)
+		}
+	}
+	for _, f := range snap.Disabled {
+		s.log.Info("config disabled; skipped", "file", f)
+	}
+	s.apply(ctx, snap.Entries)
+	if len(snap.Observers()) == 0 {
+		s.warnNoObserver()
+	}
+}
+
+func (s *Supervisor) warnNoObserver() { s.log.Warn(noObserver) }
+
+const noObserver = "no observer is configured; waiting for an AmazonKinesisConfig file in the config directory"
+
+// apply makes the running set exactly want and logs one line per file that
+// was added, changed or removed; it returns how many there were. Responders
+// are swapped first, so that commands of a new observer find them. Every
+// observer that goes away or changes is stopped before any observer starts:
+// a changed file, or an id moved from one file to another, means the same
+// lease table, and two workers on one table would fight over its leases.
+func (s *Supervisor) apply(ctx context.Context, want []*Entry) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+
+	next := make(map[string]*Entry, len(want))
+	for _, e := range want {
+		if cur := s.running[e.File]; cur != nil && cur != e && cur.Hash == e.Hash {
+			// Same bytes parsed again: keep the instance that runs.
+			closeEntry(e)
+			e = cur
+		}
+		next[e.File] = e
+	}
+
+	set := map[string]responders.Enabled{}
+	for _, e := range next {
+		if e.Kind == KindResponder && e.Responder != nil {
+			set[e.Module] = responders.Enabled{ID: e.ID, File: e.File, Module: e.Module, Responder: e.Responder}
+		}
+	}
+	for _, old := range s.dispatch.Replace(set) {
+		if n, ok := set[old.Module]; !ok || n.Responder != old.Responder {
+			// A command already running keeps the old instance; Close
+			// only drops its idle connections.
+			_ = responders.CloseResponder(old.Responder)
+		}
+	}
+
+	var stopping []*runningObserver
+	for f, r := range s.observers {
+		if e := next[f]; e != r.entry {
+			r.cancel()
+			stopping = append(stopping, r)
+			delete(s.observers, f)
+		}
+	}
+	for _, r := range stopping {
+		<-r.done
+	}
+	for f, e := range next {
+		if _, ok := s.observers[f]; !ok && e.Kind == KindObserver {
+			s.start(ctx, e)
+		}
+	}
+
+	files := slices.Sorted(maps.Keys(next))
+	for f := range s.running {
+		if _, ok := next[f]; !ok {
+			files = append(files, f)
+		}
+	}
+	slices.Sort(files)
+	n := 0
+	for _, f := range files {
+		old, e := s.running[f], next[f]
+		switch {
+		case old == nil:
+			s.log.Info("config added", entryAttrs(e)...)
+		case e == nil:
+			s.log.Info("config removed", entryAttrs(old)...)
+		case old != e:
+			attrs := entryAttrs(e)
+			if old.ID != e.ID {
+				attrs = append(attrs, "previous_id", old.ID)
+			}
+			s.log.Info("config changed", attrs...)
+		default:
+			continue
+		}
+		n++
+	}
+	s.running = next
+	return n
+}
+
+func entryAttrs(e *Entry) []any {
+	attrs := []any{"file", e.File, "id", e.ID, "kind", e.Kind.String()}
+	switch e.Kind {
+	case KindObserver:
+		attrs = append(attrs, "stream", e.Observer.StreamName)
+	case KindResponder:
+		attrs = append(attrs, "module", e.Module)
+		if e.Responder == nil {
+			attrs = append(attrs, "note", "every action of this responder is disabled")
+		}
+	}
+	return attrs
+}
+
+func (s *Supervisor) start(ctx context.Context, e *Entry) {
+	octx, cancel := context.WithCancel(ctx)
+	r := &runningObserver{entry: e, cancel: cancel, done: make(chan struct{})}
+	s.observers[e.File] = r
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer close(r.done)
+		s.keepRunning(octx, e)
+	}()
+}
+
+// keepRunning restarts an observer whose worker failed, with backoff, until
+// ctx ends.
+func (s *Supervisor) keepRunning(ctx context.Context, e *Entry) {
+	delay := s.opts.RestartBackoff
+	for {
+		opts := s.opts.Observer
+		opts.Logger = s.log
+		started := time.Now()
+		err := kinesis.New(e.Observer, s.dispatch, opts).Run(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(started) > 5*time.Minute {
+			delay = s.opts.RestartBackoff
+		}
+		level := slog.LevelError
+		if errors.Is(err, kinesis.ErrStopped) {
+			level = slog.LevelWarn
+		}
+		s.log.Log(ctx, level, "observer failed; restarting", "file", e.File, "id", e.ID, "retry_in", delay, "err", err)
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		delay = min(2*delay, time.Minute)
+	}
+}
+
+// Wait blocks until every observer has stopped (after the ctx given to Apply
+// ended), then closes the responders.
+func (s *Supervisor) Wait() {
+	s.wg.Wait()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range s.dispatch.Replace(nil) {
+		_ = responders.CloseResponder(e.Responder)
+	}
+	s.running = map[string]*Entry{}
+}
+
+// Run loads dir, starts what it configures, then keeps the running set in
+// step with the directory (see Supervisor.Run).
+func Run(ctx context.Context, dir string, opts Options) error {
+	return NewSupervisor(opts).Run(ctx, dir)
+}
