@@ -40,8 +40,9 @@ func TestAvroSchemasCompile(t *testing.T) {
 			}
 		})
 	}
-	if n != 16 {
-		t.Errorf("compiled %d Avro schemas, want 16", n)
+	// The 16 published Avro schemas at least; later additions add to them.
+	if n < 16 {
+		t.Errorf("compiled %d Avro schemas, want at least the 16 published ones", n)
 	}
 }
 
@@ -446,7 +447,7 @@ func TestDecodeAvroJSONMalformed(t *testing.T) {
 
 func TestDecodeAvroJSONUnknownSchema(t *testing.T) {
 	for _, uri := range []string{
-		"iglu:com.snowplowanalytics.sauna.observers/AmazonKinesisConfig/avro/1-0-2",
+		"iglu:com.snowplowanalytics.sauna.observers/AmazonKinesisConfig/avro/1-0-99",
 		"iglu:com.snowplowanalytics.sauna.commands/envelope/jsonschema/1-0-0",
 	} {
 		_, err := DecodeAvroJSON(mustKey(t, uri), []byte(`{}`))

@@ -256,8 +256,8 @@ func TestBundledJSONSchemasAgainstMetaSchema(t *testing.T) {
 			}
 		})
 	}
-	if n != 8 {
-		t.Errorf("validated %d JSON Schemas, want 8", n)
+	if n < 8 {
+		t.Errorf("validated %d JSON Schemas, want at least the 8 published ones", n)
 	}
 }
 

@@ -48,7 +48,7 @@ import (
 // not bundled in the format the caller needs.
 var ErrUnknownSchema = errors.New("unknown schema")
 
-//go:embed com.*
+//go:embed com.* io.*
 var files embed.FS
 
 // bundled maps each key to its file's bytes; keys holds the same keys sorted.

@@ -1,0 +1,5 @@
+//go:build !custom || responders.pagerduty
+
+package all
+
+import _ "github.com/sauna-io/sauna/responders/pagerduty"

@@ -1,0 +1,452 @@
+package delivery_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/sauna-io/sauna/responders"
+	"github.com/sauna-io/sauna/responders/delivery"
+	"github.com/sauna-io/sauna/responders/delivery/deliverytest"
+)
+
+type R = deliverytest.Reply
+
+func ok200(r *delivery.Response) error {
+	return delivery.Standard(r, delivery.Is(http.StatusOK), r.Text())
+}
+
+// maxJitter makes every backoff its ceiling, so that attempt times are exact.
+func maxJitter(c time.Duration) time.Duration { return c }
+
+// offsets returns each request's arrival relative to start.
+func offsets(reqs []deliverytest.Request, start time.Time) []time.Duration {
+	out := make([]time.Duration, len(reqs))
+	for i, r := range reqs {
+		out[i] = r.At.Sub(start)
+	}
+	return out
+}
+
+func TestSendVerdicts(t *testing.T) {
+	s := time.Second
+	ms := time.Millisecond
+	tests := []struct {
+		name      string
+		policy    delivery.Policy
+		replies   func(now time.Time) []R
+		verdict   responders.Verdict
+		after     time.Duration
+		attempts  []time.Duration
+		errSubstr string
+	}{
+		{
+			name:     "success at once",
+			replies:  func(time.Time) []R { return []R{{Status: 200, Body: "ok"}} },
+			verdict:  responders.Done,
+			attempts: []time.Duration{0},
+		},
+		{
+			name:     "5xx then success backs off exponentially",
+			replies:  func(time.Time) []R { return []R{{Status: 503}, {Status: 502}, {Status: 200}} },
+			verdict:  responders.Done,
+			attempts: []time.Duration{0, 500 * ms, 1500 * ms},
+		},
+		{
+			name: "429 with Retry-After seconds",
+			replies: func(time.Time) []R {
+				return []R{{Status: 429, Header: map[string]string{"Retry-After": "7"}}, {Status: 200}}
+			},
+			verdict:  responders.Done,
+			attempts: []time.Duration{0, 7 * s},
+		},
+		{
+			name: "429 with Retry-After HTTP-date",
+			replies: func(now time.Time) []R {
+				return []R{{Status: 429, Header: map[string]string{"Retry-After": now.Add(12 * s).UTC().Format(http.TimeFormat)}}, {Status: 200}}
+			},
+			verdict:  responders.Done,
+			attempts: []time.Duration{0, 12 * s},
+		},
+		{
+			name: "429 with X-RateLimit-Reset epoch seconds",
+			replies: func(now time.Time) []R {
+				return []R{{Status: 429, Header: map[string]string{"X-RateLimit-Reset": strconv.FormatInt(now.Add(5*s).Unix(), 10)}}, {Status: 200}}
+			},
+			verdict:  responders.Done,
+			attempts: []time.Duration{0, 5 * s},
+		},
+		{
+			name:      "400 is permanent and not retried",
+			replies:   func(time.Time) []R { return []R{{Status: 400, Body: "invalid_payload"}} },
+			verdict:   responders.Fail,
+			attempts:  []time.Duration{0},
+			errSubstr: "POST http://vendor.test: HTTP 400 Bad Request: invalid_payload",
+		},
+		{
+			name: "redirects are not followed",
+			replies: func(time.Time) []R {
+				return []R{{Status: 302, Header: map[string]string{"Location": "http://169.254.169.254/"}}}
+			},
+			verdict:   responders.Fail,
+			attempts:  []time.Duration{0},
+			errSubstr: "HTTP 302 Found",
+		},
+		{
+			name:      "404 is permanent",
+			replies:   func(time.Time) []R { return []R{{Status: 404}} },
+			verdict:   responders.Fail,
+			attempts:  []time.Duration{0},
+			errSubstr: "HTTP 404 Not Found",
+		},
+		{
+			name:     "every 5xx is retryable",
+			replies:  func(time.Time) []R { return []R{{Status: 501}, {Status: 599}, {Status: 408}, {Status: 200}} },
+			verdict:  responders.Done,
+			attempts: []time.Duration{0, 500 * ms, 1500 * ms, 3500 * ms},
+		},
+		{
+			name:      "attempts run out: last error, retryable",
+			policy:    delivery.Policy{MaxAttempts: 3},
+			replies:   func(time.Time) []R { return []R{{Status: 500, Body: "rollup_error"}} },
+			verdict:   responders.Retry,
+			attempts:  []time.Duration{0, 500 * ms, 1500 * ms},
+			errSubstr: "HTTP 500 Internal Server Error: rollup_error (gave up after 3 attempt(s) in 1.5s)",
+		},
+		{
+			name: "budget runs out: the vendor's delay is handed up",
+			replies: func(time.Time) []R {
+				return []R{{Status: 429, Header: map[string]string{"Retry-After": "20"}}}
+			},
+			verdict:   responders.Retry,
+			after:     20 * s,
+			attempts:  []time.Duration{0, 20 * s},
+			errSubstr: "gave up after 2 attempt(s) in 20s",
+		},
+		{
+			name:      "slow vendor: each attempt times out",
+			policy:    delivery.Policy{MaxAttempts: 2, RequestTimeout: 2 * s},
+			replies:   func(time.Time) []R { return []R{{Status: 200, Delay: time.Hour}} },
+			verdict:   responders.Retry,
+			attempts:  []time.Duration{0, 2500 * ms},
+			errSubstr: "no response within the 2s request timeout",
+		},
+		{
+			name:      "slow vendor past the budget",
+			policy:    delivery.Policy{MaxElapsed: 5 * s, RequestTimeout: 10 * s},
+			replies:   func(time.Time) []R { return []R{{Status: 200, Delay: time.Hour}} },
+			verdict:   responders.Retry,
+			attempts:  []time.Duration{0},
+			errSubstr: "no response before the end of the 5s retry budget: context deadline exceeded",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				start := time.Now()
+				vendor := deliverytest.NewVendor(tt.replies(start)...)
+				srv := deliverytest.NewServer(t, vendor)
+				c, err := delivery.New(delivery.Options{
+					Policy:    tt.policy,
+					Limit:     delivery.Unlimited,
+					Transport: srv.Transport,
+					Jitter:    maxJitter,
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				err = c.Send(t.Context(), delivery.Request{URL: srv.URL + "/hook", Body: []byte(`{}`)}, ok200)
+				verdict, after := responders.Classify(err)
+				if verdict != tt.verdict || after != tt.after {
+					t.Errorf("Classify = %v, %v; want %v, %v (err: %v)", verdict, after, tt.verdict, tt.after, err)
+				}
+				if diff := cmp.Diff(tt.attempts, offsets(vendor.Requests(), start)); diff != "" {
+					t.Errorf("attempt times (-want +got):\n%s", diff)
+				}
+				if tt.errSubstr != "" && (err == nil || !strings.Contains(err.Error(), tt.errSubstr)) {
+					t.Errorf("err = %v, want it to contain %q", err, tt.errSubstr)
+				}
+			})
+		})
+	}
+}
+
+func TestStatusErrorIsReachable(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := deliverytest.NewServer(t, deliverytest.NewVendor(R{Status: 404, Body: "channel_not_found"}))
+		c, _ := delivery.New(delivery.Options{Limit: delivery.Unlimited, Transport: srv.Transport})
+		err := c.Send(t.Context(), delivery.Request{URL: srv.URL}, ok200)
+		var se *delivery.StatusError
+		if !errors.As(err, &se) {
+			t.Fatalf("errors.As(%v, *StatusError) = false", err)
+		}
+		if diff := cmp.Diff(&delivery.StatusError{Status: 404, Detail: "channel_not_found"}, se); diff != "" {
+			t.Error(diff)
+		}
+		if !errors.Is(err, responders.ErrPermanent) {
+			t.Error("a 404 is not permanent")
+		}
+	})
+}
+
+func TestLimiterSpacesRequestsPerDestination(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		vendor := deliverytest.NewVendor()
+		srv := deliverytest.NewServer(t, vendor)
+		c, _ := delivery.New(delivery.Options{Limit: delivery.PerSecond(1, 2), Transport: srv.Transport})
+		for range 5 {
+			if err := c.Send(t.Context(), delivery.Request{URL: srv.URL + "/a", Destination: "a"}, ok200); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Another destination has its own bucket: no wait.
+		if err := c.Send(t.Context(), delivery.Request{URL: srv.URL + "/b", Destination: "b"}, ok200); err != nil {
+			t.Fatal(err)
+		}
+		want := []time.Duration{0, 0, time.Second, 2 * time.Second, 3 * time.Second, 3 * time.Second}
+		if diff := cmp.Diff(want, offsets(vendor.Requests(), start)); diff != "" {
+			t.Errorf("arrival times (-want +got):\n%s", diff)
+		}
+	})
+}
+
+func TestLimiterGatesRetriesToo(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		vendor := deliverytest.NewVendor(R{Status: 503}, R{Status: 200})
+		srv := deliverytest.NewServer(t, vendor)
+		c, _ := delivery.New(delivery.Options{
+			Limit:     delivery.PerSecond(1, 1),
+			Transport: srv.Transport,
+			Jitter:    func(time.Duration) time.Duration { return 0 },
+		})
+		if err := c.Send(t.Context(), delivery.Request{URL: srv.URL}, ok200); err != nil {
+			t.Fatal(err)
+		}
+		// The backoff is zero here, so only the limiter spaces the retry.
+		want := []time.Duration{0, time.Second}
+		if diff := cmp.Diff(want, offsets(vendor.Requests(), start)); diff != "" {
+			t.Errorf("arrival times (-want +got):\n%s", diff)
+		}
+	})
+}
+
+func TestVendorDelayHoldsTheWholeDestination(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		vendor := deliverytest.NewVendor(R{Status: 429, Header: map[string]string{"Retry-After": "10"}}, R{Status: 200})
+		srv := deliverytest.NewServer(t, vendor)
+		c, _ := delivery.New(delivery.Options{Limit: delivery.Unlimited, Transport: srv.Transport})
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			if err := c.Send(t.Context(), delivery.Request{URL: srv.URL, Destination: "d"}, ok200); err != nil {
+				t.Error(err)
+			}
+		})
+		time.Sleep(time.Second)
+		if err := c.Send(t.Context(), delivery.Request{URL: srv.URL, Destination: "d"}, ok200); err != nil {
+			t.Error(err)
+		}
+		wg.Wait()
+		want := []time.Duration{0, 10 * time.Second, 10 * time.Second}
+		if diff := cmp.Diff(want, offsets(vendor.Requests(), start)); diff != "" {
+			t.Errorf("arrival times (-want +got):\n%s", diff)
+		}
+	})
+}
+
+func TestCallerCancelStopsAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := deliverytest.NewServer(t, deliverytest.NewVendor(R{Status: 200, Delay: time.Hour}))
+		c, _ := delivery.New(delivery.Options{Limit: delivery.Unlimited, Transport: srv.Transport})
+		ctx, cancel := context.WithCancel(t.Context())
+		time.AfterFunc(3*time.Second, cancel)
+		start := time.Now()
+		err := c.Send(ctx, delivery.Request{URL: srv.URL}, ok200)
+		if got := time.Since(start); got != 3*time.Second {
+			t.Errorf("Send returned after %v, want 3s", got)
+		}
+		if v, _ := responders.Classify(err); v != responders.Retry || !errors.Is(err, context.Canceled) {
+			t.Errorf("err = %v (%v), want a retryable context.Canceled", err, v)
+		}
+	})
+}
+
+func TestPrepareRunsBeforeEachAttempt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		vendor := deliverytest.NewVendor(R{Status: 503}, R{Status: 200})
+		srv := deliverytest.NewServer(t, vendor)
+		c, _ := delivery.New(delivery.Options{Limit: delivery.Unlimited, Transport: srv.Transport, Jitter: maxJitter})
+		req := delivery.Request{
+			URL:    srv.URL,
+			Header: http.Header{"Content-Type": {"application/json"}},
+			Prepare: func(h http.Header, now time.Time) {
+				h.Set("X-Time", strconv.FormatInt(now.UnixMilli(), 10))
+			},
+		}
+		if err := c.Send(t.Context(), req, ok200); err != nil {
+			t.Fatal(err)
+		}
+		reqs := vendor.Requests()
+		t0, _ := strconv.ParseInt(reqs[0].Header.Get("X-Time"), 10, 64)
+		t1, _ := strconv.ParseInt(reqs[1].Header.Get("X-Time"), 10, 64)
+		if t1-t0 != 500 {
+			t.Errorf("X-Time moved by %d ms between attempts, want 500", t1-t0)
+		}
+		if got := req.Header.Get("X-Time"); got != "" {
+			t.Errorf("Prepare changed the caller's header map: X-Time = %q", got)
+		}
+		if got := reqs[0].Header.Get("User-Agent"); got != "sauna" {
+			t.Errorf("User-Agent = %q", got)
+		}
+	})
+}
+
+func TestResponseBodyIsCapped(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		huge := strings.Repeat("x", 1<<20)
+		srv := deliverytest.NewServer(t, deliverytest.NewVendor(R{Status: 400, Body: huge}))
+		c, _ := delivery.New(delivery.Options{
+			Policy:    delivery.Policy{MaxResponseBytes: 1024},
+			Limit:     delivery.Unlimited,
+			Transport: srv.Transport,
+		})
+		var got *delivery.Response
+		err := c.Send(t.Context(), delivery.Request{URL: srv.URL}, func(r *delivery.Response) error {
+			got = r
+			return ok200(r)
+		})
+		if len(got.Body) != 1024 || !got.Truncated {
+			t.Errorf("body: %d bytes, truncated %v; want 1024, true", len(got.Body), got.Truncated)
+		}
+		if n := len(err.Error()); n > 400 {
+			t.Errorf("error message is %d bytes long; vendor text must be capped", n)
+		}
+	})
+}
+
+// roundTripFunc fails the way a broken network does.
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+func TestSecretsNeverLeak(t *testing.T) {
+	const (
+		pathSecret = "XyZzy0123456789SecretPath"
+		apiKey     = "SG.planted-api-key-0123456789"
+		userPass   = "hunter2hunter2"
+	)
+	secretURL := "http://user:" + userPass + "@" + deliverytest.Host + "/services/T000/B000/" + pathSecret + "?token=" + pathSecret
+	planted := []string{pathSecret, apiKey, userPass, "/services/T000/B000/"}
+	echo := "you sent " + secretURL + " with key " + apiKey + " escaped " + strings.ReplaceAll(secretURL, "/", `\/`)
+
+	tests := []struct {
+		name      string
+		transport func(srv *deliverytest.Server) http.RoundTripper
+		replies   []R
+	}{
+		{name: "permanent error echoing the request", replies: []R{{Status: 400, Body: echo}}},
+		{name: "retryable errors echoing the request", replies: []R{{Status: 503, Body: echo}}},
+		{name: "timeouts", replies: []R{{Status: 200, Delay: time.Hour}}},
+		{
+			name: "network errors",
+			transport: func(*deliverytest.Server) http.RoundTripper {
+				return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+					return nil, errors.New("connection reset by peer")
+				})
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				srv := deliverytest.NewServer(t, deliverytest.NewVendor(tt.replies...))
+				var tr http.RoundTripper = srv.Transport
+				if tt.transport != nil {
+					tr = tt.transport(srv)
+				}
+				var logs bytes.Buffer
+				c, _ := delivery.New(delivery.Options{
+					Policy:    delivery.Policy{MaxAttempts: 2, RequestTimeout: time.Second},
+					Limit:     delivery.Unlimited,
+					Transport: tr,
+					Logger:    slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+				})
+				err := c.Send(t.Context(), delivery.Request{
+					URL:         secretURL,
+					Header:      http.Header{"Authorization": {"Bearer " + apiKey}},
+					Destination: apiKey,
+					Secrets:     []string{apiKey},
+				}, ok200)
+				if err == nil {
+					t.Fatal("Send succeeded")
+				}
+				for _, s := range planted {
+					if strings.Contains(err.Error(), s) {
+						t.Errorf("error contains secret %q: %v", s, err)
+					}
+					if strings.Contains(logs.String(), s) {
+						t.Errorf("logs contain secret %q:\n%s", s, logs.String())
+					}
+				}
+				if !strings.Contains(err.Error(), "http://"+deliverytest.Host) {
+					t.Errorf("error does not name the destination's origin: %v", err)
+				}
+				if logs.Len() == 0 {
+					t.Error("nothing was logged")
+				}
+			})
+		})
+	}
+}
+
+func TestDefaultJitterIsFull(t *testing.T) {
+	// Recording Sleep: the delays are observed, not waited for.
+	var mu sync.Mutex
+	var delays []time.Duration
+	srvVendor := deliverytest.NewVendor(R{Status: 503})
+	srv := deliverytest.NewServer(t, srvVendor)
+	c, _ := delivery.New(delivery.Options{
+		Policy:    delivery.Policy{MaxAttempts: 2},
+		Limit:     delivery.Unlimited,
+		Transport: srv.Transport,
+		Sleep: func(_ context.Context, d time.Duration) error {
+			mu.Lock()
+			delays = append(delays, d)
+			mu.Unlock()
+			return nil
+		},
+	})
+	for range 50 {
+		_ = c.Send(t.Context(), delivery.Request{URL: srv.URL}, ok200)
+	}
+	distinct := map[time.Duration]bool{}
+	for _, d := range delays {
+		if d < 0 || d >= 500*time.Millisecond {
+			t.Fatalf("first backoff %v outside [0, 500ms)", d)
+		}
+		distinct[d] = true
+	}
+	if len(delays) != 50 || len(distinct) < 10 {
+		t.Errorf("%d delays, %d distinct: the jitter is not random", len(delays), len(distinct))
+	}
+}
+
+func TestNewRejectsBadLimits(t *testing.T) {
+	for _, l := range []delivery.Limit{{Rate: 0, Burst: 1}, {Rate: -1, Burst: 1}, {Rate: 1, Burst: 0}} {
+		if _, err := delivery.New(delivery.Options{Limit: l}); err == nil {
+			t.Errorf("New accepted limit %+v", l)
+		}
+	}
+}
