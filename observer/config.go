@@ -155,7 +155,7 @@ func parse(e *Entry, content []byte, log *slog.Logger) error {
 		e.Kind = KindResponder
 		e.Module = mod.Name
 		if mod.Retired != "" {
-			return errorf("schema", "%s: %s", key, mod.Retired)
+			return errorf("schema", "%s: %s; remove this config", key, mod.Retired)
 		}
 		params, err := decodeResponderConfig(mod, key, data)
 		if err != nil {

@@ -125,7 +125,7 @@ func (p *watchPipeline) settle() {
 	})
 }
 
-// kicked waits for one more event than before reported.
+// kickedSince waits until more than n events have been reported.
 func (p *watchPipeline) kickedSince(n int) {
 	p.t.Helper()
 	p.waitFor("an event", func() bool { return p.kicks > n })
@@ -138,7 +138,7 @@ func (p *watchPipeline) kickCount() int {
 }
 
 // wantOneApply checks that exactly one apply happened since before and
-// that a.json runs with content.
+// that file runs with content.
 func (p *watchPipeline) wantOneApply(before int, file, content string) {
 	p.t.Helper()
 	if n := p.set.applyCount() - before; n != 1 {

@@ -19,7 +19,7 @@ var (
 )
 
 // Retired is why HipChat configs are refused and its commands rejected.
-const Retired = "HipChat Cloud was shut down in February 2019 (2019-02-15); remove this config"
+const Retired = "HipChat Cloud was shut down in February 2019 (2019-02-15)"
 
 //go:embed example-config.json
 var exampleConfig string

@@ -18,7 +18,7 @@ func TestRegisteredAsRetired(t *testing.T) {
 	if m.New != nil || m.Decode != nil {
 		t.Error("a retired module must not build responders or decode commands")
 	}
-	if m.Retired != "HipChat Cloud was shut down in February 2019 (2019-02-15); remove this config" {
+	if m.Retired != "HipChat Cloud was shut down in February 2019 (2019-02-15)" {
 		t.Errorf("Retired = %q", m.Retired)
 	}
 	if got, ok := responders.ForConfig(ConfigV100); !ok || got.Name != "hipchat" {
