@@ -39,6 +39,9 @@ func TestParseObserverConfig(t *testing.T) {
 		// From the 1-0-1 schema's defaults: a 1-0-0 file predates them.
 		ShardSyncInterval: 2 * time.Second, IdleBetweenReads: 250 * time.Millisecond,
 		LeaseDuration: 10 * time.Second, LeaseRefresh: 2500 * time.Millisecond, ParentShardPoll: time.Second,
+		MaxInFlight: 64, RetryBudget: 5 * time.Minute,
+		Idempotency: kinesis.Idempotency{Enabled: true, TableName: "com.acme.commands-commands", Retention: 7 * 24 * time.Hour, ClaimTimeout: 2 * time.Minute},
+		CloudWatch:  kinesis.CloudWatch{Enabled: true, Namespace: "com.acme.commands", FlushInterval: 10 * time.Second},
 	}
 	tests := []struct {
 		name    string
@@ -205,5 +208,39 @@ func TestLoadDir(t *testing.T) {
 	}
 	if _, err := LoadDir(filepath.Join(dir, "missing"), quiet); err == nil {
 		t.Error("a missing directory is not an error")
+	}
+}
+
+func TestParseObserverConfigV102(t *testing.T) {
+	v102 := func(delivery string) string {
+		return `{"schema":"iglu:com.snowplowanalytics.sauna.observers/AmazonKinesisConfig/avro/1-0-2",
+ "data":{"enabled":true,"id":"com.acme.commands","parameters":{"aws":{},
+   "kinesis":{"region":"us-east-1","streamName":"acme-sauna-commands","maxRecords":100,"initialPosition":"TRIM_HORIZON"},
+   "delivery":` + delivery + `,"cloudwatch":{"enabled":false}}}}`
+	}
+	e, probs := ParseFile("obs.json", []byte(v102(`{"maxInFlightPerShard":8,"retryBudgetMillis":60000,"deadLetterStream":{"string":"acme-dead-letters"},"idempotency":{"tableName":"acme-outcomes","retentionDays":2}}`)), quiet)
+	if len(probs) > 0 {
+		t.Fatalf("problems: %v", probs)
+	}
+	c := e.Observer
+	want := kinesis.Config{MaxInFlight: 8, RetryBudget: time.Minute, DeadLetterStream: "acme-dead-letters",
+		Idempotency: kinesis.Idempotency{Enabled: true, TableName: "acme-outcomes", Retention: 48 * time.Hour, ClaimTimeout: 2 * time.Minute},
+		CloudWatch:  kinesis.CloudWatch{Enabled: false, Namespace: "com.acme.commands", FlushInterval: 10 * time.Second}}
+	got := kinesis.Config{MaxInFlight: c.MaxInFlight, RetryBudget: c.RetryBudget, DeadLetterStream: c.DeadLetterStream, Idempotency: c.Idempotency, CloudWatch: c.CloudWatch}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("delivery settings (-want +got):\n%s", diff)
+	}
+
+	for _, tc := range []struct{ delivery, want string }{
+		{`{"maxInFlightPerShard":0}`, "data.parameters.delivery.maxInFlightPerShard: must be between 1 and 10000"},
+		{`{"deadLetterStream":"acme-sauna-commands"}`, "data.parameters.delivery.deadLetterStream: must not be the observed stream"},
+		{`{"idempotency":{"tableName":"com.acme.commands"}}`, "data.parameters.delivery.idempotency.tableName: must differ from the observer id"},
+		{`{"idempotency":{"retentionDays":0}}`, "data.parameters.delivery.idempotency.retentionDays: must be at least 1"},
+		{`{"bogus":1}`, "data.parameters.delivery.bogus: unknown field"},
+	} {
+		_, probs := ParseFile("obs.json", []byte(v102(tc.delivery)), quiet)
+		if len(probs) == 0 || !strings.Contains(probs[0].String(), tc.want) {
+			t.Errorf("delivery %s: problems %v, want %q", tc.delivery, probs, tc.want)
+		}
 	}
 }

@@ -26,6 +26,9 @@ const (
 	ReasonExpired           Reason = "expired"
 	ReasonNoResponder       Reason = "no_responder"
 	ReasonRetired           Reason = "retired"
+	// ReasonCorruptAggregate marks a KPL aggregate record whose body cannot
+	// be decoded: its user records are unreadable.
+	ReasonCorruptAggregate Reason = "corrupt_aggregate"
 )
 
 // RejectError is a record that can never be executed as sent. Rejections

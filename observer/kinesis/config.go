@@ -17,11 +17,12 @@ import (
 var (
 	ConfigV100   = schemas.Key{Vendor: "com.snowplowanalytics.sauna.observers", Name: "AmazonKinesisConfig", Format: "avro", Model: 1, Revision: 0, Addition: 0}
 	ConfigV101   = schemas.Key{Vendor: "com.snowplowanalytics.sauna.observers", Name: "AmazonKinesisConfig", Format: "avro", Model: 1, Revision: 0, Addition: 1}
-	LatestConfig = ConfigV101
+	ConfigV102   = schemas.Key{Vendor: "com.snowplowanalytics.sauna.observers", Name: "AmazonKinesisConfig", Format: "avro", Model: 1, Revision: 0, Addition: 2}
+	LatestConfig = ConfigV102
 )
 
 // ConfigSchemas lists every accepted AmazonKinesisConfig version.
-func ConfigSchemas() []schemas.Key { return []schemas.Key{ConfigV100, ConfigV101} }
+func ConfigSchemas() []schemas.Key { return []schemas.Key{ConfigV100, ConfigV101, ConfigV102} }
 
 // AcceptsConfig reports whether k is an AmazonKinesisConfig this build knows.
 func AcceptsConfig(k schemas.Key) bool {
@@ -64,6 +65,31 @@ type Config struct {
 	LeaseDuration     time.Duration
 	LeaseRefresh      time.Duration
 	ParentShardPoll   time.Duration
+
+	// MaxInFlight bounds the commands of one shard running at once.
+	MaxInFlight int
+	// RetryBudget is how long retryable failures are retried before the
+	// command is dead-lettered (or, without a dead-letter stream, retried on).
+	RetryBudget time.Duration
+	// DeadLetterStream is empty when there is none.
+	DeadLetterStream string
+	Idempotency      Idempotency
+	CloudWatch       CloudWatch
+}
+
+// Idempotency configures the command claims and outcomes table.
+type Idempotency struct {
+	Enabled      bool
+	TableName    string
+	Retention    time.Duration
+	ClaimTimeout time.Duration
+}
+
+// CloudWatch configures the observer's CloudWatch metrics sink.
+type CloudWatch struct {
+	Enabled       bool
+	Namespace     string
+	FlushInterval time.Duration
 }
 
 // String never shows the secret key.
@@ -112,6 +138,22 @@ type params struct {
 		LeaseRefreshMillis         int `json:"leaseRefreshMillis"`
 		ParentShardPollMillis      int `json:"parentShardPollMillis"`
 	} `json:"kinesis"`
+	Delivery struct {
+		MaxInFlightPerShard int     `json:"maxInFlightPerShard"`
+		RetryBudgetMillis   int64   `json:"retryBudgetMillis"`
+		DeadLetterStream    *string `json:"deadLetterStream"`
+		Idempotency         struct {
+			Enabled            bool    `json:"enabled"`
+			TableName          *string `json:"tableName"`
+			RetentionDays      int     `json:"retentionDays"`
+			ClaimTimeoutMillis int     `json:"claimTimeoutMillis"`
+		} `json:"idempotency"`
+	} `json:"delivery"`
+	CloudWatch struct {
+		Enabled             bool    `json:"enabled"`
+		Namespace           *string `json:"namespace"`
+		FlushIntervalMillis int     `json:"flushIntervalMillis"`
+	} `json:"cloudwatch"`
 }
 
 // ParseConfig validates a config document's data (enabled, id, parameters)
@@ -154,6 +196,26 @@ func ParseConfig(file string, key schemas.Key, data []byte) (Config, error) {
 		LeaseDuration:     ms(p.Kinesis.FailoverTimeMillis),
 		LeaseRefresh:      ms(p.Kinesis.LeaseRefreshMillis),
 		ParentShardPoll:   ms(p.Kinesis.ParentShardPollMillis),
+		MaxInFlight:       p.Delivery.MaxInFlightPerShard,
+		RetryBudget:       time.Duration(p.Delivery.RetryBudgetMillis) * time.Millisecond,
+		DeadLetterStream:  deref(p.Delivery.DeadLetterStream),
+		Idempotency: Idempotency{
+			Enabled:      p.Delivery.Idempotency.Enabled,
+			TableName:    deref(p.Delivery.Idempotency.TableName),
+			Retention:    time.Duration(p.Delivery.Idempotency.RetentionDays) * 24 * time.Hour,
+			ClaimTimeout: ms(p.Delivery.Idempotency.ClaimTimeoutMillis),
+		},
+		CloudWatch: CloudWatch{
+			Enabled:       p.CloudWatch.Enabled,
+			Namespace:     deref(p.CloudWatch.Namespace),
+			FlushInterval: ms(p.CloudWatch.FlushIntervalMillis),
+		},
+	}
+	if c.Idempotency.TableName == "" {
+		c.Idempotency.TableName = c.ID + "-commands"
+	}
+	if c.CloudWatch.Namespace == "" {
+		c.CloudWatch.Namespace = c.ID
 	}
 	var errs []error
 	add := func(field, format string, args ...any) {
@@ -209,6 +271,35 @@ func ParseConfig(file string, key schemas.Key, data []byte) (Config, error) {
 	if c.ParentShardPoll <= 0 {
 		add("parameters.kinesis.parentShardPollMillis", "must be positive, got %d", c.ParentShardPoll.Milliseconds())
 	}
+	if c.MaxInFlight < 1 || c.MaxInFlight > 10000 {
+		add("parameters.delivery.maxInFlightPerShard", "must be between 1 and 10000, got %d", c.MaxInFlight)
+	}
+	if c.RetryBudget < 0 {
+		add("parameters.delivery.retryBudgetMillis", "must not be negative, got %d", c.RetryBudget.Milliseconds())
+	}
+	if c.DeadLetterStream != "" {
+		if !streamName.MatchString(c.DeadLetterStream) {
+			add("parameters.delivery.deadLetterStream", "%q is not a Kinesis stream name", c.DeadLetterStream)
+		} else if c.DeadLetterStream == c.StreamName {
+			add("parameters.delivery.deadLetterStream", "must not be the observed stream %q: dead letters would be read back as commands", c.StreamName)
+		}
+	}
+	if c.Idempotency.Enabled {
+		if !tableName.MatchString(c.Idempotency.TableName) {
+			add("parameters.delivery.idempotency.tableName", "%q is not usable as a DynamoDB table name", c.Idempotency.TableName)
+		} else if c.Idempotency.TableName == c.ID {
+			add("parameters.delivery.idempotency.tableName", "must differ from the observer id, which names the lease table")
+		}
+		if c.Idempotency.Retention < 24*time.Hour {
+			add("parameters.delivery.idempotency.retentionDays", "must be at least 1, got %d", p.Delivery.Idempotency.RetentionDays)
+		}
+		if c.Idempotency.ClaimTimeout < time.Second {
+			add("parameters.delivery.idempotency.claimTimeoutMillis", "must be at least 1000, got %d", c.Idempotency.ClaimTimeout.Milliseconds())
+		}
+	}
+	if c.CloudWatch.Enabled && c.CloudWatch.FlushInterval < time.Second {
+		add("parameters.cloudwatch.flushIntervalMillis", "must be at least 1000, got %d", c.CloudWatch.FlushInterval.Milliseconds())
+	}
 	if len(errs) > 0 {
 		return Config{}, errors.Join(errs...)
 	}
@@ -216,6 +307,13 @@ func ParseConfig(file string, key schemas.Key, data []byte) (Config, error) {
 }
 
 func ms(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
 
 // parseMillis reads an epoch-milliseconds timestamp given as a number, a
 // numeric string (Sauna's wiki form) or null.

@@ -40,6 +40,9 @@ func testConfig(id, stream string) Config {
 	return Config{
 		ID: id, StreamName: stream, Region: "us-east-1", MaxRecords: 100,
 		InitialPosition:   PositionTrimHorizon,
+		MaxInFlight:       16,
+		RetryBudget:       time.Minute,
+		Idempotency:       Idempotency{Enabled: true, TableName: id + "-commands", Retention: 24 * time.Hour, ClaimTimeout: 10 * time.Second},
 		ShardSyncInterval: 300 * time.Millisecond, IdleBetweenReads: 250 * time.Millisecond,
 		LeaseDuration: 3 * time.Second, LeaseRefresh: time.Second, ParentShardPoll: 500 * time.Millisecond,
 	}
@@ -149,8 +152,8 @@ func TestIntegrationWorkerConsumesEveryShard(t *testing.T) {
 	shards := map[string]int{}
 	seen := map[string]bool{}
 	for _, o := range outs {
-		if o.Verdict != responders.Done {
-			t.Errorf("record %s: %v %v", o.Sequence, o.Verdict, o.Err)
+		if o.Result != Executed {
+			t.Errorf("record %s: %v %v", o.Sequence, o.Result, o.Err)
 		}
 		shards[o.Shard]++
 		if seen[o.CommandID] {

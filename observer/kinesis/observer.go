@@ -12,13 +12,18 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync/atomic"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	kclcfg "github.com/vmware/vmware-go-kcl-v2/clientlibrary/config"
 	kcl "github.com/vmware/vmware-go-kcl-v2/clientlibrary/interfaces"
+	"github.com/vmware/vmware-go-kcl-v2/clientlibrary/metrics"
 	"github.com/vmware/vmware-go-kcl-v2/clientlibrary/worker"
 
+	"github.com/sauna-io/sauna/observer/kinesis/deadletter"
 	"github.com/sauna-io/sauna/observer/kinesis/leases"
+	"github.com/sauna-io/sauna/observer/kinesis/outcomes"
 	"github.com/sauna-io/sauna/responders"
 )
 
@@ -28,6 +33,23 @@ type Options struct {
 	// OnOutcome, if set, is called once per record with its final outcome.
 	// It must not block.
 	OnOutcome func(Outcome)
+	// OnAttempt, if set, is told the verdict and duration of every responder
+	// call. It must not block.
+	OnAttempt func(responder string, v responders.Verdict, d time.Duration)
+	// Gate, if set, holds intake while it blocks (pause mode): records
+	// already admitted still finish and are checkpointed.
+	Gate interface {
+		Wait(ctx context.Context) error
+	}
+	// OnCorruptAggregate, if set, is told of every KPL aggregate record that
+	// could not be decoded (the record is rejected, not lost).
+	OnCorruptAggregate func(shard, firstSeq, lastSeq string)
+	// Monitoring receives the KCL's own metrics (nil: none).
+	Monitoring metrics.MonitoringService
+	// CheckpointInterval is the least time between two checkpoint writes of
+	// a shard while records flow (default 1 s); final checkpoints are
+	// written at once.
+	CheckpointInterval time.Duration
 	// DrainTimeout is how long in-flight commands may finish after a stop
 	// before they are cancelled (default 10 s).
 	DrainTimeout time.Duration
@@ -45,7 +67,12 @@ type Observer struct {
 
 	table *leases.Table
 	// lost reports the loss of a shard's lease (the lease table's Lost).
-	lost func(shardID string) <-chan struct{}
+	lost        func(shardID string) <-chan struct{}
+	claims      Claims
+	deadLetters DeadLetters
+	inFlight    atomic.Int64
+	// fatal carries the first failure that needs a fresh worker.
+	fatal chan error
 	// intake ends when the observer stops taking new work; hard ends when
 	// in-flight work must be abandoned.
 	intake context.Context
@@ -60,6 +87,9 @@ func New(cfg Config, d *responders.Dispatcher, opts Options) *Observer {
 	if opts.DrainTimeout <= 0 {
 		opts.DrainTimeout = 10 * time.Second
 	}
+	if opts.CheckpointInterval <= 0 {
+		opts.CheckpointInterval = time.Second
+	}
 	if opts.ShutdownTimeout <= opts.DrainTimeout {
 		opts.ShutdownTimeout = opts.DrainTimeout + 5*time.Second
 	}
@@ -70,6 +100,7 @@ func New(cfg Config, d *responders.Dispatcher, opts Options) *Observer {
 		opts:     opts,
 		log:      opts.Logger.With("observer", cfg.ID, "stream", cfg.StreamName),
 		workerID: host + ":" + rand.Text(),
+		fatal:    make(chan error, 1),
 	}
 }
 
@@ -79,6 +110,15 @@ func (o *Observer) Config() Config { return o.cfg }
 func (o *Observer) report(out Outcome) {
 	if o.opts.OnOutcome != nil {
 		o.opts.OnOutcome(out)
+	}
+}
+
+// fail stops the observer so that a new worker re-reads from the last
+// checkpoint; only the first failure is kept.
+func (o *Observer) fail(err error) {
+	select {
+	case o.fatal <- err:
+	default:
 	}
 }
 
@@ -94,7 +134,10 @@ func (o *Observer) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("observer %s: aws config: %w", o.cfg.ID, err)
 	}
-	kin := NewKinesisClient(awsCfg)
+	guard := newAggregateGuard(o.log, o.opts.OnCorruptAggregate)
+	kin := kinesis.NewFromConfig(awsCfg, func(opt *kinesis.Options) {
+		opt.APIOptions = append(opt.APIOptions, guard.apply)
+	})
 	o.table = leases.New(NewDynamoDBClient(awsCfg), kin, leases.Config{
 		TableName:     o.cfg.ID,
 		StreamName:    o.cfg.StreamName,
@@ -106,6 +149,23 @@ func (o *Observer) Run(ctx context.Context) error {
 	if err := o.table.Init(); err != nil {
 		return fmt.Errorf("observer %s: lease table: %w", o.cfg.ID, err)
 	}
+	if c := o.cfg.Idempotency; c.Enabled {
+		claims := outcomes.New(NewDynamoDBClient(awsCfg), outcomes.Config{
+			TableName:    c.TableName,
+			Observer:     o.cfg.ID,
+			WorkerID:     o.workerID,
+			Retention:    c.Retention,
+			ClaimTimeout: c.ClaimTimeout,
+			Logger:       o.log,
+		})
+		if err := claims.Init(ctx); err != nil {
+			return fmt.Errorf("observer %s: command table: %w", o.cfg.ID, err)
+		}
+		o.claims = claims
+	}
+	if s := o.cfg.DeadLetterStream; s != "" {
+		o.deadLetters = deadletter.NewWriter(kin, s, o.log)
+	}
 
 	intake, stopIntake := context.WithCancel(context.WithoutCancel(ctx))
 	hard, stopHard := context.WithCancel(context.WithoutCancel(ctx))
@@ -113,15 +173,8 @@ func (o *Observer) Run(ctx context.Context) error {
 	defer stopHard()
 	o.intake, o.hard = intake, hard
 
-	fatal := make(chan error, 1)
-	onFatal := func(err error) {
-		select {
-		case fatal <- err:
-		default:
-		}
-	}
 	routeLogrus(o.log)
-	kcfg := o.kclConfig(&kclLogger{log: o.log, fatal: onFatal})
+	kcfg := o.kclConfig(&kclLogger{log: o.log, fatal: o.fail})
 	w := worker.NewWorker(&processorFactory{o: o}, kcfg).WithKinesis(kin).WithCheckpointer(o.table)
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("observer %s: start worker: %w", o.cfg.ID, err)
@@ -131,7 +184,7 @@ func (o *Observer) Run(ctx context.Context) error {
 	var runErr error
 	select {
 	case <-ctx.Done():
-	case err := <-fatal:
+	case err := <-o.fatal:
 		runErr = fmt.Errorf("%w: %v", ErrStopped, err)
 	}
 	o.stop(w, stopIntake, stopHard)
@@ -182,7 +235,14 @@ func (o *Observer) kclConfig(log *kclLogger) *kclcfg.KinesisClientLibConfigurati
 		WithFailoverTimeMillis(int(c.LeaseDuration.Milliseconds())).
 		WithLeaseRefreshWaitTime(int(c.LeaseRefresh.Milliseconds())).
 		WithMaxRetryCount(20).
+		// Empty batches give the processor a regular chance to write the
+		// checkpoint of commands that finished after their batch was handed
+		// over.
+		WithCallProcessRecordsEvenForEmptyRecordList(true).
 		WithLogger(log)
+	if o.opts.Monitoring != nil {
+		k.WithMonitoringService(o.opts.Monitoring)
+	}
 	k.ParentShardPollIntervalMillis = int(c.ParentShardPoll.Milliseconds())
 	switch c.InitialPosition {
 	case PositionTrimHorizon:
@@ -204,5 +264,5 @@ func (o *Observer) kclConfig(log *kclLogger) *kclcfg.KinesisClientLibConfigurati
 type processorFactory struct{ o *Observer }
 
 func (f *processorFactory) CreateProcessor() kcl.IRecordProcessor {
-	return &shardProcessor{o: f.o}
+	return newShardProcessor(f.o)
 }

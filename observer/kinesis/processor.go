@@ -3,8 +3,9 @@ package kinesis
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
-	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -12,39 +13,55 @@ import (
 	kcl "github.com/vmware/vmware-go-kcl-v2/clientlibrary/interfaces"
 
 	"github.com/sauna-io/sauna/observer/kinesis/leases"
-	"github.com/sauna-io/sauna/responders"
 )
 
-// Outcome is the final result of one record.
-type Outcome struct {
-	Observer  string
-	Shard     string
-	Sequence  string
-	CommandID string
-	Responder string
-	// Verdict is Done (executed) or Fail (rejected or failed permanently).
-	Verdict responders.Verdict
-	// Reason is set for rejections.
-	Reason   responders.Reason
-	Err      error
-	Attempts int
-}
-
-// shardProcessor executes one shard's records in order and checkpoints only
-// what has a final outcome. Once it stops short (shutdown or a lost lease)
-// it drops every later batch: checkpointing past a record that did not run
-// would lose it.
+// shardProcessor executes one shard's records concurrently while keeping
+// per-partition-key order: up to MaxInFlight records are admitted at once,
+// and a record starts only when every earlier record with its key is done.
+// The checkpoint only ever moves to the highest sequence number below which
+// every record has a final outcome. Once a record stops short (shutdown, a
+// lost lease) nothing after it is checkpointed: the next owner reads it again.
 type shardProcessor struct {
 	o       *Observer
 	shardID string
 	log     *slog.Logger
 	lost    <-chan struct{}
-	// stopped is set when a batch was not finished; nothing is processed or
-	// checkpointed after that.
+	// slots holds one token per admitted, unfinished record.
+	slots chan struct{}
+	wg    sync.WaitGroup
+
+	mu sync.Mutex
+	// pending are the admitted records not yet passed by the checkpoint, in
+	// sequence order.
+	pending []*entry
+	// waiting holds, per partition key, the admitted records of that key in
+	// order; the first one is running.
+	waiting map[string][]*entry
+	// stopped is set once a record stopped without a final outcome.
 	stopped bool
+	// candidate is the sequence number the checkpoint may move to.
+	candidate string
+	// written is the last checkpoint written, and when.
+	written   string
+	writtenAt time.Time
+}
+
+type entry struct {
+	rec  *types.Record
+	seq  string
+	key  string
+	done bool
 }
 
 var _ kcl.IRecordProcessor = (*shardProcessor)(nil)
+
+func newShardProcessor(o *Observer) *shardProcessor {
+	return &shardProcessor{
+		o:       o,
+		slots:   make(chan struct{}, o.cfg.MaxInFlight),
+		waiting: map[string][]*entry{},
+	}
+}
 
 func (p *shardProcessor) Initialize(in *kcl.InitializationInput) {
 	p.shardID = in.ShardId
@@ -53,139 +70,208 @@ func (p *shardProcessor) Initialize(in *kcl.InitializationInput) {
 	from := "initial position"
 	if in.ExtendedSequenceNumber != nil && aws.ToString(in.ExtendedSequenceNumber.SequenceNumber) != "" {
 		from = aws.ToString(in.ExtendedSequenceNumber.SequenceNumber)
+		p.written = from
 	}
 	p.log.Info("shard acquired", "from", from)
 }
 
+// ProcessRecords admits the batch and returns once every record of it is
+// admitted, so the KCL fetches the next batch while these still run. It
+// blocks while MaxInFlight records are unfinished, which bounds memory and
+// is the back-pressure on the stream.
 func (p *shardProcessor) ProcessRecords(in *kcl.ProcessRecordsInput) {
-	if p.stopped || len(in.Records) == 0 {
-		return
-	}
-	var done *string
 	for i := range in.Records {
-		r := &in.Records[i]
-		if !p.execute(r) {
-			p.stopped = true
+		if p.isStopped() {
 			break
 		}
-		// Records of one KPL aggregate share a sequence number: a checkpoint
-		// inside an aggregate would skip its remaining records on restart.
-		if i+1 == len(in.Records) || aws.ToString(in.Records[i+1].SequenceNumber) != aws.ToString(r.SequenceNumber) {
-			done = r.SequenceNumber
+		if !p.admit(&in.Records[i]) {
+			p.stop()
+			break
 		}
 	}
-	if done != nil {
-		p.checkpoint(in.Checkpointer, done)
+	p.checkpoint(in.Checkpointer, false)
+}
+
+// admit waits for a free slot (and for the gate, while paused), then starts
+// the record or queues it behind the earlier records of its key.
+func (p *shardProcessor) admit(r *types.Record) bool {
+	if g := p.o.opts.Gate; g != nil {
+		ctx, cancel := p.stopContext(p.o.intake)
+		err := g.Wait(ctx)
+		cancel()
+		if err != nil {
+			return false
+		}
 	}
+	select {
+	case p.slots <- struct{}{}:
+	case <-p.o.intake.Done():
+		return false
+	case <-p.lost:
+		return false
+	}
+	e := &entry{rec: r, seq: aws.ToString(r.SequenceNumber), key: aws.ToString(r.PartitionKey)}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		<-p.slots
+		return false
+	}
+	p.pending = append(p.pending, e)
+	q := append(p.waiting[e.key], e)
+	p.waiting[e.key] = q
+	if len(q) == 1 {
+		p.start(e)
+	}
+	p.o.inFlight.Add(1)
+	return true
+}
+
+// start runs e in its own goroutine; p.mu is held.
+func (p *shardProcessor) start(e *entry) {
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		p.finish(e, p.execute(e.rec))
+	}()
+}
+
+// finish records e's result, starts the next record of its key, and moves
+// the checkpoint candidate past the finished prefix.
+func (p *shardProcessor) finish(e *entry, final bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	<-p.slots
+	p.o.inFlight.Add(-1)
+	if !final {
+		// e and everything after it stay unfinished: the next owner of the
+		// shard re-reads them from the checkpoint. Unless the observer is
+		// stopping or the shard moved to another worker, that next owner
+		// must be a fresh worker of ours: this one would never checkpoint
+		// the shard again.
+		p.stopped = true
+		if !p.stopping(context.Background()) {
+			p.o.fail(fmt.Errorf("shard %s stopped at sequence number %s without an outcome", p.shardID, e.seq))
+		}
+		return
+	}
+	e.done = true
+	q := p.waiting[e.key][1:]
+	if len(q) == 0 {
+		delete(p.waiting, e.key)
+	} else {
+		p.waiting[e.key] = q
+		if !p.stopped {
+			p.start(q[0])
+		}
+	}
+	n := 0
+	for n < len(p.pending) && p.pending[n].done {
+		n++
+	}
+	if n == 0 {
+		return
+	}
+	// Records of one KPL aggregate share a sequence number: a checkpoint
+	// inside an aggregate would skip its remaining records on restart.
+	last := p.pending[n-1].seq
+	if n < len(p.pending) && p.pending[n].seq == last {
+		for n > 0 && p.pending[n-1].seq == last {
+			n--
+		}
+		if n == 0 {
+			return
+		}
+		last = p.pending[n-1].seq
+	}
+	p.candidate = last
+	clear(p.pending[:n])
+	p.pending = p.pending[n:]
+}
+
+func (p *shardProcessor) isStopped() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stopped
+}
+
+func (p *shardProcessor) stop() {
+	p.mu.Lock()
+	p.stopped = true
+	p.mu.Unlock()
 }
 
 func (p *shardProcessor) Shutdown(in *kcl.ShutdownInput) {
+	// Whatever the reason, the records already admitted finish first (or
+	// stop at the drain deadline); only then is the final checkpoint known.
+	p.wg.Wait()
 	switch in.ShutdownReason {
 	case kcl.TERMINATE:
-		if p.stopped {
+		p.mu.Lock()
+		complete := !p.stopped && len(p.pending) == 0
+		p.mu.Unlock()
+		if !complete {
+			p.checkpoint(in.Checkpointer, true)
 			p.log.Warn("shard ended but not every record ran; leaving it open so it is read again")
 			return
 		}
 		// SHARD_END lets the child shards start; without it they wait for ever.
-		if p.checkpoint(in.Checkpointer, nil) {
+		if p.write(in.Checkpointer, nil) {
 			p.log.Info("shard finished")
 		}
 	default:
+		p.checkpoint(in.Checkpointer, true)
 		p.log.Info("shard released", "reason", aws.ToString(kcl.ShutdownReasonMessage(in.ShutdownReason)))
 	}
 }
 
-// checkpoint writes seq (nil: SHARD_END), retrying until it succeeds, the
-// lease is lost, or the observer stops.
-func (p *shardProcessor) checkpoint(cp kcl.IRecordProcessorCheckpointer, seq *string) bool {
+// checkpoint writes the candidate if it moved, at most once per
+// CheckpointInterval unless final: a redelivery after a crash costs a
+// duplicate check per record, a checkpoint per record costs a DynamoDB write.
+func (p *shardProcessor) checkpoint(cp kcl.IRecordProcessorCheckpointer, final bool) {
+	p.mu.Lock()
+	seq, due := p.candidate, final || time.Since(p.writtenAt) >= p.o.opts.CheckpointInterval
+	p.mu.Unlock()
+	if seq == "" || seq == p.written || !due {
+		return
+	}
+	if p.write(cp, &seq) {
+		p.written, p.writtenAt = seq, time.Now()
+	}
+}
+
+// write stores seq (nil: SHARD_END), retrying until it succeeds, the lease
+// is lost, or the observer must stop.
+func (p *shardProcessor) write(cp kcl.IRecordProcessorCheckpointer, seq *string) bool {
 	for attempt := 1; ; attempt++ {
 		err := cp.Checkpoint(seq)
 		if err == nil {
 			return true
 		}
 		if errors.Is(err, leases.ErrLeaseLost) {
-			p.stopped = true
+			p.stop()
 			p.log.Warn("lease lost; this worker stops processing the shard", "err", err)
 			return false
 		}
 		if errors.Is(err, leases.ErrCheckpointRegression) {
 			// Retrying cannot help; the records stay uncheckpointed and are
 			// read again by the next owner.
-			p.stopped = true
+			p.stop()
 			p.log.Error("checkpoint refused as a regression; stopping the shard", "err", err)
 			return false
 		}
 		p.log.Warn("checkpoint failed; retrying", "err", err, "attempt", attempt)
-		if !p.wait(p.o.hard, backoff(attempt, 0)) {
+		if !p.sleep(p.o.hard, backoff(attempt, 0, 5*time.Second)) {
 			return false
 		}
 	}
 }
 
-// execute runs one record to a final outcome. It returns false when it had
-// to stop before one was reached.
-func (p *shardProcessor) execute(r *types.Record) bool {
-	seq := aws.ToString(r.SequenceNumber)
-	out := Outcome{Observer: p.o.cfg.ID, Shard: p.shardID, Sequence: seq}
-	cmd, err := responders.Decode(r.Data)
-	if err != nil {
-		p.reject(out, err)
-		return true
-	}
-	out.CommandID = cmd.ID
-	out.Responder = cmd.Module
-	ctx, cancel := p.callContext()
-	defer cancel()
-	for attempt := 1; ; attempt++ {
-		if p.intakeStopped() {
-			return false
-		}
-		out.Attempts = attempt
-		_, err := p.o.dispatch.Dispatch(ctx, cmd)
-		verdict, after := responders.Classify(err)
-		switch verdict {
-		case responders.Done:
-			out.Verdict = responders.Done
-			p.log.Debug("command executed", "seq", seq, "command_id", cmd.ID, "responder", cmd.Module, "attempts", attempt)
-			p.o.report(out)
-			return true
-		case responders.Fail:
-			var rej *responders.RejectError
-			if errors.As(err, &rej) {
-				p.reject(out, err)
-				return true
-			}
-			out.Verdict, out.Err = responders.Fail, err
-			p.log.Error("command failed permanently", "seq", seq, "command_id", cmd.ID, "responder", cmd.Module, "attempts", attempt, "err", err)
-			p.o.report(out)
-			return true
-		}
-		delay := backoff(attempt, after)
-		p.log.Warn("command failed; retrying", "seq", seq, "command_id", cmd.ID, "responder", cmd.Module, "attempt", attempt, "retry_in", delay, "err", err)
-		if !p.wait(p.o.intake, delay) {
-			return false
-		}
-	}
-}
-
-func (p *shardProcessor) reject(out Outcome, err error) {
-	var rej *responders.RejectError
-	if errors.As(err, &rej) {
-		out.Reason = rej.Reason
-		if out.CommandID == "" {
-			out.CommandID = rej.CommandID
-		}
-	}
-	out.Verdict, out.Err = responders.Fail, err
-	p.log.Warn("command rejected", "seq", out.Sequence, "command_id", out.CommandID, "reason", out.Reason, "err", err)
-	p.o.report(out)
-}
-
-// callContext bounds a responder call by the observer's hard stop and by the
-// loss of this shard's lease: once another worker owns the shard, our side
+// stopContext derives a context from parent that also ends when this
+// shard's lease is lost: once another worker owns the shard, our side
 // effects must stop.
-func (p *shardProcessor) callContext() (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(p.o.hard)
+func (p *shardProcessor) stopContext(parent context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(parent)
 	go func() {
 		select {
 		case <-p.lost:
@@ -196,19 +282,8 @@ func (p *shardProcessor) callContext() (context.Context, context.CancelFunc) {
 	return ctx, cancel
 }
 
-func (p *shardProcessor) intakeStopped() bool {
-	select {
-	case <-p.lost:
-		return true
-	case <-p.o.intake.Done():
-		return true
-	default:
-		return false
-	}
-}
-
-// wait sleeps for d unless ctx ends or the lease is lost first.
-func (p *shardProcessor) wait(ctx context.Context, d time.Duration) bool {
+// sleep waits for d unless ctx ends or the lease is lost first.
+func (p *shardProcessor) sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -219,12 +294,4 @@ func (p *shardProcessor) wait(ctx context.Context, d time.Duration) bool {
 	case <-p.lost:
 		return false
 	}
-}
-
-// backoff is exponential with full jitter, capped at 30 s, and never shorter
-// than what the responder asked for.
-func backoff(attempt int, atLeast time.Duration) time.Duration {
-	ceiling := min(30*time.Second, 100*time.Millisecond<<min(attempt, 10))
-	d := time.Duration(rand.Int64N(int64(ceiling)) + 1)
-	return max(d, atLeast)
 }

@@ -77,6 +77,7 @@ func (f *fakeCheckpointer) PrepareCheckpoint(*string) (kcl.IPreparedCheckpointer
 }
 
 type harness struct {
+	mu       sync.Mutex
 	p        *shardProcessor
 	resp     *scripted
 	outcomes []Outcome
@@ -92,44 +93,54 @@ func newHarness(t *testing.T) *harness {
 	t.Cleanup(stop)
 	h.stop = stop
 	o := &Observer{
-		cfg:      Config{ID: "obs", StreamName: "s"},
+		cfg:      Config{ID: "obs", StreamName: "s", MaxInFlight: 4},
 		dispatch: d,
 		log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
 		lost:     func(string) <-chan struct{} { return h.lost },
 		intake:   intake,
 		hard:     context.Background(),
-		opts:     Options{OnOutcome: func(o Outcome) { h.outcomes = append(h.outcomes, o) }},
+		opts: Options{CheckpointInterval: time.Second, OnOutcome: func(o Outcome) {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			h.outcomes = append(h.outcomes, o)
+		}},
 	}
-	h.p = &shardProcessor{o: o}
+	h.p = newShardProcessor(o)
 	h.p.Initialize(&kcl.InitializationInput{ShardId: "shardId-000000000001"})
 	return h
 }
 
-func slackRecord(seq, text string) types.Record {
+func slackRecord(seq, text string) types.Record { return keyedRecord(seq, "k", text) }
+
+func keyedRecord(seq, key, text string) types.Record {
 	data := fmt.Sprintf(`{"schema":"iglu:com.snowplowanalytics.sauna.commands/command/jsonschema/1-0-0","data":{`+
 		`"envelope":{"schema":"iglu:com.snowplowanalytics.sauna.commands/envelope/jsonschema/1-0-0","data":{`+
 		`"commandId":"00000000-0000-4000-8000-%012s","whenCreated":"2026-01-01T00:00:00Z","execution":{"semantics":"AT_LEAST_ONCE","timeToLive":null},"tags":{}}},`+
 		`"command":{"schema":"iglu:com.slack.sauna.commands/send_message/jsonschema/1-0-0","data":{"text":%q}}}}`, seq, text)
-	return types.Record{SequenceNumber: aws.String(seq), Data: []byte(data), PartitionKey: aws.String("k")}
+	return types.Record{SequenceNumber: aws.String(seq), Data: []byte(data), PartitionKey: aws.String(key)}
 }
 
 func rawRecord(seq, data string) types.Record {
-	return types.Record{SequenceNumber: aws.String(seq), Data: []byte(data), PartitionKey: aws.String("k")}
+	return types.Record{SequenceNumber: aws.String(seq), Data: []byte(data), PartitionKey: aws.String("raw")}
 }
 
-func verdicts(outs []Outcome) []string {
+// results lists "seq=result[:reason]" sorted by sequence number.
+func (h *harness) results() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	var s []string
-	for _, o := range outs {
-		v := o.Verdict.String()
+	for _, o := range h.outcomes {
+		v := o.Sequence + "=" + string(o.Result)
 		if o.Reason != "" {
 			v += ":" + string(o.Reason)
 		}
-		s = append(s, o.Sequence+"="+v)
+		s = append(s, v)
 	}
+	slices.Sort(s)
 	return s
 }
 
-func TestProcessorCheckpointsAfterEveryFinalOutcome(t *testing.T) {
+func TestProcessorOutcomesAndCheckpoints(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t)
 		h.resp.reply = func(_ context.Context, text string, call int) error {
@@ -146,34 +157,91 @@ func TestProcessorCheckpointsAfterEveryFinalOutcome(t *testing.T) {
 		cp := &fakeCheckpointer{}
 		start := time.Now()
 		h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: []types.Record{
-			slackRecord("1", "hello"),
+			keyedRecord("1", "a", "hello"),
 			rawRecord("2", `{"not":"a command"`),
-			slackRecord("3", "flaky"),
-			slackRecord("4", "bad"),
-			slackRecord("5", "slow down"),
+			keyedRecord("3", "a", "flaky"),
+			keyedRecord("4", "b", "bad"),
+			keyedRecord("5", "c", "slow down"),
 		}})
+		h.p.Shutdown(&kcl.ShutdownInput{ShutdownReason: kcl.TERMINATE, Checkpointer: cp})
 		if waited := time.Since(start); waited < 7*time.Second {
 			t.Errorf("a Retry-After of 7s was not honoured: waited %s", waited)
 		}
-		want := []string{"1=done", "2=permanent:invalid_json", "3=done", "4=permanent", "5=done"}
-		if got := verdicts(h.outcomes); !slices.Equal(got, want) {
+		want := []string{"1=executed", "2=rejected:invalid_json", "3=executed", "4=failed", "5=executed"}
+		if got := h.results(); !slices.Equal(got, want) {
 			t.Errorf("outcomes %v, want %v", got, want)
 		}
-		if h.outcomes[2].Attempts != 3 {
-			t.Errorf("flaky took %d attempts, want 3", h.outcomes[2].Attempts)
-		}
-		if !slices.Equal(cp.written, []string{"5"}) {
-			t.Errorf("checkpoints %v, want [5]", cp.written)
-		}
-		h.p.Shutdown(&kcl.ShutdownInput{ShutdownReason: kcl.TERMINATE, Checkpointer: cp})
-		if !slices.Equal(cp.written, []string{"5", "SHARD_END"}) {
-			t.Errorf("after TERMINATE: %v", cp.written)
+		if n := len(cp.written); n == 0 || cp.written[n-1] != "SHARD_END" {
+			t.Errorf("checkpoints %v, want SHARD_END last", cp.written)
 		}
 	})
 }
 
-// A stop in the middle of a batch checkpoints only the finished prefix, and
-// nothing after it: not a later batch, not SHARD_END.
+// Commands with one partition key run one at a time and in order; other
+// keys run alongside, up to MaxInFlight at once.
+func TestProcessorKeepsPerKeyOrderAndBoundsConcurrency(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t) // MaxInFlight 4
+		var mu sync.Mutex
+		running, peak := map[string]int{}, 0
+		total := 0
+		var order []string
+		h.resp.reply = func(_ context.Context, text string, _ int) error {
+			key := text[:1]
+			mu.Lock()
+			running[key]++
+			total++
+			peak = max(peak, total)
+			if running[key] > 1 {
+				t.Errorf("two commands of key %s at once", key)
+			}
+			order = append(order, text)
+			mu.Unlock()
+			time.Sleep(time.Second)
+			mu.Lock()
+			running[key]--
+			total--
+			mu.Unlock()
+			return nil
+		}
+		var recs []types.Record
+		seq := 0
+		for round := 1; round <= 3; round++ {
+			for _, key := range []string{"a", "b", "c", "d", "e", "f"} {
+				seq++
+				recs = append(recs, keyedRecord(fmt.Sprintf("%03d", seq), key, fmt.Sprintf("%s%d", key, round)))
+			}
+		}
+		cp := &fakeCheckpointer{}
+		start := time.Now()
+		h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: recs})
+		h.p.Shutdown(&kcl.ShutdownInput{ShutdownReason: kcl.REQUESTED, Checkpointer: cp})
+		if peak != 4 {
+			t.Errorf("peak concurrency %d, want MaxInFlight 4", peak)
+		}
+		// 18 one-second commands, 4 at a time: at least 5 s, far less than 18.
+		if took := time.Since(start); took < 5*time.Second || took > 6*time.Second {
+			t.Errorf("took %s of fake time, want 5-6 s", took)
+		}
+		for _, key := range []string{"a", "b", "c", "d", "e", "f"} {
+			var got []string
+			for _, o := range order {
+				if o[:1] == key {
+					got = append(got, o)
+				}
+			}
+			if want := []string{key + "1", key + "2", key + "3"}; !slices.Equal(got, want) {
+				t.Errorf("key %s ran %v, want %v", key, got, want)
+			}
+		}
+		if last := cp.written[len(cp.written)-1]; last != "018" {
+			t.Errorf("final checkpoint %q, want 018 (all %v)", last, cp.written)
+		}
+	})
+}
+
+// A stop in the middle checkpoints only below the first unfinished record,
+// and nothing after it: not a later batch, not SHARD_END.
 func TestProcessorStopsShortWithoutSkipping(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t)
@@ -184,24 +252,27 @@ func TestProcessorStopsShortWithoutSkipping(t *testing.T) {
 			return nil
 		}
 		go func() {
-			time.Sleep(time.Minute) // fake time: the vendor is down for a minute when the stop comes
+			time.Sleep(time.Minute) // the vendor is down for a minute when the stop comes
 			h.stop()
 		}()
 		cp := &fakeCheckpointer{}
-		// 2 and 3 are one KPL aggregate: a checkpoint at 2 would skip its rest.
+		// 2 and 2 are one KPL aggregate: a checkpoint at 2 would skip its rest.
 		h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: []types.Record{
-			slackRecord("1", "a"), slackRecord("2", "b"), slackRecord("2", "down"), slackRecord("3", "c"),
+			keyedRecord("1", "a", "one"), keyedRecord("2", "b", "two"), keyedRecord("2", "c", "down"),
+			keyedRecord("3", "c", "after down"), keyedRecord("4", "d", "other key"),
 		}})
-		if !slices.Equal(cp.written, []string{"1"}) {
-			t.Errorf("checkpoints %v, want [1]", cp.written)
-		}
-		h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: []types.Record{slackRecord("4", "d")}})
+		synctest.Wait()
 		h.p.Shutdown(&kcl.ShutdownInput{ShutdownReason: kcl.TERMINATE, Checkpointer: cp})
-		if !slices.Equal(cp.written, []string{"1"}) {
-			t.Errorf("after stop: checkpoints %v, want [1]", cp.written)
+		if cp.written[len(cp.written)-1] != "1" || slices.Contains(cp.written, "SHARD_END") {
+			t.Errorf("checkpoints %v, want to end at 1 without SHARD_END", cp.written)
 		}
-		if slices.Contains(h.resp.calls, "c") || slices.Contains(h.resp.calls, "d") {
-			t.Errorf("records after the stop ran: %v", h.resp.calls)
+		if slices.Contains(h.resp.calls, "after down") {
+			t.Errorf("a command ran before the earlier command of its key finished: %v", h.resp.calls)
+		}
+		h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: []types.Record{keyedRecord("5", "e", "late")}})
+		synctest.Wait()
+		if slices.Contains(h.resp.calls, "late") {
+			t.Errorf("a batch after the stop ran: %v", h.resp.calls)
 		}
 	})
 }
@@ -225,7 +296,8 @@ func TestProcessorStopsOnLostLease(t *testing.T) {
 		h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: []types.Record{
 			slackRecord("1", "a"), slackRecord("2", "hang"), slackRecord("3", "b"),
 		}})
-		if !slices.Equal(cp.written, []string{"1"}) || slices.Contains(h.resp.calls, "b") {
+		h.p.Shutdown(&kcl.ShutdownInput{ShutdownReason: kcl.REQUESTED, Checkpointer: cp})
+		if slices.Contains(cp.written, "2") || slices.Contains(cp.written, "3") || slices.Contains(h.resp.calls, "b") {
 			t.Errorf("checkpoints %v, calls %v", cp.written, h.resp.calls)
 		}
 	})
@@ -233,11 +305,17 @@ func TestProcessorStopsOnLostLease(t *testing.T) {
 
 // A fenced checkpoint refused by the lease table stops the shard.
 func TestProcessorStopsWhenCheckpointIsFenced(t *testing.T) {
-	h := newHarness(t)
-	cp := &fakeCheckpointer{err: fmt.Errorf("shard x: %w", leases.ErrLeaseLost)}
-	h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: []types.Record{slackRecord("1", "a")}})
-	h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: []types.Record{slackRecord("2", "b")}})
-	if !slices.Equal(h.resp.calls, []string{"a"}) {
-		t.Errorf("calls %v: a zombie must not go on", h.resp.calls)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t)
+		cp := &fakeCheckpointer{err: fmt.Errorf("shard x: %w", leases.ErrLeaseLost)}
+		h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: []types.Record{slackRecord("1", "a")}})
+		synctest.Wait()
+		h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: []types.Record{slackRecord("2", "b")}})
+		synctest.Wait()
+		h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: []types.Record{slackRecord("3", "c")}})
+		synctest.Wait()
+		if slices.Contains(h.resp.calls, "c") {
+			t.Errorf("calls %v: a zombie must not go on", h.resp.calls)
+		}
+	})
 }

@@ -1,0 +1,185 @@
+package deadletter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	"github.com/aws/smithy-go"
+)
+
+// PutRecorder is the part of *kinesis.Client the Writer uses.
+type PutRecorder interface {
+	PutRecord(ctx context.Context, in *kinesis.PutRecordInput, optFns ...func(*kinesis.Options)) (*kinesis.PutRecordOutput, error)
+}
+
+// Defaults of a Writer.
+const (
+	DefaultCallTimeout = 10 * time.Second
+	defaultMinBackoff  = 100 * time.Millisecond
+	defaultMaxBackoff  = 10 * time.Second
+	// maxRecordBytes is Kinesis's default limit on a record's data plus its
+	// partition key (streams can be raised to 10 MiB; the default is assumed).
+	maxRecordBytes = 1 << 20
+	maxKeyLen      = 256
+)
+
+// Writer puts dead letters on one stream. It is safe for concurrent use.
+type Writer struct {
+	kin    PutRecorder
+	stream string
+	log    *slog.Logger
+	now    func() time.Time
+
+	callTimeout            time.Duration
+	minBackoff, maxBackoff time.Duration
+	maxRecordBytes         int
+}
+
+// NewWriter returns a Writer for stream; log nil means slog.Default().
+func NewWriter(kin PutRecorder, stream string, log *slog.Logger) *Writer {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Writer{
+		kin:            kin,
+		stream:         stream,
+		log:            log.With("deadLetterStream", stream),
+		now:            time.Now,
+		callTimeout:    DefaultCallTimeout,
+		minBackoff:     defaultMinBackoff,
+		maxBackoff:     defaultMaxBackoff,
+		maxRecordBytes: maxRecordBytes,
+	}
+}
+
+// Stream is the dead-letter stream's name.
+func (w *Writer) Stream() string { return w.stream }
+
+// Put writes one dead letter, partitioned by the original partition key so
+// that a key's dead letters stay in order. It retries with capped backoff
+// until it succeeds or ctx ends: losing a dead letter loses the command, so
+// an unreachable, missing or forbidden stream holds the caller (and says so
+// in the log) rather than dropping it. Only a request Kinesis can never
+// accept returns at once. A zero DeadLetteredAt is set to now.
+//
+// A letter that would exceed the record size limit is written without the
+// original bytes (record null, recordSize kept): the shard and sequence
+// number still locate the original on the source stream while it is
+// retained.
+func (w *Writer) Put(ctx context.Context, l Letter) error {
+	if l.DeadLetteredAt.IsZero() {
+		l.DeadLetteredAt = w.now()
+	}
+	key := partitionKey(l)
+	data, err := Encode(l)
+	if err != nil {
+		return err
+	}
+	if len(data)+len(key) > w.maxRecordBytes && l.Record != nil {
+		w.log.Warn("dead letter too large: writing it without the original record",
+			"observer", l.Observer, "stream", l.Stream, "shard", l.Shard, "sequenceNumber", l.SequenceNumber,
+			"commandId", l.CommandID, "recordSize", len(l.Record))
+		l.RecordSize, l.Record = len(l.Record), nil
+		if data, err = Encode(l); err != nil {
+			return err
+		}
+	}
+	log := w.log.With("observer", l.Observer, "stream", l.Stream, "shard", l.Shard,
+		"sequenceNumber", l.SequenceNumber, "commandId", l.CommandID, "reason", l.Reason)
+	out, err := putRetrying(ctx, w.kin, putRetry{
+		stream: w.stream, key: key, data: data, log: log,
+		callTimeout: w.callTimeout, minBackoff: w.minBackoff, maxBackoff: w.maxBackoff,
+	})
+	if err != nil {
+		return fmt.Errorf("dead letter for %s/%s to stream %s: %w", l.Shard, l.SequenceNumber, w.stream, err)
+	}
+	log.Debug("dead letter written", "deadLetterShard", aws.ToString(out.ShardId), "deadLetterSequenceNumber", aws.ToString(out.SequenceNumber))
+	return nil
+}
+
+// partitionKey falls back on other stable keys for a letter without one
+// (Kinesis requires 1 to 256 characters).
+func partitionKey(l Letter) string {
+	for _, k := range []string{l.PartitionKey, l.CommandID, l.Shard + "/" + l.SequenceNumber} {
+		if k != "" && k != "/" {
+			r := []rune(k)
+			if len(r) > maxKeyLen {
+				return string(r[:maxKeyLen])
+			}
+			return k
+		}
+	}
+	return "dead-letter"
+}
+
+type putRetry struct {
+	stream, key            string
+	data                   []byte
+	log                    *slog.Logger
+	callTimeout            time.Duration
+	minBackoff, maxBackoff time.Duration
+	maxAttempts            int // 0: until ctx ends
+}
+
+// putRetrying puts one record, retrying every error that may go away. Each
+// call has its own deadline inside ctx.
+func putRetrying(ctx context.Context, kin PutRecorder, p putRetry) (*kinesis.PutRecordOutput, error) {
+	delay := p.minBackoff
+	for attempt := 1; ; attempt++ {
+		cctx, cancel := context.WithTimeout(ctx, p.callTimeout)
+		out, err := kin.PutRecord(cctx, &kinesis.PutRecordInput{
+			StreamName:   aws.String(p.stream),
+			PartitionKey: aws.String(p.key),
+			Data:         p.data,
+		})
+		cancel()
+		if err == nil {
+			if attempt > 1 {
+				p.log.Info("put succeeded after retries", "attempts", attempt)
+			}
+			return out, nil
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("gave up after %d attempts: %w (last error: %v)", attempt, ctx.Err(), err)
+		}
+		if permanent(err) {
+			return nil, err
+		}
+		if p.maxAttempts > 0 && attempt >= p.maxAttempts {
+			return nil, fmt.Errorf("gave up after %d attempts: %w", attempt, err)
+		}
+		// Jitter keeps the workers of a fleet that lost the stream together
+		// from retrying in lockstep.
+		wait := delay/2 + rand.N(delay/2+1)
+		p.log.Warn("put failed; retrying", "attempt", attempt, "retryIn", wait, "error", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("gave up after %d attempts: %w (last error: %v)", attempt, ctx.Err(), err)
+		case <-t.C:
+		}
+		delay = min(delay*2, p.maxBackoff)
+	}
+}
+
+// permanent recognises requests that Kinesis can never accept as sent.
+// Everything else (throttling, outages, a stream not created yet, missing
+// permissions, KMS trouble) can be fixed while the caller waits.
+func permanent(err error) bool {
+	var ae smithy.APIError
+	if !errors.As(err, &ae) {
+		return false
+	}
+	switch ae.ErrorCode() {
+	case "ValidationException", "InvalidArgumentException", "SerializationException":
+		return true
+	}
+	return false
+}

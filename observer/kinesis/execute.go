@@ -1,0 +1,309 @@
+package kinesis
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+
+	"github.com/sauna-io/sauna/observer/kinesis/deadletter"
+	"github.com/sauna-io/sauna/observer/kinesis/outcomes"
+	"github.com/sauna-io/sauna/responders"
+)
+
+// Result is the final outcome of one record. The values label metrics.
+type Result string
+
+// Results.
+const (
+	// Executed: the responder did it.
+	Executed Result = "executed"
+	// Rejected: the record can never run as sent (Reason says why).
+	Rejected Result = "rejected"
+	// Duplicate: a redelivered command that already ran; skipped.
+	Duplicate Result = "duplicate"
+	// DeadLettered: failed permanently or ran out of retry budget, and went
+	// to the dead-letter stream.
+	DeadLettered Result = "dead_lettered"
+	// Failed: failed permanently with no dead-letter stream configured; the
+	// outcome table and the log keep it.
+	Failed Result = "failed"
+)
+
+// Outcome is the final result of one record.
+type Outcome struct {
+	Observer  string
+	Shard     string
+	Sequence  string
+	CommandID string
+	// Responder is the module serving the command, when known.
+	Responder string
+	Result    Result
+	// Reason is set for rejections.
+	Reason   responders.Reason
+	Err      error
+	Attempts int
+	// Latency is the time spent in responder calls.
+	Latency time.Duration
+}
+
+// Claims is the idempotency table (outcomes.Table).
+type Claims interface {
+	Claim(ctx context.Context, c outcomes.Claim) error
+	Extend(ctx context.Context, commandID string) error
+	Finish(ctx context.Context, commandID string, f outcomes.Final) error
+	Release(ctx context.Context, commandID string) error
+}
+
+// DeadLetters is the dead-letter stream (deadletter.Writer).
+type DeadLetters interface {
+	Put(ctx context.Context, l deadletter.Letter) error
+}
+
+// execute runs one record to a final outcome and reports it. It returns
+// false when it had to stop first (shutdown, lost lease); the record then
+// stays uncheckpointed.
+func (p *shardProcessor) execute(r *types.Record) bool {
+	out := Outcome{Observer: p.o.cfg.ID, Shard: p.shardID, Sequence: aws.ToString(r.SequenceNumber)}
+	letter := deadletter.Letter{
+		Observer: p.o.cfg.ID, Stream: p.o.cfg.StreamName, Shard: p.shardID,
+		SequenceNumber: out.Sequence, PartitionKey: aws.ToString(r.PartitionKey), Record: r.Data,
+	}
+	if orig, ok := IsDefusedAggregate(r.Data); ok {
+		letter.Record = orig
+		return p.reject(out, letter, &responders.RejectError{Reason: responders.ReasonCorruptAggregate,
+			Err: errors.New("KPL aggregate record with a valid checksum and an undecodable body")})
+	}
+	cmd, err := responders.Decode(r.Data)
+	if err == nil {
+		out.CommandID, out.Responder = cmd.ID, cmd.Module
+		letter.CommandID, letter.CommandSchema, letter.Responder = cmd.ID, cmd.Schema.String(), cmd.Module
+		// Expired or unroutable commands are rejected before anything is
+		// claimed: nothing would run them.
+		_, err = p.o.dispatch.Resolve(cmd)
+	}
+	if err != nil {
+		return p.reject(out, letter, err)
+	}
+
+	ctx, cancel := p.stopContext(p.o.hard)
+	defer cancel()
+	claimed := false
+	if c := p.o.claims; c != nil {
+		dup, ok := p.claim(ctx, cmd, out)
+		if !ok {
+			return false
+		}
+		if dup {
+			out.Result = Duplicate
+			p.log.Info("command already executed; skipped", "seq", out.Sequence, "command_id", cmd.ID, "responder", cmd.Module)
+			p.o.report(out)
+			return true
+		}
+		claimed = true
+	}
+	release := func() {
+		if claimed {
+			// Best effort, outside the cancelled context: another worker then
+			// need not wait for the claim to time out.
+			rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer rcancel()
+			_ = p.o.claims.Release(rctx, cmd.ID)
+		}
+	}
+
+	first := time.Now()
+	budgetSpent := false
+	for attempt := 1; ; attempt++ {
+		if attempt > 1 && claimed {
+			if err := p.o.claims.Extend(ctx, cmd.ID); err != nil {
+				if errors.Is(err, outcomes.ErrClaimedElsewhere) {
+					p.log.Warn("command claimed by another worker; this worker stops the shard", "command_id", cmd.ID, "err", err)
+					return false
+				}
+				p.log.Warn("renewing the command claim failed; trying anyway", "command_id", cmd.ID, "err", err)
+			}
+		}
+		out.Attempts = attempt
+		start := time.Now()
+		_, err := p.o.dispatch.Dispatch(ctx, cmd)
+		took := time.Since(start)
+		out.Latency += took
+		verdict, after := responders.Classify(err)
+		if hook := p.o.opts.OnAttempt; hook != nil {
+			hook(cmd.Module, verdict, took)
+		}
+		if verdict == responders.Retry && p.stopping(ctx) {
+			release()
+			return false
+		}
+		switch verdict {
+		case responders.Done:
+			out.Result = Executed
+			p.log.Debug("command executed", "seq", out.Sequence, "command_id", cmd.ID, "responder", cmd.Module, "attempts", attempt)
+			return p.settle(ctx, out, first, "", release)
+		case responders.Fail:
+			var rej *responders.RejectError
+			if errors.As(err, &rej) {
+				// The TTL passed or the responder config went away while
+				// retrying: the command is rejected after all.
+				release()
+				return p.reject(out, letter, err)
+			}
+			out.Err = err
+			letter.Reason, letter.Error = "failed_permanently", err.Error()
+			return p.deadLetterOrFail(ctx, out, letter, first, release)
+		}
+		if p.o.cfg.RetryBudget > 0 && time.Since(first) >= p.o.cfg.RetryBudget {
+			if p.o.deadLetters != nil {
+				out.Err = err
+				letter.Reason, letter.Error = "retry_budget_exhausted", err.Error()
+				return p.deadLetterOrFail(ctx, out, letter, first, release)
+			}
+			if !budgetSpent {
+				budgetSpent = true
+				p.log.Error("retry budget exhausted and no dead-letter stream configured; retrying until the responder recovers",
+					"seq", out.Sequence, "command_id", cmd.ID, "responder", cmd.Module, "budget", p.o.cfg.RetryBudget)
+			}
+		}
+		delay := backoff(attempt, after, 30*time.Second)
+		p.log.Warn("command failed; retrying", "seq", out.Sequence, "command_id", cmd.ID, "responder", cmd.Module,
+			"attempt", attempt, "retry_in", delay.Round(time.Millisecond), "err", err)
+		if !p.sleep(p.o.intake, delay) {
+			release()
+			return false
+		}
+	}
+}
+
+// stopping reports whether the observer is stopping or the lease is lost.
+func (p *shardProcessor) stopping(ctx context.Context) bool {
+	select {
+	case <-ctx.Done():
+		return true
+	case <-p.o.intake.Done():
+		return true
+	case <-p.lost:
+		return true
+	default:
+		return false
+	}
+}
+
+// claim takes the command's idempotency claim, waiting while another worker
+// holds a live one. It returns (duplicate, ok); ok is false when it had to
+// stop first.
+func (p *shardProcessor) claim(ctx context.Context, cmd *responders.Command, out Outcome) (bool, bool) {
+	for attempt := 1; ; attempt++ {
+		err := p.o.claims.Claim(ctx, outcomes.Claim{CommandID: cmd.ID, Shard: p.shardID, Sequence: out.Sequence, Responder: cmd.Module})
+		switch {
+		case err == nil:
+			return false, true
+		case errors.Is(err, outcomes.ErrDuplicate):
+			return true, true
+		case errors.Is(err, outcomes.ErrClaimedElsewhere):
+			p.log.Info("command claimed by another worker; waiting", "seq", out.Sequence, "command_id", cmd.ID)
+		default:
+			p.log.Warn("claiming the command failed; retrying", "seq", out.Sequence, "command_id", cmd.ID, "err", err)
+		}
+		if !p.sleep(p.o.intake, backoff(attempt, time.Second, 30*time.Second)) {
+			return false, false
+		}
+	}
+}
+
+// settle records a final outcome in the claims table (retrying: the claim
+// must not be left to expire, or the command would run again) and reports it.
+func (p *shardProcessor) settle(ctx context.Context, out Outcome, first time.Time, reason string, release func()) bool {
+	if c := p.o.claims; c != nil {
+		f := outcomes.Final{Verdict: string(out.Result), Attempts: out.Attempts, FirstAttempt: first, LastAttempt: time.Now(), Reason: reason}
+		for attempt := 1; ; attempt++ {
+			err := c.Finish(ctx, out.CommandID, f)
+			if err == nil {
+				break
+			}
+			if errors.Is(err, outcomes.ErrClaimedElsewhere) {
+				// Another worker took the command over: ours ran, and it
+				// records its own outcome.
+				p.log.Warn("command claim taken over before its outcome was recorded", "command_id", out.CommandID, "err", err)
+				break
+			}
+			p.log.Warn("recording the command outcome failed; retrying", "command_id", out.CommandID, "err", err)
+			if !p.sleep(p.o.hard, backoff(attempt, 0, 5*time.Second)) {
+				// The command ran; without its outcome a restart runs it again
+				// once the claim expires. At least once, never lost.
+				release()
+				return false
+			}
+		}
+	}
+	p.o.report(out)
+	return true
+}
+
+// deadLetterOrFail ends a command that cannot succeed: on the dead-letter
+// stream when there is one, else as a logged permanent failure.
+func (p *shardProcessor) deadLetterOrFail(ctx context.Context, out Outcome, l deadletter.Letter, first time.Time, release func()) bool {
+	l.Attempts, l.FirstAttempt, l.LastAttempt = out.Attempts, first, time.Now()
+	if p.o.deadLetters == nil {
+		out.Result = Failed
+		p.log.Error("command failed permanently", "seq", out.Sequence, "command_id", out.CommandID, "responder", out.Responder,
+			"attempts", out.Attempts, "err", out.Err)
+		return p.settle(ctx, out, first, l.Reason+": "+l.Error, release)
+	}
+	if !p.putDeadLetter(ctx, l) {
+		release()
+		return false
+	}
+	out.Result = DeadLettered
+	p.log.Warn("command dead-lettered", "seq", out.Sequence, "command_id", out.CommandID, "responder", out.Responder,
+		"reason", l.Reason, "attempts", out.Attempts, "dead_letter_stream", p.o.cfg.DeadLetterStream, "err", out.Err)
+	return p.settle(ctx, out, first, l.Reason+": "+l.Error, release)
+}
+
+func (p *shardProcessor) putDeadLetter(ctx context.Context, l deadletter.Letter) bool {
+	l.DeadLetteredAt = time.Now()
+	if err := p.o.deadLetters.Put(ctx, l); err != nil {
+		p.log.Error("writing to the dead-letter stream failed; the record stays unfinished", "seq", l.SequenceNumber, "err", err)
+		return false
+	}
+	return true
+}
+
+// reject reports a record that can never run as sent, dead-lettering it
+// when a dead-letter stream is configured.
+func (p *shardProcessor) reject(out Outcome, l deadletter.Letter, err error) bool {
+	var rej *responders.RejectError
+	if errors.As(err, &rej) {
+		out.Reason = rej.Reason
+		if out.CommandID == "" {
+			out.CommandID = rej.CommandID
+		}
+	}
+	out.Result, out.Err = Rejected, err
+	p.log.Warn("command rejected", "seq", out.Sequence, "command_id", out.CommandID, "reason", out.Reason, "err", err)
+	if p.o.deadLetters != nil {
+		l.Reason, l.Error = "rejected:"+string(out.Reason), err.Error()
+		if l.CommandID == "" {
+			l.CommandID = out.CommandID
+		}
+		ctx, cancel := p.stopContext(p.o.hard)
+		defer cancel()
+		if !p.putDeadLetter(ctx, l) {
+			return false
+		}
+	}
+	p.o.report(out)
+	return true
+}
+
+// backoff is exponential with full jitter from 100 ms, capped, and never
+// shorter than what the responder asked for.
+func backoff(attempt int, atLeast, ceiling time.Duration) time.Duration {
+	c := min(ceiling, 100*time.Millisecond<<min(attempt, 16))
+	d := time.Duration(rand.Int64N(int64(c)) + 1)
+	return max(d, atLeast)
+}

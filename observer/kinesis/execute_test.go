@@ -1,0 +1,204 @@
+package kinesis
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+	kcl "github.com/vmware/vmware-go-kcl-v2/clientlibrary/interfaces"
+
+	"github.com/sauna-io/sauna/observer/kinesis/deadletter"
+	"github.com/sauna-io/sauna/observer/kinesis/outcomes"
+	"github.com/sauna-io/sauna/responders"
+)
+
+// fakeClaims keeps claims in memory, as the outcomes table would.
+type fakeClaims struct {
+	mu       sync.Mutex
+	done     map[string]outcomes.Final
+	held     map[string]bool
+	elsewhre map[string]int // claims refused this many times first
+	released []string
+}
+
+func newFakeClaims() *fakeClaims {
+	return &fakeClaims{done: map[string]outcomes.Final{}, held: map[string]bool{}, elsewhre: map[string]int{}}
+}
+
+func (f *fakeClaims) Claim(_ context.Context, c outcomes.Claim) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.done[c.CommandID]; ok {
+		return &outcomes.DuplicateError{}
+	}
+	if f.elsewhre[c.CommandID] > 0 {
+		f.elsewhre[c.CommandID]--
+		return outcomes.ErrClaimedElsewhere
+	}
+	f.held[c.CommandID] = true
+	return nil
+}
+
+func (f *fakeClaims) Extend(context.Context, string) error { return nil }
+
+func (f *fakeClaims) Finish(_ context.Context, id string, fin outcomes.Final) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.held, id)
+	f.done[id] = fin
+	return nil
+}
+
+func (f *fakeClaims) Release(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.held, id)
+	f.released = append(f.released, id)
+	return nil
+}
+
+type fakeDeadLetters struct {
+	mu      sync.Mutex
+	letters []deadletter.Letter
+	fail    bool
+}
+
+func (f *fakeDeadLetters) Put(_ context.Context, l deadletter.Letter) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail {
+		return errors.New("kinesis unavailable")
+	}
+	f.letters = append(f.letters, l)
+	return nil
+}
+
+func TestExecuteWithClaimsAndDeadLetters(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t)
+		claims, dlq := newFakeClaims(), &fakeDeadLetters{}
+		h.p.o.claims, h.p.o.deadLetters = claims, dlq
+		h.p.o.cfg.RetryBudget = time.Minute
+		h.p.o.cfg.DeadLetterStream = "dlq"
+		claims.done["00000000-0000-4000-8000-000000000002"] = outcomes.Final{Verdict: "executed"}
+		claims.elsewhre["00000000-0000-4000-8000-000000000005"] = 2
+		h.resp.reply = func(_ context.Context, text string, _ int) error {
+			switch text {
+			case "rejected by vendor":
+				return responders.Permanent(errors.New("400 invalid_payload"))
+			case "always down":
+				return responders.Retryable(errors.New("503"), 0)
+			}
+			return nil
+		}
+		cp := &fakeCheckpointer{}
+		h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: []types.Record{
+			keyedRecord("1", "a", "fine"),
+			keyedRecord("2", "b", "already ran"),
+			keyedRecord("3", "c", "rejected by vendor"),
+			keyedRecord("4", "d", "always down"),
+			keyedRecord("5", "e", "claimed elsewhere first"),
+			rawRecord("6", "not json"),
+		}})
+		h.p.Shutdown(&kcl.ShutdownInput{ShutdownReason: kcl.REQUESTED, Checkpointer: cp})
+
+		want := []string{"1=executed", "2=duplicate", "3=dead_lettered", "4=dead_lettered", "5=executed", "6=rejected:invalid_json"}
+		if got := h.results(); !slices.Equal(got, want) {
+			t.Errorf("outcomes %v, want %v", got, want)
+		}
+		if slices.Contains(h.resp.calls, "already ran") {
+			t.Error("a duplicate reached the responder")
+		}
+		reasons := map[string]string{}
+		for _, l := range dlq.letters {
+			reasons[l.SequenceNumber] = l.Reason
+			if len(l.Record) == 0 || l.Shard != "shardId-000000000001" {
+				t.Errorf("letter without its record or shard: %+v", l)
+			}
+		}
+		wantReasons := map[string]string{"3": "failed_permanently", "4": "retry_budget_exhausted", "6": "rejected:invalid_json"}
+		if !mapsEqual(reasons, wantReasons) {
+			t.Errorf("dead-letter reasons %v, want %v", reasons, wantReasons)
+		}
+		for _, id := range []string{"1", "3", "4", "5"} {
+			if f, ok := claims.done["00000000-0000-4000-8000-00000000000"+id]; !ok || f.Attempts < 1 {
+				t.Errorf("command %s has no recorded outcome: %+v", id, f)
+			}
+		}
+		if cp.written[len(cp.written)-1] != "6" {
+			t.Errorf("checkpoints %v, want to end at 6", cp.written)
+		}
+	})
+}
+
+// Without a dead-letter stream a command that keeps failing holds its key
+// rather than being lost; other keys flow past it.
+func TestExecuteWithoutDeadLettersNeverDrops(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t)
+		h.p.o.cfg.RetryBudget = time.Second
+		h.resp.reply = func(_ context.Context, text string, _ int) error {
+			if text == "down" {
+				return responders.Retryable(errors.New("503"), 0)
+			}
+			return nil
+		}
+		go func() {
+			time.Sleep(10 * time.Minute)
+			h.stop()
+		}()
+		cp := &fakeCheckpointer{}
+		h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: []types.Record{
+			keyedRecord("1", "a", "down"), keyedRecord("2", "a", "same key"), keyedRecord("3", "b", "other key"),
+		}})
+		h.p.Shutdown(&kcl.ShutdownInput{ShutdownReason: kcl.REQUESTED, Checkpointer: cp})
+		if got := h.results(); !slices.Equal(got, []string{"3=executed"}) {
+			t.Errorf("outcomes %v, want only 3 executed", got)
+		}
+		if slices.Contains(h.resp.calls, "same key") {
+			t.Error("a command ran before the earlier command of its key")
+		}
+		if len(cp.written) > 0 {
+			t.Errorf("checkpoint %v passed a command that never ran", cp.written)
+		}
+	})
+}
+
+// A dead letter that cannot be written leaves the record unfinished.
+func TestExecuteDeadLetterFailureIsNotFinal(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t)
+		dlq := &fakeDeadLetters{fail: true}
+		h.p.o.deadLetters = dlq
+		h.p.o.fatal = make(chan error, 1)
+		cp := &fakeCheckpointer{}
+		h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: []types.Record{rawRecord("1", "not json")}})
+		h.p.Shutdown(&kcl.ShutdownInput{ShutdownReason: kcl.REQUESTED, Checkpointer: cp})
+		if len(cp.written) > 0 || len(h.results()) > 0 {
+			t.Errorf("checkpoints %v, outcomes %v: an undelivered dead letter must not count as done", cp.written, h.results())
+		}
+		select {
+		case err := <-h.p.o.fatal:
+			t.Logf("observer restart requested: %v", err)
+		default:
+			t.Error("a shard stuck on an unwritable dead letter must restart its worker")
+		}
+	})
+}
+
+func mapsEqual(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}

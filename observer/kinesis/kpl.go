@@ -1,0 +1,142 @@
+package kinesis
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"log/slog"
+	"sync"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+	"github.com/aws/smithy-go/middleware"
+	"github.com/awslabs/kinesis-aggregation/go/v2/deaggregator"
+)
+
+// kplMagic starts every KPL aggregate record.
+var kplMagic = []byte{0xf3, 0x89, 0x9a, 0xc2}
+
+// defusedMagic replaces kplMagic in an aggregate that cannot be decoded,
+// so that the record passes the KCL as a plain one.
+var defusedMagic = []byte{0x00, 0x89, 0x9a, 0xc2}
+
+// IsDefusedAggregate reports whether data is a corrupt KPL aggregate that
+// the aggregate guard let through as a plain record, and returns its
+// original bytes.
+func IsDefusedAggregate(data []byte) ([]byte, bool) {
+	if !bytes.HasPrefix(data, defusedMagic) {
+		return nil, false
+	}
+	orig := bytes.Clone(data)
+	copy(orig, kplMagic)
+	return orig, true
+}
+
+// aggregateGuard inspects every GetRecords answer before the KCL sees it.
+// The KCL de-aggregates a whole batch at once and, when one aggregate has a
+// valid checksum but an undecodable body, drops every record of the batch
+// (or panics on a bad partition-key index) while the iterator moves on:
+// silent loss. The guard reports such an aggregate with its shard and
+// sequence range and defuses it, so it reaches the processor as one plain
+// record that is rejected, and dead-lettered, with its original bytes.
+type aggregateGuard struct {
+	log     *slog.Logger
+	onError func(shard, first, last string)
+
+	mu sync.Mutex
+	// shards maps live shard iterators to their shard, since GetRecords
+	// itself does not name the shard.
+	shards map[string]string
+}
+
+const maxTrackedIterators = 4096
+
+func newAggregateGuard(log *slog.Logger, onError func(shard, first, last string)) *aggregateGuard {
+	return &aggregateGuard{log: log, onError: onError, shards: map[string]string{}}
+}
+
+// apply installs the guard on a Kinesis client's middleware stack.
+func (g *aggregateGuard) apply(stack *middleware.Stack) error {
+	return stack.Initialize.Add(middleware.InitializeMiddlewareFunc("SaunaAggregateGuard",
+		func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
+			out, md, err := next.HandleInitialize(ctx, in)
+			if err != nil {
+				return out, md, err
+			}
+			switch res := out.Result.(type) {
+			case *kinesis.GetShardIteratorOutput:
+				if req, ok := in.Parameters.(*kinesis.GetShardIteratorInput); ok {
+					g.track(aws.ToString(res.ShardIterator), aws.ToString(req.ShardId), "")
+				}
+			case *kinesis.GetRecordsOutput:
+				if req, ok := in.Parameters.(*kinesis.GetRecordsInput); ok {
+					shard := g.track(aws.ToString(res.NextShardIterator), "", aws.ToString(req.ShardIterator))
+					g.inspect(shard, res.Records)
+				}
+			}
+			return out, md, err
+		}), middleware.After)
+}
+
+// track records that iterator next belongs to shard (or to the shard of
+// the iterator prev, which it replaces) and returns that shard.
+func (g *aggregateGuard) track(next, shard, prev string) string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if prev != "" {
+		shard = g.shards[prev]
+		delete(g.shards, prev)
+	}
+	if next != "" && shard != "" {
+		if len(g.shards) >= maxTrackedIterators {
+			// Iterators of consumers that exited are never followed up;
+			// forgetting them costs only the shard name in a report.
+			clear(g.shards)
+		}
+		g.shards[next] = shard
+	}
+	return shard
+}
+
+func (g *aggregateGuard) inspect(shard string, recs []types.Record) {
+	for i := range recs {
+		r := &recs[i]
+		if !looksAggregated(r.Data) || decodes(*r) {
+			continue
+		}
+		seq := aws.ToString(r.SequenceNumber)
+		first, last := aws.ToString(recs[0].SequenceNumber), aws.ToString(recs[len(recs)-1].SequenceNumber)
+		g.log.Error("corrupt KPL aggregate record: it passes as one rejected record instead of dropping its batch",
+			"shard", shard, "seq", seq, "batch_first_seq", first, "batch_last_seq", last, "bytes", len(r.Data))
+		if g.onError != nil {
+			g.onError(shard, first, last)
+		}
+		data := bytes.Clone(r.Data)
+		copy(data, defusedMagic)
+		r.Data = data
+	}
+}
+
+// looksAggregated applies the KCL's own test: the magic, and an MD5 of the
+// body that matches its trailer.
+func looksAggregated(data []byte) bool {
+	if len(data) <= len(kplMagic)+md5.Size || !bytes.HasPrefix(data, kplMagic) {
+		return false
+	}
+	body := data[len(kplMagic) : len(data)-md5.Size]
+	sum := md5.Sum(body)
+	return bytes.Equal(sum[:], data[len(data)-md5.Size:])
+}
+
+// decodes reports whether the KCL's de-aggregator accepts the record; it
+// panics on some malformed aggregates, which counts as not decoding.
+func decodes(r types.Record) (ok bool) {
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	_, err := deaggregator.DeaggregateRecords([]types.Record{r})
+	return err == nil
+}

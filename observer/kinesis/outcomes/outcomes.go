@@ -1,0 +1,695 @@
+// Package outcomes is the idempotency table of a Kinesis observer: one
+// DynamoDB item per commandId that is first a claim (the command is being
+// executed by one worker) and then the command's outcome (verdict, attempts,
+// reason), which `sauna outcome` prints.
+//
+// Every state change is a single conditional write: dynalite, the local
+// emulator, has no transactions, and none are needed because each item is
+// only ever changed by the worker whose claim token it carries. The token is
+// random per claim, so a worker whose claim expired and was taken over cannot
+// extend it or write an outcome over the new owner's, even when both run
+// under the same worker id (a restarted process).
+//
+// Lifecycle of an item:
+//
+//	absent --Claim--> in_progress --Finish--> done
+//	in_progress (claim expired: crash mid-call) --Claim--> in_progress (new token, attempts go on)
+//	in_progress --Release--> in_progress, expired at once (next Claim takes over)
+//	done, verdict dead_lettered, seen again at another shard/sequence (a replay) --Claim--> in_progress
+//
+// A done item is otherwise final: Claim reports it as a *DuplicateError.
+// Items expire through DynamoDB TTL on expiresAt (epoch seconds), Retention
+// after the last write; a command redelivered after that runs again.
+//
+// Claim expiry compares the claimer's clock with the taker's: clocks must
+// agree to well within ClaimTimeout.
+package outcomes
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+)
+
+// Item attributes.
+const (
+	AttrCommandID    = "commandId" // the hash key
+	AttrExpiresAt    = "expiresAt" // the TTL attribute, epoch seconds
+	attrObserver     = "observer"
+	attrShard        = "shard"
+	attrSequence     = "sequence"
+	attrResponder    = "responder"
+	attrStatus       = "status"
+	attrVerdict      = "verdict"
+	attrReason       = "reason"
+	attrOwner        = "owner"
+	attrToken        = "claimToken"
+	attrClaimedUntil = "claimedUntil" // epoch milliseconds
+	attrAttempts     = "attempts"
+	attrFirstAttempt = "firstAttempt" // RFC 3339, UTC
+	attrLastAttempt  = "lastAttempt"  // RFC 3339, UTC
+)
+
+// Item statuses.
+const (
+	StatusInProgress = "in_progress"
+	StatusDone       = "done"
+)
+
+// Final verdicts.
+const (
+	VerdictExecuted     = "executed"      // the responder accepted the command
+	VerdictFailed       = "failed"        // failed for good and not dead-lettered
+	VerdictDeadLettered = "dead_lettered" // sent to the dead-letter stream
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultRetention        = 7 * 24 * time.Hour
+	DefaultClaimTimeout     = 2 * time.Minute
+	DefaultCallTimeout      = 10 * time.Second
+	DefaultTableWaitTimeout = 2 * time.Minute
+	tableWaitMinDelay       = 100 * time.Millisecond
+	tableWaitMaxDelay       = 5 * time.Second
+	// maxClaimRounds bounds Claim when the item keeps changing between its
+	// read and its conditional write; every round means another worker made
+	// progress, so giving up as "claimed elsewhere" is accurate.
+	maxClaimRounds = 4
+)
+
+var (
+	// ErrDuplicate is matched (errors.Is) by a *DuplicateError.
+	ErrDuplicate = errors.New("command already done")
+
+	// ErrClaimedElsewhere means another claim on the command is live: another
+	// worker, or another record of this worker carrying the same commandId, is
+	// executing it. From Claim: do not execute now; try again later. From
+	// Extend or Finish: this worker's claim was taken over after it expired;
+	// stop executing, the new owner decides the outcome.
+	ErrClaimedElsewhere = errors.New("command claimed by another worker")
+
+	// ErrNotFound means the table holds no item for the command.
+	ErrNotFound = errors.New("command not found")
+
+	// ErrNotClaimed means Extend or Finish was called for a command this
+	// Table does not hold a claim on: a bug in the caller.
+	ErrNotClaimed = errors.New("command not claimed by this worker")
+)
+
+// DuplicateError is Claim's answer for a command that is already done.
+type DuplicateError struct {
+	Record *Record
+}
+
+func (e *DuplicateError) Error() string {
+	return fmt.Sprintf("command %s already done (verdict %s, %d attempts)", e.Record.CommandID, e.Record.Verdict, e.Record.Attempts)
+}
+
+// Is makes errors.Is(err, ErrDuplicate) true.
+func (e *DuplicateError) Is(target error) bool { return target == ErrDuplicate }
+
+// Config configures a Table.
+type Config struct {
+	TableName    string        // the caller's default is "<observer id>-commands"
+	Observer     string        // the observer id, recorded in each item
+	WorkerID     string        // recorded as the owner of claims; required by Claim
+	Retention    time.Duration // TTL window after the last write; 0 means DefaultRetention
+	ClaimTimeout time.Duration // life of a claim without Extend; 0 means DefaultClaimTimeout
+	CallTimeout  time.Duration // deadline of every DynamoDB call; 0 means DefaultCallTimeout
+	Logger       *slog.Logger  // nil means slog.Default()
+	Now          func() time.Time
+
+	// TableWaitTimeout bounds Init's wait for the table to become ACTIVE; 0
+	// means DefaultTableWaitTimeout.
+	TableWaitTimeout time.Duration
+}
+
+// DynamoDB is the part of *dynamodb.Client the table uses.
+type DynamoDB interface {
+	DescribeTable(ctx context.Context, in *dynamodb.DescribeTableInput, optFns ...func(*dynamodb.Options)) (*dynamodb.DescribeTableOutput, error)
+	CreateTable(ctx context.Context, in *dynamodb.CreateTableInput, optFns ...func(*dynamodb.Options)) (*dynamodb.CreateTableOutput, error)
+	DescribeTimeToLive(ctx context.Context, in *dynamodb.DescribeTimeToLiveInput, optFns ...func(*dynamodb.Options)) (*dynamodb.DescribeTimeToLiveOutput, error)
+	UpdateTimeToLive(ctx context.Context, in *dynamodb.UpdateTimeToLiveInput, optFns ...func(*dynamodb.Options)) (*dynamodb.UpdateTimeToLiveOutput, error)
+	GetItem(ctx context.Context, in *dynamodb.GetItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error)
+	PutItem(ctx context.Context, in *dynamodb.PutItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error)
+	UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error)
+}
+
+// Claim identifies one delivery of a command.
+type Claim struct {
+	CommandID string
+	Shard     string
+	Sequence  string
+	Responder string
+}
+
+// Final is a command's outcome.
+type Final struct {
+	Verdict string // VerdictExecuted, VerdictFailed or VerdictDeadLettered
+	// Attempts, FirstAttempt and LastAttempt may be left zero: the table
+	// counts attempts itself (Claim and Extend each count one) and keeps the
+	// first attempt's time across takeovers. Values given are merged in: the
+	// larger count, the earlier first and the later last attempt win.
+	Attempts                  int
+	FirstAttempt, LastAttempt time.Time
+	Reason                    string // why it failed or was dead-lettered; never secrets
+}
+
+// Record is one item as stored. Times are zero when absent; ClaimedUntil is
+// only meaningful while Status is StatusInProgress.
+type Record struct {
+	CommandID, Observer, Shard, Sequence, Responder string
+	Status, Verdict, Reason, Owner                  string
+	Attempts                                        int
+	FirstAttempt, LastAttempt                       time.Time
+	ClaimedUntil, ExpiresAt                         time.Time
+}
+
+// Table is the claims and outcomes table of one worker. It is safe for
+// concurrent use. Every successful Claim must end with Finish or Release:
+// until then the Table treats the command as held by this worker and
+// refuses further claims on it.
+type Table struct {
+	db  DynamoDB
+	cfg Config
+	log *slog.Logger
+	now func() time.Time
+
+	waitMinDelay, waitMaxDelay time.Duration
+
+	mu   sync.Mutex
+	held map[string]*claimState // by commandId
+}
+
+// claimState is what this worker knows of a claim it holds or is taking.
+// A nil token marks a claim being taken: other callers in this process must
+// not race it.
+type claimState struct {
+	token        string
+	attempts     int
+	first, last  time.Time
+	pendingClaim bool
+}
+
+// New returns a Table; nothing is called until Init or the first request.
+func New(db DynamoDB, cfg Config) *Table {
+	if cfg.Retention <= 0 {
+		cfg.Retention = DefaultRetention
+	}
+	if cfg.ClaimTimeout <= 0 {
+		cfg.ClaimTimeout = DefaultClaimTimeout
+	}
+	if cfg.CallTimeout <= 0 {
+		cfg.CallTimeout = DefaultCallTimeout
+	}
+	if cfg.TableWaitTimeout <= 0 {
+		cfg.TableWaitTimeout = DefaultTableWaitTimeout
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Table{
+		db:           db,
+		cfg:          cfg,
+		log:          log.With("table", cfg.TableName),
+		now:          now,
+		waitMinDelay: tableWaitMinDelay,
+		waitMaxDelay: tableWaitMaxDelay,
+		held:         make(map[string]*claimState),
+	}
+}
+
+// Name is the DynamoDB table name.
+func (t *Table) Name() string { return t.cfg.TableName }
+
+// Claim marks the command as being executed by this worker. It returns nil
+// (execute it), a *DuplicateError (already done: skip it), or
+// ErrClaimedElsewhere (a live claim exists: wait and call Claim again). A
+// claim whose holder crashed mid-call is taken over once it expires, and a
+// dead-lettered command delivered from another shard or sequence number (a
+// replay) is claimed again; in both cases the attempt count goes on.
+func (t *Table) Claim(ctx context.Context, c Claim) error {
+	if c.CommandID == "" {
+		return errors.New("outcomes: claim: empty command id")
+	}
+	if t.cfg.WorkerID == "" {
+		return fmt.Errorf("outcomes table %q: claim: empty worker id", t.cfg.TableName)
+	}
+	if !t.reserve(c.CommandID) {
+		return ErrClaimedElsewhere
+	}
+	st, err := t.claim(ctx, c)
+	t.mu.Lock()
+	if err != nil {
+		delete(t.held, c.CommandID)
+	} else {
+		t.held[c.CommandID] = st
+	}
+	t.mu.Unlock()
+	return err
+}
+
+// reserve marks the command as being claimed by this process, so that two
+// records with the same commandId never race each other here (one of them
+// could otherwise take over the other's expired claim and hand it the new
+// token).
+func (t *Table) reserve(id string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.held[id]; ok {
+		return false
+	}
+	t.held[id] = &claimState{pendingClaim: true}
+	return true
+}
+
+func (t *Table) claim(ctx context.Context, c Claim) (*claimState, error) {
+	for range maxClaimRounds {
+		now := t.now()
+		tok, err := newToken()
+		if err != nil {
+			return nil, err
+		}
+		st, err := t.putNew(ctx, c, now, tok)
+		if err == nil {
+			return st, nil
+		}
+		if !isConditionFailed(err) {
+			return nil, fmt.Errorf("outcomes table %q: claim %s: %w", t.cfg.TableName, c.CommandID, err)
+		}
+		item, err := t.getItem(ctx, c.CommandID)
+		if err != nil {
+			return nil, fmt.Errorf("outcomes table %q: claim %s: read: %w", t.cfg.TableName, c.CommandID, err)
+		}
+		if len(item) == 0 {
+			continue // expired by TTL between the two calls
+		}
+		rec := parseRecord(item)
+		switch rec.Status {
+		case StatusDone:
+			if rec.Verdict != VerdictDeadLettered || (rec.Shard == c.Shard && rec.Sequence == c.Sequence) {
+				return nil, &DuplicateError{Record: rec}
+			}
+		case StatusInProgress:
+			if rec.ClaimedUntil.After(now) {
+				return nil, ErrClaimedElsewhere
+			}
+		default:
+			return nil, fmt.Errorf("outcomes table %q: claim %s: item has unknown status %q", t.cfg.TableName, c.CommandID, rec.Status)
+		}
+		seenToken, hasToken := str(item, attrToken)
+		st, err = t.takeOver(ctx, c, rec, seenToken, hasToken, now, tok)
+		if err == nil {
+			return st, nil
+		}
+		if !isConditionFailed(err) {
+			return nil, fmt.Errorf("outcomes table %q: claim %s: take over: %w", t.cfg.TableName, c.CommandID, err)
+		}
+		// Someone else moved first; look again.
+	}
+	return nil, ErrClaimedElsewhere
+}
+
+func (t *Table) putNew(ctx context.Context, c Claim, now time.Time, tok string) (*claimState, error) {
+	item := map[string]types.AttributeValue{
+		AttrCommandID:    s(c.CommandID),
+		attrStatus:       s(StatusInProgress),
+		attrOwner:        s(t.cfg.WorkerID),
+		attrToken:        s(tok),
+		attrClaimedUntil: millis(now.Add(t.cfg.ClaimTimeout)),
+		attrAttempts:     n(1),
+		attrFirstAttempt: s(formatTime(now)),
+		attrLastAttempt:  s(formatTime(now)),
+		AttrExpiresAt:    n(now.Add(t.cfg.Retention).Unix()),
+	}
+	// DynamoDB Local and older emulators reject empty strings; an absent
+	// attribute reads back as "" anyway.
+	for name, v := range map[string]string{
+		attrObserver: t.cfg.Observer, attrShard: c.Shard, attrSequence: c.Sequence, attrResponder: c.Responder,
+	} {
+		if v != "" {
+			item[name] = s(v)
+		}
+	}
+	var e expr
+	ctx, cancel := t.callCtx(ctx)
+	defer cancel()
+	_, err := t.db.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName:                aws.String(t.cfg.TableName),
+		Item:                     item,
+		ConditionExpression:      aws.String("attribute_not_exists(" + e.name(AttrCommandID) + ")"),
+		ExpressionAttributeNames: e.names,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &claimState{token: tok, attempts: 1, first: now, last: now}, nil
+}
+
+// takeOver replaces an expired claim, or reopens a dead-lettered command, in
+// one write fenced on exactly the state that was read.
+func (t *Table) takeOver(ctx context.Context, c Claim, rec *Record, seenToken string, hasToken bool, now time.Time, tok string) (*claimState, error) {
+	var u update
+	u.set(attrStatus, s(StatusInProgress))
+	u.set(attrOwner, s(t.cfg.WorkerID))
+	u.set(attrToken, s(tok))
+	u.set(attrClaimedUntil, millis(now.Add(t.cfg.ClaimTimeout)))
+	u.setExpr(attrAttempts, "if_not_exists(%s, %s) + %s", u.name(attrAttempts), u.value("zero", n(0)), u.value("one", n(1)))
+	u.setExpr(attrFirstAttempt, "if_not_exists(%s, %s)", u.name(attrFirstAttempt), u.value("now", s(formatTime(now))))
+	u.set(attrLastAttempt, s(formatTime(now)))
+	u.set(AttrExpiresAt, n(now.Add(t.cfg.Retention).Unix()))
+	u.setOrRemove(attrObserver, t.cfg.Observer)
+	u.setOrRemove(attrShard, c.Shard)
+	u.setOrRemove(attrSequence, c.Sequence)
+	u.setOrRemove(attrResponder, c.Responder)
+	u.remove(attrVerdict)
+	u.remove(attrReason)
+
+	var cond string
+	if hasToken {
+		cond = u.name(attrToken) + " = " + u.value("seenToken", s(seenToken))
+	} else {
+		cond = "attribute_not_exists(" + u.name(attrToken) + ")"
+	}
+	if rec.Status == StatusInProgress {
+		// Not just the token: the holder may have extended its claim since
+		// the read, which keeps the token.
+		cond += " AND " + u.name(attrStatus) + " = " + u.value("inProgress", s(StatusInProgress)) +
+			" AND " + u.name(attrClaimedUntil) + " <= " + u.value("nowMillis", millis(now))
+	} else {
+		cond += " AND " + u.name(attrStatus) + " = " + u.value("done", s(StatusDone)) +
+			" AND " + u.name(attrVerdict) + " = " + u.value("deadLettered", s(VerdictDeadLettered))
+	}
+	out, err := t.updateItem(ctx, c.CommandID, &u, cond, types.ReturnValueAllNew)
+	if err != nil {
+		return nil, err
+	}
+	got := parseRecord(out.Attributes)
+	if rec.Status == StatusInProgress {
+		t.log.Info("took over an expired claim", "commandId", c.CommandID,
+			"previousOwner", rec.Owner, "claimedUntil", rec.ClaimedUntil, "attempts", got.Attempts)
+	} else {
+		t.log.Info("claimed a dead-lettered command again", "commandId", c.CommandID,
+			"shard", c.Shard, "sequence", c.Sequence, "attempts", got.Attempts)
+	}
+	return &claimState{token: tok, attempts: got.Attempts, first: got.FirstAttempt, last: now}, nil
+}
+
+// Extend renews this worker's claim for one more attempt (counted), for
+// ClaimTimeout from now. ErrClaimedElsewhere means the claim expired and was
+// taken over: stop, the new owner decides the outcome.
+func (t *Table) Extend(ctx context.Context, commandID string) error {
+	tok, ok := t.token(commandID)
+	if !ok {
+		return fmt.Errorf("outcomes: extend %s: %w", commandID, ErrNotClaimed)
+	}
+	now := t.now()
+	var u update
+	u.set(attrClaimedUntil, millis(now.Add(t.cfg.ClaimTimeout)))
+	u.setExpr(attrAttempts, "if_not_exists(%s, %s) + %s", u.name(attrAttempts), u.value("zero", n(0)), u.value("one", n(1)))
+	u.set(attrLastAttempt, s(formatTime(now)))
+	u.set(AttrExpiresAt, n(now.Add(t.cfg.Retention).Unix()))
+	out, err := t.updateItem(ctx, commandID, &u, t.fence(&u, tok), types.ReturnValueAllNew)
+	if isConditionFailed(err) {
+		t.drop(commandID, tok)
+		return ErrClaimedElsewhere
+	}
+	if err != nil {
+		return fmt.Errorf("outcomes table %q: extend %s: %w", t.cfg.TableName, commandID, err)
+	}
+	got := parseRecord(out.Attributes)
+	t.mu.Lock()
+	if st, ok := t.held[commandID]; ok && st.token == tok {
+		st.attempts = got.Attempts
+		st.last = now
+	}
+	t.mu.Unlock()
+	return nil
+}
+
+// Finish records the command's outcome and ends this worker's claim. It is
+// fenced on the claim: ErrClaimedElsewhere means the claim was taken over
+// and the outcome was not written. A transient error leaves the claim held,
+// so Finish may be called again (or Release).
+func (t *Table) Finish(ctx context.Context, commandID string, f Final) error {
+	switch f.Verdict {
+	case VerdictExecuted, VerdictFailed, VerdictDeadLettered:
+	default:
+		return fmt.Errorf("outcomes: finish %s: unknown verdict %q", commandID, f.Verdict)
+	}
+	t.mu.Lock()
+	st, ok := t.held[commandID]
+	var held claimState
+	if ok && !st.pendingClaim {
+		held = *st
+	}
+	t.mu.Unlock()
+	if !ok || held.token == "" {
+		return fmt.Errorf("outcomes: finish %s: %w", commandID, ErrNotClaimed)
+	}
+	now := t.now()
+	attempts := max(held.attempts, f.Attempts)
+	first := earliest(held.first, f.FirstAttempt)
+	last := latest(held.last, f.LastAttempt)
+
+	var u update
+	u.set(attrStatus, s(StatusDone))
+	u.set(attrVerdict, s(f.Verdict))
+	u.setOrRemove(attrReason, f.Reason)
+	u.set(attrAttempts, n(int64(attempts)))
+	if !first.IsZero() {
+		u.set(attrFirstAttempt, s(formatTime(first)))
+	}
+	if !last.IsZero() {
+		u.set(attrLastAttempt, s(formatTime(last)))
+	}
+	u.set(AttrExpiresAt, n(now.Add(t.cfg.Retention).Unix()))
+	u.remove(attrClaimedUntil)
+	_, err := t.updateItem(ctx, commandID, &u, t.fence(&u, held.token), types.ReturnValueNone)
+	if isConditionFailed(err) {
+		t.drop(commandID, held.token)
+		return ErrClaimedElsewhere
+	}
+	if err != nil {
+		return fmt.Errorf("outcomes table %q: finish %s: %w", t.cfg.TableName, commandID, err)
+	}
+	t.drop(commandID, held.token)
+	return nil
+}
+
+// Release gives up this worker's claim without an outcome (shutdown, lost
+// shard lease), so that the next delivery is claimed at once instead of after
+// ClaimTimeout. The attempt count is kept. The local claim is forgotten even
+// when the write fails; the claim then simply expires. A claim already taken
+// over is not an error.
+func (t *Table) Release(ctx context.Context, commandID string) error {
+	tok, ok := t.token(commandID)
+	if !ok {
+		return nil
+	}
+	defer t.drop(commandID, tok)
+	var u update
+	u.set(attrClaimedUntil, millis(t.now()))
+	_, err := t.updateItem(ctx, commandID, &u, t.fence(&u, tok), types.ReturnValueNone)
+	if err == nil || isConditionFailed(err) {
+		return nil
+	}
+	return fmt.Errorf("outcomes table %q: release %s: %w", t.cfg.TableName, commandID, err)
+}
+
+// Get reads a command's item (consistently). ErrNotFound when there is none.
+func (t *Table) Get(ctx context.Context, commandID string) (*Record, error) {
+	item, err := t.getItem(ctx, commandID)
+	if err != nil {
+		return nil, fmt.Errorf("outcomes table %q: get %s: %w", t.cfg.TableName, commandID, err)
+	}
+	if len(item) == 0 {
+		return nil, fmt.Errorf("outcomes table %q: %s: %w", t.cfg.TableName, commandID, ErrNotFound)
+	}
+	return parseRecord(item), nil
+}
+
+// fence is the condition of every write by the claim holder.
+func (t *Table) fence(u *update, tok string) string {
+	return u.name(attrToken) + " = " + u.value("token", s(tok)) +
+		" AND " + u.name(attrStatus) + " = " + u.value("inProgress", s(StatusInProgress))
+}
+
+func (t *Table) token(commandID string) (string, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st, ok := t.held[commandID]
+	if !ok || st.pendingClaim {
+		return "", false
+	}
+	return st.token, true
+}
+
+// drop forgets the claim if it is still the one with tok.
+func (t *Table) drop(commandID, tok string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if st, ok := t.held[commandID]; ok && !st.pendingClaim && st.token == tok {
+		delete(t.held, commandID)
+	}
+}
+
+// callCtx bounds one DynamoDB call within the caller's context.
+func (t *Table) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, t.cfg.CallTimeout)
+}
+
+func (t *Table) getItem(ctx context.Context, commandID string) (map[string]types.AttributeValue, error) {
+	ctx, cancel := t.callCtx(ctx)
+	defer cancel()
+	out, err := t.db.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName:      aws.String(t.cfg.TableName),
+		Key:            map[string]types.AttributeValue{AttrCommandID: s(commandID)},
+		ConsistentRead: aws.Bool(true),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out.Item, nil
+}
+
+func (t *Table) updateItem(ctx context.Context, commandID string, u *update, cond string, rv types.ReturnValue) (*dynamodb.UpdateItemOutput, error) {
+	ctx, cancel := t.callCtx(ctx)
+	defer cancel()
+	return t.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:                 aws.String(t.cfg.TableName),
+		Key:                       map[string]types.AttributeValue{AttrCommandID: s(commandID)},
+		UpdateExpression:          aws.String(u.expression()),
+		ConditionExpression:       aws.String(cond),
+		ExpressionAttributeNames:  u.names,
+		ExpressionAttributeValues: u.values,
+		ReturnValues:              rv,
+	})
+}
+
+func parseRecord(item map[string]types.AttributeValue) *Record {
+	r := &Record{}
+	r.CommandID, _ = str(item, AttrCommandID)
+	r.Observer, _ = str(item, attrObserver)
+	r.Shard, _ = str(item, attrShard)
+	r.Sequence, _ = str(item, attrSequence)
+	r.Responder, _ = str(item, attrResponder)
+	r.Status, _ = str(item, attrStatus)
+	r.Verdict, _ = str(item, attrVerdict)
+	r.Reason, _ = str(item, attrReason)
+	r.Owner, _ = str(item, attrOwner)
+	if v, ok := num(item, attrAttempts); ok {
+		r.Attempts = int(v)
+	}
+	r.FirstAttempt = parseTime(item, attrFirstAttempt)
+	r.LastAttempt = parseTime(item, attrLastAttempt)
+	if v, ok := num(item, attrClaimedUntil); ok {
+		r.ClaimedUntil = time.UnixMilli(v).UTC()
+	}
+	if v, ok := num(item, AttrExpiresAt); ok {
+		r.ExpiresAt = time.Unix(v, 0).UTC()
+	}
+	return r
+}
+
+func str(item map[string]types.AttributeValue, name string) (string, bool) {
+	v, ok := item[name].(*types.AttributeValueMemberS)
+	if !ok {
+		return "", false
+	}
+	return v.Value, true
+}
+
+func num(item map[string]types.AttributeValue, name string) (int64, bool) {
+	v, ok := item[name].(*types.AttributeValueMemberN)
+	if !ok {
+		return 0, false
+	}
+	i, err := strconv.ParseInt(v.Value, 10, 64)
+	if err != nil {
+		// Written by something else as a fraction; the whole part will do.
+		f, ferr := strconv.ParseFloat(v.Value, 64)
+		if ferr != nil {
+			return 0, false
+		}
+		i = int64(f)
+	}
+	return i, true
+}
+
+func parseTime(item map[string]types.AttributeValue, name string) time.Time {
+	v, ok := str(item, name)
+	if !ok {
+		return time.Time{}
+	}
+	ts, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return time.Time{}
+	}
+	return ts.UTC()
+}
+
+func s(v string) types.AttributeValue { return &types.AttributeValueMemberS{Value: v} }
+
+func n(v int64) types.AttributeValue {
+	return &types.AttributeValueMemberN{Value: strconv.FormatInt(v, 10)}
+}
+
+func millis(ts time.Time) types.AttributeValue { return n(ts.UnixMilli()) }
+
+// formatTime keeps milliseconds, the precision of claimedUntil, so that the
+// times shown side by side agree.
+func formatTime(ts time.Time) string { return ts.UTC().Format("2006-01-02T15:04:05.000Z07:00") }
+
+func earliest(a, b time.Time) time.Time {
+	switch {
+	case a.IsZero():
+		return b
+	case b.IsZero() || a.Before(b):
+		return a
+	}
+	return b
+}
+
+func latest(a, b time.Time) time.Time {
+	switch {
+	case a.IsZero():
+		return b
+	case b.IsZero() || a.After(b):
+		return a
+	}
+	return b
+}
+
+func newToken() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("outcomes: claim token: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+func isConditionFailed(err error) bool {
+	var ccf *types.ConditionalCheckFailedException
+	return errors.As(err, &ccf)
+}
+
+func isNotFound(err error) bool {
+	var nf *types.ResourceNotFoundException
+	return errors.As(err, &nf)
+}

@@ -1,0 +1,204 @@
+package outcomes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/smithy-go"
+)
+
+// Init makes sure the table exists with the expected key, is ACTIVE, and
+// expires items through TTL on expiresAt. Concurrent callers are fine: the
+// one whose CreateTable loses the race waits like the others. ctx bounds the
+// whole call; every request has its own CallTimeout as well.
+func (t *Table) Init(ctx context.Context) error {
+	if t.cfg.TableName == "" {
+		return errors.New("outcomes table: empty table name")
+	}
+	desc, err := t.ensureTable(ctx)
+	if err != nil {
+		return err
+	}
+	if err := checkKeySchema(desc); err != nil {
+		return fmt.Errorf("outcomes table %q: %w", t.cfg.TableName, err)
+	}
+	if desc.BillingModeSummary == nil || desc.BillingModeSummary.BillingMode != types.BillingModePayPerRequest {
+		t.log.Warn("outcomes table is not PAY_PER_REQUEST; throttled claims hold commands back")
+	}
+	return t.ensureTTL(ctx)
+}
+
+func (t *Table) ensureTable(ctx context.Context) (*types.TableDescription, error) {
+	cctx, cancel := t.callCtx(ctx)
+	out, err := t.db.DescribeTable(cctx, &dynamodb.DescribeTableInput{TableName: aws.String(t.cfg.TableName)})
+	cancel()
+	var desc *types.TableDescription
+	switch {
+	case err == nil:
+		desc = out.Table
+	case isNotFound(err):
+		if err := t.createTable(ctx); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("outcomes table %q: describe: %w", t.cfg.TableName, err)
+	}
+	if desc != nil && (desc.TableStatus == types.TableStatusActive || desc.TableStatus == types.TableStatusUpdating) {
+		return desc, nil
+	}
+	// Items cannot be written before ACTIVE; every worker waits, including
+	// the one whose CreateTable lost the race.
+	waiter := dynamodb.NewTableExistsWaiter(timedDescriber{t}, func(o *dynamodb.TableExistsWaiterOptions) {
+		o.MinDelay = t.waitMinDelay
+		o.MaxDelay = t.waitMaxDelay
+	})
+	wout, err := waiter.WaitForOutput(ctx,
+		&dynamodb.DescribeTableInput{TableName: aws.String(t.cfg.TableName)}, t.cfg.TableWaitTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("outcomes table %q: wait for ACTIVE: %w", t.cfg.TableName, err)
+	}
+	if wout.Table == nil {
+		return nil, fmt.Errorf("outcomes table %q: DescribeTable returned no table", t.cfg.TableName)
+	}
+	return wout.Table, nil
+}
+
+func (t *Table) createTable(ctx context.Context) error {
+	ctx, cancel := t.callCtx(ctx)
+	defer cancel()
+	_, err := t.db.CreateTable(ctx, &dynamodb.CreateTableInput{
+		TableName: aws.String(t.cfg.TableName),
+		AttributeDefinitions: []types.AttributeDefinition{
+			{AttributeName: aws.String(AttrCommandID), AttributeType: types.ScalarAttributeTypeS},
+		},
+		KeySchema: []types.KeySchemaElement{
+			{AttributeName: aws.String(AttrCommandID), KeyType: types.KeyTypeHash},
+		},
+		BillingMode: types.BillingModePayPerRequest,
+	})
+	var inUse *types.ResourceInUseException
+	switch {
+	case err == nil:
+		t.log.Info("outcomes table created")
+		return nil
+	case errors.As(err, &inUse):
+		// Another worker is creating it right now.
+		return nil
+	default:
+		return fmt.Errorf("outcomes table %q: create: %w", t.cfg.TableName, err)
+	}
+}
+
+func checkKeySchema(desc *types.TableDescription) error {
+	if len(desc.KeySchema) == 1 && aws.ToString(desc.KeySchema[0].AttributeName) == AttrCommandID &&
+		desc.KeySchema[0].KeyType == types.KeyTypeHash {
+		for _, ad := range desc.AttributeDefinitions {
+			if aws.ToString(ad.AttributeName) == AttrCommandID && ad.AttributeType == types.ScalarAttributeTypeS {
+				return nil
+			}
+		}
+	}
+	// e.g. the observer's lease table, or a table of another application.
+	return fmt.Errorf("key schema is not a string hash key %q: not an outcomes table", AttrCommandID)
+}
+
+// ensureTTL turns TTL on for expiresAt unless it already is. Emulators that
+// lack the TTL API (dynalite only describes it) are tolerated, since items
+// there never need to expire; any other failure is real and surfaces, as a
+// table without TTL grows for ever.
+func (t *Table) ensureTTL(ctx context.Context) error {
+	cctx, cancel := t.callCtx(ctx)
+	out, err := t.db.DescribeTimeToLive(cctx, &dynamodb.DescribeTimeToLiveInput{TableName: aws.String(t.cfg.TableName)})
+	cancel()
+	switch {
+	case unsupported(err):
+		t.log.Debug("DynamoDB endpoint does not support TTL; items will not expire", "error", err)
+		return nil
+	case err != nil:
+		return fmt.Errorf("outcomes table %q: describe TTL: %w", t.cfg.TableName, err)
+	}
+	if done, err := t.ttlState(out.TimeToLiveDescription); done || err != nil {
+		return err
+	}
+	cctx, cancel = t.callCtx(ctx)
+	_, err = t.db.UpdateTimeToLive(cctx, &dynamodb.UpdateTimeToLiveInput{
+		TableName: aws.String(t.cfg.TableName),
+		TimeToLiveSpecification: &types.TimeToLiveSpecification{
+			AttributeName: aws.String(AttrExpiresAt),
+			Enabled:       aws.Bool(true),
+		},
+	})
+	cancel()
+	switch {
+	case err == nil:
+		t.log.Info("outcomes table TTL enabled", "attribute", AttrExpiresAt, "retention", t.cfg.Retention)
+		return nil
+	case unsupported(err):
+		t.log.Debug("DynamoDB endpoint does not support UpdateTimeToLive; items will not expire", "error", err)
+		return nil
+	}
+	// A concurrent starter may have enabled it in the meantime, which makes
+	// DynamoDB refuse a second change; only the state that results matters.
+	cctx, cancel = t.callCtx(ctx)
+	again, derr := t.db.DescribeTimeToLive(cctx, &dynamodb.DescribeTimeToLiveInput{TableName: aws.String(t.cfg.TableName)})
+	cancel()
+	if derr == nil {
+		if done, _ := t.ttlState(again.TimeToLiveDescription); done {
+			return nil
+		}
+	}
+	return fmt.Errorf("outcomes table %q: enable TTL on %s: %w", t.cfg.TableName, AttrExpiresAt, err)
+}
+
+// ttlState reports whether TTL needs no change. TTL on another attribute is
+// the operator's choice and only warned about: DynamoDB allows one TTL
+// attribute per table, and changing it is not for a consumer to decide.
+func (t *Table) ttlState(d *types.TimeToLiveDescription) (bool, error) {
+	if d == nil {
+		return false, nil
+	}
+	switch d.TimeToLiveStatus {
+	case types.TimeToLiveStatusEnabled, types.TimeToLiveStatusEnabling:
+		if name := aws.ToString(d.AttributeName); name != "" && name != AttrExpiresAt {
+			t.log.Warn("outcomes table has TTL on another attribute; outcomes will not expire",
+				"ttlAttribute", name, "want", AttrExpiresAt)
+		}
+		return true, nil
+	case types.TimeToLiveStatusDisabling:
+		return true, fmt.Errorf("outcomes table %q: TTL is being disabled; enable it on %s once that is done", t.cfg.TableName, AttrExpiresAt)
+	}
+	return false, nil
+}
+
+// unsupported recognises an endpoint that does not implement an operation.
+// AWS never answers a DynamoDB TTL call this way.
+func unsupported(err error) bool {
+	if err == nil {
+		return false
+	}
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		switch ae.ErrorCode() {
+		case "UnknownOperationException", "NotImplementedException", "NotImplemented", "InvalidAction":
+			return true
+		}
+	}
+	var re *awshttp.ResponseError
+	return errors.As(err, &re) && re.HTTPStatusCode() == http.StatusNotImplemented
+}
+
+// timedDescriber gives each of the waiter's DescribeTable calls its own
+// deadline; the waiter's context only bounds the whole wait.
+type timedDescriber struct{ t *Table }
+
+func (d timedDescriber) DescribeTable(ctx context.Context, in *dynamodb.DescribeTableInput, optFns ...func(*dynamodb.Options)) (*dynamodb.DescribeTableOutput, error) {
+	ctx, cancel := d.t.callCtx(ctx)
+	defer cancel()
+	return d.t.db.DescribeTable(ctx, in, optFns...)
+}
