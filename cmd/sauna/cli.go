@@ -25,6 +25,8 @@ func commands() []command {
 		{"run", "consume the streams configured in a config directory", runCmd},
 		{"validate", "check config files and directories", validateCmd},
 		{"publish", "validate commands and put them on a Kinesis stream", publishCmd},
+		{"outcome", "print the recorded outcome of commands by commandId", outcomeCmd},
+		{"replay", "re-publish dead-lettered commands onto a stream", replayCmd},
 		{"list", "show compiled-in responders and known schemas", listCmd},
 		{"version", "print the version", versionCmd},
 	}

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/sauna-io/sauna/observer/kinesis/deadletter"
+	"github.com/sauna-io/sauna/observer/kinesis/emulator"
+	"github.com/sauna-io/sauna/responders"
+)
+
+// streamData reads a one-shard stream from its start until caught up.
+func streamData(t *testing.T, kin *kinesis.Client, stream string) []string {
+	t.Helper()
+	it, err := kin.GetShardIterator(t.Context(), &kinesis.GetShardIteratorInput{
+		StreamName: aws.String(stream), ShardId: aws.String("shardId-000000000000"), ShardIteratorType: types.ShardIteratorTypeTrimHorizon,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for iter := it.ShardIterator; iter != nil; {
+		out, err := kin.GetRecords(t.Context(), &kinesis.GetRecordsInput{ShardIterator: iter})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(out.Records) == 0 {
+			break
+		}
+		for _, r := range out.Records {
+			got = append(got, aws.ToString(r.PartitionKey)+" "+string(r.Data))
+		}
+		iter = out.NextShardIterator
+	}
+	return got
+}
+
+func TestReplayCommand(t *testing.T) {
+	env := cliEmulators(t)
+	kin := env.Kinesis(t)
+	dlq, target := emulator.UniqueName(t, "dlq"), emulator.UniqueName(t, "target")
+	env.CreateStream(t, dlq, 1)
+	env.CreateStream(t, target, 1)
+
+	at := time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC)
+	w := deadletter.NewWriter(kin, dlq, nil)
+	for _, l := range []deadletter.Letter{
+		{Observer: "obs", Stream: "orders", Shard: "shardId-000000000000", SequenceNumber: "1", PartitionKey: "k1",
+			CommandID: "3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44", CommandSchema: "iglu:com.slack.sauna.commands/send_message/jsonschema/1-0-0",
+			Responder: "slack", Reason: deadletter.ReasonFailedPermanently, Error: "400", Attempts: 1,
+			FirstAttempt: at, LastAttempt: at, DeadLetteredAt: at, Record: []byte(`{"slack":1}`)},
+		{Observer: "obs", Stream: "orders", Shard: "shardId-000000000000", SequenceNumber: "2", PartitionKey: "k2",
+			Reason: deadletter.Rejected(responders.ReasonInvalidJSON), Error: "not JSON",
+			DeadLetteredAt: at.Add(time.Hour), Record: []byte("garbage")},
+	} {
+		if err := w.Put(t.Context(), l); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	code, stdout, stderr := runInProcess(t, "replay", "--from", dlq, "--to", target, "--dry-run")
+	if code != 0 {
+		t.Fatalf("dry run: exit %d\n%s", code, stderr)
+	}
+	if n := strings.Count(stdout, "would-replay\t"); n != 2 {
+		t.Errorf("dry run printed %d letters, want 2:\n%s", n, stdout)
+	}
+	if !strings.Contains(stderr, "2 records read: 2 dead letters, 0 not dead letters; 2 matched, 0 replayed") {
+		t.Errorf("dry-run summary:\n%s", stderr)
+	}
+	if got := streamData(t, kin, target); len(got) != 0 {
+		t.Fatalf("dry run put %v", got)
+	}
+
+	code, stdout, stderr = runInProcess(t, "replay", "--from", dlq, "--to", target, "--reason", "rejected", "--since", "2026-01-02T03:30:00Z")
+	if code != 0 {
+		t.Fatalf("replay: exit %d\n%s", code, stderr)
+	}
+	if !strings.HasPrefix(stdout, "replayed\tcommandId=-\treason=rejected:invalid_json\tschema=-\t") || strings.Count(stdout, "\n") != 1 {
+		t.Errorf("replay output:\n%s", stdout)
+	}
+	code, _, stderr = runInProcess(t, "replay", "--from", dlq, "--to", target, "--schema", "com.slack.sauna.commands", "--until", "2026-01-02T03:30:00+00:00")
+	if code != 0 {
+		t.Fatalf("replay: exit %d\n%s", code, stderr)
+	}
+	if diff := cmp.Diff([]string{"k2 garbage", `k1 {"slack":1}`}, streamData(t, kin, target)); diff != "" {
+		t.Errorf("target stream (-want +got):\n%s", diff)
+	}
+
+	for _, tc := range []struct {
+		name     string
+		args     []string
+		wantCode int
+		wantErr  string
+	}{
+		{"no --from", []string{"--to", target}, 2, "usage: sauna replay"},
+		{"no --to", []string{"--from", dlq}, 2, "usage: sauna replay"},
+		{"bad --since", []string{"--from", dlq, "--to", target, "--since", "yesterday"}, 2, "--since: want an RFC 3339 time"},
+		{"empty window", []string{"--from", dlq, "--to", target, "--since", "2026-01-02T00:00:00Z", "--until", "2026-01-01T00:00:00Z"}, 2, "--since must be before --until"},
+		{"same stream", []string{"--from", dlq, "--to", dlq}, 1, "source and target are both"},
+		{"missing stream", []string{"--from", dlq + "-nope", "--to", target}, 1, "ResourceNotFoundException"},
+		{"stray argument", []string{"--from", dlq, "--to", target, "extra"}, 2, "usage: sauna replay"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, stderr := runInProcess(t, append([]string{"replay"}, tc.args...)...)
+			if code != tc.wantCode || !strings.Contains(stderr, tc.wantErr) {
+				t.Errorf("exit %d, want %d with %q; stderr:\n%s", code, tc.wantCode, tc.wantErr, stderr)
+			}
+		})
+	}
+}
