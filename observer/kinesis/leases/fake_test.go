@@ -2,7 +2,6 @@ package leases
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -14,9 +13,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	kintypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
-)
 
-var errUnexpected = errors.New("unexpected call")
+	"github.com/sauna-io/sauna/observer/kinesis/ddbtable/ddbfake"
+)
 
 // fakeDB answers each DynamoDB operation with its function field; a nil field
 // fails the test if the operation is called. Every call must carry a
@@ -33,52 +32,24 @@ type fakeDB struct {
 	deleteItem    func(*dynamodb.DeleteItemInput) (*dynamodb.DeleteItemOutput, error)
 	scan          func(*dynamodb.ScanInput) (*dynamodb.ScanOutput, error)
 
-	mu    sync.Mutex
-	calls []string
+	calls ddbfake.Calls
 }
 
 func (f *fakeDB) enter(ctx context.Context, op string, missing bool) error {
 	f.t.Helper()
-	f.mu.Lock()
-	f.calls = append(f.calls, op)
-	f.mu.Unlock()
-	dl, ok := ctx.Deadline()
-	if !ok {
-		f.t.Errorf("%s without a deadline", op)
-	} else if left := time.Until(dl); left > f.callTimeout {
-		f.t.Errorf("%s deadline %v away, want at most %v", op, left, f.callTimeout)
-	}
-	if missing {
-		f.t.Errorf("unexpected %s", op)
-		return errUnexpected
-	}
-	return nil
+	return f.calls.Enter(f.t, ctx, op, f.callTimeout, missing)
 }
 
-func (f *fakeDB) ops() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]string(nil), f.calls...)
-}
+func (f *fakeDB) ops() []string { return f.calls.Ops() }
 
-func (f *fakeDB) resetOps() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls = nil
-}
+func (f *fakeDB) resetOps() { f.calls.Reset() }
 
 func (f *fakeDB) DescribeTable(ctx context.Context, in *dynamodb.DescribeTableInput, _ ...func(*dynamodb.Options)) (*dynamodb.DescribeTableOutput, error) {
-	if err := f.enter(ctx, "DescribeTable", f.describeTable == nil); err != nil {
-		return nil, err
-	}
-	return f.describeTable(in)
+	return ddbfake.Answer(ctx, f.enter, "DescribeTable", f.describeTable, in)
 }
 
 func (f *fakeDB) CreateTable(ctx context.Context, in *dynamodb.CreateTableInput, _ ...func(*dynamodb.Options)) (*dynamodb.CreateTableOutput, error) {
-	if err := f.enter(ctx, "CreateTable", f.createTable == nil); err != nil {
-		return nil, err
-	}
-	return f.createTable(in)
+	return ddbfake.Answer(ctx, f.enter, "CreateTable", f.createTable, in)
 }
 
 func (f *fakeDB) GetItem(ctx context.Context, in *dynamodb.GetItemInput, _ ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error) {
@@ -92,31 +63,19 @@ func (f *fakeDB) GetItem(ctx context.Context, in *dynamodb.GetItemInput, _ ...fu
 }
 
 func (f *fakeDB) PutItem(ctx context.Context, in *dynamodb.PutItemInput, _ ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error) {
-	if err := f.enter(ctx, "PutItem", f.putItem == nil); err != nil {
-		return nil, err
-	}
-	return f.putItem(in)
+	return ddbfake.Answer(ctx, f.enter, "PutItem", f.putItem, in)
 }
 
 func (f *fakeDB) UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, _ ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error) {
-	if err := f.enter(ctx, "UpdateItem", f.updateItem == nil); err != nil {
-		return nil, err
-	}
-	return f.updateItem(in)
+	return ddbfake.Answer(ctx, f.enter, "UpdateItem", f.updateItem, in)
 }
 
 func (f *fakeDB) DeleteItem(ctx context.Context, in *dynamodb.DeleteItemInput, _ ...func(*dynamodb.Options)) (*dynamodb.DeleteItemOutput, error) {
-	if err := f.enter(ctx, "DeleteItem", f.deleteItem == nil); err != nil {
-		return nil, err
-	}
-	return f.deleteItem(in)
+	return ddbfake.Answer(ctx, f.enter, "DeleteItem", f.deleteItem, in)
 }
 
 func (f *fakeDB) Scan(ctx context.Context, in *dynamodb.ScanInput, _ ...func(*dynamodb.Options)) (*dynamodb.ScanOutput, error) {
-	if err := f.enter(ctx, "Scan", f.scan == nil); err != nil {
-		return nil, err
-	}
-	return f.scan(in)
+	return ddbfake.Answer(ctx, f.enter, "Scan", f.scan, in)
 }
 
 // fakeKinesis answers ListShards with listShards.
@@ -137,7 +96,7 @@ func (f *fakeKinesis) ListShards(ctx context.Context, in *kinesis.ListShardsInpu
 	}
 	if f.listShards == nil {
 		f.t.Errorf("unexpected ListShards")
-		return nil, errUnexpected
+		return nil, ddbfake.ErrUnexpected
 	}
 	return f.listShards(in)
 }

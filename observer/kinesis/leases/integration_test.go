@@ -17,6 +17,7 @@ import (
 	"github.com/vmware/vmware-go-kcl-v2/clientlibrary/checkpoint"
 	par "github.com/vmware/vmware-go-kcl-v2/clientlibrary/partition"
 
+	"github.com/sauna-io/sauna/observer/kinesis/ddbtable"
 	"github.com/sauna-io/sauna/observer/kinesis/emulator"
 )
 
@@ -160,7 +161,7 @@ func TestIntegrationInitCreatesOnDemandTable(t *testing.T) {
 	if d.BillingModeSummary == nil || d.BillingModeSummary.BillingMode != types.BillingModePayPerRequest {
 		t.Errorf("billing mode summary %+v, want PAY_PER_REQUEST", d.BillingModeSummary)
 	}
-	if err := checkKeySchema(d); err != nil {
+	if err := ddbtable.CheckHashKey(d, attrShardID); err != nil {
 		t.Error(err)
 	}
 	created := tbl.Created()

@@ -37,6 +37,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/vmware/vmware-go-kcl-v2/clientlibrary/checkpoint"
 	par "github.com/vmware/vmware-go-kcl-v2/clientlibrary/partition"
+
+	"github.com/sauna-io/sauna/observer/kinesis/ddbtable"
 )
 
 // Item attributes. The shard attributes are the KCL's own, so that its worker
@@ -65,8 +67,6 @@ const (
 	DefaultClaimTimeout      = 2 * time.Minute // the KCL's LeaseStealingClaimTimeoutMillis
 	DefaultLeaseSyncInterval = 1 * time.Minute // the KCL's LeaseSyncingIntervalMillis
 	unknownShardRefreshGap   = 1 * time.Second // ListShards again for an unknown shard at most this often
-	tableWaitMinDelay        = 100 * time.Millisecond
-	tableWaitMaxDelay        = 5 * time.Second
 )
 
 // Config configures a Table.
@@ -110,6 +110,7 @@ type Table struct {
 	log *slog.Logger
 	now func() time.Time
 
+	// Poll delays of Init's wait for ACTIVE; zero means ddbtable's defaults.
 	waitMinDelay, waitMaxDelay time.Duration
 
 	mu            sync.Mutex
@@ -147,14 +148,12 @@ func New(db DynamoDB, kin ShardLister, cfg Config) *Table {
 		log = slog.Default()
 	}
 	return &Table{
-		db:           db,
-		kin:          kin,
-		cfg:          cfg,
-		log:          log.With("table", cfg.TableName),
-		now:          time.Now,
-		waitMinDelay: tableWaitMinDelay,
-		waitMaxDelay: tableWaitMaxDelay,
-		slots:        make(map[string]*slot),
+		db:    db,
+		kin:   kin,
+		cfg:   cfg,
+		log:   log.With("table", cfg.TableName),
+		now:   time.Now,
+		slots: make(map[string]*slot),
 	}
 }
 
@@ -178,12 +177,20 @@ func (t *Table) Init() error {
 	case t.cfg.WorkerID == "":
 		return fmt.Errorf("lease table %q: empty worker id", t.cfg.TableName)
 	}
-	desc, err := t.ensureTable()
+	desc, err := ddbtable.Ensure(context.Background(), t.db, ddbtable.Spec{
+		Name:    t.cfg.TableName,
+		Kind:    "lease table",
+		HashKey: attrShardID,
+		// e.g. a table of another KCL flavour, whose items would not fit ours.
+		Refusal:     "not a lease table of this kind",
+		CallTimeout: t.cfg.CallTimeout,
+		WaitTimeout: t.cfg.TableWaitTimeout,
+		MinDelay:    t.waitMinDelay,
+		MaxDelay:    t.waitMaxDelay,
+		Logger:      t.log,
+	})
 	if err != nil {
 		return err
-	}
-	if err := checkKeySchema(desc); err != nil {
-		return fmt.Errorf("lease table %q: %w", t.cfg.TableName, err)
 	}
 	if desc.BillingModeSummary == nil || desc.BillingModeSummary.BillingMode != types.BillingModePayPerRequest {
 		// A table created by the KCL itself has 10/10 provisioned capacity;
@@ -197,80 +204,6 @@ func (t *Table) Init() error {
 	t.created = aws.ToTime(desc.CreationDateTime)
 	t.mu.Unlock()
 	return nil
-}
-
-func (t *Table) ensureTable() (*types.TableDescription, error) {
-	ctx, cancel := t.callCtx()
-	out, err := t.db.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(t.cfg.TableName)})
-	cancel()
-	var desc *types.TableDescription
-	switch {
-	case err == nil:
-		desc = out.Table
-	case isNotFound(err):
-		if err := t.createTable(); err != nil {
-			return nil, err
-		}
-	default:
-		return nil, fmt.Errorf("lease table %q: describe: %w", t.cfg.TableName, err)
-	}
-	if desc != nil && (desc.TableStatus == types.TableStatusActive || desc.TableStatus == types.TableStatusUpdating) {
-		return desc, nil
-	}
-	// Items cannot be written before ACTIVE; every worker waits, including
-	// the one whose CreateTable lost the race.
-	waiter := dynamodb.NewTableExistsWaiter(timedDescriber{t}, func(o *dynamodb.TableExistsWaiterOptions) {
-		o.MinDelay = t.waitMinDelay
-		o.MaxDelay = t.waitMaxDelay
-	})
-	wout, err := waiter.WaitForOutput(context.Background(),
-		&dynamodb.DescribeTableInput{TableName: aws.String(t.cfg.TableName)}, t.cfg.TableWaitTimeout)
-	if err != nil {
-		return nil, fmt.Errorf("lease table %q: wait for ACTIVE: %w", t.cfg.TableName, err)
-	}
-	if wout.Table == nil {
-		return nil, fmt.Errorf("lease table %q: DescribeTable returned no table", t.cfg.TableName)
-	}
-	return wout.Table, nil
-}
-
-func (t *Table) createTable() error {
-	ctx, cancel := t.callCtx()
-	defer cancel()
-	_, err := t.db.CreateTable(ctx, &dynamodb.CreateTableInput{
-		TableName: aws.String(t.cfg.TableName),
-		AttributeDefinitions: []types.AttributeDefinition{
-			{AttributeName: aws.String(attrShardID), AttributeType: types.ScalarAttributeTypeS},
-		},
-		KeySchema: []types.KeySchemaElement{
-			{AttributeName: aws.String(attrShardID), KeyType: types.KeyTypeHash},
-		},
-		BillingMode: types.BillingModePayPerRequest,
-	})
-	var inUse *types.ResourceInUseException
-	switch {
-	case err == nil:
-		t.log.Info("lease table created")
-		return nil
-	case errors.As(err, &inUse):
-		// Another worker is creating it right now.
-		return nil
-	default:
-		return fmt.Errorf("lease table %q: create: %w", t.cfg.TableName, err)
-	}
-}
-
-func checkKeySchema(desc *types.TableDescription) error {
-	if len(desc.KeySchema) == 1 && aws.ToString(desc.KeySchema[0].AttributeName) == attrShardID &&
-		desc.KeySchema[0].KeyType == types.KeyTypeHash {
-		for _, ad := range desc.AttributeDefinitions {
-			if aws.ToString(ad.AttributeName) == attrShardID && ad.AttributeType == types.ScalarAttributeTypeS {
-				return nil
-			}
-		}
-	}
-	// e.g. a table of another KCL flavour, whose items would not fit ours.
-	return fmt.Errorf("key schema is not a string hash key %q: not a lease table of this kind", attrShardID)
 }
 
 // bindStream records the stream in the metadata item, or checks the one
@@ -305,16 +238,6 @@ func (t *Table) bindStream() error {
 		return &StreamMismatchError{Table: t.cfg.TableName, Bound: bound, Want: t.cfg.StreamName}
 	}
 	return nil
-}
-
-// timedDescriber gives each of the waiter's DescribeTable calls its own
-// deadline; the waiter's context only bounds the whole wait.
-type timedDescriber struct{ t *Table }
-
-func (d timedDescriber) DescribeTable(ctx context.Context, in *dynamodb.DescribeTableInput, optFns ...func(*dynamodb.Options)) (*dynamodb.DescribeTableOutput, error) {
-	ctx, cancel := context.WithTimeout(ctx, d.t.cfg.CallTimeout)
-	defer cancel()
-	return d.t.db.DescribeTable(ctx, in, optFns...)
 }
 
 // callCtx bounds one AWS call: the KCL passes no context, and an unbounded
@@ -421,11 +344,6 @@ func (e *expr) value(key, v string) string {
 func isConditionFailed(err error) bool {
 	var ccf *types.ConditionalCheckFailedException
 	return errors.As(err, &ccf)
-}
-
-func isNotFound(err error) bool {
-	var nf *types.ResourceNotFoundException
-	return errors.As(err, &nf)
 }
 
 func formatTimeout(ts time.Time) string { return ts.UTC().Format(time.RFC3339Nano) }

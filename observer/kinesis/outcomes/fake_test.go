@@ -2,7 +2,6 @@ package outcomes
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -10,9 +9,9 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
-)
 
-var errUnexpected = errors.New("unexpected call")
+	"github.com/sauna-io/sauna/observer/kinesis/ddbtable/ddbfake"
+)
 
 // fakeDB answers each DynamoDB operation with its function field; a nil field
 // fails the test if the operation is called. Every call must carry a
@@ -29,81 +28,42 @@ type fakeDB struct {
 	putItem            func(*dynamodb.PutItemInput) (*dynamodb.PutItemOutput, error)
 	updateItem         func(*dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error)
 
-	mu    sync.Mutex
-	calls []string
+	calls ddbfake.Calls
 }
 
 func (f *fakeDB) enter(ctx context.Context, op string, missing bool) error {
 	f.t.Helper()
-	f.mu.Lock()
-	f.calls = append(f.calls, op)
-	f.mu.Unlock()
-	dl, ok := ctx.Deadline()
-	if !ok {
-		f.t.Errorf("%s without a deadline", op)
-	} else if left := time.Until(dl); left > f.callTimeout {
-		f.t.Errorf("%s deadline %v away, want at most %v", op, left, f.callTimeout)
-	}
-	if missing {
-		f.t.Errorf("unexpected %s", op)
-		return errUnexpected
-	}
-	return nil
+	return f.calls.Enter(f.t, ctx, op, f.callTimeout, missing)
 }
 
-func (f *fakeDB) ops() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]string(nil), f.calls...)
-}
+func (f *fakeDB) ops() []string { return f.calls.Ops() }
 
 func (f *fakeDB) DescribeTable(ctx context.Context, in *dynamodb.DescribeTableInput, _ ...func(*dynamodb.Options)) (*dynamodb.DescribeTableOutput, error) {
-	if err := f.enter(ctx, "DescribeTable", f.describeTable == nil); err != nil {
-		return nil, err
-	}
-	return f.describeTable(in)
+	return ddbfake.Answer(ctx, f.enter, "DescribeTable", f.describeTable, in)
 }
 
 func (f *fakeDB) CreateTable(ctx context.Context, in *dynamodb.CreateTableInput, _ ...func(*dynamodb.Options)) (*dynamodb.CreateTableOutput, error) {
-	if err := f.enter(ctx, "CreateTable", f.createTable == nil); err != nil {
-		return nil, err
-	}
-	return f.createTable(in)
+	return ddbfake.Answer(ctx, f.enter, "CreateTable", f.createTable, in)
 }
 
 func (f *fakeDB) DescribeTimeToLive(ctx context.Context, in *dynamodb.DescribeTimeToLiveInput, _ ...func(*dynamodb.Options)) (*dynamodb.DescribeTimeToLiveOutput, error) {
-	if err := f.enter(ctx, "DescribeTimeToLive", f.describeTimeToLive == nil); err != nil {
-		return nil, err
-	}
-	return f.describeTimeToLive(in)
+	return ddbfake.Answer(ctx, f.enter, "DescribeTimeToLive", f.describeTimeToLive, in)
 }
 
 func (f *fakeDB) UpdateTimeToLive(ctx context.Context, in *dynamodb.UpdateTimeToLiveInput, _ ...func(*dynamodb.Options)) (*dynamodb.UpdateTimeToLiveOutput, error) {
-	if err := f.enter(ctx, "UpdateTimeToLive", f.updateTimeToLive == nil); err != nil {
-		return nil, err
-	}
-	return f.updateTimeToLive(in)
+	return ddbfake.Answer(ctx, f.enter, "UpdateTimeToLive", f.updateTimeToLive, in)
 }
 
 func (f *fakeDB) GetItem(ctx context.Context, in *dynamodb.GetItemInput, _ ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error) {
-	if err := f.enter(ctx, "GetItem", f.getItem == nil); err != nil {
-		return nil, err
-	}
-	return f.getItem(in)
+	return ddbfake.Answer(ctx, f.enter, "GetItem", f.getItem, in)
 }
 
 func (f *fakeDB) PutItem(ctx context.Context, in *dynamodb.PutItemInput, _ ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error) {
-	if err := f.enter(ctx, "PutItem", f.putItem == nil); err != nil {
-		return nil, err
-	}
-	return f.putItem(in)
+	return ddbfake.Answer(ctx, f.enter, "PutItem", f.putItem, in)
 }
 
 func (f *fakeDB) UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, _ ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error) {
-	if err := f.enter(ctx, "UpdateItem", f.updateItem == nil); err != nil {
-		return nil, err
-	}
-	return f.updateItem(in)
+	return ddbfake.Answer(ctx, f.enter, "UpdateItem", f.updateItem, in)
 }
 
 // clock is a settable time source shared by a test and its Tables.

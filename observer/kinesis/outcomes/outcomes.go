@@ -79,8 +79,6 @@ const (
 	DefaultClaimTimeout     = 2 * time.Minute
 	DefaultCallTimeout      = 10 * time.Second
 	DefaultTableWaitTimeout = 2 * time.Minute
-	tableWaitMinDelay       = 100 * time.Millisecond
-	tableWaitMaxDelay       = 5 * time.Second
 	// maxClaimRounds bounds Claim when the item keeps changing between its
 	// read and its conditional write; every round means another worker made
 	// progress, so giving up as "claimed elsewhere" is accurate.
@@ -185,6 +183,7 @@ type Table struct {
 	log *slog.Logger
 	now func() time.Time
 
+	// Poll delays of Init's wait for ACTIVE; zero means ddbtable's defaults.
 	waitMinDelay, waitMaxDelay time.Duration
 
 	mu   sync.Mutex
@@ -224,13 +223,11 @@ func New(db DynamoDB, cfg Config) *Table {
 		now = time.Now
 	}
 	return &Table{
-		db:           db,
-		cfg:          cfg,
-		log:          log.With("table", cfg.TableName),
-		now:          now,
-		waitMinDelay: tableWaitMinDelay,
-		waitMaxDelay: tableWaitMaxDelay,
-		held:         make(map[string]*claimState),
+		db:   db,
+		cfg:  cfg,
+		log:  log.With("table", cfg.TableName),
+		now:  now,
+		held: make(map[string]*claimState),
 	}
 }
 
@@ -687,9 +684,4 @@ func newToken() (string, error) {
 func isConditionFailed(err error) bool {
 	var ccf *types.ConditionalCheckFailedException
 	return errors.As(err, &ccf)
-}
-
-func isNotFound(err error) bool {
-	var nf *types.ResourceNotFoundException
-	return errors.As(err, &nf)
 }

@@ -11,6 +11,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/smithy-go"
+
+	"github.com/sauna-io/sauna/observer/kinesis/ddbtable"
 )
 
 // Init makes sure the table exists with the expected key, is ACTIVE, and
@@ -18,94 +20,25 @@ import (
 // one whose CreateTable loses the race waits like the others. ctx bounds the
 // whole call; every request has its own CallTimeout as well.
 func (t *Table) Init(ctx context.Context) error {
-	if t.cfg.TableName == "" {
-		return errors.New("outcomes table: empty table name")
-	}
-	desc, err := t.ensureTable(ctx)
+	desc, err := ddbtable.Ensure(ctx, t.db, ddbtable.Spec{
+		Name:    t.cfg.TableName,
+		Kind:    "outcomes table",
+		HashKey: AttrCommandID,
+		// e.g. the observer's lease table, or a table of another application.
+		Refusal:     "not an outcomes table",
+		CallTimeout: t.cfg.CallTimeout,
+		WaitTimeout: t.cfg.TableWaitTimeout,
+		MinDelay:    t.waitMinDelay,
+		MaxDelay:    t.waitMaxDelay,
+		Logger:      t.log,
+	})
 	if err != nil {
 		return err
-	}
-	if err := checkKeySchema(desc); err != nil {
-		return fmt.Errorf("outcomes table %q: %w", t.cfg.TableName, err)
 	}
 	if desc.BillingModeSummary == nil || desc.BillingModeSummary.BillingMode != types.BillingModePayPerRequest {
 		t.log.Warn("outcomes table is not PAY_PER_REQUEST; throttled claims hold commands back")
 	}
 	return t.ensureTTL(ctx)
-}
-
-func (t *Table) ensureTable(ctx context.Context) (*types.TableDescription, error) {
-	cctx, cancel := t.callCtx(ctx)
-	out, err := t.db.DescribeTable(cctx, &dynamodb.DescribeTableInput{TableName: aws.String(t.cfg.TableName)})
-	cancel()
-	var desc *types.TableDescription
-	switch {
-	case err == nil:
-		desc = out.Table
-	case isNotFound(err):
-		if err := t.createTable(ctx); err != nil {
-			return nil, err
-		}
-	default:
-		return nil, fmt.Errorf("outcomes table %q: describe: %w", t.cfg.TableName, err)
-	}
-	if desc != nil && (desc.TableStatus == types.TableStatusActive || desc.TableStatus == types.TableStatusUpdating) {
-		return desc, nil
-	}
-	// Items cannot be written before ACTIVE; every worker waits, including
-	// the one whose CreateTable lost the race.
-	waiter := dynamodb.NewTableExistsWaiter(timedDescriber{t}, func(o *dynamodb.TableExistsWaiterOptions) {
-		o.MinDelay = t.waitMinDelay
-		o.MaxDelay = t.waitMaxDelay
-	})
-	wout, err := waiter.WaitForOutput(ctx,
-		&dynamodb.DescribeTableInput{TableName: aws.String(t.cfg.TableName)}, t.cfg.TableWaitTimeout)
-	if err != nil {
-		return nil, fmt.Errorf("outcomes table %q: wait for ACTIVE: %w", t.cfg.TableName, err)
-	}
-	if wout.Table == nil {
-		return nil, fmt.Errorf("outcomes table %q: DescribeTable returned no table", t.cfg.TableName)
-	}
-	return wout.Table, nil
-}
-
-func (t *Table) createTable(ctx context.Context) error {
-	ctx, cancel := t.callCtx(ctx)
-	defer cancel()
-	_, err := t.db.CreateTable(ctx, &dynamodb.CreateTableInput{
-		TableName: aws.String(t.cfg.TableName),
-		AttributeDefinitions: []types.AttributeDefinition{
-			{AttributeName: aws.String(AttrCommandID), AttributeType: types.ScalarAttributeTypeS},
-		},
-		KeySchema: []types.KeySchemaElement{
-			{AttributeName: aws.String(AttrCommandID), KeyType: types.KeyTypeHash},
-		},
-		BillingMode: types.BillingModePayPerRequest,
-	})
-	var inUse *types.ResourceInUseException
-	switch {
-	case err == nil:
-		t.log.Info("outcomes table created")
-		return nil
-	case errors.As(err, &inUse):
-		// Another worker is creating it right now.
-		return nil
-	default:
-		return fmt.Errorf("outcomes table %q: create: %w", t.cfg.TableName, err)
-	}
-}
-
-func checkKeySchema(desc *types.TableDescription) error {
-	if len(desc.KeySchema) == 1 && aws.ToString(desc.KeySchema[0].AttributeName) == AttrCommandID &&
-		desc.KeySchema[0].KeyType == types.KeyTypeHash {
-		for _, ad := range desc.AttributeDefinitions {
-			if aws.ToString(ad.AttributeName) == AttrCommandID && ad.AttributeType == types.ScalarAttributeTypeS {
-				return nil
-			}
-		}
-	}
-	// e.g. the observer's lease table, or a table of another application.
-	return fmt.Errorf("key schema is not a string hash key %q: not an outcomes table", AttrCommandID)
 }
 
 // ensureTTL turns TTL on for expiresAt unless it already is. Emulators that
@@ -191,14 +124,4 @@ func unsupported(err error) bool {
 	}
 	var re *awshttp.ResponseError
 	return errors.As(err, &re) && re.HTTPStatusCode() == http.StatusNotImplemented
-}
-
-// timedDescriber gives each of the waiter's DescribeTable calls its own
-// deadline; the waiter's context only bounds the whole wait.
-type timedDescriber struct{ t *Table }
-
-func (d timedDescriber) DescribeTable(ctx context.Context, in *dynamodb.DescribeTableInput, optFns ...func(*dynamodb.Options)) (*dynamodb.DescribeTableOutput, error) {
-	ctx, cancel := d.t.callCtx(ctx)
-	defer cancel()
-	return d.t.db.DescribeTable(ctx, in, optFns...)
 }
