@@ -195,8 +195,29 @@ func (s *Supervisor) apply(ctx context.Context, want []*Entry) int {
 		}
 		n++
 	}
+	s.forgetMetrics(next)
 	s.running = next
 	return n
+}
+
+// forgetMetrics drops the series of observers that no longer run under
+// their id, so /metrics does not keep reporting them.
+func (s *Supervisor) forgetMetrics(next map[string]*Entry) {
+	m := s.opts.Observer.Metrics
+	if m == nil {
+		return
+	}
+	ids := map[string]bool{}
+	for _, e := range next {
+		if e.Kind == KindObserver {
+			ids[e.ID] = true
+		}
+	}
+	for _, old := range s.running {
+		if old.Kind == KindObserver && !ids[old.ID] {
+			m.Forget(old.ID)
+		}
+	}
 }
 
 func entryAttrs(e *Entry) []any {

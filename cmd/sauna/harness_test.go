@@ -68,6 +68,10 @@ func emulatorEnv(env emulator.Env) []string {
 	}
 	if env.CloudWatchURL != "" {
 		vars = append(vars, "AWS_ENDPOINT_URL_CLOUDWATCH="+env.CloudWatchURL)
+	} else {
+		// The CloudWatch sink is on by default; without moto it must still
+		// stay on loopback (a closed port: its data is dropped and counted).
+		vars = append(vars, "AWS_ENDPOINT_URL_CLOUDWATCH=http://127.0.0.1:1")
 	}
 	return vars
 }
@@ -85,7 +89,9 @@ type process struct {
 
 func startSauna(t testing.TB, env emulator.Env, configDir string, extraArgs ...string) *process {
 	t.Helper()
-	args := append([]string{"run", "--config-dir", configDir, "--log-format", "json", "--log-level", "debug"}, extraArgs...)
+	// A free port for the admin endpoints: other sauna processes on this
+	// machine may hold the default one. adminURL finds it in the log.
+	args := append([]string{"run", "--config-dir", configDir, "--log-format", "json", "--log-level", "debug", "--admin-addr", "127.0.0.1:0"}, extraArgs...)
 	cmd := exec.Command(sauna(t), args...)
 	cmd.Env = emulatorEnv(env)
 	stderr, err := cmd.StderrPipe()

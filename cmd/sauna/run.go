@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/sauna-io/sauna/observer"
+	"github.com/sauna-io/sauna/observer/admin"
+	"github.com/sauna-io/sauna/observer/kinesis"
+	"github.com/sauna-io/sauna/observer/metrics"
 )
 
 func runCmd(ctx context.Context, env *cliEnv, args []string) int {
@@ -16,6 +19,7 @@ func runCmd(ctx context.Context, env *cliEnv, args []string) int {
 	dir := fs.String("config-dir", "", "directory of observer and responder config files (*.json, *.avro)")
 	rescan := fs.Duration("rescan-interval", 30*time.Second, "period of the full rescan of --config-dir that catches changes file events miss (0 disables it)")
 	quietPeriod := fs.Duration("reload-quiet", 500*time.Millisecond, "how long --config-dir must be still before changes are read")
+	adminAddr := fs.String("admin-addr", admin.DefaultAddr, "listen address of the admin endpoints: /metrics, /healthz, /readyz, /status, POST /pause and /resume (unauthenticated: keep it on loopback or a private network; empty disables them)")
 	var lf logFlags
 	lf.register(fs)
 	if code := parseFlags(fs, args); code >= 0 {
@@ -40,13 +44,45 @@ func runCmd(ctx context.Context, env *cliEnv, args []string) int {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	log.Info("sauna starting", "version", version(), "config_dir", *dir)
+	met := metrics.New(metrics.Options{})
+	met.RegisterRuntime()
+	gate := admin.NewGate()
+	met.ObservePaused(gate.Paused)
 	opts := observer.Options{
 		Logger:         log,
 		RescanInterval: orOff(*rescan),
 		QuietPeriod:    orOff(*quietPeriod),
 		Reload:         hup,
+		Observer:       kinesis.Options{Metrics: met, Gate: gate},
 	}
-	if err := observer.Run(ctx, *dir, opts); err != nil {
+	sup := observer.NewSupervisor(opts)
+	status := daemonStatus{sup: sup, met: met}
+	met.ObserveReloads(status.reloadStats)
+	if *adminAddr != "" {
+		srv, err := admin.Listen(*adminAddr, admin.NewHandler(admin.Options{
+			Status: status, Pauser: gate, Metrics: met.Handler(), Secrets: status.secrets, Logger: log,
+		}))
+		if err != nil {
+			log.Error("sauna cannot run", "err", err)
+			return 1
+		}
+		log.Info("admin endpoints listening", "addr", srv.Addr().String())
+		// The endpoints outlive the signal: probes and scrapes keep working
+		// while the observers drain.
+		adminCtx, stopAdmin := context.WithCancel(context.WithoutCancel(ctx))
+		served := make(chan struct{})
+		go func() {
+			defer close(served)
+			if err := srv.Serve(adminCtx); err != nil {
+				log.Error("admin endpoints stopped", "err", err)
+			}
+		}()
+		defer func() {
+			stopAdmin()
+			<-served
+		}()
+	}
+	if err := sup.Run(ctx, *dir); err != nil {
 		log.Error("sauna cannot run", "err", err)
 		return 1
 	}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/sauna-io/sauna/observer/metrics"
 	"github.com/sauna-io/sauna/schemas"
 )
 
@@ -299,6 +300,11 @@ func ParseConfig(file string, key schemas.Key, data []byte) (Config, error) {
 	}
 	if c.CloudWatch.Enabled && c.CloudWatch.FlushInterval < time.Second {
 		add("parameters.cloudwatch.flushIntervalMillis", "must be at least 1000, got %d", c.CloudWatch.FlushInterval.Milliseconds())
+	}
+	if c.CloudWatch.Enabled {
+		if err := metrics.ValidNamespace(c.CloudWatch.Namespace); err != nil {
+			add("parameters.cloudwatch.namespace", "%v", err)
+		}
 	}
 	if len(errs) > 0 {
 		return Config{}, errors.Join(errs...)

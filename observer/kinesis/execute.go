@@ -133,9 +133,7 @@ func (p *shardProcessor) execute(r *types.Record) bool {
 		took := time.Since(start)
 		out.Latency += took
 		verdict, after := responders.Classify(err)
-		if hook := p.o.opts.OnAttempt; hook != nil {
-			hook(cmd.Module, verdict, took)
-		}
+		p.o.countAttempt(cmd.Module, verdict, took)
 		if verdict == responders.Retry && p.stopping(ctx) {
 			release()
 			return false

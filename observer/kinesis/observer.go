@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	kclcfg "github.com/vmware/vmware-go-kcl-v2/clientlibrary/config"
 	kcl "github.com/vmware/vmware-go-kcl-v2/clientlibrary/interfaces"
@@ -24,6 +25,7 @@ import (
 	"github.com/sauna-io/sauna/observer/kinesis/deadletter"
 	"github.com/sauna-io/sauna/observer/kinesis/leases"
 	"github.com/sauna-io/sauna/observer/kinesis/outcomes"
+	saunametrics "github.com/sauna-io/sauna/observer/metrics"
 	"github.com/sauna-io/sauna/responders"
 )
 
@@ -33,19 +35,23 @@ type Options struct {
 	// OnOutcome, if set, is called once per record with its final outcome.
 	// It must not block.
 	OnOutcome func(Outcome)
-	// OnAttempt, if set, is told the verdict and duration of every responder
-	// call. It must not block.
-	OnAttempt func(responder string, v responders.Verdict, d time.Duration)
-	// Gate, if set, holds intake while it blocks (pause mode): records
-	// already admitted still finish and are checkpointed.
+	// Gate, if set, holds intake while it is paused (maintenance): records
+	// already admitted still finish and are checkpointed. Paused is asked
+	// per record and must be cheap; Wait blocks until the gate reopens.
 	Gate interface {
+		Paused() bool
 		Wait(ctx context.Context) error
 	}
 	// OnCorruptAggregate, if set, is told of every KPL aggregate record that
 	// could not be decoded (the record is rejected, not lost).
 	OnCorruptAggregate func(shard, firstSeq, lastSeq string)
-	// Monitoring receives the KCL's own metrics (nil: none).
+	// Monitoring receives the KCL's own metrics instead of the adapter
+	// Metrics provides (nil: that adapter, or none without Metrics).
 	Monitoring metrics.MonitoringService
+	// Metrics, if set, receives every run's metrics and status: the KCL's,
+	// commands by outcome, responder attempts, in-flight commands. The
+	// config's CloudWatch sink publishes them too.
+	Metrics *saunametrics.Metrics
 	// CheckpointInterval is the least time between two checkpoint writes of
 	// a shard while records flow (default 1 s); final checkpoints are
 	// written at once.
@@ -71,6 +77,10 @@ type Observer struct {
 	claims      Claims
 	deadLetters DeadLetters
 	inFlight    atomic.Int64
+	// met is this run's metrics handle (nil without Options.Metrics), and
+	// stopSink ends its CloudWatch sink after a last flush.
+	met      *saunametrics.Observer
+	stopSink func()
 	// fatal carries the first failure that needs a fresh worker.
 	fatal chan error
 	// intake ends when the observer stops taking new work; hard ends when
@@ -108,6 +118,7 @@ func New(cfg Config, d *responders.Dispatcher, opts Options) *Observer {
 func (o *Observer) Config() Config { return o.cfg }
 
 func (o *Observer) report(out Outcome) {
+	o.countOutcome(out)
 	if o.opts.OnOutcome != nil {
 		o.opts.OnOutcome(out)
 	}
@@ -132,8 +143,17 @@ var ErrStopped = errors.New("observer stopped")
 func (o *Observer) Run(ctx context.Context) error {
 	awsCfg, err := LoadAWS(ctx, o.cfg.Region, o.cfg.AccessKeyID, o.cfg.SecretAccessKey)
 	if err != nil {
-		return fmt.Errorf("observer %s: aws config: %w", o.cfg.ID, err)
+		err = fmt.Errorf("observer %s: aws config: %w", o.cfg.ID, err)
+		o.openMetrics(ctx, nil)
+	} else {
+		o.openMetrics(ctx, &awsCfg)
+		err = o.run(ctx, awsCfg)
 	}
+	o.closeMetrics(ctx, err)
+	return err
+}
+
+func (o *Observer) run(ctx context.Context, awsCfg aws.Config) error {
 	guard := newAggregateGuard(o.log, o.opts.OnCorruptAggregate)
 	kin := kinesis.NewFromConfig(awsCfg, func(opt *kinesis.Options) {
 		opt.APIOptions = append(opt.APIOptions, guard.apply)
@@ -240,8 +260,13 @@ func (o *Observer) kclConfig(log *kclLogger) *kclcfg.KinesisClientLibConfigurati
 		// over.
 		WithCallProcessRecordsEvenForEmptyRecordList(true).
 		WithLogger(log)
-	if o.opts.Monitoring != nil {
+	switch {
+	case o.opts.Monitoring != nil:
 		k.WithMonitoringService(o.opts.Monitoring)
+	case o.met != nil:
+		// A fresh adapter per worker: a worker abandoned at a stop cannot
+		// then touch the next one's state.
+		k.WithMonitoringService(o.met.NewKCL())
 	}
 	k.ParentShardPollIntervalMillis = int(c.ParentShardPoll.Milliseconds())
 	switch c.InitialPosition {

@@ -95,7 +95,7 @@ func (p *shardProcessor) ProcessRecords(in *kcl.ProcessRecordsInput) {
 // admit waits for a free slot (and for the gate, while paused), then starts
 // the record or queues it behind the earlier records of its key.
 func (p *shardProcessor) admit(r *types.Record) bool {
-	if g := p.o.opts.Gate; g != nil {
+	if g := p.o.opts.Gate; g != nil && g.Paused() {
 		ctx, cancel := p.stopContext(p.o.intake)
 		err := g.Wait(ctx)
 		cancel()
@@ -123,7 +123,7 @@ func (p *shardProcessor) admit(r *types.Record) bool {
 	if len(q) == 1 {
 		p.start(e)
 	}
-	p.o.inFlight.Add(1)
+	p.o.addInFlight(1)
 	return true
 }
 
@@ -142,7 +142,7 @@ func (p *shardProcessor) finish(e *entry, final bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	<-p.slots
-	p.o.inFlight.Add(-1)
+	p.o.addInFlight(-1)
 	if !final {
 		// e and everything after it stay unfinished: the next owner of the
 		// shard re-reads them from the checkpoint. Unless the observer is
