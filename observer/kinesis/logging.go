@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime"
+	"strings"
 	"sync"
 
 	"github.com/sirupsen/logrus"
@@ -57,23 +58,60 @@ func (l *kclLogger) WithFields(fields kcllog.Fields) kcllog.Logger {
 	return &kclLogger{log: l.log.With(attrs...), fatal: l.fatal}
 }
 
-var routeLogrusOnce sync.Once
+// The KCL writes some lines (lease renewal, among others) through the
+// global logrus logger, shared by every observer of the process. Those lines
+// name the worker in their text, so the hook finds the observer whose worker
+// it is and logs with that observer's attributes; other lines go to the
+// process logger.
+var (
+	routeLogrusOnce sync.Once
+	logrusMu        sync.RWMutex
+	logrusBase      *slog.Logger
+	logrusWorkers   = map[string]*slog.Logger{}
+)
 
-// routeLogrus sends the lines the KCL writes through the global logrus
-// logger (lease renewal, among others) to slog instead of stderr.
-func routeLogrus(log *slog.Logger) {
+// routeLogrus sends the global logrus output to slog; base logs lines that
+// name no registered worker.
+func routeLogrus(base *slog.Logger) {
 	routeLogrusOnce.Do(func() {
+		logrusMu.Lock()
+		logrusBase = base
+		logrusMu.Unlock()
 		logrus.SetOutput(io.Discard)
 		logrus.SetLevel(logrus.DebugLevel)
-		logrus.AddHook(&logrusHook{log: log})
+		logrus.AddHook(logrusHook{})
 	})
 }
 
-type logrusHook struct{ log *slog.Logger }
+// registerWorker attributes logrus lines naming workerID to log until the
+// returned function is called.
+func registerWorker(workerID string, log *slog.Logger) (unregister func()) {
+	logrusMu.Lock()
+	logrusWorkers[workerID] = log
+	logrusMu.Unlock()
+	return func() {
+		logrusMu.Lock()
+		delete(logrusWorkers, workerID)
+		logrusMu.Unlock()
+	}
+}
 
-func (h *logrusHook) Levels() []logrus.Level { return logrus.AllLevels }
+func loggerFor(msg string) *slog.Logger {
+	logrusMu.RLock()
+	defer logrusMu.RUnlock()
+	for id, l := range logrusWorkers {
+		if strings.Contains(msg, id) {
+			return l
+		}
+	}
+	return logrusBase
+}
 
-func (h *logrusHook) Fire(e *logrus.Entry) error {
+type logrusHook struct{}
+
+func (logrusHook) Levels() []logrus.Level { return logrus.AllLevels }
+
+func (logrusHook) Fire(e *logrus.Entry) error {
 	level := slog.LevelDebug
 	switch {
 	case e.Level <= logrus.ErrorLevel:
@@ -81,11 +119,15 @@ func (h *logrusHook) Fire(e *logrus.Entry) error {
 	case e.Level == logrus.WarnLevel:
 		level = slog.LevelWarn
 	}
+	log := loggerFor(e.Message)
+	if log == nil || !log.Enabled(context.Background(), level) {
+		return nil
+	}
 	attrs := make([]any, 0, 2+2*len(e.Data))
 	attrs = append(attrs, "source", "kcl")
 	for k, v := range e.Data {
 		attrs = append(attrs, k, v)
 	}
-	h.log.Log(context.Background(), level, e.Message, attrs...)
+	log.Log(context.Background(), level, e.Message, attrs...)
 	return nil
 }

@@ -193,7 +193,8 @@ func (o *Observer) run(ctx context.Context, awsCfg aws.Config) error {
 	defer stopHard()
 	o.intake, o.hard = intake, hard
 
-	routeLogrus(o.log)
+	routeLogrus(o.opts.Logger)
+	defer registerWorker(o.workerID, o.log)()
 	kcfg := o.kclConfig(&kclLogger{log: o.log, fatal: o.fail})
 	w := worker.NewWorker(&processorFactory{o: o}, kcfg).WithKinesis(kin).WithCheckpointer(o.table)
 	if err := w.Start(); err != nil {

@@ -129,7 +129,12 @@ func New(o Options) (*Client, error) {
 	}
 	tr := o.Transport
 	if tr == nil {
-		tr = http.DefaultTransport.(*http.Transport).Clone()
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		// Up to maxInFlightPerShard commands per shard call one vendor host
+		// at once; the default of 2 idle connections per host would make
+		// most of them open a new connection (and TLS handshake).
+		t.MaxIdleConnsPerHost = 128
+		tr = t
 	}
 	c := &Client{
 		policy: o.Policy.withDefaults(),

@@ -1,0 +1,168 @@
+package kinesis
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+	kcl "github.com/vmware/vmware-go-kcl-v2/clientlibrary/interfaces"
+
+	"github.com/sauna-io/sauna/observer/kinesis/outcomes"
+	"github.com/sauna-io/sauna/responders"
+)
+
+// sleepyResponder takes delay per command, as a remote API would.
+type sleepyResponder struct{ delay time.Duration }
+
+func (r sleepyResponder) Respond(ctx context.Context, _ *responders.Command) error {
+	if r.delay <= 0 {
+		return nil
+	}
+	t := time.NewTimer(r.delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return responders.Retryable(ctx.Err(), 0)
+	}
+}
+
+// slowClaims stands in for the idempotency table: each claim and each
+// outcome takes one DynamoDB round trip.
+type slowClaims struct{ rtt time.Duration }
+
+func (c slowClaims) wait(ctx context.Context) error {
+	t := time.NewTimer(c.rtt)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c slowClaims) Claim(ctx context.Context, _ outcomes.Claim) error { return c.wait(ctx) }
+func (c slowClaims) Extend(context.Context, string) error              { return nil }
+func (c slowClaims) Finish(ctx context.Context, _ string, _ outcomes.Final) error {
+	return c.wait(ctx)
+}
+func (c slowClaims) Release(context.Context, string) error { return nil }
+
+// benchProcessor is one shard's processor with no AWS behind it: a fake
+// checkpointer, no dead-letter stream, and an idempotency table only when
+// claims is set. It measures what sauna adds per record, not what DynamoDB
+// or Kinesis cost.
+func benchProcessor(maxInFlight int, resp responders.Responder, claims Claims) *shardProcessor {
+	d := responders.NewDispatcher(nil)
+	d.Replace(map[string]responders.Enabled{"testslack": {ID: "slack", Module: "testslack", Responder: resp}})
+	never := make(chan struct{})
+	o := &Observer{
+		cfg:      Config{ID: "bench", StreamName: "bench", MaxInFlight: maxInFlight},
+		dispatch: d,
+		log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+		lost:     func(string) <-chan struct{} { return never },
+		intake:   context.Background(),
+		hard:     context.Background(),
+		fatal:    make(chan error, 1),
+		opts:     Options{CheckpointInterval: time.Second},
+	}
+	if claims != nil {
+		o.claims = claims
+	}
+	p := newShardProcessor(o)
+	p.Initialize(&kcl.InitializationInput{ShardId: "shardId-000000000000"})
+	return p
+}
+
+// benchRecords is a pool of distinct commands spread over keys partition
+// keys; benchmarks cycle through it rather than build b.N records.
+func benchRecords(n, keys int) []types.Record {
+	recs := make([]types.Record, n)
+	for i := range recs {
+		recs[i] = keyedRecord(fmt.Sprintf("%012d", i+1), fmt.Sprintf("key-%d", i%keys), fmt.Sprintf("bench %d", i))
+	}
+	return recs
+}
+
+// benchRun feeds n records to p in GetRecords-sized batches, then waits
+// until every one has finished (Shutdown waits for them).
+func benchRun(p *shardProcessor, pool []types.Record, n, batch int) {
+	cp := &fakeCheckpointer{}
+	for done := 0; done < n; {
+		size := min(batch, n-done)
+		recs := make([]types.Record, size)
+		for i := range recs {
+			recs[i] = pool[(done+i)%len(pool)]
+		}
+		p.ProcessRecords(&kcl.ProcessRecordsInput{Records: recs, Checkpointer: cp})
+		done += size
+	}
+	p.Shutdown(&kcl.ShutdownInput{ShutdownReason: kcl.REQUESTED, Checkpointer: cp})
+}
+
+// BenchmarkSlowResponder measures one shard's throughput when every command
+// takes 100 ms (real time) at the responder, with many partition keys: the
+// per-shard concurrency, not the stream, is the limit. keys=16 shows the
+// ceiling per-key order puts on few keys (16 keys / 100 ms = 160 cmds/s);
+// claims=5ms adds an idempotency claim and outcome write of 5 ms each, a
+// typical DynamoDB round trip, to every command.
+func BenchmarkSlowResponder(b *testing.B) {
+	const delay = 100 * time.Millisecond
+	for _, c := range []struct {
+		maxInFlight, keys int
+		claims            time.Duration
+	}{{64, 1000, 0}, {1, 1000, 0}, {64, 16, 0}, {64, 1000, 5 * time.Millisecond}} {
+		name := fmt.Sprintf("maxInFlight=%d/keys=%d", c.maxInFlight, c.keys)
+		var claims Claims
+		if c.claims > 0 {
+			name += fmt.Sprintf("/claims=%s", c.claims)
+			claims = slowClaims{rtt: c.claims}
+		}
+		b.Run(name, func(b *testing.B) {
+			pool := benchRecords(4096, c.keys)
+			p := benchProcessor(c.maxInFlight, sleepyResponder{delay: delay}, claims)
+			b.ResetTimer()
+			benchRun(p, pool, b.N, 100)
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "cmds/s")
+		})
+	}
+}
+
+// BenchmarkDecodeAndDispatch is the CPU cost sauna adds per record with an
+// instant responder: the whole shard pipeline (admission, per-key queues,
+// goroutine per command, checkpoint bookkeeping), one record's execute on
+// its own, and envelope decoding alone.
+func BenchmarkDecodeAndDispatch(b *testing.B) {
+	pool := benchRecords(4096, 1000)
+	b.Run("pipeline", func(b *testing.B) {
+		p := benchProcessor(64, sleepyResponder{}, nil)
+		b.ReportAllocs()
+		b.ResetTimer()
+		benchRun(p, pool, b.N, 100)
+	})
+	b.Run("execute", func(b *testing.B) {
+		p := benchProcessor(64, sleepyResponder{}, nil)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := range b.N {
+			if !p.execute(&pool[i%len(pool)]) {
+				b.Fatal("execute stopped short")
+			}
+		}
+	})
+	b.Run("decode", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := range b.N {
+			if _, err := responders.Decode(pool[i%len(pool)].Data); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
