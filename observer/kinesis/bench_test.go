@@ -67,6 +67,7 @@ func benchProcessor(maxInFlight int, resp responders.Responder, claims Claims) *
 		dispatch: d,
 		log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
 		lost:     func(string) <-chan struct{} { return never },
+		held:     func(string) bool { return true },
 		intake:   context.Background(),
 		hard:     context.Background(),
 		fatal:    make(chan error, 1),

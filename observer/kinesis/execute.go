@@ -89,7 +89,10 @@ func (p *shardProcessor) execute(r *types.Record) bool {
 		return p.reject(out, letter, err)
 	}
 
-	ctx, cancel := p.stopContext(p.o.hard)
+	// A call that has started is let finish even if the lease is lost
+	// meanwhile: its claim still fences the command, and cutting it short
+	// after the vendor acted would leave no outcome and run it again.
+	ctx, cancel := context.WithCancel(p.o.hard)
 	defer cancel()
 	claimed := false
 	if c := p.o.claims; c != nil {
@@ -105,6 +108,7 @@ func (p *shardProcessor) execute(r *types.Record) bool {
 		}
 		claimed = true
 	}
+	claimedAt := time.Now()
 	release := func() {
 		if claimed {
 			// Best effort, outside the cancelled context: another worker then
@@ -118,13 +122,29 @@ func (p *shardProcessor) execute(r *types.Record) bool {
 	first := time.Now()
 	budgetSpent := false
 	for attempt := 1; ; attempt++ {
-		if attempt > 1 && claimed {
+		// No new side effect once the shard may belong to another worker: a
+		// worker that was frozen wakes before any renewal tells it so.
+		if !p.o.held(p.shardID) || p.stopping(ctx) {
+			release()
+			return false
+		}
+		stale := time.Since(claimedAt) > p.o.cfg.Idempotency.ClaimTimeout/2
+		if claimed && (attempt > 1 || stale) {
 			if err := p.o.claims.Extend(ctx, cmd.ID); err != nil {
 				if errors.Is(err, outcomes.ErrClaimedElsewhere) {
 					p.log.Warn("command claimed by another worker; this worker stops the shard", "command_id", cmd.ID, "err", err)
 					return false
 				}
+				if time.Since(claimedAt) >= p.o.cfg.Idempotency.ClaimTimeout {
+					// The claim may have expired and been taken: running the
+					// command now could run it twice.
+					p.log.Warn("cannot renew an expired command claim; leaving the command to be read again", "command_id", cmd.ID, "err", err)
+					release()
+					return false
+				}
 				p.log.Warn("renewing the command claim failed; trying anyway", "command_id", cmd.ID, "err", err)
+			} else {
+				claimedAt = time.Now()
 			}
 		}
 		out.Attempts = attempt

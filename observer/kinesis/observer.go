@@ -73,7 +73,9 @@ type Observer struct {
 
 	table *leases.Table
 	// lost reports the loss of a shard's lease (the lease table's Lost).
-	lost        func(shardID string) <-chan struct{}
+	lost func(shardID string) <-chan struct{}
+	// held reports whether the lease is still ours by our own clock.
+	held        func(shardID string) bool
 	claims      Claims
 	deadLetters DeadLetters
 	inFlight    atomic.Int64
@@ -165,7 +167,7 @@ func (o *Observer) run(ctx context.Context, awsCfg aws.Config) error {
 		LeaseDuration: o.cfg.LeaseDuration,
 		Logger:        o.log,
 	})
-	o.lost = o.table.Lost
+	o.lost, o.held = o.table.Lost, o.table.Held
 	if err := o.table.Init(); err != nil {
 		return fmt.Errorf("observer %s: lease table: %w", o.cfg.ID, err)
 	}

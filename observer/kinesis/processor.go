@@ -232,7 +232,7 @@ func (p *shardProcessor) checkpoint(cp kcl.IRecordProcessorCheckpointer, final b
 	p.mu.Lock()
 	seq, due := p.candidate, final || time.Since(p.writtenAt) >= p.o.opts.CheckpointInterval
 	p.mu.Unlock()
-	if seq == "" || seq == p.written || !due {
+	if seq == "" || seq == p.written || !due || !p.o.held(p.shardID) {
 		return
 	}
 	if p.write(cp, &seq) {

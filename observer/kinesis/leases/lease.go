@@ -5,6 +5,7 @@ import (
 	"math/big"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -40,6 +41,10 @@ type lease struct {
 	checkpoint string // the checkpoint we know stored
 	lost       chan struct{}
 	closeOnce  sync.Once
+	// until is when the lease runs out by this process's monotonic clock,
+	// counted from before the write that took or renewed it. Guarded by
+	// Table.mu.
+	until time.Time
 }
 
 func (l *lease) end() { l.closeOnce.Do(func() { close(l.lost) }) }
@@ -89,6 +94,18 @@ func (t *Table) Lost(shardID string) <-chan struct{} {
 		return sl.cur.lost
 	}
 	return closedChan
+}
+
+// Held reports whether this worker still holds the lease on shardID by its
+// own clock: taken or renewed less than the lease duration ago and not
+// found lost. A worker that was frozen (a paused VM, SIGSTOP) wakes with
+// its leases possibly taken over before any renewal can tell it; side
+// effects check Held first.
+func (t *Table) Held(shardID string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	sl := t.slots[shardID]
+	return sl != nil && sl.cur != nil && !sl.cur.ended() && time.Now().Before(sl.cur.until)
 }
 
 // GetLease acquires or renews the lease on shard for owner (this worker).
@@ -200,6 +217,7 @@ func (t *Table) acquire(sl *slot, shard *par.ShardStatus) error {
 	}
 	// A completed steal consumes the claim, as the KCL's PutItem does.
 	update := "SET " + strings.Join(sets, ", ") + " REMOVE " + e.name(attrClaim)
+	sent := time.Now()
 	out, err := t.update(&dynamodb.UpdateItemInput{
 		Key:                       map[string]types.AttributeValue{attrShardID: s(shard.ID)},
 		UpdateExpression:          aws.String(update),
@@ -217,7 +235,8 @@ func (t *Table) acquire(sl *slot, shard *par.ShardStatus) error {
 	// The stored checkpoint as of our write: a checkpoint the previous owner
 	// wrote after our read is included.
 	stored := parseRow(out.Attributes)
-	l := &lease{shard: shard, timeout: newTimeout, checkpoint: stored.checkpoint, lost: make(chan struct{})}
+	l := &lease{shard: shard, timeout: newTimeout, checkpoint: stored.checkpoint, lost: make(chan struct{}),
+		until: sent.Add(t.cfg.LeaseDuration)}
 	t.mu.Lock()
 	sl.cur, sl.released = l, nil
 	t.mu.Unlock()
@@ -244,6 +263,7 @@ func (t *Table) renew(l *lease) error {
 		newTS := t.now().Add(t.cfg.LeaseDuration).UTC()
 		newTimeout := formatTimeout(newTS)
 		var e expr
+		sent := time.Now()
 		cond := e.name(attrOwner) + " = " + e.value("me", me) +
 			" AND " + e.name(attrTimeout) + " = " + e.value("mine", l.timeout) +
 			// A claim by another worker asks us to hand the shard over.
@@ -257,6 +277,9 @@ func (t *Table) renew(l *lease) error {
 		})
 		if err == nil {
 			l.timeout, l.pending = newTimeout, ""
+			t.mu.Lock()
+			l.until = sent.Add(t.cfg.LeaseDuration)
+			t.mu.Unlock()
 			shard.SetLeaseTimeout(newTS)
 			return nil
 		}
