@@ -118,6 +118,7 @@ type avroEntry struct {
 }
 
 var avroSchemas = sync.OnceValue(func() map[Key]*avroEntry {
+	sealed.Store(true)
 	m := map[Key]*avroEntry{}
 	for _, k := range keys {
 		if k.Format != "avro" {

@@ -37,6 +37,7 @@ var jsonSchemas = sync.OnceValue(compileJSONSchemas)
 // validator ignored "uuid", but commandId is our idempotency key, so a value
 // that is not a UUID is rejected rather than trusted.
 func compileJSONSchemas() compiledJSONSchemas {
+	sealed.Store(true)
 	c := jsonschema.NewCompiler()
 	c.UseLoader(offlineLoader{})
 	c.DefaultDraft(jsonschema.Draft4)

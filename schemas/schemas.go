@@ -42,6 +42,7 @@ import (
 	"fmt"
 	"io/fs"
 	"slices"
+	"sync/atomic"
 )
 
 // ErrUnknownSchema is wrapped by errors about a key that is not bundled, or
@@ -54,6 +55,33 @@ var files embed.FS
 // bundled maps each key to its file's bytes; keys holds the same keys sorted.
 var bundled, keys = loadIndex(files)
 
+// sealed is set once the schemas are first compiled; Register is refused
+// after that, because the compiled sets would not see the addition.
+var sealed atomic.Bool
+
+// Register adds the iglu-layout tree fsys (<vendor>/<name>/<format>/<M-R-A>)
+// to the bundled schemas, so that a responder compiled into a custom build
+// can ship its own config and command schemas: call it from the responder
+// package's init, before responders.Register. It panics on a file outside
+// that layout, a key that is already bundled, or a call after the schemas
+// have been used, because each of those is a build mistake.
+func Register(fsys fs.FS) {
+	add, _ := loadIndex(fsys)
+	for k := range add {
+		if _, dup := bundled[k]; dup {
+			panic("schemas: Register: " + k.String() + " is already bundled")
+		}
+	}
+	if sealed.Load() {
+		panic("schemas: Register called after the schemas were first used; call it from init")
+	}
+	for k, b := range add {
+		bundled[k] = b
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, Key.compare)
+}
+
 func loadIndex(fsys fs.FS) (map[Key][]byte, []Key) {
 	m := map[Key][]byte{}
 	err := fs.WalkDir(fsys, ".", func(path string, d fs.DirEntry, err error) error {
@@ -62,7 +90,7 @@ func loadIndex(fsys fs.FS) (map[Key][]byte, []Key) {
 		}
 		k, err := ParseKey(igluPrefix + path)
 		if err != nil || k.Path() != path {
-			return fmt.Errorf("embedded file %s is not at <vendor>/<name>/<format>/<version>: %v", path, err)
+			return fmt.Errorf("schema file %s is not at <vendor>/<name>/<format>/<version>: %v", path, err)
 		}
 		b, err := fs.ReadFile(fsys, path)
 		if err != nil {
@@ -72,7 +100,7 @@ func loadIndex(fsys fs.FS) (map[Key][]byte, []Key) {
 		return nil
 	})
 	if err != nil {
-		// The embedded tree is fixed at build time, so this is a packaging
+		// Schema trees are embedded at build time, so this is a packaging
 		// mistake that every test run reports at once.
 		panic("schemas: " + err.Error())
 	}

@@ -6,35 +6,20 @@
 // responders/all; a custom build is a main package like this one with one more
 // blank import per extra responder package:
 //
+//	package main
+//
 //	import (
+//		"github.com/sauna-io/sauna/cmd/sauna/cli"
 //		_ "github.com/sauna-io/sauna/responders/all"
 //		_ "example.com/acme/sauna-responders/jira"
 //	)
+//
+//	func main() { cli.Main() }
 package main
 
 import (
-	"context"
-	"os"
-	"os/signal"
-	"syscall"
-	"time"
-
+	"github.com/sauna-io/sauna/cmd/sauna/cli"
 	_ "github.com/sauna-io/sauna/responders/all"
 )
 
-// exitDeadline is how long after SIGINT/SIGTERM the process may take; past
-// it the process exits even if something hangs.
-const exitDeadline = 20 * time.Second
-
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	go func() {
-		<-ctx.Done()
-		stop() // a second signal now ends the process at once
-		time.Sleep(exitDeadline)
-		os.Stderr.WriteString("sauna: shutdown took longer than 20s; exiting\n")
-		os.Exit(3)
-	}()
-	os.Exit(run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
-}
+func main() { cli.Main() }
