@@ -188,12 +188,15 @@ func TestOperationsEndToEnd(t *testing.T) {
 			map[string]string{"observer": id, "responder": responder, "outcome": outcome, "reason": reason})
 		return v
 	}
-	// The outcome is counted just after it is reported, so wait a moment.
+	// The outcome is counted just after it is reported, and the KCL counts
+	// a batch's records only once the processor has paced the shard's next
+	// read, so wait a moment.
 	waitFor(t, 10*time.Second, func() bool {
 		b := metricsBody()
 		return commands(b, "slack", "executed", "") == 3 && commands(b, "", "rejected", "invalid_json") == 1 &&
-			commands(b, "slack", "rejected", "expired") == 1
-	}, func() string { return "sauna_commands_total to match:\n" + metricsBody() })
+			commands(b, "slack", "rejected", "expired") == 1 &&
+			promSum(b, "sauna_kinesis_records_total", map[string]string{"observer": id}) == 5
+	}, func() string { return "sauna_commands_total and sauna_kinesis_records_total to match:\n" + metricsBody() })
 	body := metricsBody()
 	for _, c := range []struct {
 		name   string

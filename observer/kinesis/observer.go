@@ -157,15 +157,21 @@ func (o *Observer) Run(ctx context.Context) error {
 
 func (o *Observer) run(ctx context.Context, awsCfg aws.Config) error {
 	guard := newAggregateGuard(o.log, o.opts.OnCorruptAggregate)
-	kin := kinesis.NewFromConfig(awsCfg, func(opt *kinesis.Options) {
-		opt.APIOptions = append(opt.APIOptions, guard.apply)
+	stopping := make(chan struct{})
+	pacer := newSyncPacer(o.cfg.ShardSyncInterval, stopping)
+	// The KCL's client carries the pacer; ours (lineage checks, dead
+	// letters) must never wait on it.
+	kclKin := kinesis.NewFromConfig(awsCfg, func(opt *kinesis.Options) {
+		opt.APIOptions = append(opt.APIOptions, guard.apply, pacer.apply)
 	})
+	kin := kinesis.NewFromConfig(awsCfg)
 	o.table = leases.New(NewDynamoDBClient(awsCfg), kin, leases.Config{
 		TableName:     o.cfg.ID,
 		StreamName:    o.cfg.StreamName,
 		WorkerID:      o.workerID,
 		LeaseDuration: o.cfg.LeaseDuration,
 		Logger:        o.log,
+		OnAvailable:   pacer.wake,
 	})
 	o.lost, o.held = o.table.Lost, o.table.Held
 	if err := o.table.Init(); err != nil {
@@ -198,7 +204,7 @@ func (o *Observer) run(ctx context.Context, awsCfg aws.Config) error {
 	routeLogrus(o.opts.Logger)
 	defer registerWorker(o.workerID, o.log)()
 	kcfg := o.kclConfig(&kclLogger{log: o.log, fatal: o.fail})
-	w := worker.NewWorker(&processorFactory{o: o}, kcfg).WithKinesis(kin).WithCheckpointer(o.table)
+	w := worker.NewWorker(&processorFactory{o: o}, kcfg).WithKinesis(kclKin).WithCheckpointer(o.table)
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("observer %s: start worker: %w", o.cfg.ID, err)
 	}
@@ -210,6 +216,7 @@ func (o *Observer) run(ctx context.Context, awsCfg aws.Config) error {
 	case err := <-o.fatal:
 		runErr = fmt.Errorf("%w: %v", ErrStopped, err)
 	}
+	close(stopping)
 	o.stop(w, stopIntake, stopHard)
 	return runErr
 }
@@ -248,13 +255,20 @@ func (o *Observer) stop(w *worker.Worker, stopIntake, stopHard context.CancelFun
 	}
 }
 
+// kclIdleMillis is the KCL's sleep after an empty read; its setter refuses 0.
+const kclIdleMillis = 1
+
 func (o *Observer) kclConfig(log *kclLogger) *kclcfg.KinesisClientLibConfiguration {
 	c := o.cfg
 	k := kclcfg.NewKinesisClientLibConfig(c.ID, c.StreamName, c.Region, o.workerID).
 		WithTableName(c.ID).
 		WithMaxRecords(c.MaxRecords).
-		WithShardSyncIntervalMillis(int(c.ShardSyncInterval.Milliseconds())).
-		WithIdleTimeBetweenReadsInMillis(int(c.IdleBetweenReads.Milliseconds())).
+		// Passes run fast only while there are leases to take; syncPacer
+		// stretches them to ShardSyncInterval once the worker is settled.
+		WithShardSyncIntervalMillis(fastSyncMillis).
+		// The processor paces reads itself (shardProcessor.pace); the
+		// KCL's own idle sleep would only add to the latency.
+		WithIdleTimeBetweenReadsInMillis(kclIdleMillis).
 		WithFailoverTimeMillis(int(c.LeaseDuration.Milliseconds())).
 		WithLeaseRefreshWaitTime(int(c.LeaseRefresh.Milliseconds())).
 		WithMaxRetryCount(20).

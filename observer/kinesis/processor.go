@@ -78,7 +78,7 @@ func (p *shardProcessor) Initialize(in *kcl.InitializationInput) {
 // ProcessRecords admits the batch and returns once every record of it is
 // admitted, so the KCL fetches the next batch while these still run. It
 // blocks while MaxInFlight records are unfinished, which bounds memory and
-// is the back-pressure on the stream.
+// is the back-pressure on the stream. Then it paces the shard's reads.
 func (p *shardProcessor) ProcessRecords(in *kcl.ProcessRecordsInput) {
 	for i := range in.Records {
 		if p.isStopped() {
@@ -90,6 +90,33 @@ func (p *shardProcessor) ProcessRecords(in *kcl.ProcessRecordsInput) {
 		}
 	}
 	p.checkpoint(in.Checkpointer, false)
+	p.pace(in)
+}
+
+// pace holds the KCL's shard loop until one read interval after this batch's
+// GetRecords started, so a shard is read at a steady rate and a command
+// waits at most one interval. The KCL itself sleeps only after an empty read
+// and then polls back to back after any record, which trips its own
+// five-reads-per-second limiter into a stall of up to a second; that is where
+// its latency tail comes from. The KCL's idle sleep is therefore set to
+// almost nothing (see kclConfig) and this is the only pause. A full batch
+// means the shard is behind: the next read goes at once, and the KCL's
+// limiter keeps that within Kinesis's five reads per second.
+func (p *shardProcessor) pace(in *kcl.ProcessRecordsInput) {
+	if in.CacheEntryTime == nil || len(in.Records) >= p.o.cfg.MaxRecords {
+		return
+	}
+	wait := time.Until(in.CacheEntryTime.Add(p.o.cfg.IdleBetweenReads))
+	if wait <= 0 {
+		return
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-p.o.intake.Done():
+	case <-p.lost:
+	}
 }
 
 // admit waits for a free slot (and for the gate, while paused), then starts

@@ -456,7 +456,8 @@ func (t *Table) FetchCheckpoint(shard *par.ShardStatus) error {
 		sl.released = nil
 	}
 	t.mu.Unlock()
-	var badTimeout bool
+	var badTimeout, available bool
+	now := t.now()
 	setShard(shard, func(sh *par.ShardStatus) {
 		sh.Checkpoint = r.checkpoint
 		sh.ClaimRequest = r.claim
@@ -470,9 +471,13 @@ func (t *Table) FetchCheckpoint(shard *par.ShardStatus) error {
 		ts, ok := r.leaseTimeout()
 		badTimeout = r.hasTimeout && !ok
 		sh.LeaseTimeout = ts
+		available = r.checkpoint != checkpoint.ShardEnd && (sh.AssignedTo == "" || !now.Before(ts))
 	})
 	if badTimeout {
 		t.shardLog(shard.ID).Warn("unreadable LeaseTimeout; treating the lease as expired", "lease_timeout", r.timeout)
+	}
+	if available && t.cfg.OnAvailable != nil {
+		t.cfg.OnAvailable()
 	}
 	if !r.hasCheckpt {
 		return checkpoint.ErrSequenceIDNotFound
@@ -496,6 +501,10 @@ func (t *Table) RemoveLeaseOwner(shardID string) error {
 	t.mu.Unlock()
 	if l != nil {
 		l.end()
+		if t.cfg.OnAvailable != nil {
+			// After the write below, so the next pass reads the row free.
+			defer t.cfg.OnAvailable()
+		}
 	}
 	var e expr
 	_, err := t.update(&dynamodb.UpdateItemInput{

@@ -78,6 +78,11 @@ type Config struct {
 	CallTimeout   time.Duration // deadline of every DynamoDB and Kinesis call; 0 means DefaultCallTimeout
 	Logger        *slog.Logger  // nil means slog.Default()
 
+	// OnAvailable, if set, is called when a shard this worker does not hold
+	// may be taken: FetchCheckpoint found it unowned or its lease expired,
+	// or this worker released it. It must not block.
+	OnAvailable func()
+
 	// Optional tuning; zero values take the defaults above.
 	TableWaitTimeout  time.Duration // how long Init waits for the table to become ACTIVE
 	ShardListTTL      time.Duration // how stale the cached ListShards result may get
