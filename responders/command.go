@@ -93,6 +93,16 @@ type selfDescribing struct {
 // envelope and the inner command against the bundled schemas. Every failure
 // is a *RejectError naming the part and field at fault.
 func Decode(raw []byte) (*Command, error) {
+	if cmd, ok := decodeFast(raw); ok {
+		return cmd, nil
+	}
+	return decodeChecked(raw)
+}
+
+// decodeChecked decodes raw step by step, each step with its own parse, so
+// that every rejection names the step that failed. decodeFast accepts only
+// what this accepts, and leaves everything else to it.
+func decodeChecked(raw []byte) (*Command, error) {
 	if !utf8.Valid(raw) {
 		return nil, reject(ReasonInvalidJSON, "", "record is not valid UTF-8")
 	}

@@ -26,13 +26,17 @@ func ParseKey(uri string) (Key, error) {
 	if !ok {
 		return Key{}, fmt.Errorf("invalid iglu URI %q: must start with %q", uri, igluPrefix)
 	}
-	parts := strings.Split(rest, "/")
-	if len(parts) != 4 {
+	// Every command's record is parsed for its keys, so this cuts rather
+	// than splits: no allocation on the way to a valid key.
+	if strings.Count(rest, "/") != 3 {
 		return Key{}, fmt.Errorf("invalid iglu URI %q: want iglu:<vendor>/<name>/<format>/<model>-<revision>-<addition>", uri)
 	}
 	var k Key
-	k.Vendor, k.Name, k.Format = parts[0], parts[1], parts[2]
-	for _, c := range []struct {
+	var version string
+	k.Vendor, rest, _ = strings.Cut(rest, "/")
+	k.Name, rest, _ = strings.Cut(rest, "/")
+	k.Format, version, _ = strings.Cut(rest, "/")
+	for _, c := range [...]struct {
 		what, val string
 		dotOK     bool
 	}{{"vendor", k.Vendor, true}, {"name", k.Name, false}, {"format", k.Format, false}} {
@@ -44,15 +48,17 @@ func ParseKey(uri string) (Key, error) {
 			return Key{}, fmt.Errorf("invalid iglu URI %q: %s %q must match %s", uri, c.what, c.val, allowed)
 		}
 	}
-	ver := strings.Split(parts[3], "-")
-	if len(ver) != 3 {
-		return Key{}, fmt.Errorf("invalid iglu URI %q: SchemaVer %q must be <model>-<revision>-<addition>", uri, parts[3])
+	if strings.Count(version, "-") != 2 {
+		return Key{}, fmt.Errorf("invalid iglu URI %q: SchemaVer %q must be <model>-<revision>-<addition>", uri, version)
 	}
 	nums := [3]*int{&k.Model, &k.Revision, &k.Addition}
-	for i, s := range ver {
+	rest = version
+	for i := range nums {
+		var s string
+		s, rest, _ = strings.Cut(rest, "-")
 		n, err := parseSchemaVerNumber(s, i == 0)
 		if err != nil {
-			return Key{}, fmt.Errorf("invalid iglu URI %q: SchemaVer %q: %v", uri, parts[3], err)
+			return Key{}, fmt.Errorf("invalid iglu URI %q: SchemaVer %q: %v", uri, version, err)
 		}
 		*nums[i] = n
 	}
@@ -98,12 +104,30 @@ func parseSchemaVerNumber(s string, model bool) (int, error) {
 }
 
 // String returns the Iglu URI, e.g. "iglu:vendor/name/format/1-0-0".
-func (k Key) String() string { return igluPrefix + k.Path() }
+func (k Key) String() string { return k.build(igluPrefix) }
 
 // Path returns the key as a path in the Iglu repository layout, e.g.
 // "vendor/name/format/1-0-0"; it is also the file's path in this package.
-func (k Key) Path() string {
-	return fmt.Sprintf("%s/%s/%s/%d-%d-%d", k.Vendor, k.Name, k.Format, k.Model, k.Revision, k.Addition)
+func (k Key) Path() string { return k.build("") }
+
+// build is Path after prefix, built by hand: every executed command's
+// outcome names its schema.
+func (k Key) build(prefix string) string {
+	var b strings.Builder
+	b.Grow(len(prefix) + len(k.Vendor) + len(k.Name) + len(k.Format) + 3 + 3*4)
+	b.WriteString(prefix)
+	b.WriteString(k.Vendor)
+	b.WriteByte('/')
+	b.WriteString(k.Name)
+	b.WriteByte('/')
+	b.WriteString(k.Format)
+	b.WriteByte('/')
+	b.WriteString(strconv.Itoa(k.Model))
+	b.WriteByte('-')
+	b.WriteString(strconv.Itoa(k.Revision))
+	b.WriteByte('-')
+	b.WriteString(strconv.Itoa(k.Addition))
+	return b.String()
 }
 
 // SameRevision reports whether k and o differ at most in their ADDITION, which

@@ -196,7 +196,9 @@ func TestOperationsEndToEnd(t *testing.T) {
 		return commands(b, "slack", "executed", "") == 3 && commands(b, "", "rejected", "invalid_json") == 1 &&
 			commands(b, "slack", "rejected", "expired") == 1 &&
 			promSum(b, "sauna_kinesis_records_total", map[string]string{"observer": id}) == 5
-	}, func() string { return "sauna_commands_total and sauna_kinesis_records_total to match:\n" + metricsBody() })
+	}, func() string {
+		return "sauna_commands_total and sauna_kinesis_records_total to match:\n" + metricsBody()
+	})
 	body := metricsBody()
 	for _, c := range []struct {
 		name   string

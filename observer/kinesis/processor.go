@@ -44,6 +44,8 @@ type shardProcessor struct {
 	// written is the last checkpoint written, and when.
 	written   string
 	writtenAt time.Time
+	// runq holds the started records until a runner takes them.
+	runq runQueue
 }
 
 type entry struct {
@@ -154,13 +156,14 @@ func (p *shardProcessor) admit(r *types.Record) bool {
 	return true
 }
 
-// start runs e in its own goroutine; p.mu is held.
+// start hands e to a runner at once (see runQueue); p.mu is held.
 func (p *shardProcessor) start(e *entry) {
 	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		p.finish(e, p.execute(e.rec))
-	}()
+	p.runq.ready = append(p.runq.ready, e)
+	if p.runq.runners-int(p.runq.busy.Load()) < len(p.runq.ready) {
+		p.runq.runners++
+		go p.run()
+	}
 }
 
 // finish records e's result, starts the next record of its key, and moves

@@ -1,0 +1,181 @@
+package responders
+
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/sauna-io/sauna/schemas"
+)
+
+// commandDataPath leads from a record to its inner command's data: the one
+// part of a record kept as received.
+var commandDataPath = []string{"data", "command", "data"}
+
+// envelopeFields and executionFields are the members decodeEnvelope's
+// struct reads.
+var (
+	envelopeFields  = []string{"commandId", "whenCreated", "execution", "tags"}
+	executionFields = []string{"timeToLive"}
+)
+
+// decodeFast is Decode for a command that is valid: the record is parsed
+// once, and the wrapper, the envelope and the inner command are validated
+// against the same schemas as parts of that one parse. It reports false, for
+// decodeChecked to take over, on anything else: an invalid record, but also
+// anything whose decoding by decodeChecked it does not reproduce exactly
+// (repeated keys, members matched only case-insensitively, ...). Every check
+// of decodeChecked is made here too, so a record that passes here passes
+// there, with the same Command.
+func decodeFast(raw []byte) (*Command, bool) {
+	if !utf8.Valid(raw) {
+		return nil, false
+	}
+	p := treeParser{b: raw, want: commandDataPath}
+	root, ok := p.parse()
+	if !ok {
+		return nil, false
+	}
+	outer, ok := treeSelfDescribing(root)
+	if !ok || !validTree(commandFamily, outer) {
+		return nil, false
+	}
+	parts, ok := outer.data.(map[string]any)
+	if !ok || len(parts) != 2 {
+		return nil, false
+	}
+	env, ok := treeSelfDescribing(parts["envelope"])
+	if !ok || !validTree(envelopeFamily, env) {
+		return nil, false
+	}
+	cmd, ok := envelopeFromTree(env.data)
+	if !ok {
+		return nil, false
+	}
+	inner, ok := treeSelfDescribing(parts["command"])
+	if !ok || p.span == nil {
+		return nil, false
+	}
+	key, err := schemas.ParseKey(inner.schema)
+	if err != nil {
+		return nil, false
+	}
+	mod, ok := ForCommand(key)
+	if !ok || mod.Retired != "" || !validTree(schemas.Key{}, inner) {
+		return nil, false
+	}
+	cmd.Schema = key
+	// Not aliased to the record, as decodeChecked's copy is not.
+	cmd.Data = bytes.Clone(p.span)
+	cmd.Module = mod.Name
+	if mod.Decode != nil {
+		pl, err := mod.Decode(key, cmd.Data)
+		if err != nil {
+			return nil, false
+		}
+		cmd.Payload = pl
+	}
+	return cmd, true
+}
+
+type treeSD struct {
+	schema string
+	data   any
+}
+
+// treeSelfDescribing is splitSelfDescribing on a parsed value.
+func treeSelfDescribing(v any) (treeSD, bool) {
+	m, ok := v.(map[string]any)
+	if !ok || len(m) != 2 {
+		return treeSD{}, false
+	}
+	s, ok := m["schema"].(string)
+	if !ok {
+		return treeSD{}, false
+	}
+	d, ok := m["data"]
+	if !ok {
+		return treeSD{}, false
+	}
+	return treeSD{schema: s, data: d}, true
+}
+
+// validTree is validate on a parsed value.
+func validTree(family schemas.Key, sd treeSD) bool {
+	key, err := schemas.ParseKey(sd.schema)
+	if err != nil {
+		return false
+	}
+	if family.Vendor != "" && !family.SameRevision(key) {
+		return false
+	}
+	return schemas.Has(key) && schemas.ValidateJSON(key, sd.data) == nil
+}
+
+// envelopeFromTree is decodeEnvelope on a parsed value.
+func envelopeFromTree(v any) (*Command, bool) {
+	m, ok := v.(map[string]any)
+	if !ok || !exactMembers(m, envelopeFields) {
+		return nil, false
+	}
+	id, ok := m["commandId"].(string)
+	if !ok {
+		return nil, false
+	}
+	when, ok := m["whenCreated"].(string)
+	if !ok {
+		return nil, false
+	}
+	exec, ok := m["execution"].(map[string]any)
+	if !ok || !exactMembers(exec, executionFields) {
+		return nil, false
+	}
+	var ttl *int64
+	switch t := exec["timeToLive"].(type) {
+	case nil:
+	case json.Number:
+		// What encoding/json does for an int64 field.
+		n, err := strconv.ParseInt(string(t), 10, 64)
+		if err != nil {
+			return nil, false
+		}
+		ttl = &n
+	default:
+		return nil, false
+	}
+	var tags map[string]string
+	switch t := m["tags"].(type) {
+	case nil:
+	case map[string]any:
+		tags = make(map[string]string, len(t))
+		for k, v := range t {
+			s, ok := v.(string)
+			if !ok {
+				return nil, false
+			}
+			tags[k] = s
+		}
+	default:
+		return nil, false
+	}
+	created, err := ParseTimestamp(when)
+	if err != nil {
+		return nil, false
+	}
+	return &Command{ID: id, Created: created, TimeToLiveMillis: ttl, Tags: tags}, true
+}
+
+// exactMembers reports whether no member of m would reach one of fields
+// only through encoding/json's case-insensitive matching of struct fields.
+func exactMembers(m map[string]any, fields []string) bool {
+	for k := range m {
+		for _, f := range fields {
+			if k != f && strings.EqualFold(k, f) {
+				return false
+			}
+		}
+	}
+	return true
+}

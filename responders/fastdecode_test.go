@@ -1,0 +1,193 @@
+package responders
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/sauna-io/sauna/schemas"
+)
+
+// Every bundled command schema without a module in this test binary gets a
+// stand-in, so that the real commands in the repository's testdata reach
+// their responder's schema. Slack and HipChat have theirs in command_test.go,
+// whose init runs after this one.
+func init() {
+	for _, k := range schemas.Keys() {
+		if k.Format != "jsonschema" || !strings.HasSuffix(k.Vendor, ".commands") {
+			continue
+		}
+		switch k.Vendor {
+		case commandFamily.Vendor, "com.slack.sauna.commands", "com.hipchat.sauna.commands":
+			continue
+		}
+		if _, ok := ForCommand(k); ok {
+			continue
+		}
+		Register(Module{
+			Name:     "fake-" + k.Vendor + "/" + k.Name + "/" + k.Format,
+			Commands: []schemas.Key{k},
+			Decode: func(_ schemas.Key, data json.RawMessage) (any, error) {
+				var v any
+				err := json.Unmarshal(data, &v)
+				return v, err
+			},
+			New: func(Config) (Responder, error) { return nil, nil },
+		})
+	}
+}
+
+// validCommands are the complete commands kept as testdata in the repository.
+func validCommands(t testing.TB) map[string][]byte {
+	t.Helper()
+	out := map[string][]byte{}
+	for _, pattern := range []string{"*/testdata/*.json", "../schemas/testdata/commands/*.json", "../testdata/commands/*.json"} {
+		files, err := filepath.Glob(pattern)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(b), "sauna.commands/command/jsonschema") {
+				continue
+			}
+			if _, err := decodeChecked(b); err == nil {
+				out[f] = b
+			}
+		}
+	}
+	if len(out) < 10 {
+		t.Fatalf("only %d valid commands found in testdata", len(out))
+	}
+	return out
+}
+
+// checkSame fails when decodeFast accepts raw but decodes it differently
+// from decodeChecked, or accepts what decodeChecked rejects.
+func checkSame(t testing.TB, raw []byte) bool {
+	t.Helper()
+	fast, ok := decodeFast(raw)
+	if !ok {
+		return false
+	}
+	slow, err := decodeChecked(raw)
+	if err != nil {
+		t.Fatalf("decodeFast accepted what decodeChecked rejects (%v):\n%s", err, raw)
+	}
+	if !reflect.DeepEqual(fast, slow) {
+		t.Fatalf("decodeFast and decodeChecked disagree:\n%#v\n%#v\n%s", fast, slow, raw)
+	}
+	return true
+}
+
+func TestDecodeFastTakesValidCommands(t *testing.T) {
+	for name, raw := range validCommands(t) {
+		if !checkSame(t, raw) {
+			t.Errorf("%s: a valid command took the slow path", name)
+		}
+	}
+}
+
+// TestDecodeFastMutations damages valid commands in many small ways, and
+// varies them in the ways decoding is most likely to differ.
+func TestDecodeFastMutations(t *testing.T) {
+	base := `{"schema":"iglu:com.snowplowanalytics.sauna.commands/command/jsonschema/1-0-0","data":{"envelope":` +
+		`{"schema":"iglu:com.snowplowanalytics.sauna.commands/envelope/jsonschema/1-0-0",` + "\n" +
+		`"data":{"commandId":"3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44","whenCreated":"2017-06-29t10:15:00.5z",` +
+		`"execution":{"semantics":"AT_LEAST_ONCE","timeToLive":1200000},"tags":{"source":"test"}}},"command":` +
+		`{"schema":"iglu:io.sauna.commands/webhook/jsonschema/1-0-0","data":{"body":{"a":[1,-2.5e3,true,false,null,{}],"b":"x"},"headers":{"X-A":"b"}}}}}`
+	if !checkSame(t, []byte(base)) {
+		t.Fatalf("base command took the slow path:\n%s", base)
+	}
+	variants := []struct{ old, new string }{
+		{`"commandId"`, `"CommandId"`},
+		{`"commandId"`, `"commandID"`},
+		{`"tags"`, `"tagſ"`},
+		{`"tags"`, `"tags":null,"tags"`},
+		{`"tags":{`, `"tags":{"a":"1"},"tags":{`},
+		{`"source":"test"`, `"source":null`},
+		{`"source":"test"`, `"source":"\ud800 \u00e9\n"`},
+		{`"source":"test"`, `"sou\u0072ce":"test"`},
+		{`,"tags":{"source":"test"}`, ``},
+		{`"tags":{"source":"test"}`, `"tags":null`},
+		{`"1200000"`, `1.0`},
+		{`1200000`, `1.0`},
+		{`1200000`, `1e3`},
+		{`1200000`, `-0`},
+		{`1200000`, `9223372036854775808`},
+		{`1200000`, `"5"`},
+		{`1200000`, `null`},
+		{`"timeToLive"`, `"TimeToLive"`},
+		{`"semantics"`, `"Semantics"`},
+		{`"execution":{`, `"execution":{"timeToLive":1,`},
+		{`"data":{"commandId"`, `"data":{"commandId":"x","commandId"`},
+		{`"data":{"commandId"`, `"data":{"x":1,"commandId"`},
+		{`"envelope":`, `"Envelope":`},
+		{`"command":{`, `"command":null,"command":{`},
+		{`,"command":`, ` , "command" : `},
+		{`"schema":"iglu:io.sauna`, `"schema":"iglu:io.sauna`},
+		{`"schema":"iglu:io.sauna`, `"schema":"\u0069glu:io.sauna`},
+		{`webhook/jsonschema/1-0-0","data"`, `webhook/jsonschema/1-0-0","data":1,"data"`},
+		{`"b":"x"`, `"b":"x","b":"y"`},
+		{`"b":"x"`, `"b":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]`},
+		{`"b":"x"`, `"b":01`},
+		{`"b":"x"`, `"b":1.`},
+		{`"b":"x"`, `"b":-`},
+		{`"b":"x"`, `"b":1e+`},
+		{`"b":"x"`, `"b":"\x"`},
+		{`"b":"x"`, `"b":"\u12"`},
+		{`"b":"x"`, "\"b\":\"\t\""},
+		{`"b":"x"`, `"b":tru`},
+		{`"b":"x"`, `"b":nul`},
+		{`"b":"x"`, `"b":[1,]`},
+		{`"b":"x"`, `"b":{"c":1,}`},
+		{`"X-A":"b"`, `"X-Sauna-A":"b"`},
+		{`"X-A":"b"`, `"X-A":"b\r\n"`},
+		{`{"body"`, ` {"body"`},
+	}
+	for _, v := range variants {
+		if !strings.Contains(base, v.old) {
+			continue
+		}
+		checkSame(t, []byte(strings.Replace(base, v.old, v.new, 1)))
+		checkSame(t, []byte(strings.ReplaceAll(base, v.old, v.new)))
+	}
+	for _, raw := range append([][]byte{[]byte(base)}, mapValues(validCommands(t))...) {
+		for i := range raw {
+			checkSame(t, append(append([]byte{}, raw[:i]...), raw[i+1:]...))
+			for _, c := range []byte{'"', '\\', '}', ']', ',', '0', 'X', 0xff} {
+				if i%7 == int(c)%7 {
+					m := append([]byte{}, raw...)
+					m[i] = c
+					checkSame(t, m)
+				}
+			}
+		}
+		checkSame(t, append(append([]byte{}, raw...), " \n"...))
+		checkSame(t, append(append([]byte{}, raw...), " {}"...))
+		checkSame(t, append([]byte("\t"), raw...))
+	}
+}
+
+func mapValues(m map[string][]byte) [][]byte {
+	var out [][]byte
+	for _, v := range m {
+		out = append(out, v)
+	}
+	return out
+}
+
+func FuzzDecodeFast(f *testing.F) {
+	for _, raw := range validCommands(f) {
+		f.Add(raw)
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		checkSame(t, raw)
+	})
+}

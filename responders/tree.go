@@ -1,0 +1,323 @@
+package responders
+
+import (
+	"bytes"
+	"encoding/json"
+)
+
+// treeParser builds, in one pass and without reflection, the same values
+// encoding/json gives when decoding into an any with UseNumber
+// (map[string]any, []any, string, json.Number, bool, nil), which is what
+// the JSON Schema validator takes. It also keeps the bytes of the one value
+// at path want, so that part of a record needs no second parse.
+//
+// It accepts exactly the documents json.Valid accepts, except that it gives
+// up on what it does not need to handle quickly: a repeated object key
+// (encoding/json merges or overwrites those depending on the target type),
+// or nesting deeper than maxTreeDepth. Callers then take the slow path,
+// which decides and words the error.
+type treeParser struct {
+	b     []byte
+	i     int
+	depth int
+	want  []string
+	span  []byte
+}
+
+// maxTreeDepth is far below encoding/json's own limit: a command nested this
+// deep is not one a producer meant to send.
+const maxTreeDepth = 256
+
+// parse returns the document's value, or false when the document is not
+// one the parser handles (see treeParser).
+func (p *treeParser) parse() (any, bool) {
+	p.ws()
+	v, ok := p.value(0)
+	if !ok {
+		return nil, false
+	}
+	p.ws()
+	return v, p.i == len(p.b)
+}
+
+func (p *treeParser) ws() {
+	for p.i < len(p.b) {
+		switch p.b[p.i] {
+		case ' ', '\t', '\n', '\r':
+			p.i++
+		default:
+			return
+		}
+	}
+}
+
+// value parses the value at p.i. on counts the elements of want that lead
+// to it, or is -1 when it is off that path.
+func (p *treeParser) value(on int) (any, bool) {
+	if p.i >= len(p.b) {
+		return nil, false
+	}
+	start := p.i
+	var v any
+	ok := false
+	switch c := p.b[p.i]; {
+	case c == '{':
+		v, ok = p.object(on)
+	case c == '[':
+		v, ok = p.array()
+	case c == '"':
+		var s string
+		if s, ok = p.str(false); ok {
+			v = s
+		}
+	case c == 't':
+		v, ok = true, p.literal("true")
+	case c == 'f':
+		v, ok = false, p.literal("false")
+	case c == 'n':
+		ok = p.literal("null")
+	case c == '-' || '0' <= c && c <= '9':
+		v, ok = p.number()
+	}
+	if ok && on == len(p.want) {
+		p.span = p.b[start:p.i]
+	}
+	return v, ok
+}
+
+func (p *treeParser) literal(lit string) bool {
+	if !bytes.HasPrefix(p.b[p.i:], []byte(lit)) {
+		return false
+	}
+	p.i += len(lit)
+	return true
+}
+
+func (p *treeParser) object(on int) (any, bool) {
+	if p.depth++; p.depth > maxTreeDepth {
+		return nil, false
+	}
+	p.i++
+	m := make(map[string]any)
+	p.ws()
+	if p.i < len(p.b) && p.b[p.i] == '}' {
+		p.i++
+		p.depth--
+		return m, true
+	}
+	for {
+		if p.i >= len(p.b) || p.b[p.i] != '"' {
+			return nil, false
+		}
+		k, ok := p.str(true)
+		if !ok {
+			return nil, false
+		}
+		p.ws()
+		if p.i >= len(p.b) || p.b[p.i] != ':' {
+			return nil, false
+		}
+		p.i++
+		p.ws()
+		next := -1
+		if on >= 0 && on < len(p.want) && k == p.want[on] {
+			next = on + 1
+		}
+		v, ok := p.value(next)
+		if !ok {
+			return nil, false
+		}
+		if _, dup := m[k]; dup {
+			return nil, false
+		}
+		m[k] = v
+		p.ws()
+		if p.i >= len(p.b) {
+			return nil, false
+		}
+		switch p.b[p.i] {
+		case ',':
+			p.i++
+			p.ws()
+		case '}':
+			p.i++
+			p.depth--
+			return m, true
+		default:
+			return nil, false
+		}
+	}
+}
+
+func (p *treeParser) array() (any, bool) {
+	if p.depth++; p.depth > maxTreeDepth {
+		return nil, false
+	}
+	p.i++
+	// encoding/json gives an empty, not a nil, slice for [].
+	a := make([]any, 0)
+	p.ws()
+	if p.i < len(p.b) && p.b[p.i] == ']' {
+		p.i++
+		p.depth--
+		return a, true
+	}
+	for {
+		v, ok := p.value(-1)
+		if !ok {
+			return nil, false
+		}
+		a = append(a, v)
+		p.ws()
+		if p.i >= len(p.b) {
+			return nil, false
+		}
+		switch p.b[p.i] {
+		case ',':
+			p.i++
+			p.ws()
+		case ']':
+			p.i++
+			p.depth--
+			return a, true
+		default:
+			return nil, false
+		}
+	}
+}
+
+// str parses the string at p.i (its opening quote). The input is known to
+// be valid UTF-8, so a string without escapes is its bytes as they are; one
+// with escapes is left to encoding/json, whose treatment of odd escapes (lone
+// surrogates) the result must match.
+func (p *treeParser) str(key bool) (string, bool) {
+	start := p.i
+	p.i++
+	escaped := false
+	for p.i < len(p.b) {
+		c := p.b[p.i]
+		switch {
+		case c == '"':
+			p.i++
+			if escaped {
+				var s string
+				if json.Unmarshal(p.b[start:p.i], &s) != nil {
+					return "", false
+				}
+				return s, true
+			}
+			body := p.b[start+1 : p.i-1]
+			if key {
+				return internKey(body), true
+			}
+			return string(body), true
+		case c == '\\':
+			escaped = true
+			if p.i+1 >= len(p.b) {
+				return "", false
+			}
+			switch p.b[p.i+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				p.i += 2
+			case 'u':
+				if p.i+6 > len(p.b) {
+					return "", false
+				}
+				for _, h := range p.b[p.i+2 : p.i+6] {
+					if !isHex(h) {
+						return "", false
+					}
+				}
+				p.i += 6
+			default:
+				return "", false
+			}
+		case c < 0x20:
+			return "", false
+		default:
+			p.i++
+		}
+	}
+	return "", false
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+// internKey returns the envelope's and the common commands' member names
+// without allocating: every record repeats them.
+func internKey(b []byte) string {
+	switch string(b) {
+	case "schema":
+		return "schema"
+	case "data":
+		return "data"
+	case "envelope":
+		return "envelope"
+	case "command":
+		return "command"
+	case "commandId":
+		return "commandId"
+	case "whenCreated":
+		return "whenCreated"
+	case "execution":
+		return "execution"
+	case "semantics":
+		return "semantics"
+	case "timeToLive":
+		return "timeToLive"
+	case "tags":
+		return "tags"
+	case "body":
+		return "body"
+	case "headers":
+		return "headers"
+	case "text":
+		return "text"
+	case "channel":
+		return "channel"
+	}
+	return string(b)
+}
+
+// number parses a JSON number: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
+func (p *treeParser) number() (any, bool) {
+	start := p.i
+	if p.b[p.i] == '-' {
+		p.i++
+	}
+	switch {
+	case p.i < len(p.b) && p.b[p.i] == '0':
+		p.i++
+	case p.i < len(p.b) && '1' <= p.b[p.i] && p.b[p.i] <= '9':
+		p.digits()
+	default:
+		return nil, false
+	}
+	if p.i < len(p.b) && p.b[p.i] == '.' {
+		p.i++
+		if !p.digits() {
+			return nil, false
+		}
+	}
+	if p.i < len(p.b) && (p.b[p.i] == 'e' || p.b[p.i] == 'E') {
+		p.i++
+		if p.i < len(p.b) && (p.b[p.i] == '+' || p.b[p.i] == '-') {
+			p.i++
+		}
+		if !p.digits() {
+			return nil, false
+		}
+	}
+	return json.Number(p.b[start:p.i]), true
+}
+
+// digits skips one or more decimal digits.
+func (p *treeParser) digits() bool {
+	start := p.i
+	for p.i < len(p.b) && '0' <= p.b[p.i] && p.b[p.i] <= '9' {
+		p.i++
+	}
+	return p.i > start
+}
