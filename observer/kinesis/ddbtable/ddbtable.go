@@ -19,7 +19,7 @@ import (
 const (
 	DefaultCallTimeout = 10 * time.Second
 	DefaultWaitTimeout = 2 * time.Minute
-	DefaultMinDelay    = 100 * time.Millisecond
+	DefaultMinDelay    = 20 * time.Millisecond // a new table is often ACTIVE at once (and on emulators always); the waiter backs off from here
 	DefaultMaxDelay    = 5 * time.Second
 )
 
