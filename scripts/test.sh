@@ -33,8 +33,10 @@ for arg in "$@"; do
     *) flags+=("$arg") ;;
   esac
 done
+whole=0
 if ((${#pkgs[@]} == 0)); then
   pkgs=(./...)
+  whole=1
 fi
 
 # ---- prerequisites -----------------------------------------------------------
@@ -100,6 +102,15 @@ fi
 
 say "go vet ${pkgs[*]}"
 go vet "${pkgs[@]}"
+
+# bench/ is a module of its own (it needs the baselines it compares against),
+# so ./... does not reach it; the whole suite keeps it building and tested.
+if ((whole)); then
+  say "bench module: gofmt, go vet, go test"
+  bench_unformatted=$(cd bench && gofmt -l .)
+  [[ -z $bench_unformatted ]] || die "these bench files are not gofmt-formatted: $bench_unformatted"
+  (cd bench && go vet ./... && go test -count=1 ./...)
+fi
 
 # ---- emulators ---------------------------------------------------------------
 # A private state dir and free ports let several runs share one machine.

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"math/big"
+	"testing"
+)
+
+func TestParseBench(t *testing.T) {
+	out := `goos: linux
+goarch: amd64
+pkg: github.com/sauna-io/sauna/observer/kinesis
+BenchmarkPipeline-8   	   90000	     13000 ns/op	       660.0 record-bytes	   12450 B/op	     184 allocs/op
+BenchmarkPipeline-8   	   90000	     15000 ns/op	       660.0 record-bytes	   12460 B/op	     184 allocs/op
+BenchmarkPipeline-8   	   90000	     14000 ns/op	       660.0 record-bytes	   12440 B/op	     184 allocs/op
+BenchmarkPipelineOther-8	1	1 ns/op
+PASS`
+	res := parseBench(out, "BenchmarkPipeline")
+	if len(res) != 3 {
+		t.Fatalf("parsed %d lines, want 3", len(res))
+	}
+	if v, _ := median(res, "ns/op"); v != 14000 {
+		t.Errorf("median ns/op = %v, want 14000", v)
+	}
+	if v, _ := median(res, "record-bytes"); v != 660 {
+		t.Errorf("median record-bytes = %v, want 660", v)
+	}
+	if _, ok := median(res, "MB/s"); ok {
+		t.Error("median of a missing unit reported ok")
+	}
+}
+
+func TestShardOfAndKeysPerShard(t *testing.T) {
+	// Two shards splitting the 128-bit hash space in half, as Kinesis does.
+	s := &stream{name: "t"}
+	half := "170141183460469231731687303715884105727"
+	for _, r := range [][3]string{{"shardId-0", "0", half}, {"shardId-1", "170141183460469231731687303715884105728", "340282366920938463463374607431768211455"}} {
+		lo, hi := mustBig(t, r[1]), mustBig(t, r[2])
+		s.shards = append(s.shards, shardRange{id: r[0], lo: lo, hi: hi})
+	}
+	keys := s.keysPerShard("k", 3)
+	for id, ks := range keys {
+		if len(ks) != 3 {
+			t.Fatalf("%s: %d keys", id, len(ks))
+		}
+		for _, k := range ks {
+			if s.shardOf(k) != id {
+				t.Errorf("key %s listed for %s hashes to %s", k, id, s.shardOf(k))
+			}
+		}
+	}
+	if len(keys) != 2 {
+		t.Fatalf("keys for %d shards, want 2", len(keys))
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	v := []float64{5, 1, 4, 2, 3, 6, 7, 8, 9, 10}
+	for _, c := range []struct{ p, want float64 }{{50, 5}, {90, 9}, {99, 10}, {100, 10}} {
+		if got := pct(v, c.p); got != c.want {
+			t.Errorf("p%v = %v, want %v", c.p, got, c.want)
+		}
+	}
+}
+
+func mustBig(t *testing.T, s string) *big.Int {
+	t.Helper()
+	v, ok := new(big.Int).SetString(s, 10)
+	if !ok {
+		t.Fatalf("bad number %s", s)
+	}
+	return v
+}

@@ -1,0 +1,152 @@
+// Command bench compares sauna with plain users of vmware-go-kcl-v2 and
+// harlow/kinesis-consumer, and with a raw GetRecords loop, on local Kinesis
+// and DynamoDB emulators. Every consumer is its own OS process reporting each
+// delivery to a TCP sink in this process; the harness writes a markdown
+// report. See README.md; scripts/bench.sh runs it with fresh emulators.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"net/url"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// scenarioNames in report order.
+var scenarioNames = []string{"startup", "latency", "drain", "slow", "failover", "pipeline", "rss"}
+
+func main() {
+	if err := run(); err != nil {
+		log.Printf("bench: %v", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var (
+		out       = flag.String("out", "../docs/benchmarks.md", "markdown report to write (overwritten)")
+		scenarios = flag.String("scenarios", strings.Join(scenarioNames, ","), "comma-separated subset of: "+strings.Join(scenarioNames, ", "))
+		quick     = flag.Bool("quick", false, "smaller counts and shorter limits, for a smoke run")
+		consumers = flag.String("consumers", strings.Join(kinds, ","), "comma-separated subset of: "+strings.Join(kinds, ", "))
+	)
+	flag.Parse()
+	log.SetFlags(log.Ltime)
+	log.SetOutput(os.Stderr)
+
+	want, err := pick(*scenarios, scenarioNames, "-scenarios")
+	if err != nil {
+		return err
+	}
+	kindsWanted, err := pick(*consumers, kinds, "-consumers")
+	if err != nil {
+		return err
+	}
+
+	kinURL, err := loopbackEnv("AWS_ENDPOINT_URL_KINESIS", "SAUNA_TEST_KINESIS_ENDPOINT")
+	if err != nil {
+		return err
+	}
+	ddbURL, err := loopbackEnv("AWS_ENDPOINT_URL_DYNAMODB", "SAUNA_TEST_DYNAMODB_ENDPOINT")
+	if err != nil {
+		return err
+	}
+
+	// A second signal falls through to the default action and ends the
+	// process at once; the children die with it (Pdeathsig).
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	e, err := newEnv(ctx, kinURL, ddbURL, *quick, kindsWanted)
+	if err != nil {
+		return err
+	}
+	defer e.close()
+
+	rep := &report{quick: *quick, started: time.Now()}
+	rep.environment = environment(e)
+	for _, name := range scenarioNames {
+		if !slices.Contains(want, name) {
+			continue
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		log.Printf("=== scenario %s", name)
+		sec, err := scenarioFuncs[name](ctx, e)
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			log.Printf("scenario %s failed: %v", name, err)
+			sec = &section{name: name, title: name, failed: err.Error()}
+		}
+		rep.sections = append(rep.sections, sec)
+	}
+	if ctx.Err() != nil {
+		return errors.New("interrupted; no report written")
+	}
+	rep.logDir = e.tmp
+	if err := os.WriteFile(*out, []byte(rep.markdown()), 0o644); err != nil {
+		return err
+	}
+	log.Printf("report written to %s", *out)
+	return nil
+}
+
+var scenarioFuncs = map[string]func(context.Context, *env) (*section, error){
+	"startup":  scenarioStartup,
+	"latency":  scenarioLatency,
+	"drain":    scenarioDrain,
+	"slow":     scenarioSlow,
+	"failover": scenarioFailover,
+	"pipeline": scenarioPipeline,
+	"rss":      scenarioRSS,
+}
+
+func pick(list string, all []string, flagName string) ([]string, error) {
+	var out []string
+	for _, s := range strings.Split(list, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		if !slices.Contains(all, s) {
+			return nil, fmt.Errorf("%s: unknown %q (want some of %s)", flagName, s, strings.Join(all, ", "))
+		}
+		out = append(out, s)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: empty", flagName)
+	}
+	return out, nil
+}
+
+// loopbackEnv returns the first variable set and refuses anything but a
+// loopback address: the harness creates streams and tables and must never
+// reach real AWS.
+func loopbackEnv(names ...string) (string, error) {
+	for _, n := range names {
+		raw := strings.TrimSpace(os.Getenv(n))
+		if raw == "" {
+			continue
+		}
+		u, err := url.Parse(raw)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", n, err)
+		}
+		if ip := net.ParseIP(u.Hostname()); u.Hostname() != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			return "", fmt.Errorf("%s=%s is not a loopback address; the benchmark only talks to local emulators", n, raw)
+		}
+		return raw, nil
+	}
+	return "", fmt.Errorf("%s not set: start the emulators and eval \"$(scripts/emulators/emulators.sh env)\", or use scripts/bench.sh", names[0])
+}
