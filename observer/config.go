@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -79,18 +80,101 @@ func unsupportedReason(k schemas.Key) (string, bool) {
 
 // IsConfigFile reports whether a directory entry name is read as a config:
 // top-level *.json and *.avro files, except hidden ones (editor swap files,
-// the "..data" links of Kubernetes ConfigMap volumes).
+// the "..data" links of Kubernetes ConfigMap volumes). `sauna run` and
+// `sauna validate` both decide with it.
 func IsConfigFile(name string) bool {
 	return !strings.HasPrefix(name, ".") && (strings.HasSuffix(name, ".json") || strings.HasSuffix(name, ".avro"))
 }
 
+// ConfigFileRule says which files IsConfigFile accepts, for messages.
+const ConfigFileRule = "config files are named *.json or *.avro (lower case) and do not start with \".\""
+
+// MaxConfigSize bounds a config file. Configs are a few KiB: a larger file
+// is something else (a log, a dump) and is refused rather than read.
+const MaxConfigSize = 1 << 20
+
+// ReadConfigFile reads one config file: a regular file, symlinks followed,
+// of at most MaxConfigSize bytes. Its errors do not repeat the path. An
+// error that wraps fs.ErrNotExist means the file (or its symlink's target)
+// is not there.
+func ReadConfigFile(path string) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, withoutPath(err)
+	}
+	if err := usable(fi); err != nil {
+		return nil, err
+	}
+	// Opened only once it is known to be a regular file: opening a FIFO
+	// blocks until a writer appears.
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, withoutPath(err)
+	}
+	defer f.Close()
+	if fi, err = f.Stat(); err != nil {
+		return nil, withoutPath(err)
+	}
+	if err := usable(fi); err != nil {
+		return nil, err
+	}
+	b, err := io.ReadAll(io.LimitReader(f, MaxConfigSize+1))
+	if err != nil {
+		return nil, withoutPath(err)
+	}
+	if len(b) > MaxConfigSize {
+		return nil, fmt.Errorf("larger than %d bytes: not a config file", MaxConfigSize)
+	}
+	return b, nil
+}
+
+func usable(fi fs.FileInfo) error {
+	m := fi.Mode()
+	if !m.IsRegular() {
+		what := "not a regular file"
+		switch {
+		case m.IsDir():
+			what = "a directory"
+		case m&fs.ModeNamedPipe != 0:
+			what = "a named pipe (FIFO)"
+		case m&fs.ModeSocket != 0:
+			what = "a socket"
+		case m&fs.ModeDevice != 0:
+			what = "a device"
+		}
+		return fmt.Errorf("%s, not a regular file: a config must be a regular file", what)
+	}
+	if fi.Size() > MaxConfigSize {
+		return fmt.Errorf("%d bytes, larger than %d: not a config file", fi.Size(), MaxConfigSize)
+	}
+	return nil
+}
+
+// withoutPath drops the path from an *fs.PathError: problems name the file
+// already.
+func withoutPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("cannot %s the file: %w", pe.Op, pe.Err)
+	}
+	return err
+}
+
+// utf8BOM is skipped at the start of a file: some editors write it.
+var utf8BOM = []byte("\xef\xbb\xbf")
+
 // ParseFile decodes and validates one config file's content. It returns the
 // entry (nil when the file is unusable) and every problem found. Problems of
-// a disabled file are warnings: Sauna ignores disabled files entirely.
+// a disabled file are warnings: Sauna ignores disabled files entirely. A
+// usable file may come with warnings, such as a deprecated schema.
 func ParseFile(file string, content []byte, log *slog.Logger) (*Entry, []Problem) {
 	e := &Entry{File: file, Hash: sha256.Sum256(content)}
-	err := parse(e, content, log)
+	err := parse(e, bytes.TrimPrefix(content, utf8BOM), log)
 	probs := problemsOf(file, "", err)
+	if by, ok := deprecatedBy(e.Schema); ok {
+		probs = append(probs, Problem{File: file, Field: "schema", Warning: true,
+			Message: fmt.Sprintf("%s is deprecated: name %s instead, which has the same settings", e.Schema, by)})
+	}
 	if !e.Enabled {
 		for i := range probs {
 			probs[i].Warning = true
@@ -99,7 +183,18 @@ func ParseFile(file string, content []byte, log *slog.Logger) (*Entry, []Problem
 	if err != nil {
 		return nil, probs
 	}
-	return e, nil
+	return e, probs
+}
+
+// deprecatedBy returns the schema that replaces a deprecated config schema.
+func deprecatedBy(k schemas.Key) (schemas.Key, bool) {
+	if by, ok := kinesis.Configs.DeprecatedBy(k); ok {
+		return by, true
+	}
+	if mod, ok := responders.ForConfig(k); ok {
+		return mod.Configs().DeprecatedBy(k)
+	}
+	return schemas.Key{}, false
 }
 
 func parse(e *Entry, content []byte, log *slog.Logger) error {
@@ -161,8 +256,9 @@ func parse(e *Entry, content []byte, log *slog.Logger) error {
 		if err != nil {
 			return atData(err)
 		}
-		if err := kinesis.ValidID(e.ID); err != nil {
-			return atData(err)
+		// A responder owns no table: its id only has to name it.
+		if e.ID == "" {
+			return errorf("data.id", "must not be empty")
 		}
 		r, err := mod.New(responders.Config{
 			ID:         e.ID,
@@ -183,25 +279,12 @@ func parse(e *Entry, content []byte, log *slog.Logger) error {
 	return errorf("schema", "unknown config schema %q (forgotten import?)", key.String())
 }
 
-// decodeResponderConfig decodes a responder config against its schema and,
-// when the module also accepts a later addition of the same schema, against
-// that one too, so defaults of settings an older file predates come from the
-// schema file rather than from code.
+// decodeResponderConfig decodes a responder config and returns its
+// parameters, with the defaults of the module's current config schema.
 func decodeResponderConfig(mod responders.Module, key schemas.Key, data []byte) (json.RawMessage, error) {
-	plain, err := schemas.DecodeAvroJSON(key, data)
+	plain, err := mod.Configs().Decode(key, data)
 	if err != nil {
 		return nil, err
-	}
-	latest := key
-	for _, k := range mod.ConfigSchemas {
-		if k.SameRevision(key) && k.Addition > latest.Addition {
-			latest = k
-		}
-	}
-	if latest != key {
-		if plain, err = schemas.DecodeAvroJSON(latest, plain); err != nil {
-			return nil, fmt.Errorf("upgrading to %s: %w", latest, err)
-		}
 	}
 	var doc struct {
 		Parameters json.RawMessage `json:"parameters"`
@@ -257,8 +340,9 @@ func (s *Snapshot) ofKind(k Kind) []*Entry {
 	return out
 }
 
-// ListConfigFiles returns the config files at the top of dir, sorted, with
-// symlinks followed.
+// ListConfigFiles returns the paths of the entries at the top of dir that
+// IsConfigFile accepts, sorted. Whether each is a readable, regular file is
+// for ReadConfigFile to say: an unusable one is reported, never skipped.
 func ListConfigFiles(dir string) ([]string, error) {
 	des, err := os.ReadDir(dir)
 	if err != nil {
@@ -266,18 +350,16 @@ func ListConfigFiles(dir string) ([]string, error) {
 	}
 	var files []string
 	for _, de := range des {
-		if !IsConfigFile(de.Name()) {
-			continue
+		if IsConfigFile(de.Name()) {
+			files = append(files, filepath.Join(dir, de.Name()))
 		}
-		p := filepath.Join(dir, de.Name())
-		if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() {
-			continue
-		}
-		files = append(files, p)
 	}
 	slices.Sort(files)
 	return files, nil
 }
+
+// NoConfigFiles is the warning about a config directory without config files.
+const NoConfigFiles = "no config files in the config directory (" + ConfigFileRule + ")"
 
 // LoadDir reads every config file in dir. A bad file is reported and left
 // out; it never prevents the other files from loading. The error is non-nil
@@ -289,8 +371,14 @@ func LoadDir(dir string, log *slog.Logger) (*Snapshot, error) {
 	}
 	contents := make(map[string][]byte, len(files))
 	snap := &Snapshot{}
+	if len(files) == 0 {
+		snap.Problems = append(snap.Problems, Problem{File: dir, Message: NoConfigFiles, Warning: true})
+	}
 	for _, f := range files {
-		b, err := os.ReadFile(f)
+		b, err := ReadConfigFile(f)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // gone since the listing, or a dangling symlink
+		}
 		if err != nil {
 			snap.Problems = append(snap.Problems, Problem{File: f, Message: err.Error()})
 			continue

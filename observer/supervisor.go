@@ -116,7 +116,7 @@ func (s *Supervisor) Apply(ctx context.Context, snap *Snapshot) {
 
 func (s *Supervisor) warnNoObserver() { s.log.Warn(noObserver) }
 
-const noObserver = "no observer is configured; waiting for an AmazonKinesisConfig file in the config directory"
+const noObserver = "no observer is configured; waiting for a KinesisObserverConfig file in the config directory"
 
 // apply makes the running set exactly want and logs one line per file that
 // was added, changed or removed; it returns how many there were. Responders

@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"maps"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -82,7 +81,12 @@ type reloader struct {
 	bad      map[string][sha256.Size]byte // file -> content refused on its own
 	reported map[string]string            // file -> last refusal reported
 	refusing map[string]string            // file -> why its current content is refused
+	warned   map[string][sha256.Size]byte // file -> content whose warnings were logged
 	dirErr   string
+	empty    bool
+
+	// read is ReadConfigFile, or a fault in tests.
+	read func(string) ([]byte, error)
 }
 
 // seenFile is a file's content as one rescan saw it.
@@ -100,6 +104,10 @@ func (r *reloader) init() {
 		r.bad = map[string][sha256.Size]byte{}
 		r.reported = map[string]string{}
 		r.refusing = map[string]string{}
+		r.warned = map[string][sha256.Size]byte{}
+	}
+	if r.read == nil {
+		r.read = ReadConfigFile
 	}
 }
 
@@ -126,14 +134,21 @@ func (r *reloader) rescan(ctx context.Context) {
 		return
 	}
 	r.dirErr = ""
+	if empty := len(files) == 0; empty != r.empty {
+		r.empty = empty
+		if empty {
+			r.log.Warn(NoConfigFiles, "dir", r.dir)
+		}
+	}
 
 	now := make(map[string]seenFile, len(files))
 	contents := make(map[string][]byte, len(files))
 	for _, f := range files {
-		b, err := os.ReadFile(f)
+		b, err := r.read(f)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
-			// Gone since the listing: the same as not listed.
+			// Gone since the listing, or a dangling symlink: the same as
+			// not listed. Any other error keeps the last good version.
 		case err != nil:
 			now[f] = seenFile{readErr: err.Error()}
 		default:
@@ -183,8 +198,10 @@ func (r *reloader) rescan(ctx context.Context) {
 			}
 			r.disabled(f, sf.hash, cur, probs)
 		case cur != nil:
+			r.warn(f, sf.hash, probs)
 			changed = append(changed, e)
 		default:
+			r.warn(f, sf.hash, probs)
 			fresh = append(fresh, e)
 		}
 	}
@@ -246,6 +263,11 @@ func (r *reloader) rescan(ctx context.Context) {
 	for f := range r.bad {
 		if _, ok := now[f]; !ok {
 			delete(r.bad, f)
+		}
+	}
+	for f := range r.warned {
+		if _, ok := now[f]; !ok {
+			delete(r.warned, f)
 		}
 	}
 
@@ -320,6 +342,18 @@ func (r *reloader) refuse(f string, cur *Entry, key, id string, probs []Problem)
 		st.Refused++
 		st.LastError = probs[0].String()
 	})
+}
+
+// warn logs the warnings of a usable file (a deprecated schema), once per
+// content: a rescan that parses the same bytes again stays quiet.
+func (r *reloader) warn(f string, hash [sha256.Size]byte, probs []Problem) {
+	if len(probs) == 0 || r.warned[f] == hash {
+		return
+	}
+	r.warned[f] = hash
+	for _, p := range probs {
+		r.log.Warn("config warning", "file", p.File, "field", p.Field, "problem", p.Message)
+	}
 }
 
 // disabled notes a file that enables nothing. What it ran, if anything,

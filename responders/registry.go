@@ -52,8 +52,14 @@ type Module struct {
 	Name string
 	// Summary is one line for `sauna list`.
 	Summary string
-	// ConfigSchemas are the exact config schema versions the module accepts.
+	// ConfigSchemas are the exact config schema versions the module accepts,
+	// the current one (the one new files name) last: every accepted config is
+	// also decoded against it, so its schema file supplies the defaults of
+	// the settings an older config predates.
 	ConfigSchemas []schemas.Key
+	// DeprecatedConfigs are ConfigSchemas that new files should not name; a
+	// config naming one is accepted with a warning naming the current one.
+	DeprecatedConfigs []schemas.Key
 	// Commands are the command schemas the module serves; a command matches
 	// when vendor, name, format, model and revision are equal (any addition).
 	Commands []schemas.Key
@@ -68,6 +74,15 @@ type Module struct {
 	// Retired, when non-empty, says why the service can no longer be used:
 	// its configs are refused and its commands rejected with this text.
 	Retired string
+}
+
+// Configs returns the module's config schemas.
+func (m Module) Configs() schemas.ConfigSchemas {
+	if len(m.ConfigSchemas) == 0 {
+		return schemas.ConfigSchemas{}
+	}
+	n := len(m.ConfigSchemas) - 1
+	return schemas.ConfigSchemas{Current: m.ConfigSchemas[n], Older: m.ConfigSchemas[:n], Deprecated: m.DeprecatedConfigs}
 }
 
 var (

@@ -12,28 +12,28 @@ import (
 	"github.com/sauna-io/sauna/schemas"
 )
 
-// ConfigSchemas are the AmazonKinesisConfig versions this build accepts.
-// Sauna's 1-0-0 files keep working: missing settings take the defaults of
-// LatestConfig, whose schema file is the only place those defaults are written.
+// Config schemas of the Kinesis observer. Sauna's AmazonKinesisConfig 1-0-0
+// files keep working; the AmazonKinesisConfig additions 1-0-1 and 1-0-2 that
+// earlier sauna releases published under Sauna's vendor are accepted with a
+// deprecation warning. Missing settings take the defaults of the current
+// schema's file, the only place those defaults are written.
 var (
-	ConfigV100   = schemas.Key{Vendor: "com.snowplowanalytics.sauna.observers", Name: "AmazonKinesisConfig", Format: "avro", Model: 1, Revision: 0, Addition: 0}
-	ConfigV101   = schemas.Key{Vendor: "com.snowplowanalytics.sauna.observers", Name: "AmazonKinesisConfig", Format: "avro", Model: 1, Revision: 0, Addition: 1}
-	ConfigV102   = schemas.Key{Vendor: "com.snowplowanalytics.sauna.observers", Name: "AmazonKinesisConfig", Format: "avro", Model: 1, Revision: 0, Addition: 2}
-	LatestConfig = ConfigV102
+	ConfigV100 = schemas.Key{Vendor: "com.snowplowanalytics.sauna.observers", Name: "AmazonKinesisConfig", Format: "avro", Model: 1, Revision: 0, Addition: 0}
+	// ConfigV101 and ConfigV102 are deprecated by ObserverConfigV100.
+	ConfigV101         = schemas.Key{Vendor: "com.snowplowanalytics.sauna.observers", Name: "AmazonKinesisConfig", Format: "avro", Model: 1, Revision: 0, Addition: 1}
+	ConfigV102         = schemas.Key{Vendor: "com.snowplowanalytics.sauna.observers", Name: "AmazonKinesisConfig", Format: "avro", Model: 1, Revision: 0, Addition: 2}
+	ObserverConfigV100 = schemas.Key{Vendor: "io.sauna.observers", Name: "KinesisObserverConfig", Format: "avro", Model: 1, Revision: 0, Addition: 0}
 )
 
-// ConfigSchemas lists every accepted AmazonKinesisConfig version.
-func ConfigSchemas() []schemas.Key { return []schemas.Key{ConfigV100, ConfigV101, ConfigV102} }
-
-// AcceptsConfig reports whether k is an AmazonKinesisConfig this build knows.
-func AcceptsConfig(k schemas.Key) bool {
-	for _, s := range ConfigSchemas() {
-		if s == k {
-			return true
-		}
-	}
-	return false
+// Configs are the config schemas of the Kinesis observer.
+var Configs = schemas.ConfigSchemas{
+	Current:    ObserverConfigV100,
+	Older:      []schemas.Key{ConfigV100, ConfigV101, ConfigV102},
+	Deprecated: []schemas.Key{ConfigV101, ConfigV102},
 }
+
+// AcceptsConfig reports whether k is a Kinesis observer config this build knows.
+func AcceptsConfig(k schemas.Key) bool { return Configs.Accepts(k) }
 
 // Position is where a shard without a checkpoint starts.
 type Position string
@@ -111,8 +111,9 @@ var (
 	streamName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,128}$`)
 )
 
-// ValidID checks an id as a DynamoDB table name, because an observer id is
-// its lease table's name. Every config id is held to the same rule.
+// ValidID checks an observer id as a DynamoDB table name, because an
+// observer id is its lease table's name. Ids of configs that own no table
+// (responders) are not held to this rule.
 func ValidID(id string) error {
 	if !tableName.MatchString(id) {
 		return &FieldError{Field: "id", Message: fmt.Sprintf("%q is not usable as a DynamoDB table name: use 3-255 characters of A-Z a-z 0-9 _ . -", id)}
@@ -161,19 +162,12 @@ type params struct {
 // already decoded against its schema. Every returned error is a *FieldError
 // or an errors.Join of them.
 func ParseConfig(file string, key schemas.Key, data []byte) (Config, error) {
-	if !AcceptsConfig(key) {
-		return Config{}, &FieldError{Field: "schema", Message: fmt.Sprintf("%s is not a known AmazonKinesisConfig version", key)}
+	if !Configs.Accepts(key) {
+		return Config{}, &FieldError{Field: "schema", Message: fmt.Sprintf("%s is not a known Kinesis observer config version", key)}
 	}
-	plain, err := schemas.DecodeAvroJSON(key, data)
+	plain, err := Configs.Decode(key, data)
 	if err != nil {
 		return Config{}, err
-	}
-	if key != LatestConfig {
-		// A valid older document is valid under the latest addition; decoding it
-		// again fills in the settings it predates.
-		if plain, err = schemas.DecodeAvroJSON(LatestConfig, plain); err != nil {
-			return Config{}, fmt.Errorf("upgrading to %s: %w", LatestConfig, err)
-		}
 	}
 	var doc struct {
 		ID         string `json:"id"`
@@ -212,18 +206,23 @@ func ParseConfig(file string, key schemas.Key, data []byte) (Config, error) {
 			FlushInterval: ms(p.CloudWatch.FlushIntervalMillis),
 		},
 	}
-	if c.Idempotency.TableName == "" {
+	// The table name and namespace the file leaves out derive from the id; a
+	// problem with one of them is reported on the id, the field the user wrote.
+	tableDerived := c.Idempotency.TableName == ""
+	if tableDerived {
 		c.Idempotency.TableName = c.ID + "-commands"
 	}
-	if c.CloudWatch.Namespace == "" {
+	namespaceDerived := c.CloudWatch.Namespace == ""
+	if namespaceDerived {
 		c.CloudWatch.Namespace = c.ID
 	}
 	var errs []error
 	add := func(field, format string, args ...any) {
 		errs = append(errs, &FieldError{Field: field, Message: fmt.Sprintf(format, args...)})
 	}
-	if err := ValidID(c.ID); err != nil {
-		errs = append(errs, err)
+	idErr := ValidID(c.ID)
+	if idErr != nil {
+		errs = append(errs, idErr)
 	}
 	if c.Region == "" {
 		add("parameters.kinesis.region", "must not be empty")
@@ -252,6 +251,9 @@ func ParseConfig(file string, key schemas.Key, data []byte) (Config, error) {
 			add("parameters.kinesis.initialPositionModifiers.timestamp", "required when initialPosition is AT_TIMESTAMP (epoch milliseconds)")
 		} else {
 			c.Timestamp = *ts
+			if msg := timestampProblem(c.Timestamp, time.Now()); msg != "" {
+				add("parameters.kinesis.initialPositionModifiers.timestamp", "%s", msg)
+			}
 		}
 	default:
 		add("parameters.kinesis.initialPosition", "must be one of AT_TIMESTAMP, LATEST, TRIM_HORIZON, got %q", c.InitialPosition)
@@ -286,10 +288,13 @@ func ParseConfig(file string, key schemas.Key, data []byte) (Config, error) {
 		}
 	}
 	if c.Idempotency.Enabled {
-		if !tableName.MatchString(c.Idempotency.TableName) {
+		switch {
+		case !tableDerived && !tableName.MatchString(c.Idempotency.TableName):
 			add("parameters.delivery.idempotency.tableName", "%q is not usable as a DynamoDB table name", c.Idempotency.TableName)
-		} else if c.Idempotency.TableName == c.ID {
+		case !tableDerived && c.Idempotency.TableName == c.ID:
 			add("parameters.delivery.idempotency.tableName", "must differ from the observer id, which names the lease table")
+		case tableDerived && idErr == nil && !tableName.MatchString(c.Idempotency.TableName):
+			add("id", "%q is too long to name the idempotency table %q after it: shorten the id or set parameters.delivery.idempotency.tableName", c.ID, c.Idempotency.TableName)
 		}
 		if c.Idempotency.Retention < 24*time.Hour {
 			add("parameters.delivery.idempotency.retentionDays", "must be at least 1, got %d", p.Delivery.Idempotency.RetentionDays)
@@ -303,13 +308,34 @@ func ParseConfig(file string, key schemas.Key, data []byte) (Config, error) {
 	}
 	if c.CloudWatch.Enabled {
 		if err := metrics.ValidNamespace(c.CloudWatch.Namespace); err != nil {
-			add("parameters.cloudwatch.namespace", "%v", err)
+			if !namespaceDerived {
+				add("parameters.cloudwatch.namespace", "%v", err)
+			} else if idErr == nil {
+				add("id", "%q is not usable as the CloudWatch namespace, which defaults to the id: set parameters.cloudwatch.namespace (%v)", c.ID, err)
+			}
 		}
 	}
 	if len(errs) > 0 {
 		return Config{}, errors.Join(errs...)
 	}
 	return c, nil
+}
+
+// clockSkew is how far ahead of this host's clock an AT_TIMESTAMP start may
+// be: Kinesis refuses a timestamp ahead of its own clock, and the shards start
+// moments after the config is loaded.
+const clockSkew = time.Minute
+
+// timestampProblem says why t cannot start AT_TIMESTAMP as of now, or "".
+// Kinesis answers such a start with InvalidArgumentException on every try.
+func timestampProblem(t, now time.Time) string {
+	switch {
+	case t.Before(time.UnixMilli(0)):
+		return fmt.Sprintf("must not be negative, got %d", t.UnixMilli())
+	case t.After(now.Add(clockSkew)):
+		return fmt.Sprintf("%d (%s) is in the future: Kinesis refuses to start a shard at a time ahead of its clock", t.UnixMilli(), t.Format(time.RFC3339))
+	}
+	return ""
 }
 
 func ms(n int) time.Duration { return time.Duration(n) * time.Millisecond }

@@ -22,9 +22,12 @@ import (
 
 // Config and command schemas served by this responder.
 var (
-	ConfigV100  = schemas.Key{Vendor: "com.snowplowanalytics.sauna.responders", Name: "PagerDutyConfig", Format: "avro", Model: 1, Revision: 0, Addition: 0}
-	ConfigV101  = schemas.Key{Vendor: "com.snowplowanalytics.sauna.responders", Name: "PagerDutyConfig", Format: "avro", Model: 1, Revision: 0, Addition: 1}
-	CreateEvent = schemas.Key{Vendor: "com.pagerduty.sauna.commands", Name: "create_event", Format: "jsonschema", Model: 1, Revision: 0, Addition: 0}
+	ConfigV100 = schemas.Key{Vendor: "com.snowplowanalytics.sauna.responders", Name: "PagerDutyConfig", Format: "avro", Model: 1, Revision: 0, Addition: 0}
+	// ConfigV101 was published under Sauna's vendor by earlier sauna releases;
+	// it is accepted with a warning naming ResponderConfigV100.
+	ConfigV101          = schemas.Key{Vendor: "com.snowplowanalytics.sauna.responders", Name: "PagerDutyConfig", Format: "avro", Model: 1, Revision: 0, Addition: 1}
+	ResponderConfigV100 = schemas.Key{Vendor: "io.sauna.responders", Name: "PagerDutyConfig", Format: "avro", Model: 1, Revision: 0, Addition: 0}
+	CreateEvent         = schemas.Key{Vendor: "com.pagerduty.sauna.commands", Name: "create_event", Format: "jsonschema", Model: 1, Revision: 0, Addition: 0}
 )
 
 // DefaultAPIURL is the Events API base URL of PagerDuty's US service region.
@@ -38,12 +41,13 @@ var exampleConfig string
 
 func init() {
 	responders.Register(responders.Module{
-		Name:          "pagerduty",
-		Summary:       "PagerDuty: sends create_event commands through Events API v2",
-		ConfigSchemas: []schemas.Key{ConfigV100, ConfigV101},
-		Commands:      []schemas.Key{CreateEvent},
-		Decode:        Decode,
-		New:           New,
+		Name:              "pagerduty",
+		Summary:           "PagerDuty: sends create_event commands through Events API v2",
+		ConfigSchemas:     []schemas.Key{ConfigV100, ConfigV101, ResponderConfigV100},
+		DeprecatedConfigs: []schemas.Key{ConfigV101},
+		Commands:          []schemas.Key{CreateEvent},
+		Decode:            Decode,
+		New:               New,
 	})
 }
 

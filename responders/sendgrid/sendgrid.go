@@ -22,8 +22,11 @@ import (
 // Config and command schemas served by this responder.
 var (
 	ConfigV101 = schemas.Key{Vendor: "com.snowplowanalytics.sauna.responders", Name: "SendgridConfig", Format: "avro", Model: 1, Revision: 0, Addition: 1}
-	ConfigV102 = schemas.Key{Vendor: "com.snowplowanalytics.sauna.responders", Name: "SendgridConfig", Format: "avro", Model: 1, Revision: 0, Addition: 2}
-	SendEmail  = schemas.Key{Vendor: "com.sendgrid.sauna.commands", Name: "send_email", Format: "jsonschema", Model: 1, Revision: 0, Addition: 0}
+	// ConfigV102 was published under Sauna's vendor by earlier sauna releases;
+	// it is accepted with a warning naming ResponderConfigV100.
+	ConfigV102          = schemas.Key{Vendor: "com.snowplowanalytics.sauna.responders", Name: "SendgridConfig", Format: "avro", Model: 1, Revision: 0, Addition: 2}
+	ResponderConfigV100 = schemas.Key{Vendor: "io.sauna.responders", Name: "SendgridConfig", Format: "avro", Model: 1, Revision: 0, Addition: 0}
+	SendEmail           = schemas.Key{Vendor: "com.sendgrid.sauna.commands", Name: "send_email", Format: "jsonschema", Model: 1, Revision: 0, Addition: 0}
 )
 
 // DefaultAPIURL is the v3 API base URL of SendGrid's global region.
@@ -38,12 +41,13 @@ var exampleConfig string
 
 func init() {
 	responders.Register(responders.Module{
-		Name:          "sendgrid",
-		Summary:       "SendGrid: sends send_email commands through the v3 Mail Send API",
-		ConfigSchemas: []schemas.Key{ConfigV101, ConfigV102},
-		Commands:      []schemas.Key{SendEmail},
-		Decode:        Decode,
-		New:           New,
+		Name:              "sendgrid",
+		Summary:           "SendGrid: sends send_email commands through the v3 Mail Send API",
+		ConfigSchemas:     []schemas.Key{ConfigV101, ConfigV102, ResponderConfigV100},
+		DeprecatedConfigs: []schemas.Key{ConfigV102},
+		Commands:          []schemas.Key{SendEmail},
+		Decode:            Decode,
+		New:               New,
 	})
 }
 

@@ -19,9 +19,12 @@ import (
 
 // Config and command schemas served by this responder.
 var (
-	ConfigV100  = schemas.Key{Vendor: "com.snowplowanalytics.sauna.responders", Name: "SlackConfig", Format: "avro", Model: 1, Revision: 0, Addition: 0}
-	ConfigV101  = schemas.Key{Vendor: "com.snowplowanalytics.sauna.responders", Name: "SlackConfig", Format: "avro", Model: 1, Revision: 0, Addition: 1}
-	SendMessage = schemas.Key{Vendor: "com.slack.sauna.commands", Name: "send_message", Format: "jsonschema", Model: 1, Revision: 0, Addition: 0}
+	ConfigV100 = schemas.Key{Vendor: "com.snowplowanalytics.sauna.responders", Name: "SlackConfig", Format: "avro", Model: 1, Revision: 0, Addition: 0}
+	// ConfigV101 was published under Sauna's vendor by earlier sauna releases;
+	// it is accepted with a warning naming ResponderConfigV100.
+	ConfigV101          = schemas.Key{Vendor: "com.snowplowanalytics.sauna.responders", Name: "SlackConfig", Format: "avro", Model: 1, Revision: 0, Addition: 1}
+	ResponderConfigV100 = schemas.Key{Vendor: "io.sauna.responders", Name: "SlackConfig", Format: "avro", Model: 1, Revision: 0, Addition: 0}
+	SendMessage         = schemas.Key{Vendor: "com.slack.sauna.commands", Name: "send_message", Format: "jsonschema", Model: 1, Revision: 0, Addition: 0}
 )
 
 // DefaultLimit is Slack's documented pace for one webhook: about one
@@ -33,12 +36,13 @@ var exampleConfig string
 
 func init() {
 	responders.Register(responders.Module{
-		Name:          "slack",
-		Summary:       "Slack: posts send_message commands to an incoming webhook",
-		ConfigSchemas: []schemas.Key{ConfigV100, ConfigV101},
-		Commands:      []schemas.Key{SendMessage},
-		Decode:        Decode,
-		New:           New,
+		Name:              "slack",
+		Summary:           "Slack: posts send_message commands to an incoming webhook",
+		ConfigSchemas:     []schemas.Key{ConfigV100, ConfigV101, ResponderConfigV100},
+		DeprecatedConfigs: []schemas.Key{ConfigV101},
+		Commands:          []schemas.Key{SendMessage},
+		Decode:            Decode,
+		New:               New,
 	})
 }
 

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -63,9 +64,17 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	return 2
 }
 
+// flagOutput is a command's FlagSet output: stderr, plus what parseFlags
+// needs to print help on stdout and prefix errors with the command's name.
+type flagOutput struct {
+	io.Writer
+	stdout io.Writer
+	name   string
+}
+
 func newFlagSet(env *cliEnv, name, argsUsage, summary string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(env.stderr)
+	fs.SetOutput(&flagOutput{Writer: env.stderr, stdout: env.stdout, name: name})
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: sauna %s [flags] %s\n\n%s\n\nflags:\n", name, argsUsage, summary)
 		fs.PrintDefaults()
@@ -73,15 +82,47 @@ func newFlagSet(env *cliEnv, name, argsUsage, summary string) *flag.FlagSet {
 	return fs
 }
 
-// parseFlags returns -1 to continue, or the exit code.
+// parseFlags parses flags wherever they are among the arguments ("sauna
+// publish cmd.json --stream S"); after "--" everything is an argument. -h
+// prints the usage on stdout. It returns -1 to continue, or the exit code.
 func parseFlags(fs *flag.FlagSet, args []string) int {
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return 0
+	out := fs.Output().(*flagOutput)
+	fs.SetOutput(io.Discard) // its errors are printed below, prefixed
+	defer fs.SetOutput(out)
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				fs.SetOutput(out.stdout)
+				fs.Usage()
+				return 0
+			}
+			fmt.Fprintf(out, "sauna %s: %v\nRun 'sauna %s -h' for usage.\n", out.name, err, out.name)
+			return 2
 		}
-		return 2
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		// Parse stops at the first argument, or just after "--".
+		if stopped := len(args) - len(rest); stopped > 0 && args[stopped-1] == "--" {
+			positional = append(positional, rest...)
+			break
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
 	}
+	_ = fs.Parse(append([]string{"--"}, positional...))
 	return -1
+}
+
+// usageError reports a wrong command line: the error, prefixed with the
+// command's name, then its usage, on stderr. It returns the exit code 2.
+func usageError(fs *flag.FlagSet, format string, args ...any) int {
+	out := fs.Output().(*flagOutput)
+	fmt.Fprintf(out, "sauna %s: %s\n", out.name, fmt.Sprintf(format, args...))
+	fs.Usage()
+	return 2
 }
 
 type logFlags struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"strings"
 
 	"github.com/sauna-io/sauna/observer/kinesis"
@@ -17,20 +18,19 @@ func listCmd(_ context.Context, env *cliEnv, args []string) int {
 		return code
 	}
 	if fs.NArg() > 0 {
-		fs.Usage()
-		return 2
+		return usageError(fs, "takes no arguments, got %q", fs.Args())
 	}
 	w := env.stdout
 	fmt.Fprintln(w, "observers:")
 	fmt.Fprintln(w, "  kinesis  consume an Amazon Kinesis stream through the KCL")
-	fmt.Fprintf(w, "    config:  %s\n", keys(kinesis.ConfigSchemas()))
+	fmt.Fprintf(w, "    config:  %s\n", configKeys(kinesis.Configs))
 	fmt.Fprintln(w, "responders:")
 	for _, m := range responders.Modules() {
 		fmt.Fprintf(w, "  %-8s %s\n", m.Name, m.Summary)
 		if m.Retired != "" {
 			fmt.Fprintf(w, "    refused: %s\n", m.Retired)
 		}
-		fmt.Fprintf(w, "    config:  %s\n", keys(m.ConfigSchemas))
+		fmt.Fprintf(w, "    config:  %s\n", configKeys(m.Configs()))
 		var cmds []string
 		for _, k := range m.Commands {
 			cmds = append(cmds, fmt.Sprintf("iglu:%s/%s/%s/%d-%d-*", k.Vendor, k.Name, k.Format, k.Model, k.Revision))
@@ -44,32 +44,93 @@ func listCmd(_ context.Context, env *cliEnv, args []string) int {
 	return 0
 }
 
-func keys(ks []schemas.Key) string {
-	s := make([]string, len(ks))
-	for i, k := range ks {
-		s[i] = k.String()
+// configKeys lists the current schema first, then the older ones, marking
+// the deprecated.
+func configKeys(c schemas.ConfigSchemas) string {
+	s := []string{c.Current.String()}
+	for _, k := range slices.Backward(c.Older) {
+		if _, dep := c.DeprecatedBy(k); dep {
+			s = append(s, k.String()+" (deprecated)")
+		} else {
+			s = append(s, k.String())
+		}
 	}
 	return strings.Join(s, ", ")
 }
 
-// buildVersion is set at link time: -ldflags "-X main.buildVersion=v1.2.3".
+// buildVersion, when set at link time, is the version printed:
+//
+//	go build -ldflags "-X github.com/sauna-io/sauna/cmd/sauna/cli.buildVersion=v1.2.3" ./cmd/sauna
 var buildVersion = ""
 
-func version() string {
-	if buildVersion != "" {
-		return buildVersion
+// buildInfo is what the binary knows of its build: the version (the link-time
+// stamp, else the module version of `go install ...@v1.2.3` or of a build
+// in a git checkout) and the VCS revision `go build` records in a checkout.
+type buildInfo struct {
+	version, revision, vcsTime string
+	modified                   bool
+	goVersion                  string
+}
+
+func readBuildInfo() buildInfo {
+	b := buildInfo{version: buildVersion}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		if b.version == "" {
+			b.version = "devel"
+		}
+		return b
 	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
+	b.goVersion = bi.GoVersion
+	if b.version == "" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		b.version = bi.Main.Version
 	}
-	return "devel"
+	if b.version == "" {
+		b.version = "devel"
+	}
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			b.revision = s.Value
+		case "vcs.time":
+			b.vcsTime = s.Value
+		case "vcs.modified":
+			b.modified = s.Value == "true"
+		}
+	}
+	return b
+}
+
+func (b buildInfo) String() string {
+	s := "sauna " + b.version
+	var extra []string
+	if b.revision != "" {
+		r := "revision " + b.revision
+		if b.vcsTime != "" {
+			r += " (" + b.vcsTime + ")"
+		}
+		if b.modified {
+			r += ", modified"
+		}
+		extra = append(extra, r)
+	}
+	if b.goVersion != "" {
+		extra = append(extra, b.goVersion)
+	}
+	if len(extra) > 0 {
+		s += " (" + strings.Join(extra, "; ") + ")"
+	}
+	return s
 }
 
 func versionCmd(_ context.Context, env *cliEnv, args []string) int {
-	fs := newFlagSet(env, "version", "", "Print the version.")
+	fs := newFlagSet(env, "version", "", "Print the version, the VCS revision the binary was built from (when built in a\ngit checkout) and the Go version.")
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}
-	fmt.Fprintf(env.stdout, "sauna %s\n", version())
+	if fs.NArg() > 0 {
+		return usageError(fs, "takes no arguments, got %q", fs.Args())
+	}
+	fmt.Fprintln(env.stdout, readBuildInfo())
 	return 0
 }

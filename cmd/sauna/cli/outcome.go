@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
@@ -88,20 +87,20 @@ func outcomeCmd(ctx context.Context, env *cliEnv, args []string) int {
 
 // readObserverConfig parses one observer config file the way the daemon does.
 func readObserverConfig(stderr io.Writer, file string) (saunakinesis.Config, int) {
-	content, err := os.ReadFile(file)
+	content, err := observer.ReadConfigFile(file)
 	if err != nil {
-		fmt.Fprintln(stderr, "sauna:", err)
+		fmt.Fprintf(stderr, "sauna outcome: %s: %v\n", file, err)
 		return saunakinesis.Config{}, 1
 	}
 	entry, probs := observer.ParseFile(file, content, slog.New(slog.DiscardHandler))
 	if entry == nil {
 		for _, p := range probs {
-			fmt.Fprintln(stderr, p)
+			fmt.Fprintln(stderr, "sauna outcome:", p)
 		}
 		return saunakinesis.Config{}, 1
 	}
 	if entry.Kind != observer.KindObserver {
-		fmt.Fprintf(stderr, "sauna: %s is a %s config, not an observer config\n", file, entry.Kind)
+		fmt.Fprintf(stderr, "sauna outcome: %s is a %s config, not an observer config\n", file, entry.Kind)
 		return saunakinesis.Config{}, 2
 	}
 	return entry.Observer, 0

@@ -26,8 +26,7 @@ func publishCmd(ctx context.Context, env *cliEnv, args []string) int {
 		return code
 	}
 	if *stream == "" || fs.NArg() == 0 {
-		fs.Usage()
-		return 2
+		return usageError(fs, "--stream and at least one FILE are required")
 	}
 	type record struct {
 		source string
@@ -46,7 +45,7 @@ func publishCmd(ctx context.Context, env *cliEnv, args []string) int {
 			content, err = os.ReadFile(name)
 		}
 		if err != nil {
-			fmt.Fprintf(env.stderr, "%s: %v\n", name, err)
+			fmt.Fprintf(env.stderr, "sauna publish: %s: %v\n", name, err)
 			failed = true
 			continue
 		}
@@ -56,7 +55,7 @@ func publishCmd(ctx context.Context, env *cliEnv, args []string) int {
 			if err := dec.Decode(&raw); err == io.EOF {
 				break
 			} else if err != nil {
-				fmt.Fprintf(env.stderr, "%s: command %d: invalid JSON: %v\n", name, i, err)
+				fmt.Fprintf(env.stderr, "sauna publish: %s: command %d: invalid JSON: %v\n", name, i, err)
 				failed = true
 				break
 			}
@@ -67,18 +66,18 @@ func publishCmd(ctx context.Context, env *cliEnv, args []string) int {
 			data := compact(raw)
 			cmd, err := responders.Decode(data)
 			if err != nil {
-				fmt.Fprintf(env.stderr, "%s: %v\n", src, err)
+				fmt.Fprintf(env.stderr, "sauna publish: %s: %v\n", src, err)
 				failed = true
 				continue
 			}
 			if cmd.Expired(time.Now()) {
-				fmt.Fprintf(env.stderr, "%s: warning: command %s has already expired; observers will reject it\n", src, cmd.ID)
+				fmt.Fprintf(env.stderr, "sauna publish: %s: warning: command %s has already expired; observers will reject it\n", src, cmd.ID)
 			}
 			recs = append(recs, record{source: src, data: data, cmd: cmd})
 		}
 	}
 	if failed {
-		fmt.Fprintln(env.stderr, "nothing published: fix the commands above first")
+		fmt.Fprintln(env.stderr, "sauna publish: nothing published: fix the commands above first")
 		return 1
 	}
 	awsCfg, err := saunakinesis.LoadAWS(ctx, *region, "", "")
@@ -102,7 +101,7 @@ func publishCmd(ctx context.Context, env *cliEnv, args []string) int {
 			Data:         r.data,
 		})
 		if err != nil {
-			fmt.Fprintf(env.stderr, "%s: put on stream %s: %v\n", r.source, *stream, err)
+			fmt.Fprintf(env.stderr, "sauna publish: %s: put on stream %s: %v\n", r.source, *stream, err)
 			if errors.Is(err, context.Canceled) {
 				return 1
 			}

@@ -24,8 +24,7 @@ func replayCmd(ctx context.Context, env *cliEnv, args []string) int {
 		return code
 	}
 	if fs.NArg() > 0 || *from == "" || (*to == "" && !*dryRun) {
-		fs.Usage()
-		return 2
+		return usageError(fs, "--from is required, and --to unless --dry-run; no arguments are taken")
 	}
 	f := deadletter.Filter{Reason: *reason, Schema: *schema}
 	for _, tf := range []struct {

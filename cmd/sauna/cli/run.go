@@ -26,8 +26,7 @@ func runCmd(ctx context.Context, env *cliEnv, args []string) int {
 		return code
 	}
 	if *dir == "" || fs.NArg() > 0 {
-		fmt.Fprintln(env.stderr, "sauna run: --config-dir DIR is required and no arguments are taken")
-		return 2
+		return usageError(fs, "--config-dir DIR is required and no arguments are taken")
 	}
 	if *rescan < 0 || *quietPeriod < 0 {
 		fmt.Fprintln(env.stderr, "sauna run: --rescan-interval and --reload-quiet must not be negative")
@@ -43,7 +42,8 @@ func runCmd(ctx context.Context, env *cliEnv, args []string) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	log.Info("sauna starting", "version", version(), "config_dir", *dir)
+	bi := readBuildInfo()
+	log.Info("sauna starting", "version", bi.version, "revision", bi.revision, "config_dir", *dir)
 	met := metrics.New(metrics.Options{})
 	met.RegisterRuntime()
 	gate := admin.NewGate()
