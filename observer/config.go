@@ -123,7 +123,7 @@ func ReadConfigFile(path string) ([]byte, error) {
 		return nil, withoutPath(err)
 	}
 	if len(b) > MaxConfigSize {
-		return nil, fmt.Errorf("larger than %d bytes: not a config file", MaxConfigSize)
+		return nil, tooLarge()
 	}
 	return b, nil
 }
@@ -145,9 +145,13 @@ func usable(fi fs.FileInfo) error {
 		return fmt.Errorf("%s, not a regular file: a config must be a regular file", what)
 	}
 	if fi.Size() > MaxConfigSize {
-		return fmt.Errorf("%d bytes, larger than %d: not a config file", fi.Size(), MaxConfigSize)
+		return tooLarge()
 	}
 	return nil
+}
+
+func tooLarge() error {
+	return fmt.Errorf("larger than %d bytes, the limit of a config file", MaxConfigSize)
 }
 
 // withoutPath drops the path from an *fs.PathError: problems name the file

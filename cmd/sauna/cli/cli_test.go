@@ -1,0 +1,181 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func runIn(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := Run(context.Background(), args, strings.NewReader(""), &stdout, &stderr)
+	return code, stdout.String(), stderr.String()
+}
+
+func write(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestHelpGoesToStdoutAndExitsZero(t *testing.T) {
+	for _, c := range commands() {
+		for _, h := range []string{"-h", "--help"} {
+			code, stdout, stderr := runIn(t, c.name, h)
+			if code != 0 || !strings.HasPrefix(stdout, "usage: sauna "+c.name) || stderr != "" {
+				t.Errorf("%s %s: exit %d\nstdout %q\nstderr %q", c.name, h, code, stdout, stderr)
+			}
+		}
+	}
+}
+
+func TestCommandLineErrorsNameTheCommand(t *testing.T) {
+	for _, c := range commands() {
+		code, stdout, stderr := runIn(t, c.name, "--no-such-flag")
+		if code != 2 || stdout != "" || !strings.HasPrefix(stderr, "sauna "+c.name+": flag provided but not defined: -no-such-flag\n") {
+			t.Errorf("%s: exit %d\nstdout %q\nstderr %q", c.name, code, stdout, stderr)
+		}
+	}
+	for _, args := range [][]string{
+		{"validate"},
+		{"publish", "x.json"},
+		{"list", "extra"},
+		{"version", "extra"},
+		{"run"},
+		{"replay"},
+		{"outcome"},
+	} {
+		code, _, stderr := runIn(t, args...)
+		if code != 2 || !strings.HasPrefix(stderr, "sauna "+args[0]+": ") {
+			t.Errorf("%v: exit %d, stderr %q", args, code, stderr)
+		}
+	}
+}
+
+// Flags may follow the arguments; "--" ends the flags.
+func TestFlagsAfterArguments(t *testing.T) {
+	dir := t.TempDir()
+	bad := write(t, dir, "cmd.json", `{"schema":"not a command"}`)
+	// Without --stream, publish stops at its usage (exit 2); with it, placed
+	// after the file, it gets to the command and refuses it (exit 1).
+	code, _, stderr := runIn(t, "publish", bad, "--stream", "S")
+	if code != 1 || !strings.Contains(stderr, "sauna publish: "+bad+": ") || !strings.Contains(stderr, "nothing published") {
+		t.Errorf("publish FILE --stream S: exit %d, stderr %q", code, stderr)
+	}
+	code, _, stderr = runIn(t, "publish", bad, "--stream=S", "--region", "us-east-1")
+	if code != 1 {
+		t.Errorf("publish FILE --stream=S --region R: exit %d, stderr %q", code, stderr)
+	}
+	// After "--", "--stream" is a file name.
+	code, _, stderr = runIn(t, "publish", "--stream", "S", "--", bad, "--stream")
+	if code != 1 || !strings.Contains(stderr, "sauna publish: --stream: ") {
+		t.Errorf("publish -- FILE --stream: exit %d, stderr %q", code, stderr)
+	}
+	cfgDir := t.TempDir()
+	write(t, cfgDir, "obs.json", observerJSON("obs.a"))
+	code, stdout, stderr := runIn(t, "outcome", "some-id", "--observer-config", filepath.Join(cfgDir, "obs.json"), "--region")
+	if code != 2 || !strings.Contains(stderr, "sauna outcome: flag needs an argument: -region") {
+		t.Errorf("outcome ID --observer-config F --region: exit %d\nstdout %q\nstderr %q", code, stdout, stderr)
+	}
+}
+
+func observerJSON(id string) string {
+	return `{"schema":"iglu:io.sauna.observers/KinesisObserverConfig/avro/1-0-0",
+ "data":{"enabled":true,"id":"` + id + `","parameters":{"aws":{},
+   "kinesis":{"region":"us-east-1","streamName":"s","maxRecords":10,"initialPosition":"TRIM_HORIZON"}}}}`
+}
+
+func TestValidateResponderIDs(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "pd.json", `{"schema":"iglu:com.snowplowanalytics.sauna.responders/PagerDutyConfig/avro/1-0-0",
+ "data":{"enabled":true,"id":"pd","parameters":{"createEventEnabled":true}}}`)
+	write(t, dir, "slack.json", `{"schema":"iglu:com.snowplowanalytics.sauna.responders/SlackConfig/avro/1-0-0",
+ "data":{"enabled":true,"id":"Slack Responder","parameters":{"sendMessageEnabled":true,"webhookUrl":"https://hooks.slack.com/services/T/B/X"}}}`)
+	code, stdout, stderr := runIn(t, "validate", dir)
+	if code != 0 || stdout != "" || !strings.Contains(stderr, `ok (responder "pd"`) || !strings.Contains(stderr, `ok (responder "Slack Responder"`) {
+		t.Errorf("exit %d\nstdout %q\nstderr %q", code, stdout, stderr)
+	}
+}
+
+func TestValidateWarnsAboutDeprecatedSchemas(t *testing.T) {
+	dir := t.TempDir()
+	f := write(t, dir, "slack.json", `{"schema":"iglu:com.snowplowanalytics.sauna.responders/SlackConfig/avro/1-0-1",
+ "data":{"enabled":true,"id":"slack","parameters":{"sendMessageEnabled":true,"webhookUrl":"https://hooks.slack.com/services/T/B/X"}}}`)
+	code, stdout, stderr := runIn(t, "validate", f)
+	want := f + ": schema: warning: iglu:com.snowplowanalytics.sauna.responders/SlackConfig/avro/1-0-1 is deprecated: name iglu:io.sauna.responders/SlackConfig/avro/1-0-0 instead, which has the same settings\n"
+	if code != 0 || stdout != want || !strings.Contains(stderr, "ok (responder") {
+		t.Errorf("exit %d\nstdout %q\nwant   %q\nstderr %q", code, stdout, want, stderr)
+	}
+	for _, schema := range []string{
+		"iglu:io.sauna.responders/SlackConfig/avro/1-0-0",
+		"iglu:com.snowplowanalytics.sauna.responders/SlackConfig/avro/1-0-0",
+	} {
+		write(t, dir, "slack.json", strings.Replace(mustRead(t, f), "iglu:com.snowplowanalytics.sauna.responders/SlackConfig/avro/1-0-1", schema, 1))
+		if code, stdout, _ := runIn(t, "validate", f); code != 0 || stdout != "" {
+			t.Errorf("%s: exit %d, stdout %q", schema, code, stdout)
+		}
+	}
+}
+
+func mustRead(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestValidateAgreesWithRunOnWhichFilesAreConfigs(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{"x.JSON", ".hidden.json", "notes.txt"} {
+		p := write(t, dir, name, observerJSON("obs.a"))
+		code, stdout, stderr := runIn(t, "validate", p)
+		want := p + ": 'sauna run' does not read this file: config files are named *.json or *.avro (lower case) and do not start with \".\"\n"
+		if code != 1 || stdout != want || strings.Contains(stderr, ": ok") {
+			t.Errorf("%s: exit %d\nstdout %q\nstderr %q", name, code, stdout, stderr)
+		}
+	}
+	// A directory holding only those has no config files, for run as for validate.
+	code, stdout, _ := runIn(t, "validate", dir)
+	if code != 0 || stdout != dir+": warning: "+"no config files in the config directory (config files are named *.json or *.avro (lower case) and do not start with \".\")\n" {
+		t.Errorf("directory without configs: exit %d, stdout %q", code, stdout)
+	}
+}
+
+func TestValidateRefusesNonRegularAndHugeFiles(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "sub.json"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write(t, dir, "huge.json", strings.Repeat(" ", 1<<20+1))
+	code, stdout, _ := runIn(t, "validate", dir)
+	for _, want := range []string{
+		filepath.Join(dir, "huge.json") + ": larger than 1048576 bytes",
+		filepath.Join(dir, "sub.json") + ": a directory, not a regular file",
+	} {
+		if code != 1 || !strings.Contains(stdout, want) {
+			t.Errorf("exit %d, stdout %q, want a line with %q", code, stdout, want)
+		}
+	}
+}
+
+func TestVersionPrintsBuildInfo(t *testing.T) {
+	code, stdout, _ := runIn(t, "version")
+	// A test binary has no module version: "devel", then the Go version.
+	if code != 0 || !strings.HasPrefix(stdout, "sauna devel (") || !strings.Contains(stdout, "go1.") {
+		t.Errorf("exit %d, stdout %q", code, stdout)
+	}
+	defer func(v string) { buildVersion = v }(buildVersion)
+	buildVersion = "v9.8.7"
+	if _, stdout, _ := runIn(t, "version"); !strings.HasPrefix(stdout, "sauna v9.8.7 (") {
+		t.Errorf("stamped: %q", stdout)
+	}
+}
