@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 )
@@ -177,5 +178,25 @@ func TestVersionPrintsBuildInfo(t *testing.T) {
 	buildVersion = "v9.8.7"
 	if _, stdout, _ := runIn(t, "version"); !strings.HasPrefix(stdout, "sauna v9.8.7 (") {
 		t.Errorf("stamped: %q", stdout)
+	}
+}
+
+func TestVersionFromBuildInfo(t *testing.T) {
+	bi := &debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Path: "github.com/sauna-io/sauna", Version: "v1.4.0"},
+		Settings: []debug.BuildSetting{{Key: "vcs.revision", Value: "0123abc"}, {Key: "vcs.time", Value: "2026-12-01T10:00:00Z"}, {Key: "vcs.modified", Value: "true"}}}
+	for _, tc := range []struct {
+		bi                *debug.BuildInfo
+		version, revision string
+		want              string
+	}{
+		{bi, "", "", "sauna v1.4.0 (revision 0123abc (2026-12-01T10:00:00Z), modified; go1.26.8)"},
+		{bi, "v2.0.0", "", "sauna v2.0.0 (revision 0123abc (2026-12-01T10:00:00Z), modified; go1.26.8)"},
+		{&debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Version: "(devel)"}}, "", "", "sauna devel (go1.26.8)"},
+		{&debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Version: "(devel)"}}, "v2.0.0", "fedcba9", "sauna v2.0.0 (revision fedcba9; go1.26.8)"},
+		{nil, "", "", "sauna devel"},
+	} {
+		if got := fromBuildInfo(tc.bi, tc.version, tc.revision).String(); got != tc.want {
+			t.Errorf("got  %q\nwant %q", got, tc.want)
+		}
 	}
 }

@@ -58,14 +58,18 @@ func configKeys(c schemas.ConfigSchemas) string {
 	return strings.Join(s, ", ")
 }
 
-// buildVersion, when set at link time, is the version printed:
+// buildVersion and buildRevision, when set at link time, are the version
+// and revision printed:
 //
 //	go build -ldflags "-X github.com/sauna-io/sauna/cmd/sauna/cli.buildVersion=v1.2.3" ./cmd/sauna
-var buildVersion = ""
+//
+// buildRevision is for builds where Go records no VCS revision, such as in a
+// linked git worktree (-X ...cli.buildRevision=$(git rev-parse HEAD)).
+var buildVersion, buildRevision = "", ""
 
 // buildInfo is what the binary knows of its build: the version (the link-time
-// stamp, else the module version of `go install ...@v1.2.3` or of a build
-// in a git checkout) and the VCS revision `go build` records in a checkout.
+// stamp, else the module version of `go install ...@v1.2.3`) and the VCS
+// revision `go build` records in a git checkout.
 type buildInfo struct {
 	version, revision, vcsTime string
 	modified                   bool
@@ -73,30 +77,30 @@ type buildInfo struct {
 }
 
 func readBuildInfo() buildInfo {
-	b := buildInfo{version: buildVersion}
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		if b.version == "" {
-			b.version = "devel"
+	bi, _ := debug.ReadBuildInfo()
+	return fromBuildInfo(bi, buildVersion, buildRevision)
+}
+
+func fromBuildInfo(bi *debug.BuildInfo, version, revision string) buildInfo {
+	b := buildInfo{version: version, revision: revision}
+	if bi != nil {
+		b.goVersion = bi.GoVersion
+		if b.version == "" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			b.version = bi.Main.Version
 		}
-		return b
-	}
-	b.goVersion = bi.GoVersion
-	if b.version == "" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		b.version = bi.Main.Version
+		for _, s := range bi.Settings {
+			switch {
+			case s.Key == "vcs.revision" && b.revision == "":
+				b.revision = s.Value
+			case s.Key == "vcs.time":
+				b.vcsTime = s.Value
+			case s.Key == "vcs.modified":
+				b.modified = s.Value == "true"
+			}
+		}
 	}
 	if b.version == "" {
 		b.version = "devel"
-	}
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			b.revision = s.Value
-		case "vcs.time":
-			b.vcsTime = s.Value
-		case "vcs.modified":
-			b.modified = s.Value == "true"
-		}
 	}
 	return b
 }
