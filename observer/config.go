@@ -177,7 +177,7 @@ func ParseFile(file string, content []byte, log *slog.Logger) (*Entry, []Problem
 	probs := problemsOf(file, "", err)
 	if by, ok := deprecatedBy(e.Schema); ok {
 		probs = append(probs, Problem{File: file, Field: "schema", Warning: true,
-			Message: fmt.Sprintf("%s is deprecated: name %s instead, which has the same settings", e.Schema, by)})
+			Message: fmt.Sprintf("%s is deprecated: name %s instead; only the schema line changes", e.Schema, by)})
 	}
 	if !e.Enabled {
 		for i := range probs {

@@ -113,7 +113,7 @@ func TestDeprecatedKinesisSchemasWarnAndMatchTheCurrentOne(t *testing.T) {
 		_, deprecated := kinesis.Configs.DeprecatedBy(k)
 		var want []string
 		if deprecated {
-			want = []string{"schema: " + k.String() + " is deprecated: name iglu:io.sauna.observers/KinesisObserverConfig/avro/1-0-0 instead, which has the same settings"}
+			want = []string{"schema: " + k.String() + " is deprecated: name iglu:io.sauna.observers/KinesisObserverConfig/avro/1-0-0 instead; only the schema line changes"}
 		}
 		if diff := cmp.Diff(want, problemLines(probs)); diff != "" {
 			t.Errorf("%s warnings (-want +got):\n%s", k, diff)

@@ -27,7 +27,7 @@ func TestCLIEndToEnd(t *testing.T) {
 		// the only problem reported for it (no derived table or namespace).
 		code, stdout, stderr := runCLI(t, none, "", "validate", dir)
 		want := obs + `: data.id: "pd" is not usable as a DynamoDB table name: use 3-255 characters of A-Z a-z 0-9 _ . -` + "\n" +
-			slack + ": schema: warning: iglu:com.snowplowanalytics.sauna.responders/SlackConfig/avro/1-0-1 is deprecated: name iglu:io.sauna.responders/SlackConfig/avro/1-0-0 instead, which has the same settings\n"
+			slack + ": schema: warning: iglu:com.snowplowanalytics.sauna.responders/SlackConfig/avro/1-0-1 is deprecated: name iglu:io.sauna.responders/SlackConfig/avro/1-0-0 instead; only the schema line changes\n"
 		if code != 1 || stdout != want {
 			t.Errorf("exit %d\nstdout %q\nwant   %q\nstderr %q", code, stdout, want, stderr)
 		}

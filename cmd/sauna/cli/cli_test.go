@@ -3,11 +3,18 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/sauna-io/sauna/observer/kinesis"
+	"github.com/sauna-io/sauna/responders"
+	"github.com/sauna-io/sauna/schemas"
 )
 
 func runIn(t *testing.T, args ...string) (int, string, string) {
@@ -110,7 +117,7 @@ func TestValidateWarnsAboutDeprecatedSchemas(t *testing.T) {
 	f := write(t, dir, "slack.json", `{"schema":"iglu:com.snowplowanalytics.sauna.responders/SlackConfig/avro/1-0-1",
  "data":{"enabled":true,"id":"slack","parameters":{"sendMessageEnabled":true,"webhookUrl":"https://hooks.slack.com/services/T/B/X"}}}`)
 	code, stdout, stderr := runIn(t, "validate", f)
-	want := f + ": schema: warning: iglu:com.snowplowanalytics.sauna.responders/SlackConfig/avro/1-0-1 is deprecated: name iglu:io.sauna.responders/SlackConfig/avro/1-0-0 instead, which has the same settings\n"
+	want := f + ": schema: warning: iglu:com.snowplowanalytics.sauna.responders/SlackConfig/avro/1-0-1 is deprecated: name iglu:io.sauna.responders/SlackConfig/avro/1-0-0 instead; only the schema line changes\n"
 	if code != 0 || stdout != want || !strings.Contains(stderr, "ok (responder") {
 		t.Errorf("exit %d\nstdout %q\nwant   %q\nstderr %q", code, stdout, want, stderr)
 	}
@@ -199,4 +206,117 @@ func TestVersionFromBuildInfo(t *testing.T) {
 			t.Errorf("got  %q\nwant %q", got, tc.want)
 		}
 	}
+}
+
+// A deprecated config schema's settings are all in its replacement, with the
+// same types and defaults (the replacement may add some, with defaults), so
+// that changing a file's schema line is all a user does.
+func TestDeprecatedConfigSchemasHaveTheSameSettings(t *testing.T) {
+	sets := []schemas.ConfigSchemas{kinesis.Configs}
+	for _, m := range responders.Modules() {
+		sets = append(sets, m.Configs())
+	}
+	n := 0
+	for _, c := range sets {
+		for _, k := range c.Deprecated {
+			by, ok := c.DeprecatedBy(k)
+			if !ok || !c.Accepts(k) {
+				t.Errorf("%s: deprecated but not accepted", k)
+				continue
+			}
+			dep := settingsOf(t, k)
+			if diff := cmp.Diff(dep, restrict(dep, settingsOf(t, by))); diff != "" {
+				t.Errorf("%s and its replacement %s differ (-deprecated +replacement):\n%s", k, by, diff)
+			}
+			n++
+		}
+	}
+	if n != 5 {
+		t.Errorf("%d deprecated config schemas, want 5", n)
+	}
+}
+
+// settingsOf is an Avro schema without names of types, namespaces and docs.
+func settingsOf(t *testing.T, k schemas.Key) any {
+	t.Helper()
+	raw, ok := schemas.Raw(k)
+	if !ok {
+		t.Fatalf("%s is not bundled", k)
+	}
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		t.Fatal(err)
+	}
+	var strip func(v any) any
+	strip = func(v any) any {
+		switch x := v.(type) {
+		case map[string]any:
+			out := map[string]any{}
+			_, named := x["fields"]
+			_, symbols := x["symbols"]
+			for key, val := range x {
+				switch {
+				case key == "doc", key == "namespace":
+				case key == "name" && (named || symbols):
+				default:
+					out[key] = strip(val)
+				}
+			}
+			return out
+		case []any:
+			out := make([]any, len(x))
+			for i := range x {
+				out[i] = strip(x[i])
+			}
+			return out
+		}
+		return v
+	}
+	return strip(v)
+}
+
+// restrict drops from b the record fields a does not have.
+func restrict(a, b any) any {
+	am, ok1 := a.(map[string]any)
+	bm, ok2 := b.(map[string]any)
+	if ok1 && ok2 {
+		out := map[string]any{}
+		for k, v := range bm {
+			out[k] = restrict(am[k], v)
+		}
+		if af, ok := am["fields"].([]any); ok {
+			bf, _ := bm["fields"].([]any)
+			var kept []any
+			for _, f := range af {
+				name := f.(map[string]any)["name"]
+				for _, g := range bf {
+					if g.(map[string]any)["name"] == name {
+						kept = append(kept, restrict(f, g))
+					}
+				}
+			}
+			out["fields"] = kept
+			// A default of a whole record lists the fields it has.
+			if ad, ok := am["default"].(map[string]any); ok {
+				if bd, ok := bm["default"].(map[string]any); ok {
+					d := map[string]any{}
+					for k := range ad {
+						d[k] = bd[k]
+					}
+					out["default"] = d
+				}
+			}
+		}
+		return out
+	}
+	al, ok1 := a.([]any)
+	bl, ok2 := b.([]any)
+	if ok1 && ok2 && len(al) == len(bl) {
+		out := make([]any, len(bl))
+		for i := range bl {
+			out[i] = restrict(al[i], bl[i])
+		}
+		return out
+	}
+	return b
 }
