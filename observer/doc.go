@@ -1,6 +1,8 @@
 // Package observer turns a config directory into running observers and
 // responders: it reads and validates each config file (Sauna's
 // self-describing Avro-JSON, or plain JSON), builds the enabled responders
-// into a dispatcher, and runs one Kinesis observer per enabled
-// AmazonKinesisConfig, keeping each file's entity independent of the others.
+// into a dispatcher, and runs one Kinesis observer per enabled observer
+// config, keeping each file's entity independent of the others. Which files
+// are configs, and how they are read, is decided by IsConfigFile and
+// ReadConfigFile, for `sauna run` and `sauna validate` alike.
 package observer

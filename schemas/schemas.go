@@ -29,6 +29,10 @@
 // [Key.SameRevision]), but data is only ever validated against the exact
 // version it names, and an unbundled version is an unknown schema.
 //
+// A kind of config (the Kinesis observer, each responder) accepts a set of
+// config schemas, [ConfigSchemas]: the current one, whose file holds every
+// default, and older or deprecated ones, upgraded to it when decoded.
+//
 // Avro schemas (format "avro") describe config files, which are JSON text;
 // [DecodeAvroJSON] accepts both Avro's JSON encoding and plain JSON and
 // returns plain JSON with defaults filled in. JSON Schemas (format
