@@ -197,6 +197,26 @@ func TestReloadEndToEnd(t *testing.T) {
 		t.Errorf("an invalid version stopped the observer (%d stops)", n)
 	}
 
+	// A config file that cannot be read is not a removed one: a symlink loop
+	// in place of slack.json is refused and the responder keeps working.
+	removeConfig(t, slackFile)
+	if err := os.Symlink("slack.json", slackFile); err != nil {
+		t.Fatal(err)
+	}
+	loop := p.waitLogs(t, 1, 20*time.Second, fileLog("config refused; the last good version keeps running", slackFile))
+	if !strings.Contains(fmt.Sprint(loop[0]["problem"]), "too many levels of symbolic links") {
+		t.Errorf("refusal line: %v", loop[0])
+	}
+	put("three-b")
+	gotB.waitFor(t, "three-b")
+	removeConfig(t, slackFile)
+	writeFile(t, dir, "slack.json", fastSlackConfig("slack", sinkB.URL+"/services/B"))
+	// The deprecated SlackConfig 1-0-1 was warned about once, through all
+	// the rescans since.
+	if w := p.logsMatching(fileLog("config warning", slackFile)); len(w) != 1 || !strings.Contains(fmt.Sprint(w[0]["problem"]), "name iglu:io.sauna.responders/SlackConfig/avro/1-0-0 instead") {
+		t.Errorf("deprecation warnings: %v", w)
+	}
+
 	// A changed observer hands its leases over while commands keep coming:
 	// the old worker stops (final checkpoints) before the new one starts on
 	// the same lease table, and every command is executed.
