@@ -333,7 +333,7 @@ func timestampProblem(t, now time.Time) string {
 	case t.Before(time.UnixMilli(0)):
 		return fmt.Sprintf("must not be negative, got %d", t.UnixMilli())
 	case t.After(now.Add(clockSkew)):
-		return fmt.Sprintf("%d (%s) is in the future: Kinesis refuses to start a shard at a time ahead of its clock", t.UnixMilli(), t.Format(time.RFC3339))
+		return fmt.Sprintf("%d (%s) is in the future, more than %v ahead of this host's clock: Kinesis refuses to start a shard at a time ahead of its own", t.UnixMilli(), t.Format(time.RFC3339), clockSkew)
 	}
 	return ""
 }
