@@ -496,7 +496,7 @@ func (e *env) saunaConfig(sp spec) (string, error) {
 		// sync, idle time, lease timings, in-flight limit) is the schema
 		// default, which is what users get.
 		cfg := map[string]any{
-			"schema": "iglu:com.snowplowanalytics.sauna.observers/AmazonKinesisConfig/avro/1-0-2",
+			"schema": "iglu:io.sauna.observers/KinesisObserverConfig/avro/1-0-0",
 			"data": map[string]any{
 				"enabled": true, "id": id,
 				"parameters": map[string]any{

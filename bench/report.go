@@ -142,7 +142,7 @@ func (rep *report) markdown() string {
 	}
 	b.WriteString("\n## Consumers\n\n" +
 		"- **sauna**: the sauna CLI (`cli.Main`) built with the benchmark's probe responder (`bench/cmd/sauna-bench`), run as " +
-		"`sauna run --config-dir DIR`; one AmazonKinesisConfig 1-0-2 per stream with TRIM_HORIZON, maxRecords 10000, " +
+		"`sauna run --config-dir DIR`; one KinesisObserverConfig 1-0-0 per stream with TRIM_HORIZON, maxRecords 10000, " +
 		"CloudWatch off, `delivery.idempotency.enabled` as the scenario says and **every other setting at its schema default** " +
 		"(shard sync 2000 ms, idle 250 ms, failover 10000 ms, maxInFlightPerShard 64, idempotency on). The probe waits " +
 		"`delayMillis`, then reports.\n" +
