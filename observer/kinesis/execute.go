@@ -14,6 +14,7 @@ import (
 	"github.com/sauna-io/sauna/observer/kinesis/deadletter"
 	"github.com/sauna-io/sauna/observer/kinesis/outcomes"
 	"github.com/sauna-io/sauna/responders"
+	"github.com/sauna-io/sauna/responders/delivery"
 )
 
 // Result is the final outcome of one record. The values label metrics.
@@ -193,6 +194,21 @@ func (p *shardProcessor) execute(r *types.Record) bool {
 					"seq", out.Sequence, "command_id", cmd.ID, "responder", cmd.Module, "budget", p.o.cfg.RetryBudget)
 			}
 		}
+		after = min(after, maxResponderDelay)
+		if left := p.o.cfg.RetryBudget - time.Since(first); p.o.deadLetters != nil && p.o.cfg.RetryBudget > 0 && after >= left {
+			// The responder may not be called again before the budget ends:
+			// wait out what is left of it, then dead-letter without a call
+			// the vendor asked not to get.
+			p.log.Warn("command failed; the responder's delay outlasts the retry budget", "seq", out.Sequence, "command_id", cmd.ID,
+				"responder", cmd.Module, "attempt", attempt, "retry_in", after.Round(time.Millisecond), "budget_left", left.Round(time.Millisecond), "err", err)
+			if !p.sleep(p.o.intake, left) {
+				release()
+				return false
+			}
+			out.Err = err
+			letter.Reason, letter.Error = "retry_budget_exhausted", err.Error()
+			return p.deadLetterOrFail(ctx, out, letter, first, release)
+		}
 		delay := backoff(attempt, after, 30*time.Second)
 		p.log.Warn("command failed; retrying", "seq", out.Sequence, "command_id", cmd.ID, "responder", cmd.Module,
 			"attempt", attempt, "retry_in", delay.Round(time.Millisecond), "err", err)
@@ -323,6 +339,11 @@ func (p *shardProcessor) reject(out Outcome, l deadletter.Letter, err error) boo
 	p.o.report(out)
 	return true
 }
+
+// maxResponderDelay caps the delay a responder asks for (a vendor's
+// Retry-After): a command waiting holds its partition key and its shard's
+// checkpoint.
+const maxResponderDelay = delivery.MaxVendorDelay
 
 // backoff is exponential with full jitter from 100 ms, capped, and never
 // shorter than what the responder asked for.

@@ -169,6 +169,58 @@ func TestExecuteWithoutDeadLettersNeverDrops(t *testing.T) {
 	})
 }
 
+// A vendor asking for a day's wait holds a command no longer than the retry
+// budget, then the command is dead-lettered without another call; without
+// a dead-letter stream the wait is capped and the command runs when the
+// vendor recovers.
+func TestExecuteCapsTheResponderDelay(t *testing.T) {
+	const day = 27 * time.Hour
+	for _, withDLQ := range []bool{true, false} {
+		t.Run(map[bool]string{true: "dead-letter stream", false: "no dead-letter stream"}[withDLQ], func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				h := newHarness(t)
+				claims, dlq := newFakeClaims(), &fakeDeadLetters{}
+				h.p.o.claims = claims
+				h.p.o.cfg.RetryBudget = time.Minute
+				if withDLQ {
+					h.p.o.deadLetters, h.p.o.cfg.DeadLetterStream = dlq, "dlq"
+				}
+				h.resp.reply = func(_ context.Context, _ string, call int) error {
+					if call == 1 {
+						return responders.Retryable(errors.New("429"), day)
+					}
+					return nil
+				}
+				start := time.Now()
+				cp := &fakeCheckpointer{}
+				h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: []types.Record{keyedRecord("1", "a", "limited")}})
+				// Shutdown waits for the command to end.
+				h.p.Shutdown(&kcl.ShutdownInput{ShutdownReason: kcl.REQUESTED, Checkpointer: cp})
+				took := time.Since(start)
+				f := claims.done["00000000-0000-4000-8000-000000000001"]
+				if withDLQ {
+					if got := h.results(); !slices.Equal(got, []string{"1=dead_lettered"}) {
+						t.Errorf("outcomes %v, want the command dead-lettered", got)
+					}
+					if len(dlq.letters) != 1 || dlq.letters[0].Reason != "retry_budget_exhausted" {
+						t.Errorf("letters %+v, want one, retry_budget_exhausted", dlq.letters)
+					}
+					if len(h.resp.calls) != 1 || took != time.Minute {
+						t.Errorf("%d calls, dead-lettered after %s; want one call and the 1m budget", len(h.resp.calls), took)
+					}
+					return
+				}
+				if got := h.results(); !slices.Equal(got, []string{"1=executed"}) || f.Attempts != 2 {
+					t.Errorf("outcomes %v after %d attempts, want executed after 2", got, f.Attempts)
+				}
+				if took > 6*time.Minute {
+					t.Errorf("the retry came after %s; a responder's delay is capped at 5m", took)
+				}
+			})
+		})
+	}
+}
+
 // A dead letter that cannot be written leaves the record unfinished.
 func TestExecuteDeadLetterFailureIsNotFinal(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {

@@ -1,7 +1,8 @@
 // Package delivery is the HTTP discipline shared by every responder that
 // calls a vendor: one rate limiter per destination, waited on before every
 // attempt; bounded retries with exponential backoff and full jitter inside a
-// per-command time budget; the vendor's own Retry-After honoured; request
+// per-command time budget; the vendor's own Retry-After honoured, up to
+// MaxVendorDelay; request
 // timeouts; response bodies read with a size cap; and errors and log lines
 // that never carry a secret.
 //
@@ -46,6 +47,11 @@ type Policy struct {
 	RequestTimeout time.Duration
 	// MaxResponseBytes caps how much of a response body is read.
 	MaxResponseBytes int64
+	// MaxVendorDelay caps a delay the vendor names (Retry-After,
+	// X-RateLimit-Reset): a reply asking for a day would otherwise hold every
+	// command bound to the destination, and the shards they came from, for
+	// that day.
+	MaxVendorDelay time.Duration
 }
 
 // DefaultPolicy returns the policy used for zero Policy fields.
@@ -57,8 +63,13 @@ func DefaultPolicy() Policy {
 		MaxDelay:         8 * time.Second,
 		RequestTimeout:   10 * time.Second,
 		MaxResponseBytes: 64 << 10,
+		MaxVendorDelay:   MaxVendorDelay,
 	}
 }
+
+// MaxVendorDelay is the longest delay named by a vendor that is honoured;
+// longer ones are cut to it.
+const MaxVendorDelay = 5 * time.Minute
 
 func (p Policy) withDefaults() Policy {
 	d := DefaultPolicy()
@@ -79,6 +90,9 @@ func (p Policy) withDefaults() Policy {
 	}
 	if p.MaxResponseBytes <= 0 {
 		p.MaxResponseBytes = d.MaxResponseBytes
+	}
+	if p.MaxVendorDelay <= 0 {
+		p.MaxVendorDelay = d.MaxVendorDelay
 	}
 	return p
 }
@@ -289,6 +303,7 @@ func (c *Client) Send(ctx context.Context, req Request, classify Classifier) err
 			return err
 		}
 		last = err
+		after = min(after, c.policy.MaxVendorDelay)
 		if after > 0 {
 			// A rate limit applies to the destination, not to this command:
 			// hold every command bound there until the vendor's delay passes.

@@ -266,6 +266,30 @@ func TestVendorDelayHoldsTheWholeDestination(t *testing.T) {
 	})
 }
 
+// A vendor asking for a day's pause holds the destination for
+// MaxVendorDelay at most, and says so to the caller.
+func TestVendorDelayIsCapped(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		vendor := deliverytest.NewVendor(R{Status: 429, Header: map[string]string{"Retry-After": "100000"}}, R{Status: 200})
+		srv := deliverytest.NewServer(t, vendor)
+		c, _ := delivery.New(delivery.Options{Limit: delivery.Unlimited, Transport: srv.Transport})
+		err := c.Send(t.Context(), delivery.Request{URL: srv.URL, Destination: "d"}, ok200)
+		verdict, after := responders.Classify(err)
+		if verdict != responders.Retry || after != delivery.MaxVendorDelay {
+			t.Fatalf("Classify = %v, %v; want retry after %s (err: %v)", verdict, after, delivery.MaxVendorDelay, err)
+		}
+		time.Sleep(after)
+		if err := c.Send(t.Context(), delivery.Request{URL: srv.URL, Destination: "d"}, ok200); err != nil {
+			t.Errorf("the destination is still paused after %s: %v", delivery.MaxVendorDelay, err)
+		}
+		want := []time.Duration{0, delivery.MaxVendorDelay}
+		if diff := cmp.Diff(want, offsets(vendor.Requests(), start)); diff != "" {
+			t.Errorf("arrival times (-want +got):\n%s", diff)
+		}
+	})
+}
+
 func TestCallerCancelStopsAtOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		srv := deliverytest.NewServer(t, deliverytest.NewVendor(R{Status: 200, Delay: time.Hour}))
