@@ -3,9 +3,11 @@ package delivery_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -433,6 +435,46 @@ func TestSecretsNeverLeak(t *testing.T) {
 			})
 		})
 	}
+}
+
+// A secret-bearing header value is redacted also by its parts: a receiver
+// quoting the bare credential must not put it in an error or a log line.
+func TestSecretPartsNeverLeak(t *testing.T) {
+	const (
+		token    = "tok-0123456789abcdef"
+		password = "pw-s3cr3t-hunter2"
+		sig      = "sigvalue0123456789"
+	)
+	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte("svc:"+password))
+	echo := "invalid token " + token + "; bad password " + password + "; sig=" + sig +
+		"; encoded " + url.QueryEscape(token+" "+password)
+	synctest.Test(t, func(t *testing.T) {
+		srv := deliverytest.NewServer(t, deliverytest.NewVendor(R{Status: 503, Body: echo}, R{Status: 401, Body: echo}))
+		var logs bytes.Buffer
+		c, _ := delivery.New(delivery.Options{
+			Limit:     delivery.Unlimited,
+			Transport: srv.Transport,
+			Logger:    slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		})
+		err := c.Send(t.Context(), delivery.Request{
+			URL:     srv.URL + "/hook",
+			Secrets: []string{"Bearer " + token, basic, "keyId=abc, signature=\"" + sig + "\""},
+		}, ok200)
+		if err == nil {
+			t.Fatal("Send succeeded")
+		}
+		for _, s := range []string{token, password, sig, url.QueryEscape(token)} {
+			if strings.Contains(err.Error(), s) {
+				t.Errorf("error contains secret %q: %v", s, err)
+			}
+			if strings.Contains(logs.String(), s) {
+				t.Errorf("logs contain secret %q:\n%s", s, logs.String())
+			}
+		}
+		if !strings.Contains(err.Error(), "invalid token "+delivery.Redacted) {
+			t.Errorf("the receiver's text is lost, not redacted: %v", err)
+		}
+	})
 }
 
 func TestDefaultJitterIsFull(t *testing.T) {

@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"net/url"
 	"slices"
@@ -47,6 +48,9 @@ func newRedactor(rawURL string, extra []string) *redactor {
 	for _, e := range extra {
 		if len(e) >= minSecret {
 			add(e)
+			for _, part := range secretParts(e) {
+				add(part)
+			}
 		}
 	}
 	u, err := url.Parse(rawURL)
@@ -83,12 +87,19 @@ func newRedactor(rawURL string, extra []string) *redactor {
 			}
 		}
 	}
-	// A secret may also come back JSON-escaped ("\/" for "/").
+	// A secret may also come back JSON-escaped ("\/" for "/") or
+	// URL-encoded.
 	for _, v := range slices.Clone(s) {
 		if b, err := json.Marshal(v); err == nil {
 			if q := string(b[1 : len(b)-1]); q != v {
 				add(q)
 			}
+		}
+		if q := url.QueryEscape(v); q != v {
+			add(q)
+		}
+		if q := url.PathEscape(v); q != v {
+			add(q)
 		}
 	}
 	// Longest first, so that a secret containing another is removed whole.
@@ -113,4 +124,58 @@ func (r *redactor) bytes(b []byte) []byte {
 		b = bytes.ReplaceAll(b, []byte(v), []byte(Redacted))
 	}
 	return b
+}
+
+// secretParts returns the pieces of a secret value that a vendor may echo
+// on their own: a receiver answering "invalid token abc" to
+// "Authorization: Bearer abc" quotes the credential without its scheme. For
+// "<scheme> <credential>" that is the credential (and, for Basic, the
+// decoded "user:password" and the password); for other values with several
+// parts, every part of minSegment bytes or more. The scheme word itself is
+// no secret and stays readable.
+func secretParts(v string) []string {
+	var out []string
+	fields := strings.Fields(v)
+	if len(fields) < 2 {
+		return nil
+	}
+	rest := fields
+	if isSchemeWord(fields[0]) {
+		cred := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), fields[0]))
+		if len(cred) >= minSecret {
+			out = append(out, cred)
+		}
+		if strings.EqualFold(fields[0], "Basic") {
+			if dec, err := base64.StdEncoding.DecodeString(cred); err == nil {
+				pair := string(dec)
+				if len(pair) >= minSecret {
+					out = append(out, pair)
+				}
+				if _, pass, ok := strings.Cut(pair, ":"); ok && len(pass) >= minSecret {
+					out = append(out, pass)
+				}
+			}
+		}
+		rest = fields[1:]
+	}
+	// Parameters such as `Digest response="..."` or `key=...; sig=...`.
+	for _, f := range rest {
+		for _, p := range strings.FieldsFunc(f, func(r rune) bool { return strings.ContainsRune(`,;="'`, r) }) {
+			if len(p) >= minSegment {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// isSchemeWord reports whether s looks like an HTTP authentication scheme
+// name (Bearer, Basic, Token, Digest, ...): letters only.
+func isSchemeWord(s string) bool {
+	for _, r := range s {
+		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z') {
+			return false
+		}
+	}
+	return s != ""
 }
