@@ -259,3 +259,21 @@ func jsonSyntaxError(raw []byte) error {
 	}
 	return errors.New("invalid JSON")
 }
+
+// MaxQuoted bounds a value quoted in an error, and so in a log line, a dead
+// letter or the outcome table: a record may carry megabytes in one field.
+const MaxQuoted = 256
+
+// Clip returns s whole when it is at most MaxQuoted bytes long, else its
+// first MaxQuoted bytes (cut between characters) followed by
+// "... (N bytes)", N being the length of s.
+func Clip(s string) string {
+	if len(s) <= MaxQuoted {
+		return s
+	}
+	cut := MaxQuoted
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s... (%d bytes)", s[:cut], len(s))
+}

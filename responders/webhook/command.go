@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"slices"
 	"sort"
 	"strings"
@@ -37,7 +36,7 @@ func Decode(_ schemas.Key, data json.RawMessage) (any, error) {
 	if c.Body == nil {
 		return nil, errors.New(`missing "body"`)
 	}
-	if err := checkHeaders(c.Headers); err != nil {
+	if err := checkCommandHeaders(c.Headers); err != nil {
 		return nil, fmt.Errorf("headers: %w", err)
 	}
 	return &c, nil
@@ -56,27 +55,80 @@ func commandOf(cmd *responders.Command) (*Command, error) {
 
 // reserved headers are set by the transport or by this responder: letting a
 // config or a command set them would break the framing of the request, send
-// a body under the wrong type, or forge the signature headers.
-var reserved = []string{"Connection", "Content-Length", "Content-Type", "Host", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+// a body under the wrong type, or forge the signature headers. Names are
+// compared folded (see foldName).
+var reserved = []string{"connection", "content-length", "content-type", "host", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
 
 // reservedPrefix is the namespace of the responder's own headers.
-const reservedPrefix = "X-Sauna-"
+const reservedPrefix = "x-sauna-"
 
-// checkHeaders quotes header names but never values, which may be secrets.
+// commandRefused are headers a config may set but a command may not: they
+// change what a proxy or framework in front of the receiver does with the
+// request (its method, its path, its client address, its encoding) or carry
+// credentials and sessions that only the operator should choose.
+var commandRefused = []string{
+	"content-encoding", "cookie", "expect", "forwarded", "max-forwards", "true-client-ip", "via",
+	"x-client-ip", "x-host", "x-http-method", "x-http-method-override", "x-method-override",
+	"x-original-method", "x-original-url", "x-real-ip", "x-rewrite-url",
+}
+
+// commandRefusedPrefixes extend commandRefused to header families.
+var commandRefusedPrefixes = []string{"proxy-", "x-forwarded-"}
+
+// foldName is how a receiver may see a header name: case-insensitive, and
+// CGI-style servers turn both "_" and "-" into "_" ("X_Api_Key" and
+// "X-Api-Key" both become HTTP_X_API_KEY).
+func foldName(name string) string {
+	return strings.ToLower(strings.ReplaceAll(name, "_", "-"))
+}
+
+// checkHeaders checks the headers of a config. It quotes header names but
+// never values, which may be secrets.
 func checkHeaders(h map[string]string) error {
+	return checkNames(h, func(string) string { return "" })
+}
+
+// checkCommandHeaders checks the headers of a command: those of a config,
+// and none that commandRefused lists.
+func checkCommandHeaders(h map[string]string) error {
+	return checkNames(h, func(folded string) string {
+		if slices.Contains(commandRefused, folded) {
+			return "a command may not set it"
+		}
+		for _, p := range commandRefusedPrefixes {
+			if strings.HasPrefix(folded, p) {
+				return fmt.Sprintf("a command may not set %s* headers", p)
+			}
+		}
+		return ""
+	})
+}
+
+// checkNames refuses invalid, reserved and colliding names (two names that
+// fold to one: a receiver could take either value), and any name refused
+// says why.
+func checkNames(h map[string]string, refused func(folded string) string) error {
 	names := make([]string, 0, len(h))
 	for name := range h {
 		names = append(names, name)
 	}
 	sort.Strings(names)
+	seen := make(map[string]string, len(names))
 	for _, name := range names {
 		if !isToken(name) {
-			return fmt.Errorf("%q is not a valid header name", name)
+			return fmt.Errorf("%q is not a valid header name", responders.Clip(name))
 		}
-		canon := http.CanonicalHeaderKey(name)
-		if slices.Contains(reserved, canon) || strings.HasPrefix(canon, reservedPrefix) {
+		folded := foldName(name)
+		if slices.Contains(reserved, folded) || strings.HasPrefix(folded, reservedPrefix) {
 			return fmt.Errorf("%q is reserved", name)
 		}
+		if why := refused(folded); why != "" {
+			return fmt.Errorf("%q is refused: %s", name, why)
+		}
+		if other, dup := seen[folded]; dup {
+			return fmt.Errorf("%q and %q name the same header", other, name)
+		}
+		seen[folded] = name
 		if i := strings.IndexFunc(h[name], invalidValueRune); i >= 0 {
 			return fmt.Errorf("the value of %q contains a control character at byte %d", name, i)
 		}

@@ -63,6 +63,8 @@ func init() {
 type Webhook struct {
 	url     string
 	headers http.Header
+	// folded maps each config header's folded name (foldName) to its name.
+	folded  map[string]string
 	secret  []byte
 	secrets []string
 	client  *delivery.Client
@@ -113,9 +115,10 @@ func newWebhook(cfg responders.Config, o delivery.Options) (*Webhook, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parameters.%w", err)
 	}
-	w := &Webhook{url: p.URL, headers: http.Header{}}
+	w := &Webhook{url: p.URL, headers: http.Header{}, folded: map[string]string{}}
 	for name, v := range p.Headers {
 		w.headers.Set(name, v)
+		w.folded[foldName(name)] = name
 		w.secrets = append(w.secrets, v)
 	}
 	if p.SigningSecret != nil {
@@ -170,8 +173,8 @@ func (w *Webhook) Respond(ctx context.Context, cmd *responders.Command) error {
 	}
 	h := w.headers.Clone()
 	for name, v := range c.Headers {
-		if _, set := w.headers[http.CanonicalHeaderKey(name)]; set {
-			return responders.Permanent(fmt.Errorf("command header %q: the config sets it", name))
+		if cfg, set := w.folded[foldName(name)]; set {
+			return responders.Permanent(fmt.Errorf("command header %q: the config sets %q", name, cfg))
 		}
 		h.Set(name, v)
 	}

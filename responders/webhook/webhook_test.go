@@ -278,6 +278,19 @@ func TestDecodeRejects(t *testing.T) {
 		"header value line break":  {`{"body":1,"headers":{"X-A":"a\nb"}}`, `the value of "X-A" contains a control character at byte 1`},
 		"header name with a colon": {`{"body":1,"headers":{"X:A":"a"}}`, `"X:A" is not a valid header name`},
 		"header value not string":  {`{"body":1,"headers":{"X-A":1}}`, "cannot unmarshal number"},
+		"method override":          {`{"body":1,"headers":{"X-HTTP-Method-Override":"DELETE"}}`, `"X-HTTP-Method-Override" is refused: a command may not set it`},
+		"original URL":             {`{"body":1,"headers":{"x-original-url":"/admin"}}`, `"x-original-url" is refused`},
+		"cookie":                   {`{"body":1,"headers":{"Cookie":"session=1"}}`, `"Cookie" is refused`},
+		"proxy credentials":        {`{"body":1,"headers":{"Proxy-Authorization":"Basic eA=="}}`, `"Proxy-Authorization" is refused: a command may not set proxy-* headers`},
+		"forwarded":                {`{"body":1,"headers":{"Forwarded":"for=10.0.0.1"}}`, `"Forwarded" is refused`},
+		"x-forwarded family":       {`{"body":1,"headers":{"X-Forwarded-Host":"internal"}}`, `"X-Forwarded-Host" is refused: a command may not set x-forwarded-* headers`},
+		"x-forwarded, underscores": {`{"body":1,"headers":{"X_Forwarded_For":"127.0.0.1"}}`, `"X_Forwarded_For" is refused`},
+		"content encoding":         {`{"body":1,"headers":{"Content-Encoding":"gzip"}}`, `"Content-Encoding" is refused`},
+		"hop-by-hop":               {`{"body":1,"headers":{"Keep-Alive":"timeout=5"}}`, `"Keep-Alive" is reserved`},
+		"upgrade":                  {`{"body":1,"headers":{"Upgrade":"websocket"}}`, `"Upgrade" is reserved`},
+		"content length, folded":   {`{"body":1,"headers":{"Content_Length":"0"}}`, `"Content_Length" is reserved`},
+		"signature, folded":        {`{"body":1,"headers":{"X_Sauna_Signature":"sha256=00"}}`, `"X_Sauna_Signature" is reserved`},
+		"two names, one header":    {`{"body":1,"headers":{"X-User":"a","X_User":"b"}}`, `"X-User" and "X_User" name the same header`},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -295,8 +308,26 @@ func TestCommandCannotReplaceConfigHeaders(t *testing.T) {
 	defer srv.Close()
 	w := mustNew(t, configFile(srv.URL, `,"headers":{"Authorization":"`+authToken+`"}`), nil, delivery.Options{})
 	err := w.Respond(t.Context(), command(t, `{"body":1,"headers":{"authorization":"Bearer mine"}}`))
-	if !errors.Is(err, responders.ErrPermanent) || !strings.Contains(err.Error(), `command header "authorization": the config sets it`) {
+	if !errors.Is(err, responders.ErrPermanent) || !strings.Contains(err.Error(), `command header "authorization": the config sets "Authorization"`) {
 		t.Errorf("err = %v", err)
+	}
+	if n := len(vendor.Requests()); n != 0 {
+		t.Errorf("%d requests sent", n)
+	}
+}
+
+// A CGI-style receiver sees X_Api_Key and X-Api-Key as one header: a command
+// must not shadow the config's key through the other spelling.
+func TestCommandCannotShadowConfigHeadersByFolding(t *testing.T) {
+	vendor := deliverytest.NewVendor(R{Status: 200})
+	srv := httptest.NewServer(vendor)
+	defer srv.Close()
+	w := mustNew(t, configFile(srv.URL, `,"headers":{"X-Api-Key":"`+authToken+`"}`), nil, delivery.Options{})
+	for _, name := range []string{"X_Api_Key", "x_api-KEY", "X-API-KEY"} {
+		err := w.Respond(t.Context(), command(t, `{"body":1,"headers":{"`+name+`":"mine"}}`))
+		if !errors.Is(err, responders.ErrPermanent) || !strings.Contains(err.Error(), `command header "`+name+`": the config sets "X-Api-Key"`) {
+			t.Errorf("%s: err = %v", name, err)
+		}
 	}
 	if n := len(vendor.Requests()); n != 0 {
 		t.Errorf("%d requests sent", n)
