@@ -196,18 +196,23 @@ func (w *Webhook) Respond(ctx context.Context, cmd *responders.Command) error {
 		req.Prepare = func(h http.Header, now time.Time) {
 			ts := strconv.FormatInt(now.Unix(), 10)
 			h.Set(TimestampHeader, ts)
-			h.Set(SignatureHeader, Sign(w.secret, ts, body))
+			h.Set(SignatureHeader, Sign(w.secret, ts, cmd.ID, body))
 		}
 	}
 	return w.client.Send(ctx, req, classify)
 }
 
 // Sign returns the X-Sauna-Signature value for a body sent at timestamp ts
-// (Unix seconds, as in X-Sauna-Timestamp): "sha256=" and the hex
-// HMAC-SHA256, keyed with secret, of ts + "." + body.
-func Sign(secret []byte, ts string, body []byte) string {
+// (Unix seconds, as in X-Sauna-Timestamp) for the command commandID (as in
+// X-Sauna-Command-Id): "sha256=" and the hex HMAC-SHA256, keyed with secret,
+// of ts + "." + commandID + "." + body. The command id is covered so that a
+// captured request cannot be replayed under a fresh id past a receiver that
+// de-duplicates on it.
+func Sign(secret []byte, ts, commandID string, body []byte) string {
 	mac := hmac.New(sha256.New, secret)
 	mac.Write([]byte(ts))
+	mac.Write([]byte("."))
+	mac.Write([]byte(commandID))
 	mac.Write([]byte("."))
 	mac.Write(body)
 	return "sha256=" + hex.EncodeToString(mac.Sum(nil))

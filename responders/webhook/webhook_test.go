@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -238,6 +239,19 @@ func TestExactRequest(t *testing.T) {
 	if err := verifySignature([]byte(signingSecret), got.Header, append(got.Body, ' '), before); err == nil {
 		t.Error("a changed body verifies")
 	}
+	// A captured request replayed under a fresh command id, or with a fresh
+	// timestamp, fails.
+	ts, _ := strconv.ParseInt(got.Header.Get("X-Sauna-Timestamp"), 10, 64)
+	for name, v := range map[string]string{
+		"X-Sauna-Command-Id": "3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c45",
+		"X-Sauna-Timestamp":  strconv.FormatInt(ts-1, 10), // still fresh
+	} {
+		h := got.Header.Clone()
+		h.Set(name, v)
+		if err := verifySignature([]byte(signingSecret), h, got.Body, before); err == nil {
+			t.Errorf("a request with another %s verifies", name)
+		}
+	}
 }
 
 func TestUnsignedWithoutSecret(t *testing.T) {
@@ -260,9 +274,10 @@ func TestUnsignedWithoutSecret(t *testing.T) {
 }
 
 func TestSignKnownAnswer(t *testing.T) {
-	// Computed independently: printf '1700000000.{"a":1}' | openssl dgst -sha256 -hmac secret
-	const want = "sha256=49f24e537407743fa4a0242bb63b94b9a47ee99cbbe071ccd8a22550ae411686"
-	if got := Sign([]byte("secret"), "1700000000", []byte(`{"a":1}`)); got != want {
+	// Computed independently, as README.md shows:
+	// printf '%s.%s.%s' 1700000000 00000000-0000-4000-8000-000000000001 '{"a":1}' | openssl dgst -sha256 -hmac secret
+	const want = "sha256=f8178bd916d95f3aa4a37a31de84680e212bfc68b39d97c7ccf11a1b0e959c46"
+	if got := Sign([]byte("secret"), "1700000000", "00000000-0000-4000-8000-000000000001", []byte(`{"a":1}`)); got != want {
 		t.Errorf("Sign = %s, want %s", got, want)
 	}
 }
