@@ -92,12 +92,20 @@ type selfDescribing struct {
 // Decode turns one Kinesis record into a Command, validating the wrapper, the
 // envelope and the inner command against the bundled schemas. Every failure
 // is a *RejectError naming the part and field at fault.
+//
+// Number literals longer than MaxNumberLen characters are refused before
+// anything is validated: the JSON Schema validator turns every number into an
+// exact fraction, which for a number of many thousands of digits costs seconds.
 func Decode(raw []byte) (*Command, error) {
-	if cmd, ok := decodeFast(raw); ok {
-		return cmd, nil
+	if cmd, err := decodeFast(raw); err != errSlowPath {
+		return cmd, err
 	}
 	return decodeChecked(raw)
 }
+
+// MaxNumberLen is the longest number literal a record may hold: enough for
+// any 64-bit integer and any float64 written out in full precision.
+const MaxNumberLen = 64
 
 // decodeChecked decodes raw step by step, each step with its own parse, so
 // that every rejection names the step that failed. decodeFast accepts only
@@ -108,6 +116,13 @@ func decodeChecked(raw []byte) (*Command, error) {
 	}
 	if !json.Valid(raw) {
 		return nil, reject(ReasonInvalidJSON, "", "record is not a single JSON value: %v", jsonSyntaxError(raw))
+	}
+	if hasLongNumber(raw) {
+		path, n := longNumber(raw)
+		if path == "" {
+			path = "(root)"
+		}
+		return nil, reject(ReasonInvalidData, "", "record: %s: a number of %d characters; at most %d are accepted", path, n, MaxNumberLen)
 	}
 	outer, err := splitSelfDescribing(raw)
 	if err != nil {
@@ -140,7 +155,7 @@ func decodeChecked(raw []byte) (*Command, error) {
 	}
 	key, err := schemas.ParseKey(inner.Schema)
 	if err != nil {
-		return nil, reject(ReasonNotSelfDescribing, cmd.ID, "command.schema: %v", err)
+		return nil, reject(ReasonNotSelfDescribing, cmd.ID, "command.schema: %s", Clip(err.Error()))
 	}
 	mod, ok := ForCommand(key)
 	if !ok {
@@ -158,7 +173,7 @@ func decodeChecked(raw []byte) (*Command, error) {
 	if mod.Decode != nil {
 		p, err := mod.Decode(key, inner.Data)
 		if err != nil {
-			return nil, reject(ReasonInvalidData, cmd.ID, "command data (%s): %v", key, err)
+			return nil, reject(ReasonInvalidData, cmd.ID, "command data (%s): %s", key, Clip(err.Error()))
 		}
 		cmd.Payload = p
 	}
@@ -185,7 +200,7 @@ func splitSelfDescribing(raw json.RawMessage) (selfDescribing, error) {
 	sd.Data = d
 	for k := range m {
 		if k != "schema" && k != "data" {
-			return sd, fmt.Errorf("unexpected field %q next to \"schema\" and \"data\"", k)
+			return sd, fmt.Errorf("unexpected field %q next to \"schema\" and \"data\"", Clip(k))
 		}
 	}
 	return sd, nil
@@ -196,7 +211,7 @@ func splitSelfDescribing(raw json.RawMessage) (selfDescribing, error) {
 func validate(part string, family schemas.Key, sd selfDescribing, id string) error {
 	key, err := schemas.ParseKey(sd.Schema)
 	if err != nil {
-		return reject(ReasonNotSelfDescribing, id, "%s.schema: %v", part, err)
+		return reject(ReasonNotSelfDescribing, id, "%s.schema: %s", part, Clip(err.Error()))
 	}
 	if family.Vendor != "" && !family.SameRevision(key) {
 		return reject(ReasonUnknownSchema, id, "%s.schema: %s is not %s", part, key, familyString(family))
@@ -209,9 +224,129 @@ func validate(part string, family schemas.Key, sd selfDescribing, id string) err
 		return reject(ReasonInvalidJSON, id, "%s.data: %v", part, err)
 	}
 	if err := schemas.ValidateJSON(key, v); err != nil {
-		return reject(ReasonInvalidData, id, "%s: %v", part, err)
+		return invalid(part, id, err)
 	}
 	return nil
+}
+
+// invalid is the rejection of a part that does not validate. Each cause
+// quotes at most MaxQuoted bytes of the value at fault.
+func invalid(part, id string, err error) *RejectError {
+	var ve *schemas.ValidationError
+	if errors.As(err, &ve) {
+		for i := range ve.Causes {
+			ve.Causes[i].Message = clipQuoted(ve.Causes[i].Message)
+		}
+	}
+	return reject(ReasonInvalidData, id, "%s: %v", part, err)
+}
+
+// clipQuoted clips each value the validator quotes ('...') in msg, keeping
+// the words around it, then the whole message should the values have had
+// quotes of their own.
+func clipQuoted(msg string) string {
+	if len(msg) <= MaxQuoted {
+		return msg
+	}
+	parts := strings.Split(msg, "'")
+	for i := 1; i < len(parts); i += 2 {
+		parts[i] = Clip(parts[i])
+	}
+	out := strings.Join(parts, "'")
+	if len(out) > 2*MaxQuoted {
+		return Clip(out)
+	}
+	return out
+}
+
+// hasLongNumber reports whether the valid JSON document raw holds a number
+// literal longer than MaxNumberLen, in one pass without allocating.
+func hasLongNumber(raw []byte) bool {
+	run := 0
+	for i := 0; i < len(raw); i++ {
+		switch c := raw[i]; {
+		case c == '"':
+			run = 0
+			for i++; i < len(raw) && raw[i] != '"'; i++ {
+				if raw[i] == '\\' {
+					i++
+				}
+			}
+		case '0' <= c && c <= '9' || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E':
+			// Outside strings, in valid JSON, these only make up numbers
+			// (and the "e" of true and false, which never runs long).
+			if run++; run > MaxNumberLen {
+				return true
+			}
+		default:
+			run = 0
+		}
+	}
+	return false
+}
+
+// longNumber finds the first number literal longer than MaxNumberLen in the
+// valid JSON document raw: its JSON Pointer (each member name clipped) and
+// its length.
+func longNumber(raw []byte) (string, int) {
+	type frame struct {
+		object, atKey bool
+		key           string
+		index         int
+	}
+	var stack []frame
+	pointer := func() string {
+		var b strings.Builder
+		esc := strings.NewReplacer("~", "~0", "/", "~1")
+		for _, f := range stack {
+			b.WriteByte('/')
+			if f.object {
+				b.WriteString(esc.Replace(Clip(f.key)))
+			} else {
+				fmt.Fprint(&b, f.index)
+			}
+		}
+		return b.String()
+	}
+	done := func() {
+		if n := len(stack); n > 0 {
+			if stack[n-1].object {
+				stack[n-1].atKey = true
+			} else {
+				stack[n-1].index++
+			}
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return "", 0
+		}
+		if n := len(stack); n > 0 && stack[n-1].object && stack[n-1].atKey {
+			if k, ok := tok.(string); ok {
+				stack[n-1].key, stack[n-1].atKey = k, false
+				continue
+			}
+		}
+		switch t := tok.(type) {
+		case json.Delim:
+			if t == '{' || t == '[' {
+				stack = append(stack, frame{object: t == '{', atKey: t == '{'})
+				continue
+			}
+			stack = stack[:len(stack)-1]
+			done()
+		case json.Number:
+			if len(t) > MaxNumberLen {
+				return pointer(), len(t)
+			}
+			done()
+		default:
+			done()
+		}
+	}
 }
 
 func familyString(k schemas.Key) string {

@@ -225,3 +225,66 @@ func TestClassify(t *testing.T) {
 		t.Error("Permanent must keep the cause for errors.Is")
 	}
 }
+
+// A number of many digits is refused, naming its field, before the JSON
+// Schema validator spends seconds on it; the error does not quote it.
+func TestDecodeRefusesHugeNumbers(t *testing.T) {
+	huge := strings.Repeat("9", 300_000)
+	tests := map[string]struct {
+		raw  []byte
+		want string
+	}{
+		"timeToLive": {record(`"2017-06-29T10:15:00Z"`, huge, slackInner),
+			"invalid_data: record: /data/envelope/data/execution/timeToLive: a number of 300000 characters; at most 64 are accepted"},
+		"a fraction in the command data": {record(`"2017-06-29T10:15:00Z"`, "null",
+			`{"schema":"iglu:com.slack.sauna.commands/send_message/jsonschema/1-0-0","data":{"text":"hi","n~/":[1,-0.`+strings.Repeat("1", 64)+`]}}`),
+			"invalid_data: record: /data/command/data/n~0~1/1: a number of 67 characters; at most 64 are accepted"},
+		"the record itself": {[]byte(huge), "invalid_data: record: (root): a number of 300000 characters"},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			_, err := responders.Decode(tt.raw)
+			var rej *responders.RejectError
+			if !errors.As(err, &rej) || rej.Reason != responders.ReasonInvalidData || !strings.HasPrefix(err.Error(), tt.want) {
+				t.Fatalf("Decode = %.300v\nwant %s", err, tt.want)
+			}
+		})
+	}
+	// The longest number accepted still decodes.
+	max := "1" + strings.Repeat("0", 17) + "." + strings.Repeat("0", responders.MaxNumberLen-19)
+	inner := `{"schema":"iglu:io.sauna.commands/webhook/jsonschema/1-0-0","data":{"body":{"n":` + max + `}}}`
+	if _, err := responders.Decode(record(`"2017-06-29T10:15:00Z"`, "null", inner)); err != nil && strings.Contains(err.Error(), "characters") {
+		t.Errorf("a %d-character number is refused: %v", len(max), err)
+	}
+}
+
+// Values quoted in a rejection are clipped: a megabyte commandId must not
+// make a megabyte log line, dead letter or outcome.
+func TestDecodeClipsQuotedValues(t *testing.T) {
+	long := strings.Repeat("a", 1<<20)
+	raws := map[string][]byte{
+		"commandId":     []byte(strings.Replace(string(record(`"2017-06-29T10:15:00Z"`, "null", slackInner)), "3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44", long, 1)),
+		"whenCreated":   record(`"`+long+`"`, "null", slackInner),
+		"schema":        record(`"2017-06-29T10:15:00Z"`, "null", `{"schema":"iglu:`+long+`","data":{}}`),
+		"unknown field": record(`"2017-06-29T10:15:00Z"`, "null", `{"schema":"iglu:com.slack.sauna.commands/send_message/jsonschema/1-0-0","data":{"text":"x"},"`+long+`":1}`),
+	}
+	for name, raw := range raws {
+		_, err := responders.Decode(raw)
+		if err == nil {
+			t.Errorf("%s: accepted", name)
+			continue
+		}
+		if msg := err.Error(); len(msg) > 1024 || !strings.Contains(msg, " bytes)") {
+			t.Errorf("%s: a rejection of %d bytes, want the value clipped: %.400s", name, len(msg), msg)
+		}
+	}
+}
+
+func BenchmarkDecodeHugeNumber(b *testing.B) {
+	raw := record(`"2017-06-29T10:15:00Z"`, strings.Repeat("9", 300_000), slackInner)
+	for b.Loop() {
+		if _, err := responders.Decode(raw); err == nil {
+			b.Fatal("accepted")
+		}
+	}
+}

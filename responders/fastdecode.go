@@ -3,6 +3,7 @@ package responders
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -21,50 +22,67 @@ var (
 	executionFields = []string{"timeToLive"}
 )
 
+// errSlowPath is decodeFast's answer when decodeChecked must decide.
+var errSlowPath = errors.New("not decoded on the fast path")
+
 // decodeFast is Decode for a command that is valid: the record is parsed
 // once, and the wrapper, the envelope and the inner command are validated
-// against the same schemas as parts of that one parse. It reports false, for
-// decodeChecked to take over, on anything else: an invalid record, but also
-// anything whose decoding by decodeChecked it does not reproduce exactly
-// (repeated keys, members matched only case-insensitively, ...). Every check
-// of decodeChecked is made here too, so a record that passes here passes
-// there, with the same Command.
-func decodeFast(raw []byte) (*Command, bool) {
+// against the same schemas as parts of that one parse. It returns
+// errSlowPath, for decodeChecked to take over, on anything else: an invalid
+// record, but also anything whose decoding by decodeChecked it does not
+// reproduce exactly (repeated keys, members matched only case-insensitively,
+// ...). Every check of decodeChecked is made here too, so a record that
+// passes here passes there, with the same Command.
+//
+// The one failure it reports itself is a part that does not validate against
+// its schema, worded as decodeChecked words it: everything decodeChecked
+// checks before that point has passed here, on the same values, so
+// validating again there would only double the cost of a hostile record.
+func decodeFast(raw []byte) (*Command, error) {
 	if !utf8.Valid(raw) {
-		return nil, false
+		return nil, errSlowPath
 	}
 	p := treeParser{b: raw, want: commandDataPath}
 	root, ok := p.parse()
 	if !ok {
-		return nil, false
+		return nil, errSlowPath
 	}
 	outer, ok := treeSelfDescribing(root)
-	if !ok || !validTree(commandFamily, outer) {
-		return nil, false
+	if !ok {
+		return nil, errSlowPath
+	}
+	if err := validTree("command", commandFamily, outer, ""); err != nil {
+		return nil, err
 	}
 	parts, ok := outer.data.(map[string]any)
 	if !ok || len(parts) != 2 {
-		return nil, false
+		return nil, errSlowPath
 	}
 	env, ok := treeSelfDescribing(parts["envelope"])
-	if !ok || !validTree(envelopeFamily, env) {
-		return nil, false
+	if !ok {
+		return nil, errSlowPath
+	}
+	if err := validTree("envelope", envelopeFamily, env, ""); err != nil {
+		return nil, err
 	}
 	cmd, ok := envelopeFromTree(env.data)
 	if !ok {
-		return nil, false
+		return nil, errSlowPath
 	}
 	inner, ok := treeSelfDescribing(parts["command"])
 	if !ok || p.span == nil {
-		return nil, false
+		return nil, errSlowPath
 	}
 	key, err := schemas.ParseKey(inner.schema)
 	if err != nil {
-		return nil, false
+		return nil, errSlowPath
 	}
 	mod, ok := ForCommand(key)
-	if !ok || mod.Retired != "" || !validTree(schemas.Key{}, inner) {
-		return nil, false
+	if !ok || mod.Retired != "" {
+		return nil, errSlowPath
+	}
+	if err := validTree("command data", schemas.Key{}, inner, cmd.ID); err != nil {
+		return nil, err
 	}
 	cmd.Schema = key
 	// Not aliased to the record, as decodeChecked's copy is not.
@@ -73,11 +91,11 @@ func decodeFast(raw []byte) (*Command, bool) {
 	if mod.Decode != nil {
 		pl, err := mod.Decode(key, cmd.Data)
 		if err != nil {
-			return nil, false
+			return nil, errSlowPath
 		}
 		cmd.Payload = pl
 	}
-	return cmd, true
+	return cmd, nil
 }
 
 type treeSD struct {
@@ -102,16 +120,25 @@ func treeSelfDescribing(v any) (treeSD, bool) {
 	return treeSD{schema: s, data: d}, true
 }
 
-// validTree is validate on a parsed value.
-func validTree(family schemas.Key, sd treeSD) bool {
+// validTree is validate on a parsed value: nil, errSlowPath, or the
+// rejection of data that does not validate.
+func validTree(part string, family schemas.Key, sd treeSD, id string) error {
 	key, err := schemas.ParseKey(sd.schema)
 	if err != nil {
-		return false
+		return errSlowPath
 	}
-	if family.Vendor != "" && !family.SameRevision(key) {
-		return false
+	if family.Vendor != "" && !family.SameRevision(key) || !schemas.Has(key) {
+		return errSlowPath
 	}
-	return schemas.Has(key) && schemas.ValidateJSON(key, sd.data) == nil
+	err = schemas.ValidateJSON(key, sd.data)
+	var ve *schemas.ValidationError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &ve):
+		return invalid(part, id, err)
+	}
+	return errSlowPath
 }
 
 // envelopeFromTree is decodeEnvelope on a parsed value.

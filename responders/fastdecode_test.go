@@ -2,6 +2,7 @@ package responders
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -72,11 +73,20 @@ func validCommands(t testing.TB) map[string][]byte {
 // from decodeChecked, or accepts what decodeChecked rejects.
 func checkSame(t testing.TB, raw []byte) bool {
 	t.Helper()
-	fast, ok := decodeFast(raw)
-	if !ok {
+	fast, ferr := decodeFast(raw)
+	if ferr == errSlowPath {
 		return false
 	}
 	slow, err := decodeChecked(raw)
+	if ferr != nil {
+		var fr, sr *RejectError
+		// The library's own error tree lists causes in map order; the
+		// message sorts them.
+		if !errors.As(ferr, &fr) || !errors.As(err, &sr) || fr.Reason != sr.Reason || fr.CommandID != sr.CommandID || ferr.Error() != err.Error() {
+			t.Fatalf("decodeFast rejected with %v, decodeChecked with %v:\n%s", ferr, err, raw)
+		}
+		return true
+	}
 	if err != nil {
 		t.Fatalf("decodeFast accepted what decodeChecked rejects (%v):\n%s", err, raw)
 	}
@@ -172,6 +182,29 @@ func TestDecodeFastMutations(t *testing.T) {
 		checkSame(t, append(append([]byte{}, raw...), " \n"...))
 		checkSame(t, append(append([]byte{}, raw...), " {}"...))
 		checkSame(t, append([]byte("\t"), raw...))
+	}
+}
+
+// A record that parses but does not validate is rejected by decodeFast
+// itself, as decodeChecked would word it: validating it a second time on
+// the slow path would double what a hostile record costs.
+func TestDecodeFastRejectsInvalidDataOnce(t *testing.T) {
+	base := `{"schema":"iglu:com.snowplowanalytics.sauna.commands/command/jsonschema/1-0-0","data":{"envelope":` +
+		`{"schema":"iglu:com.snowplowanalytics.sauna.commands/envelope/jsonschema/1-0-0",` +
+		`"data":{"commandId":"3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44","whenCreated":"2017-06-29T10:15:00Z",` +
+		`"execution":{"semantics":"AT_LEAST_ONCE","timeToLive":1200000},"tags":{}}},"command":` +
+		`{"schema":"iglu:io.sauna.commands/webhook/jsonschema/1-0-0","data":{"body":1}}}}`
+	for _, v := range []struct{ old, new string }{
+		{`"timeToLive":1200000`, `"timeToLive":1.5`},
+		{`"3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44"`, `"not a uuid"`},
+		{`{"body":1}`, `{"body":1,"url":"http://internal"}`},
+		{`"envelope":`, `"extra":1,"envelope":`},
+	} {
+		raw := []byte(strings.Replace(base, v.old, v.new, 1))
+		if _, err := decodeFast(raw); err == errSlowPath || err == nil {
+			t.Errorf("%s: decodeFast = %v, want the rejection", v.new, err)
+		}
+		checkSame(t, raw)
 	}
 }
 

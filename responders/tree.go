@@ -282,6 +282,7 @@ func internKey(b []byte) string {
 }
 
 // number parses a JSON number: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
+// One longer than MaxNumberLen is left to the slow path, which refuses it.
 func (p *treeParser) number() (any, bool) {
 	start := p.i
 	if p.b[p.i] == '-' {
@@ -309,6 +310,9 @@ func (p *treeParser) number() (any, bool) {
 		if !p.digits() {
 			return nil, false
 		}
+	}
+	if p.i-start > MaxNumberLen {
+		return nil, false
 	}
 	return json.Number(p.b[start:p.i]), true
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/sauna-io/sauna/responders"
@@ -115,22 +116,24 @@ func checkNames(h map[string]string, refused func(folded string) string) error {
 	sort.Strings(names)
 	seen := make(map[string]string, len(names))
 	for _, name := range names {
+		// Names are quoted clipped: a command may carry one of megabytes.
+		quoted := strconv.Quote(responders.Clip(name))
 		if !isToken(name) {
-			return fmt.Errorf("%q is not a valid header name", responders.Clip(name))
+			return fmt.Errorf("%s is not a valid header name", quoted)
 		}
 		folded := foldName(name)
 		if slices.Contains(reserved, folded) || strings.HasPrefix(folded, reservedPrefix) {
-			return fmt.Errorf("%q is reserved", name)
+			return fmt.Errorf("%s is reserved", quoted)
 		}
 		if why := refused(folded); why != "" {
-			return fmt.Errorf("%q is refused: %s", name, why)
+			return fmt.Errorf("%s is refused: %s", quoted, why)
 		}
 		if other, dup := seen[folded]; dup {
-			return fmt.Errorf("%q and %q name the same header", other, name)
+			return fmt.Errorf("%q and %s name the same header", responders.Clip(other), quoted)
 		}
 		seen[folded] = name
 		if i := strings.IndexFunc(h[name], invalidValueRune); i >= 0 {
-			return fmt.Errorf("the value of %q contains a control character at byte %d", name, i)
+			return fmt.Errorf("the value of %s contains a control character at byte %d", quoted, i)
 		}
 	}
 	return nil
