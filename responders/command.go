@@ -122,7 +122,7 @@ func decodeChecked(raw []byte) (*Command, error) {
 		if path == "" {
 			path = "(root)"
 		}
-		return nil, reject(ReasonInvalidData, "", "record: %s: a number of %d characters; at most %d are accepted", path, n, MaxNumberLen)
+		return nil, reject(ReasonInvalidData, commandIDOf(raw), "record: %s: a number of %d characters; at most %d are accepted", path, n, MaxNumberLen)
 	}
 	outer, err := splitSelfDescribing(raw)
 	if err != nil {
@@ -257,6 +257,39 @@ func clipQuoted(msg string) string {
 		return Clip(out)
 	}
 	return out
+}
+
+// commandIDOf is the commandId of a record refused before it was validated,
+// when it has one that looks like a UUID, so that the rejection still names
+// the command. encoding/json skips the numbers it does not store without
+// converting them.
+func commandIDOf(raw []byte) string {
+	var r struct {
+		Data struct {
+			Envelope struct {
+				Data struct {
+					CommandID string `json:"commandId"`
+				} `json:"data"`
+			} `json:"envelope"`
+		} `json:"data"`
+	}
+	if json.Unmarshal(raw, &r) != nil {
+		return ""
+	}
+	id := r.Data.Envelope.Data.CommandID
+	if len(id) != 36 {
+		return ""
+	}
+	for i, c := range id {
+		if i == 8 || i == 13 || i == 18 || i == 23 {
+			if c != '-' {
+				return ""
+			}
+		} else if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+			return ""
+		}
+	}
+	return id
 }
 
 // hasLongNumber reports whether the valid JSON document raw holds a number

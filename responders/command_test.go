@@ -248,6 +248,9 @@ func TestDecodeRefusesHugeNumbers(t *testing.T) {
 			if !errors.As(err, &rej) || rej.Reason != responders.ReasonInvalidData || !strings.HasPrefix(err.Error(), tt.want) {
 				t.Fatalf("Decode = %.300v\nwant %s", err, tt.want)
 			}
+			if want := "3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44"; name != "the record itself" && rej.CommandID != want {
+				t.Errorf("the rejection names command %q, want %q", rej.CommandID, want)
+			}
 		})
 	}
 	// The longest number accepted still decodes.
