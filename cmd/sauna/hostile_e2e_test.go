@@ -2,9 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
@@ -72,16 +69,11 @@ func TestHostileInput(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		id := r.Header.Get("X-Sauna-Command-Id")
-		sign := func(id string) string {
-			mac := hmac.New(sha256.New, []byte(signingSecret))
-			mac.Write([]byte(r.Header.Get("X-Sauna-Timestamp") + "." + id + "."))
-			mac.Write(body)
-			return "sha256=" + hex.EncodeToString(mac.Sum(nil))
-		}
-		sig := r.Header.Get("X-Sauna-Signature")
+		replayed := r.Header.Clone()
+		replayed.Set("X-Sauna-Command-Id", uuidFor(31_999_999))
 		req := hostileRequest{header: r.Header.Clone(), body: body,
-			verified:   hmac.Equal([]byte(sig), []byte(sign(id))),
-			replayable: hmac.Equal([]byte(sig), []byte(sign(uuidFor(31_999_999))))}
+			verified:   verifySauna([]byte(signingSecret), r.Header, body, time.Now()) == nil,
+			replayable: verifySauna([]byte(signingSecret), replayed, body, time.Now()) == nil}
 		mu.Lock()
 		got[id] = append(got[id], req)
 		n := len(got[id])

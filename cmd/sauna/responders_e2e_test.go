@@ -474,7 +474,7 @@ func verifySauna(secret []byte, header http.Header, body []byte, now time.Time) 
 		return errors.New("X-Sauna-Timestamp is more than 5 minutes away: a replay?")
 	}
 	mac := hmac.New(sha256.New, secret)
-	mac.Write([]byte(ts + "."))
+	mac.Write([]byte(ts + "." + header.Get("X-Sauna-Command-Id") + "."))
 	mac.Write(body)
 	want := "sha256=" + hex.EncodeToString(mac.Sum(nil))
 	if !hmac.Equal([]byte(want), []byte(header.Get("X-Sauna-Signature"))) {
