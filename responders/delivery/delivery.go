@@ -24,6 +24,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/sauna-io/sauna/responders"
@@ -246,8 +247,10 @@ type Request struct {
 	// key) and is only kept hashed. "" means URL.
 	Destination string
 	// Secrets are removed from every error and log line of this Send, on top
-	// of the secret-looking parts of URL. Entries shorter than 4 bytes are
-	// ignored.
+	// of the secret-looking parts of URL and the credentials of the
+	// Authorization and Proxy-Authorization headers; each also by its parts
+	// (the credential after an auth scheme, ...). Entries shorter than 4
+	// bytes are ignored.
 	Secrets []string
 	// Prepare, if set, runs before each attempt on that attempt's headers, so
 	// that a signature can cover the attempt's own timestamp.
@@ -260,7 +263,7 @@ func (c *Client) Send(ctx context.Context, req Request, classify Classifier) err
 	if req.Method == "" {
 		req.Method = http.MethodPost
 	}
-	red := newRedactor(req.URL, req.Secrets)
+	red := newRedactor(req.URL, slices.Concat(req.Secrets, req.Header.Values("Authorization"), req.Header.Values("Proxy-Authorization")))
 	origin := Origin(req.URL)
 	label := req.Method + " " + origin
 	if _, err := url.Parse(req.URL); err != nil {

@@ -457,8 +457,10 @@ func TestSecretPartsNeverLeak(t *testing.T) {
 			Logger:    slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		})
 		err := c.Send(t.Context(), delivery.Request{
-			URL:     srv.URL + "/hook",
-			Secrets: []string{"Bearer " + token, basic, "keyId=abc, signature=\"" + sig + "\""},
+			URL: srv.URL + "/hook",
+			// Authorization is a secret without being listed.
+			Header:  http.Header{"Authorization": {"Bearer " + token}},
+			Secrets: []string{basic, "keyId=abc, signature=\"" + sig + "\""},
 		}, ok200)
 		if err == nil {
 			t.Fatal("Send succeeded")
