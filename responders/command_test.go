@@ -261,10 +261,10 @@ func TestDecodeRefusesHugeNumbers(t *testing.T) {
 	}
 }
 
-// Values quoted in a rejection are clipped: a megabyte commandId must not
-// make a megabyte log line, dead letter or outcome.
+// Values quoted in a rejection are clipped: a commandId of 64 KiB must not
+// make a log line, dead letter or outcome of that size.
 func TestDecodeClipsQuotedValues(t *testing.T) {
-	long := strings.Repeat("a", 1<<20)
+	long := strings.Repeat("a", 64<<10)
 	raws := map[string][]byte{
 		"commandId":     []byte(strings.Replace(string(record(`"2017-06-29T10:15:00Z"`, "null", slackInner)), "3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44", long, 1)),
 		"whenCreated":   record(`"`+long+`"`, "null", slackInner),
