@@ -444,9 +444,10 @@ func TestSecretPartsNeverLeak(t *testing.T) {
 		token    = "tok-0123456789abcdef"
 		password = "pw-s3cr3t-hunter2"
 		sig      = "sigvalue0123456789"
+		keyPart  = "keypart-abcdef012345"
 	)
 	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte("svc:"+password))
-	echo := "invalid token " + token + "; bad password " + password + "; sig=" + sig +
+	echo := "invalid token " + token + "; bad password " + password + "; sig=" + sig + "; revoked " + keyPart +
 		"; encoded " + url.QueryEscape(token+" "+password)
 	synctest.Test(t, func(t *testing.T) {
 		srv := deliverytest.NewServer(t, deliverytest.NewVendor(R{Status: 503, Body: echo}, R{Status: 401, Body: echo}))
@@ -460,12 +461,12 @@ func TestSecretPartsNeverLeak(t *testing.T) {
 			URL: srv.URL + "/hook",
 			// Authorization is a secret without being listed.
 			Header:  http.Header{"Authorization": {"Bearer " + token}},
-			Secrets: []string{basic, "keyId=abc, signature=\"" + sig + "\""},
+			Secrets: []string{basic, "keyId=abc, signature=\"" + sig + "\"", "SG.id0123456." + keyPart, "a b c d"},
 		}, ok200)
 		if err == nil {
 			t.Fatal("Send succeeded")
 		}
-		for _, s := range []string{token, password, sig, url.QueryEscape(token)} {
+		for _, s := range []string{token, password, sig, keyPart, url.QueryEscape(token)} {
 			if strings.Contains(err.Error(), s) {
 				t.Errorf("error contains secret %q: %v", s, err)
 			}
@@ -473,7 +474,7 @@ func TestSecretPartsNeverLeak(t *testing.T) {
 				t.Errorf("logs contain secret %q:\n%s", s, logs.String())
 			}
 		}
-		if !strings.Contains(err.Error(), "invalid token "+delivery.Redacted) {
+		if !strings.Contains(err.Error(), "invalid token "+delivery.Redacted) || !strings.Contains(err.Error(), "bad password") {
 			t.Errorf("the receiver's text is lost, not redacted: %v", err)
 		}
 	})

@@ -130,17 +130,15 @@ func (r *redactor) bytes(b []byte) []byte {
 // on their own: a receiver answering "invalid token abc" to
 // "Authorization: Bearer abc" quotes the credential without its scheme. For
 // "<scheme> <credential>" that is the credential (and, for Basic, the
-// decoded "user:password" and the password); for other values with several
-// parts, every part of minSegment bytes or more. The scheme word itself is
-// no secret and stays readable.
+// decoded "user:password" and the password); beyond that, every part of
+// minSegment bytes or more between spaces and punctuation (the sections of
+// a JWT or of an "SG.<id>.<key>" API key, the parameters of a Digest
+// credential). The scheme word itself is no secret and stays readable.
 func secretParts(v string) []string {
 	var out []string
 	fields := strings.Fields(v)
-	if len(fields) < 2 {
-		return nil
-	}
 	rest := fields
-	if isSchemeWord(fields[0]) {
+	if len(fields) >= 2 && isSchemeWord(fields[0]) {
 		cred := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), fields[0]))
 		if len(cred) >= minSecret {
 			out = append(out, cred)
@@ -158,10 +156,12 @@ func secretParts(v string) []string {
 		}
 		rest = fields[1:]
 	}
-	// Parameters such as `Digest response="..."` or `key=...; sig=...`.
 	for _, f := range rest {
-		for _, p := range strings.FieldsFunc(f, func(r rune) bool { return strings.ContainsRune(`,;="'`, r) }) {
-			if len(p) >= minSegment {
+		if f != v && len(f) >= minSegment {
+			out = append(out, f)
+		}
+		for _, p := range strings.FieldsFunc(f, func(r rune) bool { return strings.ContainsRune(`,;="'.:`, r) }) {
+			if len(p) >= minSegment && p != f {
 				out = append(out, p)
 			}
 		}
