@@ -19,6 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
 	"github.com/sauna-io/sauna/observer/kinesis/emulator"
+	"github.com/sauna-io/sauna/observer/kinesis/leases"
 	"github.com/sauna-io/sauna/responders"
 )
 
@@ -266,4 +267,83 @@ func attr(item map[string]ddbtypes.AttributeValue, name string) string {
 		return s.Value
 	}
 	return ""
+}
+
+// LATEST means "from this observer's first start", even when the lease table
+// was created ahead of time (infrastructure as code), and a restart before
+// any checkpoint keeps that start.
+func TestIntegrationLatestOnPrecreatedLeaseTable(t *testing.T) {
+	env := useEmulators(t)
+	stream := emulator.UniqueName(t, "latest")
+	id := emulator.UniqueName(t, "obs")
+	env.CreateStream(t, stream, 2)
+	kin := env.Kinesis(t)
+	db := env.DynamoDB(t)
+	if _, err := db.CreateTable(t.Context(), &dynamodb.CreateTableInput{
+		TableName:            aws.String(id),
+		AttributeDefinitions: []ddbtypes.AttributeDefinition{{AttributeName: aws.String("ShardID"), AttributeType: ddbtypes.ScalarAttributeTypeS}},
+		KeySchema:            []ddbtypes.KeySchemaElement{{AttributeName: aws.String("ShardID"), KeyType: ddbtypes.KeyTypeHash}},
+		BillingMode:          ddbtypes.BillingModePayPerRequest,
+	}); err != nil {
+		t.Fatalf("pre-create lease table: %v", err)
+	}
+	putOnEveryShard(t, kin, stream, 2, 0, 6, "before the first start")
+	// Arrival timestamps have millisecond precision: keep the first start
+	// clear of the old records.
+	time.Sleep(1100 * time.Millisecond)
+
+	cfg := testConfig(id, stream)
+	cfg.InitialPosition = PositionLatest
+	col := &collector{}
+	stop := startObserver(t, cfg, col)
+	started := waitForStart(t, env, id)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	putOnEveryShard(t, kin, stream, 2, 100, 4, "between the first start and a restart")
+
+	col2 := &collector{}
+	stop2 := startObserver(t, cfg, col2)
+	putOnEveryShard(t, kin, stream, 2, 200, 4, "after the restart")
+	col2.waitFor(t, 8, 60*time.Second)
+	// Stopping drains what was handed over; per-shard order means an old
+	// record would have been handed over before the newer ones.
+	if err := stop2(); err != nil {
+		t.Fatal(err)
+	}
+	if again := waitForStart(t, env, id); !again.Equal(started) {
+		t.Errorf("first start moved from %v to %v on a restart", started, again)
+	}
+	outs := append(col.snapshot(), col2.snapshot()...)
+	for _, o := range outs {
+		if o.CommandID < "00000000-0000-4000-8000-000000000100" {
+			t.Errorf("record from before the first start ran: %+v", o)
+		}
+	}
+	if len(outs) != 8 {
+		t.Errorf("%d records ran, want the 8 written after the first start: %+v", len(outs), outs)
+	}
+}
+
+// waitForStart returns the first start recorded in an observer's lease table.
+func waitForStart(t *testing.T, env emulator.Env, table string) time.Time {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		for _, it := range scanLeases(t, env, table) {
+			if attr(it, "ShardID") != leases.MetadataKey || attr(it, "StartedAt") == "" {
+				continue
+			}
+			ts, err := time.Parse(time.RFC3339Nano, attr(it, "StartedAt"))
+			if err != nil {
+				t.Fatalf("StartedAt: %v", err)
+			}
+			return ts
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lease table %q: no first start recorded within 30s", table)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -295,9 +295,10 @@ func (o *Observer) kclConfig(log *kclLogger) *kclcfg.KinesisClientLibConfigurati
 	case PositionLatest:
 		// The KCL takes LATEST when it acquires a shard, so records written
 		// between a reshard (or any restart before a first checkpoint) and the
-		// pickup would be skipped. The lease table's creation time is a
-		// persisted "now" that means the same for every shard and every restart.
-		ts := o.table.Created()
+		// pickup would be skipped. The observer's first start, recorded once in
+		// the lease table, is a persisted "now" that means the same for every
+		// shard and every restart.
+		ts := o.table.Started()
 		k.WithTimestampAtInitialPositionInStream(&ts)
 	}
 	return k

@@ -164,24 +164,76 @@ func TestIntegrationInitCreatesOnDemandTable(t *testing.T) {
 	if err := ddbtable.CheckHashKey(d, attrShardID); err != nil {
 		t.Error(err)
 	}
-	created := tbl.Created()
-	if created.IsZero() || !created.Equal(aws.ToTime(d.CreationDateTime)) {
-		t.Errorf("Created() = %v, want the table's CreationDateTime %v", created, aws.ToTime(d.CreationDateTime))
+	started := tbl.Started()
+	if started.IsZero() || started.Before(aws.ToTime(d.CreationDateTime).Add(-time.Minute)) {
+		t.Errorf("Started() = %v, want this start (table created %v)", started, aws.ToTime(d.CreationDateTime))
 	}
-	if diff := cmp.Diff(map[string]string{attrShardID: MetadataKey, attrStream: "stream-a"}, e.item(t, name, MetadataKey)); diff != "" {
+	want := map[string]string{attrShardID: MetadataKey, attrStream: "stream-a", attrStarted: formatTimeout(started)}
+	if diff := cmp.Diff(want, e.item(t, name, MetadataKey)); diff != "" {
 		t.Errorf("metadata item (-want +got):\n%s", diff)
 	}
 
 	// Idempotent, and the epoch is stable across restarts.
 	again := e.newTable(t, name, "stream-a", "w2", 10*time.Second)
+	again.now = func() time.Time { return started.Add(time.Hour) }
 	if err := again.Init(); err != nil {
 		t.Fatalf("second Init: %v", err)
 	}
 	if err := again.Init(); err != nil {
 		t.Fatalf("third Init: %v", err)
 	}
-	if !again.Created().Equal(created) {
-		t.Errorf("Created() after re-Init = %v, want %v", again.Created(), created)
+	if !again.Started().Equal(started) {
+		t.Errorf("Started() after re-Init = %v, want %v", again.Started(), started)
+	}
+}
+
+// A table created ahead of time (infrastructure as code) holds no metadata
+// item: the first start is recorded, not the table's creation; a table bound
+// by a version that recorded no start keeps its creation as the epoch.
+func TestIntegrationStartedOnPrecreatedTable(t *testing.T) {
+	e := newITEnv(t)
+	name := emulator.UniqueName(t, "leases")
+	e.dropOnCleanup(t, name)
+	ctx, cancel := context.WithTimeout(context.Background(), itTimeout)
+	defer cancel()
+	if _, err := e.db.CreateTable(ctx, &dynamodb.CreateTableInput{
+		TableName:            aws.String(name),
+		AttributeDefinitions: []types.AttributeDefinition{{AttributeName: aws.String(attrShardID), AttributeType: types.ScalarAttributeTypeS}},
+		KeySchema:            []types.KeySchemaElement{{AttributeName: aws.String(attrShardID), KeyType: types.KeyTypeHash}},
+		BillingMode:          types.BillingModePayPerRequest,
+	}); err != nil {
+		t.Fatalf("CreateTable: %v", err)
+	}
+	tbl := e.newTable(t, name, "stream-a", "w1", 10*time.Second)
+	first := time.Now().Add(time.Hour).UTC() // far from the table's creation
+	tbl.now = func() time.Time { return first }
+	if err := tbl.Init(); err != nil {
+		t.Fatalf("Init: %v", err)
+	}
+	if !tbl.Started().Equal(first) {
+		t.Errorf("Started() = %v, want the first start %v", tbl.Started(), first)
+	}
+
+	// An item as bound before starts were recorded.
+	if _, err := e.db.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName: aws.String(name),
+		Item:      map[string]types.AttributeValue{attrShardID: s(MetadataKey), attrStream: s("stream-a")},
+	}); err != nil {
+		t.Fatalf("PutItem: %v", err)
+	}
+	out, err := e.db.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(name)})
+	if err != nil {
+		t.Fatalf("DescribeTable: %v", err)
+	}
+	legacy := e.newTable(t, name, "stream-a", "w2", 10*time.Second)
+	if err := legacy.Init(); err != nil {
+		t.Fatalf("Init of a legacy binding: %v", err)
+	}
+	if created := aws.ToTime(out.Table.CreationDateTime); !legacy.Started().Equal(created) {
+		t.Errorf("legacy Started() = %v, want the table's creation %v", legacy.Started(), created)
+	}
+	if got := e.item(t, name, MetadataKey)[attrStarted]; got != formatTimeout(legacy.Started()) {
+		t.Errorf("recorded start %q, want %q", got, formatTimeout(legacy.Started()))
 	}
 }
 

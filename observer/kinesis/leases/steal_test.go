@@ -19,7 +19,7 @@ func TestListActiveWorkers(t *testing.T) {
 	pages := []*dynamodb.ScanOutput{
 		{
 			Items: []map[string]types.AttributeValue{
-				toItem(map[string]string{attrShardID: MetadataKey, attrStream: "stream-a"}),
+				toItem(map[string]string{attrShardID: MetadataKey, attrStream: "stream-a", attrStarted: "2026-11-22T09:00:00Z"}),
 				toItem(map[string]string{attrShardID: "s0", attrOwner: "a", attrCheckpoint: "1"}),
 			},
 			LastEvaluatedKey: toItem(map[string]string{attrShardID: "s0"}),

@@ -20,7 +20,7 @@
 // The table holds one item per shard, keyed by ShardID, with the KCL's
 // attributes (AssignedTo, LeaseTimeout, Checkpoint, ParentShardId,
 // ClaimRequest), plus one metadata item (ShardID "sauna#stream") that records
-// the stream.
+// the stream and when the observer first started on it.
 package leases
 
 import (
@@ -51,10 +51,12 @@ const (
 	attrParent     = checkpoint.ParentShardIdKey  // ParentShardId
 	attrClaim      = checkpoint.ClaimRequestKey   // ClaimRequest
 	attrStream     = "StreamName"
+	attrStarted    = "StartedAt" // RFC 3339, UTC: the first start against this table
 
 	// MetadataKey is the ShardID of the item that binds the table to its
-	// stream. Kinesis shard ids look like "shardId-000000000000"; '#' never
-	// occurs in them.
+	// stream and records the first start. Kinesis shard ids look like
+	// "shardId-000000000000"; '#' never occurs in them, and every lease path
+	// (scan, lease, removal) skips this key.
 	MetadataKey = "sauna#stream"
 )
 
@@ -119,7 +121,7 @@ type Table struct {
 	waitMinDelay, waitMaxDelay time.Duration
 
 	mu            sync.Mutex
-	created       time.Time
+	started       time.Time
 	slots         map[string]*slot
 	lastLeaseSync time.Time
 
@@ -162,13 +164,16 @@ func New(db DynamoDB, kin ShardLister, cfg Config) *Table {
 	}
 }
 
-// Created is the table's CreationDateTime, known after a successful Init.
-// It does not change while the table exists, so it serves as a persisted
-// epoch (e.g. to turn LATEST into AT_TIMESTAMP consistently across restarts).
-func (t *Table) Created() time.Time {
+// Started is when an observer first initialised this table for its stream,
+// known after a successful Init. It is written once (put-if-absent) and then
+// only read, so it serves as a persisted epoch that means the same on every
+// restart and every worker (e.g. to turn LATEST into AT_TIMESTAMP). It is not
+// the table's creation time: a table created ahead of time (infrastructure
+// as code) would otherwise make LATEST replay everything written since.
+func (t *Table) Started() time.Time {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.created
+	return t.started
 }
 
 // Init makes sure the table exists, is ACTIVE and belongs to the configured
@@ -202,18 +207,20 @@ func (t *Table) Init() error {
 		// throttled renewals then lose leases (duplicates).
 		t.log.Warn("lease table is not PAY_PER_REQUEST; throttling can cost leases")
 	}
-	if err := t.bindStream(); err != nil {
+	started, err := t.bindStream(aws.ToTime(desc.CreationDateTime))
+	if err != nil {
 		return err
 	}
 	t.mu.Lock()
-	t.created = aws.ToTime(desc.CreationDateTime)
+	t.started = started
 	t.mu.Unlock()
 	return nil
 }
 
-// bindStream records the stream in the metadata item, or checks the one
-// already recorded.
-func (t *Table) bindStream() error {
+// bindStream records the stream and the first start in the metadata item, or
+// checks the stream already recorded and returns the recorded start.
+func (t *Table) bindStream(tableCreated time.Time) (time.Time, error) {
+	now := t.now().UTC()
 	var e expr
 	cond := "attribute_not_exists(" + e.name(attrShardID) + ")"
 	ctx, cancel := t.callCtx()
@@ -222,27 +229,66 @@ func (t *Table) bindStream() error {
 		Item: map[string]types.AttributeValue{
 			attrShardID: s(MetadataKey),
 			attrStream:  s(t.cfg.StreamName),
+			attrStarted: s(formatTimeout(now)),
 		},
 		ConditionExpression:      aws.String(cond),
 		ExpressionAttributeNames: e.names,
 	})
 	cancel()
 	if err == nil {
-		t.log.Info("lease table bound to stream", "stream", t.cfg.StreamName)
-		return nil
+		t.log.Info("lease table bound to stream", "stream", t.cfg.StreamName, "started_at", now)
+		return now, nil
 	}
 	if !isConditionFailed(err) {
-		return fmt.Errorf("lease table %q: bind to stream %q: %w", t.cfg.TableName, t.cfg.StreamName, err)
+		return time.Time{}, fmt.Errorf("lease table %q: bind to stream %q: %w", t.cfg.TableName, t.cfg.StreamName, err)
 	}
 	item, err := t.getItem(MetadataKey)
 	if err != nil {
-		return fmt.Errorf("lease table %q: read stream binding: %w", t.cfg.TableName, err)
+		return time.Time{}, fmt.Errorf("lease table %q: read stream binding: %w", t.cfg.TableName, err)
 	}
 	bound, _ := str(item, attrStream)
 	if bound != t.cfg.StreamName {
-		return &StreamMismatchError{Table: t.cfg.TableName, Bound: bound, Want: t.cfg.StreamName}
+		return time.Time{}, &StreamMismatchError{Table: t.cfg.TableName, Bound: bound, Want: t.cfg.StreamName}
 	}
-	return nil
+	if _, ok := item[attrStarted]; !ok {
+		// Bound by a version that kept no start: its epoch was the table's
+		// creation, so keep that rather than skip what it would have read.
+		return t.recordStart(tableCreated)
+	}
+	return t.parseStarted(item)
+}
+
+// recordStart adds the start to a metadata item that has none, unless a
+// concurrent Init did so first, and returns the start that holds.
+func (t *Table) recordStart(at time.Time) (time.Time, error) {
+	var e expr
+	_, err := t.update(&dynamodb.UpdateItemInput{
+		Key:                       map[string]types.AttributeValue{attrShardID: s(MetadataKey)},
+		UpdateExpression:          aws.String("SET " + e.name(attrStarted) + " = " + e.value("started", formatTimeout(at))),
+		ConditionExpression:       aws.String("attribute_exists(" + e.name(attrShardID) + ") AND attribute_not_exists(" + e.name(attrStarted) + ")"),
+		ExpressionAttributeNames:  e.names,
+		ExpressionAttributeValues: e.values,
+	})
+	if err == nil {
+		return at.UTC(), nil
+	}
+	if !isConditionFailed(err) {
+		return time.Time{}, fmt.Errorf("lease table %q: record first start: %w", t.cfg.TableName, err)
+	}
+	item, err := t.getItem(MetadataKey)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("lease table %q: read first start: %w", t.cfg.TableName, err)
+	}
+	return t.parseStarted(item)
+}
+
+func (t *Table) parseStarted(item map[string]types.AttributeValue) (time.Time, error) {
+	v, _ := str(item, attrStarted)
+	ts, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("lease table %q: item %q: attribute %s %q is not an RFC 3339 time", t.cfg.TableName, MetadataKey, attrStarted, v)
+	}
+	return ts, nil
 }
 
 // callCtx bounds one AWS call: the KCL passes no context, and an unbounded

@@ -63,6 +63,9 @@ func TestInit(t *testing.T) {
 	}
 	bindTaken := func(*dynamodb.PutItemInput) (*dynamodb.PutItemOutput, error) { return nil, ccf() }
 	wrongKey := tableDesc(types.TableStatusActive)
+	// A legacy item that another Init gives a start between our read and
+	// our write.
+	raced := items{MetadataKey: {attrShardID: MetadataKey, attrStream: "stream-a"}}
 	wrongKey.KeySchema = []types.KeySchemaElement{{AttributeName: aws.String("leaseKey"), KeyType: types.KeyTypeHash}}
 
 	tests := []struct {
@@ -70,11 +73,13 @@ func TestInit(t *testing.T) {
 		describe    []any
 		createErr   error
 		put         func(*dynamodb.PutItemInput) (*dynamodb.PutItemOutput, error)
+		update      func(*dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error)
 		stored      items
 		waitTimeout time.Duration
 		wantOps     []string
 		wantErr     string // substring; "" means success
 		wantIs      error
+		wantStarted time.Time // zero means this start (the clock's now)
 	}{
 		{
 			name:     "creates a missing table and waits until ACTIVE",
@@ -127,11 +132,49 @@ func TestInit(t *testing.T) {
 			wantErr:  "not a lease table of this kind",
 		},
 		{
-			name:     "already bound to the same stream",
+			name:        "already bound to the same stream: the recorded start holds",
+			describe:    []any{tableDesc(types.TableStatusActive)},
+			put:         bindTaken,
+			stored:      items{MetadataKey: {attrShardID: MetadataKey, attrStream: "stream-a", attrStarted: "2026-03-04T05:06:07.5Z"}},
+			wantOps:     []string{"DescribeTable", "PutItem", "GetItem"},
+			wantStarted: time.Date(2026, 3, 4, 5, 6, 7, 5e8, time.UTC),
+		},
+		{
+			name:     "a bound item without a start keeps the table's creation",
 			describe: []any{tableDesc(types.TableStatusActive)},
 			put:      bindTaken,
 			stored:   items{MetadataKey: {attrShardID: MetadataKey, attrStream: "stream-a"}},
+			update: func(in *dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
+				if got, want := aws.ToString(in.ConditionExpression), "attribute_exists(#ShardID) AND attribute_not_exists(#StartedAt)"; got != want {
+					t.Errorf("start condition %q, want %q", got, want)
+				}
+				if got, ok := in.ExpressionAttributeValues[":started"].(*types.AttributeValueMemberS); !ok || got.Value != formatTimeout(created) {
+					t.Errorf("start value %v, want the table's creation", in.ExpressionAttributeValues[":started"])
+				}
+				return &dynamodb.UpdateItemOutput{}, nil
+			},
+			wantOps:     []string{"DescribeTable", "PutItem", "GetItem", "UpdateItem"},
+			wantStarted: created,
+		},
+		{
+			name:     "a start recorded concurrently wins",
+			describe: []any{tableDesc(types.TableStatusActive)},
+			put:      bindTaken,
+			stored:   raced,
+			update: func(*dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
+				raced[MetadataKey][attrStarted] = "2026-02-03T04:05:06Z"
+				return nil, ccf()
+			},
+			wantOps:     []string{"DescribeTable", "PutItem", "GetItem", "UpdateItem", "GetItem"},
+			wantStarted: time.Date(2026, 2, 3, 4, 5, 6, 0, time.UTC),
+		},
+		{
+			name:     "an unreadable start is refused",
+			describe: []any{tableDesc(types.TableStatusActive)},
+			put:      bindTaken,
+			stored:   items{MetadataKey: {attrShardID: MetadataKey, attrStream: "stream-a", attrStarted: "yesterday"}},
 			wantOps:  []string{"DescribeTable", "PutItem", "GetItem"},
+			wantErr:  `lease table "obs": item "sauna#stream": attribute StartedAt "yesterday" is not an RFC 3339 time`,
 		},
 		{
 			name:     "bound to another stream",
@@ -170,7 +213,8 @@ func TestInit(t *testing.T) {
 					if got := aws.ToString(in.ConditionExpression); got != "attribute_not_exists(#ShardID)" {
 						t.Errorf("binding condition %q", got)
 					}
-					if diff := cmp.Diff(map[string]string{attrShardID: MetadataKey, attrStream: "stream-a"}, flatten(in.Item)); diff != "" {
+					want := map[string]string{attrShardID: MetadataKey, attrStream: "stream-a", attrStarted: formatTimeout(fakeNow)}
+					if diff := cmp.Diff(want, flatten(in.Item)); diff != "" {
 						t.Errorf("binding item (-want +got):\n%s", diff)
 					}
 					return tc.put(in)
@@ -179,14 +223,19 @@ func TestInit(t *testing.T) {
 			if tc.stored != nil {
 				f.db.getItem = tc.stored.get
 			}
+			f.db.updateItem = tc.update
 
 			err := f.tbl.Init()
 			if tc.wantErr == "" {
 				if err != nil {
 					t.Fatalf("Init: %v", err)
 				}
-				if !f.tbl.Created().Equal(created) {
-					t.Errorf("Created() = %v, want %v", f.tbl.Created(), created)
+				want := tc.wantStarted
+				if want.IsZero() {
+					want = fakeNow
+				}
+				if !f.tbl.Started().Equal(want) {
+					t.Errorf("Started() = %v, want %v", f.tbl.Started(), want)
 				}
 			} else if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Fatalf("Init: %v, want an error containing %q", err, tc.wantErr)
