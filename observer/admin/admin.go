@@ -13,9 +13,12 @@
 // string that Options.Secrets lists is redacted from the bodies as a last
 // line of defence (error texts are the risky part).
 //
-// The listener is unauthenticated: keep it on loopback (the default) or
-// behind something that is not. Browsers are kept out of the POST endpoints
-// by cross-origin protection, so a web page cannot pause the daemon.
+// The GET endpoints are unauthenticated: keep the listener on loopback (the
+// default) or on a private network. POST /pause and /resume take a bearer
+// token when Options.Token is set, which a non-loopback address requires
+// (CheckListen). Web pages are kept out twice: cross-origin protection
+// refuses their POSTs, and a Host check (421) refuses a page that rebinds its
+// own DNS name to this listener.
 package admin
 
 import (
@@ -129,6 +132,12 @@ type Options struct {
 	Logger  *slog.Logger
 	// Now is the readiness clock (default time.Now).
 	Now func() time.Time
+	// Addr is the configured listen address; its host is accepted in the
+	// Host header besides localhost and IP literals.
+	Addr string
+	// Token, if set, is the bearer token POST /pause and /resume require.
+	// It is redacted from bodies like Secrets.
+	Token string
 }
 
 // NewHandler returns the admin endpoints.
@@ -151,12 +160,16 @@ func NewHandler(opts Options) http.Handler {
 	mux.HandleFunc("GET /healthz", h.healthz)
 	mux.HandleFunc("GET /readyz", h.readyz)
 	mux.HandleFunc("GET /status", h.status)
-	mux.HandleFunc("POST /pause", h.pause)
-	mux.HandleFunc("POST /resume", h.resume)
+	pause, resume := h.pause, h.resume
+	if opts.Token != "" {
+		pause, resume = requireToken(opts.Token, pause), requireToken(opts.Token, resume)
+	}
+	mux.HandleFunc("POST /pause", pause)
+	mux.HandleFunc("POST /resume", resume)
 	if opts.Metrics != nil {
 		mux.Handle("GET /metrics", opts.Metrics)
 	}
-	return http.NewCrossOriginProtection().Handler(noStore(mux))
+	return hostGuard(opts.Addr, http.NewCrossOriginProtection().Handler(noStore(mux)))
 }
 
 func noStore(next http.Handler) http.Handler {
@@ -358,10 +371,13 @@ const minSecret = 4
 // redact replaces every listed secret, as written and as JSON-escaped, so it
 // works on text and on JSON bodies alike.
 func (h *handler) redact(body []byte) []byte {
-	if h.opts.Secrets == nil {
-		return body
+	var secrets []string
+	if h.opts.Secrets != nil {
+		secrets = slices.Clone(h.opts.Secrets())
 	}
-	secrets := slices.Clone(h.opts.Secrets())
+	if h.opts.Token != "" {
+		secrets = append(secrets, h.opts.Token)
+	}
 	// Longest first: a secret that contains a shorter one must go whole.
 	slices.SortFunc(secrets, func(a, b string) int { return len(b) - len(a) })
 	for _, s := range secrets {

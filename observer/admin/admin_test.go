@@ -51,7 +51,12 @@ func newTestHandler(src StatusSource, g Pauser, opts Options) http.Handler {
 func do(t *testing.T, h http.Handler, method, path string, hdr ...string) (int, string) {
 	t.Helper()
 	req := httptest.NewRequest(method, path, nil)
+	req.Host = "127.0.0.1:9779" // httptest's example.com is not a name of the listener
 	for i := 0; i+1 < len(hdr); i += 2 {
+		if hdr[i] == "Host" {
+			req.Host = hdr[i+1]
+			continue
+		}
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
 	rec := httptest.NewRecorder()

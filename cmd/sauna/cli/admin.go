@@ -2,6 +2,7 @@ package cli
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 
 	"github.com/sauna-io/sauna/observer"
@@ -75,4 +76,23 @@ func (d daemonStatus) reloadStats() metrics.ReloadStats {
 	r := d.sup.ReloadStatus()
 	return metrics.ReloadStats{Rescans: r.Rescans, Applied: r.Applied, Refused: r.Refused,
 		Refusing: len(r.Refusing), LastSuccess: r.LastSuccess}
+}
+
+// adminTokenOf reads the admin token, if a file is given, and refuses an
+// address beyond loopback without one.
+func adminTokenOf(addr, file string) (string, error) {
+	if addr == "" {
+		if file != "" {
+			return "", fmt.Errorf("--admin-token-file needs the admin endpoints (--admin-addr is empty)")
+		}
+		return "", nil
+	}
+	var tok string
+	if file != "" {
+		var err error
+		if tok, err = admin.ReadTokenFile(file); err != nil {
+			return "", err
+		}
+	}
+	return tok, admin.CheckListen(addr, tok)
 }

@@ -19,7 +19,8 @@ func runCmd(ctx context.Context, env *cliEnv, args []string) int {
 	dir := fs.String("config-dir", "", "directory of observer and responder config files (*.json, *.avro)")
 	rescan := fs.Duration("rescan-interval", 30*time.Second, "period of the full rescan of --config-dir that catches changes file events miss (0 disables it)")
 	quietPeriod := fs.Duration("reload-quiet", 500*time.Millisecond, "how long --config-dir must be still before changes are read")
-	adminAddr := fs.String("admin-addr", admin.DefaultAddr, "listen address of the admin endpoints: /metrics, /healthz, /readyz, /status, POST /pause and /resume (unauthenticated: keep it on loopback or a private network; empty disables them)")
+	adminAddr := fs.String("admin-addr", admin.DefaultAddr, "listen address of the admin endpoints: /metrics, /healthz, /readyz, /status, POST /pause and /resume (GET endpoints are unauthenticated: keep it on loopback or a private network; empty disables them)")
+	adminTokenFile := fs.String("admin-token-file", "", "file holding the bearer token POST /pause and /resume require; required when --admin-addr is not loopback")
 	var lf logFlags
 	lf.register(fs)
 	if code := parseFlags(fs, args); code >= 0 {
@@ -33,6 +34,11 @@ func runCmd(ctx context.Context, env *cliEnv, args []string) int {
 		return 2
 	}
 	log, err := lf.logger(env.stderr)
+	if err != nil {
+		fmt.Fprintln(env.stderr, "sauna run:", err)
+		return 2
+	}
+	adminToken, err := adminTokenOf(*adminAddr, *adminTokenFile)
 	if err != nil {
 		fmt.Fprintln(env.stderr, "sauna run:", err)
 		return 2
@@ -61,12 +67,16 @@ func runCmd(ctx context.Context, env *cliEnv, args []string) int {
 	if *adminAddr != "" {
 		srv, err := admin.Listen(*adminAddr, admin.NewHandler(admin.Options{
 			Status: status, Pauser: gate, Metrics: met.Handler(), Secrets: status.secrets, Logger: log,
+			Addr: *adminAddr, Token: adminToken,
 		}))
 		if err != nil {
 			log.Error("sauna cannot run", "err", err)
 			return 1
 		}
-		log.Info("admin endpoints listening", "addr", srv.Addr().String())
+		log.Info("admin endpoints listening", "addr", srv.Addr().String(), "token", adminToken != "")
+		if !admin.IsLoopback(*adminAddr) {
+			log.Warn("admin endpoints listen beyond loopback: /status and /metrics are readable by anyone who reaches them", "addr", srv.Addr().String())
+		}
 		// The endpoints outlive the signal: probes and scrapes keep working
 		// while the observers drain.
 		adminCtx, stopAdmin := context.WithCancel(context.WithoutCancel(ctx))
