@@ -75,10 +75,9 @@ func (p *shardProcessor) execute(r *types.Record) bool {
 		Observer: p.o.cfg.ID, Stream: p.o.cfg.StreamName, Shard: p.shardID,
 		SequenceNumber: out.Sequence, PartitionKey: aws.ToString(r.PartitionKey), Record: r.Data,
 	}
-	if orig, ok := IsDefusedAggregate(r.Data); ok {
+	if orig, why, ok := IsDefusedAggregate(r.Data); ok {
 		letter.Record = orig
-		return p.reject(out, letter, &responders.RejectError{Reason: responders.ReasonCorruptAggregate,
-			Err: errors.New("KPL aggregate record with a valid checksum and an undecodable body")})
+		return p.reject(out, letter, &responders.RejectError{Reason: responders.ReasonCorruptAggregate, Err: errors.New(why)})
 	}
 	cmd, err := responders.Decode(r.Data)
 	if err == nil {

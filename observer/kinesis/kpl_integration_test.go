@@ -184,6 +184,7 @@ func kplSeqLess(a, b string) bool {
 func TestIntegrationKPLAggregates(t *testing.T) {
 	t.Run("every user record once across restarts", testKPLExactlyOnce)
 	t.Run("corrupt aggregates among good records", testKPLCorruptAggregate)
+	t.Run("an oversized aggregate is one rejection", testKPLOversizedAggregate)
 }
 
 // The first run is stopped while one user record in the middle of an
@@ -437,6 +438,71 @@ func testKPLCorruptAggregate(t *testing.T) {
 			t.Errorf("dead letter reason %q at %s with %x; want %q at a corrupt aggregate's sequence number, with its original bytes",
 				l.Reason, l.SequenceNumber, l.Record, deadletter.Rejected(responders.ReasonCorruptAggregate))
 		}
+	}
+}
+
+// An aggregate of many empty user records (an aggregate bomb) is rejected
+// as one record: one log line, one outcome, one dead letter with the
+// aggregate's bytes, and the checkpoint passes it only after that.
+func testKPLOversizedAggregate(t *testing.T) {
+	env := useEmulators(t)
+	stream := emulator.UniqueName(t, "kplbomb")
+	dlq := emulator.UniqueName(t, "dlq")
+	id := emulator.UniqueName(t, "obs")
+	env.CreateStream(t, stream, 1)
+	env.CreateStream(t, dlq, 1)
+	kin := env.Kinesis(t)
+
+	before := kplCommand{num: 7001, key: "p1", text: "before the bomb"}
+	after := kplCommand{num: 7002, key: "p2", text: "after the bomb"}
+	kplPut(t, kin, stream, before.key, before.data())
+	empties := make([][]byte, 4*MaxAggregateRecords)
+	for i := range empties {
+		empties[i] = []byte{}
+	}
+	bomb := aggregateOf(t, []string{"k"}, empties...)
+	bombSeq := kplPut(t, kin, stream, "bomb", bomb)
+	lastSeq := kplPut(t, kin, stream, after.key, after.data())
+
+	col := &collector{}
+	cfg := testConfig(id, stream)
+	cfg.DeadLetterStream = dlq
+	stop, errs := kplStartObserver(t, cfg, &kplResponder{}, Options{OnOutcome: col.add})
+	col.waitFor(t, 3, 60*time.Second)
+	kplWaitCheckpoint(t, env, id, lastSeq)
+	if err := stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+
+	outs := col.snapshot()
+	if len(outs) != 3 {
+		t.Fatalf("%d outcomes, want 3 (two commands and the aggregate): %+v", len(outs), outs)
+	}
+	for _, o := range outs {
+		switch {
+		case o.Sequence == bombSeq:
+			if o.Result != Rejected || o.Reason != responders.ReasonCorruptAggregate {
+				t.Errorf("the oversized aggregate: %+v, want rejected as %s", o, responders.ReasonCorruptAggregate)
+			}
+		case o.Result != Executed:
+			t.Errorf("%s: %s %v, want executed", o.CommandID, o.Result, o.Err)
+		}
+	}
+	logged := 0
+	for _, m := range errs() {
+		if strings.Contains(m, "KPL aggregate") {
+			logged++
+		}
+	}
+	if logged != 1 {
+		t.Errorf("%d error lines about the aggregate, want 1: %q", logged, errs())
+	}
+	letters := kplReadLetters(t, kin, dlq)
+	if len(letters) != 1 {
+		t.Fatalf("%d dead letters, want one for the aggregate", len(letters))
+	}
+	if l := letters[0]; l.SequenceNumber != bombSeq || l.Reason != deadletter.Rejected(responders.ReasonCorruptAggregate) || !bytes.Equal(l.Record, bomb) {
+		t.Errorf("dead letter %q at %s (%d bytes); want the aggregate's original %d bytes at %s", l.Reason, l.SequenceNumber, len(l.Record), len(bomb), bombSeq)
 	}
 }
 
