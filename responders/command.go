@@ -27,7 +27,8 @@ const (
 	ReasonNoResponder       Reason = "no_responder"
 	ReasonRetired           Reason = "retired"
 	// ReasonCorruptAggregate marks a KPL aggregate record whose body cannot
-	// be decoded: its user records are unreadable.
+	// be decoded (its user records are unreadable), or that holds more user
+	// records than an aggregate of commands can; it is rejected whole.
 	ReasonCorruptAggregate Reason = "corrupt_aggregate"
 )
 
