@@ -297,10 +297,12 @@ func TestIntegrationLatestOnPrecreatedLeaseTable(t *testing.T) {
 	col := &collector{}
 	stop := startObserver(t, cfg, col)
 	started := waitForStart(t, env, id)
+	// Stopped once it reads both shards (a stop during the start would
+	// only be a failed start), before any record after the start exists.
+	waitForLeases(t, env, id, 2)
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(1100 * time.Millisecond)
 	putOnEveryShard(t, kin, stream, 2, 100, 4, "between the first start and a restart")
 
 	col2 := &collector{}
@@ -343,6 +345,27 @@ func waitForStart(t *testing.T, env emulator.Env, table string) time.Time {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("lease table %q: no first start recorded within 30s", table)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitForLeases waits until n shard leases of an observer's table are held.
+func waitForLeases(t *testing.T, env emulator.Env, table string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		held := 0
+		for _, it := range scanLeases(t, env, table) {
+			if strings.HasPrefix(attr(it, "ShardID"), "shardId-") && attr(it, "AssignedTo") != "" {
+				held++
+			}
+		}
+		if held >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lease table %q: %d of %d leases held after 60s", table, held, n)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -73,7 +73,7 @@ func runCmd(ctx context.Context, env *cliEnv, args []string) int {
 			log.Error("sauna cannot run", "err", err)
 			return 1
 		}
-		log.Info("admin endpoints listening", "addr", srv.Addr().String(), "token", adminToken != "")
+		log.Info("admin endpoints listening", "addr", srv.Addr().String(), "pause_needs_token", adminToken != "")
 		if !admin.IsLoopback(*adminAddr) {
 			log.Warn("admin endpoints listen beyond loopback: /status and /metrics are readable by anyone who reaches them", "addr", srv.Addr().String())
 		}
