@@ -49,9 +49,12 @@ type shardProcessor struct {
 }
 
 type entry struct {
-	rec  *types.Record
-	seq  string
-	key  string
+	rec *types.Record
+	seq string
+	key string
+	// more is set when the next record of the batch has the same sequence
+	// number: the rest of a KPL aggregate follows, admitted or not yet.
+	more bool
 	done bool
 }
 
@@ -86,7 +89,10 @@ func (p *shardProcessor) ProcessRecords(in *kcl.ProcessRecordsInput) {
 		if p.isStopped() {
 			break
 		}
-		if !p.admit(&in.Records[i]) {
+		// The KCL hands over all user records of a KPL aggregate in one
+		// batch, one after the other, under the aggregate's sequence number.
+		more := i+1 < len(in.Records) && aws.ToString(in.Records[i+1].SequenceNumber) == aws.ToString(in.Records[i].SequenceNumber)
+		if !p.admit(&in.Records[i], more) {
 			p.stop()
 			break
 		}
@@ -123,7 +129,7 @@ func (p *shardProcessor) pace(in *kcl.ProcessRecordsInput) {
 
 // admit waits for a free slot (and for the gate, while paused), then starts
 // the record or queues it behind the earlier records of its key.
-func (p *shardProcessor) admit(r *types.Record) bool {
+func (p *shardProcessor) admit(r *types.Record, more bool) bool {
 	if g := p.o.opts.Gate; g != nil && g.Paused() {
 		ctx, cancel := p.stopContext(p.o.intake)
 		err := g.Wait(ctx)
@@ -139,7 +145,7 @@ func (p *shardProcessor) admit(r *types.Record) bool {
 	case <-p.lost:
 		return false
 	}
-	e := &entry{rec: r, seq: aws.ToString(r.SequenceNumber), key: aws.ToString(r.PartitionKey)}
+	e := &entry{rec: r, seq: aws.ToString(r.SequenceNumber), key: aws.ToString(r.PartitionKey), more: more}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.stopped {
@@ -203,9 +209,10 @@ func (p *shardProcessor) finish(e *entry, final bool) {
 		return
 	}
 	// Records of one KPL aggregate share a sequence number: a checkpoint
-	// inside an aggregate would skip its remaining records on restart.
+	// inside an aggregate would skip its remaining records on restart, be
+	// they admitted and unfinished or not admitted yet.
 	last := p.pending[n-1].seq
-	if n < len(p.pending) && p.pending[n].seq == last {
+	if p.pending[n-1].more {
 		for n > 0 && p.pending[n-1].seq == last {
 			n--
 		}

@@ -285,6 +285,39 @@ func TestProcessorStopsShortWithoutSkipping(t *testing.T) {
 	})
 }
 
+// The checkpoint passes a KPL aggregate only once all its user records are
+// final, including those not admitted yet: with one slot, the aggregate's
+// first user record finishes before its second is even admitted.
+func TestCheckpointWaitsForTheWholeAggregate(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t)
+		h.p.o.cfg.MaxInFlight = 1
+		h.p.slots = make(chan struct{}, 1)
+		h.resp.reply = func(_ context.Context, text string, _ int) error {
+			if text == "down" {
+				return responders.Retryable(errors.New("503"), 0)
+			}
+			return nil
+		}
+		go func() {
+			time.Sleep(time.Minute)
+			h.stop()
+		}()
+		cp := &fakeCheckpointer{}
+		h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: []types.Record{
+			keyedRecord("1", "a", "one"), keyedRecord("2", "b", "two"), keyedRecord("2", "c", "down"),
+		}})
+		synctest.Wait()
+		h.p.Shutdown(&kcl.ShutdownInput{ShutdownReason: kcl.REQUESTED, Checkpointer: cp})
+		if slices.Contains(cp.written, "2") {
+			t.Errorf("checkpoints %v: 2 passes the aggregate before its last user record is final", cp.written)
+		}
+		if n := len(cp.written); n == 0 || cp.written[n-1] != "1" {
+			t.Errorf("checkpoints %v, want to end at 1", cp.written)
+		}
+	})
+}
+
 // A lost lease stops the shard at once: nothing new starts and nothing is
 // checkpointed, but a call already made is let finish (cutting it short
 // after the vendor acted would only make the next owner run it again).
