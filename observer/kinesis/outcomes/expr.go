@@ -31,10 +31,11 @@ func (e *expr) value(key string, v types.AttributeValue) string {
 	return ":" + key
 }
 
-// update builds an UpdateExpression of SET and REMOVE clauses.
+// update builds an UpdateExpression of SET, ADD and REMOVE clauses.
 type update struct {
 	expr
 	sets    []string
+	adds    []string
 	removes []string
 }
 
@@ -59,10 +60,18 @@ func (u *update) setOrRemove(attr, v string) {
 
 func (u *update) remove(attr string) { u.removes = append(u.removes, u.name(attr)) }
 
+// add adds v's elements to the set attr, creating it if absent.
+func (u *update) add(attr string, v types.AttributeValue) {
+	u.adds = append(u.adds, u.name(attr)+" "+u.value("v_"+attr, v))
+}
+
 func (u *update) expression() string {
 	var parts []string
 	if len(u.sets) > 0 {
 		parts = append(parts, "SET "+strings.Join(u.sets, ", "))
+	}
+	if len(u.adds) > 0 {
+		parts = append(parts, "ADD "+strings.Join(u.adds, ", "))
 	}
 	if len(u.removes) > 0 {
 		parts = append(parts, "REMOVE "+strings.Join(u.removes, ", "))

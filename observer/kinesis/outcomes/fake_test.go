@@ -101,3 +101,8 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSuffix(string(p), "\n"))
 	return len(p), nil
 }
+
+// testDigest stands for a command's digest: to the table it is opaque.
+const testDigest = "d1"
+
+func ident(commandID string) Identity { return Identity{CommandID: commandID, Digest: testDigest} }

@@ -108,7 +108,7 @@ func TestITFirstClaimWins(t *testing.T) {
 		for i, w := range workers {
 			wg.Go(func() {
 				<-start
-				errs[i] = w.Claim(t.Context(), Claim{CommandID: id, Shard: "shardId-000000000000", Sequence: fmt.Sprint(round)})
+				errs[i] = w.Claim(t.Context(), Claim{CommandID: id, Digest: testDigest, Shard: "shardId-000000000000", Sequence: fmt.Sprint(round)})
 			})
 		}
 		close(start)
@@ -133,21 +133,21 @@ func TestITDoneIsDuplicate(t *testing.T) {
 	e := newIT(t)
 	clk := newClock()
 	a, b := e.worker(t, "worker-a", clk), e.worker(t, "worker-b", clk)
-	c := Claim{CommandID: "cmd-1", Shard: "shardId-000000000001", Sequence: "4959", Responder: "slack"}
+	c := Claim{CommandID: "cmd-1", Digest: testDigest, Shard: "shardId-000000000001", Sequence: "4959", Responder: "slack"}
 	start := clk.Now()
 	if err := a.Claim(t.Context(), c); err != nil {
 		t.Fatalf("Claim: %v", err)
 	}
 	clk.Advance(2 * time.Second)
-	if err := a.Extend(t.Context(), c.CommandID); err != nil {
+	if err := a.Extend(t.Context(), c.Identity()); err != nil {
 		t.Fatalf("Extend: %v", err)
 	}
 	clk.Advance(time.Second)
-	if err := a.Finish(t.Context(), c.CommandID, Final{Verdict: VerdictExecuted}); err != nil {
+	if err := a.Finish(t.Context(), c.Identity(), Final{Verdict: VerdictExecuted}); err != nil {
 		t.Fatalf("Finish: %v", err)
 	}
 	want := &Record{
-		CommandID: "cmd-1", Observer: "obs", Shard: "shardId-000000000001", Sequence: "4959", Responder: "slack",
+		CommandID: "cmd-1", Observer: "obs", Shard: "shardId-000000000001", Sequence: "4959", Responder: "slack", Digest: testDigest,
 		Status: StatusDone, Verdict: VerdictExecuted, Owner: "worker-a", Attempts: 2,
 		FirstAttempt: start, LastAttempt: start.Add(2 * time.Second),
 		ExpiresAt: clk.Now().Add(72 * time.Hour).Truncate(time.Second),
@@ -179,7 +179,7 @@ func TestITLiveClaimRefusedExpiredTakenOver(t *testing.T) {
 	e := newIT(t)
 	clkA, clkB := newClock(), newClock()
 	a, b := e.worker(t, "worker-a", clkA), e.worker(t, "worker-b", clkB)
-	c := Claim{CommandID: "cmd-1", Shard: "shardId-000000000000", Sequence: "1", Responder: "webhook"}
+	c := Claim{CommandID: "cmd-1", Digest: testDigest, Shard: "shardId-000000000000", Sequence: "1", Responder: "webhook"}
 	first := clkA.Now()
 	if err := a.Claim(t.Context(), c); err != nil {
 		t.Fatalf("Claim: %v", err)
@@ -199,7 +199,7 @@ func TestITLiveClaimRefusedExpiredTakenOver(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := &Record{
-		CommandID: "cmd-1", Observer: "obs", Shard: "shardId-000000000000", Sequence: "1", Responder: "webhook",
+		CommandID: "cmd-1", Observer: "obs", Shard: "shardId-000000000000", Sequence: "1", Responder: "webhook", Digest: testDigest,
 		Status: StatusInProgress, Owner: "worker-b", Attempts: 2,
 		FirstAttempt: first, LastAttempt: clkB.Now(), ClaimedUntil: clkB.Now().Add(30 * time.Second),
 		ExpiresAt: clkB.Now().Add(72 * time.Hour).Truncate(time.Second),
@@ -215,7 +215,7 @@ func TestITFinishFenced(t *testing.T) {
 	// Same worker id: a restarted process must not be able to pass for its
 	// earlier self.
 	a, b := e.worker(t, "worker-x", clkA), e.worker(t, "worker-x", clkB)
-	c := Claim{CommandID: "cmd-1", Shard: "shardId-000000000000", Sequence: "1"}
+	c := Claim{CommandID: "cmd-1", Digest: testDigest, Shard: "shardId-000000000000", Sequence: "1"}
 	if err := a.Claim(t.Context(), c); err != nil {
 		t.Fatal(err)
 	}
@@ -224,10 +224,10 @@ func TestITFinishFenced(t *testing.T) {
 		t.Fatalf("takeover: %v", err)
 	}
 	// a wakes up: its claim is gone.
-	if err := a.Extend(t.Context(), c.CommandID); !errors.Is(err, ErrClaimedElsewhere) {
+	if err := a.Extend(t.Context(), c.Identity()); !errors.Is(err, ErrClaimedElsewhere) {
 		t.Errorf("Extend by the old owner = %v, want ErrClaimedElsewhere", err)
 	}
-	if err := b.Finish(t.Context(), c.CommandID, Final{Verdict: VerdictExecuted}); err != nil {
+	if err := b.Finish(t.Context(), c.Identity(), Final{Verdict: VerdictExecuted}); err != nil {
 		t.Fatalf("Finish by the new owner: %v", err)
 	}
 	a2 := e.worker(t, "worker-x", clkA)
@@ -236,17 +236,17 @@ func TestITFinishFenced(t *testing.T) {
 	}
 	// The old owner's outcome, written late, must not replace the new one.
 	old := e.worker(t, "worker-x", clkA)
-	if err := old.Claim(t.Context(), Claim{CommandID: "cmd-2"}); err != nil {
+	if err := old.Claim(t.Context(), Claim{CommandID: "cmd-2", Digest: testDigest}); err != nil {
 		t.Fatal(err)
 	}
 	clkB.Advance(time.Minute)
-	if err := b.Claim(t.Context(), Claim{CommandID: "cmd-2"}); err != nil {
+	if err := b.Claim(t.Context(), Claim{CommandID: "cmd-2", Digest: testDigest}); err != nil {
 		t.Fatalf("takeover of cmd-2: %v", err)
 	}
-	if err := b.Finish(t.Context(), "cmd-2", Final{Verdict: VerdictExecuted}); err != nil {
+	if err := b.Finish(t.Context(), ident("cmd-2"), Final{Verdict: VerdictExecuted}); err != nil {
 		t.Fatal(err)
 	}
-	if err := old.Finish(t.Context(), "cmd-2", Final{Verdict: VerdictDeadLettered, Reason: "failed_permanently"}); !errors.Is(err, ErrClaimedElsewhere) {
+	if err := old.Finish(t.Context(), ident("cmd-2"), Final{Verdict: VerdictDeadLettered, Reason: "failed_permanently"}); !errors.Is(err, ErrClaimedElsewhere) {
 		t.Errorf("Finish by the old owner = %v, want ErrClaimedElsewhere", err)
 	}
 	rec, err := b.Get(t.Context(), "cmd-2")
@@ -257,16 +257,16 @@ func TestITFinishFenced(t *testing.T) {
 		t.Errorf("record after a fenced Finish: %+v", rec)
 	}
 	// Nor can the old owner's Release expire the new owner's claim.
-	if err := old.Claim(t.Context(), Claim{CommandID: "cmd-3"}); err != nil {
+	if err := old.Claim(t.Context(), Claim{CommandID: "cmd-3", Digest: testDigest}); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Claim(t.Context(), Claim{CommandID: "cmd-3"}); err != nil {
+	if err := b.Claim(t.Context(), Claim{CommandID: "cmd-3", Digest: testDigest}); err != nil {
 		t.Fatalf("takeover of cmd-3: %v", err)
 	}
-	if err := old.Release(t.Context(), "cmd-3"); err != nil {
+	if err := old.Release(t.Context(), ident("cmd-3")); err != nil {
 		t.Fatalf("Release by the old owner: %v", err)
 	}
-	if err := e.worker(t, "worker-z", clkB).Claim(t.Context(), Claim{CommandID: "cmd-3"}); !errors.Is(err, ErrClaimedElsewhere) {
+	if err := e.worker(t, "worker-z", clkB).Claim(t.Context(), Claim{CommandID: "cmd-3", Digest: testDigest}); !errors.Is(err, ErrClaimedElsewhere) {
 		t.Errorf("Claim after a stale Release = %v, want ErrClaimedElsewhere", err)
 	}
 }
@@ -275,14 +275,14 @@ func TestITRelease(t *testing.T) {
 	e := newIT(t)
 	clk := newClock()
 	a, b := e.worker(t, "worker-a", clk), e.worker(t, "worker-b", clk)
-	if err := a.Claim(t.Context(), Claim{CommandID: "cmd-1"}); err != nil {
+	if err := a.Claim(t.Context(), Claim{CommandID: "cmd-1", Digest: testDigest}); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Release(t.Context(), "cmd-1"); err != nil {
+	if err := a.Release(t.Context(), ident("cmd-1")); err != nil {
 		t.Fatalf("Release: %v", err)
 	}
 	// No waiting for ClaimTimeout.
-	if err := b.Claim(t.Context(), Claim{CommandID: "cmd-1"}); err != nil {
+	if err := b.Claim(t.Context(), Claim{CommandID: "cmd-1", Digest: testDigest}); err != nil {
 		t.Fatalf("Claim after Release: %v", err)
 	}
 	rec, err := b.Get(t.Context(), "cmd-1")
@@ -298,11 +298,11 @@ func TestITDeadLetteredReplay(t *testing.T) {
 	e := newIT(t)
 	clk := newClock()
 	a, b := e.worker(t, "worker-a", clk), e.worker(t, "worker-b", clk)
-	orig := Claim{CommandID: "cmd-1", Shard: "shardId-000000000000", Sequence: "100", Responder: "slack"}
+	orig := Claim{CommandID: "cmd-1", Digest: testDigest, Shard: "shardId-000000000000", Sequence: "100", Responder: "slack"}
 	if err := a.Claim(t.Context(), orig); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Finish(t.Context(), "cmd-1", Final{Verdict: VerdictDeadLettered, Reason: "failed_permanently: 400 invalid_payload"}); err != nil {
+	if err := a.Finish(t.Context(), ident("cmd-1"), Final{Verdict: VerdictDeadLettered, Reason: "failed_permanently: 400 invalid_payload"}); err != nil {
 		t.Fatal(err)
 	}
 	// Redelivery of the same record: already handled.
@@ -310,7 +310,7 @@ func TestITDeadLetteredReplay(t *testing.T) {
 		t.Fatalf("redelivery of a dead-lettered record = %v, want ErrDuplicate", err)
 	}
 	// The replayed record arrives elsewhere: it runs again.
-	replay := Claim{CommandID: "cmd-1", Shard: "shardId-000000000001", Sequence: "900", Responder: "slack"}
+	replay := Claim{CommandID: "cmd-1", Digest: testDigest, Shard: "shardId-000000000001", Sequence: "900", Responder: "slack"}
 	if err := b.Claim(t.Context(), replay); err != nil {
 		t.Fatalf("Claim of a replayed command: %v", err)
 	}
@@ -321,11 +321,11 @@ func TestITDeadLetteredReplay(t *testing.T) {
 	if rec.Status != StatusInProgress || rec.Verdict != "" || rec.Reason != "" || rec.Attempts != 2 || rec.Sequence != "900" {
 		t.Errorf("replayed command's record: %+v", rec)
 	}
-	if err := b.Finish(t.Context(), "cmd-1", Final{Verdict: VerdictExecuted}); err != nil {
+	if err := b.Finish(t.Context(), ident("cmd-1"), Final{Verdict: VerdictExecuted}); err != nil {
 		t.Fatal(err)
 	}
 	// Replaying it once more finds it done.
-	if err := a.Claim(t.Context(), Claim{CommandID: "cmd-1", Shard: "shardId-000000000002", Sequence: "950"}); !errors.Is(err, ErrDuplicate) {
+	if err := a.Claim(t.Context(), Claim{CommandID: "cmd-1", Digest: testDigest, Shard: "shardId-000000000002", Sequence: "950"}); !errors.Is(err, ErrDuplicate) {
 		t.Errorf("second replay = %v, want ErrDuplicate", err)
 	}
 }
@@ -334,7 +334,7 @@ func TestITExpiresAt(t *testing.T) {
 	e := newIT(t)
 	clk := newClock()
 	a := e.worker(t, "worker-a", clk)
-	if err := a.Claim(t.Context(), Claim{CommandID: "cmd-1"}); err != nil {
+	if err := a.Claim(t.Context(), Claim{CommandID: "cmd-1", Digest: testDigest}); err != nil {
 		t.Fatal(err)
 	}
 	raw := func() string {
@@ -355,7 +355,7 @@ func TestITExpiresAt(t *testing.T) {
 	}
 	// The window counts from the outcome.
 	clk.Advance(10 * time.Minute)
-	if err := a.Finish(t.Context(), "cmd-1", Final{Verdict: VerdictExecuted}); err != nil {
+	if err := a.Finish(t.Context(), ident("cmd-1"), Final{Verdict: VerdictExecuted}); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := raw(), fmt.Sprint(clk.Now().Add(72*time.Hour).Unix()); got != want {

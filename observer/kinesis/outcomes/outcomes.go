@@ -1,7 +1,25 @@
 // Package outcomes is the idempotency table of a Kinesis observer: one
-// DynamoDB item per commandId that is first a claim (the command is being
+// DynamoDB item per command that is first a claim (the command is being
 // executed by one worker) and then the command's outcome (verdict, attempts,
 // reason), which `sauna outcome` prints.
+//
+// A command is identified by its commandId and the digest of what it asks
+// (responders.Digest): producers written for Sauna, which never
+// de-duplicated, may give one id to several commands. The first command seen
+// under an id has the item keyed by the bare id; it records its digest and
+// schema. A different command under the same id (a conflict) runs as a
+// command of its own, in an item keyed "<commandId>#<digest>", and its digest
+// is added to the conflicts set of the first item, so that Lookup finds
+// every command recorded under the id. A command's item key is therefore a
+// function of its identity and of whether it came first: a claim costs one
+// conditional PutItem unless the id is already taken, and a batched claim can
+// put many first items with the same condition and fall back to Claim for the
+// ones that fail.
+//
+// Items written before digests were recorded have none. Such an item is taken
+// to be the same command as whatever arrives under its id, so an upgrade
+// never runs a command again; the first claim that takes it over (an expired
+// claim, a replayed dead letter) records its digest.
 //
 // Every state change is a single conditional write: dynalite, the local
 // emulator, has no transactions, and none are needed because each item is
@@ -17,9 +35,14 @@
 //	in_progress --Release--> in_progress, expired at once (next Claim takes over)
 //	done, verdict dead_lettered, seen again at another shard/sequence (a replay) --Claim--> in_progress
 //
+// Claim applies this to the item of the command's identity: a command whose
+// id's item holds another digest never takes that item over.
+//
 // A done item is otherwise final: Claim reports it as a *DuplicateError.
 // Items expire through DynamoDB TTL on expiresAt (epoch seconds), Retention
-// after the last write; a command redelivered after that runs again.
+// after the last write; a command redelivered after that runs again. Adding
+// a conflict to the first item renews its expiry, so it outlives the
+// conflicting command's claim.
 //
 // Claim expiry compares the claimer's clock with the taker's: clocks must
 // agree to well within ClaimTimeout.
@@ -32,7 +55,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -43,7 +68,7 @@ import (
 
 // Item attributes.
 const (
-	AttrCommandID    = "commandId" // the hash key
+	AttrCommandID    = "commandId" // the hash key: the commandId, or "<commandId>#<digest>" for a conflict
 	AttrExpiresAt    = "expiresAt" // the TTL attribute, epoch seconds
 	attrObserver     = "observer"
 	attrShard        = "shard"
@@ -58,6 +83,9 @@ const (
 	attrAttempts     = "attempts"
 	attrFirstAttempt = "firstAttempt" // RFC 3339, UTC
 	attrLastAttempt  = "lastAttempt"  // RFC 3339, UTC
+	attrDigest       = "digest"       // responders.Digest of the command; absent in older items
+	attrSchema       = "schema"       // the inner command's schema URI
+	attrConflicts    = "conflicts"    // string set of the other digests under the id, on the first item
 )
 
 // Item statuses.
@@ -116,6 +144,19 @@ func (e *DuplicateError) Error() string {
 // Is makes errors.Is(err, ErrDuplicate) true.
 func (e *DuplicateError) Is(target error) bool { return target == ErrDuplicate }
 
+// Identity is what the table knows a command by: its commandId and the
+// digest of what it asks (responders.Digest).
+type Identity struct {
+	CommandID, Digest string
+}
+
+// Conflict is a command whose commandId the table already holds for a
+// different command. Both run.
+type Conflict struct {
+	Claim Claim   // the command now claimed
+	Other *Record // the first command recorded under the id, as read
+}
+
 // Config configures a Table.
 type Config struct {
 	TableName    string        // the caller's default is "<observer id>-commands"
@@ -126,6 +167,11 @@ type Config struct {
 	CallTimeout  time.Duration // deadline of every DynamoDB call; 0 means DefaultCallTimeout
 	Logger       *slog.Logger  // nil means slog.Default()
 	Now          func() time.Time
+
+	// OnConflict, if set, is called from Claim once per conflicting command:
+	// when the item of a command whose id was taken is first created, before
+	// Claim returns.
+	OnConflict func(Conflict)
 
 	// TableWaitTimeout bounds Init's wait for the table to become ACTIVE; 0
 	// means DefaultTableWaitTimeout.
@@ -146,10 +192,18 @@ type DynamoDB interface {
 // Claim identifies one delivery of a command.
 type Claim struct {
 	CommandID string
+	Digest    string // responders.Digest of the command; required
+	Schema    string // the inner command's schema URI, recorded and named in conflicts
 	Shard     string
 	Sequence  string
 	Responder string
 }
+
+// Identity is the command's identity.
+func (c Claim) Identity() Identity { return Identity{CommandID: c.CommandID, Digest: c.Digest} }
+
+// conflictKey is the item key of a command whose id was taken by another.
+func conflictKey(id Identity) string { return id.CommandID + "#" + id.Digest }
 
 // Final is a command's outcome.
 type Final struct {
@@ -168,9 +222,17 @@ type Final struct {
 type Record struct {
 	CommandID, Observer, Shard, Sequence, Responder string
 	Status, Verdict, Reason, Owner                  string
-	Attempts                                        int
-	FirstAttempt, LastAttempt                       time.Time
-	ClaimedUntil, ExpiresAt                         time.Time
+	// Digest and Schema are empty in items of versions that did not record
+	// them.
+	Digest, Schema string
+	// Conflict is true for a command whose id was already taken by another
+	// command; Conflicts, on the first command's record, lists the digests of
+	// those others.
+	Conflict                  bool
+	Conflicts                 []string
+	Attempts                  int
+	FirstAttempt, LastAttempt time.Time
+	ClaimedUntil, ExpiresAt   time.Time
 }
 
 // Table is the claims and outcomes table of one worker. It is safe for
@@ -187,17 +249,19 @@ type Table struct {
 	waitMinDelay, waitMaxDelay time.Duration
 
 	mu   sync.Mutex
-	held map[string]*claimState // by commandId
+	held map[Identity]*claimState
 }
 
 // claimState is what this worker knows of a claim it holds or is taking.
 // A nil token marks a claim being taken: other callers in this process must
 // not race it.
 type claimState struct {
+	key          string // the item's key
 	token        string
 	attempts     int
 	first, last  time.Time
 	pendingClaim bool
+	created      bool // the claim created the item
 }
 
 // New returns a Table; nothing is called until Init or the first request.
@@ -227,7 +291,7 @@ func New(db DynamoDB, cfg Config) *Table {
 		cfg:  cfg,
 		log:  log.With("table", cfg.TableName),
 		now:  now,
-		held: make(map[string]*claimState),
+		held: make(map[Identity]*claimState),
 	}
 }
 
@@ -239,23 +303,30 @@ func (t *Table) Name() string { return t.cfg.TableName }
 // ErrClaimedElsewhere (a live claim exists: wait and call Claim again). A
 // claim whose holder crashed mid-call is taken over once it expires, and a
 // dead-lettered command delivered from another shard or sequence number (a
-// replay) is claimed again; in both cases the attempt count goes on.
+// replay) is claimed again; in both cases the attempt count goes on. All of
+// this is per identity: a command whose id is held by a different command
+// (another digest) is claimed as a command of its own, reported to
+// Config.OnConflict.
 func (t *Table) Claim(ctx context.Context, c Claim) error {
 	if c.CommandID == "" {
 		return errors.New("outcomes: claim: empty command id")
 	}
+	if c.Digest == "" {
+		return fmt.Errorf("outcomes: claim %s: empty digest", c.CommandID)
+	}
 	if t.cfg.WorkerID == "" {
 		return fmt.Errorf("outcomes table %q: claim: empty worker id", t.cfg.TableName)
 	}
-	if !t.reserve(c.CommandID) {
+	id := c.Identity()
+	if !t.reserve(id) {
 		return ErrClaimedElsewhere
 	}
 	st, err := t.claim(ctx, c)
 	t.mu.Lock()
 	if err != nil {
-		delete(t.held, c.CommandID)
+		delete(t.held, id)
 	} else {
-		t.held[c.CommandID] = st
+		t.held[id] = st
 	}
 	t.mu.Unlock()
 	return err
@@ -265,7 +336,7 @@ func (t *Table) Claim(ctx context.Context, c Claim) error {
 // records with the same commandId never race each other here (one of them
 // could otherwise take over the other's expired claim and hand it the new
 // token).
-func (t *Table) reserve(id string) bool {
+func (t *Table) reserve(id Identity) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if _, ok := t.held[id]; ok {
@@ -275,56 +346,104 @@ func (t *Table) reserve(id string) bool {
 	return true
 }
 
+// claim claims the id's item, or, when that holds another command, the
+// command's own conflict item.
 func (t *Table) claim(ctx context.Context, c Claim) (*claimState, error) {
+	for range maxClaimRounds {
+		st, other, err := t.claimAt(ctx, c, c.CommandID)
+		if other == nil {
+			return st, err
+		}
+		if !slices.Contains(other.Conflicts, c.Digest) {
+			// Listed before the conflict item exists, so that no command
+			// recorded under the id is ever missing from Lookup.
+			err := t.addConflict(ctx, c, other)
+			if isConditionFailed(err) {
+				continue // the item expired, and maybe came back, meanwhile
+			}
+			if err != nil {
+				return nil, fmt.Errorf("outcomes table %q: claim %s: list conflict: %w", t.cfg.TableName, c.CommandID, err)
+			}
+		}
+		st, _, err = t.claimAt(ctx, c, conflictKey(c.Identity()))
+		if err == nil && st.created && t.cfg.OnConflict != nil {
+			t.cfg.OnConflict(Conflict{Claim: c, Other: other})
+		}
+		return st, err
+	}
+	return nil, ErrClaimedElsewhere
+}
+
+// claimAt claims the item at key for c. At the id's own key it returns,
+// instead, the record found there when that is another command's.
+func (t *Table) claimAt(ctx context.Context, c Claim, key string) (*claimState, *Record, error) {
 	for range maxClaimRounds {
 		now := t.now()
 		tok, err := newToken()
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		st, err := t.putNew(ctx, c, now, tok)
+		st, err := t.putNew(ctx, key, c, now, tok)
 		if err == nil {
-			return st, nil
+			return st, nil, nil
 		}
 		if !isConditionFailed(err) {
-			return nil, fmt.Errorf("outcomes table %q: claim %s: %w", t.cfg.TableName, c.CommandID, err)
+			return nil, nil, fmt.Errorf("outcomes table %q: claim %s: %w", t.cfg.TableName, key, err)
 		}
-		item, err := t.getItem(ctx, c.CommandID)
+		item, err := t.getItem(ctx, key)
 		if err != nil {
-			return nil, fmt.Errorf("outcomes table %q: claim %s: read: %w", t.cfg.TableName, c.CommandID, err)
+			return nil, nil, fmt.Errorf("outcomes table %q: claim %s: read: %w", t.cfg.TableName, key, err)
 		}
 		if len(item) == 0 {
 			continue // expired by TTL between the two calls
 		}
 		rec := parseRecord(item)
+		if rec.Digest != "" && rec.Digest != c.Digest {
+			if key == c.CommandID {
+				return nil, rec, nil
+			}
+			return nil, nil, fmt.Errorf("outcomes table %q: claim %s: item holds digest %s", t.cfg.TableName, key, rec.Digest)
+		}
 		switch rec.Status {
 		case StatusDone:
 			if rec.Verdict != VerdictDeadLettered || (rec.Shard == c.Shard && rec.Sequence == c.Sequence) {
-				return nil, &DuplicateError{Record: rec}
+				return nil, nil, &DuplicateError{Record: rec}
 			}
 		case StatusInProgress:
 			if rec.ClaimedUntil.After(now) {
-				return nil, ErrClaimedElsewhere
+				return nil, nil, ErrClaimedElsewhere
 			}
 		default:
-			return nil, fmt.Errorf("outcomes table %q: claim %s: item has unknown status %q", t.cfg.TableName, c.CommandID, rec.Status)
+			return nil, nil, fmt.Errorf("outcomes table %q: claim %s: item has unknown status %q", t.cfg.TableName, key, rec.Status)
 		}
 		seenToken, hasToken := str(item, attrToken)
-		st, err = t.takeOver(ctx, c, rec, seenToken, hasToken, now, tok)
+		st, err = t.takeOver(ctx, key, c, rec, seenToken, hasToken, now, tok)
 		if err == nil {
-			return st, nil
+			return st, nil, nil
 		}
 		if !isConditionFailed(err) {
-			return nil, fmt.Errorf("outcomes table %q: claim %s: take over: %w", t.cfg.TableName, c.CommandID, err)
+			return nil, nil, fmt.Errorf("outcomes table %q: claim %s: take over: %w", t.cfg.TableName, key, err)
 		}
 		// Someone else moved first; look again.
 	}
-	return nil, ErrClaimedElsewhere
+	return nil, nil, ErrClaimedElsewhere
 }
 
-func (t *Table) putNew(ctx context.Context, c Claim, now time.Time, tok string) (*claimState, error) {
+// addConflict lists c's digest on other's item, the first command under the
+// id, and renews that item's expiry so that it outlives c's claim.
+func (t *Table) addConflict(ctx context.Context, c Claim, other *Record) error {
+	var u update
+	u.add(attrConflicts, &types.AttributeValueMemberSS{Value: []string{c.Digest}})
+	u.set(AttrExpiresAt, n(t.now().Add(t.cfg.Retention).Unix()))
+	cond := u.name(attrDigest) + " = " + u.value("seenDigest", s(other.Digest))
+	_, err := t.updateItem(ctx, c.CommandID, &u, cond, types.ReturnValueNone)
+	return err
+}
+
+func (t *Table) putNew(ctx context.Context, key string, c Claim, now time.Time, tok string) (*claimState, error) {
 	item := map[string]types.AttributeValue{
-		AttrCommandID:    s(c.CommandID),
+		AttrCommandID:    s(key),
+		attrDigest:       s(c.Digest),
 		attrStatus:       s(StatusInProgress),
 		attrOwner:        s(t.cfg.WorkerID),
 		attrToken:        s(tok),
@@ -338,6 +457,7 @@ func (t *Table) putNew(ctx context.Context, c Claim, now time.Time, tok string) 
 	// attribute reads back as "" anyway.
 	for name, v := range map[string]string{
 		attrObserver: t.cfg.Observer, attrShard: c.Shard, attrSequence: c.Sequence, attrResponder: c.Responder,
+		attrSchema: c.Schema,
 	} {
 		if v != "" {
 			item[name] = s(v)
@@ -355,13 +475,16 @@ func (t *Table) putNew(ctx context.Context, c Claim, now time.Time, tok string) 
 	if err != nil {
 		return nil, err
 	}
-	return &claimState{token: tok, attempts: 1, first: now, last: now}, nil
+	return &claimState{key: key, token: tok, attempts: 1, first: now, last: now, created: true}, nil
 }
 
 // takeOver replaces an expired claim, or reopens a dead-lettered command, in
 // one write fenced on exactly the state that was read.
-func (t *Table) takeOver(ctx context.Context, c Claim, rec *Record, seenToken string, hasToken bool, now time.Time, tok string) (*claimState, error) {
+// An item without a digest gets c's.
+func (t *Table) takeOver(ctx context.Context, key string, c Claim, rec *Record, seenToken string, hasToken bool, now time.Time, tok string) (*claimState, error) {
 	var u update
+	u.set(attrDigest, s(c.Digest))
+	u.setOrRemove(attrSchema, c.Schema)
 	u.set(attrStatus, s(StatusInProgress))
 	u.set(attrOwner, s(t.cfg.WorkerID))
 	u.set(attrToken, s(tok))
@@ -383,6 +506,7 @@ func (t *Table) takeOver(ctx context.Context, c Claim, rec *Record, seenToken st
 	} else {
 		cond = "attribute_not_exists(" + u.name(attrToken) + ")"
 	}
+	cond += " AND (attribute_not_exists(" + u.name(attrDigest) + ") OR " + u.name(attrDigest) + " = " + u.value("digest", s(c.Digest)) + ")"
 	if rec.Status == StatusInProgress {
 		// Not just the token: the holder may have extended its claim since
 		// the read, which keeps the token.
@@ -392,28 +516,28 @@ func (t *Table) takeOver(ctx context.Context, c Claim, rec *Record, seenToken st
 		cond += " AND " + u.name(attrStatus) + " = " + u.value("done", s(StatusDone)) +
 			" AND " + u.name(attrVerdict) + " = " + u.value("deadLettered", s(VerdictDeadLettered))
 	}
-	out, err := t.updateItem(ctx, c.CommandID, &u, cond, types.ReturnValueAllNew)
+	out, err := t.updateItem(ctx, key, &u, cond, types.ReturnValueAllNew)
 	if err != nil {
 		return nil, err
 	}
 	got := parseRecord(out.Attributes)
 	if rec.Status == StatusInProgress {
-		t.log.Info("took over an expired claim", "commandId", c.CommandID,
+		t.log.Info("took over an expired claim", "commandId", c.CommandID, "digest", c.Digest,
 			"previousOwner", rec.Owner, "claimedUntil", rec.ClaimedUntil, "attempts", got.Attempts)
 	} else {
-		t.log.Info("claimed a dead-lettered command again", "commandId", c.CommandID,
+		t.log.Info("claimed a dead-lettered command again", "commandId", c.CommandID, "digest", c.Digest,
 			"shard", c.Shard, "sequence", c.Sequence, "attempts", got.Attempts)
 	}
-	return &claimState{token: tok, attempts: got.Attempts, first: got.FirstAttempt, last: now}, nil
+	return &claimState{key: key, token: tok, attempts: got.Attempts, first: got.FirstAttempt, last: now}, nil
 }
 
 // Extend renews this worker's claim for one more attempt (counted), for
 // ClaimTimeout from now. ErrClaimedElsewhere means the claim expired and was
 // taken over: stop, the new owner decides the outcome.
-func (t *Table) Extend(ctx context.Context, commandID string) error {
-	tok, ok := t.token(commandID)
+func (t *Table) Extend(ctx context.Context, id Identity) error {
+	key, tok, ok := t.token(id)
 	if !ok {
-		return fmt.Errorf("outcomes: extend %s: %w", commandID, ErrNotClaimed)
+		return fmt.Errorf("outcomes: extend %s: %w", id.CommandID, ErrNotClaimed)
 	}
 	now := t.now()
 	var u update
@@ -421,17 +545,17 @@ func (t *Table) Extend(ctx context.Context, commandID string) error {
 	u.setExpr(attrAttempts, "if_not_exists(%s, %s) + %s", u.name(attrAttempts), u.value("zero", n(0)), u.value("one", n(1)))
 	u.set(attrLastAttempt, s(formatTime(now)))
 	u.set(AttrExpiresAt, n(now.Add(t.cfg.Retention).Unix()))
-	out, err := t.updateItem(ctx, commandID, &u, t.fence(&u, tok), types.ReturnValueAllNew)
+	out, err := t.updateItem(ctx, key, &u, t.fence(&u, tok), types.ReturnValueAllNew)
 	if isConditionFailed(err) {
-		t.drop(commandID, tok)
+		t.drop(id, tok)
 		return ErrClaimedElsewhere
 	}
 	if err != nil {
-		return fmt.Errorf("outcomes table %q: extend %s: %w", t.cfg.TableName, commandID, err)
+		return fmt.Errorf("outcomes table %q: extend %s: %w", t.cfg.TableName, key, err)
 	}
 	got := parseRecord(out.Attributes)
 	t.mu.Lock()
-	if st, ok := t.held[commandID]; ok && st.token == tok {
+	if st, ok := t.held[id]; ok && st.token == tok {
 		st.attempts = got.Attempts
 		st.last = now
 	}
@@ -443,21 +567,21 @@ func (t *Table) Extend(ctx context.Context, commandID string) error {
 // fenced on the claim: ErrClaimedElsewhere means the claim was taken over
 // and the outcome was not written. A transient error leaves the claim held,
 // so Finish may be called again (or Release).
-func (t *Table) Finish(ctx context.Context, commandID string, f Final) error {
+func (t *Table) Finish(ctx context.Context, id Identity, f Final) error {
 	switch f.Verdict {
 	case VerdictExecuted, VerdictFailed, VerdictDeadLettered:
 	default:
-		return fmt.Errorf("outcomes: finish %s: unknown verdict %q", commandID, f.Verdict)
+		return fmt.Errorf("outcomes: finish %s: unknown verdict %q", id.CommandID, f.Verdict)
 	}
 	t.mu.Lock()
-	st, ok := t.held[commandID]
+	st, ok := t.held[id]
 	var held claimState
 	if ok && !st.pendingClaim {
 		held = *st
 	}
 	t.mu.Unlock()
 	if !ok || held.token == "" {
-		return fmt.Errorf("outcomes: finish %s: %w", commandID, ErrNotClaimed)
+		return fmt.Errorf("outcomes: finish %s: %w", id.CommandID, ErrNotClaimed)
 	}
 	now := t.now()
 	attempts := max(held.attempts, f.Attempts)
@@ -477,15 +601,15 @@ func (t *Table) Finish(ctx context.Context, commandID string, f Final) error {
 	}
 	u.set(AttrExpiresAt, n(now.Add(t.cfg.Retention).Unix()))
 	u.remove(attrClaimedUntil)
-	_, err := t.updateItem(ctx, commandID, &u, t.fence(&u, held.token), types.ReturnValueNone)
+	_, err := t.updateItem(ctx, held.key, &u, t.fence(&u, held.token), types.ReturnValueNone)
 	if isConditionFailed(err) {
-		t.drop(commandID, held.token)
+		t.drop(id, held.token)
 		return ErrClaimedElsewhere
 	}
 	if err != nil {
-		return fmt.Errorf("outcomes table %q: finish %s: %w", t.cfg.TableName, commandID, err)
+		return fmt.Errorf("outcomes table %q: finish %s: %w", t.cfg.TableName, held.key, err)
 	}
-	t.drop(commandID, held.token)
+	t.drop(id, held.token)
 	return nil
 }
 
@@ -494,22 +618,49 @@ func (t *Table) Finish(ctx context.Context, commandID string, f Final) error {
 // ClaimTimeout. The attempt count is kept. The local claim is forgotten even
 // when the write fails; the claim then simply expires. A claim already taken
 // over is not an error.
-func (t *Table) Release(ctx context.Context, commandID string) error {
-	tok, ok := t.token(commandID)
+func (t *Table) Release(ctx context.Context, id Identity) error {
+	key, tok, ok := t.token(id)
 	if !ok {
 		return nil
 	}
-	defer t.drop(commandID, tok)
+	defer t.drop(id, tok)
 	var u update
 	u.set(attrClaimedUntil, millis(t.now()))
-	_, err := t.updateItem(ctx, commandID, &u, t.fence(&u, tok), types.ReturnValueNone)
+	_, err := t.updateItem(ctx, key, &u, t.fence(&u, tok), types.ReturnValueNone)
 	if err == nil || isConditionFailed(err) {
 		return nil
 	}
-	return fmt.Errorf("outcomes table %q: release %s: %w", t.cfg.TableName, commandID, err)
+	return fmt.Errorf("outcomes table %q: release %s: %w", t.cfg.TableName, key, err)
 }
 
-// Get reads a command's item (consistently). ErrNotFound when there is none.
+// Lookup reads (consistently) every command recorded under commandID: the
+// first one, then those that reused its id, in the order of their first
+// attempt. ErrNotFound when there is none.
+func (t *Table) Lookup(ctx context.Context, commandID string) ([]*Record, error) {
+	first, err := t.Get(ctx, commandID)
+	if err != nil {
+		return nil, err
+	}
+	recs := []*Record{first}
+	var others []*Record
+	for _, d := range first.Conflicts {
+		key := conflictKey(Identity{CommandID: commandID, Digest: d})
+		item, err := t.getItem(ctx, key)
+		if err != nil {
+			return nil, fmt.Errorf("outcomes table %q: get %s: %w", t.cfg.TableName, key, err)
+		}
+		// Absent: listed by a claim that stopped before creating it.
+		if len(item) > 0 {
+			others = append(others, parseRecord(item))
+		}
+	}
+	slices.SortStableFunc(others, func(a, b *Record) int { return a.FirstAttempt.Compare(b.FirstAttempt) })
+	return append(recs, others...), nil
+}
+
+// Get reads the item of the first command recorded under commandID
+// (consistently); Lookup reads every command under the id. ErrNotFound when
+// there is none.
 func (t *Table) Get(ctx context.Context, commandID string) (*Record, error) {
 	item, err := t.getItem(ctx, commandID)
 	if err != nil {
@@ -527,22 +678,23 @@ func (t *Table) fence(u *update, tok string) string {
 		" AND " + u.name(attrStatus) + " = " + u.value("inProgress", s(StatusInProgress))
 }
 
-func (t *Table) token(commandID string) (string, bool) {
+// token returns the item key and token of the claim held for id.
+func (t *Table) token(id Identity) (string, string, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	st, ok := t.held[commandID]
+	st, ok := t.held[id]
 	if !ok || st.pendingClaim {
-		return "", false
+		return "", "", false
 	}
-	return st.token, true
+	return st.key, st.token, true
 }
 
 // drop forgets the claim if it is still the one with tok.
-func (t *Table) drop(commandID, tok string) {
+func (t *Table) drop(id Identity, tok string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if st, ok := t.held[commandID]; ok && !st.pendingClaim && st.token == tok {
-		delete(t.held, commandID)
+	if st, ok := t.held[id]; ok && !st.pendingClaim && st.token == tok {
+		delete(t.held, id)
 	}
 }
 
@@ -551,12 +703,12 @@ func (t *Table) callCtx(ctx context.Context) (context.Context, context.CancelFun
 	return context.WithTimeout(ctx, t.cfg.CallTimeout)
 }
 
-func (t *Table) getItem(ctx context.Context, commandID string) (map[string]types.AttributeValue, error) {
+func (t *Table) getItem(ctx context.Context, key string) (map[string]types.AttributeValue, error) {
 	ctx, cancel := t.callCtx(ctx)
 	defer cancel()
 	out, err := t.db.GetItem(ctx, &dynamodb.GetItemInput{
 		TableName:      aws.String(t.cfg.TableName),
-		Key:            map[string]types.AttributeValue{AttrCommandID: s(commandID)},
+		Key:            map[string]types.AttributeValue{AttrCommandID: s(key)},
 		ConsistentRead: aws.Bool(true),
 	})
 	if err != nil {
@@ -565,12 +717,12 @@ func (t *Table) getItem(ctx context.Context, commandID string) (map[string]types
 	return out.Item, nil
 }
 
-func (t *Table) updateItem(ctx context.Context, commandID string, u *update, cond string, rv types.ReturnValue) (*dynamodb.UpdateItemOutput, error) {
+func (t *Table) updateItem(ctx context.Context, key string, u *update, cond string, rv types.ReturnValue) (*dynamodb.UpdateItemOutput, error) {
 	ctx, cancel := t.callCtx(ctx)
 	defer cancel()
 	return t.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName:                 aws.String(t.cfg.TableName),
-		Key:                       map[string]types.AttributeValue{AttrCommandID: s(commandID)},
+		Key:                       map[string]types.AttributeValue{AttrCommandID: s(key)},
 		UpdateExpression:          aws.String(u.expression()),
 		ConditionExpression:       aws.String(cond),
 		ExpressionAttributeNames:  u.names,
@@ -582,6 +734,14 @@ func (t *Table) updateItem(ctx context.Context, commandID string, u *update, con
 func parseRecord(item map[string]types.AttributeValue) *Record {
 	r := &Record{}
 	r.CommandID, _ = str(item, AttrCommandID)
+	r.Digest, _ = str(item, attrDigest)
+	r.Schema, _ = str(item, attrSchema)
+	if r.Digest != "" {
+		r.CommandID, r.Conflict = strings.CutSuffix(r.CommandID, "#"+r.Digest)
+	}
+	if v, ok := item[attrConflicts].(*types.AttributeValueMemberSS); ok {
+		r.Conflicts = slices.Sorted(slices.Values(v.Value))
+	}
 	r.Observer, _ = str(item, attrObserver)
 	r.Shard, _ = str(item, attrShard)
 	r.Sequence, _ = str(item, attrSequence)

@@ -293,6 +293,14 @@ func item(r Record, token string) map[string]types.AttributeValue {
 	add(attrReason, r.Reason)
 	add(attrOwner, r.Owner)
 	add(attrToken, token)
+	add(attrDigest, r.Digest)
+	add(attrSchema, r.Schema)
+	if r.Conflict {
+		m[AttrCommandID] = s(conflictKey(Identity{CommandID: r.CommandID, Digest: r.Digest}))
+	}
+	if len(r.Conflicts) > 0 {
+		m[attrConflicts] = &types.AttributeValueMemberSS{Value: r.Conflicts}
+	}
 	if !r.FirstAttempt.IsZero() {
 		m[attrFirstAttempt] = s(formatTime(r.FirstAttempt))
 	}
@@ -321,12 +329,13 @@ func TestClaimNew(t *testing.T) {
 		return &dynamodb.PutItemOutput{}, nil
 	}
 	tbl := newUnitTable(t, f, clk, nil)
-	if err := tbl.Claim(t.Context(), Claim{CommandID: "c1", Shard: "shardId-1", Sequence: "42", Responder: "slack"}); err != nil {
+	if err := tbl.Claim(t.Context(), Claim{CommandID: "c1", Digest: testDigest, Schema: "iglu:a/b/jsonschema/1-0-0", Shard: "shardId-1", Sequence: "42", Responder: "slack"}); err != nil {
 		t.Fatalf("Claim: %v", err)
 	}
 	now := clk.Now()
 	want := Record{
 		CommandID: "c1", Observer: "obs", Shard: "shardId-1", Sequence: "42", Responder: "slack",
+		Digest: testDigest, Schema: "iglu:a/b/jsonschema/1-0-0",
 		Status: StatusInProgress, Owner: "worker-a", Attempts: 1,
 		FirstAttempt: now, LastAttempt: now,
 		ClaimedUntil: now.Add(time.Minute), ExpiresAt: now.Add(48 * time.Hour).Truncate(time.Second),
@@ -343,7 +352,7 @@ func TestClaimNew(t *testing.T) {
 	// The same command again, from this worker (another record with the same
 	// commandId): refused locally, without a call.
 	before := len(f.ops())
-	if err := tbl.Claim(t.Context(), Claim{CommandID: "c1", Shard: "shardId-2", Sequence: "7"}); !errors.Is(err, ErrClaimedElsewhere) {
+	if err := tbl.Claim(t.Context(), Claim{CommandID: "c1", Digest: testDigest, Shard: "shardId-2", Sequence: "7"}); !errors.Is(err, ErrClaimedElsewhere) {
 		t.Errorf("second Claim = %v, want ErrClaimedElsewhere", err)
 	}
 	if len(f.ops()) != before {
@@ -354,20 +363,23 @@ func TestClaimNew(t *testing.T) {
 func TestClaimExisting(t *testing.T) {
 	clk := newClock()
 	now := clk.Now()
-	claim := Claim{CommandID: "c1", Shard: "shardId-1", Sequence: "42", Responder: "slack"}
+	claim := Claim{CommandID: "c1", Digest: testDigest, Shard: "shardId-1", Sequence: "42", Responder: "slack"}
 	done := Record{
-		CommandID: "c1", Observer: "obs", Shard: "shardId-1", Sequence: "42", Responder: "slack",
+		CommandID: "c1", Observer: "obs", Shard: "shardId-1", Sequence: "42", Responder: "slack", Digest: testDigest,
 		Status: StatusDone, Verdict: VerdictExecuted, Owner: "worker-b", Attempts: 2,
 		FirstAttempt: now.Add(-time.Minute), LastAttempt: now.Add(-time.Second), ExpiresAt: now.Add(time.Hour).Truncate(time.Second),
 	}
 	dead := done
 	dead.Verdict, dead.Reason = VerdictDeadLettered, "failed_permanently: 400"
 	live := Record{
-		CommandID: "c1", Status: StatusInProgress, Owner: "worker-b", Attempts: 1,
+		CommandID: "c1", Digest: testDigest, Status: StatusInProgress, Owner: "worker-b", Attempts: 1,
 		FirstAttempt: now, LastAttempt: now, ClaimedUntil: now.Add(time.Millisecond),
 	}
 	expired := live
 	expired.ClaimedUntil = now
+	// Written by a version that recorded no digest: the same command.
+	legacyDone, legacyDead, legacyExpired := done, dead, expired
+	legacyDone.Digest, legacyDead.Digest, legacyExpired.Digest = "", "", ""
 
 	tests := []struct {
 		name       string
@@ -383,9 +395,13 @@ func TestClaimExisting(t *testing.T) {
 			wantDup: func() *Record { r := done; r.Verdict = VerdictFailed; return &r }()},
 		{name: "dead-lettered, redelivered at the same place: duplicate", stored: dead, claim: claim, wantDup: &dead},
 		{name: "dead-lettered, replayed elsewhere: claimed again", stored: dead,
-			claim: Claim{CommandID: "c1", Shard: "shardId-3", Sequence: "99"}, wantUpdate: true},
+			claim: Claim{CommandID: "c1", Digest: testDigest, Shard: "shardId-3", Sequence: "99"}, wantUpdate: true},
 		{name: "live claim elsewhere", stored: live, claim: claim, wantErr: ErrClaimedElsewhere},
 		{name: "expired claim: taken over", stored: expired, claim: claim, wantUpdate: true},
+		{name: "legacy done: duplicate", stored: legacyDone, claim: claim, wantDup: &legacyDone},
+		{name: "legacy dead-lettered, replayed elsewhere: claimed again", stored: legacyDead,
+			claim: Claim{CommandID: "c1", Digest: testDigest, Shard: "shardId-3", Sequence: "99"}, wantUpdate: true},
+		{name: "legacy expired claim: taken over", stored: legacyExpired, claim: claim, wantUpdate: true},
 		{name: "expired claim, taken by another first", stored: expired, claim: claim, wantUpdate: true,
 			update: func(*testing.T, *dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
 				return nil, conditionFailed()
@@ -411,6 +427,12 @@ func TestClaimExisting(t *testing.T) {
 				}
 				if tc.stored.Status == StatusInProgress && !strings.Contains(cond, "#claimedUntil <= :nowMillis") {
 					t.Errorf("takeover of a claim not fenced on its expiry: %s", cond)
+				}
+				if !strings.Contains(cond, "(attribute_not_exists(#digest) OR #digest = :digest)") {
+					t.Errorf("takeover not fenced on the digest: %s", cond)
+				}
+				if v, ok := in.ExpressionAttributeValues[":v_digest"].(*types.AttributeValueMemberS); !ok || v.Value != testDigest {
+					t.Errorf("takeover does not record the digest: %v", in.ExpressionAttributeValues[":v_digest"])
 				}
 				if tc.update != nil {
 					return tc.update(t, in)
@@ -442,12 +464,12 @@ func TestClaimExisting(t *testing.T) {
 			}
 			if tc.wantErr == nil && tc.wantDup == nil {
 				tbl.mu.Lock()
-				st := tbl.held["c1"]
+				st := tbl.held[ident("c1")]
 				tbl.mu.Unlock()
 				if st == nil || st.attempts != tc.stored.Attempts+1 {
 					t.Errorf("held claim %+v, want attempts %d", st, tc.stored.Attempts+1)
 				}
-			} else if _, ok := tbl.token("c1"); ok {
+			} else if _, _, ok := tbl.token(ident("c1")); ok {
 				t.Error("a refused claim is still held")
 			}
 		})
@@ -460,13 +482,13 @@ func TestClaimErrors(t *testing.T) {
 		return nil, apiErr("ProvisionedThroughputExceededException")
 	}
 	tbl := newUnitTable(t, f, newClock(), nil)
-	err := tbl.Claim(t.Context(), Claim{CommandID: "c1"})
+	err := tbl.Claim(t.Context(), Claim{CommandID: "c1", Digest: testDigest})
 	if err == nil || errors.Is(err, ErrClaimedElsewhere) || !strings.Contains(err.Error(), "ProvisionedThroughputExceeded") {
 		t.Fatalf("Claim = %v, want the DynamoDB error", err)
 	}
 	// A failed claim leaves nothing held: the next try reaches DynamoDB.
 	f.putItem = func(*dynamodb.PutItemInput) (*dynamodb.PutItemOutput, error) { return &dynamodb.PutItemOutput{}, nil }
-	if err := tbl.Claim(t.Context(), Claim{CommandID: "c1"}); err != nil {
+	if err := tbl.Claim(t.Context(), Claim{CommandID: "c1", Digest: testDigest}); err != nil {
 		t.Fatalf("Claim after a failure: %v", err)
 	}
 
@@ -474,7 +496,7 @@ func TestClaimErrors(t *testing.T) {
 		t.Error("Claim without a command id succeeded")
 	}
 	noWorker := New(newFake(t), Config{TableName: "t-commands"})
-	if err := noWorker.Claim(t.Context(), Claim{CommandID: "c"}); err == nil {
+	if err := noWorker.Claim(t.Context(), Claim{CommandID: "c", Digest: testDigest}); err == nil {
 		t.Error("Claim without a worker id succeeded")
 	}
 
@@ -482,7 +504,7 @@ func TestClaimErrors(t *testing.T) {
 	f.getItem = func(*dynamodb.GetItemInput) (*dynamodb.GetItemOutput, error) {
 		return &dynamodb.GetItemOutput{Item: item(Record{CommandID: "c2", Status: "weird"}, "x")}, nil
 	}
-	if err := tbl.Claim(t.Context(), Claim{CommandID: "c2"}); err == nil || !strings.Contains(err.Error(), `unknown status "weird"`) {
+	if err := tbl.Claim(t.Context(), Claim{CommandID: "c2", Digest: testDigest}); err == nil || !strings.Contains(err.Error(), `unknown status "weird"`) {
 		t.Errorf("Claim of an unreadable item = %v", err)
 	}
 }
@@ -496,7 +518,7 @@ func holding(t *testing.T, f *fakeDB, clk *clock) (*Table, string) {
 		return &dynamodb.PutItemOutput{}, nil
 	}
 	tbl := newUnitTable(t, f, clk, nil)
-	if err := tbl.Claim(t.Context(), Claim{CommandID: "c1"}); err != nil {
+	if err := tbl.Claim(t.Context(), Claim{CommandID: "c1", Digest: testDigest}); err != nil {
 		t.Fatalf("Claim: %v", err)
 	}
 	return tbl, tok
@@ -517,7 +539,7 @@ func TestExtendFinishRelease(t *testing.T) {
 		return &dynamodb.UpdateItemOutput{Attributes: map[string]types.AttributeValue{attrAttempts: n(2)}}, nil
 	}
 	clk.Advance(10 * time.Second)
-	if err := tbl.Extend(t.Context(), "c1"); err != nil {
+	if err := tbl.Extend(t.Context(), ident("c1")); err != nil {
 		t.Fatalf("Extend: %v", err)
 	}
 	wantUntil := clk.Now().Add(time.Minute).UnixMilli()
@@ -529,7 +551,7 @@ func TestExtendFinishRelease(t *testing.T) {
 	// the earlier first and the later last attempt.
 	clk.Advance(time.Second)
 	callerLast := clk.Now()
-	err := tbl.Finish(t.Context(), "c1", Final{
+	err := tbl.Finish(t.Context(), ident("c1"), Final{
 		Verdict: VerdictDeadLettered, Attempts: 1, FirstAttempt: start.Add(time.Second), LastAttempt: callerLast, Reason: "failed_permanently",
 	})
 	if err != nil {
@@ -557,13 +579,13 @@ func TestExtendFinishRelease(t *testing.T) {
 		t.Errorf("Finish keeps the claim expiry: %s", aws.ToString(last.UpdateExpression))
 	}
 	// The claim is over.
-	if err := tbl.Extend(t.Context(), "c1"); !errors.Is(err, ErrNotClaimed) {
+	if err := tbl.Extend(t.Context(), ident("c1")); !errors.Is(err, ErrNotClaimed) {
 		t.Errorf("Extend after Finish = %v, want ErrNotClaimed", err)
 	}
-	if err := tbl.Finish(t.Context(), "c1", Final{Verdict: VerdictExecuted}); !errors.Is(err, ErrNotClaimed) {
+	if err := tbl.Finish(t.Context(), ident("c1"), Final{Verdict: VerdictExecuted}); !errors.Is(err, ErrNotClaimed) {
 		t.Errorf("Finish after Finish = %v, want ErrNotClaimed", err)
 	}
-	if err := tbl.Release(t.Context(), "c1"); err != nil {
+	if err := tbl.Release(t.Context(), ident("c1")); err != nil {
 		t.Errorf("Release of nothing = %v", err)
 	}
 }
@@ -577,19 +599,19 @@ func TestFenceLost(t *testing.T) {
 			var err error
 			switch op {
 			case "Extend":
-				err = tbl.Extend(t.Context(), "c1")
+				err = tbl.Extend(t.Context(), ident("c1"))
 			case "Finish":
-				err = tbl.Finish(t.Context(), "c1", Final{Verdict: VerdictExecuted})
+				err = tbl.Finish(t.Context(), ident("c1"), Final{Verdict: VerdictExecuted})
 			case "Release":
 				// The goal, not holding the claim, is reached either way.
-				if err := tbl.Release(t.Context(), "c1"); err != nil {
+				if err := tbl.Release(t.Context(), ident("c1")); err != nil {
 					t.Fatalf("Release = %v, want nil", err)
 				}
 			}
 			if op != "Release" && !errors.Is(err, ErrClaimedElsewhere) {
 				t.Fatalf("%s = %v, want ErrClaimedElsewhere", op, err)
 			}
-			if _, ok := tbl.token("c1"); ok {
+			if _, _, ok := tbl.token(ident("c1")); ok {
 				t.Errorf("claim still held after %s lost it", op)
 			}
 		})
@@ -602,16 +624,16 @@ func TestFinishTransientKeepsClaim(t *testing.T) {
 	f.updateItem = func(*dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
 		return nil, apiErr("InternalServerError")
 	}
-	if err := tbl.Finish(t.Context(), "c1", Final{Verdict: VerdictExecuted}); err == nil || errors.Is(err, ErrClaimedElsewhere) {
+	if err := tbl.Finish(t.Context(), ident("c1"), Final{Verdict: VerdictExecuted}); err == nil || errors.Is(err, ErrClaimedElsewhere) {
 		t.Fatalf("Finish = %v, want the DynamoDB error", err)
 	}
-	if _, ok := tbl.token("c1"); !ok {
+	if _, _, ok := tbl.token(ident("c1")); !ok {
 		t.Fatal("a transient Finish failure dropped the claim")
 	}
 	f.updateItem = func(*dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
 		return &dynamodb.UpdateItemOutput{}, nil
 	}
-	if err := tbl.Finish(t.Context(), "c1", Final{Verdict: VerdictExecuted}); err != nil {
+	if err := tbl.Finish(t.Context(), ident("c1"), Final{Verdict: VerdictExecuted}); err != nil {
 		t.Fatalf("Finish again: %v", err)
 	}
 	// Release forgets the claim even when its write fails.
@@ -619,10 +641,10 @@ func TestFinishTransientKeepsClaim(t *testing.T) {
 	tbl2.db.(*fakeDB).updateItem = func(*dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
 		return nil, apiErr("InternalServerError")
 	}
-	if err := tbl2.Release(t.Context(), "c1"); err == nil {
+	if err := tbl2.Release(t.Context(), ident("c1")); err == nil {
 		t.Error("Release hid the DynamoDB error")
 	}
-	if _, ok := tbl2.token("c1"); ok {
+	if _, _, ok := tbl2.token(ident("c1")); ok {
 		t.Error("claim still held after Release")
 	}
 }
@@ -631,7 +653,7 @@ func TestFinishRejectsUnknownVerdict(t *testing.T) {
 	f := newFake(t)
 	tbl, _ := holding(t, f, newClock())
 	for _, v := range []string{"", "duplicate", "EXECUTED"} {
-		if err := tbl.Finish(t.Context(), "c1", Final{Verdict: v}); err == nil || !strings.Contains(err.Error(), "unknown verdict") {
+		if err := tbl.Finish(t.Context(), ident("c1"), Final{Verdict: v}); err == nil || !strings.Contains(err.Error(), "unknown verdict") {
 			t.Errorf("Finish(%q) = %v", v, err)
 		}
 	}
