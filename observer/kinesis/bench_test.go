@@ -48,11 +48,11 @@ func (c slowClaims) wait(ctx context.Context) error {
 }
 
 func (c slowClaims) Claim(ctx context.Context, _ outcomes.Claim) error { return c.wait(ctx) }
-func (c slowClaims) Extend(context.Context, string) error              { return nil }
-func (c slowClaims) Finish(ctx context.Context, _ string, _ outcomes.Final) error {
+func (c slowClaims) Extend(context.Context, outcomes.Identity) error    { return nil }
+func (c slowClaims) Finish(ctx context.Context, _ outcomes.Identity, _ outcomes.Final) error {
 	return c.wait(ctx)
 }
-func (c slowClaims) Release(context.Context, string) error { return nil }
+func (c slowClaims) Release(context.Context, outcomes.Identity) error { return nil }
 
 // benchProcessor is one shard's processor with no AWS behind it: a fake
 // checkpointer, no dead-letter stream, and an idempotency table only when

@@ -42,6 +42,9 @@ type Outcome struct {
 	Shard     string
 	Sequence  string
 	CommandID string
+	// Digest identifies what the command asks (responders.Digest); set
+	// when the outcomes table is on.
+	Digest string
 	// Responder is the module serving the command, when known.
 	Responder string
 	Result    Result
@@ -56,9 +59,9 @@ type Outcome struct {
 // Claims is the idempotency table (outcomes.Table).
 type Claims interface {
 	Claim(ctx context.Context, c outcomes.Claim) error
-	Extend(ctx context.Context, commandID string) error
-	Finish(ctx context.Context, commandID string, f outcomes.Final) error
-	Release(ctx context.Context, commandID string) error
+	Extend(ctx context.Context, id outcomes.Identity) error
+	Finish(ctx context.Context, id outcomes.Identity, f outcomes.Final) error
+	Release(ctx context.Context, id outcomes.Identity) error
 }
 
 // DeadLetters is the dead-letter stream (deadletter.Writer).
@@ -87,9 +90,17 @@ func (p *shardProcessor) execute(r *types.Record) bool {
 		// claimed: nothing would run them.
 		_, err = p.o.dispatch.Resolve(cmd)
 	}
+	if err == nil && p.o.claims != nil {
+		// Only the outcomes table needs it: a commandId names a command
+		// together with what it asks.
+		if out.Digest, err = cmd.Digest(); err != nil {
+			err = &responders.RejectError{Reason: responders.ReasonInvalidData, CommandID: cmd.ID, Err: err}
+		}
+	}
 	if err != nil {
 		return p.reject(out, letter, err)
 	}
+	id := outcomes.Identity{CommandID: cmd.ID, Digest: out.Digest}
 
 	// A call that has started is let finish even if the lease is lost
 	// meanwhile: its claim still fences the command, and cutting it short
@@ -117,7 +128,7 @@ func (p *shardProcessor) execute(r *types.Record) bool {
 			// need not wait for the claim to time out.
 			rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			defer rcancel()
-			_ = p.o.claims.Release(rctx, cmd.ID)
+			_ = p.o.claims.Release(rctx, id)
 		}
 	}
 
@@ -132,7 +143,7 @@ func (p *shardProcessor) execute(r *types.Record) bool {
 		}
 		stale := time.Since(claimedAt) > p.o.cfg.Idempotency.ClaimTimeout/2
 		if claimed && (attempt > 1 || stale) {
-			if err := p.o.claims.Extend(ctx, cmd.ID); err != nil {
+			if err := p.o.claims.Extend(ctx, id); err != nil {
 				if errors.Is(err, outcomes.ErrClaimedElsewhere) {
 					p.log.Warn("command claimed by another worker; this worker stops the shard", "command_id", cmd.ID, "err", err)
 					return false
@@ -237,7 +248,10 @@ func (p *shardProcessor) stopping(ctx context.Context) bool {
 // stop first.
 func (p *shardProcessor) claim(ctx context.Context, cmd *responders.Command, out Outcome) (bool, bool) {
 	for attempt := 1; ; attempt++ {
-		err := p.o.claims.Claim(ctx, outcomes.Claim{CommandID: cmd.ID, Shard: p.shardID, Sequence: out.Sequence, Responder: cmd.Module})
+		err := p.o.claims.Claim(ctx, outcomes.Claim{
+			CommandID: cmd.ID, Digest: out.Digest, Schema: cmd.Schema.String(),
+			Shard: p.shardID, Sequence: out.Sequence, Responder: cmd.Module,
+		})
 		switch {
 		case err == nil:
 			return false, true
@@ -260,7 +274,7 @@ func (p *shardProcessor) settle(ctx context.Context, out Outcome, first time.Tim
 	if c := p.o.claims; c != nil {
 		f := outcomes.Final{Verdict: string(out.Result), Attempts: out.Attempts, FirstAttempt: first, LastAttempt: time.Now(), Reason: reason}
 		for attempt := 1; ; attempt++ {
-			err := c.Finish(ctx, out.CommandID, f)
+			err := c.Finish(ctx, outcomes.Identity{CommandID: out.CommandID, Digest: out.Digest}, f)
 			if err == nil {
 				break
 			}

@@ -3,7 +3,9 @@ package kinesis
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -17,49 +19,92 @@ import (
 	"github.com/sauna-io/sauna/responders"
 )
 
-// fakeClaims keeps claims in memory, as the outcomes table would.
+// fakeClaims keeps claims in memory, as the outcomes table would: by
+// identity, commandId and digest.
 type fakeClaims struct {
 	mu       sync.Mutex
-	done     map[string]outcomes.Final
-	held     map[string]bool
-	elsewhre map[string]int // claims refused this many times first
-	released []string
+	done     map[outcomes.Identity]outcomes.Final
+	held     map[outcomes.Identity]bool
+	elsewhre map[string]int // claims refused this many times first, by commandId
+	released []outcomes.Identity
+	claims   []outcomes.Claim
+	unheld   []outcomes.Identity // ended without being held: a bug
 }
 
 func newFakeClaims() *fakeClaims {
-	return &fakeClaims{done: map[string]outcomes.Final{}, held: map[string]bool{}, elsewhre: map[string]int{}}
+	return &fakeClaims{done: map[outcomes.Identity]outcomes.Final{}, held: map[outcomes.Identity]bool{}, elsewhre: map[string]int{}}
 }
 
 func (f *fakeClaims) Claim(_ context.Context, c outcomes.Claim) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if _, ok := f.done[c.CommandID]; ok {
+	f.claims = append(f.claims, c)
+	if _, ok := f.done[c.Identity()]; ok {
 		return &outcomes.DuplicateError{}
+	}
+	if f.held[c.Identity()] {
+		return outcomes.ErrClaimedElsewhere
 	}
 	if f.elsewhre[c.CommandID] > 0 {
 		f.elsewhre[c.CommandID]--
 		return outcomes.ErrClaimedElsewhere
 	}
-	f.held[c.CommandID] = true
+	f.held[c.Identity()] = true
 	return nil
 }
 
-func (f *fakeClaims) Extend(context.Context, string) error { return nil }
-
-func (f *fakeClaims) Finish(_ context.Context, id string, fin outcomes.Final) error {
+func (f *fakeClaims) Extend(_ context.Context, id outcomes.Identity) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if !f.held[id] {
+		f.unheld = append(f.unheld, id)
+	}
+	return nil
+}
+
+func (f *fakeClaims) Finish(_ context.Context, id outcomes.Identity, fin outcomes.Final) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.held[id] {
+		f.unheld = append(f.unheld, id)
+	}
 	delete(f.held, id)
 	f.done[id] = fin
 	return nil
 }
 
-func (f *fakeClaims) Release(_ context.Context, id string) error {
+func (f *fakeClaims) Release(_ context.Context, id outcomes.Identity) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.held, id)
 	f.released = append(f.released, id)
 	return nil
+}
+
+// identityOf is the identity the processor claims a record under.
+func identityOf(t *testing.T, r types.Record) outcomes.Identity {
+	t.Helper()
+	cmd, err := responders.Decode(r.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := cmd.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return outcomes.Identity{CommandID: cmd.ID, Digest: d}
+}
+
+// doneFor finds the outcome recorded for a commandId, whatever its digest.
+func (f *fakeClaims) doneFor(commandID string) (outcomes.Final, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for id, fin := range f.done {
+		if id.CommandID == commandID {
+			return fin, true
+		}
+	}
+	return outcomes.Final{}, false
 }
 
 type fakeDeadLetters struct {
@@ -85,7 +130,7 @@ func TestExecuteWithClaimsAndDeadLetters(t *testing.T) {
 		h.p.o.claims, h.p.o.deadLetters = claims, dlq
 		h.p.o.cfg.RetryBudget = time.Minute
 		h.p.o.cfg.DeadLetterStream = "dlq"
-		claims.done["00000000-0000-4000-8000-000000000002"] = outcomes.Final{Verdict: "executed"}
+		claims.done[identityOf(t, keyedRecord("2", "b", "already ran"))] = outcomes.Final{Verdict: "executed"}
 		claims.elsewhre["00000000-0000-4000-8000-000000000005"] = 2
 		h.resp.reply = func(_ context.Context, text string, _ int) error {
 			switch text {
@@ -126,12 +171,60 @@ func TestExecuteWithClaimsAndDeadLetters(t *testing.T) {
 			t.Errorf("dead-letter reasons %v, want %v", reasons, wantReasons)
 		}
 		for _, id := range []string{"1", "3", "4", "5"} {
-			if f, ok := claims.done["00000000-0000-4000-8000-00000000000"+id]; !ok || f.Attempts < 1 {
+			if f, ok := claims.doneFor("00000000-0000-4000-8000-00000000000" + id); !ok || f.Attempts < 1 {
 				t.Errorf("command %s has no recorded outcome: %+v", id, f)
 			}
 		}
 		if cp.written[len(cp.written)-1] != "6" {
 			t.Errorf("checkpoints %v, want to end at 6", cp.written)
+		}
+		for _, c := range claims.claims {
+			want := identityOf(t, keyedRecord(c.Sequence, "", map[string]string{
+				"1": "fine", "2": "already ran", "3": "rejected by vendor", "4": "always down", "5": "claimed elsewhere first",
+			}[c.Sequence]))
+			if c.Identity() != want || c.Schema != "iglu:com.slack.sauna.commands/send_message/jsonschema/1-0-0" {
+				t.Errorf("claim %+v, want identity %+v and the command's schema", c, want)
+			}
+		}
+		if len(claims.unheld) > 0 {
+			t.Errorf("claims extended or finished under another identity: %v", claims.unheld)
+		}
+	})
+}
+
+// Records that share a commandId but ask different things are different
+// commands: each runs once; a redelivery of either is a duplicate.
+func TestExecuteSameIDDifferentCommands(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t)
+		claims := newFakeClaims()
+		h.p.o.claims = claims
+		sameID := func(seq, key, text string) types.Record {
+			r := keyedRecord(seq, key, text)
+			r.Data = []byte(strings.Replace(string(r.Data), "00000000-0000-4000-8000-"+fmt.Sprintf("%012s", seq), "00000000-0000-4000-8000-000000000001", 1))
+			return r
+		}
+		cp := &fakeCheckpointer{}
+		h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: []types.Record{
+			sameID("1", "a", "first"), sameID("2", "b", "second"), sameID("3", "c", "first"), sameID("4", "d", "second"),
+		}})
+		h.p.Shutdown(&kcl.ShutdownInput{ShutdownReason: kcl.REQUESTED, Checkpointer: cp})
+		got := h.results()
+		executed, dups := 0, 0
+		for _, r := range got {
+			switch {
+			case strings.HasSuffix(r, "=executed"):
+				executed++
+			case strings.HasSuffix(r, "=duplicate"):
+				dups++
+			}
+		}
+		if executed != 2 || dups != 2 {
+			t.Errorf("outcomes %v, want two executed and two duplicates", got)
+		}
+		slices.Sort(h.resp.calls)
+		if !slices.Equal(h.resp.calls, []string{"first", "second"}) {
+			t.Errorf("responder calls %v, want each command once", h.resp.calls)
 		}
 	})
 }

@@ -185,6 +185,7 @@ func (o *Observer) run(ctx context.Context, awsCfg aws.Config) error {
 			Retention:    c.Retention,
 			ClaimTimeout: c.ClaimTimeout,
 			Logger:       o.log,
+			OnConflict:   o.conflict,
 		})
 		if err := claims.Init(ctx); err != nil {
 			return fmt.Errorf("observer %s: command table: %w", o.cfg.ID, err)

@@ -100,6 +100,7 @@ type Metrics struct {
 	commands        *prometheus.CounterVec
 	attempts        *prometheus.CounterVec
 	attemptDuration *prometheus.HistogramVec
+	idConflicts     *prometheus.CounterVec
 
 	cwSent      *prometheus.CounterVec
 	cwDropped   *prometheus.CounterVec
@@ -191,6 +192,10 @@ func New(opts Options) *Metrics {
 			Help:    "Latency of one responder call, by verdict.",
 			Buckets: responderBuckets,
 		}, []string{LabelObserver, LabelResponder, LabelVerdict}),
+		idConflicts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sauna_command_id_conflicts_total",
+			Help: "Commands whose commandId was already recorded for a different command (another schema or data); each ran as a command of its own. Counted once per command, by the responder of the later one.",
+		}, []string{LabelObserver, LabelResponder}),
 
 		cwSent: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sauna_cloudwatch_datums_sent_total",
@@ -218,7 +223,7 @@ func New(opts Options) *Metrics {
 	m.reg.MustRegister(
 		m.records, m.bytes, m.behind, m.lastPoll, m.leasesGained, m.leasesLost, m.leaseRenewals,
 		m.getRecords, m.processRecords, m.leasesHeld, m.running,
-		m.commands, m.attempts, m.attemptDuration,
+		m.commands, m.attempts, m.attemptDuration, m.idConflicts,
 		m.cwSent, m.cwDropped, m.cwPutErrors, m.cwBuffered,
 		&m.reloads, &m.paused, inFlightCollector{m},
 	)
@@ -361,7 +366,7 @@ func (m *Metrics) Forget(observerID string) {
 	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
 		m.records, m.bytes, m.behind, m.lastPoll, m.leasesGained, m.leasesLost, m.leaseRenewals,
 		m.getRecords, m.processRecords, m.leasesHeld, m.running,
-		m.commands, m.attempts, m.attemptDuration,
+		m.commands, m.attempts, m.attemptDuration, m.idConflicts,
 		m.cwSent, m.cwDropped, m.cwPutErrors, m.cwBuffered,
 	} {
 		v.DeletePartialMatch(l)

@@ -225,6 +225,7 @@ type Responder struct {
 	module string
 
 	outcomes  [numOutcomes]counter
+	conflicts counter
 	rejected  sync.Map // reason → *counter
 	attempts  [numVerdicts]counter
 	latency   [numVerdicts]prometheus.Observer
@@ -257,6 +258,10 @@ func (o *Observer) newResponder(module string) *Responder {
 			prom: m.commands.WithLabelValues(o.id, module, out.String(), ""),
 			cw:   o.cw.series("Commands", types.StandardUnitCount, commandDims(module, out, "")),
 		}
+	}
+	r.conflicts = counter{
+		prom: m.idConflicts.WithLabelValues(o.id, module),
+		cw:   o.cw.series("CommandIdConflicts", types.StandardUnitCount, dims("Responder", orNone(module))),
 	}
 	for v := range numVerdicts {
 		name := responders.Verdict(v).String()
@@ -292,6 +297,10 @@ func (r *Responder) rejectedCounter(reason string) *counter {
 	got, _ := r.rejected.LoadOrStore(reason, c)
 	return got.(*counter)
 }
+
+// CommandIDConflict counts a command that ran although its commandId was
+// already recorded for a different command.
+func (r *Responder) CommandIDConflict() { r.conflicts.add(1) }
 
 // Attempt records one responder call: its verdict and how long it took.
 func (r *Responder) Attempt(v responders.Verdict, took time.Duration) {

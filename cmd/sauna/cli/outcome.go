@@ -16,7 +16,7 @@ import (
 )
 
 func outcomeCmd(ctx context.Context, env *cliEnv, args []string) int {
-	fs := newFlagSet(env, "outcome", "COMMAND_ID...", "Print what became of each command, as recorded in the observer's outcomes table\n(status, verdict, attempts, reason, ...). Exits 1 if an id is not found. Give the\ntable, or the observer's config file (its table, region and keys are used). AWS\ncredentials, region and endpoints otherwise come from the usual AWS variables and\nfiles (AWS_REGION, AWS_ENDPOINT_URL_DYNAMODB, ...).")
+	fs := newFlagSet(env, "outcome", "COMMAND_ID...", "Print what became of each command, as recorded in the observer's outcomes table\n(status, verdict, attempts, reason, ...): every command recorded under the id, as\ndifferent commands may share one (see README, Delivery). Exits 1 if an id is not found. Give the\ntable, or the observer's config file (its table, region and keys are used). AWS\ncredentials, region and endpoints otherwise come from the usual AWS variables and\nfiles (AWS_REGION, AWS_ENDPOINT_URL_DYNAMODB, ...).")
 	table := fs.String("table", "", "outcomes table (the default of an observer is <observer id>-commands)")
 	cfgFile := fs.String("observer-config", "", "observer config file to take the table, region and AWS keys from")
 	region := fs.String("region", "", "AWS region (default: the observer config's, or from the AWS environment)")
@@ -58,7 +58,7 @@ func outcomeCmd(ctx context.Context, env *cliEnv, args []string) int {
 	})
 	code, printed := 0, false
 	for _, id := range fs.Args() {
-		rec, err := tbl.Get(ctx, id)
+		recs, err := tbl.Lookup(ctx, id)
 		var missingTable *types.ResourceNotFoundException
 		switch {
 		case errors.Is(err, outcomes.ErrNotFound):
@@ -76,11 +76,13 @@ func outcomeCmd(ctx context.Context, env *cliEnv, args []string) int {
 			code = 1
 			continue
 		}
-		if printed {
-			fmt.Fprintln(env.stdout)
+		for i, rec := range recs {
+			if printed {
+				fmt.Fprintln(env.stdout)
+			}
+			printRecord(env.stdout, rec, i, len(recs))
+			printed = true
 		}
-		printRecord(env.stdout, rec)
-		printed = true
 	}
 	return code
 }
@@ -106,8 +108,13 @@ func readObserverConfig(stderr io.Writer, file string) (saunakinesis.Config, int
 	return entry.Observer, 0
 }
 
-func printRecord(w io.Writer, r *outcomes.Record) {
-	fmt.Fprintf(w, "command %s\n", r.CommandID)
+// printRecord prints the i-th of n commands recorded under one id.
+func printRecord(w io.Writer, r *outcomes.Record, i, n int) {
+	if n > 1 {
+		fmt.Fprintf(w, "command %s (%d of %d different commands under this id)\n", r.CommandID, i+1, n)
+	} else {
+		fmt.Fprintf(w, "command %s\n", r.CommandID)
+	}
 	line := func(label, value string) { fmt.Fprintf(w, "  %-14s %s\n", label+":", orNone(value)) }
 	line("status", r.Status)
 	line("verdict", r.Verdict)
@@ -115,6 +122,8 @@ func printRecord(w io.Writer, r *outcomes.Record) {
 	line("shard", r.Shard)
 	line("sequence", r.Sequence)
 	line("responder", r.Responder)
+	line("schema", r.Schema)
+	line("digest", r.Digest)
 	line("attempts", fmt.Sprint(r.Attempts))
 	line("first attempt", showTime(r.FirstAttempt))
 	line("last attempt", showTime(r.LastAttempt))

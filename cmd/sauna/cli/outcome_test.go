@@ -68,29 +68,57 @@ func TestOutcomeCommand(t *testing.T) {
 	}
 	done := "3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44"
 	running := "0b8e4c1a-2d3f-4a5b-8c7d-9e0f1a2b3c4d"
-	if err := tbl.Claim(ctx, outcomes.Claim{CommandID: done, Shard: "shardId-000000000001", Sequence: "4959", Responder: "slack"}); err != nil {
+	slackDigest, pdDigest, hookDigest := strings.Repeat("a", 64), strings.Repeat("b", 64), strings.Repeat("c", 64)
+	const slackSchema = "iglu:com.slack.sauna.commands/send_message/jsonschema/1-0-0"
+	const pdSchema = "iglu:com.pagerduty.sauna.commands/create_event/jsonschema/1-0-0"
+	if err := tbl.Claim(ctx, outcomes.Claim{CommandID: done, Digest: slackDigest, Schema: slackSchema, Shard: "shardId-000000000001", Sequence: "4959", Responder: "slack"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := tbl.Finish(ctx, done, outcomes.Final{Verdict: outcomes.VerdictDeadLettered, Attempts: 3, LastAttempt: now.Add(2 * time.Second), Reason: "failed_permanently: 400 invalid_payload"}); err != nil {
+	if err := tbl.Finish(ctx, outcomes.Identity{CommandID: done, Digest: slackDigest}, outcomes.Final{Verdict: outcomes.VerdictDeadLettered, Attempts: 3, LastAttempt: now.Add(2 * time.Second), Reason: "failed_permanently: 400 invalid_payload"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := tbl.Claim(ctx, outcomes.Claim{CommandID: running, Shard: "shardId-000000000000", Sequence: "17", Responder: "webhook"}); err != nil {
+	// Another command under the same id.
+	if err := tbl.Claim(ctx, outcomes.Claim{CommandID: done, Digest: pdDigest, Schema: pdSchema, Shard: "shardId-000000000001", Sequence: "4960", Responder: "pagerduty"}); err != nil {
 		t.Fatal(err)
 	}
-	wantDone := fmt.Sprintf(`command %s
+	if err := tbl.Finish(ctx, outcomes.Identity{CommandID: done, Digest: pdDigest}, outcomes.Final{Verdict: outcomes.VerdictExecuted}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tbl.Claim(ctx, outcomes.Claim{CommandID: running, Digest: hookDigest, Shard: "shardId-000000000000", Sequence: "17", Responder: "webhook"}); err != nil {
+		t.Fatal(err)
+	}
+	wantDone := fmt.Sprintf(`command %s (1 of 2 different commands under this id)
   status:        done
   verdict:       dead_lettered
   observer:      %s
   shard:         shardId-000000000001
   sequence:      4959
   responder:     slack
+  schema:        %s
+  digest:        %s
   attempts:      3
   first attempt: 2026-01-02T03:04:05.678Z
   last attempt:  2026-01-02T03:04:07.678Z
   reason:        failed_permanently: 400 invalid_payload
   worker:        host-1
   expires:       2026-01-09T03:04:05.000Z
-`, done, id)
+
+command %s (2 of 2 different commands under this id)
+  status:        done
+  verdict:       executed
+  observer:      %s
+  shard:         shardId-000000000001
+  sequence:      4960
+  responder:     pagerduty
+  schema:        %s
+  digest:        %s
+  attempts:      1
+  first attempt: 2026-01-02T03:04:05.678Z
+  last attempt:  2026-01-02T03:04:05.678Z
+  reason:        -
+  worker:        host-1
+  expires:       2026-01-09T03:04:05.000Z
+`, done, id, slackSchema, slackDigest, done, id, pdSchema, pdDigest)
 	wantRunning := fmt.Sprintf(`command %s
   status:        in_progress
   verdict:       -
@@ -98,6 +126,8 @@ func TestOutcomeCommand(t *testing.T) {
   shard:         shardId-000000000000
   sequence:      17
   responder:     webhook
+  schema:        -
+  digest:        %s
   attempts:      1
   first attempt: 2026-01-02T03:04:05.678Z
   last attempt:  2026-01-02T03:04:05.678Z
@@ -105,7 +135,7 @@ func TestOutcomeCommand(t *testing.T) {
   worker:        host-1
   claimed until: 2026-01-02T03:05:05.678Z
   expires:       2026-01-09T03:04:05.000Z
-`, running, id)
+`, running, id, hookDigest)
 
 	cfgFile := filepath.Join(t.TempDir(), "observer.json")
 	cfg := fmt.Sprintf(`{"schema":"iglu:com.snowplowanalytics.sauna.observers/AmazonKinesisConfig/avro/1-0-0",
