@@ -50,7 +50,8 @@ const (
 	// schema, expired, no responder); the reason says why. A rejected record
 	// that is also written to the dead-letter stream still counts here.
 	Rejected
-	// Duplicate: the command id had already been executed, so it was skipped.
+	// Duplicate: the command (its id and digest) had already been executed,
+	// so it was skipped.
 	Duplicate
 	// DeadLettered: the responder failed permanently or the retry budget ran
 	// out, and the command went to the dead-letter stream.
