@@ -3,7 +3,9 @@ package outcomes
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -674,5 +676,85 @@ func TestGet(t *testing.T) {
 	}
 	if _, err := tbl.Get(t.Context(), "gone"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Get of a missing command = %v, want ErrNotFound", err)
+	}
+}
+
+// A command whose id's item holds another digest: the conflict is listed on
+// that item (fenced on its digest) before its own item is created, and only
+// the creation is reported. Once listed, it is not listed again.
+func TestClaimConflict(t *testing.T) {
+	clk := newClock()
+	other := Record{CommandID: "c1", Digest: "d-other", Schema: "iglu:a/other/jsonschema/1-0-0", Status: StatusDone, Verdict: VerdictExecuted, Attempts: 1}
+	for _, listed := range []bool{false, true} {
+		t.Run(fmt.Sprint("listed=", listed), func(t *testing.T) {
+			stored := other
+			if listed {
+				stored.Conflicts = []string{testDigest}
+			}
+			f := newFake(t)
+			var keys []string
+			f.putItem = func(in *dynamodb.PutItemInput) (*dynamodb.PutItemOutput, error) {
+				key, _ := str(in.Item, AttrCommandID)
+				keys = append(keys, "put "+key)
+				if key == "c1" {
+					return nil, conditionFailed()
+				}
+				if d, _ := str(in.Item, attrDigest); d != testDigest {
+					t.Errorf("conflict item has digest %q", d)
+				}
+				return &dynamodb.PutItemOutput{}, nil
+			}
+			f.getItem = func(in *dynamodb.GetItemInput) (*dynamodb.GetItemOutput, error) {
+				keys = append(keys, "get "+in.Key[AttrCommandID].(*types.AttributeValueMemberS).Value)
+				return &dynamodb.GetItemOutput{Item: item(stored, "tok")}, nil
+			}
+			f.updateItem = func(in *dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
+				keys = append(keys, "update "+in.Key[AttrCommandID].(*types.AttributeValueMemberS).Value)
+				if got := aws.ToString(in.UpdateExpression); !strings.Contains(got, "ADD #conflicts :v_conflicts") {
+					t.Errorf("update %q does not add to the conflicts set", got)
+				}
+				if got := aws.ToString(in.ConditionExpression); got != "#digest = :seenDigest" ||
+					in.ExpressionAttributeValues[":seenDigest"].(*types.AttributeValueMemberS).Value != "d-other" {
+					t.Errorf("conflict listing not fenced on the digest read: %s", got)
+				}
+				return &dynamodb.UpdateItemOutput{}, nil
+			}
+			tbl := newUnitTable(t, f, clk, nil)
+			var got []Conflict
+			tbl.cfg.OnConflict = func(c Conflict) { got = append(got, c) }
+			c := Claim{CommandID: "c1", Digest: testDigest, Schema: "iglu:a/mine/jsonschema/1-0-0"}
+			if err := tbl.Claim(t.Context(), c); err != nil {
+				t.Fatal(err)
+			}
+			want := []string{"put c1", "get c1", "update c1", "put c1#" + testDigest}
+			if listed {
+				want = []string{"put c1", "get c1", "put c1#" + testDigest}
+			}
+			if !slices.Equal(keys, want) {
+				t.Errorf("requests %v, want %v", keys, want)
+			}
+			if len(got) != 1 || got[0].Claim != c || got[0].Other.Schema != other.Schema {
+				t.Errorf("conflicts reported %+v", got)
+			}
+			// Finish writes the command's own item.
+			keys = nil
+			f.updateItem = func(in *dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
+				keys = append(keys, "update "+in.Key[AttrCommandID].(*types.AttributeValueMemberS).Value)
+				return &dynamodb.UpdateItemOutput{}, nil
+			}
+			if err := tbl.Finish(t.Context(), c.Identity(), Final{Verdict: VerdictExecuted}); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(keys, []string{"update c1#" + testDigest}) {
+				t.Errorf("Finish wrote %v", keys)
+			}
+		})
+	}
+}
+
+func TestClaimRequiresDigest(t *testing.T) {
+	tbl := newUnitTable(t, newFake(t), newClock(), nil)
+	if err := tbl.Claim(t.Context(), Claim{CommandID: "c1"}); err == nil || !strings.Contains(err.Error(), "digest") {
+		t.Errorf("Claim without a digest = %v", err)
 	}
 }
