@@ -48,7 +48,7 @@ func (c slowClaims) wait(ctx context.Context) error {
 }
 
 func (c slowClaims) Claim(ctx context.Context, _ outcomes.Claim) error { return c.wait(ctx) }
-func (c slowClaims) Extend(context.Context, outcomes.Identity) error    { return nil }
+func (c slowClaims) Extend(context.Context, outcomes.Identity) error   { return nil }
 func (c slowClaims) Finish(ctx context.Context, _ outcomes.Identity, _ outcomes.Final) error {
 	return c.wait(ctx)
 }
