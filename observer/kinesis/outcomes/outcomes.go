@@ -333,9 +333,10 @@ func (t *Table) Claim(ctx context.Context, c Claim) error {
 }
 
 // reserve marks the command as being claimed by this process, so that two
-// records with the same commandId never race each other here (one of them
-// could otherwise take over the other's expired claim and hand it the new
-// token).
+// records of one command (same identity) never race each other here (one of
+// them could otherwise take over the other's expired claim and hand it the
+// new token). Records of different commands under one id proceed: the table
+// tells them apart.
 func (t *Table) reserve(id Identity) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
