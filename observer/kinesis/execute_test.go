@@ -290,7 +290,7 @@ func TestExecuteCapsTheResponderDelay(t *testing.T) {
 				// Shutdown waits for the command to end.
 				h.p.Shutdown(&kcl.ShutdownInput{ShutdownReason: kcl.REQUESTED, Checkpointer: cp})
 				took := time.Since(start)
-				f := claims.done["00000000-0000-4000-8000-000000000001"]
+				f, _ := claims.doneFor("00000000-0000-4000-8000-000000000001")
 				if withDLQ {
 					if got := h.results(); !slices.Equal(got, []string{"1=dead_lettered"}) {
 						t.Errorf("outcomes %v, want the command dead-lettered", got)
