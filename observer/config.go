@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/sauna-io/sauna/observer/ingest"
 	"github.com/sauna-io/sauna/observer/kinesis"
 	"github.com/sauna-io/sauna/responders"
 	"github.com/sauna-io/sauna/schemas"
@@ -26,6 +27,7 @@ type Kind int
 const (
 	KindObserver Kind = iota + 1
 	KindResponder
+	KindIngest
 )
 
 func (k Kind) String() string {
@@ -34,6 +36,8 @@ func (k Kind) String() string {
 		return "observer"
 	case KindResponder:
 		return "responder"
+	case KindIngest:
+		return "ingest"
 	}
 	return "unknown"
 }
@@ -53,6 +57,8 @@ type Entry struct {
 	// the config enables none of the module's actions.
 	Module    string
 	Responder responders.Responder
+	// Ingest is set for KindIngest.
+	Ingest ingest.Config
 }
 
 // unsupported names config schemas Sauna knew that this daemon deliberately
@@ -248,6 +254,15 @@ func parse(e *Entry, content []byte, log *slog.Logger) error {
 			return atData(err)
 		}
 		e.Observer = cfg
+		return nil
+	}
+	if ingest.AcceptsConfig(key) {
+		e.Kind = KindIngest
+		cfg, err := ingest.ParseConfig(e.File, key, data)
+		if err != nil {
+			return atData(err)
+		}
+		e.Ingest = cfg
 		return nil
 	}
 	if mod, ok := responders.ForConfig(key); ok {

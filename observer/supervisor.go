@@ -8,8 +8,10 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/sauna-io/sauna/observer/ingest"
 	"github.com/sauna-io/sauna/observer/kinesis"
 	"github.com/sauna-io/sauna/responders"
 )
@@ -33,6 +35,8 @@ type Options struct {
 	QuietPeriod time.Duration
 	// Reload triggers a rescan on every value received (SIGHUP).
 	Reload <-chan os.Signal
+	// Ingest is passed to every ingest endpoint (its Logger is replaced).
+	Ingest ingest.Options
 }
 
 // Supervisor owns the running observers and the responder dispatcher built
@@ -48,11 +52,20 @@ type Supervisor struct {
 	mu        sync.Mutex
 	running   map[string]*Entry           // every running entry, by config file
 	observers map[string]*runningObserver // by config file
-	wg        sync.WaitGroup
+	ingests   map[string]*runningIngest   // by config file
+	// ingestList is read by readiness probes without waiting for mu.
+	ingestList atomic.Pointer[[]*ingest.Server]
+	wg         sync.WaitGroup
 
 	// reload has its own lock, so that status reads never wait for an
 	// observer to stop.
 	reload reloadState
+}
+
+type runningIngest struct {
+	srv    *ingest.Server
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 type runningObserver struct {
@@ -81,6 +94,7 @@ func NewSupervisor(opts Options) *Supervisor {
 		dispatch:  responders.NewDispatcher(nil),
 		running:   map[string]*Entry{},
 		observers: map[string]*runningObserver{},
+		ingests:   map[string]*runningIngest{},
 	}
 }
 
@@ -169,6 +183,8 @@ func (s *Supervisor) apply(ctx context.Context, want []*Entry) int {
 		}
 	}
 
+	s.applyIngests(ctx, next)
+
 	files := slices.Sorted(maps.Keys(next))
 	for f := range s.running {
 		if _, ok := next[f]; !ok {
@@ -225,6 +241,8 @@ func entryAttrs(e *Entry) []any {
 	switch e.Kind {
 	case KindObserver:
 		attrs = append(attrs, "stream", e.Observer.StreamName)
+	case KindIngest:
+		attrs = append(attrs, "listen", e.Ingest.Listen, "stream", e.Ingest.StreamName)
 	case KindResponder:
 		attrs = append(attrs, "module", e.Module)
 		if e.Responder == nil {
@@ -275,6 +293,57 @@ func (s *Supervisor) keepRunning(ctx context.Context, e *Entry) {
 		}
 		delay = min(2*delay, time.Minute)
 	}
+}
+
+// applyIngests starts, updates and stops the ingest endpoints so that one
+// runs per ingest entry of next. An endpoint whose file changed is updated
+// in place: it keeps its connections unless its listener must change.
+func (s *Supervisor) applyIngests(ctx context.Context, next map[string]*Entry) {
+	for f, r := range s.ingests {
+		if e := next[f]; e == nil || e.Kind != KindIngest {
+			r.cancel()
+			<-r.done
+			delete(s.ingests, f)
+		}
+	}
+	for f, e := range next {
+		if e.Kind != KindIngest {
+			continue
+		}
+		if r, ok := s.ingests[f]; ok {
+			if s.running[f] != e {
+				r.srv.Update(e.Ingest)
+			}
+			continue
+		}
+		opts := s.opts.Ingest
+		opts.Logger = s.log
+		ictx, cancel := context.WithCancel(ctx)
+		r := &runningIngest{srv: ingest.New(e.Ingest, opts), cancel: cancel, done: make(chan struct{})}
+		s.ingests[f] = r
+		s.wg.Go(func() {
+			defer close(r.done)
+			r.srv.Run(ictx)
+		})
+	}
+	list := make([]*ingest.Server, 0, len(s.ingests))
+	for _, f := range slices.Sorted(maps.Keys(s.ingests)) {
+		list = append(list, s.ingests[f].srv)
+	}
+	s.ingestList.Store(&list)
+}
+
+// IngestNotReady lists why running ingest endpoints do not take requests.
+func (s *Supervisor) IngestNotReady() []string {
+	var out []string
+	if list := s.ingestList.Load(); list != nil {
+		for _, srv := range *list {
+			if why := srv.NotReady(); why != "" {
+				out = append(out, why)
+			}
+		}
+	}
+	return out
 }
 
 // Wait blocks until every observer has stopped (after the ctx given to Apply

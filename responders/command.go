@@ -239,7 +239,7 @@ func invalid(part, id string, err error) *RejectError {
 			ve.Causes[i].Message = clipQuoted(ve.Causes[i].Message)
 		}
 	}
-	return reject(ReasonInvalidData, id, "%s: %v", part, err)
+	return reject(ReasonInvalidData, id, "%s: %w", part, err)
 }
 
 // clipQuoted clips each value the validator quotes ('...') in msg, keeping

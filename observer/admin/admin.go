@@ -123,6 +123,9 @@ type Options struct {
 	Metrics http.Handler
 	// Alive, if set, is asked by /healthz; a non-nil error makes it 503.
 	Alive func() error
+	// NotReady, if set, adds reasons /readyz fails for (e.g. an ingest
+	// listener that is not listening).
+	NotReady func() []string
 	// PollStaleAfter is the readiness limit on the age of a held shard's
 	// last poll (default DefaultPollStaleAfter).
 	PollStaleAfter time.Duration
@@ -308,6 +311,9 @@ func (h *handler) notReady(st Status, paused bool) []string {
 	}
 	if len(st.Observers) == 0 {
 		reasons = append(reasons, "no enabled observer")
+	}
+	if h.opts.NotReady != nil {
+		reasons = append(reasons, h.opts.NotReady()...)
 	}
 	now := h.opts.Now()
 	for _, o := range st.Observers {

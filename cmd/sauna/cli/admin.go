@@ -64,8 +64,11 @@ func (d daemonStatus) Status() admin.Status {
 func (d daemonStatus) secrets() []string {
 	var s []string
 	for _, e := range d.sup.Running() {
-		if e.Kind == observer.KindObserver {
+		switch e.Kind {
+		case observer.KindObserver:
 			s = append(s, e.Observer.AccessKeyID, e.Observer.SecretAccessKey)
+		case observer.KindIngest:
+			s = append(s, e.Ingest.AccessKeyID, e.Ingest.SecretAccessKey)
 		}
 	}
 	return s

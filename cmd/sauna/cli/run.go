@@ -10,6 +10,7 @@ import (
 
 	"github.com/sauna-io/sauna/observer"
 	"github.com/sauna-io/sauna/observer/admin"
+	"github.com/sauna-io/sauna/observer/ingest"
 	"github.com/sauna-io/sauna/observer/kinesis"
 	"github.com/sauna-io/sauna/observer/metrics"
 )
@@ -60,6 +61,7 @@ func runCmd(ctx context.Context, env *cliEnv, args []string) int {
 		QuietPeriod:    orOff(*quietPeriod),
 		Reload:         hup,
 		Observer:       kinesis.Options{Metrics: met, Gate: gate},
+		Ingest:         ingest.Options{Metrics: ingest.NewMetrics(met.Registry())},
 	}
 	sup := observer.NewSupervisor(opts)
 	status := daemonStatus{sup: sup, met: met}
@@ -67,7 +69,7 @@ func runCmd(ctx context.Context, env *cliEnv, args []string) int {
 	if *adminAddr != "" {
 		srv, err := admin.Listen(*adminAddr, admin.NewHandler(admin.Options{
 			Status: status, Pauser: gate, Metrics: met.Handler(), Secrets: status.secrets, Logger: log,
-			Addr: *adminAddr, Token: adminToken,
+			Addr: *adminAddr, Token: adminToken, NotReady: sup.IngestNotReady,
 		}))
 		if err != nil {
 			log.Error("sauna cannot run", "err", err)
