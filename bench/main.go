@@ -22,7 +22,7 @@ import (
 )
 
 // scenarioNames in report order.
-var scenarioNames = []string{"startup", "latency", "drain", "slow", "failover", "pipeline", "rss"}
+var scenarioNames = []string{"startup", "latency", "drain", "slow", "failover", "pipeline", "rss", "ingest"}
 
 func main() {
 	if err := run(); err != nil {
@@ -110,6 +110,7 @@ var scenarioFuncs = map[string]func(context.Context, *env) (*section, error){
 	"failover": scenarioFailover,
 	"pipeline": scenarioPipeline,
 	"rss":      scenarioRSS,
+	"ingest":   scenarioIngest,
 }
 
 func pick(list string, all []string, flagName string) ([]string, error) {
