@@ -248,6 +248,19 @@ func (p *Producer) collect(ctx context.Context) {
 		return true
 	}
 	for {
+		// Take what is already queued first, so that a call leaving when a
+		// sender frees up carries every record waiting by then.
+	drain:
+		for len(batch) < maxPutRecords && carry == nil {
+			select {
+			case r := <-p.queue:
+				if !add(r) {
+					carry = r
+				}
+			default:
+				break drain
+			}
+		}
 		full := len(batch) >= maxPutRecords || carry != nil
 		var in <-chan *record
 		if !full {

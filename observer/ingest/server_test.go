@@ -214,3 +214,44 @@ func waitUntil(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A call that gets no answer: 503, and the client is told the record may
+// be on the stream.
+func TestServerUnknownOutcome(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.PutTimeout = 200 * time.Millisecond
+	ts := startServer(t, cfg, &fakeKinesis{callErr: func(int) error { return io.ErrUnexpectedEOF }})
+	code, h, body := post(t, ts.url, "s3cret-token", "application/json", slackInner("x"))
+	failed, _ := body["failed"].([]any)
+	if code != 503 || h.Get("Retry-After") == "" || len(failed) != 1 || failed[0].(map[string]any)["state"] != "unknown" {
+		t.Errorf("unanswered put: %d %v", code, body)
+	}
+	if acc, _ := body["accepted"].([]any); len(acc) != 0 {
+		t.Errorf("accepted %v", acc)
+	}
+}
+
+// Readiness follows the listener: a taken port is reported, and the
+// endpoint becomes ready once it can listen.
+func TestServerNotReadyWhileNotListening(t *testing.T) {
+	ts := startServer(t, testConfig(t), &fakeKinesis{})
+	if why := ts.srv.NotReady(); why != "" {
+		t.Fatalf("listening server not ready: %s", why)
+	}
+	cfg := testConfig(t)
+	cfg.Listen = ts.srv.Addr().String() // taken by the first server
+	s := New(cfg, Options{
+		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
+		NewPutter:      func(context.Context, Config) (Putter, error) { return &fakeKinesis{}, nil },
+		RestartBackoff: 10 * time.Millisecond,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitUntil(t, func() bool { return strings.Contains(s.NotReady(), "address already in use") })
+	free := cfg
+	free.Listen = "127.0.0.1:0"
+	s.Update(free)
+	waitUntil(t, func() bool { return s.NotReady() == "" })
+}
