@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -198,6 +199,54 @@ func TestIngestEndToEnd(t *testing.T) {
 	}
 	if out := p.output(); strings.Contains(out, tok) || strings.Contains(out, tok2) {
 		t.Error("a bearer token is in the log")
+	}
+
+	_, metrics := httpDo(t, "GET", p.adminURL(t)+"/metrics")
+	for _, m := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"sauna_ingest_commands_total", nil, 5},
+		{"sauna_ingest_requests_total", map[string]string{"code": "202"}, 3},
+		{"sauna_ingest_requests_total", map[string]string{"code": "401"}, 2},
+		{"sauna_ingest_requests_total", map[string]string{"code": "400"}, 1},
+		{"sauna_ingest_requests_total", map[string]string{"code": "413"}, 1},
+		{"sauna_ingest_request_duration_seconds_count", map[string]string{"code": "202"}, 3},
+	} {
+		if got, ok := promValue(metrics, m.name, m.labels); !ok || got != m.want {
+			t.Errorf("%s%v = %v (found %v), want %v", m.name, m.labels, got, ok, m.want)
+		}
+	}
+}
+
+// TestIngestReadiness: /readyz names an ingest endpoint whose port is
+// taken, and the endpoint starts listening once the port is free.
+func TestIngestReadiness(t *testing.T) {
+	env := emulator.Require(t)
+	stream := emulator.UniqueName(t, "ingestready")
+	env.CreateStream(t, stream, 1)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := taken.Addr().String()
+	dir := t.TempDir()
+	writeFile(t, dir, "ingest.json", strings.Replace(ingestConfig(stream, map[string]string{"ci": "tok-ready-0000"}), "127.0.0.1:0", addr, 1))
+	p := startSauna(t, env, dir)
+	admin := p.adminURL(t)
+	p.waitLogs(t, 1, 30*time.Second, msgIs("ingest listener cannot start; retrying"))
+	code, body := httpDo(t, "GET", admin+"/readyz")
+	if code != 503 || !strings.Contains(body, "ingest ingest: not listening on "+addr) {
+		t.Errorf("/readyz with the port taken: %d %s", code, body)
+	}
+	taken.Close()
+	p.waitLogs(t, 1, 30*time.Second, msgIs("ingest listening"))
+	if _, body := httpDo(t, "GET", admin+"/readyz"); strings.Contains(body, "ingest") {
+		t.Errorf("/readyz still names the listening endpoint: %s", body)
+	}
+	if a := mustPost(t, "http://"+addr+"/v1/commands", "tok-ready-0000", "application/json", slackInner("ready")); a.code != 202 {
+		t.Errorf("after the port was freed: %d %s", a.code, a.raw)
 	}
 }
 
