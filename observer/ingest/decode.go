@@ -181,6 +181,17 @@ func rejectErrors(err error, bare bool) []ItemError {
 		return []ItemError{{Message: err.Error()}}
 	}
 	msg := rej.Err.Error()
+	if ptr, ok := recordPointer(msg); ok {
+		if bare {
+			// The bare command is the wrapper's /data/command.
+			rest, inside := strings.CutPrefix(ptr, "/data/command")
+			ptr = ""
+			if inside {
+				ptr = rest
+			}
+		}
+		return []ItemError{{Field: ptr, Message: string(rej.Reason) + ": " + msg}}
+	}
 	field := ""
 	for _, p := range rejectParts {
 		if strings.HasPrefix(msg, p.prefix) {
@@ -205,6 +216,17 @@ var rejectParts = []struct{ prefix, full, bare string }{
 	{"no responder serves", "/data/command/schema", "/schema"},
 	{"iglu:", "/data/command/schema", "/schema"}, // a retired schema
 	{"command", "/data/command", ""},
+}
+
+// recordPointer reads the JSON Pointer of a rejection that names a place
+// in the whole record ("record: /data/...: ...").
+func recordPointer(msg string) (string, bool) {
+	rest, ok := strings.CutPrefix(msg, "record: /")
+	if !ok {
+		return "", false
+	}
+	ptr, _, ok := strings.Cut(rest, ": ")
+	return "/" + ptr, ok
 }
 
 func jsonError(raw []byte) string {
