@@ -123,14 +123,14 @@ func (s *Supervisor) Apply(ctx context.Context, snap *Snapshot) {
 		s.log.Info("config disabled; skipped", "file", f)
 	}
 	s.apply(ctx, snap.Entries)
-	if len(snap.Observers()) == 0 {
-		s.warnNoObserver()
+	if !hasIntake(snap.Entries) {
+		s.warnNoIntake()
 	}
 }
 
-func (s *Supervisor) warnNoObserver() { s.log.Warn(noObserver) }
+func (s *Supervisor) warnNoIntake() { s.log.Warn(noIntake) }
 
-const noObserver = "no observer is configured; waiting for a KinesisObserverConfig file in the config directory"
+const noIntake = "no observer or ingest endpoint is configured; waiting for a KinesisObserverConfig or HttpIngestConfig file in the config directory"
 
 // apply makes the running set exactly want and logs one line per file that
 // was added, changed or removed; it returns how many there were. Responders

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -38,8 +40,8 @@ func (s *Supervisor) Run(ctx context.Context, dir string) error {
 	wg.Go(func() { w.run(ctx) })
 
 	r.rescan(ctx)
-	if !hasObserver(s.Running()) {
-		s.warnNoObserver()
+	if !hasIntake(slices.Collect(maps.Values(s.Running()))) {
+		s.warnNoIntake()
 	}
 	l := &quietLoop{
 		quiet:    s.opts.QuietPeriod,
@@ -57,13 +59,10 @@ func (s *Supervisor) Run(ctx context.Context, dir string) error {
 	return nil
 }
 
-func hasObserver(m map[string]*Entry) bool {
-	for _, e := range m {
-		if e.Kind == KindObserver {
-			return true
-		}
-	}
-	return false
+// hasIntake tells whether es read or take commands at all: responders
+// alone never receive any.
+func hasIntake(es []*Entry) bool {
+	return slices.ContainsFunc(es, func(e *Entry) bool { return e.Kind == KindObserver || e.Kind == KindIngest })
 }
 
 // maxWait bounds the quiet period's postponement: a file rewritten without

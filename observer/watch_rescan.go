@@ -274,8 +274,8 @@ func (r *reloader) rescan(ctx context.Context) {
 	n := 0
 	if !sameSet(running, want) {
 		n = r.set.apply(ctx, want)
-		if hasObserver(running) && !slices.ContainsFunc(want, func(e *Entry) bool { return e.Kind == KindObserver }) {
-			r.log.Warn(noObserver)
+		if hasIntake(slices.Collect(maps.Values(running))) && !hasIntake(want) {
+			r.log.Warn(noIntake)
 		}
 	}
 	r.finish(n, "")

@@ -318,7 +318,7 @@ func TestSupervisorRunFollowsDirectory(t *testing.T) {
 	if st := s.ReloadStatus(); st.Applied != 2 || st.Refused != 0 || st.LastSuccess.IsZero() {
 		t.Errorf("status %+v", st)
 	}
-	if len(f.log.lines("no observer is configured")) != 1 {
+	if len(f.log.lines("no observer or ingest endpoint is configured")) != 1 {
 		t.Error("no warning about the missing observer")
 	}
 }

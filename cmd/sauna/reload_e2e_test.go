@@ -158,7 +158,7 @@ func TestReloadEndToEnd(t *testing.T) {
 	// No periodic rescan within the test: events and SIGHUP do the work.
 	p := startSauna(t, env, dir, "--reload-quiet", "200ms", "--rescan-interval", "10m")
 	p.waitLogs(t, 1, 20*time.Second, fileLog("config added", slackFile))
-	p.waitLogs(t, 1, 20*time.Second, msgIs("no observer is configured; waiting for a KinesisObserverConfig file in the config directory"))
+	p.waitLogs(t, 1, 20*time.Second, msgIs("no observer or ingest endpoint is configured; waiting for a KinesisObserverConfig or HttpIngestConfig file in the config directory"))
 	observerStarted := func(m map[string]any) bool { return m["msg"] == "observer started" && m["observer"] == id }
 	observerStopped := func(m map[string]any) bool { return m["msg"] == "observer stopped" && m["observer"] == id }
 

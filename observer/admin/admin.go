@@ -36,7 +36,17 @@ import (
 type Status struct {
 	Observers  []ObserverStatus
 	Responders []ResponderStatus
-	Reload     ReloadStatus
+	// Ingest are the enabled HTTP ingest endpoints: a daemon that only
+	// puts commands on a stream is ready without an observer.
+	Ingest []IngestStatus
+	Reload ReloadStatus
+}
+
+// IngestStatus is one enabled HTTP ingest endpoint.
+type IngestStatus struct {
+	ID     string `json:"id"`
+	Listen string `json:"listen"`
+	Stream string `json:"stream"`
 }
 
 // ObserverStatus is one enabled observer.
@@ -223,6 +233,7 @@ type statusBody struct {
 	PausedSince time.Time         `json:"pausedSince,omitzero"`
 	Observers   []observerBody    `json:"observers"`
 	Responders  []ResponderStatus `json:"responders"`
+	Ingest      []IngestStatus    `json:"ingest"`
 	Reload      ReloadStatus      `json:"reload"`
 }
 
@@ -240,6 +251,7 @@ func (h *handler) status(w http.ResponseWriter, _ *http.Request) {
 		Paused:     paused,
 		Observers:  make([]observerBody, 0, len(st.Observers)),
 		Responders: st.Responders,
+		Ingest:     st.Ingest,
 		Reload:     st.Reload,
 	}
 	body.Ready = len(body.NotReady) == 0
@@ -254,6 +266,9 @@ func (h *handler) status(w http.ResponseWriter, _ *http.Request) {
 	}
 	if body.Responders == nil {
 		body.Responders = []ResponderStatus{}
+	}
+	if body.Ingest == nil {
+		body.Ingest = []IngestStatus{}
 	}
 	if body.Reload.Refusing == nil {
 		body.Reload.Refusing = []string{}
@@ -301,16 +316,17 @@ func (h *handler) pausedSince() time.Time {
 }
 
 // notReady lists why the daemon is not ready; empty means ready. A daemon
-// is ready when intake is not paused, at least one observer is enabled, and
-// every enabled observer's worker runs, holds a lease, and has polled each
-// held shard within PollStaleAfter.
+// is ready when intake is not paused, at least one observer or ingest
+// endpoint is enabled, every enabled observer's worker runs, holds a lease,
+// and has polled each held shard within PollStaleAfter, and NotReady finds
+// nothing.
 func (h *handler) notReady(st Status, paused bool) []string {
 	reasons := []string{}
 	if paused {
 		reasons = append(reasons, "intake is paused (POST /resume to resume)")
 	}
-	if len(st.Observers) == 0 {
-		reasons = append(reasons, "no enabled observer")
+	if len(st.Observers) == 0 && len(st.Ingest) == 0 {
+		reasons = append(reasons, "no enabled observer or ingest endpoint")
 	}
 	if h.opts.NotReady != nil {
 		reasons = append(reasons, h.opts.NotReady()...)

@@ -84,7 +84,9 @@ func TestReadyz(t *testing.T) {
 		wantCode  int
 		wantLines []string
 	}{
-		{name: "nothing configured", wantCode: 503, wantLines: []string{"no enabled observer"}},
+		{name: "nothing configured", wantCode: 503, wantLines: []string{"no enabled observer or ingest endpoint"}},
+		{name: "an ingest endpoint alone", st: Status{Ingest: []IngestStatus{{ID: "ingest", Listen: "127.0.0.1:8080", Stream: "s"}}},
+			wantCode: 200},
 		{name: "worker starting", st: Status{Observers: []ObserverStatus{{ID: "orders", Stream: "s"}}},
 			wantCode: 503, wantLines: []string{"observer orders: worker not running"}},
 		{name: "worker failed", st: Status{Observers: []ObserverStatus{{ID: "orders", Stream: "s", LastError: "lease table: ResourceNotFoundException"}}},
@@ -230,6 +232,7 @@ func TestStatusDocument(t *testing.T) {
 		"time":     "2026-11-22T10:00:00Z",
 		"ready":    true,
 		"notReady": []any{},
+		"ingest":   []any{},
 		"paused":   false,
 		"observers": []any{map[string]any{
 			"id": "orders", "stream": "orders-stream", "running": true, "workerId": "host:abc",

@@ -46,10 +46,13 @@ func (d daemonStatus) Status() admin.Status {
 				state = "disabled"
 			}
 			st.Responders = append(st.Responders, admin.ResponderStatus{ID: e.ID, Module: e.Module, State: state})
+		case observer.KindIngest:
+			st.Ingest = append(st.Ingest, admin.IngestStatus{ID: e.ID, Listen: e.Ingest.Listen, Stream: e.Ingest.StreamName})
 		}
 	}
 	slices.SortFunc(st.Observers, func(a, b admin.ObserverStatus) int { return cmp.Compare(a.ID, b.ID) })
 	slices.SortFunc(st.Responders, func(a, b admin.ResponderStatus) int { return cmp.Compare(a.ID, b.ID) })
+	slices.SortFunc(st.Ingest, func(a, b admin.IngestStatus) int { return cmp.Compare(a.ID, b.ID) })
 	r := d.sup.ReloadStatus()
 	st.Reload = admin.ReloadStatus{
 		LastRescan: r.LastRescan, LastSuccess: r.LastSuccess,
