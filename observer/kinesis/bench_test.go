@@ -52,7 +52,8 @@ func (c slowClaims) Extend(context.Context, outcomes.Identity) error   { return 
 func (c slowClaims) Finish(ctx context.Context, _ outcomes.Identity, _ outcomes.Final) error {
 	return c.wait(ctx)
 }
-func (c slowClaims) Release(context.Context, outcomes.Identity) error { return nil }
+func (c slowClaims) Release(context.Context, outcomes.Identity) error       { return nil }
+func (c slowClaims) Reject(ctx context.Context, _ outcomes.Rejection) error { return c.wait(ctx) }
 
 // benchProcessor is one shard's processor with no AWS behind it: a fake
 // checkpointer, no dead-letter stream, and an idempotency table only when

@@ -62,6 +62,7 @@ type Claims interface {
 	Extend(ctx context.Context, id outcomes.Identity) error
 	Finish(ctx context.Context, id outcomes.Identity, f outcomes.Final) error
 	Release(ctx context.Context, id outcomes.Identity) error
+	Reject(ctx context.Context, r outcomes.Rejection) error
 }
 
 // DeadLetters is the dead-letter stream (deadletter.Writer).
@@ -184,9 +185,13 @@ func (p *shardProcessor) execute(r *types.Record) bool {
 			var rej *responders.RejectError
 			if errors.As(err, &rej) {
 				// The TTL passed or the responder config went away while
-				// retrying: the command is rejected after all.
-				release()
-				return p.reject(out, letter, err)
+				// retrying: the command is rejected after all, and its
+				// claim ends with that outcome.
+				if !p.rejectDeadLetter(&out, &letter, err) {
+					release()
+					return false
+				}
+				return p.settle(ctx, out, first, err.Error(), release)
 			}
 			out.Err = err
 			letter.Reason, letter.Error = "failed_permanently", err.Error()
@@ -327,8 +332,38 @@ func (p *shardProcessor) putDeadLetter(ctx context.Context, l deadletter.Letter)
 }
 
 // reject reports a record that can never run as sent, dead-lettering it
-// when a dead-letter stream is configured.
+// when a dead-letter stream is configured, and records it in the outcomes
+// table when its commandId is known (so that it can be looked up and
+// searched). It returns false, leaving the record unfinished, when it had to
+// stop before both were written.
 func (p *shardProcessor) reject(out Outcome, l deadletter.Letter, err error) bool {
+	if !p.rejectDeadLetter(&out, &l, err) {
+		return false
+	}
+	if c := p.o.claims; c != nil && out.CommandID != "" {
+		ctx, cancel := p.stopContext(p.o.hard)
+		defer cancel()
+		r := outcomes.Rejection{CommandID: out.CommandID, Shard: out.Shard, Sequence: out.Sequence,
+			Responder: out.Responder, Schema: l.CommandSchema, Reason: err.Error()}
+		for attempt := 1; ; attempt++ {
+			rerr := c.Reject(ctx, r)
+			if rerr == nil {
+				break
+			}
+			p.log.Warn("recording the rejection failed; retrying", "command_id", out.CommandID, "err", rerr)
+			if !p.sleep(ctx, backoff(attempt, 0, 5*time.Second)) {
+				return false
+			}
+		}
+	}
+	p.o.report(out)
+	return true
+}
+
+// rejectDeadLetter marks out as rejected, logs it, and puts the dead letter
+// when a dead-letter stream is configured; false when that put could not
+// be made before stopping.
+func (p *shardProcessor) rejectDeadLetter(out *Outcome, l *deadletter.Letter, err error) bool {
 	var rej *responders.RejectError
 	if errors.As(err, &rej) {
 		out.Reason = rej.Reason
@@ -338,19 +373,16 @@ func (p *shardProcessor) reject(out Outcome, l deadletter.Letter, err error) boo
 	}
 	out.Result, out.Err = Rejected, err
 	p.log.Warn("command rejected", "seq", out.Sequence, "command_id", out.CommandID, "reason", out.Reason, "err", err)
-	if p.o.deadLetters != nil {
-		l.Reason, l.Error = "rejected:"+string(out.Reason), err.Error()
-		if l.CommandID == "" {
-			l.CommandID = out.CommandID
-		}
-		ctx, cancel := p.stopContext(p.o.hard)
-		defer cancel()
-		if !p.putDeadLetter(ctx, l) {
-			return false
-		}
+	l.Reason, l.Error = "rejected:"+string(out.Reason), err.Error()
+	if l.CommandID == "" {
+		l.CommandID = out.CommandID
 	}
-	p.o.report(out)
-	return true
+	if p.o.deadLetters == nil {
+		return true
+	}
+	ctx, cancel := p.stopContext(p.o.hard)
+	defer cancel()
+	return p.putDeadLetter(ctx, *l)
 }
 
 // maxResponderDelay caps the delay a responder asks for (a vendor's

@@ -81,6 +81,20 @@ func (f *fakeClaims) Release(_ context.Context, id outcomes.Identity) error {
 	return nil
 }
 
+// Reject records a rejection under the bare commandId (a rejected
+// command may have no digest); an executed command keeps its outcome.
+func (f *fakeClaims) Reject(_ context.Context, r outcomes.Rejection) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for id, fin := range f.done {
+		if id.CommandID == r.CommandID && fin.Verdict == outcomes.VerdictExecuted {
+			return nil
+		}
+	}
+	f.done[outcomes.Identity{CommandID: r.CommandID}] = outcomes.Final{Verdict: outcomes.VerdictRejected, Reason: r.Reason}
+	return nil
+}
+
 // identityOf is the identity the processor claims a record under.
 func identityOf(t *testing.T, r types.Record) outcomes.Identity {
 	t.Helper()
@@ -149,10 +163,11 @@ func TestExecuteWithClaimsAndDeadLetters(t *testing.T) {
 			keyedRecord("4", "d", "always down"),
 			keyedRecord("5", "e", "claimed elsewhere first"),
 			rawRecord("6", "not json"),
+			rawRecord("7", strings.Replace(string(keyedRecord("7", "g", "x").Data), "com.slack.sauna.commands", "com.example", 1)),
 		}})
 		h.p.Shutdown(&kcl.ShutdownInput{ShutdownReason: kcl.REQUESTED, Checkpointer: cp})
 
-		want := []string{"1=executed", "2=duplicate", "3=dead_lettered", "4=dead_lettered", "5=executed", "6=rejected:invalid_json"}
+		want := []string{"1=executed", "2=duplicate", "3=dead_lettered", "4=dead_lettered", "5=executed", "6=rejected:invalid_json", "7=rejected:unknown_schema"}
 		if got := h.results(); !slices.Equal(got, want) {
 			t.Errorf("outcomes %v, want %v", got, want)
 		}
@@ -166,7 +181,7 @@ func TestExecuteWithClaimsAndDeadLetters(t *testing.T) {
 				t.Errorf("letter without its record or shard: %+v", l)
 			}
 		}
-		wantReasons := map[string]string{"3": "failed_permanently", "4": "retry_budget_exhausted", "6": "rejected:invalid_json"}
+		wantReasons := map[string]string{"3": "failed_permanently", "4": "retry_budget_exhausted", "6": "rejected:invalid_json", "7": "rejected:unknown_schema"}
 		if !mapsEqual(reasons, wantReasons) {
 			t.Errorf("dead-letter reasons %v, want %v", reasons, wantReasons)
 		}
@@ -175,8 +190,13 @@ func TestExecuteWithClaimsAndDeadLetters(t *testing.T) {
 				t.Errorf("command %s has no recorded outcome: %+v", id, f)
 			}
 		}
-		if cp.written[len(cp.written)-1] != "6" {
-			t.Errorf("checkpoints %v, want to end at 6", cp.written)
+		// A rejected command whose id is readable is recorded, so that
+		// `sauna outcome` finds it.
+		if f, _ := claims.doneFor("00000000-0000-4000-8000-000000000007"); f.Verdict != outcomes.VerdictRejected || !strings.Contains(f.Reason, "unknown_schema") {
+			t.Errorf("rejected command recorded as %+v", f)
+		}
+		if cp.written[len(cp.written)-1] != "7" {
+			t.Errorf("checkpoints %v, want to end at 7", cp.written)
 		}
 		for _, c := range claims.claims {
 			want := identityOf(t, keyedRecord(c.Sequence, "", map[string]string{

@@ -1,6 +1,7 @@
 // Package ddbtable makes sure that a DynamoDB table keyed by a single string
-// hash key exists, bills on demand and is ACTIVE, for the tables a Kinesis
-// observer creates for itself (leases, command outcomes).
+// hash key exists, bills on demand and is ACTIVE, with the global secondary
+// indexes it is queried by, for the tables a Kinesis observer creates for
+// itself (leases, command outcomes).
 package ddbtable
 
 import (
@@ -8,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -40,6 +42,10 @@ type Spec struct {
 	// belongs to something else.
 	Refusal string
 
+	// Indexes are created with the table, and added to an existing table
+	// that lacks them (see Ensure).
+	Indexes []Index
+
 	CallTimeout time.Duration // deadline of each DynamoDB call; 0 means DefaultCallTimeout
 	WaitTimeout time.Duration // bound on the wait for ACTIVE; 0 means DefaultWaitTimeout
 	MinDelay    time.Duration // first poll delay of that wait; 0 means DefaultMinDelay
@@ -47,9 +53,19 @@ type Spec struct {
 	Logger      *slog.Logger  // nil means slog.Default()
 }
 
-// Ensure creates the table if it is missing (PAY_PER_REQUEST), waits until it
-// is ACTIVE, checks its key and returns its description. A table that exists
-// already is used as it is, whatever its billing mode. Concurrent callers are
+// Index is a global secondary index keyed by a string hash key and a string
+// range key, projecting every attribute.
+type Index struct {
+	Name, HashKey, RangeKey string
+}
+
+// Ensure creates the table if it is missing (PAY_PER_REQUEST, with
+// s.Indexes), waits until it is ACTIVE, checks its key and returns its
+// description. A table that exists already is used as it is, whatever its
+// billing mode; an index it lacks is requested with UpdateTable (db must then
+// be an IndexClient) and not waited for: DynamoDB backfills a new index in
+// the background, and the table serves its items meanwhile. Failing to add
+// an index is logged, not returned. Concurrent callers are
 // fine: the one whose CreateTable loses the race waits like the others. ctx
 // bounds the whole call; every request has its own CallTimeout as well.
 func Ensure(ctx context.Context, db Client, s Spec) (*types.TableDescription, error) {
@@ -70,7 +86,92 @@ func Ensure(ctx context.Context, db Client, s Spec) (*types.TableDescription, er
 		}
 		return nil, s.errorf("%w", err)
 	}
+	s.addIndexes(ctx, db, desc)
 	return desc, nil
+}
+
+// IndexClient is what Ensure needs to add an index to an existing table.
+type IndexClient interface {
+	Client
+	UpdateTable(ctx context.Context, in *dynamodb.UpdateTableInput, optFns ...func(*dynamodb.Options)) (*dynamodb.UpdateTableOutput, error)
+}
+
+// IndexStatus is the state of the index named name in desc: "" when the
+// table has no such index, else CREATING, ACTIVE, ... as DynamoDB says.
+func IndexStatus(desc *types.TableDescription, name string) types.IndexStatus {
+	for _, gsi := range desc.GlobalSecondaryIndexes {
+		if aws.ToString(gsi.IndexName) == name {
+			if gsi.IndexStatus == "" {
+				// Emulators may leave the status out of an index they serve.
+				return types.IndexStatusActive
+			}
+			return gsi.IndexStatus
+		}
+	}
+	return ""
+}
+
+// addIndexes asks for each index of s the table lacks, one per UpdateTable
+// call as DynamoDB requires; it stops at the first refusal (DynamoDB builds
+// one index at a time).
+func (s *Spec) addIndexes(ctx context.Context, db Client, desc *types.TableDescription) {
+	for _, ix := range s.Indexes {
+		if IndexStatus(desc, ix.Name) != "" {
+			continue
+		}
+		up, ok := db.(IndexClient)
+		if !ok {
+			s.Logger.Warn(s.Kind+": index missing and this client cannot add it", "index", ix.Name)
+			return
+		}
+		cctx, cancel := context.WithTimeout(ctx, s.CallTimeout)
+		_, err := up.UpdateTable(cctx, &dynamodb.UpdateTableInput{
+			TableName:            aws.String(s.Name),
+			AttributeDefinitions: ix.attributes(),
+			GlobalSecondaryIndexUpdates: []types.GlobalSecondaryIndexUpdate{{Create: &types.CreateGlobalSecondaryIndexAction{
+				IndexName:  aws.String(ix.Name),
+				KeySchema:  ix.keySchema(),
+				Projection: &types.Projection{ProjectionType: types.ProjectionTypeAll},
+				// Without throughput a PROVISIONED table refuses the index;
+				// an on-demand one refuses throughput.
+				ProvisionedThroughput: s.indexThroughput(desc),
+			}}},
+		})
+		cancel()
+		if err != nil {
+			// The table does its main job without the index: a refusal
+			// (another index being built, a missing permission, an
+			// emulator that cannot add indexes) is reported, and the next
+			// start asks again.
+			s.Logger.Warn(s.Kind+": cannot add index; what needs it fails until it exists", "index", ix.Name, "error", err)
+			return
+		}
+		s.Logger.Info(s.Kind+": adding index; DynamoDB fills it in the background", "index", ix.Name)
+	}
+}
+
+func (s *Spec) indexThroughput(desc *types.TableDescription) *types.ProvisionedThroughput {
+	if desc.BillingModeSummary != nil && desc.BillingModeSummary.BillingMode == types.BillingModePayPerRequest {
+		return nil
+	}
+	if pt := desc.ProvisionedThroughput; pt != nil && aws.ToInt64(pt.ReadCapacityUnits) > 0 {
+		return &types.ProvisionedThroughput{ReadCapacityUnits: pt.ReadCapacityUnits, WriteCapacityUnits: pt.WriteCapacityUnits}
+	}
+	return nil
+}
+
+func (ix Index) attributes() []types.AttributeDefinition {
+	return []types.AttributeDefinition{
+		{AttributeName: aws.String(ix.HashKey), AttributeType: types.ScalarAttributeTypeS},
+		{AttributeName: aws.String(ix.RangeKey), AttributeType: types.ScalarAttributeTypeS},
+	}
+}
+
+func (ix Index) keySchema() []types.KeySchemaElement {
+	return []types.KeySchemaElement{
+		{AttributeName: aws.String(ix.HashKey), KeyType: types.KeyTypeHash},
+		{AttributeName: aws.String(ix.RangeKey), KeyType: types.KeyTypeRange},
+	}
 }
 
 // CheckHashKey reports whether desc is keyed by key alone, a string hash key.
@@ -142,7 +243,7 @@ func (s *Spec) ensure(ctx context.Context, db Client) (*types.TableDescription, 
 func (s *Spec) create(ctx context.Context, db Client) error {
 	ctx, cancel := context.WithTimeout(ctx, s.CallTimeout)
 	defer cancel()
-	_, err := db.CreateTable(ctx, &dynamodb.CreateTableInput{
+	in := &dynamodb.CreateTableInput{
 		TableName: aws.String(s.Name),
 		AttributeDefinitions: []types.AttributeDefinition{
 			{AttributeName: aws.String(s.HashKey), AttributeType: types.ScalarAttributeTypeS},
@@ -151,7 +252,22 @@ func (s *Spec) create(ctx context.Context, db Client) error {
 			{AttributeName: aws.String(s.HashKey), KeyType: types.KeyTypeHash},
 		},
 		BillingMode: types.BillingModePayPerRequest,
-	})
+	}
+	for _, ix := range s.Indexes {
+		for _, ad := range ix.attributes() {
+			if !slices.ContainsFunc(in.AttributeDefinitions, func(have types.AttributeDefinition) bool {
+				return aws.ToString(have.AttributeName) == aws.ToString(ad.AttributeName)
+			}) {
+				in.AttributeDefinitions = append(in.AttributeDefinitions, ad)
+			}
+		}
+		in.GlobalSecondaryIndexes = append(in.GlobalSecondaryIndexes, types.GlobalSecondaryIndex{
+			IndexName:  aws.String(ix.Name),
+			KeySchema:  ix.keySchema(),
+			Projection: &types.Projection{ProjectionType: types.ProjectionTypeAll},
+		})
+	}
+	_, err := db.CreateTable(ctx, in)
 	var inUse *types.ResourceInUseException
 	switch {
 	case err == nil:

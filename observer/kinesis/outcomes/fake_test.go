@@ -27,6 +27,8 @@ type fakeDB struct {
 	getItem            func(*dynamodb.GetItemInput) (*dynamodb.GetItemOutput, error)
 	putItem            func(*dynamodb.PutItemInput) (*dynamodb.PutItemOutput, error)
 	updateItem         func(*dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error)
+	updateTable        func(*dynamodb.UpdateTableInput) (*dynamodb.UpdateTableOutput, error)
+	query              func(*dynamodb.QueryInput) (*dynamodb.QueryOutput, error)
 
 	calls ddbfake.Calls
 }
@@ -64,6 +66,14 @@ func (f *fakeDB) PutItem(ctx context.Context, in *dynamodb.PutItemInput, _ ...fu
 
 func (f *fakeDB) UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, _ ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error) {
 	return ddbfake.Answer(ctx, f.enter, "UpdateItem", f.updateItem, in)
+}
+
+func (f *fakeDB) UpdateTable(ctx context.Context, in *dynamodb.UpdateTableInput, _ ...func(*dynamodb.Options)) (*dynamodb.UpdateTableOutput, error) {
+	return ddbfake.Answer(ctx, f.enter, "UpdateTable", f.updateTable, in)
+}
+
+func (f *fakeDB) Query(ctx context.Context, in *dynamodb.QueryInput, _ ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error) {
+	return ddbfake.Answer(ctx, f.enter, "Query", f.query, in)
 }
 
 // clock is a settable time source shared by a test and its Tables.

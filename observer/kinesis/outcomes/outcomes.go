@@ -1,7 +1,12 @@
 // Package outcomes is the idempotency table of a Kinesis observer: one
 // DynamoDB item per command that is first a claim (the command is being
 // executed by one worker) and then the command's outcome (verdict, attempts,
-// reason), which `sauna outcome` prints.
+// reason), which `sauna outcome` prints. A command rejected before any
+// responder ran is recorded too (Reject), when its commandId was readable.
+//
+// The table has one global secondary index, IndexByDay: items keyed by
+// observer and UTC day of their first attempt, sorted by that time, which
+// `sauna outcomes` queries (Search) without ever scanning the table.
 //
 // A command is identified by its commandId and the digest of what it asks
 // (responders.Digest): producers written for Sauna, which never
@@ -81,12 +86,18 @@ const (
 	attrToken        = "claimToken"
 	attrClaimedUntil = "claimedUntil" // epoch milliseconds
 	attrAttempts     = "attempts"
-	attrFirstAttempt = "firstAttempt" // RFC 3339, UTC
+	attrFirstAttempt = "firstAttempt" // RFC 3339, UTC, fixed width: the index's range key
 	attrLastAttempt  = "lastAttempt"  // RFC 3339, UTC
 	attrDigest       = "digest"       // responders.Digest of the command; absent in older items
 	attrSchema       = "schema"       // the inner command's schema URI
 	attrConflicts    = "conflicts"    // string set of the other digests under the id, on the first item
+	// AttrSearchDay is IndexByDay's hash key: the observer id, "#", and the
+	// UTC day (2006-01-02) of the first attempt.
+	AttrSearchDay = "searchDay"
 )
+
+// IndexByDay is the global secondary index Search queries.
+const IndexByDay = "byDay"
 
 // Item statuses.
 const (
@@ -99,6 +110,7 @@ const (
 	VerdictExecuted     = "executed"      // the responder accepted the command
 	VerdictFailed       = "failed"        // failed for good and not dead-lettered
 	VerdictDeadLettered = "dead_lettered" // sent to the dead-letter stream
+	VerdictRejected     = "rejected"      // refused before any responder ran (see Reject)
 )
 
 // Defaults for the zero values of Config.
@@ -187,6 +199,8 @@ type DynamoDB interface {
 	GetItem(ctx context.Context, in *dynamodb.GetItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error)
 	PutItem(ctx context.Context, in *dynamodb.PutItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error)
 	UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error)
+	UpdateTable(ctx context.Context, in *dynamodb.UpdateTableInput, optFns ...func(*dynamodb.Options)) (*dynamodb.UpdateTableOutput, error)
+	Query(ctx context.Context, in *dynamodb.QueryInput, optFns ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error)
 }
 
 // Claim identifies one delivery of a command.
@@ -207,7 +221,7 @@ func conflictKey(id Identity) string { return id.CommandID + "#" + id.Digest }
 
 // Final is a command's outcome.
 type Final struct {
-	Verdict string // VerdictExecuted, VerdictFailed or VerdictDeadLettered
+	Verdict string // VerdictExecuted, VerdictFailed, VerdictDeadLettered or VerdictRejected (expired while retrying)
 	// Attempts, FirstAttempt and LastAttempt may be left zero: the table
 	// counts attempts itself (Claim and Extend each count one) and keeps the
 	// first attempt's time across takeovers. Values given are merged in: the
@@ -407,7 +421,10 @@ func (t *Table) claimAt(ctx context.Context, c Claim, key string) (*claimState, 
 		}
 		switch rec.Status {
 		case StatusDone:
-			if rec.Verdict != VerdictDeadLettered || (rec.Shard == c.Shard && rec.Sequence == c.Sequence) {
+			// A dead-lettered or rejected command never ran to success: one
+			// delivered again from elsewhere (a replay, a resend after a fix)
+			// may run.
+			if !reopenable(rec.Verdict) || (rec.Shard == c.Shard && rec.Sequence == c.Sequence) {
 				return nil, nil, &DuplicateError{Record: rec}
 			}
 		case StatusInProgress:
@@ -453,6 +470,7 @@ func (t *Table) putNew(ctx context.Context, key string, c Claim, now time.Time, 
 		attrFirstAttempt: s(formatTime(now)),
 		attrLastAttempt:  s(formatTime(now)),
 		AttrExpiresAt:    n(now.Add(t.cfg.Retention).Unix()),
+		AttrSearchDay:    s(t.searchDay(now)),
 	}
 	// DynamoDB Local and older emulators reject empty strings; an absent
 	// attribute reads back as "" anyway.
@@ -486,6 +504,9 @@ func (t *Table) takeOver(ctx context.Context, key string, c Claim, rec *Record, 
 	var u update
 	u.set(attrDigest, s(c.Digest))
 	u.setOrRemove(attrSchema, c.Schema)
+	// Where the first attempt puts it, as for a new item; an item written
+	// before the index existed joins it here.
+	u.set(AttrSearchDay, s(t.searchDay(earliest(rec.FirstAttempt, now))))
 	u.set(attrStatus, s(StatusInProgress))
 	u.set(attrOwner, s(t.cfg.WorkerID))
 	u.set(attrToken, s(tok))
@@ -515,7 +536,8 @@ func (t *Table) takeOver(ctx context.Context, key string, c Claim, rec *Record, 
 			" AND " + u.name(attrClaimedUntil) + " <= " + u.value("nowMillis", millis(now))
 	} else {
 		cond += " AND " + u.name(attrStatus) + " = " + u.value("done", s(StatusDone)) +
-			" AND " + u.name(attrVerdict) + " = " + u.value("deadLettered", s(VerdictDeadLettered))
+			" AND " + u.name(attrVerdict) + " IN (" + u.value("deadLettered", s(VerdictDeadLettered)) +
+			", " + u.value("rejected", s(VerdictRejected)) + ")"
 	}
 	out, err := t.updateItem(ctx, key, &u, cond, types.ReturnValueAllNew)
 	if err != nil {
@@ -526,7 +548,7 @@ func (t *Table) takeOver(ctx context.Context, key string, c Claim, rec *Record, 
 		t.log.Info("took over an expired claim", "commandId", c.CommandID, "digest", c.Digest,
 			"previousOwner", rec.Owner, "claimedUntil", rec.ClaimedUntil, "attempts", got.Attempts)
 	} else {
-		t.log.Info("claimed a dead-lettered command again", "commandId", c.CommandID, "digest", c.Digest,
+		t.log.Info("claimed a "+rec.Verdict+" command again", "commandId", c.CommandID, "digest", c.Digest,
 			"shard", c.Shard, "sequence", c.Sequence, "attempts", got.Attempts)
 	}
 	return &claimState{key: key, token: tok, attempts: got.Attempts, first: got.FirstAttempt, last: now}, nil
@@ -570,7 +592,7 @@ func (t *Table) Extend(ctx context.Context, id Identity) error {
 // so Finish may be called again (or Release).
 func (t *Table) Finish(ctx context.Context, id Identity, f Final) error {
 	switch f.Verdict {
-	case VerdictExecuted, VerdictFailed, VerdictDeadLettered:
+	case VerdictExecuted, VerdictFailed, VerdictDeadLettered, VerdictRejected:
 	default:
 		return fmt.Errorf("outcomes: finish %s: unknown verdict %q", id.CommandID, f.Verdict)
 	}

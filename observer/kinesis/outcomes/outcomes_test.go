@@ -47,6 +47,9 @@ func activeTable() *types.TableDescription {
 		KeySchema:            []types.KeySchemaElement{{AttributeName: aws.String(AttrCommandID), KeyType: types.KeyTypeHash}},
 		AttributeDefinitions: []types.AttributeDefinition{{AttributeName: aws.String(AttrCommandID), AttributeType: types.ScalarAttributeTypeS}},
 		BillingModeSummary:   &types.BillingModeSummary{BillingMode: types.BillingModePayPerRequest},
+		GlobalSecondaryIndexes: []types.GlobalSecondaryIndexDescription{
+			{IndexName: aws.String(IndexByDay), IndexStatus: types.IndexStatusActive},
+		},
 	}
 }
 
@@ -105,7 +108,8 @@ func TestInit(t *testing.T) {
 					return &dynamodb.DescribeTableOutput{Table: activeTable()}, nil
 				}
 				f.createTable = func(in *dynamodb.CreateTableInput) (*dynamodb.CreateTableOutput, error) {
-					if in.BillingMode != types.BillingModePayPerRequest || aws.ToString(in.KeySchema[0].AttributeName) != AttrCommandID {
+					if in.BillingMode != types.BillingModePayPerRequest || aws.ToString(in.KeySchema[0].AttributeName) != AttrCommandID ||
+						len(in.GlobalSecondaryIndexes) != 1 || aws.ToString(in.GlobalSecondaryIndexes[0].IndexName) != IndexByDay {
 						return nil, errors.New("wrong table definition")
 					}
 					return &dynamodb.CreateTableOutput{}, nil
@@ -209,6 +213,32 @@ func TestInit(t *testing.T) {
 			},
 			wantOps: []string{"DescribeTable", "DescribeTimeToLive"},
 			wantLog: "TTL on another attribute",
+		},
+		{
+			name: "existing table without the search index: index requested, not waited for",
+			setup: func(f *fakeDB) {
+				f.describeTable = func(*dynamodb.DescribeTableInput) (*dynamodb.DescribeTableOutput, error) {
+					d := activeTable()
+					d.GlobalSecondaryIndexes = nil
+					return &dynamodb.DescribeTableOutput{Table: d}, nil
+				}
+				f.updateTable = func(in *dynamodb.UpdateTableInput) (*dynamodb.UpdateTableOutput, error) {
+					if len(in.GlobalSecondaryIndexUpdates) != 1 || in.GlobalSecondaryIndexUpdates[0].Create == nil {
+						return nil, errors.New("not an index creation")
+					}
+					c := in.GlobalSecondaryIndexUpdates[0].Create
+					if aws.ToString(c.IndexName) != IndexByDay || aws.ToString(c.KeySchema[0].AttributeName) != AttrSearchDay ||
+						c.ProvisionedThroughput != nil {
+						return nil, errors.New("wrong index definition")
+					}
+					return &dynamodb.UpdateTableOutput{}, nil
+				}
+				f.describeTimeToLive = func(*dynamodb.DescribeTimeToLiveInput) (*dynamodb.DescribeTimeToLiveOutput, error) {
+					return ttlOut(types.TimeToLiveStatusEnabled, AttrExpiresAt)
+				}
+			},
+			wantOps: []string{"DescribeTable", "UpdateTable", "DescribeTimeToLive"},
+			wantLog: "adding index",
 		},
 		{
 			name: "wrong key schema: refused",

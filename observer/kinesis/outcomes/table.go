@@ -26,6 +26,7 @@ func (t *Table) Init(ctx context.Context) error {
 		HashKey: AttrCommandID,
 		// e.g. the observer's lease table, or a table of another application.
 		Refusal:     "not an outcomes table",
+		Indexes:     t.indexes(),
 		CallTimeout: t.cfg.CallTimeout,
 		WaitTimeout: t.cfg.TableWaitTimeout,
 		MinDelay:    t.waitMinDelay,
