@@ -27,7 +27,8 @@ func commands() []command {
 		{"validate", "check config files and directories", validateCmd},
 		{"publish", "validate commands and put them on a Kinesis stream", publishCmd},
 		{"outcome", "print the recorded outcome of commands by commandId", outcomeCmd},
-		{"replay", "re-publish dead-lettered commands onto a stream", replayCmd},
+		{"outcomes", "search recorded outcomes by time, status, responder and schema", outcomesCmd},
+		{"replay", "put commands from a time window of a stream, or dead letters, onto a stream", replayCmd},
 		{"list", "show compiled-in responders and known schemas", listCmd},
 		{"version", "print the version", versionCmd},
 	}
