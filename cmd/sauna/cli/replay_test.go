@@ -1,6 +1,10 @@
 package cli
 
 import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -68,24 +72,26 @@ func TestReplayCommand(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("dry run: exit %d\n%s", code, stderr)
 	}
-	if n := strings.Count(stdout, "would-replay\t"); n != 2 {
-		t.Errorf("dry run printed %d letters, want 2:\n%s", n, stdout)
+	if n := strings.Count(stdout, `"reason":`); n != 2 || strings.Count(stdout, "\n") != 2 {
+		t.Errorf("dry run printed %d dead letters, want 2 JSON lines:\n%s", n, stdout)
 	}
-	if !strings.Contains(stderr, "2 records read: 2 dead letters, 0 not dead letters; 2 matched, 0 replayed") {
+	if !strings.Contains(stderr, "2 records read (2 dead letters, 0 unreadable); 2 selected, 0 replayed") ||
+		!strings.Contains(stderr, "by reason: failed_permanently=1 rejected:invalid_json=1") {
 		t.Errorf("dry-run summary:\n%s", stderr)
 	}
 	if got := streamData(t, kin, target); len(got) != 0 {
 		t.Fatalf("dry run put %v", got)
 	}
 
-	code, stdout, stderr = runInProcess(t, "replay", "--from", dlq, "--to", target, "--reason", "rejected", "--since", "2026-01-02T03:30:00Z")
+	code, stdout, stderr = runInProcess(t, "replay", "--from", dlq, "--to", target, "--reason", "rejected", "--since", "1h")
 	if code != 0 {
 		t.Fatalf("replay: exit %d\n%s", code, stderr)
 	}
-	if !strings.HasPrefix(stdout, "replayed\tcommandId=-\treason=rejected:invalid_json\tschema=-\t") || strings.Count(stdout, "\n") != 1 {
+	if !strings.HasPrefix(stdout, `{"commandId":"","schema":"","shard":"shardId-000000000000",`) || !strings.Contains(stdout, `"reason":"rejected:invalid_json"`) ||
+		strings.Count(stdout, "\n") != 1 {
 		t.Errorf("replay output:\n%s", stdout)
 	}
-	code, _, stderr = runInProcess(t, "replay", "--from", dlq, "--to", target, "--schema", "com.slack.sauna.commands", "--until", "2026-01-02T03:30:00+00:00")
+	code, _, stderr = runInProcess(t, "replay", "--from", dlq, "--to", target, "--schema", "com.slack.sauna.commands", "--until", time.Now().Add(time.Minute).Format(time.RFC3339))
 	if code != 0 {
 		t.Fatalf("replay: exit %d\n%s", code, stderr)
 	}
@@ -99,13 +105,13 @@ func TestReplayCommand(t *testing.T) {
 		wantCode int
 		wantErr  string
 	}{
-		{"no --from", []string{"--to", target}, 2, "usage: sauna replay"},
-		{"no --to", []string{"--from", dlq}, 2, "usage: sauna replay"},
+		{"no --from", []string{"--to", target}, 2, "sauna replay: --from is required"},
+		{"no --to", []string{"--from", dlq}, 2, "sauna replay: --to is required"},
 		{"bad --since", []string{"--from", dlq, "--to", target, "--since", "yesterday"}, 2, "--since: want an RFC 3339 time"},
-		{"empty window", []string{"--from", dlq, "--to", target, "--since", "2026-01-02T00:00:00Z", "--until", "2026-01-01T00:00:00Z"}, 2, "--since must be before --until"},
-		{"same stream", []string{"--from", dlq, "--to", dlq}, 1, "source and target are both"},
+		{"empty window", []string{"--from", dlq, "--to", target, "--since", "2026-01-02T00:00:00Z", "--until", "2026-01-01T00:00:00Z"}, 2, "must be before --until"},
+		{"bad tag", []string{"--from", dlq, "--to", target, "--tag", "team"}, 2, "--tag: want KEY=VALUE"},
 		{"missing stream", []string{"--from", dlq + "-nope", "--to", target}, 1, "ResourceNotFoundException"},
-		{"stray argument", []string{"--from", dlq, "--to", target, "extra"}, 2, "usage: sauna replay"},
+		{"stray argument", []string{"--from", dlq, "--to", target, "extra"}, 2, `unexpected argument "extra"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, stderr := runInProcess(t, append([]string{"replay"}, tc.args...)...)
@@ -114,4 +120,42 @@ func TestReplayCommand(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestReplayInterrupted: a replay cut short says how far it got.
+func TestReplayInterrupted(t *testing.T) {
+	env := cliEmulators(t)
+	live, target := emulator.UniqueName(t, "live"), emulator.UniqueName(t, "target")
+	env.CreateStream(t, live, 1)
+	env.CreateStream(t, target, 1)
+	var recs []emulator.Record
+	for i := range 5 {
+		recs = append(recs, emulator.Record{PartitionKey: "k", Data: []byte(fmt.Sprintf(
+			`{"data":{"envelope":{"data":{"commandId":"c%d","tags":{}}},"command":{"schema":"iglu:com.acme/x/jsonschema/1-0-0"}}}`, i))})
+	}
+	env.PutRecords(t, live, recs)
+	ctx, cancel := context.WithCancel(t.Context())
+	var stdout, stderr bytes.Buffer
+	// One put per second: the first put ends the run's context.
+	w := &cancelAfterFirstLine{w: &stdout, cancel: cancel}
+	code := run(ctx, []string{"replay", "--from", live, "--to", target, "--rate", "1"}, strings.NewReader(""), w, &stderr)
+	if code != 130 {
+		t.Fatalf("exit %d, want 130; stderr:\n%s", code, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "interrupted; handled up to shardId-000000000000 at ") || !strings.Contains(stderr.String(), "resume with --since ") {
+		t.Errorf("stderr:\n%s", stderr.String())
+	}
+	if n := strings.Count(stdout.String(), "\n"); n != 1 {
+		t.Errorf("%d puts printed, want 1:\n%s", n, stdout.String())
+	}
+}
+
+type cancelAfterFirstLine struct {
+	w      io.Writer
+	cancel context.CancelFunc
+}
+
+func (c *cancelAfterFirstLine) Write(p []byte) (int, error) {
+	defer c.cancel()
+	return c.w.Write(p)
 }

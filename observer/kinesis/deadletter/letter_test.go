@@ -187,7 +187,7 @@ func TestDecodeRejects(t *testing.T) {
 
 func TestFilter(t *testing.T) {
 	l := fullLetter()
-	at := l.DeadLetteredAt
+	c := candidate{letter: true, id: l.CommandID, schema: l.CommandSchema, reason: l.Reason, tags: map[string]string{"team": "ops", "env": "prod"}}
 	tests := []struct {
 		name string
 		f    Filter
@@ -201,21 +201,25 @@ func TestFilter(t *testing.T) {
 		{"schema vendor", Filter{Schema: "iglu:com.slack."}, true},
 		{"schema without iglu:", Filter{Schema: "com.slack.sauna.commands/send_message"}, true},
 		{"schema other", Filter{Schema: "com.pagerduty"}, false},
-		{"since before", Filter{Since: at.Add(-time.Second)}, true},
-		{"since equal", Filter{Since: at}, true},
-		{"since after", Filter{Since: at.Add(time.Nanosecond)}, false},
-		{"until after", Filter{Until: at.Add(time.Nanosecond)}, true},
-		{"until equal", Filter{Until: at}, false},
-		{"all", Filter{Reason: "failed", Schema: "com.slack", Since: at.Add(-time.Hour), Until: at.Add(time.Hour)}, true},
+		{"tag", Filter{Tags: map[string]string{"team": "ops"}}, true},
+		{"tags all", Filter{Tags: map[string]string{"team": "ops", "env": "prod"}}, true},
+		{"tag other value", Filter{Tags: map[string]string{"team": "dev"}}, false},
+		{"tag missing", Filter{Tags: map[string]string{"owner": ""}}, false},
+		{"all", Filter{Reason: "failed", Schema: "com.slack", Tags: map[string]string{"env": "prod"}}, true},
 	}
 	for _, tc := range tests {
-		if got := tc.f.Match(l); got != tc.want {
-			t.Errorf("%s: Match = %v, want %v", tc.name, got, tc.want)
+		if got := tc.f.match(c); got != tc.want {
+			t.Errorf("%s: match = %v, want %v", tc.name, got, tc.want)
 		}
 	}
-	noSchema := l
-	noSchema.CommandSchema = ""
-	if (Filter{Schema: "iglu:"}).Match(noSchema) {
-		t.Error("a schema filter matched a letter without a schema")
+	noSchema := c
+	noSchema.schema = ""
+	if (Filter{Schema: "iglu:"}).match(noSchema) {
+		t.Error("a schema filter matched a command without a schema")
+	}
+	plain := c
+	plain.letter, plain.reason = false, ""
+	if (Filter{Reason: "f"}).match(plain) {
+		t.Error("a reason filter matched a command that is not a dead letter")
 	}
 }

@@ -3,6 +3,7 @@ package deadletter
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -13,8 +14,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	kintypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	"github.com/google/go-cmp/cmp"
-
-	"github.com/sauna-io/sauna/observer/kinesis/emulator"
 )
 
 // fakeStream serves fixed GetRecords pages per shard. An iterator is
@@ -26,6 +25,7 @@ type fakeStream struct {
 	closed   map[string]bool
 	listings []*kinesis.ListShardsOutput
 	put      func(n int, in *kinesis.PutRecordInput) (*kinesis.PutRecordOutput, error)
+	atTime   bool // iterators are AT_TIMESTAMP, not TRIM_HORIZON
 
 	mu       sync.Mutex
 	lists    []*kinesis.ListShardsInput
@@ -52,11 +52,18 @@ func (f *fakeStream) GetShardIterator(ctx context.Context, in *kinesis.GetShardI
 	f.deadline(ctx, "GetShardIterator")
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if in.ShardIteratorType != kintypes.ShardIteratorTypeTrimHorizon {
-		f.t.Errorf("iterator type %s, want TRIM_HORIZON", in.ShardIteratorType)
+	if want := f.wantIterator(); in.ShardIteratorType != want {
+		f.t.Errorf("iterator type %s, want %s", in.ShardIteratorType, want)
 	}
 	f.iterFrom = append(f.iterFrom, aws.ToString(in.ShardId))
 	return &kinesis.GetShardIteratorOutput{ShardIterator: aws.String(aws.ToString(in.ShardId) + "#0")}, nil
+}
+
+func (f *fakeStream) wantIterator() kintypes.ShardIteratorType {
+	if f.atTime {
+		return kintypes.ShardIteratorTypeAtTimestamp
+	}
+	return kintypes.ShardIteratorTypeTrimHorizon
 }
 
 func (f *fakeStream) GetRecords(ctx context.Context, in *kinesis.GetRecordsInput, _ ...func(*kinesis.Options)) (*kinesis.GetRecordsOutput, error) {
@@ -140,15 +147,17 @@ func TestReplayFake(t *testing.T) {
 		closed: map[string]bool{"shardId-000000000000": true},
 	}
 	var out bytes.Buffer
-	r := newReplayer(f, "dlq", "commands", Filter{Reason: "failed"}, false, &out)
+	r := newReplayer(f, Options{From: "dlq", To: "commands", Filter: Filter{Reason: "failed"}, Out: &out})
 	r.pollGap = time.Millisecond
 	stats, err := r.run(t.Context())
 	if err != nil {
 		t.Fatalf("Replay: %v", err)
 	}
-	wantStats := Stats{Records: 5, Letters: 4, NotLetters: 1, Matched: 2, Replayed: 2}
-	if diff := cmp.Diff(wantStats, stats); diff != "" {
-		t.Errorf("stats (-want +got):\n%s", diff)
+	if stats.Records != 5 || stats.Letters != 4 || stats.Unreadable != 1 || stats.Selected != 2 || stats.Replayed != 2 {
+		t.Errorf("stats %+v", stats)
+	}
+	if diff := cmp.Diff(map[string]int{ReasonFailedPermanently: 2}, stats.ByReason); diff != "" {
+		t.Errorf("by reason (-want +got):\n%s", diff)
 	}
 	if diff := cmp.Diff([]*kinesis.ListShardsInput{{StreamName: aws.String("dlq")}, {NextToken: aws.String("tok")}}, f.lists,
 		cmp.Comparer(func(a, b *kinesis.ListShardsInput) bool {
@@ -167,18 +176,36 @@ func TestReplayFake(t *testing.T) {
 	if diff := cmp.Diff([]string{"commands k1 one", "commands k1 two"}, puts); diff != "" {
 		t.Errorf("puts (-want +got):\n%s", diff)
 	}
-	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	var kinds []string
-	for _, l := range lines {
-		kinds = append(kinds, strings.SplitN(l, "\t", 2)[0])
+	lines := jsonLines(t, out.String())
+	if len(lines) != 2 {
+		t.Fatalf("%d output lines, want 2:\n%s", len(lines), out.String())
 	}
-	if diff := cmp.Diff([]string{"replayed", "replayed", "not-a-letter"}, kinds); diff != "" {
-		t.Errorf("output kinds (-want +got):\n%s\n%s", diff, out.String())
+	want := map[string]string{
+		"commandId": "3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44", "schema": "iglu:com.slack.sauna.commands/send_message/jsonschema/1-0-0",
+		"shard": "shardId-000000000000", "sequenceNumber": "10", "arrival": formatTime(at), "reason": ReasonFailedPermanently,
+		"deadLetterOf": "orders-commands/shardId-000000000001/49590338271490256608559692538361571095921575989136588818",
+		"toShard":      "shardId-000000000009", "toSequenceNumber": "1",
 	}
-	if !strings.Contains(lines[0], "\tdlq=shardId-000000000000/10\tto=shardId-000000000009/1") ||
-		!strings.Contains(lines[0], "commandId=3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44\treason=failed_permanently\tschema=iglu:com.slack.sauna.commands/send_message/jsonschema/1-0-0") {
-		t.Errorf("replayed line: %q", lines[0])
+	if diff := cmp.Diff(want, lines[0]); diff != "" {
+		t.Errorf("first line (-want +got):\n%s", diff)
 	}
+}
+
+// jsonLines decodes one JSON object of strings per line.
+func jsonLines(t *testing.T, out string) []map[string]string {
+	t.Helper()
+	var lines []map[string]string
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		if l == "" {
+			continue
+		}
+		var m map[string]string
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("output line %q: %v", l, err)
+		}
+		lines = append(lines, m)
+	}
+	return lines
 }
 
 func TestReplayStopsAtNewerRecords(t *testing.T) {
@@ -192,7 +219,7 @@ func TestReplayStopsAtNewerRecords(t *testing.T) {
 		}},
 	}
 	var out bytes.Buffer
-	r := newReplayer(f, "dlq", "commands", Filter{}, false, &out)
+	r := newReplayer(f, Options{From: "dlq", To: "commands", Out: &out})
 	r.pollGap = time.Millisecond
 	stats, err := r.run(t.Context())
 	if err != nil {
@@ -201,7 +228,7 @@ func TestReplayStopsAtNewerRecords(t *testing.T) {
 	if stats.Replayed != 1 || stats.Later != 1 || len(f.reads) != 1 {
 		t.Errorf("stats %+v after %d reads; want 1 replayed, stopped at the newer record", stats, len(f.reads))
 	}
-	if !strings.Contains(stats.String(), "newer than this replay") {
+	if !strings.Contains(stats.String(), "up to the end of the window") {
 		t.Errorf("summary %q does not mention the records left", stats)
 	}
 }
@@ -219,7 +246,7 @@ func TestReplayPutErrors(t *testing.T) {
 		}
 	}
 	run := func(f *fakeStream) (Stats, error) {
-		r := newReplayer(f, "dlq", "commands", Filter{}, false, &bytes.Buffer{})
+		r := newReplayer(f, Options{From: "dlq", To: "commands"})
 		r.pollGap, r.minBackoff, r.maxBackoff, r.putAttempts = time.Millisecond, time.Millisecond, time.Millisecond, 3
 		return r.run(t.Context())
 	}
@@ -250,122 +277,20 @@ func TestReplayPutErrors(t *testing.T) {
 }
 
 func TestReplayArguments(t *testing.T) {
+	now := time.Now()
 	for _, tc := range []struct {
-		from, to string
-		dry      bool
-		want     string
+		opts Options
+		want string
 	}{
-		{"", "x", false, "no dead-letter stream"},
-		{"dlq", "", false, "no target stream"},
-		{"dlq", "dlq", true, "both"},
+		{Options{To: "x"}, "no stream to read"},
+		{Options{From: "dlq"}, "no target stream"},
+		{Options{From: "s", DryRun: true, Filter: Filter{Since: now.Add(-time.Minute), Until: now.Add(-time.Hour)}}, "not before its end"},
+		{Options{From: "s", DryRun: true, Filter: Filter{Since: now.Add(time.Hour)}}, "starts in the future"},
+		{Options{From: "s", DryRun: true, Rate: -1}, "negative rate"},
 	} {
-		_, err := Replay(t.Context(), &fakeStream{t: t}, tc.from, tc.to, Filter{}, tc.dry, &bytes.Buffer{})
+		_, err := Replay(t.Context(), &fakeStream{t: t}, tc.opts)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("Replay(%q, %q) = %v, want %q", tc.from, tc.to, err, tc.want)
+			t.Errorf("Replay(%+v) = %v, want %q", tc.opts, err, tc.want)
 		}
-	}
-}
-
-func TestITReplay(t *testing.T) {
-	env := emulator.Require(t)
-	kin := env.Kinesis(t)
-	dlq, target := emulator.UniqueName(t, "dlq"), emulator.UniqueName(t, "target")
-	env.CreateStream(t, dlq, 2)
-	env.CreateStream(t, target, 1)
-
-	now := time.Now().UTC()
-	slack := "iglu:com.slack.sauna.commands/send_message/jsonschema/1-0-0"
-	pd := "iglu:com.pagerduty.sauna.commands/create_event/jsonschema/1-0-0"
-	mk := func(key, reason, schema, original string, ago time.Duration) Letter {
-		l := letterWith(key, reason, original, now.Add(-ago))
-		l.CommandSchema = schema
-		return l
-	}
-	letters := []Letter{
-		mk("k1", ReasonFailedPermanently, slack, "k1-first", 3*time.Hour),
-		mk("k2", Rejected("invalid_json"), "", "\xff not json", 2*time.Hour),
-		mk("k1", ReasonRetryBudgetExhausted, pd, "k1-second", time.Hour),
-		mk("k3", ReasonRetryBudgetExhausted, pd, "k3-only", 50*time.Minute),
-		mk("k1", ReasonFailedPermanently, slack, "k1-third", 30*time.Minute),
-	}
-	letters[1].CommandID = ""
-	w := NewWriter(kin, dlq, nil)
-	for _, l := range letters {
-		if err := w.Put(t.Context(), l); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// A letter whose bytes were not kept, and a record that is no letter.
-	tooBig := mk("k4", ReasonFailedPermanently, slack, "", 10*time.Minute)
-	tooBig.Record, tooBig.RecordSize = nil, 3<<20
-	if err := w.Put(t.Context(), tooBig); err != nil {
-		t.Fatal(err)
-	}
-	env.PutRecords(t, dlq, []emulator.Record{{PartitionKey: "x", Data: []byte(`{"hello":"world"}`)}})
-
-	replay := func(f Filter, dry bool) (Stats, string) {
-		t.Helper()
-		var out bytes.Buffer
-		r := newReplayer(kin, dlq, target, f, dry, &out)
-		r.pollGap = 10 * time.Millisecond
-		stats, err := r.run(t.Context())
-		if err != nil {
-			t.Fatalf("Replay(%+v, dry %v): %v", f, dry, err)
-		}
-		return stats, out.String()
-	}
-	targetRecords := func() []string {
-		var got []string
-		for _, rec := range readAll(t, kin, target) {
-			got = append(got, aws.ToString(rec.PartitionKey)+" "+string(rec.Data))
-		}
-		return got
-	}
-
-	// Dry run: every letter printed, nothing put.
-	stats, out := replay(Filter{}, true)
-	if diff := cmp.Diff(Stats{Records: 7, Letters: 6, NotLetters: 1, Matched: 6, NoRecord: 1}, stats); diff != "" {
-		t.Errorf("dry-run stats (-want +got):\n%s", diff)
-	}
-	if n := strings.Count(out, "would-replay\t"); n != 5 {
-		t.Errorf("%d would-replay lines, want 5:\n%s", n, out)
-	}
-	if !strings.Contains(out, "no-record\t") || !strings.Contains(out, "recordSize=3145728") || !strings.Contains(out, "not-a-letter\t") {
-		t.Errorf("dry-run output lacks the no-record or not-a-letter line:\n%s", out)
-	}
-	if got := targetRecords(); len(got) != 0 {
-		t.Fatalf("dry run put %d records", len(got))
-	}
-
-	// By schema and time window: the pagerduty letters within the last 2 h,
-	// minus the one at 50 min (Until is exclusive of later letters).
-	stats, _ = replay(Filter{Schema: "com.pagerduty", Since: now.Add(-2 * time.Hour), Until: now.Add(-55 * time.Minute)}, false)
-	if stats.Matched != 1 || stats.Replayed != 1 {
-		t.Errorf("schema+window replay stats %+v, want 1 matched and replayed", stats)
-	}
-	if diff := cmp.Diff([]string{"k1 k1-second"}, targetRecords()); diff != "" {
-		t.Errorf("target after the schema replay (-want +got):\n%s", diff)
-	}
-
-	// By reason prefix: the original bytes, under the original keys, in
-	// order per key.
-	stats, _ = replay(Filter{Reason: "failed"}, false)
-	if stats.Matched != 3 || stats.Replayed != 2 || stats.NoRecord != 1 {
-		t.Errorf("reason replay stats %+v, want 3 matched, 2 replayed, 1 without record", stats)
-	}
-	stats, _ = replay(Filter{Reason: "rejected:"}, false)
-	if stats.Replayed != 1 {
-		t.Errorf("rejected replay stats %+v", stats)
-	}
-	want := []string{"k1 k1-second", "k1 k1-first", "k1 k1-third", "k2 \xff not json"}
-	if diff := cmp.Diff(want, targetRecords()); diff != "" {
-		t.Errorf("target records (-want +got):\n%s", diff)
-	}
-
-	// The exported entry point, as the CLI calls it.
-	var buf bytes.Buffer
-	stats, err := Replay(t.Context(), kin, dlq, "", Filter{Reason: ReasonRetryBudgetExhausted}, true, &buf)
-	if err != nil || stats.Matched != 2 {
-		t.Errorf("Replay dry run: %+v, %v\n%s", stats, err, buf.String())
 	}
 }
