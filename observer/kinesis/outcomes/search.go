@@ -134,7 +134,12 @@ func (t *Table) Search(ctx context.Context, q Search, each func(*Record) error) 
 			ors = append(ors, "("+e.name(attrStatus)+" = "+e.value("done", s(StatusDone))+" AND "+
 				e.name(attrVerdict)+" = "+e.value(fmt.Sprintf("outcome%d", i), s(o))+")")
 		}
-		filters = append(filters, "("+strings.Join(ors, " OR ")+")")
+		if len(ors) == 1 {
+			// DynamoDB refuses redundant parentheses.
+			filters = append(filters, ors[0])
+		} else {
+			filters = append(filters, "("+strings.Join(ors, " OR ")+")")
+		}
 	}
 	if q.Responder != "" {
 		filters = append(filters, e.name(attrResponder)+" = "+e.value("responder", s(q.Responder)))

@@ -96,6 +96,8 @@ func TestITSearch(t *testing.T) {
 		{"failures", Search{Since: since, Outcomes: []string{VerdictDeadLettered, VerdictRejected, VerdictFailed}},
 			[]string{"c2=dead_lettered", "c4=rejected"}},
 		{"in progress", Search{Since: since, Outcomes: []string{StatusInProgress}}, []string{"c6=in_progress"}},
+		{"one verdict", Search{Since: since, Outcomes: []string{VerdictExecuted}}, []string{"c1=executed", "c3=executed"}},
+		{"one verdict and a responder", Search{Since: since, Outcomes: []string{VerdictExecuted}, Responder: "slack"}, []string{"c1=executed"}},
 		{"responder", Search{Since: since, Responder: "pagerduty"}, []string{"c2=dead_lettered", "c3=executed", "c4=rejected"}},
 		{"schema prefix without iglu:", Search{Since: since, Schema: "com.slack.sauna.commands/"}, []string{"c1=executed", "c6=in_progress"}},
 		{"limit", Search{Since: since, Limit: 2}, []string{"c1=executed", "c2=dead_lettered"}},
