@@ -1,5 +1,5 @@
 // Package cli is the whole sauna command line: run, validate, publish,
-// outcome, replay, list and version. It links no responder itself; a main
+// outcome, outcomes, replay, list and version. It links no responder itself; a main
 // package blank-imports the responder packages it wants and calls Main, which
 // is how both the sauna binary and custom builds are made.
 package cli

@@ -2,8 +2,10 @@
 // not be executed (rejected, failed for good, or out of retry budget) are
 // written to a Kinesis stream as self-describing JSON dead letters
 // (iglu:io.sauna.observers/dead_letter/jsonschema/1-0-0) that carry where the
-// record came from, why it was given up, and its original bytes; [Replay]
-// puts those bytes back onto a stream.
+// record came from, why it was given up, and its original bytes. [Replay]
+// puts commands back onto a stream: from a dead-letter stream (each letter
+// unwrapped to its original record) or from a time window of the command
+// stream itself.
 package deadletter
 
 import (
