@@ -45,6 +45,7 @@ type env struct {
 	kin            *kinesis.Client
 	kinURL, ddbURL string
 	quick          bool
+	outcomes       int // -outcomes: items of the replay scenario's outcome table; 0 means the default
 	kinds          []string
 	tmp            string // logs, configs and binaries
 

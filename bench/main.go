@@ -22,7 +22,7 @@ import (
 )
 
 // scenarioNames in report order.
-var scenarioNames = []string{"startup", "latency", "drain", "slow", "failover", "pipeline", "rss", "ingest"}
+var scenarioNames = []string{"startup", "latency", "drain", "slow", "failover", "pipeline", "rss", "ingest", "replay"}
 
 func main() {
 	if err := run(); err != nil {
@@ -37,6 +37,7 @@ func run() error {
 		scenarios = flag.String("scenarios", strings.Join(scenarioNames, ","), "comma-separated subset of: "+strings.Join(scenarioNames, ", "))
 		quick     = flag.Bool("quick", false, "smaller counts and shorter limits, for a smoke run")
 		consumers = flag.String("consumers", strings.Join(kinds, ","), "comma-separated subset of: "+strings.Join(kinds, ", "))
+		nOutcomes = flag.Int("outcomes", 0, "items in the replay scenario's outcome table (default 100000, 5000 with -quick)")
 	)
 	flag.Parse()
 	log.SetFlags(log.Ltime)
@@ -69,6 +70,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	e.outcomes = *nOutcomes
 	defer e.close()
 
 	rep := &report{quick: *quick, started: time.Now()}
@@ -111,6 +113,7 @@ var scenarioFuncs = map[string]func(context.Context, *env) (*section, error){
 	"pipeline": scenarioPipeline,
 	"rss":      scenarioRSS,
 	"ingest":   scenarioIngest,
+	"replay":   scenarioReplay,
 }
 
 func pick(list string, all []string, flagName string) ([]string, error) {

@@ -35,6 +35,9 @@ type limits struct {
 	slowKeys       int
 	latencyPeriod  time.Duration
 	failoverPeriod time.Duration
+	replayCount    int
+	outcomeItems   int
+	searchRepeats  int
 }
 
 func (e *env) limits() limits {
@@ -48,6 +51,7 @@ func (e *env) limits() limits {
 		failoverLimit: 90 * time.Second, failoverWarmup: 180 * time.Second, failoverPeriod: 100 * time.Millisecond,
 		pipelineCount: 5,
 		rssIdle:       10 * time.Second,
+		replayCount:   20000, outcomeItems: 100000, searchRepeats: 5,
 	}
 	if e.quick {
 		l.startupShards, l.startupLimit = []int{4}, 30*time.Second
@@ -59,6 +63,7 @@ func (e *env) limits() limits {
 		l.failoverLimit, l.failoverWarmup = 30*time.Second, 30*time.Second
 		l.pipelineCount = 1
 		l.rssIdle = 2 * time.Second
+		l.replayCount, l.outcomeItems, l.searchRepeats = 2000, 5000, 3
 	}
 	return l
 }
