@@ -300,7 +300,7 @@ func TestDeliveryOutage(t *testing.T) {
 	// reason) and sends nothing.
 	code, stdout, stderr := runCLI(t, env, "", "replay", "--from", dlq, "--to", stream, "--reason", "failed_permanently", "--dry-run")
 	lines := strings.Split(strings.TrimSpace(stdout), "\n")
-	if code != 0 || len(lines) != 1 || !strings.HasPrefix(lines[0], "would-replay\t") || !strings.Contains(lines[0], "commandId="+refused.ID) {
+	if code != 0 || len(lines) != 1 || !strings.Contains(lines[0], `"commandId":"`+refused.ID+`"`) || !strings.Contains(lines[0], `"reason":"failed_permanently"`) {
 		t.Fatalf("replay --dry-run: exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
 	}
 	if strings.Contains(stdout, hopeless.ID) {
@@ -312,7 +312,7 @@ func TestDeliveryOutage(t *testing.T) {
 
 	acceptRefused.Store(true)
 	code, stdout, stderr = runCLI(t, env, "", "replay", "--from", dlq, "--to", stream, "--reason", "failed_permanently")
-	if code != 0 || !strings.HasPrefix(stdout, "replayed\t") || !strings.Contains(stdout, "commandId="+refused.ID) || strings.Count(stdout, "\n") != 1 {
+	if code != 0 || !strings.Contains(stdout, `"toSequenceNumber":`) || !strings.Contains(stdout, `"commandId":"`+refused.ID+`"`) || strings.Count(stdout, "\n") != 1 {
 		t.Fatalf("replay: exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
 	}
 	waitFor(t, 30*time.Second, func() bool { return srv.accepted()[refused.ID] > 0 },
