@@ -31,7 +31,7 @@ func outcomesCmd(ctx context.Context, env *cliEnv, args []string) int {
 		"aligned table when it is. The search queries the outcomes table's byDay\n"+
 		"index, one DynamoDB Query per day searched; it never scans the table.\n"+
 		"Times are RFC 3339 or a duration ago (15m, 2h).\n\n"+
-		"example: what failed at PagerDuty between 14:00 and 14:20 UTC today:\n"+
+		"example: what failed at PagerDuty between 14:00 and 14:20 UTC on 4 May 2026:\n"+
 		"  sauna outcomes --observer-config conf/observer.json --since 2026-05-04T14:00:00Z \\\n"+
 		"    --until 2026-05-04T14:20:00Z --responder pagerduty --status failed,dead_lettered,rejected")
 	cfgFile := fs.String("observer-config", "", "observer config file: its id, outcomes table, region and AWS keys are used (required)")
