@@ -325,3 +325,95 @@ func TestCheckHashKey(t *testing.T) {
 		})
 	}
 }
+
+// indexDB is a fakeDB that can also add indexes.
+type indexDB struct {
+	*fakeDB
+	updateTable func(*dynamodb.UpdateTableInput) (*dynamodb.UpdateTableOutput, error)
+}
+
+func (f *indexDB) UpdateTable(ctx context.Context, in *dynamodb.UpdateTableInput, _ ...func(*dynamodb.Options)) (*dynamodb.UpdateTableOutput, error) {
+	return ddbfake.Answer(ctx, f.enter, "UpdateTable", f.updateTable, in)
+}
+
+func TestEnsureIndexes(t *testing.T) {
+	ix := Index{Name: "byDay", HashKey: "day", RangeKey: "at"}
+	provisioned := func() *types.TableDescription {
+		d := desc(types.TableStatusActive)
+		d.BillingModeSummary = nil
+		d.ProvisionedThroughput = &types.ProvisionedThroughputDescription{ReadCapacityUnits: aws.Int64(5), WriteCapacityUnits: aws.Int64(7)}
+		return d
+	}
+	withIndex := func() *types.TableDescription {
+		d := desc(types.TableStatusActive)
+		d.GlobalSecondaryIndexes = []types.GlobalSecondaryIndexDescription{{IndexName: aws.String("byDay"), IndexStatus: types.IndexStatusCreating}}
+		return d
+	}
+	tests := []struct {
+		name      string
+		table     *types.TableDescription
+		update    func(*dynamodb.UpdateTableInput) (*dynamodb.UpdateTableOutput, error)
+		wantOps   []string
+		wantLog   string
+		wantInput func(*testing.T, *dynamodb.UpdateTableInput)
+	}{
+		{name: "index there (being built): nothing asked", table: withIndex(), wantOps: []string{"DescribeTable"}},
+		{name: "on-demand table: index without throughput", table: desc(types.TableStatusActive),
+			update: func(*dynamodb.UpdateTableInput) (*dynamodb.UpdateTableOutput, error) {
+				return &dynamodb.UpdateTableOutput{}, nil
+			},
+			wantOps: []string{"DescribeTable", "UpdateTable"}, wantLog: "adding index",
+			wantInput: func(t *testing.T, in *dynamodb.UpdateTableInput) {
+				c := in.GlobalSecondaryIndexUpdates[0].Create
+				if c.ProvisionedThroughput != nil || aws.ToString(c.KeySchema[1].AttributeName) != "at" || len(in.AttributeDefinitions) != 2 {
+					t.Errorf("index creation %+v", c)
+				}
+			}},
+		{name: "provisioned table: the table's throughput", table: provisioned(),
+			update: func(*dynamodb.UpdateTableInput) (*dynamodb.UpdateTableOutput, error) {
+				return &dynamodb.UpdateTableOutput{}, nil
+			},
+			wantOps: []string{"DescribeTable", "UpdateTable"},
+			wantInput: func(t *testing.T, in *dynamodb.UpdateTableInput) {
+				pt := in.GlobalSecondaryIndexUpdates[0].Create.ProvisionedThroughput
+				if pt == nil || aws.ToInt64(pt.ReadCapacityUnits) != 5 || aws.ToInt64(pt.WriteCapacityUnits) != 7 {
+					t.Errorf("index throughput %+v, want the table's 5/7", pt)
+				}
+			}},
+		{name: "refused: logged, not an error", table: desc(types.TableStatusActive),
+			update: func(*dynamodb.UpdateTableInput) (*dynamodb.UpdateTableOutput, error) {
+				return nil, &types.LimitExceededException{Message: aws.String("one index at a time")}
+			},
+			wantOps: []string{"DescribeTable", "UpdateTable"}, wantLog: "cannot add index"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			var got *dynamodb.UpdateTableInput
+			f := &indexDB{fakeDB: &fakeDB{t: t, callTimeout: testCallTimeout}}
+			f.describeTable = func(*dynamodb.DescribeTableInput) (*dynamodb.DescribeTableOutput, error) {
+				return &dynamodb.DescribeTableOutput{Table: tc.table}, nil
+			}
+			if tc.update != nil {
+				f.updateTable = func(in *dynamodb.UpdateTableInput) (*dynamodb.UpdateTableOutput, error) {
+					got = in
+					return tc.update(in)
+				}
+			}
+			s := testSpec(&logs)
+			s.Indexes = []Index{ix}
+			if _, err := Ensure(t.Context(), f, s); err != nil {
+				t.Fatalf("Ensure: %v", err)
+			}
+			if diff := cmp.Diff(tc.wantOps, f.calls.Ops()); diff != "" {
+				t.Errorf("calls (-want +got):\n%s", diff)
+			}
+			if tc.wantLog != "" && !strings.Contains(logs.String(), tc.wantLog) {
+				t.Errorf("log lacks %q:\n%s", tc.wantLog, logs.String())
+			}
+			if tc.wantInput != nil && got != nil {
+				tc.wantInput(t, got)
+			}
+		})
+	}
+}
