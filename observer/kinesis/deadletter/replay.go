@@ -277,7 +277,12 @@ func (r *replayer) iterator(ctx context.Context, shardID string) (*string, error
 		ShardId:           aws.String(shardID),
 		ShardIteratorType: types.ShardIteratorTypeTrimHorizon,
 	}
-	if !r.opts.Since.IsZero() {
+	if p, ok := r.stats.Position[shardID]; ok {
+		// Again after an iterator expired (they live 5 minutes, which a
+		// page of 1000 records at a low --rate outlasts).
+		in.ShardIteratorType = types.ShardIteratorTypeAfterSequenceNumber
+		in.StartingSequenceNumber = aws.String(p.SequenceNumber)
+	} else if !r.opts.Since.IsZero() {
 		// A time before the trim horizon starts there.
 		in.ShardIteratorType = types.ShardIteratorTypeAtTimestamp
 		in.Timestamp = aws.Time(r.opts.Since)
@@ -305,6 +310,13 @@ func (r *replayer) shard(ctx context.Context, shardID string) error {
 		cctx, cancel := context.WithTimeout(ctx, r.callTimeout)
 		out, err := r.kin.GetRecords(cctx, &kinesis.GetRecordsInput{ShardIterator: iter, Limit: aws.Int32(1000)})
 		cancel()
+		var expired *types.ExpiredIteratorException
+		if errors.As(err, &expired) {
+			if iter, err = r.iterator(ctx, shardID); err != nil {
+				return err
+			}
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("replay: read %s/%s: %w", r.opts.From, shardID, err)
 		}

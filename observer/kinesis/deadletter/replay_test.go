@@ -25,7 +25,9 @@ type fakeStream struct {
 	closed   map[string]bool
 	listings []*kinesis.ListShardsOutput
 	put      func(n int, in *kinesis.PutRecordInput) (*kinesis.PutRecordOutput, error)
-	atTime   bool // iterators are AT_TIMESTAMP, not TRIM_HORIZON
+	atTime   bool              // iterators are AT_TIMESTAMP, not TRIM_HORIZON
+	expire   map[string]bool   // iterators that fail once as expired
+	after    map[string]string // sequence number -> the page after it
 
 	mu       sync.Mutex
 	lists    []*kinesis.ListShardsInput
@@ -52,10 +54,14 @@ func (f *fakeStream) GetShardIterator(ctx context.Context, in *kinesis.GetShardI
 	f.deadline(ctx, "GetShardIterator")
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.iterFrom = append(f.iterFrom, aws.ToString(in.ShardId))
+	if in.ShardIteratorType == kintypes.ShardIteratorTypeAfterSequenceNumber {
+		// Resumed after an expired iterator: the page after the record.
+		return &kinesis.GetShardIteratorOutput{ShardIterator: aws.String(aws.ToString(in.ShardId) + "#" + f.after[aws.ToString(in.StartingSequenceNumber)])}, nil
+	}
 	if want := f.wantIterator(); in.ShardIteratorType != want {
 		f.t.Errorf("iterator type %s, want %s", in.ShardIteratorType, want)
 	}
-	f.iterFrom = append(f.iterFrom, aws.ToString(in.ShardId))
 	return &kinesis.GetShardIteratorOutput{ShardIterator: aws.String(aws.ToString(in.ShardId) + "#0")}, nil
 }
 
@@ -72,6 +78,10 @@ func (f *fakeStream) GetRecords(ctx context.Context, in *kinesis.GetRecordsInput
 	defer f.mu.Unlock()
 	it := aws.ToString(in.ShardIterator)
 	f.reads = append(f.reads, it)
+	if f.expire[it] {
+		delete(f.expire, it)
+		return nil, &kintypes.ExpiredIteratorException{Message: aws.String("Iterator expired")}
+	}
 	var shard string
 	var page int
 	if _, err := fmt.Sscanf(strings.Replace(it, "#", " ", 1), "%s %d", &shard, &page); err != nil {
@@ -292,5 +302,33 @@ func TestReplayArguments(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Replay(%+v) = %v, want %q", tc.opts, err, tc.want)
 		}
+	}
+}
+
+// An iterator that expires while a page is being put (a slow --rate) is
+// replaced by one after the last record handled.
+func TestReplayExpiredIterator(t *testing.T) {
+	at := time.Now().Add(-time.Minute)
+	f := &fakeStream{
+		t:        t,
+		listings: []*kinesis.ListShardsOutput{{Shards: []kintypes.Shard{{ShardId: aws.String("shardId-000000000000")}}}},
+		pages: map[string][]*kinesis.GetRecordsOutput{"shardId-000000000000": {
+			page(10, letterRecord(t, "1", letterWith("k", ReasonFailedPermanently, "a", at))),
+			page(0, letterRecord(t, "2", letterWith("k", ReasonFailedPermanently, "b", at))),
+			page(0),
+		}},
+		closed: map[string]bool{"shardId-000000000000": true},
+		expire: map[string]bool{"shardId-000000000000#1": true},
+		after:  map[string]string{"1": "1"},
+	}
+	r := newReplayer(f, Options{From: "dlq", To: "commands"})
+	r.pollGap = time.Millisecond
+	stats, err := r.run(t.Context())
+	if err != nil || stats.Replayed != 2 {
+		t.Fatalf("Replay: %+v, %v", stats, err)
+	}
+	want := []string{"shardId-000000000000#0", "shardId-000000000000#1", "shardId-000000000000#1", "shardId-000000000000#2"}
+	if diff := cmp.Diff(want, f.reads); diff != "" {
+		t.Errorf("reads (-want +got):\n%s", diff)
 	}
 }
