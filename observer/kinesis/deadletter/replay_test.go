@@ -321,11 +321,15 @@ func TestReplayExpiredIterator(t *testing.T) {
 		expire: map[string]bool{"shardId-000000000000#1": true},
 		after:  map[string]string{"1": "1"},
 	}
-	r := newReplayer(f, Options{From: "dlq", To: "commands"})
+	var progress bytes.Buffer
+	r := newReplayer(f, Options{From: "dlq", To: "commands", Progress: &progress, ProgressEvery: time.Nanosecond})
 	r.pollGap = time.Millisecond
 	stats, err := r.run(t.Context())
 	if err != nil || stats.Replayed != 2 {
 		t.Fatalf("Replay: %+v, %v", stats, err)
+	}
+	if !strings.Contains(progress.String(), "replay: 2 records read, 2 selected, 2 replayed; reading shardId-000000000000") {
+		t.Errorf("progress lines:\n%s", progress.String())
 	}
 	want := []string{"shardId-000000000000#0", "shardId-000000000000#1", "shardId-000000000000#1", "shardId-000000000000#2"}
 	if diff := cmp.Diff(want, f.reads); diff != "" {
