@@ -8,7 +8,8 @@
 // instead of letting a client fall back to real AWS.
 //
 // The emulators have no reset, so every test names its streams and tables
-// with [UniqueName].
+// with [UniqueName]. [NewOpCounter] puts a counting proxy in front of one,
+// for tests that assert which operations a client made.
 package emulator
 
 import (
