@@ -30,7 +30,7 @@ func outcomeCmd(ctx context.Context, env *cliEnv, args []string) int {
 	}
 	var keyID, secret string
 	if *cfgFile != "" {
-		c, code := readObserverConfig(env.stderr, *cfgFile)
+		c, code := readObserverConfig(env.stderr, "outcome", *cfgFile)
 		if code != 0 {
 			return code
 		}
@@ -88,21 +88,22 @@ func outcomeCmd(ctx context.Context, env *cliEnv, args []string) int {
 }
 
 // readObserverConfig parses one observer config file the way the daemon does.
-func readObserverConfig(stderr io.Writer, file string) (saunakinesis.Config, int) {
+// Its errors start with "sauna <cmd>:".
+func readObserverConfig(stderr io.Writer, cmd, file string) (saunakinesis.Config, int) {
 	content, err := observer.ReadConfigFile(file)
 	if err != nil {
-		fmt.Fprintf(stderr, "sauna outcome: %s: %v\n", file, err)
+		fmt.Fprintf(stderr, "sauna %s: %s: %v\n", cmd, file, err)
 		return saunakinesis.Config{}, 1
 	}
 	entry, probs := observer.ParseFile(file, content, slog.New(slog.DiscardHandler))
 	if entry == nil {
 		for _, p := range probs {
-			fmt.Fprintln(stderr, "sauna outcome:", p)
+			fmt.Fprintf(stderr, "sauna %s: %v\n", cmd, p)
 		}
 		return saunakinesis.Config{}, 1
 	}
 	if entry.Kind != observer.KindObserver {
-		fmt.Fprintf(stderr, "sauna outcome: %s is a %s config, not an observer config\n", file, entry.Kind)
+		fmt.Fprintf(stderr, "sauna %s: %s is a %s config, not an observer config\n", cmd, file, entry.Kind)
 		return saunakinesis.Config{}, 2
 	}
 	return entry.Observer, 0

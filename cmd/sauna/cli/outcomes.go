@@ -48,6 +48,9 @@ func outcomesCmd(ctx context.Context, env *cliEnv, args []string) int {
 		return code
 	}
 	fail := func(code int, format string, args ...any) int {
+		if code == 2 {
+			return usageError(fs, format, args...)
+		}
 		fmt.Fprintf(env.stderr, "sauna outcomes: "+format+"\n", args...)
 		return code
 	}
@@ -86,7 +89,7 @@ func outcomesCmd(ctx context.Context, env *cliEnv, args []string) int {
 	if !from.Before(to) {
 		return fail(2, "--since must be before --until")
 	}
-	c, code := readObserverConfig(env.stderr, *cfgFile)
+	c, code := readObserverConfig(env.stderr, "outcomes", *cfgFile)
 	if code != 0 {
 		return code
 	}

@@ -56,6 +56,9 @@ func replayCmd(ctx context.Context, env *cliEnv, args []string) int {
 		return code
 	}
 	fail := func(code int, format string, args ...any) int {
+		if code == 2 {
+			return usageError(fs, format, args...)
+		}
 		fmt.Fprintf(env.stderr, "sauna replay: "+format+"\n", args...)
 		return code
 	}
