@@ -67,10 +67,10 @@ func TestOutcomesCommand(t *testing.T) {
 		if i == 2 {
 			resp, schema = "slack", "iglu:com.slack.sauna.commands/send_message/jsonschema/1-0-0"
 		}
-		if err := tbl.Claim(ctx, outcomes.Claim{CommandID: ids[i], Shard: "s", Sequence: fmt.Sprint(i), Responder: resp, Schema: schema}); err != nil {
+		if err := tbl.Claim(ctx, outcomes.Claim{CommandID: ids[i], Digest: "d", Shard: "s", Sequence: fmt.Sprint(i), Responder: resp, Schema: schema}); err != nil {
 			t.Fatal(err)
 		}
-		if err := tbl.Finish(ctx, ids[i], outcomes.Final{Verdict: v, Reason: map[bool]string{true: "failed_permanently: 400 bad key"}[v != outcomes.VerdictExecuted]}); err != nil {
+		if err := tbl.Finish(ctx, outcomes.Identity{CommandID: ids[i], Digest: "d"}, outcomes.Final{Verdict: v, Reason: map[bool]string{true: "failed_permanently: 400 bad key"}[v != outcomes.VerdictExecuted]}); err != nil {
 			t.Fatal(err)
 		}
 		at = at.Add(time.Hour)
