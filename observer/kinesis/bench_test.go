@@ -64,15 +64,15 @@ func benchProcessor(maxInFlight int, resp responders.Responder, claims Claims) *
 	d.Replace(map[string]responders.Enabled{"testslack": {ID: "slack", Module: "testslack", Responder: resp}})
 	never := make(chan struct{})
 	o := &Observer{
-		cfg:      Config{ID: "bench", StreamName: "bench", MaxInFlight: maxInFlight},
-		dispatch: d,
-		log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
-		lost:     func(string) <-chan struct{} { return never },
-		held:     func(string) bool { return true },
-		intake:   context.Background(),
-		hard:     context.Background(),
-		fatal:    make(chan error, 1),
-		opts:     Options{CheckpointInterval: time.Second},
+		cfg:        Config{ID: "bench", StreamName: "bench", MaxInFlight: maxInFlight},
+		dispatch:   d,
+		log:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+		lost:       func(string) <-chan struct{} { return never },
+		leaseUntil: func(string) time.Time { return time.Now().Add(time.Hour) },
+		intake:     context.Background(),
+		hard:       context.Background(),
+		fatal:      make(chan error, 1),
+		opts:       Options{CheckpointInterval: time.Second},
 	}
 	if claims != nil {
 		o.claims = claims

@@ -15,6 +15,7 @@ import (
 	"github.com/sauna-io/sauna/observer/kinesis/outcomes"
 	"github.com/sauna-io/sauna/responders"
 	"github.com/sauna-io/sauna/responders/delivery"
+	"github.com/sauna-io/sauna/responders/fence"
 )
 
 // Result is the final outcome of one record. The values label metrics.
@@ -109,8 +110,11 @@ func (p *shardProcessor) execute(r *types.Record) bool {
 	ctx, cancel := context.WithCancel(p.o.hard)
 	defer cancel()
 	claimed := false
+	// claimedAt is when the claim was last taken or extended, read before
+	// the write: the table's expiry is at least ClaimTimeout after it.
+	var claimedAt time.Time
 	if c := p.o.claims; c != nil {
-		dup, ok := p.claim(ctx, cmd, out)
+		dup, at, ok := p.claim(ctx, cmd, out)
 		if !ok {
 			return false
 		}
@@ -120,9 +124,8 @@ func (p *shardProcessor) execute(r *types.Record) bool {
 			p.o.report(out)
 			return true
 		}
-		claimed = true
+		claimed, claimedAt = true, at
 	}
-	claimedAt := time.Now()
 	release := func() {
 		if claimed {
 			// Best effort, outside the cancelled context: another worker then
@@ -144,6 +147,7 @@ func (p *shardProcessor) execute(r *types.Record) bool {
 		}
 		stale := time.Since(claimedAt) > p.o.cfg.Idempotency.ClaimTimeout/2
 		if claimed && (attempt > 1 || stale) {
+			extending := time.Now()
 			if err := p.o.claims.Extend(ctx, id); err != nil {
 				if errors.Is(err, outcomes.ErrClaimedElsewhere) {
 					p.log.Warn("command claimed by another worker; this worker stops the shard", "command_id", cmd.ID, "err", err)
@@ -158,12 +162,16 @@ func (p *shardProcessor) execute(r *types.Record) bool {
 				}
 				p.log.Warn("renewing the command claim failed; trying anyway", "command_id", cmd.ID, "err", err)
 			} else {
-				claimedAt = time.Now()
+				claimedAt = extending
 			}
 		}
 		out.Attempts = attempt
+		actx := p.fence(ctx, claimed, claimedAt)
 		start := time.Now()
-		_, err := p.o.dispatch.Dispatch(ctx, cmd)
+		err := fence.Check(actx)
+		if err == nil {
+			_, err = p.o.dispatch.Dispatch(actx, cmd)
+		}
 		took := time.Since(start)
 		out.Latency += took
 		verdict, after := responders.Classify(err)
@@ -248,27 +256,58 @@ func (p *shardProcessor) stopping(ctx context.Context) bool {
 	}
 }
 
+// fence returns ctx fenced at the moment this worker must stop starting
+// side effects for the command: fenceMargin before its shard lease runs out
+// by its own clock (renewals move that on while a call waits) or before its
+// command claim does, whichever comes first.
+func (p *shardProcessor) fence(ctx context.Context, claimed bool, claimedAt time.Time) context.Context {
+	leaseMargin := fenceMargin(p.o.cfg.LeaseDuration)
+	var claimEnd time.Time
+	if claimed {
+		timeout := p.o.cfg.Idempotency.ClaimTimeout
+		claimEnd = claimedAt.Add(timeout - fenceMargin(timeout))
+	}
+	return fence.With(ctx, func() time.Time {
+		until := p.o.leaseUntil(p.shardID)
+		if until.IsZero() {
+			return until
+		}
+		until = until.Add(-leaseMargin)
+		if claimed && claimEnd.Before(until) {
+			until = claimEnd
+		}
+		return until
+	})
+}
+
+// fenceMargin is how long before a lease or claim runs out by this worker's
+// clock it stops sending under it: room for another host, which judges the
+// expiry by its own wall clock, to be ahead of ours. A fifth of the duration,
+// at most 5 s.
+func fenceMargin(d time.Duration) time.Duration { return min(d/5, 5*time.Second) }
+
 // claim takes the command's idempotency claim, waiting while another worker
-// holds a live one. It returns (duplicate, ok); ok is false when it had to
-// stop first.
-func (p *shardProcessor) claim(ctx context.Context, cmd *responders.Command, out Outcome) (bool, bool) {
+// holds a live one. It returns (duplicate, at, ok): at is read before the
+// claim's write; ok is false when it had to stop first.
+func (p *shardProcessor) claim(ctx context.Context, cmd *responders.Command, out Outcome) (bool, time.Time, bool) {
 	for attempt := 1; ; attempt++ {
+		at := time.Now()
 		err := p.o.claims.Claim(ctx, outcomes.Claim{
 			CommandID: cmd.ID, Digest: out.Digest, Schema: cmd.Schema.String(),
 			Shard: p.shardID, Sequence: out.Sequence, Responder: cmd.Module,
 		})
 		switch {
 		case err == nil:
-			return false, true
+			return false, at, true
 		case errors.Is(err, outcomes.ErrDuplicate):
-			return true, true
+			return true, at, true
 		case errors.Is(err, outcomes.ErrClaimedElsewhere):
 			p.log.Info("command claimed by another worker; waiting", "seq", out.Sequence, "command_id", cmd.ID)
 		default:
 			p.log.Warn("claiming the command failed; retrying", "seq", out.Sequence, "command_id", cmd.ID, "err", err)
 		}
 		if !p.sleep(p.o.intake, backoff(attempt, time.Second, 30*time.Second)) {
-			return false, false
+			return false, time.Time{}, false
 		}
 	}
 }

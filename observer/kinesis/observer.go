@@ -74,8 +74,9 @@ type Observer struct {
 	table *leases.Table
 	// lost reports the loss of a shard's lease (the lease table's Lost).
 	lost func(shardID string) <-chan struct{}
-	// held reports whether the lease is still ours by our own clock.
-	held        func(shardID string) bool
+	// leaseUntil is when the lease on a shard runs out by our own clock
+	// (zero: not held; the lease table's HeldUntil).
+	leaseUntil  func(shardID string) time.Time
 	claims      Claims
 	deadLetters DeadLetters
 	inFlight    atomic.Int64
@@ -128,6 +129,12 @@ func (o *Observer) report(out Outcome) {
 
 // fail stops the observer so that a new worker re-reads from the last
 // checkpoint; only the first failure is kept.
+// held reports whether this worker still holds the lease on shardID by its
+// own clock. A worker that was frozen (a paused VM, SIGSTOP) wakes with its
+// leases possibly taken over before any renewal can tell it; side effects
+// check held first.
+func (o *Observer) held(shardID string) bool { return time.Now().Before(o.leaseUntil(shardID)) }
+
 func (o *Observer) fail(err error) {
 	select {
 	case o.fatal <- err:
@@ -173,7 +180,7 @@ func (o *Observer) run(ctx context.Context, awsCfg aws.Config) error {
 		Logger:        o.log,
 		OnAvailable:   pacer.wake,
 	})
-	o.lost, o.held = o.table.Lost, o.table.Held
+	o.lost, o.leaseUntil = o.table.Lost, o.table.HeldUntil
 	if err := o.table.Init(); err != nil {
 		return fmt.Errorf("observer %s: lease table: %w", o.cfg.ID, err)
 	}

@@ -63,14 +63,14 @@ func BenchmarkPipeline(b *testing.B) {
 	var executed, other atomic.Int64
 	never := make(chan struct{})
 	o := &Observer{
-		cfg:      Config{ID: "bench", StreamName: "bench", MaxInFlight: 64},
-		dispatch: d,
-		log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
-		lost:     func(string) <-chan struct{} { return never },
-		held:     func(string) bool { return true },
-		intake:   context.Background(),
-		hard:     context.Background(),
-		fatal:    make(chan error, 1),
+		cfg:        Config{ID: "bench", StreamName: "bench", MaxInFlight: 64},
+		dispatch:   d,
+		log:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+		lost:       func(string) <-chan struct{} { return never },
+		leaseUntil: func(string) time.Time { return time.Now().Add(time.Hour) },
+		intake:     context.Background(),
+		hard:       context.Background(),
+		fatal:      make(chan error, 1),
 		opts: Options{CheckpointInterval: time.Second, OnOutcome: func(out Outcome) {
 			if out.Result == Executed {
 				executed.Add(1)

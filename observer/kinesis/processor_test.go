@@ -97,12 +97,12 @@ func newHarness(t *testing.T) *harness {
 		dispatch: d,
 		log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
 		lost:     func(string) <-chan struct{} { return h.lost },
-		held: func(string) bool {
+		leaseUntil: func(string) time.Time {
 			select {
 			case <-h.lost:
-				return false
+				return time.Time{}
 			default:
-				return true
+				return time.Now().Add(time.Hour)
 			}
 		},
 		intake: intake,

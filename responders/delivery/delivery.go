@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/sauna-io/sauna/responders"
+	"github.com/sauna-io/sauna/responders/fence"
 )
 
 // Policy bounds the work spent on one command. Zero fields take the defaults
@@ -104,9 +105,12 @@ type Options struct {
 	// Limit is the rate allowed towards each destination (see Request.Destination).
 	Limit Limit
 	// Transport carries the requests; nil means a dedicated clone of
-	// http.DefaultTransport. Redirects are never followed, whatever the
-	// transport: a redirect could carry credentials to another host or turn
-	// a fixed webhook URL into a request to an internal address.
+	// http.DefaultTransport speaking HTTP/1.1 only, which checks the
+	// context's fence (package fence) on every write to a connection. Any
+	// other transport gets the fence checked only before each request.
+	// Redirects are never followed, whatever the transport: a redirect could
+	// carry credentials to another host or turn a fixed webhook URL into a
+	// request to an internal address.
 	Transport http.RoundTripper
 	// Logger receives one line per attempt; nil discards them.
 	Logger *slog.Logger
@@ -144,12 +148,7 @@ func New(o Options) (*Client, error) {
 	}
 	tr := o.Transport
 	if tr == nil {
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		// Up to maxInFlightPerShard commands per shard call one vendor host
-		// at once; the default of 2 idle connections per host would make
-		// most of them open a new connection (and TLS handshake).
-		t.MaxIdleConnsPerHost = 128
-		tr = t
+		tr = fencedTransport()
 	}
 	c := &Client{
 		policy: o.Policy.withDefaults(),
@@ -291,6 +290,12 @@ func (c *Client) Send(ctx context.Context, req Request, classify Classifier) err
 			return c.giveUp(ctx, log, red, dest, last, attempt-1, start)
 		}
 		resp, err := c.attempt(budget, &req, classify, red)
+		if errors.Is(err, fence.ErrPassed) {
+			// Nothing was sent, and trying again cannot help until the
+			// caller has renewed what the fence stands for.
+			log.Debug("attempt not sent: fence passed", "attempt", attempt, "err", err.Error())
+			return responders.Retryable(&sendError{msg: label + ": " + err.Error(), err: err}, 0)
+		}
 		verdict, after := responders.Classify(err)
 		status := 0
 		if resp != nil {
@@ -366,9 +371,18 @@ func (c *Client) giveUp(ctx context.Context, log *slog.Logger, red *redactor, de
 	return responders.Retryable(err, after)
 }
 
-// attempt makes one request. The returned error is already classified.
+// attempt makes one request. The returned error is already classified; it
+// wraps fence.ErrPassed when the fence stopped the request before any of it
+// was sent.
 func (c *Client) attempt(ctx context.Context, req *Request, classify Classifier, red *redactor) (*Response, error) {
-	actx, cancel := context.WithTimeout(ctx, c.policy.RequestTimeout)
+	if err := fence.Check(ctx); err != nil {
+		return nil, err
+	}
+	fctx, abort := context.WithCancelCause(ctx)
+	defer abort(nil)
+	wctx, unbind := watchFence(fctx, abort)
+	defer unbind()
+	actx, cancel := context.WithTimeout(wctx, c.policy.RequestTimeout)
 	defer cancel()
 	hreq, err := http.NewRequestWithContext(actx, req.Method, req.URL, bytes.NewReader(req.Body))
 	if err != nil {
@@ -385,6 +399,9 @@ func (c *Client) attempt(ctx context.Context, req *Request, classify Classifier,
 	}
 	hresp, err := c.http.Do(hreq)
 	if err != nil {
+		if cause := context.Cause(fctx); errors.Is(cause, fence.ErrPassed) {
+			return nil, cause
+		}
 		return nil, responders.Retryable(c.transportError(ctx, actx, err), 0)
 	}
 	defer hresp.Body.Close()

@@ -96,16 +96,19 @@ func (t *Table) Lost(shardID string) <-chan struct{} {
 	return closedChan
 }
 
-// Held reports whether this worker still holds the lease on shardID by its
-// own clock: taken or renewed less than the lease duration ago and not
-// found lost. A worker that was frozen (a paused VM, SIGSTOP) wakes with
-// its leases possibly taken over before any renewal can tell it; side
-// effects check Held first.
-func (t *Table) Held(shardID string) bool {
+// HeldUntil returns when this worker's lease on shardID runs out by its own
+// monotonic clock, counted from before the write that took or renewed it, or
+// the zero time when no lease is held or it was found lost. A worker that was
+// frozen (a paused VM, SIGSTOP) wakes with its leases possibly taken over
+// before any renewal can tell it; side effects check HeldUntil first.
+func (t *Table) HeldUntil(shardID string) time.Time {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	sl := t.slots[shardID]
-	return sl != nil && sl.cur != nil && !sl.cur.ended() && time.Now().Before(sl.cur.until)
+	if sl == nil || sl.cur == nil || sl.cur.ended() {
+		return time.Time{}
+	}
+	return sl.cur.until
 }
 
 // GetLease acquires or renews the lease on shard for owner (this worker).
@@ -158,6 +161,9 @@ func (t *Table) GetLease(shard *par.ShardStatus, owner string) error {
 func (t *Table) acquire(sl *slot, shard *par.ShardStatus) error {
 	me := t.cfg.WorkerID
 	log := t.shardLog(shard.ID)
+	// Taken before the LeaseTimeout below is computed: the local expiry must
+	// not come after the one other workers read.
+	start := time.Now()
 	r, err := t.getRow(shard.ID)
 	if err != nil {
 		return fmt.Errorf("lease table %q: read lease of shard %s: %w", t.cfg.TableName, shard.ID, err)
@@ -217,7 +223,6 @@ func (t *Table) acquire(sl *slot, shard *par.ShardStatus) error {
 	}
 	// A completed steal consumes the claim, as the KCL's PutItem does.
 	update := "SET " + strings.Join(sets, ", ") + " REMOVE " + e.name(attrClaim)
-	sent := time.Now()
 	out, err := t.update(&dynamodb.UpdateItemInput{
 		Key:                       map[string]types.AttributeValue{attrShardID: s(shard.ID)},
 		UpdateExpression:          aws.String(update),
@@ -236,7 +241,7 @@ func (t *Table) acquire(sl *slot, shard *par.ShardStatus) error {
 	// wrote after our read is included.
 	stored := parseRow(out.Attributes)
 	l := &lease{shard: shard, timeout: newTimeout, checkpoint: stored.checkpoint, lost: make(chan struct{}),
-		until: sent.Add(t.cfg.LeaseDuration)}
+		until: start.Add(t.cfg.LeaseDuration)}
 	t.mu.Lock()
 	sl.cur, sl.released = l, nil
 	t.mu.Unlock()
@@ -260,10 +265,11 @@ func (t *Table) renew(l *lease) error {
 	}
 	me := t.cfg.WorkerID
 	for attempt := 0; ; attempt++ {
+		// Before the new LeaseTimeout is computed, as in acquire.
+		sent := time.Now()
 		newTS := t.now().Add(t.cfg.LeaseDuration).UTC()
 		newTimeout := formatTimeout(newTS)
 		var e expr
-		sent := time.Now()
 		cond := e.name(attrOwner) + " = " + e.value("me", me) +
 			" AND " + e.name(attrTimeout) + " = " + e.value("mine", l.timeout) +
 			// A claim by another worker asks us to hand the shard over.

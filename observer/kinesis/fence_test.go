@@ -1,0 +1,105 @@
+package kinesis
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+	kcl "github.com/vmware/vmware-go-kcl-v2/clientlibrary/interfaces"
+
+	"github.com/sauna-io/sauna/observer/kinesis/outcomes"
+	"github.com/sauna-io/sauna/responders/fence"
+)
+
+// slowWriteClaims takes a while to write each claim, as a distant DynamoDB does.
+type slowWriteClaims struct {
+	*fakeClaims
+	delay time.Duration
+}
+
+func (c slowWriteClaims) Claim(ctx context.Context, cl outcomes.Claim) error {
+	time.Sleep(c.delay)
+	return c.fakeClaims.Claim(ctx, cl)
+}
+
+// The responder call carries a fence: a fifth of the lease or the claim
+// before either runs out, both counted from before the write that took them
+// (a slow claim write does not lengthen the claim).
+func TestDispatchIsFenced(t *testing.T) {
+	for _, tc := range []struct {
+		name                string
+		lease, claimTimeout time.Duration
+		want                time.Duration // after the record started
+	}{
+		{"the claim runs out first", 10 * time.Second, 5 * time.Second, 4 * time.Second},
+		{"the lease runs out first", 10 * time.Second, time.Minute, 8 * time.Second},
+		{"margins are at most 5 s", time.Minute, 10 * time.Minute, 55 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				h := newHarness(t)
+				start := time.Now()
+				h.p.o.cfg.LeaseDuration = tc.lease
+				h.p.o.leaseUntil = func(string) time.Time { return start.Add(tc.lease) }
+				h.p.o.cfg.Idempotency.ClaimTimeout = tc.claimTimeout
+				h.p.o.claims = slowWriteClaims{newFakeClaims(), 2 * time.Second}
+				var seen []time.Duration
+				h.resp.reply = func(ctx context.Context, _ string, _ int) error {
+					if u, ok := fence.Until(ctx); ok {
+						seen = append(seen, u.Sub(start))
+					}
+					return nil
+				}
+				cp := &fakeCheckpointer{}
+				h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: []types.Record{slackRecord("1", "hi")}})
+				h.p.Shutdown(&kcl.ShutdownInput{ShutdownReason: kcl.REQUESTED, Checkpointer: cp})
+				if !slices.Equal(seen, []time.Duration{tc.want}) {
+					t.Errorf("fences seen by the responder %v, want [%v]", seen, tc.want)
+				}
+			})
+		})
+	}
+}
+
+// A worker whose lease is about to run out by its own clock starts nothing,
+// although it still holds the lease; once a renewal moves the lease on, the
+// command runs, once.
+func TestNothingStartsPastTheFence(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t)
+		start := time.Now()
+		var mu sync.Mutex
+		lease := start.Add(500 * time.Millisecond) // inside the 1 s margin of a 5 s lease
+		h.p.o.cfg.LeaseDuration = 5 * time.Second
+		h.p.o.leaseUntil = func(string) time.Time {
+			mu.Lock()
+			defer mu.Unlock()
+			return lease
+		}
+		const renewAt = 200 * time.Millisecond
+		go func() {
+			time.Sleep(renewAt)
+			mu.Lock()
+			lease = time.Now().Add(5 * time.Second)
+			mu.Unlock()
+		}()
+		var calls []time.Duration
+		h.resp.reply = func(context.Context, string, int) error {
+			calls = append(calls, time.Since(start))
+			return nil
+		}
+		cp := &fakeCheckpointer{}
+		h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: []types.Record{slackRecord("1", "hi")}})
+		h.p.Shutdown(&kcl.ShutdownInput{ShutdownReason: kcl.REQUESTED, Checkpointer: cp})
+		if len(calls) != 1 || calls[0] < renewAt {
+			t.Errorf("responder called at %v, want once, after the renewal at %v", calls, renewAt)
+		}
+		if got := h.results(); !slices.Equal(got, []string{"1=executed"}) {
+			t.Errorf("outcomes %v", got)
+		}
+	})
+}
