@@ -141,7 +141,7 @@ func (p *shardProcessor) execute(r *types.Record) bool {
 	for attempt := 1; ; attempt++ {
 		// No new side effect once the shard may belong to another worker: a
 		// worker that was frozen wakes before any renewal tells it so.
-		if !p.o.held(p.shardID) || p.stopping(ctx) {
+		if !p.awaitLease() || p.stopping(ctx) {
 			release()
 			return false
 		}
@@ -261,23 +261,45 @@ func (p *shardProcessor) stopping(ctx context.Context) bool {
 // by its own clock (renewals move that on while a call waits) or before its
 // command claim does, whichever comes first.
 func (p *shardProcessor) fence(ctx context.Context, claimed bool, claimedAt time.Time) context.Context {
-	leaseMargin := fenceMargin(p.o.cfg.LeaseDuration)
 	var claimEnd time.Time
 	if claimed {
 		timeout := p.o.cfg.Idempotency.ClaimTimeout
+		if timeout <= 0 {
+			timeout = outcomes.DefaultClaimTimeout // as the table has it
+		}
 		claimEnd = claimedAt.Add(timeout - fenceMargin(timeout))
 	}
 	return fence.With(ctx, func() time.Time {
-		until := p.o.leaseUntil(p.shardID)
-		if until.IsZero() {
-			return until
-		}
-		until = until.Add(-leaseMargin)
+		until := p.leaseFence()
 		if claimed && claimEnd.Before(until) {
 			until = claimEnd
 		}
 		return until
 	})
+}
+
+// leaseFence is fenceMargin before the shard lease runs out by this
+// worker's clock; zero when the lease is not held.
+func (p *shardProcessor) leaseFence() time.Time {
+	until := p.o.leaseUntil(p.shardID)
+	if until.IsZero() {
+		return until
+	}
+	return until.Add(-fenceMargin(p.o.cfg.LeaseDuration))
+}
+
+// awaitLease waits while the shard lease is past its fence by this worker's
+// clock but not known lost: a renewal that comes late (a loaded machine, a
+// slow DynamoDB) moves it on, and the worker carries on instead of giving
+// up the shard. It returns false once the lease is lost or the observer
+// stops; the KCL ends a consumer whose renewal fails, so the wait is bounded.
+func (p *shardProcessor) awaitLease() bool {
+	for attempt := 1; !time.Now().Before(p.leaseFence()); attempt++ {
+		if p.o.leaseUntil(p.shardID).IsZero() || !p.sleep(p.o.intake, backoff(attempt, 0, time.Second)) {
+			return false
+		}
+	}
+	return true
 }
 
 // fenceMargin is how long before a lease or claim runs out by this worker's

@@ -103,3 +103,76 @@ func TestNothingStartsPastTheFence(t *testing.T) {
 		}
 	})
 }
+
+// A renewal that comes after the lease ran out by this worker's clock, but
+// before anyone took the lease, is waited for: the command runs once the
+// lease is ours again, and the observer is not restarted for it.
+func TestLateRenewalIsWaitedFor(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t)
+		h.p.o.fatal = make(chan error, 1)
+		start := time.Now()
+		var mu sync.Mutex
+		lease := start.Add(-time.Second) // ran out, not found lost
+		h.p.o.cfg.LeaseDuration = 5 * time.Second
+		h.p.o.leaseUntil = func(string) time.Time {
+			mu.Lock()
+			defer mu.Unlock()
+			return lease
+		}
+		const renewAt = 2 * time.Second
+		go func() {
+			time.Sleep(renewAt)
+			mu.Lock()
+			lease = time.Now().Add(5 * time.Second)
+			mu.Unlock()
+		}()
+		var calls []time.Duration
+		h.resp.reply = func(context.Context, string, int) error {
+			calls = append(calls, time.Since(start))
+			return nil
+		}
+		cp := &fakeCheckpointer{}
+		h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: []types.Record{slackRecord("1", "hi")}})
+		h.p.Shutdown(&kcl.ShutdownInput{ShutdownReason: kcl.REQUESTED, Checkpointer: cp})
+		if len(calls) != 1 || calls[0] < renewAt {
+			t.Errorf("responder called at %v, want once, after the renewal at %v", calls, renewAt)
+		}
+		if got := h.results(); !slices.Equal(got, []string{"1=executed"}) {
+			t.Errorf("outcomes %v", got)
+		}
+		select {
+		case err := <-h.p.o.fatal:
+			t.Errorf("observer restart requested for a late renewal: %v", err)
+		default:
+		}
+	})
+}
+
+// A lease found lost while waiting ends the wait: nothing runs, and the
+// record is left for the next owner.
+func TestLostLeaseEndsTheWait(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t)
+		h.p.o.cfg.LeaseDuration = 5 * time.Second
+		h.p.o.leaseUntil = func(string) time.Time {
+			select {
+			case <-h.lost:
+				return time.Time{}
+			default:
+				return time.Now().Add(-time.Second)
+			}
+		}
+		go func() {
+			time.Sleep(3 * time.Second)
+			close(h.lost)
+		}()
+		cp := &fakeCheckpointer{}
+		h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: []types.Record{slackRecord("1", "hi")}})
+		h.p.Shutdown(&kcl.ShutdownInput{ShutdownReason: kcl.REQUESTED, Checkpointer: cp})
+		if len(h.resp.calls) != 0 || len(h.results()) != 0 || len(cp.written) != 0 {
+			t.Errorf("calls %v, outcomes %v, checkpoints %v: nothing may run or be checkpointed without the lease",
+				h.resp.calls, h.results(), cp.written)
+		}
+	})
+}

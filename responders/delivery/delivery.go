@@ -2,16 +2,19 @@
 // calls a vendor: one rate limiter per destination, waited on before every
 // attempt; bounded retries with exponential backoff and full jitter inside a
 // per-command time budget; the vendor's own Retry-After honoured, up to
-// MaxVendorDelay; request
-// timeouts; response bodies read with a size cap; and errors and log lines
-// that never carry a secret.
+// MaxVendorDelay; request timeouts; response bodies read with a size cap;
+// errors and log lines that never carry a secret; and the caller's
+// ownership fence (package fence) checked on every write to the connection,
+// so that nothing is sent once it has passed.
 //
 // A responder builds one Client in its constructor and calls Send once per
 // command with a Classifier that turns each vendor reply into nil (done),
 // responders.Permanent(err) or responders.Retryable(err, after). Send returns
 // nil, the first permanent error, or, once the attempts or the budget run
 // out, the last error as retryable with the delay the vendor asked for: the
-// caller above decides whether to try again later or to dead-letter.
+// caller above decides whether to try again later or to dead-letter. A fence
+// that passed ends Send at once with a retryable error wrapping
+// fence.ErrPassed: nothing of that attempt was sent.
 package delivery
 
 import (
