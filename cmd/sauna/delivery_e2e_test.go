@@ -936,7 +936,9 @@ func TestDeliveryZombie(t *testing.T) {
 	table := id + "-commands"
 	env.CreateStream(t, stream, shards)
 	sink := newDGSink(t)
-	obs := dgObserverConfig(id, stream, dgTuning{maxInFlight: 32, claimTimeout: 3 * time.Second})
+	// The lease (failoverTimeMillis of dgObserverConfig) and claim durations.
+	const lease, claimTimeout = 3 * time.Second, 3 * time.Second
+	obs := dgObserverConfig(id, stream, dgTuning{maxInFlight: 32, claimTimeout: claimTimeout})
 	rec := dgRecordLeases(t, env, id)
 	// Claims answered 100 ms late, as from a distant DynamoDB: whenever the
 	// zombie freezes it holds commands claimed but not yet sent, the state
@@ -956,7 +958,9 @@ func TestDeliveryZombie(t *testing.T) {
 		}
 	})
 
-	// A steady flow over many keys for the whole test.
+	// A steady flow over many keys for the whole test, held back while
+	// more than a few hundred commands wait: on a slow machine a fixed rate
+	// would pile up work faster than it is done.
 	kin := env.Kinesis(t)
 	var (
 		prodMu   sync.Mutex
@@ -987,11 +991,14 @@ func TestDeliveryZombie(t *testing.T) {
 				return
 			}
 			ids, keys, land = append(ids, bIDs...), append(keys, bKeys...), append(land, l...)
+			n := len(ids)
 			prodMu.Unlock()
-			select {
-			case <-stopProd:
-				return
-			case <-tick.C:
+			for first := true; first || n-sink.distinct() > 400; first = false {
+				select {
+				case <-stopProd:
+					return
+				case <-tick.C:
+				}
 			}
 		}
 	}()
@@ -1002,7 +1009,10 @@ func TestDeliveryZombie(t *testing.T) {
 	}
 
 	var rows map[string]dgLease
-	waitFor(t, 30*time.Second, func() bool {
+	// Waits are bounded only to give up on a broken run: progress on a
+	// loaded machine is slow, and none of them is a measure.
+	const giveUp = 3 * time.Minute
+	waitFor(t, giveUp, func() bool {
 		rows = dgMustLeases(t, env, id)
 		return len(rows) == shards && len(dgHeldByAny(rows, dgWorkerIDs(a.p)))+len(dgHeldByAny(rows, dgWorkerIDs(b.p))) == shards
 	}, func() string { return fmt.Sprintf("every shard leased: %v", rows) })
@@ -1010,14 +1020,14 @@ func TestDeliveryZombie(t *testing.T) {
 	if len(dgHeldByAny(rows, dgWorkerIDs(b.p))) > len(dgHeldByAny(rows, dgWorkerIDs(a.p))) {
 		zombie, survivor = b, a
 	}
-	waitFor(t, 30*time.Second, func() bool { return sink.distinct() >= 500 },
+	waitFor(t, giveUp, func() bool { return sink.distinct() >= 500 },
 		func() string { return fmt.Sprintf("500 commands executed (have %d)", sink.distinct()) })
 
 	frozenAt := dgFreeze(t, zombie.p)
 	// Everything the frozen worker may send when it wakes is under a lease
 	// or claim it took or renewed before now: its fence (at most the lease
 	// or claim duration after that write) is behind this.
-	fencesPassed := frozenAt.Add(3 * time.Second)
+	fencesPassed := frozenAt.Add(max(lease, claimTimeout))
 	atFreeze := dgMustLeases(t, env, id)
 	// A worker restarted in-process (after a lease ran out under load, say)
 	// has a new id: the frozen process's workers are all it logged.
@@ -1033,7 +1043,7 @@ func TestDeliveryZombie(t *testing.T) {
 	}
 	t.Logf("froze worker %s holding %v and %d command claims; worker %s holds %v",
 		zombie.label, frozen, len(claimedByZombie), survivor.label, dgHeldByAny(rows, dgWorkerIDs(survivor.p)))
-	waitFor(t, 30*time.Second, func() bool {
+	waitFor(t, giveUp, func() bool {
 		rows = dgMustLeases(t, env, id)
 		return len(dgHeldByAny(rows, dgWorkerIDs(survivor.p))) == shards
 	}, func() string { return fmt.Sprintf("worker %s owning every shard: %v", survivor.label, rows) })
@@ -1043,7 +1053,7 @@ func TestDeliveryZombie(t *testing.T) {
 	// zombie's last checkpoint on every shard it took (the zombie's claims
 	// expired and were taken over on the way), so an unfenced write from the
 	// zombie would move a checkpoint back.
-	waitFor(t, 30*time.Second, func() bool {
+	waitFor(t, giveUp, func() bool {
 		rows = dgMustLeases(t, env, id)
 		for _, shard := range frozen {
 			if cp := rows[shard].checkpoint; cp == "" || !dgSeqLess(atFreeze[shard].checkpoint, cp) {
@@ -1056,7 +1066,7 @@ func TestDeliveryZombie(t *testing.T) {
 	// And it has executed a command that the zombie had claimed but not yet
 	// sent when it froze: the zombie wakes up holding a claim that lapsed.
 	var takenOver string
-	waitFor(t, 30*time.Second, func() bool {
+	waitFor(t, giveUp, func() bool {
 		hits := sink.snapshot()
 		for _, m := range survivor.p.logsMatching(msgIs("took over an expired claim")) {
 			c := fmt.Sprint(m["commandId"])
@@ -1090,7 +1100,7 @@ func TestDeliveryZombie(t *testing.T) {
 	// Every lease the zombie had is found lost once it runs again.
 	lostAt := map[string]time.Time{}
 	var missing []string
-	waitFor(t, 20*time.Second, func() bool {
+	waitFor(t, giveUp, func() bool {
 		missing = missing[:0]
 		for _, shard := range frozen {
 			recs := zombie.p.logsMatching(func(m map[string]any) bool {
@@ -1111,27 +1121,37 @@ func TestDeliveryZombie(t *testing.T) {
 	// Commands keep flowing through the survivor for a while after the
 	// zombie is back.
 	after := produced()
-	waitFor(t, 30*time.Second, func() bool { return produced() >= after+500 },
+	waitFor(t, giveUp, func() bool { return produced() >= after+500 },
 		func() string { return "500 more commands put after SIGCONT" })
 	close(stopProd)
 	<-prodDone
 	if prodErr != nil {
 		t.Fatalf("producer: %v", prodErr)
 	}
-	sink.waitAll(t, ids, time.Minute)
-	outcomes := dgWaitOutcomesDone(t, env, table, ids, time.Minute)
-	dgWaitCheckpoints(t, env, id, dgLastSeqs(land), 30*time.Second)
+	sink.waitAll(t, ids, giveUp)
+	outcomes := dgWaitOutcomesDone(t, env, table, ids, giveUp)
+	dgWaitCheckpoints(t, env, id, dgLastSeqs(land), giveUp)
 	rec.halt()
 	samples := rec.all()
 
 	dgCheckMonotonic(t, samples)
-	// No lease flips back to the zombie once the survivor has it.
+	// No lease flips back to the zombie once the survivor has it, unless
+	// the revived worker acquired it anew (it had expired: renewals come
+	// late on a loaded machine), which it logs.
+	reacquired := map[string]bool{}
+	for _, m := range zombie.p.logsMatching(msgIs("lease acquired")) {
+		if !logAt(t, m).Before(resumedAt) {
+			reacquired[fmt.Sprint(m["shard"])] = true
+		}
+	}
 	for _, s := range samples {
 		if s.at.Before(takenAt) {
 			continue
 		}
-		if h := dgHeldByAny(s.rows, zombieIDs); len(h) > 0 {
-			t.Errorf("at %s the revived worker %s owned %v again", s.at.Format(time.StampMilli), zombie.label, h)
+		for _, shard := range dgHeldByAny(s.rows, zombieIDs) {
+			if !reacquired[shard] {
+				t.Errorf("at %s the revived worker %s owned shard %s again without acquiring it", s.at.Format(time.StampMilli), zombie.label, shard)
+			}
 		}
 	}
 	hits := sink.snapshot()
