@@ -65,88 +65,60 @@ func TestDispatchIsFenced(t *testing.T) {
 	}
 }
 
-// A worker whose lease is about to run out by its own clock starts nothing,
-// although it still holds the lease; once a renewal moves the lease on, the
-// command runs, once.
-func TestNothingStartsPastTheFence(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t)
-		start := time.Now()
-		var mu sync.Mutex
-		lease := start.Add(500 * time.Millisecond) // inside the 1 s margin of a 5 s lease
-		h.p.o.cfg.LeaseDuration = 5 * time.Second
-		h.p.o.leaseUntil = func(string) time.Time {
-			mu.Lock()
-			defer mu.Unlock()
-			return lease
-		}
-		const renewAt = 200 * time.Millisecond
-		go func() {
-			time.Sleep(renewAt)
-			mu.Lock()
-			lease = time.Now().Add(5 * time.Second)
-			mu.Unlock()
-		}()
-		var calls []time.Duration
-		h.resp.reply = func(context.Context, string, int) error {
-			calls = append(calls, time.Since(start))
-			return nil
-		}
-		cp := &fakeCheckpointer{}
-		h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: []types.Record{slackRecord("1", "hi")}})
-		h.p.Shutdown(&kcl.ShutdownInput{ShutdownReason: kcl.REQUESTED, Checkpointer: cp})
-		if len(calls) != 1 || calls[0] < renewAt {
-			t.Errorf("responder called at %v, want once, after the renewal at %v", calls, renewAt)
-		}
-		if got := h.results(); !slices.Equal(got, []string{"1=executed"}) {
-			t.Errorf("outcomes %v", got)
-		}
-	})
-}
-
-// A renewal that comes after the lease ran out by this worker's clock, but
-// before anyone took the lease, is waited for: the command runs once the
-// lease is ours again, and the observer is not restarted for it.
+// A worker whose lease is about to run out by its own clock (inside the
+// fence's margin), or has run out without being found lost, starts nothing:
+// it waits for the renewal that comes late, then runs the command once, and
+// is not restarted for it.
 func TestLateRenewalIsWaitedFor(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t)
-		h.p.o.fatal = make(chan error, 1)
-		start := time.Now()
-		var mu sync.Mutex
-		lease := start.Add(-time.Second) // ran out, not found lost
-		h.p.o.cfg.LeaseDuration = 5 * time.Second
-		h.p.o.leaseUntil = func(string) time.Time {
-			mu.Lock()
-			defer mu.Unlock()
-			return lease
-		}
-		const renewAt = 2 * time.Second
-		go func() {
-			time.Sleep(renewAt)
-			mu.Lock()
-			lease = time.Now().Add(5 * time.Second)
-			mu.Unlock()
-		}()
-		var calls []time.Duration
-		h.resp.reply = func(context.Context, string, int) error {
-			calls = append(calls, time.Since(start))
-			return nil
-		}
-		cp := &fakeCheckpointer{}
-		h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: []types.Record{slackRecord("1", "hi")}})
-		h.p.Shutdown(&kcl.ShutdownInput{ShutdownReason: kcl.REQUESTED, Checkpointer: cp})
-		if len(calls) != 1 || calls[0] < renewAt {
-			t.Errorf("responder called at %v, want once, after the renewal at %v", calls, renewAt)
-		}
-		if got := h.results(); !slices.Equal(got, []string{"1=executed"}) {
-			t.Errorf("outcomes %v", got)
-		}
-		select {
-		case err := <-h.p.o.fatal:
-			t.Errorf("observer restart requested for a late renewal: %v", err)
-		default:
-		}
-	})
+	for _, tc := range []struct {
+		name    string
+		left    time.Duration // of the 5 s lease when the record comes
+		renewAt time.Duration
+	}{
+		{"inside the margin", 500 * time.Millisecond, 200 * time.Millisecond},
+		{"run out", -time.Second, 2 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				h := newHarness(t)
+				h.p.o.fatal = make(chan error, 1)
+				start := time.Now()
+				var mu sync.Mutex
+				lease := start.Add(tc.left)
+				h.p.o.cfg.LeaseDuration = 5 * time.Second
+				h.p.o.leaseUntil = func(string) time.Time {
+					mu.Lock()
+					defer mu.Unlock()
+					return lease
+				}
+				go func() {
+					time.Sleep(tc.renewAt)
+					mu.Lock()
+					lease = time.Now().Add(5 * time.Second)
+					mu.Unlock()
+				}()
+				var calls []time.Duration
+				h.resp.reply = func(context.Context, string, int) error {
+					calls = append(calls, time.Since(start))
+					return nil
+				}
+				cp := &fakeCheckpointer{}
+				h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: []types.Record{slackRecord("1", "hi")}})
+				h.p.Shutdown(&kcl.ShutdownInput{ShutdownReason: kcl.REQUESTED, Checkpointer: cp})
+				if len(calls) != 1 || calls[0] < tc.renewAt {
+					t.Errorf("responder called at %v, want once, after the renewal at %v", calls, tc.renewAt)
+				}
+				if got := h.results(); !slices.Equal(got, []string{"1=executed"}) {
+					t.Errorf("outcomes %v", got)
+				}
+				select {
+				case err := <-h.p.o.fatal:
+					t.Errorf("observer restart requested for a late renewal: %v", err)
+				default:
+				}
+			})
+		})
+	}
 }
 
 // A lease found lost while waiting ends the wait: nothing runs, and the
