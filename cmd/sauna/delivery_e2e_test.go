@@ -492,7 +492,7 @@ func dgWaitCheckpoints(t testing.TB, env emulator.Env, table string, want map[st
 // dgWorkerID is the KCL worker id a process logged when its observer started.
 func dgWorkerID(t testing.TB, p *process) string {
 	t.Helper()
-	rec := p.waitLogs(t, 1, 30*time.Second, msgIs("observer started"))
+	rec := p.waitLogs(t, 1, giveUp, msgIs("observer started"))
 	return fmt.Sprint(rec[0]["worker"])
 }
 
@@ -518,7 +518,7 @@ func dgFreeze(t testing.TB, p *process) time.Time {
 		t.Fatal(err)
 	}
 	stat := fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid)
-	waitFor(t, 10*time.Second, func() bool {
+	waitFor(t, giveUp, func() bool {
 		b, err := os.ReadFile(stat)
 		// The state follows the command name, which is in parentheses.
 		i := bytes.LastIndexByte(b, ')')
@@ -757,7 +757,7 @@ func TestDeliveryCrash(t *testing.T) {
 	bound := 0
 	generation := map[string]int{"a": 1, "b": 1}
 	for k, mark := range marks {
-		waitFor(t, 2*time.Minute, func() bool { return producerFailed() || sink.distinct() >= mark },
+		waitFor(t, giveUp, func() bool { return producerFailed() || sink.distinct() >= mark },
 			func() string {
 				return fmt.Sprintf("%d commands at the receiver before kill %d (have %d)", mark, k+1, sink.distinct())
 			})
@@ -767,7 +767,7 @@ func TestDeliveryCrash(t *testing.T) {
 		var rows map[string]dgLease
 		// A worker restarted in-process has a new id: a process's workers
 		// are all the ids it logged.
-		waitFor(t, 2*time.Minute, func() bool {
+		waitFor(t, giveUp, func() bool {
 			rows = dgMustLeases(t, env, id)
 			return len(dgHeldByAny(rows, dgWorkerIDs(live[0].p)))+len(dgHeldByAny(rows, dgWorkerIDs(live[1].p))) > 0
 		}, func() string { return fmt.Sprintf("a live worker holding a lease: %v", rows) })
@@ -798,10 +798,10 @@ func TestDeliveryCrash(t *testing.T) {
 
 	<-produced
 	producerFailed()
-	sink.waitAll(t, ids, 2*time.Minute)
+	sink.waitAll(t, ids, giveUp)
 	t.Logf("all %d commands reached the receiver after %s", n, time.Since(started).Round(time.Millisecond))
-	outcomes := dgWaitOutcomesDone(t, env, table, ids, time.Minute)
-	dgWaitCheckpoints(t, env, id, dgLastSeqs(land), time.Minute)
+	outcomes := dgWaitOutcomesDone(t, env, table, ids, giveUp)
+	dgWaitCheckpoints(t, env, id, dgLastSeqs(land), giveUp)
 
 	rec.halt()
 	dgCheckMonotonic(t, rec.all())
@@ -1014,9 +1014,6 @@ func TestDeliveryZombie(t *testing.T) {
 	}
 
 	var rows map[string]dgLease
-	// Waits are bounded only to give up on a broken run: progress on a
-	// loaded machine is slow, and none of them is a measure.
-	const giveUp = 3 * time.Minute
 	waitFor(t, giveUp, func() bool {
 		rows = dgMustLeases(t, env, id)
 		return len(rows) == shards && len(dgHeldByAny(rows, dgWorkerIDs(a.p)))+len(dgHeldByAny(rows, dgWorkerIDs(b.p))) == shards
@@ -1368,15 +1365,15 @@ func TestDeliveryShutdownBounded(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sink.waitAll(t, ids[:normal], time.Minute)
-		dgWaitOutcomesDone(t, env, table, ids[:normal], 30*time.Second)
+		sink.waitAll(t, ids[:normal], giveUp)
+		dgWaitOutcomesDone(t, env, table, ids[:normal], giveUp)
 		// The hung commands come last in every shard they land in: the
 		// checkpoint must stop right before them.
 		landHung, err := dgPut(t.Context(), kin, stream, keys[normal:], data[normal:])
 		if err != nil {
 			t.Fatal(err)
 		}
-		sink.waitAll(t, ids[normal:], 30*time.Second)
+		sink.waitAll(t, ids[normal:], giveUp)
 
 		took, err := w.p.stop(t)
 		t.Logf("stopped %s after SIGTERM with %d commands hung at the receiver (%v)", took.Round(time.Millisecond), hung, err)
@@ -1402,7 +1399,7 @@ func TestDeliveryShutdownBounded(t *testing.T) {
 		// A new worker re-sends exactly the hung commands.
 		sink.setHang(nil)
 		w2 := dgStartWorker(t, env, sink.URL, "second", obs)
-		waitFor(t, 30*time.Second, func() bool {
+		waitFor(t, giveUp, func() bool {
 			for _, id := range ids[normal:] {
 				if sink.count(id) < 2 {
 					return false
@@ -1410,8 +1407,8 @@ func TestDeliveryShutdownBounded(t *testing.T) {
 			}
 			return true
 		}, func() string { return "the hung commands to be sent again" })
-		dgWaitOutcomesDone(t, env, table, ids, 30*time.Second)
-		dgWaitCheckpoints(t, env, id, dgLastSeqs(append(landNormal, landHung...)), 30*time.Second)
+		dgWaitOutcomesDone(t, env, table, ids, giveUp)
+		dgWaitCheckpoints(t, env, id, dgLastSeqs(append(landNormal, landHung...)), giveUp)
 		hits := sink.snapshot()
 		for _, id := range ids[:normal] {
 			if n := len(hits[id]); n != 1 {
@@ -1440,7 +1437,7 @@ func TestDeliveryShutdownBounded(t *testing.T) {
 		bhEnv := env
 		bhEnv.KinesisURL = hole.url()
 		w := dgStartWorker(t, bhEnv, sink.URL, "w", dgObserverConfig(id, stream, dgTuning{}))
-		waitFor(t, 30*time.Second, func() bool { return hole.swallowed.Load() > 0 },
+		waitFor(t, giveUp, func() bool { return hole.swallowed.Load() > 0 },
 			func() string { return "a Kinesis request swallowed by the black hole" })
 		took, err := w.p.stop(t)
 		t.Logf("stopped %s after SIGTERM with Kinesis a black hole (%d connections, %d bytes swallowed; %v)",
@@ -1472,16 +1469,16 @@ func TestDeliveryShutdownBounded(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sink.waitAll(t, ids, time.Minute)
+		sink.waitAll(t, ids, giveUp)
 		want := dgLastSeqs(land)
-		dgWaitCheckpoints(t, env, id, want, 30*time.Second)
-		waitFor(t, 30*time.Second, func() bool { return len(dgHeldBy(dgMustLeases(t, env, id), w.id)) == shards },
+		dgWaitCheckpoints(t, env, id, want, giveUp)
+		waitFor(t, giveUp, func() bool { return len(dgHeldBy(dgMustLeases(t, env, id), w.id)) == shards },
 			func() string { return "the worker to hold every shard" })
 
 		hole.hole.Store(true)
 		// The consumers poll every 250 ms when idle, so a swallowed request
 		// follows at once.
-		waitFor(t, 30*time.Second, func() bool { return hole.swallowed.Load() > 0 },
+		waitFor(t, giveUp, func() bool { return hole.swallowed.Load() > 0 },
 			func() string { return "a Kinesis request swallowed by the black hole" })
 		took, err := w.p.stop(t)
 		t.Logf("stopped %s after SIGTERM with Kinesis turned into a black hole while holding %d shards (%v)",
@@ -1499,7 +1496,7 @@ func TestDeliveryShutdownBounded(t *testing.T) {
 		// The abandoned worker released nothing; once its leases expire a
 		// worker with a working Kinesis resumes every shard at its checkpoint.
 		w2 := dgStartWorker(t, env, sink.URL, "w2", dgObserverConfig(id, stream, dgTuning{}))
-		for _, m := range w2.p.waitLogs(t, shards, 30*time.Second, msgIs("shard acquired")) {
+		for _, m := range w2.p.waitLogs(t, shards, giveUp, msgIs("shard acquired")) {
 			shard := fmt.Sprint(m["shard"])
 			if from := fmt.Sprint(m["from"]); from != want[shard] {
 				t.Errorf("shard %s resumed from %s, want its checkpoint %s", shard, from, want[shard])

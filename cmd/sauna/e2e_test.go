@@ -34,7 +34,7 @@ func TestEndToEnd(t *testing.T) {
 	writeFile(t, dir, "notes.txt", "not a config")
 
 	p := startSauna(t, env, dir)
-	p.waitLogs(t, 1, 20*time.Second, msgIs("observer started"))
+	p.waitLogs(t, 1, giveUp, msgIs("observer started"))
 
 	// Three valid commands through `sauna publish`, one per file, and one that
 	// publish must refuse before anything is put.
@@ -73,9 +73,9 @@ func TestEndToEnd(t *testing.T) {
 	put("e", commandRecord(uuidFor(7), now, "600000", slackInner("sdk 7")))
 
 	want := []string{"published 1", "published 2", "published 3", "sdk 4", "sdk 7"}
-	waitFor(t, 30*time.Second, func() bool { return len(slack.received()) >= len(want) },
+	waitFor(t, giveUp, func() bool { return len(slack.received()) >= len(want) },
 		func() string { return fmt.Sprintf("%d Slack messages, got %q", len(want), slack.texts()) })
-	rejected := p.waitLogs(t, 3, 20*time.Second, msgIs("command rejected"))
+	rejected := p.waitLogs(t, 3, giveUp, msgIs("command rejected"))
 
 	got := slack.texts()
 	slices.Sort(got)

@@ -21,7 +21,7 @@ import (
 // adminURL waits for the admin listener's log line and returns its base URL.
 func (p *process) adminURL(t testing.TB) string {
 	t.Helper()
-	rec := p.waitLogs(t, 1, 20*time.Second, msgIs("admin endpoints listening"))
+	rec := p.waitLogs(t, 1, giveUp, msgIs("admin endpoints listening"))
 	return "http://" + fmt.Sprint(rec[0]["addr"])
 }
 
@@ -148,7 +148,7 @@ func TestOperationsEndToEnd(t *testing.T) {
 	if code, _ := httpDo(t, "GET", base+"/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz: %d", code)
 	}
-	waitFor(t, 30*time.Second, func() bool {
+	waitFor(t, giveUp, func() bool {
 		code, _ := httpDo(t, "GET", base+"/readyz")
 		return code == http.StatusOK
 	}, func() string {
@@ -171,9 +171,9 @@ func TestOperationsEndToEnd(t *testing.T) {
 	}
 	put("bad", `{"schema": "not json`)
 	put("old", commandRecord(uuidFor(199), now.Add(-time.Hour), "1000", slackInner("expired")))
-	waitFor(t, 30*time.Second, func() bool { return len(slack.received()) >= 3 },
+	waitFor(t, giveUp, func() bool { return len(slack.received()) >= 3 },
 		func() string { return fmt.Sprintf("3 Slack messages, got %q", slack.texts()) })
-	p.waitLogs(t, 2, 20*time.Second, msgIs("command rejected"))
+	p.waitLogs(t, 2, giveUp, msgIs("command rejected"))
 
 	metricsBody := func() string {
 		t.Helper()
@@ -191,7 +191,7 @@ func TestOperationsEndToEnd(t *testing.T) {
 	// The outcome is counted just after it is reported, and the KCL counts
 	// a batch's records only once the processor has paced the shard's next
 	// read, so wait a moment.
-	waitFor(t, 10*time.Second, func() bool {
+	waitFor(t, giveUp, func() bool {
 		b := metricsBody()
 		return commands(b, "slack", "executed", "") == 3 && commands(b, "", "rejected", "invalid_json") == 1 &&
 			commands(b, "slack", "rejected", "expired") == 1 &&
@@ -264,7 +264,7 @@ func TestOperationsEndToEnd(t *testing.T) {
 	if code, body := httpDo(t, "POST", base+"/resume"); code != http.StatusOK || !strings.Contains(body, `"paused": false`) {
 		t.Fatalf("POST /resume: %d %s", code, body)
 	}
-	waitFor(t, 30*time.Second, func() bool { return len(slack.received()) >= 7 },
+	waitFor(t, giveUp, func() bool { return len(slack.received()) >= 7 },
 		func() string { return fmt.Sprintf("7 Slack messages after resume, got %q", slack.texts()) })
 	for i := 1; i <= 4; i++ {
 		if !strings.Contains(strings.Join(slack.texts(), "\n"), fmt.Sprintf("paused %d", i)) {
@@ -276,7 +276,7 @@ func TestOperationsEndToEnd(t *testing.T) {
 		reader := env.CloudWatch(t)
 		// moto's GetMetricData ignores the namespace when dimensions are set,
 		// so the stream's unique name tells this run's data apart.
-		waitFor(t, 15*time.Second, func() bool {
+		waitFor(t, giveUp, func() bool {
 			sum := 0.0
 			for _, shard := range []string{"shardId-000000000000", "shardId-000000000001"} {
 				out, err := reader.GetMetricData(t.Context(), &cloudwatch.GetMetricDataInput{

@@ -60,7 +60,7 @@ func dlvReadLetters(t *testing.T, kin *kinesis.Client, stream string) []deadlett
 func dlvWaitLetter(t *testing.T, kin *kinesis.Client, stream, commandID string) deadletter.Letter {
 	t.Helper()
 	var found []deadletter.Letter
-	waitFor(t, 30*time.Second, func() bool {
+	waitFor(t, giveUp, func() bool {
 		found = found[:0]
 		for _, l := range dlvReadLetters(t, kin, stream) {
 			if l.CommandID == commandID {
@@ -91,9 +91,9 @@ func TestDeliveryOutage(t *testing.T) {
 	started := time.Now()
 	// After a long outage each key's command may sit in the observer's
 	// backoff (capped at 30 s) before its next try.
-	down, limited, recovery := 10*time.Second, 5*time.Second, 60*time.Second
+	down, limited, recovery := 10*time.Second, 5*time.Second, giveUp
 	if os.Getenv("SAUNA_SOAK") == "1" {
-		down, limited, recovery = 45*time.Second, 15*time.Second, 90*time.Second
+		down, limited = 45*time.Second, 15*time.Second
 	}
 	stream := emulator.UniqueName(t, "outage")
 	budgetStream := emulator.UniqueName(t, "budget")
@@ -138,7 +138,7 @@ func TestDeliveryOutage(t *testing.T) {
 	writeFile(t, dir, "observer-budget.json", dlvObserverConfig(budgetID, budgetStream, "TRIM_HORIZON", 2000, dlq))
 	writeFile(t, dir, "webhook.json", dlvWebhookConfig(srv.URL+"/hook"))
 	p := startSauna(t, env, dir)
-	p.waitLogs(t, 2, 20*time.Second, msgIs("observer started"))
+	p.waitLogs(t, 2, giveUp, msgIs("observer started"))
 
 	var keys []string
 	for k := range 20 {
@@ -157,7 +157,7 @@ func TestDeliveryOutage(t *testing.T) {
 		}
 		prod.wg.Wait()
 	}()
-	waitFor(t, 30*time.Second, func() bool { return len(srv.accepted()) >= 2*len(keys) },
+	waitFor(t, giveUp, func() bool { return len(srv.accepted()) >= 2*len(keys) },
 		func() string { return fmt.Sprintf("deliveries before the outage, got %d", len(srv.accepted())) })
 
 	now := time.Now()
@@ -322,7 +322,7 @@ func TestDeliveryOutage(t *testing.T) {
 	if code != 0 || !strings.Contains(stdout, `"toSequenceNumber":`) || !strings.Contains(stdout, `"commandId":"`+refused.ID+`"`) || strings.Count(stdout, "\n") != 1 {
 		t.Fatalf("replay: exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
 	}
-	waitFor(t, 30*time.Second, func() bool { return srv.accepted()[refused.ID] > 0 },
+	waitFor(t, giveUp, func() bool { return srv.accepted()[refused.ID] > 0 },
 		func() string { return fmt.Sprintf("the replayed command %s at the receiver", refused.ID) })
 	code, stdout, stderr = runCLI(t, env, "", "outcome", "--table", mainID+"-commands", refused.ID)
 	if code != 0 || !strings.Contains(stdout, "executed") {

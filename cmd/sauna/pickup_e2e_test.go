@@ -75,7 +75,7 @@ func TestDeliveryPickupAndFailover(t *testing.T) {
 	env := emulator.Require(t)
 	started := time.Now()
 	const shards = 16
-	const bound = time.Minute
+	const bound = giveUp
 	stream := emulator.UniqueName(t, "pickup")
 	env.CreateStream(t, stream, shards)
 	sink := newDGSink(t)
@@ -86,8 +86,8 @@ func TestDeliveryPickupAndFailover(t *testing.T) {
 	counted, counter := dgShielded(t, env)
 	processStart := time.Now()
 	solo := dgStartWorker(t, counted, sink.URL, "solo", dgObserverConfig(id, stream, dgTuning{}))
-	observerStart := logAt(t, solo.p.waitLogs(t, 1, 10*time.Second, msgIs("observer started"))[0])
-	m.SoloStartup = dgSecs(observerStart.Sub(logAt(t, solo.p.waitLogs(t, 1, 10*time.Second, msgIs("sauna starting"))[0])))
+	observerStart := logAt(t, solo.p.waitLogs(t, 1, giveUp, msgIs("observer started"))[0])
+	m.SoloStartup = dgSecs(observerStart.Sub(logAt(t, solo.p.waitLogs(t, 1, giveUp, msgIs("sauna starting"))[0])))
 	var rows map[string]dgLease
 	waitFor(t, bound, func() bool {
 		rows = dgMustLeases(t, env, id)

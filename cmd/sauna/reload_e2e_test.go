@@ -51,7 +51,7 @@ func (a *arrivals) times(text string) []time.Time {
 func (a *arrivals) waitFor(t *testing.T, texts ...string) {
 	t.Helper()
 	var missing []string
-	waitFor(t, 30*time.Second, func() bool {
+	waitFor(t, giveUp, func() bool {
 		missing = missing[:0]
 		for _, s := range texts {
 			if len(a.times(s)) == 0 {
@@ -157,24 +157,24 @@ func TestReloadEndToEnd(t *testing.T) {
 
 	// No periodic rescan within the test: events and SIGHUP do the work.
 	p := startSauna(t, env, dir, "--reload-quiet", "200ms", "--rescan-interval", "10m")
-	p.waitLogs(t, 1, 20*time.Second, fileLog("config added", slackFile))
-	p.waitLogs(t, 1, 20*time.Second, msgIs("no observer or ingest endpoint is configured; waiting for a KinesisObserverConfig or HttpIngestConfig file in the config directory"))
+	p.waitLogs(t, 1, giveUp, fileLog("config added", slackFile))
+	p.waitLogs(t, 1, giveUp, msgIs("no observer or ingest endpoint is configured; waiting for a KinesisObserverConfig or HttpIngestConfig file in the config directory"))
 	observerStarted := func(m map[string]any) bool { return m["msg"] == "observer started" && m["observer"] == id }
 	observerStopped := func(m map[string]any) bool { return m["msg"] == "observer stopped" && m["observer"] == id }
 
 	// An observer file dropped in starts consuming.
 	writeFile(t, dir, "observer.json", obsV1)
-	added := p.waitLogs(t, 1, 20*time.Second, fileLog("config added", obsFile))
+	added := p.waitLogs(t, 1, giveUp, fileLog("config added", obsFile))
 	if added[0]["id"] != id || added[0]["kind"] != "observer" {
 		t.Errorf("config added line: %v", added[0])
 	}
-	worker1 := fmt.Sprint(p.waitLogs(t, 1, 20*time.Second, observerStarted)[0]["worker"])
+	worker1 := fmt.Sprint(p.waitLogs(t, 1, giveUp, observerStarted)[0]["worker"])
 	put("one")
 	gotA.waitFor(t, "one")
 
 	// A new webhook URL applies to the next command, the observer untouched.
 	writeFile(t, dir, "slack.json", fastSlackConfig("slack", sinkB.URL+"/services/B"))
-	p.waitLogs(t, 1, 20*time.Second, fileLog("config changed", slackFile))
+	p.waitLogs(t, 1, giveUp, fileLog("config changed", slackFile))
 	put("two")
 	gotB.waitFor(t, "two")
 	if n := len(gotA.times("two")); n != 0 {
@@ -187,7 +187,7 @@ func TestReloadEndToEnd(t *testing.T) {
 	// An invalid version is refused, logged with file and field; the last
 	// good one keeps consuming.
 	writeFile(t, dir, "observer.json", strings.Replace(obsV1, `"maxRecords":100`, `"maxRecords":0`, 1))
-	refused := p.waitLogs(t, 1, 20*time.Second, fileLog("config refused; the last good version keeps running", obsFile))
+	refused := p.waitLogs(t, 1, giveUp, fileLog("config refused; the last good version keeps running", obsFile))
 	if refused[0]["field"] != "data.parameters.kinesis.maxRecords" || refused[0]["running_id"] != id {
 		t.Errorf("refusal line: %v", refused[0])
 	}
@@ -220,7 +220,7 @@ func TestReloadEndToEnd(t *testing.T) {
 	// A changed observer hands its leases over while commands keep coming:
 	// the old worker stops (final checkpoints) before the new one starts on
 	// the same lease table, and every command is executed.
-	waitFor(t, 20*time.Second, func() bool { return allOwnedBy(leaseOwners(t, env, id), shards, worker1) },
+	waitFor(t, giveUp, func() bool { return allOwnedBy(leaseOwners(t, env, id), shards, worker1) },
 		func() string { return fmt.Sprintf("leases held by %s: %v", worker1, leaseOwners(t, env, id)) })
 	var during []string
 	producing := make(chan struct{})
@@ -247,8 +247,8 @@ func TestReloadEndToEnd(t *testing.T) {
 		}
 	}()
 	writeFile(t, dir, "observer.json", obsV2)
-	changed := p.waitLogs(t, 1, 30*time.Second, fileLog("config changed", obsFile))
-	starts := p.waitLogs(t, 2, 30*time.Second, observerStarted)
+	changed := p.waitLogs(t, 1, giveUp, fileLog("config changed", obsFile))
+	starts := p.waitLogs(t, 2, giveUp, observerStarted)
 	worker2 := fmt.Sprint(starts[1]["worker"])
 	stops := p.logsMatching(observerStopped)
 	if worker2 == worker1 || len(stops) != 1 || logAt(t, stops[0]).After(logAt(t, starts[1])) {
@@ -257,7 +257,7 @@ func TestReloadEndToEnd(t *testing.T) {
 	if changed[0]["id"] != id {
 		t.Errorf("config changed line: %v", changed[0])
 	}
-	waitFor(t, 30*time.Second, func() bool { return allOwnedBy(leaseOwners(t, env, id), shards, worker2) },
+	waitFor(t, giveUp, func() bool { return allOwnedBy(leaseOwners(t, env, id), shards, worker2) },
 		func() string { return fmt.Sprintf("leases held by %s: %v", worker2, leaseOwners(t, env, id)) })
 	close(producing)
 	<-produced
@@ -272,11 +272,11 @@ func TestReloadEndToEnd(t *testing.T) {
 	// Removing the file stops the observer; a command put meanwhile waits
 	// in the stream until the file is back.
 	removeConfig(t, obsFile)
-	p.waitLogs(t, 1, 20*time.Second, fileLog("config removed", obsFile))
-	p.waitLogs(t, 2, 30*time.Second, observerStopped)
+	p.waitLogs(t, 1, giveUp, fileLog("config removed", obsFile))
+	p.waitLogs(t, 2, giveUp, observerStopped)
 	put("four")
 	writeFile(t, dir, "observer.json", obsV2)
-	restarted := p.waitLogs(t, 3, 30*time.Second, observerStarted)
+	restarted := p.waitLogs(t, 3, giveUp, observerStarted)
 	gotB.waitFor(t, "four")
 	if at := gotB.times("four")[0]; at.Before(logAt(t, restarted[2])) {
 		t.Errorf("command four was executed at %s, before the observer was back at %s", at, logAt(t, restarted[2]))
@@ -285,9 +285,9 @@ func TestReloadEndToEnd(t *testing.T) {
 	// A command for a responder whose config was removed is rejected with
 	// that reason.
 	removeConfig(t, slackFile)
-	p.waitLogs(t, 1, 20*time.Second, fileLog("config removed", slackFile))
+	p.waitLogs(t, 1, giveUp, fileLog("config removed", slackFile))
 	put("five")
-	p.waitLogs(t, 1, 30*time.Second, func(m map[string]any) bool {
+	p.waitLogs(t, 1, giveUp, func(m map[string]any) bool {
 		return m["msg"] == "command rejected" && m["reason"] == "no_responder" && m["command_id"] == uuidFor(seq)
 	})
 	if n := len(gotA.times("five")) + len(gotB.times("five")); n != 0 {
@@ -300,15 +300,15 @@ func TestReloadEndToEnd(t *testing.T) {
 	if err := os.Symlink(target, slackFile); err != nil {
 		t.Fatal(err)
 	}
-	p.waitLogs(t, 2, 20*time.Second, fileLog("config added", slackFile))
+	p.waitLogs(t, 2, giveUp, fileLog("config added", slackFile))
 	writeFile(t, filepath.Dir(target), "slack.json", fastSlackConfig("slack", sinkA.URL+"/services/A"))
 	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	p.waitLogs(t, 1, 20*time.Second, func(m map[string]any) bool {
+	p.waitLogs(t, 1, giveUp, func(m map[string]any) bool {
 		return m["msg"] == "rescanning the config directory" && m["signal"] == "hangup"
 	})
-	p.waitLogs(t, 2, 20*time.Second, fileLog("config changed", slackFile))
+	p.waitLogs(t, 2, giveUp, fileLog("config changed", slackFile))
 	put("six")
 	gotA.waitFor(t, "six")
 

@@ -251,7 +251,7 @@ func dlvHashKey(s *string) *big.Int {
 func dlvWaitActive(t *testing.T, kin *kinesis.Client, stream string) {
 	t.Helper()
 	var status types.StreamStatus
-	waitFor(t, 20*time.Second, func() bool {
+	waitFor(t, giveUp, func() bool {
 		out, err := kin.DescribeStreamSummary(t.Context(), &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(stream)})
 		if err != nil {
 			t.Fatalf("describe %s: %v", stream, err)
@@ -286,7 +286,7 @@ func dlvCheckpoints(t *testing.T, env emulator.Env, table string) map[string]str
 func dlvWaitShardEnd(t *testing.T, env emulator.Env, table string, shards ...string) {
 	t.Helper()
 	var cps map[string]string
-	waitFor(t, 30*time.Second, func() bool {
+	waitFor(t, giveUp, func() bool {
 		cps = dlvCheckpoints(t, env, table)
 		for _, s := range shards {
 			if cps[s] != "SHARD_END" {
@@ -387,7 +387,7 @@ func testDeliveryReshard(t *testing.T, position string) {
 	writeFile(t, dir, "observer.json", dlvObserverConfig(id, stream, position, 60000, ""))
 	writeFile(t, dir, "webhook.json", dlvWebhookConfig(srv.URL+"/hook"))
 	p := startSauna(t, env, dir)
-	p.waitLogs(t, 1, 20*time.Second, msgIs("observer started"))
+	p.waitLogs(t, 1, giveUp, msgIs("observer started"))
 
 	var keys []string
 	for k := range 20 {
@@ -409,7 +409,7 @@ func testDeliveryReshard(t *testing.T, position string) {
 	waitGrowth := func(what string, by int) {
 		t.Helper()
 		from := delivered()
-		waitFor(t, 30*time.Second, func() bool { return delivered() >= from+by },
+		waitFor(t, giveUp, func() bool { return delivered() >= from+by },
 			func() string {
 				return fmt.Sprintf("%d more deliveries %s (from %d, now %d)", by, what, from, delivered())
 			})
@@ -470,7 +470,7 @@ func testDeliveryReshard(t *testing.T, position string) {
 		all = append(all, cmds...)
 	}
 	var missing []string
-	waitFor(t, 40*time.Second, func() bool {
+	waitFor(t, giveUp, func() bool {
 		got := srv.accepted()
 		missing = missing[:0]
 		for _, c := range all {

@@ -95,7 +95,7 @@ func (v *vendorServer) matching(want any) []vendorRequest {
 func (v *vendorServer) waitRequests(t testing.TB, n int, what string, match func(vendorRequest) bool) []vendorRequest {
 	t.Helper()
 	var got []vendorRequest
-	waitFor(t, 20*time.Second, func() bool {
+	waitFor(t, giveUp, func() bool {
 		got = got[:0]
 		for _, r := range v.requests() {
 			if match(r) {
@@ -245,9 +245,9 @@ func TestEndToEndPagerDuty(t *testing.T) {
  "data":{"enabled":true,"id":"com.acme.hipchat","parameters":{"sendRoomNotificationEnabled":true,"authToken":%q}}}`, hipchatToken))
 
 	p := startSauna(t, env, dir)
-	p.waitLogs(t, 1, 20*time.Second, msgIs("observer started"))
+	p.waitLogs(t, 1, giveUp, msgIs("observer started"))
 
-	refused := p.waitLogs(t, 1, 5*time.Second, func(m map[string]any) bool {
+	refused := p.waitLogs(t, 1, giveUp, func(m map[string]any) bool {
 		return m["msg"] == "config refused" && strings.HasSuffix(fmt.Sprint(m["file"]), "hipchat.json")
 	})
 	if len(refused) != 1 || !strings.Contains(fmt.Sprint(refused[0]["problem"]), "HipChat Cloud was shut down") {
@@ -312,11 +312,11 @@ func TestEndToEndPagerDuty(t *testing.T) {
 		t.Errorf("flaky event: want the same event answered 503 then 202, got %d then %d", flaky[0].Status, flaky[1].Status)
 	}
 	for name, w := range want {
-		waitFor(t, 20*time.Second, func() bool { return len(pd.matching(w)) > 0 },
+		waitFor(t, giveUp, func() bool { return len(pd.matching(w)) > 0 },
 			func() string { return fmt.Sprintf("the v2 event of %s, got %d requests", name, len(pd.requests())) })
 	}
 	var failed []map[string]any
-	waitFor(t, 20*time.Second, func() bool {
+	waitFor(t, giveUp, func() bool {
 		failed = failed[:0]
 		for _, m := range commandLogs(p, badID) {
 			if isFinalFailure(m) {
@@ -330,7 +330,7 @@ func TestEndToEndPagerDuty(t *testing.T) {
 	if line, _ := json.Marshal(failed[0]); !strings.Contains(string(line), "Event object is invalid") {
 		t.Errorf("the failure does not carry PagerDuty's reason: %s", line)
 	}
-	rejected := p.waitLogs(t, 1, 20*time.Second, func(m map[string]any) bool {
+	rejected := p.waitLogs(t, 1, giveUp, func(m map[string]any) bool {
 		return m["command_id"] == hipchatID && m["reason"] == "retired"
 	})
 	if lvl := rejected[0]["level"]; lvl != "WARN" && lvl != "ERROR" {
@@ -392,7 +392,7 @@ func TestEndToEndSendGrid(t *testing.T) {
    "apiKeyId":%q,"apiUrl":%q,"rateLimitPerSecond":null,"rateLimitBurst":10}}}`, apiKey, sg.URL))
 
 	p := startSauna(t, env, dir)
-	p.waitLogs(t, 1, 20*time.Second, msgIs("observer started"))
+	p.waitLogs(t, 1, giveUp, msgIs("observer started"))
 
 	const sgSchema = "iglu:com.sendgrid.sauna.commands/send_email/jsonschema/1-0-0"
 	everyField := readTestdata(t, "../../responders/sendgrid/testdata/every-field.json")
@@ -507,7 +507,7 @@ func TestEndToEndWebhook(t *testing.T) {
    "rateLimitPerSecond":null,"rateLimitBurst":5}}}`, hook.URL+path+"?token="+token, "Bearer "+receiverToken, secret))
 
 	p := startSauna(t, env, dir)
-	p.waitLogs(t, 1, 20*time.Second, msgIs("observer started"))
+	p.waitLogs(t, 1, giveUp, msgIs("observer started"))
 
 	const whSchema = "iglu:io.sauna.commands/webhook/jsonschema/1-0-0"
 	// Bodies a re-encoding would change: keys out of order, 1.50 and 1e3,
