@@ -127,14 +127,15 @@ func (o *Observer) report(out Outcome) {
 	}
 }
 
-// fail stops the observer so that a new worker re-reads from the last
-// checkpoint; only the first failure is kept.
 // held reports whether this worker still holds the lease on shardID by its
 // own clock. A worker that was frozen (a paused VM, SIGSTOP) wakes with its
-// leases possibly taken over before any renewal can tell it; side effects
-// check held first.
+// leases possibly taken over before any renewal can tell it: checkpoints
+// are written only while held, commands start only before the lease's fence
+// (shardProcessor.fence).
 func (o *Observer) held(shardID string) bool { return time.Now().Before(o.leaseUntil(shardID)) }
 
+// fail stops the observer so that a new worker re-reads from the last
+// checkpoint; only the first failure is kept.
 func (o *Observer) fail(err error) {
 	select {
 	case o.fatal <- err:
