@@ -1222,8 +1222,14 @@ func TestDeliveryZombie(t *testing.T) {
 		t.Errorf("%d commands executed by worker %s and again by the revived worker %s after SIGCONT; by sender and time since SIGSTOP:%s",
 			len(stale), survivor.label, zombie.label, dgDescribeDups(stale, hits, frozenAt, 10))
 	}
-	t.Logf("%d commands, %d duplicate deliveries (%d commands); the revived worker sent %d requests after SIGCONT, %d of them fenced",
-		len(ids), dups, len(dupIDs), afterResume, fenced)
+	stopped := 0
+	for _, m := range zombie.p.logsMatching(msgIs("command failed; retrying")) {
+		if strings.Contains(fmt.Sprint(m["err"]), "ownership fence passed") && !logAt(t, m).Before(resumedAt) {
+			stopped++
+		}
+	}
+	t.Logf("%d commands, %d duplicate deliveries (%d commands); after SIGCONT the revived worker sent %d requests (%d past a fence) and its fence stopped %d attempts",
+		len(ids), dups, len(dupIDs), afterResume, fenced, stopped)
 	t.Logf("duplicates by sender and time since SIGSTOP (SIGCONT at %.3fs):%s",
 		resumedAt.Sub(frozenAt).Seconds(), dgDescribeDups(dupIDs, hits, frozenAt, 20))
 	for _, w := range []*dgWorker{zombie, survivor} {
