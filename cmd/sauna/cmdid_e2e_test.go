@@ -76,7 +76,7 @@ func TestEndToEndSaunaTestCommands(t *testing.T) {
 
 	p := startSauna(t, env, dir)
 	base := p.adminURL(t)
-	p.waitLogs(t, 1, 20*time.Second, msgIs("observer started"))
+	p.waitLogs(t, 1, giveUp, msgIs("observer started"))
 
 	serviceKey := randomSecret("")[:32]
 	subject := rand.Text()
@@ -103,7 +103,7 @@ func TestEndToEndSaunaTestCommands(t *testing.T) {
 		}
 	}
 
-	conflicts := p.waitLogs(t, 2, 20*time.Second, msgIs("command id reused by a different command; running it as a separate command"))
+	conflicts := p.waitLogs(t, 2, giveUp, msgIs("command id reused by a different command; running it as a separate command"))
 	for _, m := range conflicts {
 		if m["level"] != "WARN" || m["command_id"] != commandID ||
 			m["other_schema"] != "iglu:com.slack.sauna.commands/send_message/jsonschema/1-0-0" {
@@ -129,7 +129,7 @@ func TestEndToEndSaunaTestCommands(t *testing.T) {
 		v, _ := promValue(body, "sauna_commands_total", map[string]string{"observer": observer, "responder": responder, "outcome": outcome, "reason": ""})
 		return v
 	}
-	waitFor(t, 30*time.Second, func() bool {
+	waitFor(t, giveUp, func() bool {
 		b := metrics()
 		for name := range vendors {
 			if count(b, name, "executed") != 1 || count(b, name, "duplicate") != 1 {

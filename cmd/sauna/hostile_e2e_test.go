@@ -108,7 +108,7 @@ func TestHostileInput(t *testing.T) {
    "timeoutMillis":5000,"rateLimitPerSecond":null,"rateLimitBurst":5}}}`,
 		srv.URL+"/hook/"+pathSecret+"?k="+querySecret, "Bearer "+token, apiKey, signingSecret))
 	p := startSauna(t, env, dir)
-	p.waitLogs(t, 1, 20*time.Second, msgIs("observer started"))
+	p.waitLogs(t, 1, giveUp, msgIs("observer started"))
 
 	webhook := func(body, headers string) string {
 		return fmt.Sprintf(`{"schema":"iglu:io.sauna.commands/webhook/jsonschema/1-0-0","data":{"body":%s,"headers":%s}}`, body, headers)
@@ -130,7 +130,7 @@ func TestHostileInput(t *testing.T) {
 	for _, id := range []string{echoCmd, shadowCmd, overrideCmd, hugeCmd} {
 		letters[id] = dlvWaitLetter(t, kin, dlq, id)
 	}
-	waitFor(t, 30*time.Second, func() bool { return len(requests(signedCmd)) > 0 }, func() string { return "the signed command" })
+	waitFor(t, giveUp, func() bool { return len(requests(signedCmd)) > 0 }, func() string { return "the signed command" })
 
 	// A vendor asking for 27 hours holds every command bound to it (up to
 	// 5 minutes): this one comes last.
