@@ -76,6 +76,14 @@ type Config struct {
 	DeadLetterStream string
 	Idempotency      Idempotency
 	CloudWatch       CloudWatch
+	ScaleOut         ScaleOut
+}
+
+// ScaleOut configures how the workers of one observer id share the shards.
+type ScaleOut struct {
+	Balance            bool
+	MaxLeasesPerWorker int // 0: no limit
+	TakesPerPass       int
 }
 
 // Idempotency configures the command claims and outcomes table.
@@ -156,6 +164,11 @@ type params struct {
 		Namespace           *string `json:"namespace"`
 		FlushIntervalMillis int     `json:"flushIntervalMillis"`
 	} `json:"cloudwatch"`
+	ScaleOut struct {
+		Balance            bool `json:"balance"`
+		MaxLeasesPerWorker int  `json:"maxLeasesPerWorker"`
+		TakesPerPass       int  `json:"takesPerPass"`
+	} `json:"scaleOut"`
 }
 
 // ParseConfig validates a config document's data (enabled, id, parameters)
@@ -204,6 +217,11 @@ func ParseConfig(file string, key schemas.Key, data []byte) (Config, error) {
 			Enabled:       p.CloudWatch.Enabled,
 			Namespace:     deref(p.CloudWatch.Namespace),
 			FlushInterval: ms(p.CloudWatch.FlushIntervalMillis),
+		},
+		ScaleOut: ScaleOut{
+			Balance:            p.ScaleOut.Balance,
+			MaxLeasesPerWorker: p.ScaleOut.MaxLeasesPerWorker,
+			TakesPerPass:       p.ScaleOut.TakesPerPass,
 		},
 	}
 	// The table name and namespace the file leaves out derive from the id; a
@@ -314,6 +332,12 @@ func ParseConfig(file string, key schemas.Key, data []byte) (Config, error) {
 				add("id", "%q is not usable as the CloudWatch namespace, which defaults to the id: set parameters.cloudwatch.namespace (%v)", c.ID, err)
 			}
 		}
+	}
+	if c.ScaleOut.MaxLeasesPerWorker < 0 {
+		add("parameters.scaleOut.maxLeasesPerWorker", "must not be negative (0: no limit), got %d", c.ScaleOut.MaxLeasesPerWorker)
+	}
+	if c.ScaleOut.TakesPerPass < 1 || c.ScaleOut.TakesPerPass > 100 {
+		add("parameters.scaleOut.takesPerPass", "must be between 1 and 100, got %d", c.ScaleOut.TakesPerPass)
 	}
 	if len(errs) > 0 {
 		return Config{}, errors.Join(errs...)

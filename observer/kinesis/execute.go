@@ -140,8 +140,11 @@ func (p *shardProcessor) execute(r *types.Record) bool {
 	budgetSpent := false
 	for attempt := 1; ; attempt++ {
 		// No new side effect once the shard may belong to another worker: a
-		// worker that was frozen wakes before any renewal tells it so.
-		if !p.awaitLease() || p.stopping(ctx) {
+		// worker that was frozen wakes before any renewal tells it so. The
+		// end of intake stops retries but not a first attempt: every
+		// admitted record runs, so no later record that ran is left behind
+		// the final checkpoint to be run again.
+		if !p.awaitLease() || ctx.Err() != nil || attempt > 1 && p.stopping(ctx) {
 			release()
 			return false
 		}

@@ -76,7 +76,11 @@ type Observer struct {
 	lost func(shardID string) <-chan struct{}
 	// leaseUntil is when the lease on a shard runs out by our own clock
 	// (zero: not held; the lease table's HeldUntil).
-	leaseUntil  func(shardID string) time.Time
+	leaseUntil func(shardID string) time.Time
+	// handoff reports a peer's request for a shard's lease (nil: never),
+	// and handOver gives the lease to it after the final checkpoint.
+	handoff     func(shardID string) <-chan struct{}
+	handOver    func(shardID string) error
 	claims      Claims
 	deadLetters DeadLetters
 	inFlight    atomic.Int64
@@ -180,11 +184,41 @@ func (o *Observer) run(ctx context.Context, awsCfg aws.Config) error {
 		LeaseDuration: o.cfg.LeaseDuration,
 		Logger:        o.log,
 		OnAvailable:   pacer.wake,
+		Balance:       o.cfg.ScaleOut.Balance,
+		MaxLeases:     o.cfg.ScaleOut.MaxLeasesPerWorker,
+		TakesPerPass:  o.cfg.ScaleOut.TakesPerPass,
 	})
 	o.lost, o.leaseUntil = o.table.Lost, o.table.HeldUntil
+	o.handoff, o.handOver = o.table.HandoffRequested, o.table.HandOver
 	if err := o.table.Init(); err != nil {
 		return fmt.Errorf("observer %s: lease table: %w", o.cfg.ID, err)
 	}
+	// In the census before the first pass, so that peers count this worker
+	// and this worker knows its share before it takes anything.
+	if err := o.table.Heartbeat(); err != nil {
+		return fmt.Errorf("observer %s: lease table: %w", o.cfg.ID, err)
+	}
+	if err := o.table.Refresh(); err != nil {
+		o.log.Warn("first lease table scan failed; the balancer retries", "err", err)
+	}
+	balCtx, stopBalancer := context.WithCancel(context.WithoutCancel(ctx))
+	balDone := make(chan struct{})
+	go func() {
+		defer close(balDone)
+		o.table.RunBalancer(balCtx, pacer.wake)
+	}()
+	leave := func() {
+		stopBalancer()
+		<-balDone
+		o.table.Leave()
+	}
+	defer func() {
+		select {
+		case <-balDone:
+		default:
+			leave()
+		}
+	}()
 	if c := o.cfg.Idempotency; c.Enabled {
 		claims := outcomes.New(NewDynamoDBClient(awsCfg), outcomes.Config{
 			TableName:    c.TableName,
@@ -226,6 +260,8 @@ func (o *Observer) run(ctx context.Context, awsCfg aws.Config) error {
 		runErr = fmt.Errorf("%w: %v", ErrStopped, err)
 	}
 	close(stopping)
+	// Out of the census first: the leases released from here go to peers.
+	leave()
 	o.stop(w, stopIntake, stopHard)
 	return runErr
 }
@@ -281,6 +317,8 @@ func (o *Observer) kclConfig(log *kclLogger) *kclcfg.KinesisClientLibConfigurati
 		WithFailoverTimeMillis(int(c.LeaseDuration.Milliseconds())).
 		WithLeaseRefreshWaitTime(int(c.LeaseRefresh.Milliseconds())).
 		WithMaxRetryCount(20).
+		// The lease table enforces the share; the KCL's cap must not be lower.
+		WithMaxLeasesForWorker(maxLeases(c.ScaleOut.MaxLeasesPerWorker)).
 		// Empty batches give the processor a regular chance to write the
 		// checkpoint of commands that finished after their batch was handed
 		// over.
@@ -311,6 +349,13 @@ func (o *Observer) kclConfig(log *kclLogger) *kclcfg.KinesisClientLibConfigurati
 		k.WithTimestampAtInitialPositionInStream(&ts)
 	}
 	return k
+}
+
+func maxLeases(n int) int {
+	if n <= 0 {
+		return 32767 // the KCL's own default
+	}
+	return n
 }
 
 type processorFactory struct{ o *Observer }

@@ -26,6 +26,11 @@ type shardProcessor struct {
 	shardID string
 	log     *slog.Logger
 	lost    <-chan struct{}
+	// handoff is closed when a peer asks for the shard (nil: never).
+	handoff <-chan struct{}
+	// handedOver is set once the lease went to that peer; only the KCL's
+	// loop touches it.
+	handedOver bool
 	// slots holds one token per admitted, unfinished record.
 	slots chan struct{}
 	wg    sync.WaitGroup
@@ -39,6 +44,11 @@ type shardProcessor struct {
 	waiting map[string][]*entry
 	// stopped is set once a record stopped without a final outcome.
 	stopped bool
+	// draining is set once intake ended for this shard (a stop or a
+	// handoff): nothing more is admitted, but what was admitted, including
+	// records queued behind their key, still runs, so that the final
+	// checkpoint covers every record that ran.
+	draining bool
 	// candidate is the sequence number the checkpoint may move to.
 	candidate string
 	// written is the last checkpoint written, and when.
@@ -72,6 +82,9 @@ func (p *shardProcessor) Initialize(in *kcl.InitializationInput) {
 	p.shardID = in.ShardId
 	p.log = p.o.log.With("shard", in.ShardId)
 	p.lost = p.o.lost(in.ShardId)
+	if p.o.handoff != nil {
+		p.handoff = p.o.handoff(in.ShardId)
+	}
 	from := "initial position"
 	if in.ExtendedSequenceNumber != nil && aws.ToString(in.ExtendedSequenceNumber.SequenceNumber) != "" {
 		from = aws.ToString(in.ExtendedSequenceNumber.SequenceNumber)
@@ -85,6 +98,9 @@ func (p *shardProcessor) Initialize(in *kcl.InitializationInput) {
 // blocks while MaxInFlight records are unfinished, which bounds memory and
 // is the back-pressure on the stream. Then it paces the shard's reads.
 func (p *shardProcessor) ProcessRecords(in *kcl.ProcessRecordsInput) {
+	if p.handedOver {
+		return
+	}
 	for i := range in.Records {
 		if p.isStopped() {
 			break
@@ -93,12 +109,51 @@ func (p *shardProcessor) ProcessRecords(in *kcl.ProcessRecordsInput) {
 		// batch, one after the other, under the aggregate's sequence number.
 		more := i+1 < len(in.Records) && aws.ToString(in.Records[i+1].SequenceNumber) == aws.ToString(in.Records[i].SequenceNumber)
 		if !p.admit(&in.Records[i], more) {
-			p.stop()
+			p.drain()
 			break
 		}
 	}
+	if p.handoffAsked() {
+		p.handOver(in.Checkpointer)
+		return
+	}
 	p.checkpoint(in.Checkpointer, false)
 	p.pace(in)
+}
+
+func (p *shardProcessor) handoffAsked() bool {
+	select {
+	case <-p.handoff:
+		return true
+	default:
+		return false
+	}
+}
+
+// handOver gives the shard to the peer that asked for it: no more intake,
+// every admitted record finishes, the final checkpoint is written, and only
+// then is the lease released to that peer, which resumes from this
+// checkpoint. So no record runs on both workers and none runs twice.
+func (p *shardProcessor) handOver(cp kcl.IRecordProcessorCheckpointer) {
+	p.handedOver = true
+	p.drain()
+	start := time.Now()
+	p.wg.Wait()
+	p.checkpoint(cp, true)
+	p.mu.Lock()
+	complete := !p.stopped && len(p.pending) == 0 && p.candidate == p.written
+	p.mu.Unlock()
+	if !complete {
+		// The lease was lost or a record stopped short: the shard is left
+		// to expire or to its new owner, from the last checkpoint.
+		p.log.Warn("shard not handed over: not every admitted record finished or was checkpointed")
+		return
+	}
+	if err := p.o.handOver(p.shardID); err != nil {
+		p.log.Warn("shard not handed over", "err", err)
+		return
+	}
+	p.log.Info("shard handed over", "drain", time.Since(start).Round(time.Millisecond), "checkpoint", p.written)
 }
 
 // pace holds the KCL's shard loop until one read interval after this batch's
@@ -124,6 +179,7 @@ func (p *shardProcessor) pace(in *kcl.ProcessRecordsInput) {
 	case <-t.C:
 	case <-p.o.intake.Done():
 	case <-p.lost:
+	case <-p.handoff:
 	}
 }
 
@@ -144,11 +200,13 @@ func (p *shardProcessor) admit(r *types.Record, more bool) bool {
 		return false
 	case <-p.lost:
 		return false
+	case <-p.handoff:
+		return false
 	}
 	e := &entry{rec: r, seq: aws.ToString(r.SequenceNumber), key: aws.ToString(r.PartitionKey), more: more}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.stopped {
+	if p.stopped || p.draining {
 		<-p.slots
 		return false
 	}
@@ -229,7 +287,13 @@ func (p *shardProcessor) finish(e *entry, final bool) {
 func (p *shardProcessor) isStopped() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.stopped
+	return p.stopped || p.draining
+}
+
+func (p *shardProcessor) drain() {
+	p.mu.Lock()
+	p.draining = true
+	p.mu.Unlock()
 }
 
 func (p *shardProcessor) stop() {

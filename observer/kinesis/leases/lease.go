@@ -41,6 +41,10 @@ type lease struct {
 	checkpoint string // the checkpoint we know stored
 	lost       chan struct{}
 	closeOnce  sync.Once
+	// handoff is closed when a renewal finds that handoffTo asked for the
+	// lease.
+	handoff   chan struct{}
+	handoffTo string
 	// until is when the lease runs out by this process's monotonic clock,
 	// counted from before the write that took or renewed it. Guarded by
 	// Table.mu.
@@ -186,6 +190,15 @@ func (t *Table) acquire(sl *slot, shard *par.ShardStatus) error {
 	if r.owner != "" && tsOK && now.Before(ts) {
 		return notAcquired(shard.ID, "held by worker %q until %s", r.owner, r.timeout)
 	}
+	reserved := r.owner == "" && r.handoff != "" && tsOK && now.Before(ts)
+	if reserved && r.handoff != me {
+		return notAcquired(shard.ID, "handed over to worker %q until %s", r.handoff, r.timeout)
+	}
+	// A lease handed to this worker is taken whatever its share: refusing
+	// it would leave the shard idle until the reservation runs out.
+	if !reserved && !t.mayTake() {
+		return notAcquired(shard.ID, "this worker holds its share of the leases")
+	}
 	if reason, err := t.lineageBlocks(shard); err != nil {
 		return fmt.Errorf("lease table %q: check parents of shard %s: %w", t.cfg.TableName, shard.ID, err)
 	} else if reason != "" {
@@ -204,6 +217,11 @@ func (t *Table) acquire(sl *slot, shard *par.ShardStatus) error {
 		}
 	} else {
 		conds = append(conds, "attribute_not_exists("+e.name(attrOwner)+")")
+		if r.handoff != "" {
+			conds = append(conds, e.name(attrHandoffTo)+" = "+e.value("prev_handoff", r.handoff))
+		} else {
+			conds = append(conds, "attribute_not_exists("+e.name(attrHandoffTo)+")")
+		}
 	}
 	if r.claim != "" && r.claim == me && !claimExpired {
 		conds = append(conds, e.name(attrClaim)+" = "+e.value("me", me))
@@ -222,7 +240,10 @@ func (t *Table) acquire(sl *slot, shard *par.ShardStatus) error {
 		sets = append(sets, e.name(attrParent)+" = "+e.value("parent", parent))
 	}
 	// A completed steal consumes the claim, as the KCL's PutItem does.
-	update := "SET " + strings.Join(sets, ", ") + " REMOVE " + e.name(attrClaim)
+	// Taking a lease also ends any handoff on it: done (reserved for us) or
+	// moot (the owner is gone).
+	update := "SET " + strings.Join(sets, ", ") + " REMOVE " + e.name(attrClaim) + ", " +
+		e.name(attrHandoffTo) + ", " + e.name(attrHandoffAt)
 	out, err := t.update(&dynamodb.UpdateItemInput{
 		Key:                       map[string]types.AttributeValue{attrShardID: s(shard.ID)},
 		UpdateExpression:          aws.String(update),
@@ -241,7 +262,7 @@ func (t *Table) acquire(sl *slot, shard *par.ShardStatus) error {
 	// wrote after our read is included.
 	stored := parseRow(out.Attributes)
 	l := &lease{shard: shard, timeout: newTimeout, checkpoint: stored.checkpoint, lost: make(chan struct{}),
-		until: start.Add(t.cfg.LeaseDuration)}
+		handoff: make(chan struct{}), until: start.Add(t.cfg.LeaseDuration)}
 	t.mu.Lock()
 	sl.cur, sl.released = l, nil
 	t.mu.Unlock()
@@ -254,7 +275,12 @@ func (t *Table) acquire(sl *slot, shard *par.ShardStatus) error {
 			sh.ParentShardId = parent
 		}
 	})
-	log.Info("lease acquired", "previous_owner", r.owner, "checkpoint", stored.checkpoint, "lease_timeout", newTimeout)
+	log.Info("lease acquired", "previous_owner", r.owner, "checkpoint", stored.checkpoint, "lease_timeout", newTimeout,
+		"handed_over", reserved)
+	if r.owner != "" && r.owner != me && t.cfg.OnHandoff != nil {
+		// Taken from an owner that stopped renewing (dead or frozen).
+		t.cfg.OnHandoff("expired")
+	}
 	return nil
 }
 
@@ -274,12 +300,14 @@ func (t *Table) renew(l *lease) error {
 			" AND " + e.name(attrTimeout) + " = " + e.value("mine", l.timeout) +
 			// A claim by another worker asks us to hand the shard over.
 			" AND (attribute_not_exists(" + e.name(attrClaim) + ") OR " + e.name(attrClaim) + " = :me)"
-		_, err := t.update(&dynamodb.UpdateItemInput{
+		out, err := t.update(&dynamodb.UpdateItemInput{
 			Key:                       map[string]types.AttributeValue{attrShardID: s(shard.ID)},
 			UpdateExpression:          aws.String("SET " + e.name(attrTimeout) + " = " + e.value("timeout", newTimeout)),
 			ConditionExpression:       aws.String(cond),
 			ExpressionAttributeNames:  e.names,
 			ExpressionAttributeValues: e.values,
+			// The item as renewed carries any handoff request, at no extra cost.
+			ReturnValues: types.ReturnValueAllNew,
 		})
 		if err == nil {
 			l.timeout, l.pending = newTimeout, ""
@@ -287,6 +315,11 @@ func (t *Table) renew(l *lease) error {
 			l.until = sent.Add(t.cfg.LeaseDuration)
 			t.mu.Unlock()
 			shard.SetLeaseTimeout(newTS)
+			if to, _ := str(out.Attributes, attrHandoffTo); to != "" && to != me && l.handoffTo == "" {
+				l.handoffTo = to
+				close(l.handoff)
+				t.shardLog(shard.ID).Info("lease handoff asked for", "by", to)
+			}
 			return nil
 		}
 		if !isConditionFailed(err) {
@@ -477,7 +510,9 @@ func (t *Table) FetchCheckpoint(shard *par.ShardStatus) error {
 		ts, ok := r.leaseTimeout()
 		badTimeout = r.hasTimeout && !ok
 		sh.LeaseTimeout = ts
-		available = r.checkpoint != checkpoint.ShardEnd && (sh.AssignedTo == "" || !now.Before(ts))
+		reservedElsewhere := r.owner == "" && r.handoff != "" && r.handoff != me && now.Before(ts)
+		available = r.checkpoint != checkpoint.ShardEnd && !reservedElsewhere &&
+			(sh.AssignedTo == "" || !now.Before(ts) || r.handoff == me)
 	})
 	if badTimeout {
 		t.shardLog(shard.ID).Warn("unreadable LeaseTimeout; treating the lease as expired", "lease_timeout", r.timeout)
@@ -506,11 +541,30 @@ func (t *Table) RemoveLeaseOwner(shardID string) error {
 	}
 	t.mu.Unlock()
 	if l != nil {
-		l.end()
 		if t.cfg.OnAvailable != nil {
 			// After the write below, so the next pass reads the row free.
 			defer t.cfg.OnAvailable()
 		}
+	}
+	log := t.shardLog(shardID)
+	if l != nil && !l.ended() {
+		if to := t.successor(); to != "" {
+			// A stopping worker: the peer takes the shard at its next
+			// census scan instead of at its next slow shard-sync pass.
+			l.end()
+			err := t.reserve(shardID, l.timeout, to)
+			if err == nil {
+				log.Info("lease released to a peer", "to", to)
+				if t.cfg.OnHandoff != nil {
+					t.cfg.OnHandoff("graceful")
+				}
+				return nil
+			}
+			log.Debug("lease not handed to a peer; releasing it", "err", err)
+		}
+	}
+	if l != nil {
+		l.end()
 	}
 	var e expr
 	_, err := t.update(&dynamodb.UpdateItemInput{
@@ -520,7 +574,6 @@ func (t *Table) RemoveLeaseOwner(shardID string) error {
 		ExpressionAttributeNames:  e.names,
 		ExpressionAttributeValues: e.values,
 	})
-	log := t.shardLog(shardID)
 	switch {
 	case err == nil:
 		log.Info("lease released")
@@ -537,8 +590,8 @@ func (t *Table) RemoveLeaseOwner(shardID string) error {
 // RemoveLeaseInfo deletes the shard's item (the KCL calls it for shards that
 // left ListShards, i.e. were trimmed).
 func (t *Table) RemoveLeaseInfo(shardID string) error {
-	if shardID == MetadataKey {
-		return fmt.Errorf("lease table %q: refusing to delete the stream binding", t.cfg.TableName)
+	if !IsLeaseKey(shardID) {
+		return fmt.Errorf("lease table %q: refusing to delete %q, which is not a shard's lease", t.cfg.TableName, shardID)
 	}
 	ctx, cancel := t.callCtx()
 	defer cancel()

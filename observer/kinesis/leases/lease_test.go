@@ -45,14 +45,16 @@ func applyUpdate(stored map[string]string, in *dynamodb.UpdateItemInput) *dynamo
 		}
 	}
 	if remove != "" {
-		delete(next, u.Names[remove])
+		for _, r := range strings.Split(remove, ", ") {
+			delete(next, u.Names[r])
+		}
 	}
 	return &dynamodb.UpdateItemOutput{Attributes: toItem(next)}
 }
 
 func TestGetLeaseAcquire(t *testing.T) {
 	longAgo := formatTimeout(fakeNow.Add(-DefaultClaimTimeout - time.Second))
-	acquireSet := "SET #AssignedTo = :me, #LeaseTimeout = :timeout REMOVE #ClaimRequest"
+	acquireSet := "SET #AssignedTo = :me, #LeaseTimeout = :timeout REMOVE #ClaimRequest, #HandoffTo, #HandoffAt"
 	tests := []struct {
 		name    string
 		stored  map[string]string // nil: no item
@@ -66,8 +68,8 @@ func TestGetLeaseAcquire(t *testing.T) {
 			name: "no item",
 			want: &update{
 				Update:    acquireSet,
-				Condition: "attribute_not_exists(#AssignedTo)",
-				Names:     names(attrOwner, attrTimeout, attrClaim),
+				Condition: "attribute_not_exists(#AssignedTo) AND attribute_not_exists(#HandoffTo)",
+				Names:     names(attrOwner, attrTimeout, attrClaim, attrHandoffTo, attrHandoffAt),
 				Values:    map[string]string{":me": "me", ":timeout": newTimeout},
 			},
 		},
@@ -76,8 +78,8 @@ func TestGetLeaseAcquire(t *testing.T) {
 			stored: map[string]string{attrTimeout: past, attrCheckpoint: "17"},
 			want: &update{
 				Update:    acquireSet,
-				Condition: "attribute_not_exists(#AssignedTo)",
-				Names:     names(attrOwner, attrTimeout, attrClaim),
+				Condition: "attribute_not_exists(#AssignedTo) AND attribute_not_exists(#HandoffTo)",
+				Names:     names(attrOwner, attrTimeout, attrClaim, attrHandoffTo, attrHandoffAt),
 				Values:    map[string]string{":me": "me", ":timeout": newTimeout},
 			},
 			wantCP: "17",
@@ -88,7 +90,7 @@ func TestGetLeaseAcquire(t *testing.T) {
 			want: &update{
 				Update:    acquireSet,
 				Condition: "#AssignedTo = :prev_owner AND #LeaseTimeout = :prev_timeout",
-				Names:     names(attrOwner, attrTimeout, attrClaim),
+				Names:     names(attrOwner, attrTimeout, attrClaim, attrHandoffTo, attrHandoffAt),
 				Values:    map[string]string{":me": "me", ":timeout": newTimeout, ":prev_owner": "other", ":prev_timeout": past},
 			},
 			wantCP: "5",
@@ -110,7 +112,7 @@ func TestGetLeaseAcquire(t *testing.T) {
 			want: &update{
 				Update:    acquireSet,
 				Condition: "#AssignedTo = :prev_owner AND #LeaseTimeout = :prev_timeout",
-				Names:     names(attrOwner, attrTimeout, attrClaim),
+				Names:     names(attrOwner, attrTimeout, attrClaim, attrHandoffTo, attrHandoffAt),
 				Values:    map[string]string{":me": "me", ":timeout": newTimeout, ":prev_owner": "me", ":prev_timeout": past},
 			},
 		},
@@ -120,7 +122,7 @@ func TestGetLeaseAcquire(t *testing.T) {
 			want: &update{
 				Update:    acquireSet,
 				Condition: "#AssignedTo = :prev_owner AND attribute_not_exists(#LeaseTimeout)",
-				Names:     names(attrOwner, attrTimeout, attrClaim),
+				Names:     names(attrOwner, attrTimeout, attrClaim, attrHandoffTo, attrHandoffAt),
 				Values:    map[string]string{":me": "me", ":timeout": newTimeout, ":prev_owner": "other"},
 			},
 		},
@@ -130,7 +132,7 @@ func TestGetLeaseAcquire(t *testing.T) {
 			want: &update{
 				Update:    acquireSet,
 				Condition: "#AssignedTo = :prev_owner AND #LeaseTimeout = :prev_timeout",
-				Names:     names(attrOwner, attrTimeout, attrClaim),
+				Names:     names(attrOwner, attrTimeout, attrClaim, attrHandoffTo, attrHandoffAt),
 				Values:    map[string]string{":me": "me", ":timeout": newTimeout, ":prev_owner": "other", ":prev_timeout": "soon"},
 			},
 		},
@@ -150,7 +152,7 @@ func TestGetLeaseAcquire(t *testing.T) {
 			want: &update{
 				Update:    acquireSet,
 				Condition: "#AssignedTo = :prev_owner AND #LeaseTimeout = :prev_timeout",
-				Names:     names(attrOwner, attrTimeout, attrClaim),
+				Names:     names(attrOwner, attrTimeout, attrClaim, attrHandoffTo, attrHandoffAt),
 				Values:    map[string]string{":me": "me", ":timeout": newTimeout, ":prev_owner": "other", ":prev_timeout": longAgo},
 			},
 		},
@@ -159,8 +161,8 @@ func TestGetLeaseAcquire(t *testing.T) {
 			stored: map[string]string{attrTimeout: past, attrClaim: "me"},
 			want: &update{
 				Update:    acquireSet,
-				Condition: "attribute_not_exists(#AssignedTo) AND #ClaimRequest = :me",
-				Names:     names(attrOwner, attrTimeout, attrClaim),
+				Condition: "attribute_not_exists(#AssignedTo) AND attribute_not_exists(#HandoffTo) AND #ClaimRequest = :me",
+				Names:     names(attrOwner, attrTimeout, attrClaim, attrHandoffTo, attrHandoffAt),
 				Values:    map[string]string{":me": "me", ":timeout": newTimeout},
 			},
 		},
@@ -168,16 +170,16 @@ func TestGetLeaseAcquire(t *testing.T) {
 			name:   "child records its parent",
 			parent: "shardId-parent",
 			want: &update{
-				Update:    "SET #AssignedTo = :me, #LeaseTimeout = :timeout, #ParentShardId = :parent REMOVE #ClaimRequest",
-				Condition: "attribute_not_exists(#AssignedTo)",
-				Names:     names(attrOwner, attrTimeout, attrParent, attrClaim),
+				Update:    "SET #AssignedTo = :me, #LeaseTimeout = :timeout, #ParentShardId = :parent REMOVE #ClaimRequest, #HandoffTo, #HandoffAt",
+				Condition: "attribute_not_exists(#AssignedTo) AND attribute_not_exists(#HandoffTo)",
+				Names:     names(attrOwner, attrTimeout, attrParent, attrClaim, attrHandoffTo, attrHandoffAt),
 				Values:    map[string]string{":me": "me", ":timeout": newTimeout, ":parent": "shardId-parent"},
 			},
 		},
 		{
 			name:    "lost race",
 			ccf:     true,
-			want:    &update{Update: acquireSet, Condition: "attribute_not_exists(#AssignedTo)", Names: names(attrOwner, attrTimeout, attrClaim), Values: map[string]string{":me": "me", ":timeout": newTimeout}},
+			want:    &update{Update: acquireSet, Condition: "attribute_not_exists(#AssignedTo) AND attribute_not_exists(#HandoffTo)", Names: names(attrOwner, attrTimeout, attrClaim, attrHandoffTo, attrHandoffAt), Values: map[string]string{":me": "me", ":timeout": newTimeout}},
 			refusal: "changed since it was read",
 		},
 	}
@@ -397,11 +399,12 @@ func TestRenewal(t *testing.T) {
 	}
 	renewed := formatTimeout(fakeNow.Add(time.Second + fakeLease))
 	want := update{
-		Key:       shard0,
-		Update:    "SET #LeaseTimeout = :timeout",
-		Condition: "#AssignedTo = :me AND #LeaseTimeout = :mine AND (attribute_not_exists(#ClaimRequest) OR #ClaimRequest = :me)",
-		Names:     names(attrOwner, attrTimeout, attrClaim),
-		Values:    map[string]string{":me": "me", ":mine": newTimeout, ":timeout": renewed},
+		Key:          shard0,
+		Update:       "SET #LeaseTimeout = :timeout",
+		Condition:    "#AssignedTo = :me AND #LeaseTimeout = :mine AND (attribute_not_exists(#ClaimRequest) OR #ClaimRequest = :me)",
+		Names:        names(attrOwner, attrTimeout, attrClaim),
+		Values:       map[string]string{":me": "me", ":mine": newTimeout, ":timeout": renewed},
+		ReturnValues: "ALL_NEW",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("renewal (-want +got):\n%s", diff)

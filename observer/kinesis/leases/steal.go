@@ -66,7 +66,7 @@ func (t *Table) syncLeases(shardStatus map[string]*par.ShardStatus) error {
 			id, _ := str(item, attrShardID)
 			owner, hasOwner := str(item, attrOwner)
 			cp, hasCP := str(item, attrCheckpoint)
-			if id == MetadataKey || !hasOwner || !hasCP {
+			if !IsLeaseKey(id) || !hasOwner || !hasCP {
 				continue
 			}
 			shard, ok := shardStatus[id]

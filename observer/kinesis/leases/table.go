@@ -19,8 +19,10 @@
 //
 // The table holds one item per shard, keyed by ShardID, with the KCL's
 // attributes (AssignedTo, LeaseTimeout, Checkpoint, ParentShardId,
-// ClaimRequest), plus one metadata item (ShardID "sauna#stream") that records
-// the stream and when the observer first started on it.
+// ClaimRequest, and the handoff attributes HandoffTo and HandoffAt), plus
+// sauna's own items, whose ShardID contains '#' (IsLeaseKey): the metadata
+// item "sauna#stream" that records the stream and when the observer first
+// started on it, and one census item per live worker (see balance.go).
 package leases
 
 import (
@@ -90,6 +92,17 @@ type Config struct {
 	ShardListTTL      time.Duration // how stale the cached ListShards result may get
 	ClaimTimeout      time.Duration // lease stealing: age past lease expiry at which a claim lapses
 	LeaseSyncInterval time.Duration // lease stealing: minimum period between table scans
+
+	// Scale-out (see balance.go).
+	Balance         bool          // ask overloaded peers for leases, and take no more than this worker's share
+	MaxLeases       int           // most leases this worker holds; 0: no cap
+	TakesPerPass    int           // most handoffs asked for per balance pass; 0 means DefaultTakesPerPass
+	BalanceInterval time.Duration // period of the census scan; 0 means DefaultBalanceInterval
+	HandoffTimeout  time.Duration // an unanswered request is withdrawn after this; 0 means DefaultHandoffTimeout
+	// OnHandoff, if set, is told of every lease this worker hands over
+	// ("graceful") or takes over expired from a live-looking owner
+	// ("expired"). It must not block.
+	OnHandoff func(kind string)
 }
 
 // DynamoDB is the part of *dynamodb.Client the table uses.
@@ -124,6 +137,9 @@ type Table struct {
 	started       time.Time
 	slots         map[string]*slot
 	lastLeaseSync time.Time
+	view          View           // the last census scan
+	leaving       bool           // Leave was called: released leases go to peers
+	given         map[string]int // leases reserved for each peer while leaving
 
 	shards shardCache
 }
@@ -149,6 +165,15 @@ func New(db DynamoDB, kin ShardLister, cfg Config) *Table {
 	}
 	if cfg.LeaseSyncInterval <= 0 {
 		cfg.LeaseSyncInterval = DefaultLeaseSyncInterval
+	}
+	if cfg.TakesPerPass <= 0 {
+		cfg.TakesPerPass = DefaultTakesPerPass
+	}
+	if cfg.BalanceInterval <= 0 {
+		cfg.BalanceInterval = DefaultBalanceInterval
+	}
+	if cfg.HandoffTimeout <= 0 {
+		cfg.HandoffTimeout = DefaultHandoffTimeout
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -332,7 +357,7 @@ func (t *Table) update(in *dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput
 type row struct {
 	exists                           bool
 	owner, timeout, checkpoint       string
-	parent, claim                    string
+	parent, claim, handoff           string
 	hasOwner, hasTimeout, hasCheckpt bool
 }
 
@@ -343,6 +368,7 @@ func parseRow(item map[string]types.AttributeValue) row {
 	r.checkpoint, r.hasCheckpt = str(item, attrCheckpoint)
 	r.parent, _ = str(item, attrParent)
 	r.claim, _ = str(item, attrClaim)
+	r.handoff, _ = str(item, attrHandoffTo)
 	return r
 }
 

@@ -295,6 +295,9 @@ func TestDefaults(t *testing.T) {
 		ShardListTTL:      DefaultShardListTTL,
 		ClaimTimeout:      DefaultClaimTimeout,
 		LeaseSyncInterval: DefaultLeaseSyncInterval,
+		TakesPerPass:      DefaultTakesPerPass,
+		BalanceInterval:   DefaultBalanceInterval,
+		HandoffTimeout:    DefaultHandoffTimeout,
 	}
 	if diff := cmp.Diff(want, tbl.cfg, cmpopts.IgnoreFields(Config{}, "Logger")); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)

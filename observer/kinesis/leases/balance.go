@@ -1,0 +1,533 @@
+package leases
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"math/big"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/vmware/vmware-go-kcl-v2/clientlibrary/checkpoint"
+)
+
+// Scale-out: several workers with the same observer id share a stream's
+// shards through the lease table alone, with no coordinator.
+//
+//   - Census. Every worker keeps an item "sauna#worker#<id>" whose Expires
+//     it pushes forward every third of the lease duration, and deletes it
+//     when it stops. A worker holding no lease is therefore still counted.
+//   - Balance. Every BalanceInterval a worker scans the table and computes
+//     its share of the workable shards (unfinished, parents finished):
+//     floor or ceil of shards / live workers. It acquires no lease beyond
+//     the ceiling, and, when nothing is free and the most loaded worker
+//     holds at least two more than it does, it asks that worker for one
+//     lease (HandoffTo = itself, written only if the lease carries no
+//     request yet).
+//   - Graceful handoff. The owner sees the request at its next renewal
+//     (which returns the item), stops admitting the shard's records, lets
+//     the admitted ones finish, writes the final checkpoint and then
+//     reserves the lease for the requester: AssignedTo removed, HandoffTo
+//     kept, LeaseTimeout = now + lease duration. Only the requester may take
+//     a reserved lease until that timeout; after it, anyone may (the
+//     requester died). An owner that dies or freezes stops renewing, and its
+//     lease expires and is taken as in any failover.
+//   - Shutdown. A stopping worker reserves each lease it releases for the
+//     least loaded live peer, so the shard moves on within a scan interval
+//     instead of waiting for a peer's slow shard-sync pass.
+//
+// Items whose ShardID contains '#' are sauna's own (stream binding, census,
+// and any other marker): Kinesis shard ids never contain '#', and every
+// listing here skips them (IsLeaseKey).
+
+// Attributes and keys of scale-out.
+const (
+	attrHandoffTo = "HandoffTo" // the worker that asked for the lease, or that it is reserved for
+	attrHandoffAt = "HandoffAt" // when the request was written (RFC3339Nano)
+	attrWorker    = "Worker"    // census: the worker id
+	attrExpires   = "Expires"   // census: when the worker counts as gone (RFC3339Nano)
+
+	// CensusPrefix starts the ShardID of a worker's census item.
+	CensusPrefix = "sauna#worker#"
+)
+
+// Defaults of the scale-out settings.
+const (
+	DefaultBalanceInterval = time.Second
+	DefaultHandoffTimeout  = 30 * time.Second // the KCL 3.x gracefulLeaseHandoffTimeoutMillis default
+	DefaultTakesPerPass    = 1
+)
+
+// IsLeaseKey tells a shard's lease item from sauna's own items (stream
+// binding, census, markers), whose keys contain '#'.
+func IsLeaseKey(id string) bool { return id != "" && !strings.Contains(id, "#") }
+
+// LeaseInfo is one shard's lease as last scanned.
+type LeaseInfo struct {
+	Shard      string
+	Owner      string // "" when none
+	Checkpoint string
+	Timeout    time.Time // zero when none
+	HandoffTo  string    // a pending request, or the worker the lease is reserved for
+	Live       bool      // owned and not expired
+}
+
+// View is the lease table as the last scan saw it.
+type View struct {
+	At      time.Time
+	Leases  []LeaseInfo
+	Workers map[string]int // live workers (census or live lease owner) and their live leases
+	// Workable counts the shards that are unfinished and whose parents are
+	// finished; Floor and Ceil are the per-worker share of them.
+	Workable    int
+	Floor, Ceil int
+}
+
+// Snapshot returns the last scan's view (zero before the first one).
+func (t *Table) Snapshot() View {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.view
+}
+
+// Leave marks this worker as stopping: its leases, when released, are
+// reserved for live peers, and its census item is deleted so peers stop
+// counting it. It is best effort (a failed delete expires on its own).
+func (t *Table) Leave() {
+	t.mu.Lock()
+	t.leaving = true
+	t.mu.Unlock()
+	ctx, cancel := t.callCtx()
+	defer cancel()
+	_, err := t.db.DeleteItem(ctx, &dynamodb.DeleteItemInput{
+		TableName: aws.String(t.cfg.TableName),
+		Key:       map[string]types.AttributeValue{attrShardID: s(CensusPrefix + t.cfg.WorkerID)},
+	})
+	if err != nil {
+		t.log.Warn("could not remove this worker from the census; it expires on its own", "err", err)
+	}
+}
+
+// RunBalancer keeps this worker in the census and, with Balance on, asks
+// overloaded peers for leases. wake is called whenever a lease may be taken
+// by this worker (free, expired, or reserved for it); it must not block. It
+// returns when ctx ends.
+func (t *Table) RunBalancer(ctx context.Context, wake func()) {
+	tick := time.NewTicker(t.cfg.BalanceInterval)
+	defer tick.Stop()
+	var lastBeat time.Time
+	for {
+		if time.Since(lastBeat) >= t.cfg.LeaseDuration/3 {
+			if err := t.Heartbeat(); err != nil {
+				t.log.Warn("census heartbeat failed", "err", err)
+			} else {
+				lastBeat = time.Now()
+			}
+		}
+		if err := t.balanceOnce(wake); err != nil {
+			t.log.Warn("lease balance pass failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// Heartbeat writes this worker's census item.
+func (t *Table) Heartbeat() error {
+	ctx, cancel := t.callCtx()
+	defer cancel()
+	_, err := t.db.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName: aws.String(t.cfg.TableName),
+		Item: map[string]types.AttributeValue{
+			attrShardID: s(CensusPrefix + t.cfg.WorkerID),
+			attrWorker:  s(t.cfg.WorkerID),
+			attrExpires: s(formatTimeout(t.now().Add(t.cfg.LeaseDuration))),
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("lease table %q: census heartbeat: %w", t.cfg.TableName, err)
+	}
+	return nil
+}
+
+// Refresh scans the table once and updates the view, without asking for
+// any lease. The observer calls it before its first shard-sync pass so that
+// a joining worker knows its share before it acquires anything.
+func (t *Table) Refresh() error {
+	_, err := t.scanView()
+	return err
+}
+
+// scanned is a lease item with what the balancer needs.
+type scanned struct {
+	LeaseInfo
+	handoffAt string
+	r         row
+}
+
+func (t *Table) scanView() ([]scanned, error) {
+	var rows []scanned
+	census := map[string]bool{}
+	now := t.now()
+	in := &dynamodb.ScanInput{TableName: aws.String(t.cfg.TableName), ConsistentRead: aws.Bool(true)}
+	for page := 0; ; page++ {
+		if page == maxScanPages {
+			return nil, fmt.Errorf("lease table %q: scan: more than %d pages", t.cfg.TableName, maxScanPages)
+		}
+		ctx, cancel := t.callCtx()
+		out, err := t.db.Scan(ctx, in)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("lease table %q: scan: %w", t.cfg.TableName, err)
+		}
+		for _, item := range out.Items {
+			id, _ := str(item, attrShardID)
+			if strings.HasPrefix(id, CensusPrefix) {
+				w, _ := str(item, attrWorker)
+				exp, _ := str(item, attrExpires)
+				if ts, err := time.Parse(time.RFC3339Nano, exp); err == nil && now.Before(ts) && w != "" {
+					census[w] = true
+				}
+				continue
+			}
+			if !IsLeaseKey(id) {
+				continue
+			}
+			r := parseRow(item)
+			sc := scanned{r: r}
+			sc.Shard, sc.Owner, sc.Checkpoint = id, r.owner, r.checkpoint
+			sc.HandoffTo, _ = str(item, attrHandoffTo)
+			sc.handoffAt, _ = str(item, attrHandoffAt)
+			if ts, ok := r.leaseTimeout(); ok {
+				sc.Timeout = ts
+				sc.Live = r.owner != "" && now.Before(ts)
+			}
+			rows = append(rows, sc)
+		}
+		if len(out.LastEvaluatedKey) == 0 {
+			break
+		}
+		in.ExclusiveStartKey = out.LastEvaluatedKey
+	}
+	sort.Slice(rows, func(i, j int) bool { return rows[i].Shard < rows[j].Shard })
+
+	workers := map[string]int{t.cfg.WorkerID: 0}
+	for w := range census {
+		workers[w] = 0
+	}
+	for _, r := range rows {
+		if r.Live && r.Checkpoint != checkpoint.ShardEnd {
+			workers[r.Owner]++
+		}
+	}
+	workable, err := t.workable(rows)
+	if err != nil {
+		return nil, err
+	}
+	v := View{At: now, Workers: workers, Workable: workable}
+	v.Floor, v.Ceil = share(workable, len(workers), t.cfg.MaxLeases)
+	for _, r := range rows {
+		v.Leases = append(v.Leases, r.LeaseInfo)
+	}
+	t.mu.Lock()
+	t.view = v
+	t.mu.Unlock()
+	return rows, nil
+}
+
+// share is the per-worker floor and ceiling of n shards over w workers,
+// capped at max (0: no cap).
+func share(n, w, max int) (floor, ceil int) {
+	if w < 1 {
+		w = 1
+	}
+	floor, ceil = n/w, (n+w-1)/w
+	if max > 0 {
+		floor, ceil = min(floor, max), min(ceil, max)
+	}
+	return floor, ceil
+}
+
+// workable counts the listed shards that are unfinished and whose parents
+// are finished or gone. A shard with no item yet counts as unfinished.
+func (t *Table) workable(rows []scanned) (int, error) {
+	listed, err := t.listedShards("")
+	if err != nil {
+		return 0, err
+	}
+	ended := map[string]bool{}
+	for _, r := range rows {
+		if r.Checkpoint == checkpoint.ShardEnd {
+			ended[r.Shard] = true
+		}
+	}
+	n := 0
+	for id, sh := range listed {
+		if ended[id] {
+			continue
+		}
+		ok := true
+		for _, p := range uniqueNonEmpty(aws.ToString(sh.ParentShardId), aws.ToString(sh.AdjacentParentShardId)) {
+			if _, stillListed := listed[p]; stillListed && !ended[p] {
+				ok = false
+			}
+		}
+		if ok {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// mayTake reports whether this worker may acquire one more lease by its
+// share: below the ceiling of the last view, and below MaxLeases. Before
+// the first scan only MaxLeases applies.
+func (t *Table) mayTake() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	held := 0
+	for _, sl := range t.slots {
+		if sl.cur != nil && !sl.cur.ended() {
+			held++
+		}
+	}
+	if t.cfg.MaxLeases > 0 && held >= t.cfg.MaxLeases {
+		return false
+	}
+	if !t.cfg.Balance || t.view.At.IsZero() {
+		return true
+	}
+	return held < t.view.Ceil
+}
+
+func (t *Table) balanceOnce(wake func()) error {
+	rows, err := t.scanView()
+	if err != nil {
+		return err
+	}
+	me := t.cfg.WorkerID
+	now := t.now()
+	v := t.Snapshot()
+	counts := map[string]int{}
+	for w, n := range v.Workers {
+		counts[w] = n
+	}
+	free, pending := 0, 0
+	mine := counts[me]
+	var mayWake bool
+	for _, r := range rows {
+		if r.Checkpoint == checkpoint.ShardEnd {
+			continue
+		}
+		reserved := r.Owner == "" && r.HandoffTo != "" && now.Before(r.Timeout)
+		switch {
+		case reserved && r.HandoffTo == me:
+			mine++
+			mayWake = true
+		case reserved:
+		case !r.Live:
+			free++
+		case r.HandoffTo == me:
+			pending++
+			mine++
+			counts[r.Owner]--
+			mayWake = true
+		case r.HandoffTo != "":
+			// Promised to someone else already.
+			counts[r.Owner]--
+			if r.HandoffTo != r.Owner {
+				counts[r.HandoffTo]++
+			}
+		}
+		if r.Live && r.HandoffTo == me && t.requestStale(r, now) {
+			t.withdraw(r)
+		}
+	}
+	if free > 0 && mine < v.Ceil {
+		mayWake = true
+	}
+	if mayWake && wake != nil {
+		wake()
+	}
+	if !t.cfg.Balance || free > 0 || pending > 0 {
+		return nil
+	}
+	for taken := 0; taken < t.cfg.TakesPerPass; taken++ {
+		if t.cfg.MaxLeases > 0 && mine >= t.cfg.MaxLeases {
+			return nil
+		}
+		donor, most := "", 0
+		for w, n := range counts {
+			if w != me && (n > most || n == most && w < donor) {
+				donor, most = w, n
+			}
+		}
+		if donor == "" || most-mine < 2 {
+			return nil
+		}
+		var candidates []scanned
+		for _, r := range rows {
+			if r.Live && r.Owner == donor && r.HandoffTo == "" && r.Checkpoint != checkpoint.ShardEnd {
+				candidates = append(candidates, r)
+			}
+		}
+		if len(candidates) == 0 {
+			return nil
+		}
+		n, _ := rand.Int(rand.Reader, big.NewInt(int64(len(candidates))))
+		pick := candidates[n.Int64()]
+		if err := t.requestHandoff(pick); err != nil {
+			return err
+		}
+		counts[donor]--
+		mine++
+		if wake != nil {
+			wake()
+		}
+	}
+	return nil
+}
+
+// requestStale tells whether our request on a lease its owner keeps
+// renewing has gone unanswered for HandoffTimeout (an owner that does not
+// know the protocol, or one stuck draining).
+func (t *Table) requestStale(r scanned, now time.Time) bool {
+	at, err := time.Parse(time.RFC3339Nano, r.handoffAt)
+	return err != nil || now.Sub(at) > t.cfg.HandoffTimeout
+}
+
+func (t *Table) requestHandoff(r scanned) error {
+	var e expr
+	cond := "attribute_not_exists(" + e.name(attrHandoffTo) + ") AND " +
+		e.name(attrOwner) + " = " + e.value("owner", r.Owner) + " AND " +
+		e.name(attrTimeout) + " = " + e.value("timeout", r.r.timeout)
+	_, err := t.update(&dynamodb.UpdateItemInput{
+		Key: map[string]types.AttributeValue{attrShardID: s(r.Shard)},
+		UpdateExpression: aws.String("SET " + e.name(attrHandoffTo) + " = " + e.value("me", t.cfg.WorkerID) + ", " +
+			e.name(attrHandoffAt) + " = " + e.value("at", formatTimeout(t.now()))),
+		ConditionExpression:       aws.String(cond),
+		ExpressionAttributeNames:  e.names,
+		ExpressionAttributeValues: e.values,
+	})
+	switch {
+	case err == nil:
+		t.shardLog(r.Shard).Info("lease handoff requested", "owner", r.Owner)
+		return nil
+	case isConditionFailed(err):
+		return nil // renewed or asked for meanwhile: the next pass decides again
+	default:
+		return fmt.Errorf("lease table %q: request handoff of shard %s: %w", t.cfg.TableName, r.Shard, err)
+	}
+}
+
+func (t *Table) withdraw(r scanned) {
+	var e expr
+	_, err := t.update(&dynamodb.UpdateItemInput{
+		Key:              map[string]types.AttributeValue{attrShardID: s(r.Shard)},
+		UpdateExpression: aws.String("REMOVE " + e.name(attrHandoffTo) + ", " + e.name(attrHandoffAt)),
+		ConditionExpression: aws.String(e.name(attrHandoffTo) + " = " + e.value("me", t.cfg.WorkerID) + " AND " +
+			e.name(attrHandoffAt) + " = " + e.value("at", r.handoffAt) + " AND attribute_exists(" + e.name(attrOwner) + ")"),
+		ExpressionAttributeNames:  e.names,
+		ExpressionAttributeValues: e.values,
+	})
+	if err == nil {
+		t.shardLog(r.Shard).Warn("lease handoff request unanswered; withdrawn", "owner", r.Owner, "handoff_timeout", t.cfg.HandoffTimeout)
+	}
+}
+
+// HandoffRequested returns a channel that is closed when another worker asks
+// for this worker's current lease on shardID (seen at a renewal). Like
+// Lost, it belongs to one acquisition; with no lease held it never closes.
+func (t *Table) HandoffRequested(shardID string) <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if sl := t.slots[shardID]; sl != nil && sl.cur != nil {
+		return sl.cur.handoff
+	}
+	return nil
+}
+
+// HandOver ends this worker's lease on shardID by reserving it for the
+// worker that asked for it. The caller has written the final checkpoint
+// and runs nothing more of the shard. The lease counts as lost from here
+// (Lost is closed), so the KCL's consumer ends at its next renewal.
+func (t *Table) HandOver(shardID string) error {
+	sl := t.slot(shardID)
+	sl.op.Lock()
+	defer sl.op.Unlock()
+	l := t.current(sl)
+	if l == nil || l.ended() {
+		return t.lostErr(shardID, "hand over after the lease ended")
+	}
+	to := l.handoffTo
+	if to == "" {
+		return fmt.Errorf("lease table %q: hand over shard %s: no worker asked for it", t.cfg.TableName, shardID)
+	}
+	if err := t.reserve(shardID, l.timeout, to); err != nil {
+		return err
+	}
+	t.shardLog(shardID).Info("lease handed over", "to", to, "checkpoint", l.checkpoint)
+	if t.cfg.OnHandoff != nil {
+		t.cfg.OnHandoff("graceful")
+	}
+	l.end()
+	return nil
+}
+
+// reserve releases our lease (exact timeout mine) and keeps it for worker to
+// until one lease duration from now.
+func (t *Table) reserve(shardID, mine, to string) error {
+	var e expr
+	_, err := t.update(&dynamodb.UpdateItemInput{
+		Key: map[string]types.AttributeValue{attrShardID: s(shardID)},
+		UpdateExpression: aws.String("SET " + e.name(attrHandoffTo) + " = " + e.value("to", to) + ", " +
+			e.name(attrTimeout) + " = " + e.value("until", formatTimeout(t.now().Add(t.cfg.LeaseDuration))) +
+			" REMOVE " + e.name(attrOwner)),
+		ConditionExpression: aws.String(e.name(attrOwner) + " = " + e.value("me", t.cfg.WorkerID) + " AND " +
+			e.name(attrTimeout) + " = " + e.value("mine", mine)),
+		ExpressionAttributeNames:  e.names,
+		ExpressionAttributeValues: e.values,
+	})
+	if err != nil {
+		if isConditionFailed(err) {
+			return t.lostErr(shardID, "the lease changed before it could be handed over")
+		}
+		return fmt.Errorf("lease table %q: hand over shard %s to %q: %w", t.cfg.TableName, shardID, to, err)
+	}
+	return nil
+}
+
+// successor picks the live peer with the fewest leases for a lease this
+// stopping worker releases, counting the ones already given; "" when there
+// is none.
+func (t *Table) successor() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.leaving {
+		return ""
+	}
+	best, fewest := "", 0
+	for w, n := range t.view.Workers {
+		if w == t.cfg.WorkerID {
+			continue
+		}
+		n += t.given[w]
+		if best == "" || n < fewest || n == fewest && w < best {
+			best, fewest = w, n
+		}
+	}
+	if best != "" {
+		if t.given == nil {
+			t.given = map[string]int{}
+		}
+		t.given[best]++
+	}
+	return best
+}
