@@ -349,7 +349,7 @@ func dgLeases(ctx context.Context, db *dynamodb.Client, table string) (map[strin
 	rows := map[string]dgLease{}
 	for _, item := range out.Items {
 		shard := dgString(item, "ShardID")
-		if shard == "" || shard == leases.MetadataKey {
+		if !leases.IsLeaseKey(shard) {
 			continue
 		}
 		rows[shard] = dgLease{owner: dgString(item, "AssignedTo"), checkpoint: dgString(item, "Checkpoint")}

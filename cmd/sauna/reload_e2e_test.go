@@ -99,7 +99,7 @@ func leaseOwners(t *testing.T, env emulator.Env, table string) map[string]string
 	owners := map[string]string{}
 	for _, item := range out.Items {
 		shard, _ := item["ShardID"].(*types.AttributeValueMemberS)
-		if shard == nil || shard.Value == leases.MetadataKey {
+		if shard == nil || !leases.IsLeaseKey(shard.Value) {
 			continue
 		}
 		owner := ""
