@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"sort"
 	"strings"
 	"sync"
@@ -167,6 +169,8 @@ func TestScaleOut(t *testing.T) {
 		t.Error("no graceful handoff happened while rebalancing")
 	}
 
+	checkScaleVisibility(t, env, id, stream, cfg, live, shards)
+
 	// kill -9: the victim's leases expire (3 s) and the others take them.
 	victim := live[0]
 	killed := time.Now()
@@ -199,4 +203,70 @@ func paths(h []dgHit) string {
 		out = append(out, x.path)
 	}
 	return strings.Join(out, ",")
+}
+
+// checkScaleVisibility checks what operators see of a balanced cluster:
+// /status lists every shard's lease and the worker count, /metrics has the
+// worker gauge and the graceful handoffs, and `sauna leases` prints the
+// table.
+func checkScaleVisibility(t *testing.T, env emulator.Env, id, stream, cfg string, live []*dgWorker, shards int) {
+	t.Helper()
+	type lease struct {
+		Shard, Owner, Checkpoint, HandoffTo string
+	}
+	var last string
+	base := live[0].p.adminURL(t)
+	waitFor(t, 30*time.Second, func() bool {
+		code, body := httpDo(t, "GET", base+"/status")
+		if code != http.StatusOK {
+			t.Fatalf("/status: %d %s", code, body)
+		}
+		var st struct {
+			Observers []struct {
+				Workers int     `json:"workers"`
+				Leases  []lease `json:"leases"`
+			} `json:"observers"`
+		}
+		if err := json.Unmarshal([]byte(body), &st); err != nil || len(st.Observers) != 1 {
+			t.Fatalf("/status: %v %s", err, body)
+		}
+		last = body
+		o := st.Observers[0]
+		owned := 0
+		for _, l := range o.Leases {
+			if l.Owner != "" && l.Checkpoint != "" {
+				owned++
+			}
+		}
+		return o.Workers == len(live) && owned == shards
+	}, func() string {
+		return fmt.Sprintf("/status to show %d workers and %d owned leases; last %s", len(live), shards, last)
+	})
+
+	graceful := 0.0
+	for _, w := range live {
+		_, body := httpDo(t, "GET", w.p.adminURL(t)+"/metrics")
+		if v, ok := promValue(body, "sauna_kinesis_workers", map[string]string{"observer": id, "stream": stream}); !ok || v != float64(len(live)) {
+			t.Errorf("worker %s: sauna_kinesis_workers = %v (%v), want %d", w.label, v, ok, len(live))
+		}
+		v, _ := promValue(body, "sauna_kinesis_lease_handoffs_total", map[string]string{"observer": id, "stream": stream, "kind": "graceful"})
+		graceful += v
+	}
+	if graceful == 0 {
+		t.Error("sauna_kinesis_lease_handoffs_total{kind=\"graceful\"} is 0 on every live worker")
+	}
+
+	file := writeFile(t, t.TempDir(), "observer.json", cfg)
+	code, out, errOut := runCLI(t, env, "", "leases", "--observer-config", file)
+	if code != 0 {
+		t.Fatalf("sauna leases: exit %d: %s", code, errOut)
+	}
+	if n := strings.Count(out, "shardId-"); n != shards || !strings.Contains(out, fmt.Sprintf("%d live workers", len(live))) {
+		t.Errorf("sauna leases printed %d shards, want %d, and %d live workers:\n%s", n, shards, len(live), out)
+	}
+	for _, w := range live {
+		if !strings.Contains(out, w.id) {
+			t.Errorf("sauna leases does not name worker %s:\n%s", w.id, out)
+		}
+	}
 }

@@ -63,6 +63,23 @@ type ObserverStatus struct {
 	InFlight           int64         `json:"inFlight"`
 	LastError          string        `json:"lastError,omitempty"`
 	LastErrorAt        time.Time     `json:"lastErrorAt,omitzero"`
+	// Workers counts the live processes sharing the stream under this
+	// observer id, and Leases is every shard's lease, as this process's
+	// last lease table scan saw them.
+	Workers int           `json:"workers"`
+	Leases  []LeaseStatus `json:"leases"`
+}
+
+// LeaseStatus is one shard's lease in the lease table, whoever holds it.
+type LeaseStatus struct {
+	Shard      string `json:"shard"`
+	Owner      string `json:"owner,omitempty"`
+	Checkpoint string `json:"checkpoint,omitempty"`
+	// HandoffTo is a pending handoff: the worker that asked for the lease,
+	// or that it is reserved for.
+	HandoffTo string `json:"handoffTo,omitempty"`
+	// MillisBehindLatest is known for the shards this process holds.
+	MillisBehindLatest *int64 `json:"millisBehindLatest,omitempty"`
 }
 
 // ShardStatus is one held shard lease.
@@ -261,6 +278,9 @@ func (h *handler) status(w http.ResponseWriter, _ *http.Request) {
 	for _, o := range st.Observers {
 		if o.Shards == nil {
 			o.Shards = []ShardStatus{}
+		}
+		if o.Leases == nil {
+			o.Leases = []LeaseStatus{}
 		}
 		body.Observers = append(body.Observers, observerBody{ObserverStatus: o, ShardsHeld: len(o.Shards)})
 	}

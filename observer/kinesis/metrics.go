@@ -6,6 +6,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 
+	"github.com/sauna-io/sauna/observer/kinesis/leases"
 	"github.com/sauna-io/sauna/observer/metrics"
 	"github.com/sauna-io/sauna/responders"
 )
@@ -71,6 +72,28 @@ func (o *Observer) closeMetrics(ctx context.Context, err error) {
 	}
 	if ctx.Err() != nil {
 		o.met.Close()
+	}
+}
+
+// showLeases publishes a lease table scan on /status and as the worker count.
+func (o *Observer) showLeases(v leases.View) {
+	if o.met == nil {
+		return
+	}
+	out := make([]metrics.LeaseState, 0, len(v.Leases))
+	for _, l := range v.Leases {
+		owner := l.Owner
+		if !l.Live {
+			owner = ""
+		}
+		out = append(out, metrics.LeaseState{Shard: l.Shard, Owner: owner, Checkpoint: l.Checkpoint, HandoffTo: l.HandoffTo})
+	}
+	o.met.SetLeases(out, len(v.Workers))
+}
+
+func (o *Observer) countHandoff(kind string) {
+	if o.met != nil {
+		o.met.CountHandoff(kind)
 	}
 }
 

@@ -187,6 +187,7 @@ func (o *Observer) run(ctx context.Context, awsCfg aws.Config) error {
 		Balance:       o.cfg.ScaleOut.Balance,
 		MaxLeases:     o.cfg.ScaleOut.MaxLeasesPerWorker,
 		TakesPerPass:  o.cfg.ScaleOut.TakesPerPass,
+		OnHandoff:     o.countHandoff,
 	})
 	o.lost, o.leaseUntil = o.table.Lost, o.table.HeldUntil
 	o.handoff, o.handOver = o.table.HandoffRequested, o.table.HandOver
@@ -205,7 +206,7 @@ func (o *Observer) run(ctx context.Context, awsCfg aws.Config) error {
 	balDone := make(chan struct{})
 	go func() {
 		defer close(balDone)
-		o.table.RunBalancer(balCtx, pacer.wake)
+		o.table.RunBalancer(balCtx, pacer.wake, o.showLeases)
 	}()
 	leave := func() {
 		stopBalancer()

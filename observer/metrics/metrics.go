@@ -36,6 +36,7 @@ const (
 	LabelReason    = "reason"
 	LabelVerdict   = "verdict"
 	LabelResult    = "result"
+	LabelKind      = "kind"
 )
 
 // Outcome is the final result of one record, as counted by
@@ -97,6 +98,8 @@ type Metrics struct {
 	processRecords *prometheus.HistogramVec
 	leasesHeld     *prometheus.GaugeVec
 	running        *prometheus.GaugeVec
+	handoffs       *prometheus.CounterVec
+	workers        *prometheus.GaugeVec
 
 	commands        *prometheus.CounterVec
 	attempts        *prometheus.CounterVec
@@ -179,6 +182,14 @@ func New(opts Options) *Metrics {
 			Name: "sauna_observer_running",
 			Help: "1 while the observer's KCL worker is started and not stopped, else 0.",
 		}, observerLabels),
+		handoffs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sauna_kinesis_lease_handoffs_total",
+			Help: "Shard leases that moved between workers through this process: graceful (handed over, or released to a peer at shutdown, after the final checkpoint) or expired (taken from a worker that stopped renewing).",
+		}, []string{LabelObserver, LabelStream, LabelKind}),
+		workers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sauna_kinesis_workers",
+			Help: "Live workers of the observer id sharing the stream, as the last lease table scan counted them (this one included).",
+		}, observerLabels),
 
 		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sauna_commands_total",
@@ -223,7 +234,7 @@ func New(opts Options) *Metrics {
 	m.paused.collect = collectPaused
 	m.reg.MustRegister(
 		m.records, m.bytes, m.behind, m.lastPoll, m.leasesGained, m.leasesLost, m.leaseRenewals,
-		m.getRecords, m.processRecords, m.leasesHeld, m.running,
+		m.getRecords, m.processRecords, m.leasesHeld, m.running, m.handoffs, m.workers,
 		m.commands, m.attempts, m.attemptDuration, m.idConflicts,
 		m.cwSent, m.cwDropped, m.cwPutErrors, m.cwBuffered,
 		&m.reloads, &m.paused, inFlightCollector{m},
@@ -366,7 +377,7 @@ func (m *Metrics) Forget(observerID string) {
 	l := prometheus.Labels{LabelObserver: observerID}
 	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
 		m.records, m.bytes, m.behind, m.lastPoll, m.leasesGained, m.leasesLost, m.leaseRenewals,
-		m.getRecords, m.processRecords, m.leasesHeld, m.running,
+		m.getRecords, m.processRecords, m.leasesHeld, m.running, m.handoffs, m.workers,
 		m.commands, m.attempts, m.attemptDuration, m.idConflicts,
 		m.cwSent, m.cwDropped, m.cwPutErrors, m.cwBuffered,
 	} {

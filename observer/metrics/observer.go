@@ -48,6 +48,8 @@ type Observer struct {
 	lastErr   string
 	lastErrAt time.Time
 	closed    bool
+	leases    []LeaseState
+	workers   int
 }
 
 type shardState struct {
@@ -172,6 +174,35 @@ type ObserverState struct {
 	InFlight           int64
 	LastError          string
 	LastErrorAt        time.Time
+	// Leases is the whole lease table as this worker's last scan saw it
+	// (every worker's shards), and Workers the live workers it counted.
+	Leases  []LeaseState
+	Workers int
+}
+
+// LeaseState is one shard's lease in the lease table.
+type LeaseState struct {
+	Shard      string
+	Owner      string // "" when none
+	Checkpoint string
+	// HandoffTo is the worker that asked for the lease, or that it is
+	// reserved for after a handoff; "" when none.
+	HandoffTo string
+}
+
+// SetLeases records the last lease table scan: every shard's lease and the
+// number of live workers.
+func (o *Observer) SetLeases(leases []LeaseState, workers int) {
+	o.m.workers.WithLabelValues(o.id, o.stream).Set(float64(workers))
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.leases, o.workers = leases, workers
+}
+
+// CountHandoff counts one lease moved between workers; kind is "graceful"
+// or "expired".
+func (o *Observer) CountHandoff(kind string) {
+	o.m.handoffs.WithLabelValues(o.id, o.stream, kind).Inc()
 }
 
 // ShardState is one held lease.
@@ -197,6 +228,8 @@ func (o *Observer) State() ObserverState {
 		InFlight:    o.inFlight.Load(),
 		LastError:   o.lastErr,
 		LastErrorAt: o.lastErrAt,
+		Leases:      slices.Clone(o.leases),
+		Workers:     o.workers,
 	}
 	for _, id := range slices.Sorted(maps.Keys(o.shards)) {
 		s := o.shards[id]

@@ -34,9 +34,19 @@ func (d daemonStatus) Status() admin.Status {
 				o.Running, o.WorkerID, o.StartedAt = s.Running, s.WorkerID, s.StartedAt
 				o.MillisBehindLatest, o.InFlight = s.MillisBehindLatest, s.InFlight
 				o.LastError, o.LastErrorAt = s.LastError, s.LastErrorAt
+				lag := map[string]int64{}
 				for _, sh := range s.Shards {
 					o.Shards = append(o.Shards, admin.ShardStatus{ID: sh.ID, LeaseGainedAt: sh.LeaseGainedAt,
 						LastPollAt: sh.LastPollAt, MillisBehindLatest: sh.MillisBehindLatest})
+					lag[sh.ID] = sh.MillisBehindLatest
+				}
+				o.Workers = s.Workers
+				for _, l := range s.Leases {
+					ls := admin.LeaseStatus{Shard: l.Shard, Owner: l.Owner, Checkpoint: l.Checkpoint, HandoffTo: l.HandoffTo}
+					if ms, ok := lag[l.Shard]; ok && l.Owner == s.WorkerID {
+						ls.MillisBehindLatest = &ms
+					}
+					o.Leases = append(o.Leases, ls)
 				}
 			}
 			st.Observers = append(st.Observers, o)

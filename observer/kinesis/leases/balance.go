@@ -114,9 +114,9 @@ func (t *Table) Leave() {
 
 // RunBalancer keeps this worker in the census and, with Balance on, asks
 // overloaded peers for leases. wake is called whenever a lease may be taken
-// by this worker (free, expired, or reserved for it); it must not block. It
-// returns when ctx ends.
-func (t *Table) RunBalancer(ctx context.Context, wake func()) {
+// by this worker (free, expired, or reserved for it), and seen (if set) with
+// every scan's view; neither may block. It returns when ctx ends.
+func (t *Table) RunBalancer(ctx context.Context, wake func(), seen func(View)) {
 	tick := time.NewTicker(t.cfg.BalanceInterval)
 	defer tick.Stop()
 	var lastBeat time.Time
@@ -130,6 +130,8 @@ func (t *Table) RunBalancer(ctx context.Context, wake func()) {
 		}
 		if err := t.balanceOnce(wake); err != nil {
 			t.log.Warn("lease balance pass failed", "err", err)
+		} else if seen != nil {
+			seen(t.Snapshot())
 		}
 		select {
 		case <-ctx.Done():
@@ -173,51 +175,11 @@ type scanned struct {
 }
 
 func (t *Table) scanView() ([]scanned, error) {
-	var rows []scanned
-	census := map[string]bool{}
 	now := t.now()
-	in := &dynamodb.ScanInput{TableName: aws.String(t.cfg.TableName), ConsistentRead: aws.Bool(true)}
-	for page := 0; ; page++ {
-		if page == maxScanPages {
-			return nil, fmt.Errorf("lease table %q: scan: more than %d pages", t.cfg.TableName, maxScanPages)
-		}
-		ctx, cancel := t.callCtx()
-		out, err := t.db.Scan(ctx, in)
-		cancel()
-		if err != nil {
-			return nil, fmt.Errorf("lease table %q: scan: %w", t.cfg.TableName, err)
-		}
-		for _, item := range out.Items {
-			id, _ := str(item, attrShardID)
-			if strings.HasPrefix(id, CensusPrefix) {
-				w, _ := str(item, attrWorker)
-				exp, _ := str(item, attrExpires)
-				if ts, err := time.Parse(time.RFC3339Nano, exp); err == nil && now.Before(ts) && w != "" {
-					census[w] = true
-				}
-				continue
-			}
-			if !IsLeaseKey(id) {
-				continue
-			}
-			r := parseRow(item)
-			sc := scanned{r: r}
-			sc.Shard, sc.Owner, sc.Checkpoint = id, r.owner, r.checkpoint
-			sc.HandoffTo, _ = str(item, attrHandoffTo)
-			sc.handoffAt, _ = str(item, attrHandoffAt)
-			if ts, ok := r.leaseTimeout(); ok {
-				sc.Timeout = ts
-				sc.Live = r.owner != "" && now.Before(ts)
-			}
-			rows = append(rows, sc)
-		}
-		if len(out.LastEvaluatedKey) == 0 {
-			break
-		}
-		in.ExclusiveStartKey = out.LastEvaluatedKey
+	rows, census, err := scanTable(context.Background(), t.db, t.cfg.TableName, t.cfg.CallTimeout, now)
+	if err != nil {
+		return nil, err
 	}
-	sort.Slice(rows, func(i, j int) bool { return rows[i].Shard < rows[j].Shard })
-
 	workers := map[string]int{t.cfg.WorkerID: 0}
 	for w := range census {
 		workers[w] = 0
@@ -240,6 +202,74 @@ func (t *Table) scanView() ([]scanned, error) {
 	t.view = v
 	t.mu.Unlock()
 	return rows, nil
+}
+
+// scanTable reads every item of a lease table (consistent, every page,
+// each call bounded by callTimeout): the shards' leases, sorted by shard,
+// and the workers whose census item has not expired by now.
+func scanTable(ctx context.Context, db DynamoDB, table string, callTimeout time.Duration, now time.Time) ([]scanned, map[string]bool, error) {
+	var rows []scanned
+	census := map[string]bool{}
+	in := &dynamodb.ScanInput{TableName: aws.String(table), ConsistentRead: aws.Bool(true)}
+	for page := 0; ; page++ {
+		if page == maxScanPages {
+			return nil, nil, fmt.Errorf("lease table %q: scan: more than %d pages", table, maxScanPages)
+		}
+		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		out, err := db.Scan(cctx, in)
+		cancel()
+		if err != nil {
+			return nil, nil, fmt.Errorf("lease table %q: scan: %w", table, err)
+		}
+		for _, item := range out.Items {
+			id, _ := str(item, attrShardID)
+			if strings.HasPrefix(id, CensusPrefix) {
+				w, _ := str(item, attrWorker)
+				exp, _ := str(item, attrExpires)
+				if ts, err := time.Parse(time.RFC3339Nano, exp); err == nil && now.Before(ts) && w != "" {
+					census[w] = true
+				}
+				continue
+			}
+			if !IsLeaseKey(id) {
+				continue
+			}
+			r := parseRow(item)
+			sc := scanned{r: r}
+			sc.Shard, sc.Owner, sc.Checkpoint, sc.HandoffTo = id, r.owner, r.checkpoint, r.handoff
+			sc.handoffAt, _ = str(item, attrHandoffAt)
+			if ts, ok := r.leaseTimeout(); ok {
+				sc.Timeout = ts
+				sc.Live = r.owner != "" && now.Before(ts)
+			}
+			rows = append(rows, sc)
+		}
+		if len(out.LastEvaluatedKey) == 0 {
+			break
+		}
+		in.ExclusiveStartKey = out.LastEvaluatedKey
+	}
+	sort.Slice(rows, func(i, j int) bool { return rows[i].Shard < rows[j].Shard })
+	return rows, census, nil
+}
+
+// ReadTable reads a lease table for operators: every shard's lease, and
+// the live workers of the census, sorted.
+func ReadTable(ctx context.Context, db DynamoDB, table string) ([]LeaseInfo, []string, error) {
+	rows, census, err := scanTable(ctx, db, table, DefaultCallTimeout, time.Now())
+	if err != nil {
+		return nil, nil, err
+	}
+	out := make([]LeaseInfo, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, r.LeaseInfo)
+	}
+	workers := make([]string, 0, len(census))
+	for w := range census {
+		workers = append(workers, w)
+	}
+	sort.Strings(workers)
+	return out, workers, nil
 }
 
 // share is the per-worker floor and ceiling of n shards over w workers,
