@@ -215,6 +215,11 @@ func TestStatusDocument(t *testing.T) {
 				{ID: "shardId-1", LeaseGainedAt: t0.Add(-time.Minute), LastPollAt: t0.Add(-time.Second)},
 			},
 			MillisBehindLatest: 1500, InFlight: 3, LastError: "old trouble", LastErrorAt: t0.Add(-time.Hour),
+			Workers: 2,
+			Leases: []LeaseStatus{
+				{Shard: "shardId-0", Owner: "host:abc", Checkpoint: "7", MillisBehindLatest: new(int64(1500))},
+				{Shard: "shardId-2", Owner: "host:def", Checkpoint: "9", HandoffTo: "host:abc"},
+			},
 		}},
 		Responders: []ResponderStatus{{ID: "slack-ops", Module: "slack", State: "enabled"}},
 		Reload:     ReloadStatus{LastRescan: t0, LastSuccess: t0, Rescans: 4, Applied: 2},
@@ -243,6 +248,11 @@ func TestStatusDocument(t *testing.T) {
 			},
 			"millisBehindLatest": float64(1500), "inFlight": float64(3),
 			"lastError": "old trouble", "lastErrorAt": "2026-11-22T09:00:00Z",
+			"workers": float64(2),
+			"leases": []any{
+				map[string]any{"shard": "shardId-0", "owner": "host:abc", "checkpoint": "7", "millisBehindLatest": float64(1500)},
+				map[string]any{"shard": "shardId-2", "owner": "host:def", "checkpoint": "9", "handoffTo": "host:abc"},
+			},
 		}},
 		"responders": []any{map[string]any{"id": "slack-ops", "module": "slack", "state": "enabled"}},
 		"reload": map[string]any{
@@ -257,7 +267,7 @@ func TestStatusDocument(t *testing.T) {
 	// Empty lists are lists, not null, so clients need no special case.
 	src.set(Status{Observers: []ObserverStatus{{ID: "x", Stream: "s"}}})
 	_, body = do(t, h, "GET", "/status")
-	for _, want := range []string{`"shards": []`, `"responders": []`, `"refusing": []`, `"ready": false`} {
+	for _, want := range []string{`"shards": []`, `"leases": []`, `"responders": []`, `"refusing": []`, `"ready": false`} {
 		if !strings.Contains(body, want) {
 			t.Errorf("status lacks %s:\n%s", want, body)
 		}
