@@ -42,6 +42,7 @@ func TestParseObserverConfig(t *testing.T) {
 		MaxInFlight: 64, RetryBudget: 5 * time.Minute,
 		Idempotency: kinesis.Idempotency{Enabled: true, TableName: "com.acme.commands-commands", Retention: 7 * 24 * time.Hour, ClaimTimeout: 2 * time.Minute},
 		CloudWatch:  kinesis.CloudWatch{Enabled: true, Namespace: "com.acme.commands", FlushInterval: 10 * time.Second},
+		ScaleOut:    kinesis.ScaleOut{Balance: true, TakesPerPass: 1},
 	}
 	tests := []struct {
 		name    string
@@ -240,6 +241,23 @@ func TestParseObserverConfigCurrent(t *testing.T) {
 	got := kinesis.Config{MaxInFlight: c.MaxInFlight, RetryBudget: c.RetryBudget, DeadLetterStream: c.DeadLetterStream, Idempotency: c.Idempotency, CloudWatch: c.CloudWatch}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("delivery settings (-want +got):\n%s", diff)
+	}
+
+	e, probs = ParseFile("obs.json", []byte(strings.Replace(v102(`{}`), `"cloudwatch"`, `"scaleOut":{"balance":false,"maxLeasesPerWorker":4,"takesPerPass":3},"cloudwatch"`, 1)), quiet)
+	if len(probs) > 0 {
+		t.Fatalf("problems: %v", probs)
+	}
+	if got, want := e.Observer.ScaleOut, (kinesis.ScaleOut{Balance: false, MaxLeasesPerWorker: 4, TakesPerPass: 3}); got != want {
+		t.Errorf("scaleOut = %+v, want %+v", got, want)
+	}
+	for _, tc := range []struct{ scaleOut, want string }{
+		{`{"takesPerPass":0}`, "data.parameters.scaleOut.takesPerPass: must be between 1 and 100"},
+		{`{"maxLeasesPerWorker":-1}`, "data.parameters.scaleOut.maxLeasesPerWorker: must not be negative"},
+	} {
+		_, probs := ParseFile("obs.json", []byte(strings.Replace(v102(`{}`), `"cloudwatch"`, `"scaleOut":`+tc.scaleOut+`,"cloudwatch"`, 1)), quiet)
+		if len(probs) == 0 || !strings.Contains(probs[0].String(), tc.want) {
+			t.Errorf("scaleOut %s: problems %v, want %q", tc.scaleOut, probs, tc.want)
+		}
 	}
 
 	for _, tc := range []struct{ delivery, want string }{
