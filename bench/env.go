@@ -362,6 +362,8 @@ type spec struct {
 	// idempotency sets sauna's delivery.idempotency.enabled; nil leaves the
 	// schema default.
 	idempotency *bool
+	// steal turns on the KCL's lease stealing (kcl only).
+	steal bool
 }
 
 type proc struct {
@@ -415,6 +417,9 @@ func (e *env) start(ctx context.Context, sp spec, r *recorder) (*proc, error) {
 	default:
 		k := map[string]string{kindKCL: "kcl", kindHarlow: "harlow", kindRaw: "raw"}[sp.kind]
 		args = []string{"-kind", k, "-stream", sp.streams[0], "-app", sp.app, "-id", sp.id, "-sink", e.sink.Addr(), "-delay", sp.delay.String()}
+		if sp.steal {
+			args = append(args, "-steal")
+		}
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Env = e.childEnv(extra...)

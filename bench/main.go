@@ -22,7 +22,7 @@ import (
 )
 
 // scenarioNames in report order.
-var scenarioNames = []string{"startup", "latency", "drain", "slow", "failover", "pipeline", "rss", "ingest", "replay"}
+var scenarioNames = []string{"startup", "latency", "drain", "slow", "failover", "pipeline", "rss", "ingest", "replay", "rebalance", "rolling"}
 
 func main() {
 	if err := run(); err != nil {
@@ -105,15 +105,17 @@ func run() error {
 }
 
 var scenarioFuncs = map[string]func(context.Context, *env) (*section, error){
-	"startup":  scenarioStartup,
-	"latency":  scenarioLatency,
-	"drain":    scenarioDrain,
-	"slow":     scenarioSlow,
-	"failover": scenarioFailover,
-	"pipeline": scenarioPipeline,
-	"rss":      scenarioRSS,
-	"ingest":   scenarioIngest,
-	"replay":   scenarioReplay,
+	"startup":   scenarioStartup,
+	"latency":   scenarioLatency,
+	"drain":     scenarioDrain,
+	"slow":      scenarioSlow,
+	"failover":  scenarioFailover,
+	"pipeline":  scenarioPipeline,
+	"rss":       scenarioRSS,
+	"ingest":    scenarioIngest,
+	"replay":    scenarioReplay,
+	"rebalance": scenarioRebalance,
+	"rolling":   scenarioRolling,
 }
 
 func pick(list string, all []string, flagName string) ([]string, error) {

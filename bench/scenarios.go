@@ -8,7 +8,6 @@ import (
 	"math"
 	"slices"
 	"sort"
-	"sync"
 	"time"
 
 	"github.com/sauna-io/sauna/bench/sink"
@@ -739,47 +738,9 @@ func failoverRun(ctx context.Context, e *env, kind string, l limits) (map[string
 	if err != nil {
 		return nil, err
 	}
-	perShard := st.keysPerShard("f", 8)
 	ids := st.shardIDs()
-
-	pctx, stopProducer := context.WithCancel(ctx)
-	var produced int64
-	var prodErr error
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(l.failoverPeriod)
-		defer tick.Stop()
-		for i := int64(0); ; i++ {
-			batch := make([]cmdRef, len(ids))
-			for j, id := range ids {
-				keys := perShard[id]
-				batch[j] = cmdRef{key: keys[int(i)%len(keys)], n: i}
-			}
-			if err := e.putBatch(pctx, st, batch); err != nil {
-				if pctx.Err() == nil {
-					prodErr = err
-				}
-				return
-			}
-			produced += int64(len(batch))
-			select {
-			case <-pctx.Done():
-				return
-			case <-tick.C:
-			}
-		}
-	}()
-	producerStopped := false
-	haltProducer := func() {
-		if !producerStopped {
-			producerStopped = true
-			stopProducer()
-			wg.Wait()
-		}
-	}
-	defer haltProducer()
+	prod := startProducer(ctx, e, st, "f", l.failoverPeriod)
+	defer prod.halt()
 
 	r := newRecorder(st)
 	app := e.name("app")
@@ -862,9 +823,9 @@ func failoverRun(ctx context.Context, e *env, kind string, l limits) (map[string
 		}
 		m["takeover"] = num(time.Duration(last-killAt.UnixNano()).Seconds(), "%.1f")
 	}
-	haltProducer()
-	if prodErr != nil {
-		return nil, fmt.Errorf("producer: %w", prodErr)
+	produced, err := prod.halt()
+	if err != nil {
+		return nil, fmt.Errorf("producer: %w", err)
 	}
 	if ok {
 		_, _ = waitFor(ctx, time.Now().Add(10*time.Second), func() bool {

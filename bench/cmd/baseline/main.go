@@ -59,6 +59,7 @@ func run() error {
 		id       = flag.String("id", "", "consumer id in the sink reports (and the KCL worker id)")
 		sinkAddr = flag.String("sink", "", "host:port of the harness's sink")
 		delay    = flag.Duration("delay", 0, "time each record takes, slept serially")
+		steal    = flag.Bool("steal", false, "kcl: turn on lease stealing (EnableLeaseStealing)")
 	)
 	flag.Parse()
 	if *stream == "" || *id == "" || *sinkAddr == "" {
@@ -91,7 +92,7 @@ func run() error {
 			return errors.New("-app is required with -kind kcl")
 		}
 		ddb := dynamodb.NewFromConfig(awsCfg, func(o *dynamodb.Options) { o.BaseEndpoint = aws.String(ddbURL) })
-		return runKCL(ctx, kin, ddb, awsCfg.Credentials, *app, *stream, *id, h)
+		return runKCL(ctx, kin, ddb, awsCfg.Credentials, *app, *stream, *id, *steal, h)
 	case "harlow":
 		return runHarlow(ctx, kin, *stream, h)
 	case "raw":
@@ -158,12 +159,13 @@ func (h *handler) handle(shard string, data []byte) bool {
 
 // ---- vmware-go-kcl-v2 ----
 
-func runKCL(ctx context.Context, kin *kinesis.Client, ddb *dynamodb.Client, creds aws.CredentialsProvider, app, stream, id string, h *handler) error {
+func runKCL(ctx context.Context, kin *kinesis.Client, ddb *dynamodb.Client, creds aws.CredentialsProvider, app, stream, id string, steal bool, h *handler) error {
 	// The library logs every lease pass at info through the global logrus.
 	logrus.SetLevel(logrus.WarnLevel)
 	cfg := kclcfg.NewKinesisClientLibConfigWithCredential(app, stream, region, id, creds).
 		// The scenarios preload their streams; LATEST would skip that.
-		WithInitialPositionInStream(kclcfg.TRIM_HORIZON)
+		WithInitialPositionInStream(kclcfg.TRIM_HORIZON).
+		WithLeaseStealing(steal)
 	w := worker.NewWorker(&kclFactory{h: h}, cfg).
 		WithKinesis(kin).
 		WithCheckpointer(checkpoint.NewDynamoCheckpoint(cfg).WithDynamoDB(ddb))
