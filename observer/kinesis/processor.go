@@ -134,26 +134,33 @@ func (p *shardProcessor) handoffAsked() bool {
 // every admitted record finishes, the final checkpoint is written, and only
 // then is the lease released to that peer, which resumes from this
 // checkpoint. So no record runs on both workers and none runs twice.
+//
+// A failed handover is tried again at the next batch (the KCL calls
+// ProcessRecords even for empty ones); the shard reads nothing meanwhile.
 func (p *shardProcessor) handOver(cp kcl.IRecordProcessorCheckpointer) {
-	p.handedOver = true
 	p.drain()
 	start := time.Now()
 	p.wg.Wait()
 	p.checkpoint(cp, true)
 	p.mu.Lock()
-	complete := !p.stopped && len(p.pending) == 0 && p.candidate == p.written
+	complete := len(p.pending) == 0 && (p.candidate == "" || p.candidate == p.written)
 	p.mu.Unlock()
 	if !complete {
-		// The lease was lost or a record stopped short: the shard is left
-		// to expire or to its new owner, from the last checkpoint.
-		p.log.Warn("shard not handed over: not every admitted record finished or was checkpointed")
-		return
+		// A record stopped short or the checkpoint could not be written: the
+		// peer resumes from the last checkpoint written, as after a failure.
+		p.log.Warn("handing the shard over with records after its last checkpoint", "checkpoint", p.written)
 	}
-	if err := p.o.handOver(p.shardID); err != nil {
-		p.log.Warn("shard not handed over", "err", err)
-		return
+	err := p.o.handOver(p.shardID)
+	switch {
+	case err == nil:
+		p.handedOver = true
+		p.log.Info("shard handed over", "drain", time.Since(start).Round(time.Millisecond), "checkpoint", p.written)
+	case errors.Is(err, leases.ErrLeaseLost):
+		p.handedOver = true
+		p.log.Warn("shard not handed over: the lease is gone", "err", err)
+	default:
+		p.log.Warn("handing the shard over failed; retrying at the next batch", "err", err)
 	}
-	p.log.Info("shard handed over", "drain", time.Since(start).Round(time.Millisecond), "checkpoint", p.written)
 }
 
 // pace holds the KCL's shard loop until one read interval after this batch's

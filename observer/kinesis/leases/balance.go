@@ -369,10 +369,14 @@ func (t *Table) balanceOnce(wake func()) error {
 			mine++
 			counts[r.Owner]--
 			mayWake = true
+		case r.Owner == me && r.HandoffTo != "" && !v.live(r.HandoffTo):
+			// Asked for by a worker that has left: the request would only
+			// block others.
+			t.clearRequest(r)
 		case r.HandoffTo != "":
 			// Promised to someone else already.
 			counts[r.Owner]--
-			if r.HandoffTo != r.Owner {
+			if _, ok := counts[r.HandoffTo]; ok {
 				counts[r.HandoffTo]++
 			}
 		}
@@ -457,6 +461,30 @@ func (t *Table) requestHandoff(r scanned) error {
 	}
 }
 
+// live reports whether w is a live worker by this view (a census item or
+// a live lease).
+func (v View) live(w string) bool {
+	_, ok := v.Workers[w]
+	return ok
+}
+
+// clearRequest removes a request from a worker that has left, from a lease
+// this worker holds.
+func (t *Table) clearRequest(r scanned) {
+	var e expr
+	_, err := t.update(&dynamodb.UpdateItemInput{
+		Key:              map[string]types.AttributeValue{attrShardID: s(r.Shard)},
+		UpdateExpression: aws.String("REMOVE " + e.name(attrHandoffTo) + ", " + e.name(attrHandoffAt)),
+		ConditionExpression: aws.String(e.name(attrHandoffTo) + " = " + e.value("by", r.HandoffTo) + " AND " +
+			e.name(attrOwner) + " = " + e.value("me", t.cfg.WorkerID)),
+		ExpressionAttributeNames:  e.names,
+		ExpressionAttributeValues: e.values,
+	})
+	if err == nil {
+		t.shardLog(r.Shard).Info("handoff request of a departed worker dropped", "by", r.HandoffTo)
+	}
+}
+
 func (t *Table) withdraw(r scanned) {
 	var e expr
 	_, err := t.update(&dynamodb.UpdateItemInput{
@@ -470,6 +498,14 @@ func (t *Table) withdraw(r scanned) {
 	if err == nil {
 		t.shardLog(r.Shard).Warn("lease handoff request unanswered; withdrawn", "owner", r.Owner, "handoff_timeout", t.cfg.HandoffTimeout)
 	}
+}
+
+// mayHandTo reports whether a request from worker w is to be honoured: w
+// is live by the last scan (before any scan, every request is).
+func (t *Table) mayHandTo(w string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.view.At.IsZero() || t.view.live(w)
 }
 
 // HandoffRequested returns a channel that is closed when another worker asks

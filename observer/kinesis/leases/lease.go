@@ -315,7 +315,7 @@ func (t *Table) renew(l *lease) error {
 			l.until = sent.Add(t.cfg.LeaseDuration)
 			t.mu.Unlock()
 			shard.SetLeaseTimeout(newTS)
-			if to, _ := str(out.Attributes, attrHandoffTo); to != "" && to != me && l.handoffTo == "" {
+			if to, _ := str(out.Attributes, attrHandoffTo); to != "" && to != me && l.handoffTo == "" && t.mayHandTo(to) {
 				l.handoffTo = to
 				close(l.handoff)
 				t.shardLog(shard.ID).Info("lease handoff asked for", "by", to)
