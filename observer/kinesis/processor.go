@@ -102,7 +102,9 @@ func (p *shardProcessor) ProcessRecords(in *kcl.ProcessRecordsInput) {
 		return
 	}
 	for i := range in.Records {
-		if p.isStopped() {
+		// Asked before each record: admit's select would pick at random
+		// between a free slot and the request.
+		if p.isStopped() || p.handoffAsked() {
 			break
 		}
 		// The KCL hands over all user records of a KPL aggregate in one

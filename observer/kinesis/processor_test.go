@@ -364,3 +364,55 @@ func TestProcessorStopsWhenCheckpointIsFenced(t *testing.T) {
 		}
 	})
 }
+
+// A peer's handoff request: intake stops, every admitted record runs (also
+// those queued behind their key), the final checkpoint covers them all, and
+// only then is the lease handed over; later batches run nothing here. A
+// shard that processed nothing since its acquisition hands over too.
+func TestProcessorHandsOver(t *testing.T) {
+	for _, idle := range []bool{false, true} {
+		t.Run(fmt.Sprintf("idle=%v", idle), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				h := newHarness(t)
+				asked := make(chan struct{})
+				cp := &fakeCheckpointer{}
+				var handed []string // checkpoints written when the handover came
+				handedOver := false
+				h.p.handoff = asked
+				h.p.o.handOver = func(string) error {
+					handed, handedOver = slices.Clone(cp.written), true
+					return nil
+				}
+				h.resp.reply = func(_ context.Context, text string, _ int) error {
+					if text == "slow" {
+						time.Sleep(time.Second)
+					}
+					return nil
+				}
+				var batch []types.Record
+				if !idle {
+					batch = []types.Record{keyedRecord("1", "a", "slow"), keyedRecord("2", "a", "queued"), keyedRecord("3", "c", "other")}
+				}
+				h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: batch})
+				close(asked)
+				h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: []types.Record{keyedRecord("4", "d", "late")}})
+				if !handedOver {
+					t.Fatal("the lease was not handed over")
+				}
+				if !idle {
+					if !slices.Equal(h.resp.calls, []string{"slow", "other", "queued"}) && !slices.Equal(h.resp.calls, []string{"other", "slow", "queued"}) {
+						t.Errorf("calls %v: every admitted record must run, none after the request", h.resp.calls)
+					}
+					if len(handed) == 0 || handed[len(handed)-1] != "3" {
+						t.Errorf("checkpoints before the handover %v, want to end at 3", handed)
+					}
+				}
+				h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: []types.Record{keyedRecord("5", "e", "later")}})
+				synctest.Wait()
+				if slices.Contains(h.resp.calls, "late") || slices.Contains(h.resp.calls, "later") {
+					t.Errorf("a batch after the handover ran: %v", h.resp.calls)
+				}
+			})
+		})
+	}
+}
