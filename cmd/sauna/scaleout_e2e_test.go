@@ -14,11 +14,11 @@ import (
 	"github.com/sauna-io/sauna/observer/kinesis/emulator"
 )
 
-// scaleConfig is a 1-0-2 observer with fast lease timings, balancing on
+// scaleConfig is a KinesisObserverConfig 1-0-0 observer with fast lease timings, balancing on
 // (the default) and idempotency off: only the lease protocol keeps a
 // command from running twice.
 func scaleConfig(id, stream string) string {
-	return fmt.Sprintf(`{"schema":"iglu:com.snowplowanalytics.sauna.observers/AmazonKinesisConfig/avro/1-0-2",
+	return fmt.Sprintf(`{"schema":"iglu:io.sauna.observers/KinesisObserverConfig/avro/1-0-0",
  "data":{"enabled":true,"id":%q,"parameters":{
    "aws":{"accessKeyId":"","secretAccessKey":""},
    "kinesis":{"region":"us-east-1","streamName":%q,"maxRecords":100,
