@@ -44,36 +44,11 @@ func scenarioRolling(ctx context.Context, e *env) (*section, error) {
 func scaleScenario(ctx context.Context, e *env, s *section, l limits, rolling bool) (*section, error) {
 	t := &table{cols: e.kinds}
 	s.tables = []*table{t}
-	results := map[string]map[string]cell{}
-	_, err := perKind(ctx, e, s, s.name, func(kind string) (cell, error) {
-		if kind == kindHarlow || kind == kindRaw {
-			m := map[string]cell{}
-			for _, k := range []string{"balance", "stall", "dups", "unseen"} {
-				m[k] = na("no leases: every process reads every shard")
-			}
-			results[kind] = m
-			return m["balance"], nil
-		}
-		m, err := scaleRun(ctx, e, kind, l, rolling)
-		if err != nil {
-			return cell{}, err
-		}
-		results[kind] = m
-		return m["balance"], nil
+	get, err := perLeaseKind(ctx, e, s, s.name, []string{"balance", "stall", "dups", "unseen"}, func(kind string) (map[string]cell, error) {
+		return scaleRun(ctx, e, kind, l, rolling)
 	})
 	if err != nil {
 		return nil, err
-	}
-	get := func(key string) []cell {
-		out := make([]cell, len(e.kinds))
-		for i, k := range e.kinds {
-			c, ok := results[k][key]
-			if !ok {
-				c = text("not run")
-			}
-			out[i] = c
-		}
-		return out
 	}
 	what := "join to balanced (s)"
 	if rolling {

@@ -667,40 +667,32 @@ func orderViolations(ds []delivery) int {
 
 // ---- 5. failover ----
 
-const failoverStagger = 3 * time.Second
-
-func scenarioFailover(ctx context.Context, e *env) (*section, error) {
-	l := e.limits()
-	s := &section{name: "failover", title: "5. Failover: kill -9 of the busier of two processes",
-		method: fmt.Sprintf("4 shards, a producer putting one command per shard every %s for the whole scenario (8 keys "+
-			"per shard, rotating). Two processes of the same consumer (same observer id / application name) start, the second %s after the first; when "+
-			"every shard has delivered within the last second (limit %s), the process that delivered the most shards "+
-			"in the last second gets kill -9, and the time from the kill until each of its shards has a delivery "+
-			"from the survivor is measured (the slowest shard; limit %s). sauna's idempotency is at its default (on).",
-			l.failoverPeriod, secs(failoverStagger), secs(l.failoverWarmup), secs(l.failoverLimit))}
-	t := &table{cols: e.kinds}
-	s.tables = []*table{t}
+// perLeaseKind runs a scenario of several processes sharing leases for
+// every consumer kind (harlow and raw have no leases, so their cells say
+// so) and returns how to read a result row; the first key is the row perKind
+// logs.
+func perLeaseKind(ctx context.Context, e *env, s *section, label string, keys []string, run func(kind string) (map[string]cell, error)) (func(key string) []cell, error) {
 	results := map[string]map[string]cell{}
-	_, err := perKind(ctx, e, s, "failover", func(kind string) (cell, error) {
+	_, err := perKind(ctx, e, s, label, func(kind string) (cell, error) {
 		if kind == kindHarlow || kind == kindRaw {
 			m := map[string]cell{}
-			for _, k := range []string{"takeover", "owned", "dups", "unseen"} {
+			for _, k := range keys {
 				m[k] = na("no leases: every process reads every shard")
 			}
 			results[kind] = m
-			return m["takeover"], nil
+			return m[keys[0]], nil
 		}
-		m, err := failoverRun(ctx, e, kind, l)
+		m, err := run(kind)
 		if err != nil {
 			return cell{}, err
 		}
 		results[kind] = m
-		return m["takeover"], nil
+		return m[keys[0]], nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	get := func(key string) []cell {
+	return func(key string) []cell {
 		out := make([]cell, len(e.kinds))
 		for i, k := range e.kinds {
 			m, ok := results[k]
@@ -716,6 +708,27 @@ func scenarioFailover(ctx context.Context, e *env) (*section, error) {
 			}
 		}
 		return out
+	}, nil
+}
+
+const failoverStagger = 3 * time.Second
+
+func scenarioFailover(ctx context.Context, e *env) (*section, error) {
+	l := e.limits()
+	s := &section{name: "failover", title: "5. Failover: kill -9 of the busier of two processes",
+		method: fmt.Sprintf("4 shards, a producer putting one command per shard every %s for the whole scenario (8 keys "+
+			"per shard, rotating). Two processes of the same consumer (same observer id / application name) start, the second %s after the first; when "+
+			"every shard has delivered within the last second (limit %s), the process that delivered the most shards "+
+			"in the last second gets kill -9, and the time from the kill until each of its shards has a delivery "+
+			"from the survivor is measured (the slowest shard; limit %s). sauna's idempotency is at its default (on).",
+			l.failoverPeriod, secs(failoverStagger), secs(l.failoverWarmup), secs(l.failoverLimit))}
+	t := &table{cols: e.kinds}
+	s.tables = []*table{t}
+	get, err := perLeaseKind(ctx, e, s, "failover", []string{"takeover", "owned", "dups", "unseen"}, func(kind string) (map[string]cell, error) {
+		return failoverRun(ctx, e, kind, l)
+	})
+	if err != nil {
+		return nil, err
 	}
 	tk := t.add(&row{metric: "kill to every orphaned shard delivering (s)", cells: get("takeover"), target: "<= 15 s"})
 	if i := slices.Index(e.kinds, kindSauna); i >= 0 {
