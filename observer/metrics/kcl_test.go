@@ -486,3 +486,44 @@ func BenchmarkCommandRecording(b *testing.B) {
 		o.AddInFlight(-1)
 	}
 }
+
+// The lease table as last scanned shows in the state and as the worker
+// gauge; handoffs count by kind; Forget drops both series.
+func TestLeasesAndHandoffs(t *testing.T) {
+	m := New(Options{})
+	o := m.Observer("obs", "s", ObserverOptions{})
+	leases := []LeaseState{{Shard: "shardId-0", Owner: "w1", Checkpoint: "7"}, {Shard: "shardId-1", HandoffTo: "w2"}}
+	o.SetLeases(leases, 2)
+	o.CountHandoff("graceful")
+	o.CountHandoff("graceful")
+	o.CountHandoff("expired")
+	st := o.State()
+	if diff := cmp.Diff(leases, st.Leases); diff != "" || st.Workers != 2 {
+		t.Errorf("state leases (-want +got):\n%s\nworkers %d", diff, st.Workers)
+	}
+	srv := httptest.NewServer(m.Handler())
+	defer srv.Close()
+	scrape := func() string {
+		resp, err := http.Get(srv.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	body := scrape()
+	for _, want := range []string{
+		`sauna_kinesis_workers{observer="obs",stream="s"} 2`,
+		`sauna_kinesis_lease_handoffs_total{kind="graceful",observer="obs",stream="s"} 2`,
+		`sauna_kinesis_lease_handoffs_total{kind="expired",observer="obs",stream="s"} 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("exposition lacks %q:\n%s", want, body)
+		}
+	}
+	m.Forget("obs")
+	if body := scrape(); strings.Contains(body, "sauna_kinesis_workers{") || strings.Contains(body, "sauna_kinesis_lease_handoffs_total{") {
+		t.Errorf("series left after Forget:\n%s", body)
+	}
+}
