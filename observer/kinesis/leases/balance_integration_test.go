@@ -90,6 +90,16 @@ func TestIntegrationHandoff(t *testing.T) {
 	if isClosed(handoff) {
 		t.Fatal("handoff seen before any renewal")
 	}
+	// A honours requests only from workers its last scan found live.
+	if err := a.GetLease(held[asked], "worker-a"); err != nil {
+		t.Fatal(err)
+	}
+	if isClosed(handoff) {
+		t.Fatal("A honoured a request from a worker it has not seen in the census")
+	}
+	if err := a.Refresh(); err != nil {
+		t.Fatal(err)
+	}
 	if err := a.GetLease(held[asked], "worker-a"); err != nil {
 		t.Fatalf("A's renewal with a pending request: %v", err)
 	}
