@@ -122,3 +122,21 @@ func TestCommandDigestAndIdentify(t *testing.T) {
 		}
 	}
 }
+
+// The canonical form, and so every digest already stored in an outcomes
+// table, must not change with the way it is computed.
+func TestDigestGolden(t *testing.T) {
+	for _, c := range []struct{ data, digest string }{
+		{"{\"text\":\"héllo\",\"channel\":\"#ops\",\"n\":1.5,\"list\":[1,\"a\",null,true,{\"b\":2,\"a\":1}],\"empty\":{}}", "7d9cbbc9d57c712666d64dd3da2b951dc22991c4fcc860725aaebedf2a2e9727"},
+		{"{\"n\":0,\"m\":-0.0e5,\"a\":[100,1e2,1E+2,0.00120,-12.5e-3,123456789012345678901234567890,1e-400,7e999999999999999999999]}", "b561dff5670a2af23e9af3861f21b1225fe5452f9adada72891c37286bc1c434"},
+		{"{\"s\":\"tab\\there \\\"q\\\" back\\\\slash \\u0001 \\u001f \\u007f é 😀 \\ud83d\\ude00 \\u2028\",\"\\u00e9\":\"k\"}", "97fe4936fe987dc269980e83968f5075562e854446b3ea870c362e05c8ffda54"},
+		{"[\"x\",{\"z\":{\"y\":[[],{}]},\"a\":false},null,-1.0,3.25e10]", "f1e4dacdc5c3ed018ebffee89d7a92f2c702caee6ae72b68c1b9d55ad817b046"},
+		{"\"just a string\"", "e5fbc8446d771a121c75d9f2fc88597924ebad7d4dfac93cd51d403171e0e816"},
+		{"12.000e-2", "6d9f9f8ff4fbc5563638376415aa6f3ea37d004e8ea536a1842624ad1bb24792"},
+		{"{\"body\":{\"event\":\"deployed\",\"service\":\"acme-web\",\"version\":\"2.4.1\",\"region\":\"eu-west-1\",\"ok\":true,\"durationMs\":1001,\"owners\":[\"ops\",\"web\"]},\"headers\":{\"X-Request-Id\":\"req-00000001\"}}", "55d9cd4680f3e930994b620f5e7a9894995f307b72c107aa04570373f62a0525"},
+	} {
+		if got := mustDigest(t, digestSchema, c.data); got != c.digest {
+			t.Errorf("Digest(%s) = %s, want %s", c.data, got, c.digest)
+		}
+	}
+}
