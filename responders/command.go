@@ -73,6 +73,11 @@ type Command struct {
 	Payload any
 	// Module is the name of the module that serves Schema.
 	Module string
+
+	// dataTree is Data as decoded for validation, when hasTree is set: the
+	// digest is computed from it rather than from a second parse.
+	dataTree any
+	hasTree  bool
 }
 
 // Expired reports whether the command's time to live has passed at now:

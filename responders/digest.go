@@ -7,11 +7,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"math/big"
 	"slices"
+	"strconv"
 	"strings"
-	"unicode/utf8"
+	"sync"
+	"unsafe"
 )
 
 // Digest identifies what a command asks: the inner command's schema URI and
@@ -44,18 +47,74 @@ func Digest(schema string, data json.RawMessage) (string, error) {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return "", errors.New("command digest: data: trailing data after the JSON value")
 	}
-	var b bytes.Buffer
-	b.WriteString(`{"schema":`)
-	writeCanonicalString(&b, schema)
-	b.WriteString(`,"data":`)
-	writeCanonical(&b, v)
-	b.WriteByte('}')
-	sum := sha256.Sum256(b.Bytes())
-	return hex.EncodeToString(sum[:]), nil
+	return digestOf(schema, v), nil
+}
+
+// digestOf is the Digest of schema and the decoded data v. The canonical
+// form streams into the hash: it is never built whole.
+func digestOf(schema string, v any) string {
+	w := canonicalPool.Get().(*canonicalWriter)
+	w.h.Reset()
+	w.n = 0
+	w.putString(`{"schema":`)
+	w.writeString(schema)
+	w.putString(`,"data":`)
+	w.write(v)
+	w.putByte('}')
+	w.flush()
+	var sum [sha256.Size]byte
+	w.h.Sum(sum[:0])
+	clear(w.keys[:cap(w.keys)])
+	w.keys = w.keys[:0]
+	canonicalPool.Put(w)
+	var out [2 * sha256.Size]byte
+	hex.Encode(out[:], sum[:])
+	return string(out[:])
+}
+
+// canonicalWriter buffers the canonical form on its way into the hash.
+type canonicalWriter struct {
+	h   hash.Hash
+	buf [512]byte
+	n   int
+	// keys holds the sorted member names of the objects being written, the
+	// innermost last.
+	keys []string
+}
+
+var canonicalPool = sync.Pool{New: func() any { return &canonicalWriter{h: sha256.New()} }}
+
+func (w *canonicalWriter) flush() {
+	w.h.Write(w.buf[:w.n])
+	w.n = 0
+}
+
+func (w *canonicalWriter) putByte(c byte) {
+	if w.n == len(w.buf) {
+		w.flush()
+	}
+	w.buf[w.n] = c
+	w.n++
+}
+
+func (w *canonicalWriter) putString(s string) {
+	for len(s) > 0 {
+		if w.n == len(w.buf) {
+			w.flush()
+		}
+		k := copy(w.buf[w.n:], s)
+		w.n += k
+		s = s[k:]
+	}
 }
 
 // Digest is the digest of the command's inner schema and data.
-func (c *Command) Digest() (string, error) { return Digest(c.Schema.String(), c.Data) }
+func (c *Command) Digest() (string, error) {
+	if c.hasTree {
+		return digestOf(c.Schema.String(), c.dataTree), nil
+	}
+	return Digest(c.Schema.String(), c.Data)
+}
 
 // Identify reads a record's commandId and the Digest of its inner command,
 // without validating the record against any schema or needing a responder
@@ -87,104 +146,127 @@ func Identify(raw []byte) (commandID, digest string, err error) {
 	return *id, d, err
 }
 
-func writeCanonical(b *bytes.Buffer, v any) {
+func (w *canonicalWriter) write(v any) {
 	switch x := v.(type) {
 	case nil:
-		b.WriteString("null")
+		w.putString("null")
 	case bool:
 		if x {
-			b.WriteString("true")
+			w.putString("true")
 		} else {
-			b.WriteString("false")
+			w.putString("false")
 		}
 	case json.Number:
-		writeCanonicalNumber(b, string(x))
+		w.writeNumber(string(x))
 	case string:
-		writeCanonicalString(b, x)
+		w.writeString(x)
 	case []any:
-		b.WriteByte('[')
+		w.putByte('[')
 		for i, e := range x {
 			if i > 0 {
-				b.WriteByte(',')
+				w.putByte(',')
 			}
-			writeCanonical(b, e)
+			w.write(e)
 		}
-		b.WriteByte(']')
+		w.putByte(']')
 	case map[string]any:
-		keys := make([]string, 0, len(x))
+		base := len(w.keys)
 		for k := range x {
-			keys = append(keys, k)
+			w.keys = append(w.keys, k)
 		}
+		// Members of nested objects are appended after these, so keys stays
+		// valid whatever becomes of w.keys meanwhile.
+		keys := w.keys[base:]
 		// Byte order of UTF-8 is code point order.
 		slices.Sort(keys)
-		b.WriteByte('{')
+		w.putByte('{')
 		for i, k := range keys {
 			if i > 0 {
-				b.WriteByte(',')
+				w.putByte(',')
 			}
-			writeCanonicalString(b, k)
-			b.WriteByte(':')
-			writeCanonical(b, x[k])
+			w.writeString(k)
+			w.putByte(':')
+			w.write(x[k])
 		}
-		b.WriteByte('}')
+		w.putByte('}')
+		w.keys = w.keys[:base]
 	default:
-		// encoding/json with UseNumber produces nothing else.
+		// encoding/json with UseNumber, and treeParser, produce nothing else.
 		panic(fmt.Sprintf("command digest: unexpected %T", v))
 	}
 }
 
-// writeCanonicalString escapes only what JSON requires, so that each string
-// has one spelling.
-func writeCanonicalString(b *bytes.Buffer, s string) {
+// writeString escapes only what JSON requires, so that each string has one
+// spelling.
+func (w *canonicalWriter) writeString(s string) {
 	const hexDigits = "0123456789abcdef"
-	b.WriteByte('"')
-	for i := 0; i < len(s); {
+	w.putByte('"')
+	run := 0
+	for i := 0; i < len(s); i++ {
 		c := s[i]
-		switch {
-		case c == '"' || c == '\\':
-			b.WriteByte('\\')
-			b.WriteByte(c)
-			i++
-		case c < 0x20:
-			b.WriteString(`\u00`)
-			b.WriteByte(hexDigits[c>>4])
-			b.WriteByte(hexDigits[c&0xf])
-			i++
-		default:
-			_, size := utf8.DecodeRuneInString(s[i:])
-			b.WriteString(s[i : i+size])
-			i += size
+		if c != '"' && c != '\\' && c >= 0x20 {
+			continue
+		}
+		w.putString(s[run:i])
+		run = i + 1
+		if c < 0x20 {
+			w.putString(`\u00`)
+			w.putByte(hexDigits[c>>4])
+			w.putByte(hexDigits[c&0xf])
+		} else {
+			w.putByte('\\')
+			w.putByte(c)
 		}
 	}
-	b.WriteByte('"')
+	w.putString(s[run:])
+	w.putByte('"')
 }
 
 // writeCanonicalNumber writes a JSON number as its exact decimal value in
 // one normal form: an optional "-", the significant digits without leading
 // or trailing zeros, "e" and the exponent ("15e-1" for 1.50; "0" for zero).
 // The exponent is arbitrary-precision: a valid JSON number may carry any.
-func writeCanonicalNumber(b *bytes.Buffer, s string) {
+func (w *canonicalWriter) writeNumber(s string) {
 	neg := strings.HasPrefix(s, "-")
 	s = strings.TrimPrefix(s, "-")
-	mant, expPart, _ := strings.Cut(strings.ToLower(s), "e")
+	mant, expPart := s, ""
+	if i := strings.IndexAny(s, "eE"); i >= 0 {
+		mant, expPart = s[:i], strings.TrimPrefix(s[i+1:], "+")
+	}
 	intPart, frac, _ := strings.Cut(mant, ".")
-	digits := strings.TrimLeft(intPart+frac, "0")
-	trimmed := strings.TrimRight(digits, "0")
-	if trimmed == "" {
-		b.WriteByte('0')
+	var scratch [MaxNumberLen]byte
+	all := append(append(scratch[:0], intPart...), frac...)
+	digits := bytes.TrimLeft(all, "0")
+	trimmed := bytes.TrimRight(digits, "0")
+	if len(trimmed) == 0 {
+		w.putByte('0')
 		return
 	}
-	exp := new(big.Int)
-	if expPart != "" {
-		// json.Number holds a valid JSON number: this cannot fail.
-		exp.SetString(strings.TrimPrefix(expPart, "+"), 10)
-	}
-	exp.Sub(exp, big.NewInt(int64(len(frac))))
-	exp.Add(exp, big.NewInt(int64(len(digits)-len(trimmed))))
+	// The exponent of the digits as they are written, less what the
+	// fraction and the trimmed zeros shift it by.
+	shift := int64(len(digits)-len(trimmed)) - int64(len(frac))
 	if neg {
-		b.WriteByte('-')
+		w.putByte('-')
 	}
-	b.WriteString(trimmed)
-	b.WriteByte('e')
-	b.WriteString(exp.String())
+	w.putString(unsafeString(trimmed))
+	w.putByte('e')
+	var num [24]byte
+	// Any exponent of up to 18 digits fits an int64 with the shift added.
+	if len(strings.TrimPrefix(expPart, "-")) <= 18 {
+		exp := int64(0)
+		if expPart != "" {
+			// json.Number holds a valid JSON number: this cannot fail.
+			exp, _ = strconv.ParseInt(expPart, 10, 64)
+		}
+		w.putString(unsafeString(strconv.AppendInt(num[:0], exp+shift, 10)))
+		return
+	}
+	// A valid JSON number may carry any exponent.
+	exp, _ := new(big.Int).SetString(expPart, 10)
+	exp.Add(exp, big.NewInt(shift))
+	w.putString(exp.String())
 }
+
+// unsafeString views b as a string for the length of a call that does not
+// keep it.
+func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }

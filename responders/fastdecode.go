@@ -88,6 +88,7 @@ func decodeFast(raw []byte) (*Command, error) {
 	// Not aliased to the record, as decodeChecked's copy is not.
 	cmd.Data = bytes.Clone(p.span)
 	cmd.Module = mod.Name
+	cmd.dataTree, cmd.hasTree = inner.data, true
 	if mod.Decode != nil {
 		pl, err := mod.Decode(key, cmd.Data)
 		if err != nil {

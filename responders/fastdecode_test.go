@@ -90,6 +90,17 @@ func checkSame(t testing.TB, raw []byte) bool {
 	if err != nil {
 		t.Fatalf("decodeFast accepted what decodeChecked rejects (%v):\n%s", err, raw)
 	}
+	// decodeFast keeps the data it validated for the digest; computed
+	// from it, the digest is the one of the data's second parse.
+	if !fast.hasTree || slow.hasTree {
+		t.Fatalf("decodeFast kept no data tree, or decodeChecked kept one:\n%s", raw)
+	}
+	fd, ferr := fast.Digest()
+	sd, serr := slow.Digest()
+	if ferr != nil || serr != nil || fd != sd {
+		t.Fatalf("digests differ: %s (%v) from the tree, %s (%v) from the data:\n%s", fd, ferr, sd, serr, raw)
+	}
+	fast.dataTree, fast.hasTree = nil, false
 	if !reflect.DeepEqual(fast, slow) {
 		t.Fatalf("decodeFast and decodeChecked disagree:\n%#v\n%#v\n%s", fast, slow, raw)
 	}
