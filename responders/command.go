@@ -78,6 +78,9 @@ type Command struct {
 	// digest is computed from it rather than from a second parse.
 	dataTree any
 	hasTree  bool
+	// uri is Schema as the record spells it, which is Schema.String()
+	// (ParseKey accepts only the canonical spelling), when set.
+	uri string
 }
 
 // Expired reports whether the command's time to live has passed at now:

@@ -111,7 +111,11 @@ func (w *canonicalWriter) putString(s string) {
 // Digest is the digest of the command's inner schema and data.
 func (c *Command) Digest() (string, error) {
 	if c.hasTree {
-		return digestOf(c.Schema.String(), c.dataTree), nil
+		uri := c.uri
+		if uri == "" {
+			uri = c.Schema.String()
+		}
+		return digestOf(uri, c.dataTree), nil
 	}
 	return Digest(c.Schema.String(), c.Data)
 }

@@ -88,7 +88,7 @@ func decodeFast(raw []byte) (*Command, error) {
 	// Not aliased to the record, as decodeChecked's copy is not.
 	cmd.Data = bytes.Clone(p.span)
 	cmd.Module = mod.Name
-	cmd.dataTree, cmd.hasTree = inner.data, true
+	cmd.dataTree, cmd.hasTree, cmd.uri = inner.data, true, inner.schema
 	if mod.Decode != nil {
 		pl, err := mod.Decode(key, cmd.Data)
 		if err != nil {
@@ -132,11 +132,10 @@ func validTree(part string, family schemas.Key, sd treeSD, id string) error {
 		return errSlowPath
 	}
 	err = schemas.ValidateJSON(key, sd.data)
-	var ve *schemas.ValidationError
-	switch {
-	case err == nil:
+	if err == nil {
 		return nil
-	case errors.As(err, &ve):
+	}
+	if ve := (*schemas.ValidationError)(nil); errors.As(err, &ve) {
 		return invalid(part, id, err)
 	}
 	return errSlowPath

@@ -100,7 +100,10 @@ func checkSame(t testing.TB, raw []byte) bool {
 	if ferr != nil || serr != nil || fd != sd {
 		t.Fatalf("digests differ: %s (%v) from the tree, %s (%v) from the data:\n%s", fd, ferr, sd, serr, raw)
 	}
-	fast.dataTree, fast.hasTree = nil, false
+	if fast.uri != fast.Schema.String() {
+		t.Fatalf("decodeFast kept the schema URI %q for %s", fast.uri, fast.Schema)
+	}
+	fast.dataTree, fast.hasTree, fast.uri = nil, false, ""
 	if !reflect.DeepEqual(fast, slow) {
 		t.Fatalf("decodeFast and decodeChecked disagree:\n%#v\n%#v\n%s", fast, slow, raw)
 	}

@@ -17,7 +17,10 @@ import (
 // or nesting deeper than maxTreeDepth. Callers then take the slow path,
 // which decides and words the error.
 type treeParser struct {
-	b     []byte
+	b []byte
+	// s is b copied once: member names and strings without escapes are
+	// slices of it, not one allocation each.
+	s     string
 	i     int
 	depth int
 	want  []string
@@ -31,6 +34,7 @@ const maxTreeDepth = 256
 // parse returns the document's value, or false when the document is not
 // one the parser handles (see treeParser).
 func (p *treeParser) parse() (any, bool) {
+	p.s = string(p.b)
 	p.ws()
 	v, ok := p.value(0)
 	if !ok {
@@ -67,7 +71,7 @@ func (p *treeParser) value(on int) (any, bool) {
 		v, ok = p.array()
 	case c == '"':
 		var s string
-		if s, ok = p.str(false); ok {
+		if s, ok = p.str(); ok {
 			v = s
 		}
 	case c == 't':
@@ -109,7 +113,7 @@ func (p *treeParser) object(on int) (any, bool) {
 		if p.i >= len(p.b) || p.b[p.i] != '"' {
 			return nil, false
 		}
-		k, ok := p.str(true)
+		k, ok := p.str()
 		if !ok {
 			return nil, false
 		}
@@ -190,7 +194,7 @@ func (p *treeParser) array() (any, bool) {
 // be valid UTF-8, so a string without escapes is its bytes as they are; one
 // with escapes is left to encoding/json, whose treatment of odd escapes (lone
 // surrogates) the result must match.
-func (p *treeParser) str(key bool) (string, bool) {
+func (p *treeParser) str() (string, bool) {
 	start := p.i
 	p.i++
 	escaped := false
@@ -206,11 +210,7 @@ func (p *treeParser) str(key bool) (string, bool) {
 				}
 				return s, true
 			}
-			body := p.b[start+1 : p.i-1]
-			if key {
-				return internKey(body), true
-			}
-			return string(body), true
+			return p.s[start+1 : p.i-1], true
 		case c == '\\':
 			escaped = true
 			if p.i+1 >= len(p.b) {
@@ -243,42 +243,6 @@ func (p *treeParser) str(key bool) (string, bool) {
 
 func isHex(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
-}
-
-// internKey returns the envelope's and the common commands' member names
-// without allocating: every record repeats them.
-func internKey(b []byte) string {
-	switch string(b) {
-	case "schema":
-		return "schema"
-	case "data":
-		return "data"
-	case "envelope":
-		return "envelope"
-	case "command":
-		return "command"
-	case "commandId":
-		return "commandId"
-	case "whenCreated":
-		return "whenCreated"
-	case "execution":
-		return "execution"
-	case "semantics":
-		return "semantics"
-	case "timeToLive":
-		return "timeToLive"
-	case "tags":
-		return "tags"
-	case "body":
-		return "body"
-	case "headers":
-		return "headers"
-	case "text":
-		return "text"
-	case "channel":
-		return "channel"
-	}
-	return string(b)
 }
 
 // number parses a JSON number: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
@@ -314,7 +278,7 @@ func (p *treeParser) number() (any, bool) {
 	if p.i-start > MaxNumberLen {
 		return nil, false
 	}
-	return json.Number(p.b[start:p.i]), true
+	return json.Number(p.s[start:p.i]), true
 }
 
 // digits skips one or more decimal digits.
