@@ -116,28 +116,30 @@ func checkNames(h map[string]string, refused func(folded string) string) error {
 	sort.Strings(names)
 	seen := make(map[string]string, len(names))
 	for _, name := range names {
-		// Names are quoted clipped: a command may carry one of megabytes.
-		quoted := strconv.Quote(responders.Clip(name))
 		if !isToken(name) {
-			return fmt.Errorf("%s is not a valid header name", quoted)
+			return fmt.Errorf("%s is not a valid header name", quoteName(name))
 		}
 		folded := foldName(name)
 		if slices.Contains(reserved, folded) || strings.HasPrefix(folded, reservedPrefix) {
-			return fmt.Errorf("%s is reserved", quoted)
+			return fmt.Errorf("%s is reserved", quoteName(name))
 		}
 		if why := refused(folded); why != "" {
-			return fmt.Errorf("%s is refused: %s", quoted, why)
+			return fmt.Errorf("%s is refused: %s", quoteName(name), why)
 		}
 		if other, dup := seen[folded]; dup {
-			return fmt.Errorf("%q and %s name the same header", responders.Clip(other), quoted)
+			return fmt.Errorf("%q and %s name the same header", responders.Clip(other), quoteName(name))
 		}
 		seen[folded] = name
 		if i := strings.IndexFunc(h[name], invalidValueRune); i >= 0 {
-			return fmt.Errorf("the value of %s contains a control character at byte %d", quoted, i)
+			return fmt.Errorf("the value of %s contains a control character at byte %d", quoteName(name), i)
 		}
 	}
 	return nil
 }
+
+// quoteName quotes a header name for an error, clipped: a command may carry
+// one of megabytes. It is called only once a name is refused.
+func quoteName(name string) string { return strconv.Quote(responders.Clip(name)) }
 
 // isToken reports whether s is an RFC 9110 token.
 func isToken(s string) bool {
