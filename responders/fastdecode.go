@@ -89,6 +89,12 @@ func decodeFast(raw []byte) (*Command, error) {
 	cmd.Data = bytes.Clone(p.span)
 	cmd.Module = mod.Name
 	cmd.dataTree, cmd.hasTree, cmd.uri = inner.data, true, inner.schema
+	if mod.DecodeValue != nil {
+		if pl, ok := mod.DecodeValue(key, cmd.Data, inner.data); ok {
+			cmd.Payload = pl
+			return cmd, nil
+		}
+	}
 	if mod.Decode != nil {
 		pl, err := mod.Decode(key, cmd.Data)
 		if err != nil {

@@ -114,15 +114,9 @@ func (p *treeParser) object(on int) (any, bool) {
 			return nil, false
 		}
 		k, ok := p.str()
-		if !ok {
+		if !ok || !p.colon() {
 			return nil, false
 		}
-		p.ws()
-		if p.i >= len(p.b) || p.b[p.i] != ':' {
-			return nil, false
-		}
-		p.i++
-		p.ws()
 		next := -1
 		if on >= 0 && on < len(p.want) && k == p.want[on] {
 			next = on + 1
@@ -135,20 +129,11 @@ func (p *treeParser) object(on int) (any, bool) {
 			return nil, false
 		}
 		m[k] = v
-		p.ws()
-		if p.i >= len(p.b) {
+		if end, ok := p.next('}'); !ok {
 			return nil, false
-		}
-		switch p.b[p.i] {
-		case ',':
-			p.i++
-			p.ws()
-		case '}':
-			p.i++
+		} else if end {
 			p.depth--
 			return m, true
-		default:
-			return nil, false
 		}
 	}
 }
@@ -172,22 +157,43 @@ func (p *treeParser) array() (any, bool) {
 			return nil, false
 		}
 		a = append(a, v)
-		p.ws()
-		if p.i >= len(p.b) {
+		if end, ok := p.next(']'); !ok {
 			return nil, false
-		}
-		switch p.b[p.i] {
-		case ',':
-			p.i++
-			p.ws()
-		case ']':
-			p.i++
+		} else if end {
 			p.depth--
 			return a, true
-		default:
-			return nil, false
 		}
 	}
+}
+
+// colon moves past the ':' after a member name, and the spaces around it.
+func (p *treeParser) colon() bool {
+	p.ws()
+	if p.i >= len(p.b) || p.b[p.i] != ':' {
+		return false
+	}
+	p.i++
+	p.ws()
+	return true
+}
+
+// next moves past what follows an element: a ',' and the spaces after it
+// (end false), or the closing bracket (end true).
+func (p *treeParser) next(closing byte) (end, ok bool) {
+	p.ws()
+	if p.i >= len(p.b) {
+		return false, false
+	}
+	switch p.b[p.i] {
+	case ',':
+		p.i++
+		p.ws()
+		return false, true
+	case closing:
+		p.i++
+		return true, true
+	}
+	return false, false
 }
 
 // str parses the string at p.i (its opening quote). The input is known to
@@ -288,4 +294,96 @@ func (p *treeParser) digits() bool {
 		p.i++
 	}
 	return p.i > start
+}
+
+// RawMember returns the text of member name of the JSON object data, exactly
+// as it appears there, without decoding anything. It returns false when
+// data is not an object, has no such member or has it more than once, or
+// spells its name with escapes. data must be valid JSON (one that was
+// decoded already); anything else may give false or a wrong span.
+func RawMember(data []byte, name string) ([]byte, bool) {
+	p := treeParser{b: data}
+	p.ws()
+	if p.i >= len(p.b) || p.b[p.i] != '{' {
+		return nil, false
+	}
+	p.i++
+	var found []byte
+	for {
+		p.ws()
+		if p.i >= len(p.b) || p.b[p.i] != '"' {
+			return nil, false
+		}
+		start := p.i + 1
+		if !p.skipString() {
+			return nil, false
+		}
+		key := p.b[start : p.i-1]
+		if bytes.IndexByte(key, '\\') >= 0 || !p.colon() {
+			return nil, false
+		}
+		vstart := p.i
+		if !p.skipValue() || p.i == vstart {
+			return nil, false
+		}
+		if string(key) == name {
+			if found != nil {
+				return nil, false
+			}
+			found = p.b[vstart:p.i]
+		}
+		if end, ok := p.next('}'); !ok {
+			return nil, false
+		} else if end {
+			return found, found != nil
+		}
+	}
+}
+
+// skipString moves past the string at p.i (its opening quote).
+func (p *treeParser) skipString() bool {
+	for p.i++; p.i < len(p.b); p.i++ {
+		switch p.b[p.i] {
+		case '\\':
+			p.i++
+		case '"':
+			p.i++
+			return true
+		}
+	}
+	return false
+}
+
+// skipValue moves past the value at p.i, counting brackets outside strings.
+func (p *treeParser) skipValue() bool {
+	depth := 0
+	for p.i < len(p.b) {
+		switch p.b[p.i] {
+		case '"':
+			if !p.skipString() {
+				return false
+			}
+			if depth == 0 {
+				return true
+			}
+			continue
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth == 0 {
+				// The end of the enclosing object: a scalar ended here.
+				return true
+			}
+			if depth--; depth == 0 {
+				p.i++
+				return true
+			}
+		case ',', ' ', '\t', '\n', '\r':
+			if depth == 0 {
+				return true
+			}
+		}
+		p.i++
+	}
+	return depth == 0
 }

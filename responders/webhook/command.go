@@ -43,6 +43,55 @@ func Decode(_ schemas.Key, data json.RawMessage) (any, error) {
 	return &c, nil
 }
 
+// decodeValue is Decode on the data as decoded for validation. Only the
+// body is taken from the text, where it is found without a second parse.
+func decodeValue(_ schemas.Key, data json.RawMessage, value any) (any, bool) {
+	m, ok := value.(map[string]any)
+	if !ok {
+		return nil, false
+	}
+	var c Command
+	for k, v := range m {
+		switch k {
+		case "body":
+			if c.Body, ok = responders.RawMember(data, "body"); !ok {
+				return nil, false
+			}
+		case "headers":
+			if c.Headers, ok = stringMap(v); !ok {
+				return nil, false
+			}
+		default:
+			// Decode refuses it, or matches it to a field case-insensitively.
+			return nil, false
+		}
+	}
+	if c.Body == nil || checkCommandHeaders(c.Headers) != nil {
+		return nil, false
+	}
+	return &c, true
+}
+
+// stringMap is what encoding/json makes of v for a map[string]string: null
+// leaves it nil, and an empty object makes an empty map.
+func stringMap(v any) (map[string]string, bool) {
+	switch t := v.(type) {
+	case nil:
+		return nil, true
+	case map[string]any:
+		out := make(map[string]string, len(t))
+		for k, e := range t {
+			s, ok := e.(string)
+			if !ok {
+				return nil, false
+			}
+			out[k] = s
+		}
+		return out, true
+	}
+	return nil, false
+}
+
 func commandOf(cmd *responders.Command) (*Command, error) {
 	if c, ok := cmd.Payload.(*Command); ok && c != nil {
 		return c, nil

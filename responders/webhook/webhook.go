@@ -55,6 +55,7 @@ func init() {
 		ConfigSchemas: []schemas.Key{ConfigV100},
 		Commands:      []schemas.Key{WebhookV1},
 		Decode:        Decode,
+		DecodeValue:   decodeValue,
 		New:           New,
 	})
 }
