@@ -238,3 +238,26 @@ func FuzzDecodeFast(f *testing.F) {
 		checkSame(t, raw)
 	})
 }
+
+func TestRawMember(t *testing.T) {
+	for _, c := range []struct {
+		data, name, want string
+		ok               bool
+	}{
+		{`{"body":{"a":[1,"}"]},"x":2}`, "body", `{"a":[1,"}"]}`, true},
+		{` { "x" : "\"body\"" , "body" : -1.5e3 } `, "body", `-1.5e3`, true},
+		{`{"body":"a \"q\" \\"}`, "body", `"a \"q\" \\"`, true},
+		{`{"body":null}`, "body", `null`, true},
+		{`{"x":[{"body":1}]}`, "body", ``, false},
+		{`{"body":1,"body":2}`, "body", ``, false},
+		{`{"b\u006fdy":1}`, "body", ``, false},
+		{`{}`, "body", ``, false},
+		{`[1]`, "body", ``, false},
+		{`"body"`, "body", ``, false},
+	} {
+		got, ok := RawMember([]byte(c.data), c.name)
+		if ok != c.ok || string(got) != c.want {
+			t.Errorf("RawMember(%s, %q) = %s, %v; want %s, %v", c.data, c.name, got, ok, c.want, c.ok)
+		}
+	}
+}
