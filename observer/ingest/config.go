@@ -9,7 +9,6 @@ import (
 	"math"
 	"net"
 	"net/netip"
-	"regexp"
 	"strings"
 	"time"
 
@@ -119,8 +118,6 @@ type params struct {
 	MaxConcurrentPuts       int   `json:"maxConcurrentPuts"`
 }
 
-var streamName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,128}$`)
-
 // ParseConfig validates a config document's data (enabled, id, parameters)
 // against the schema, whose file holds every default. Every returned error
 // is a *kinesis.FieldError, a *schemas.FieldErrors or an errors.Join of
@@ -169,15 +166,7 @@ func ParseConfig(file string, key schemas.Key, data []byte) (Config, error) {
 	} else if host == "" {
 		add("parameters.listen", "%q listens on every interface; name the address explicitly (e.g. 0.0.0.0:8080) if that is meant", c.Listen)
 	}
-	if c.Region == "" {
-		add("parameters.kinesis.region", "must not be empty")
-	}
-	if !streamName.MatchString(c.StreamName) {
-		add("parameters.kinesis.streamName", "%q is not a Kinesis stream name: use 1-128 characters of A-Z a-z 0-9 _ . -", c.StreamName)
-	}
-	if (c.AccessKeyID == "") != (c.SecretAccessKey == "") {
-		add("parameters.aws", "set both accessKeyId and secretAccessKey, or leave both empty to use the AWS default credential chain")
-	}
+	errs = append(errs, kinesis.ValidStreamAccess(c.Region, c.StreamName, c.AccessKeyID, c.SecretAccessKey)...)
 	if len(p.Tokens) == 0 {
 		add("parameters.tokens", "no token: the endpoint would refuse every request; add at least one {\"name\", \"sha256\"}")
 	}

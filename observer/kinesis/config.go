@@ -129,6 +129,23 @@ func ValidID(id string) error {
 	return nil
 }
 
+// ValidStreamAccess checks the parameters.kinesis region and streamName and
+// the parameters.aws keys that every config reaching a Kinesis stream holds,
+// returning one *FieldError per problem.
+func ValidStreamAccess(region, stream, accessKeyID, secretAccessKey string) []error {
+	var errs []error
+	if region == "" {
+		errs = append(errs, &FieldError{Field: "parameters.kinesis.region", Message: "must not be empty"})
+	}
+	if !streamName.MatchString(stream) {
+		errs = append(errs, &FieldError{Field: "parameters.kinesis.streamName", Message: fmt.Sprintf("%q is not a Kinesis stream name: use 1-128 characters of A-Z a-z 0-9 _ . -", stream)})
+	}
+	if (accessKeyID == "") != (secretAccessKey == "") {
+		errs = append(errs, &FieldError{Field: "parameters.aws", Message: "set both accessKeyId and secretAccessKey, or leave both empty to use the AWS default credential chain"})
+	}
+	return errs
+}
+
 type params struct {
 	AWS struct {
 		AccessKeyID     string `json:"accessKeyId"`
@@ -242,15 +259,7 @@ func ParseConfig(file string, key schemas.Key, data []byte) (Config, error) {
 	if idErr != nil {
 		errs = append(errs, idErr)
 	}
-	if c.Region == "" {
-		add("parameters.kinesis.region", "must not be empty")
-	}
-	if !streamName.MatchString(c.StreamName) {
-		add("parameters.kinesis.streamName", "%q is not a Kinesis stream name: use 1-128 characters of A-Z a-z 0-9 _ . -", c.StreamName)
-	}
-	if (c.AccessKeyID == "") != (c.SecretAccessKey == "") {
-		add("parameters.aws", "set both accessKeyId and secretAccessKey, or leave both empty to use the AWS default credential chain")
-	}
+	errs = append(errs, ValidStreamAccess(c.Region, c.StreamName, c.AccessKeyID, c.SecretAccessKey)...)
 	if c.MaxRecords < 1 || c.MaxRecords > 10000 {
 		add("parameters.kinesis.maxRecords", "must be between 1 and 10000 (the GetRecords limit), got %d", c.MaxRecords)
 	}
