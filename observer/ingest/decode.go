@@ -2,12 +2,13 @@ package ingest
 
 import (
 	"bytes"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/sauna-io/sauna/responders"
 	"github.com/sauna-io/sauna/schemas"
@@ -80,7 +81,7 @@ func (d Decoder) Decode(body []byte, ndjson bool) ([]Item, []ItemError) {
 	if d.Now != nil {
 		now = d.Now
 	}
-	newID := newUUID
+	newID := uuid.NewString
 	if d.NewID != nil {
 		newID = d.NewID
 	}
@@ -235,13 +236,4 @@ func jsonError(raw []byte) string {
 		return err.Error()
 	}
 	return "invalid JSON"
-}
-
-// newUUID returns a random (version 4) UUID.
-func newUUID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }

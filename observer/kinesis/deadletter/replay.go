@@ -2,7 +2,6 @@ package deadletter
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+	"github.com/google/uuid"
 )
 
 // ReplayClient is the part of *kinesis.Client that Replay uses.
@@ -404,7 +404,7 @@ func (r *replayer) record(ctx context.Context, shardID string, rec types.Record)
 		var err error
 		if r.opts.NewIDs {
 			c.replayOf = c.id
-			c.putID = newUUID()
+			c.putID = uuid.NewString()
 		}
 		var created time.Time
 		if r.opts.RefreshTTL {
@@ -580,14 +580,4 @@ func mustJSON(v any) json.RawMessage {
 		panic(err) // strings and maps of strings always marshal
 	}
 	return b
-}
-
-// newUUID is a random (version 4) UUID, as the envelope's commandId format
-// requires.
-func newUUID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // never fails (crypto/rand documents it)
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
