@@ -8,10 +8,10 @@ import (
 	"fmt"
 	"math"
 	"net"
-	"net/netip"
 	"strings"
 	"time"
 
+	"github.com/sauna-io/sauna/observer/admin"
 	"github.com/sauna-io/sauna/observer/kinesis"
 	"github.com/sauna-io/sauna/schemas"
 )
@@ -69,17 +69,7 @@ func (c Config) String() string {
 }
 
 // Loopback reports whether the listen address only accepts local clients.
-func (c Config) Loopback() bool {
-	host, _, err := net.SplitHostPort(c.Listen)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	a, err := netip.ParseAddr(host)
-	return err == nil && a.IsLoopback()
-}
+func (c Config) Loopback() bool { return admin.IsLoopback(c.Listen) }
 
 // listenerKey holds what needs a new listener when it changes.
 func (c Config) listenerKey() string { return c.Listen + "\x00" + c.TLSCert + "\x00" + c.TLSKey }
