@@ -44,7 +44,7 @@ func replayCmd(ctx context.Context, env *cliEnv, args []string) int {
 	since := fs.String("since", "", "only commands that arrived at or after this time (default: the oldest record)")
 	until := fs.String("until", "", "only commands that arrived before this time (default: the start of the replay)")
 	schema := fs.String("schema", "", "only commands whose schema URI starts with this, e.g. com.pagerduty.sauna.commands/")
-	var tags listFlag
+	var tags repeatedFlag
 	fs.Var(&tags, "tag", "only commands whose envelope has this tag, KEY=VALUE (repeatable; all must match)")
 	reason := fs.String("reason", "", "only dead letters whose reason starts with this: failed_permanently, retry_budget_exhausted, rejected, rejected:no_responder, ...")
 	newIDs := fs.Bool("new-ids", false, "give each command put a new commandId, the old one in the envelope tag replayOf")

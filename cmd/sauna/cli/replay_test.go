@@ -150,6 +150,26 @@ func TestReplayInterrupted(t *testing.T) {
 	}
 }
 
+// TestReplayTagWithComma: a --tag value is taken whole, commas included.
+func TestReplayTagWithComma(t *testing.T) {
+	env := cliEmulators(t)
+	live := emulator.UniqueName(t, "live")
+	env.CreateStream(t, live, 1)
+	var recs []emulator.Record
+	for i, team := range []string{"a,b", "a"} {
+		recs = append(recs, emulator.Record{PartitionKey: "k", Data: []byte(fmt.Sprintf(
+			`{"data":{"envelope":{"data":{"commandId":"c%d","tags":{"team":%q}}},"command":{"schema":"iglu:com.acme/x/jsonschema/1-0-0"}}}`, i, team))})
+	}
+	env.PutRecords(t, live, recs)
+	code, stdout, stderr := runInProcess(t, "replay", "--from", live, "--dry-run", "--tag", "team=a,b")
+	if code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
+	}
+	if !strings.Contains(stdout, `"commandId":"c0"`) || strings.Count(stdout, "\n") != 1 {
+		t.Errorf("want only c0 selected; stdout:\n%s", stdout)
+	}
+}
+
 type cancelAfterFirstLine struct {
 	w      io.Writer
 	cancel context.CancelFunc

@@ -69,3 +69,14 @@ func (l *listFlag) Set(v string) error {
 	}
 	return nil
 }
+
+// repeatedFlag is a flag that may be repeated, each value taken whole: a
+// value may hold commas.
+type repeatedFlag []string
+
+func (l *repeatedFlag) String() string { return strings.Join(*l, " ") }
+
+func (l *repeatedFlag) Set(v string) error {
+	*l = append(*l, v)
+	return nil
+}
