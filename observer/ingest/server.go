@@ -47,7 +47,9 @@ type Options struct {
 // Server is one ingest endpoint: a listener and the producer behind it.
 // Update applies a changed config: tokens, limits and time to live take
 // effect at the next request without dropping connections; a changed
-// listen address, TLS files, stream or credentials restart the listener.
+// listen address, TLS file paths, stream, credentials or producer setting
+// (linger, queue, concurrent puts) restarts the listener. The TLS files are
+// read when the listener starts, not when their content changes.
 type Server struct {
 	opts    Options
 	log     *slog.Logger
