@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -160,18 +161,23 @@ func TestProducerResendsOnlyFailedRecords(t *testing.T) {
 
 // Throttled past the deadline: the record is settled as throttled and not
 // sent after that.
+// The clock is synctest's, so the wait after settling outlasts every
+// backoff (at most a second) without taking real time.
 func TestProducerThrottledUntilDeadline(t *testing.T) {
-	f := &fakeKinesis{answer: func(int, string) string { return "ProvisionedThroughputExceededException" }}
-	p := startProducer(t, f, ProducerOptions{})
-	res := wait(t, submit(t, p, time.Now().Add(200*time.Millisecond), "a"))
-	if res[0].State != StateThrottled {
-		t.Fatalf("result %+v", res[0])
-	}
-	n := len(f.callKeys())
-	time.Sleep(50 * time.Millisecond)
-	if m := len(f.callKeys()); m != n {
-		t.Errorf("%d more calls after the record was settled", m-n)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeKinesis{answer: func(int, string) string { return "ProvisionedThroughputExceededException" }}
+		p := startProducer(t, f, ProducerOptions{})
+		res := wait(t, submit(t, p, time.Now().Add(200*time.Millisecond), "a"))
+		if res[0].State != StateThrottled {
+			t.Fatalf("result %+v", res[0])
+		}
+		n := len(f.callKeys())
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+		if m := len(f.callKeys()); m != n {
+			t.Errorf("%d more calls after the record was settled", m-n)
+		}
+	})
 }
 
 // A call that gets no answer makes the outcome unknown, not "not put".
