@@ -23,7 +23,7 @@ type cliEnv struct {
 
 func commands() []command {
 	return []command{
-		{"run", "consume the streams configured in a config directory", runCmd},
+		{"run", "consume the streams and serve the ingest endpoints configured in a config directory", runCmd},
 		{"validate", "check config files and directories", validateCmd},
 		{"publish", "validate commands and put them on a Kinesis stream", publishCmd},
 		{"outcome", "print the recorded outcome of commands by commandId", outcomeCmd},
@@ -78,7 +78,7 @@ func newFlagSet(env *cliEnv, name, argsUsage, summary string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(&flagOutput{Writer: env.stderr, stdout: env.stdout, name: name})
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: sauna %s [flags] %s\n\n%s\n\nflags:\n", name, argsUsage, summary)
+		fmt.Fprintf(fs.Output(), "%s\n\n%s\n\nflags:\n", strings.TrimSpace("usage: sauna "+name+" [flags] "+argsUsage), summary)
 		fs.PrintDefaults()
 	}
 	return fs

@@ -16,7 +16,7 @@ import (
 )
 
 func outcomeCmd(ctx context.Context, env *cliEnv, args []string) int {
-	fs := newFlagSet(env, "outcome", "COMMAND_ID...", "Print what became of each command, as recorded in the observer's outcomes table\n(status, verdict, attempts, reason, ...): every command recorded under the id, as\ndifferent commands may share one (see README, Delivery). Exits 1 if an id is not found. Give the\ntable, or the observer's config file (its table, region and keys are used). AWS\ncredentials, region and endpoints otherwise come from the usual AWS variables and\nfiles (AWS_REGION, AWS_ENDPOINT_URL_DYNAMODB, ...).")
+	fs := newFlagSet(env, "outcome", "COMMAND_ID...", "Print what became of each command, as recorded in the observer's outcomes table\n(status, verdict, attempts, reason, ...): every command recorded under the id, as\ndifferent commands may share one (see README, Delivery). Exits 1 if an id is not\nfound; 'sauna outcomes' searches by time instead. Give the table, or the\nobserver's config file (its table, region and keys are used). AWS credentials,\nregion and endpoints otherwise come from the usual AWS variables and files\n(AWS_REGION, AWS_ENDPOINT_URL_DYNAMODB, ...).")
 	table := fs.String("table", "", "outcomes table (the default of an observer is <observer id>-commands)")
 	cfgFile := fs.String("observer-config", "", "observer config file to take the table, region and AWS keys from")
 	region := fs.String("region", "", "AWS region (default: the observer config's, or from the AWS environment)")

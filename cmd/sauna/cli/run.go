@@ -16,8 +16,8 @@ import (
 )
 
 func runCmd(ctx context.Context, env *cliEnv, args []string) int {
-	fs := newFlagSet(env, "run", "", "Consume the stream of every enabled observer config in --config-dir and execute\neach command with its responder. SIGINT or SIGTERM stops it within 20 s,\ncheckpointing the commands that finished.\n\nChanges to the config directory are applied while running, file by file;\nSIGHUP forces a full rescan of it.")
-	dir := fs.String("config-dir", "", "directory of observer and responder config files (*.json, *.avro)")
+	fs := newFlagSet(env, "run", "", "Consume the stream of every enabled observer config in --config-dir and execute\neach command with its responder, and serve POST /v1/commands for every enabled\nHTTP ingest config. SIGINT or SIGTERM stops it within 20 s, checkpointing the\ncommands that finished.\n\nChanges to the config directory are applied while running, file by file;\nSIGHUP forces a full rescan of it.")
+	dir := fs.String("config-dir", "", "directory of observer, responder and HTTP ingest config files (*.json, *.avro)")
 	rescan := fs.Duration("rescan-interval", 30*time.Second, "period of the full rescan of --config-dir that catches changes file events miss (0 disables it)")
 	quietPeriod := fs.Duration("reload-quiet", 500*time.Millisecond, "how long --config-dir must be still before changes are read")
 	adminAddr := fs.String("admin-addr", admin.DefaultAddr, "listen address of the admin endpoints: /metrics, /healthz, /readyz, /status, POST /pause and /resume (GET endpoints are unauthenticated: keep it on loopback or a private network; empty disables them)")
