@@ -59,10 +59,28 @@ func TestCommandLineErrorsNameTheCommand(t *testing.T) {
 		{"run"},
 		{"replay"},
 		{"outcome"},
+		{"outcomes"},
 	} {
 		code, _, stderr := runIn(t, args...)
 		if code != 2 || !strings.HasPrefix(stderr, "sauna "+args[0]+": ") {
 			t.Errorf("%v: exit %d, stderr %q", args, code, stderr)
+		}
+	}
+}
+
+// list names the current config schema of every kind of config file.
+func TestListNamesEveryConfigKind(t *testing.T) {
+	code, stdout, stderr := runIn(t, "list")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, want := range []string{
+		"iglu:io.sauna.observers/KinesisObserverConfig/avro/1-0-0",
+		"iglu:io.sauna.ingest/HttpIngestConfig/avro/1-0-0",
+		"iglu:io.sauna.responders/SlackConfig/avro/1-0-0",
+	} {
+		if !strings.Contains(stdout, "    config:  "+want) {
+			t.Errorf("no config line for %s:\n%s", want, stdout)
 		}
 	}
 }

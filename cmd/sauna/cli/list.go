@@ -7,13 +7,14 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/sauna-io/sauna/observer/ingest"
 	"github.com/sauna-io/sauna/observer/kinesis"
 	"github.com/sauna-io/sauna/responders"
 	"github.com/sauna-io/sauna/schemas"
 )
 
 func listCmd(_ context.Context, env *cliEnv, args []string) int {
-	fs := newFlagSet(env, "list", "", "Show the compiled-in observers and responders with their config and command\nschemas, and every bundled schema.")
+	fs := newFlagSet(env, "list", "", "Show the compiled-in observers, ingest endpoint and responders with their config\nand command schemas, and every bundled schema.")
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}
@@ -24,6 +25,9 @@ func listCmd(_ context.Context, env *cliEnv, args []string) int {
 	fmt.Fprintln(w, "observers:")
 	fmt.Fprintln(w, "  kinesis  consume an Amazon Kinesis stream through the KCL")
 	fmt.Fprintf(w, "    config:  %s\n", configKeys(kinesis.Configs))
+	fmt.Fprintln(w, "ingest:")
+	fmt.Fprintln(w, "  http     serve POST /v1/commands, putting the commands on a Kinesis stream")
+	fmt.Fprintf(w, "    config:  %s\n", ingest.ConfigSchema)
 	fmt.Fprintln(w, "responders:")
 	for _, m := range responders.Modules() {
 		fmt.Fprintf(w, "  %-8s %s\n", m.Name, m.Summary)
