@@ -107,8 +107,9 @@ func (d Decoder) decodeOne(raw []byte, now time.Time, newID func() string) (Item
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &top); err != nil || top == nil {
 		msg := "not a JSON object"
-		if err != nil && !json.Valid(raw) {
-			msg = "invalid JSON: " + jsonError(raw)
+		var syn *json.SyntaxError
+		if errors.As(err, &syn) {
+			msg = "invalid JSON: " + err.Error()
 		}
 		return Item{}, []ItemError{{Message: msg}}
 	}
@@ -228,12 +229,4 @@ func recordPointer(msg string) (string, bool) {
 	}
 	ptr, _, ok := strings.Cut(rest, ": ")
 	return "/" + ptr, ok
-}
-
-func jsonError(raw []byte) string {
-	var v any
-	if err := json.Unmarshal(raw, &v); err != nil {
-		return err.Error()
-	}
-	return "invalid JSON"
 }

@@ -90,7 +90,8 @@ func TestDecodeErrors(t *testing.T) {
 		want       []ItemError
 	}{
 		{"empty", "", false, []ItemError{{Index: 0, Field: "", Message: "no command in the body"}}},
-		{"not JSON", `{"schema":`, false, []ItemError{{Index: 0, Field: ""}}},
+		{"not JSON", `{"schema":`, false, []ItemError{{Index: 0, Field: "", Message: "invalid JSON: unexpected end of JSON input"}}},
+		{"not an object", `[1]`, false, []ItemError{{Index: 0, Field: "", Message: "not a JSON object"}}},
 		{"two values as JSON", slackInner("a") + slackInner("b"), false, []ItemError{{Index: 0, Field: ""}}},
 		{"no schema", `{"data":{}}`, false, []ItemError{{Index: 0, Field: "/schema"}}},
 		{"bare without text", `{"schema":"iglu:com.slack.sauna.commands/send_message/jsonschema/1-0-0","data":{"channel":"#ops"}}`, false,
