@@ -107,14 +107,26 @@ func hostAllowed(hostport, own string) bool {
 	return net.ParseIP(host) != nil
 }
 
+// BearerToken returns the credential of an Authorization header value of
+// the Bearer scheme, whose name is case-insensitive (RFC 9110), and whether
+// there is one.
+func BearerToken(header string) (string, bool) {
+	scheme, token, ok := strings.Cut(header, " ")
+	token = strings.TrimSpace(token)
+	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
+		return "", false
+	}
+	return token, true
+}
+
 // requireToken lets a request through only with "Authorization: Bearer
 // <token>". Both sides are hashed first so that the comparison takes the
 // same time whatever the length or content of the guess.
 func requireToken(token string, next http.HandlerFunc) http.HandlerFunc {
 	want := sha256.Sum256([]byte(token))
 	return func(w http.ResponseWriter, r *http.Request) {
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		sum := sha256.Sum256([]byte(strings.TrimSpace(got)))
+		got, ok := BearerToken(r.Header.Get("Authorization"))
+		sum := sha256.Sum256([]byte(got))
 		if !ok || subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="sauna admin"`)
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")

@@ -90,6 +90,10 @@ func TestTokenGuardsMutatingEndpoints(t *testing.T) {
 	if code, _ := do(t, h, "POST", "/resume", "Authorization", "Bearer "+token); code != http.StatusOK || g.Paused() {
 		t.Errorf("POST /resume with the token: %d, paused %v", code, g.Paused())
 	}
+	// The scheme name is case-insensitive.
+	if code, _ := do(t, h, "POST", "/pause", "Authorization", "bearer "+token); code != http.StatusOK || !g.Paused() {
+		t.Errorf("POST /pause with scheme \"bearer\": %d, paused %v", code, g.Paused())
+	}
 	// Reads stay open.
 	if code, _ := do(t, h, "GET", "/status"); code != http.StatusOK {
 		t.Errorf("GET /status without the token: %d", code)

@@ -16,7 +16,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,6 +23,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/sauna-io/sauna/observer/admin"
 	"github.com/sauna-io/sauna/observer/kinesis"
 )
 
@@ -446,11 +446,11 @@ func (h *handler) handle(r *http.Request, start time.Time) reply {
 // authenticate returns the token whose hash matches the bearer token in
 // header, comparing with every token in constant time.
 func authenticate(tokens []Token, header string) *Token {
-	scheme, token, ok := strings.Cut(header, " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
+	token, ok := admin.BearerToken(header)
+	if !ok {
 		return nil
 	}
-	sum := sha256.Sum256([]byte(strings.TrimSpace(token)))
+	sum := sha256.Sum256([]byte(token))
 	var found *Token
 	for i := range tokens {
 		if subtle.ConstantTimeCompare(sum[:], tokens[i].SHA256[:]) == 1 {
