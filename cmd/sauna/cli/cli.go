@@ -118,6 +118,20 @@ func parseFlags(fs *flag.FlagSet, args []string) int {
 	return -1
 }
 
+// failer returns a command's error reporter: exit code 2 is a wrong
+// command line (usageError); any other code prints the error, prefixed with
+// the command's name, on stderr and returns that code.
+func failer(fs *flag.FlagSet) func(code int, format string, args ...any) int {
+	return func(code int, format string, args ...any) int {
+		if code == 2 {
+			return usageError(fs, format, args...)
+		}
+		out := fs.Output().(*flagOutput)
+		fmt.Fprintf(out, "sauna %s: %s\n", out.name, fmt.Sprintf(format, args...))
+		return code
+	}
+}
+
 // usageError reports a wrong command line: the error, prefixed with the
 // command's name, then its usage, on stderr. It returns the exit code 2.
 func usageError(fs *flag.FlagSet, format string, args ...any) int {

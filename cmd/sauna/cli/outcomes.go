@@ -47,13 +47,7 @@ func outcomesCmd(ctx context.Context, env *cliEnv, args []string) int {
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}
-	fail := func(code int, format string, args ...any) int {
-		if code == 2 {
-			return usageError(fs, format, args...)
-		}
-		fmt.Fprintf(env.stderr, "sauna outcomes: "+format+"\n", args...)
-		return code
-	}
+	fail := failer(fs)
 	if fs.NArg() > 0 {
 		return fail(2, "unexpected argument %q (search by flags; to look up ids use sauna outcome)", fs.Arg(0))
 	}

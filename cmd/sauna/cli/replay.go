@@ -55,13 +55,7 @@ func replayCmd(ctx context.Context, env *cliEnv, args []string) int {
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}
-	fail := func(code int, format string, args ...any) int {
-		if code == 2 {
-			return usageError(fs, format, args...)
-		}
-		fmt.Fprintf(env.stderr, "sauna replay: "+format+"\n", args...)
-		return code
-	}
+	fail := failer(fs)
 	switch {
 	case fs.NArg() > 0:
 		return fail(2, "unexpected argument %q", fs.Arg(0))
