@@ -30,7 +30,7 @@ func commands() []command {
 		{"outcomes", "search recorded outcomes by time, status, responder and schema", outcomesCmd},
 		{"replay", "put commands from a time window of a stream, or dead letters, onto a stream", replayCmd},
 		{"leases", "print an observer's lease table: owners, checkpoints, lag, handoffs", leasesCmd},
-		{"list", "show compiled-in responders and known schemas", listCmd},
+		{"list", "show the compiled-in observers, ingest endpoint, responders and known schemas", listCmd},
 		{"version", "print the version", versionCmd},
 	}
 }
