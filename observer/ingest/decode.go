@@ -137,7 +137,11 @@ func (d Decoder) decodeOne(raw []byte, now time.Time, newID func() string) (Item
 			Message: fmt.Sprintf("expired: time to live %d ms since %s has passed; observers would reject it",
 				*cmd.TimeToLiveMillis, cmd.Created.Format(time.RFC3339Nano))}}
 	}
-	if n := len(data) + len(d.PartitionKey) + len(cmd.ID); n > maxRecordBytes {
+	pk := d.PartitionKey
+	if pk == "" {
+		pk = cmd.ID // the record's key without the header
+	}
+	if n := len(data) + len(pk); n > maxRecordBytes {
 		return Item{}, []ItemError{{Message: fmt.Sprintf("the record would be %d bytes, over the Kinesis record limit of %d", n, maxRecordBytes)}}
 	}
 	return Item{Data: data, Cmd: cmd}, nil

@@ -166,3 +166,24 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// A record is its data and its partition key: with X-Sauna-Partition-Key
+// set, the commandId is not part of it, so a command that fits with that key
+// exactly is taken, and one byte more is refused.
+func TestDecodeRecordLimitCountsThePartitionKeyUsed(t *testing.T) {
+	d := testDecoder()
+	d.PartitionKey = "k"
+	items, errs := d.Decode([]byte(slackInner("")), false)
+	if errs != nil {
+		t.Fatal(errs)
+	}
+	overhead := len(items[0].Data) + len(d.PartitionKey)
+	fits := slackInner(strings.Repeat("x", maxRecordBytes-overhead))
+	if _, errs := d.Decode([]byte(fits), false); errs != nil {
+		t.Errorf("a command of exactly the record limit with its partition key: %+v", errs)
+	}
+	over := slackInner(strings.Repeat("x", maxRecordBytes-overhead+1))
+	if _, errs := d.Decode([]byte(over), false); len(errs) != 1 || !strings.Contains(errs[0].Message, "over the Kinesis record limit") {
+		t.Errorf("one byte over the record limit: %+v", errs)
+	}
+}
