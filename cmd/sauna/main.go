@@ -1,6 +1,8 @@
-// Command sauna runs Sauna observers: it reads self-describing observer and
-// responder configs from a directory, consumes each observer's Kinesis
-// stream, and executes every command on the stream with its responder.
+// Command sauna runs Sauna observers: it reads self-describing observer,
+// responder and HTTP ingest configs from a directory, consumes each
+// observer's Kinesis stream, executes every command on the stream with its
+// responder, and serves each ingest endpoint, which puts commands on a
+// stream.
 //
 // Responders are compiled in. This binary links every built-in one through
 // responders/all; a custom build is a main package like this one with one more

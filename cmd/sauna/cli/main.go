@@ -1,7 +1,8 @@
 // Package cli is the whole sauna command line: run, validate, publish,
-// outcome, outcomes, replay, list and version. It links no responder
-// itself; a main package blank-imports the responder packages it wants and calls Main, which
-// is how both the sauna binary and custom builds are made.
+// outcome, outcomes, replay, leases, list and version. It links no
+// responder itself; a main package blank-imports the responder packages it
+// wants and calls Main, which is how both the sauna binary and custom builds
+// are made.
 package cli
 
 import (
