@@ -137,7 +137,7 @@ func ReadConfigFile(path string) ([]byte, error) {
 func usable(fi fs.FileInfo) error {
 	m := fi.Mode()
 	if !m.IsRegular() {
-		what := "not a regular file"
+		what := "a special file"
 		switch {
 		case m.IsDir():
 			what = "a directory"
