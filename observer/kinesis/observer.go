@@ -199,7 +199,7 @@ func (o *Observer) run(ctx context.Context, awsCfg aws.Config) error {
 	if err := o.table.Heartbeat(); err != nil {
 		return fmt.Errorf("observer %s: lease table: %w", o.cfg.ID, err)
 	}
-	if err := o.table.Refresh(); err != nil {
+	if err := o.table.Refresh(ctx); err != nil && ctx.Err() == nil {
 		o.log.Warn("first lease table scan failed; the balancer retries", "err", err)
 	}
 	balCtx, stopBalancer := context.WithCancel(context.WithoutCancel(ctx))

@@ -128,7 +128,10 @@ func (t *Table) RunBalancer(ctx context.Context, wake func(), seen func(View)) {
 				lastBeat = time.Now()
 			}
 		}
-		if err := t.balanceOnce(wake); err != nil {
+		if err := t.balanceOnce(ctx, wake); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
 			t.log.Warn("lease balance pass failed", "err", err)
 		} else if seen != nil {
 			seen(t.Snapshot())
@@ -161,9 +164,10 @@ func (t *Table) Heartbeat() error {
 
 // Refresh scans the table once and updates the view, without asking for
 // any lease. The observer calls it before its first shard-sync pass so that
-// a joining worker knows its share before it acquires anything.
-func (t *Table) Refresh() error {
-	_, err := t.scanView()
+// a joining worker knows its share before it acquires anything. Ending ctx
+// abandons the scan (a stop must not wait for a hung endpoint).
+func (t *Table) Refresh(ctx context.Context) error {
+	_, err := t.scanView(ctx)
 	return err
 }
 
@@ -174,9 +178,9 @@ type scanned struct {
 	r         row
 }
 
-func (t *Table) scanView() ([]scanned, error) {
+func (t *Table) scanView(ctx context.Context) ([]scanned, error) {
 	now := t.now()
-	rows, census, err := scanTable(context.Background(), t.db, t.cfg.TableName, t.cfg.CallTimeout, now)
+	rows, census, err := scanTable(ctx, t.db, t.cfg.TableName, t.cfg.CallTimeout, now)
 	if err != nil {
 		return nil, err
 	}
@@ -189,7 +193,7 @@ func (t *Table) scanView() ([]scanned, error) {
 			workers[r.Owner]++
 		}
 	}
-	workable, err := t.workable(rows)
+	workable, err := t.workable(ctx, rows)
 	if err != nil {
 		return nil, err
 	}
@@ -287,8 +291,8 @@ func share(n, w, max int) (floor, ceil int) {
 
 // workable counts the listed shards that are unfinished and whose parents
 // are finished or gone. A shard with no item yet counts as unfinished.
-func (t *Table) workable(rows []scanned) (int, error) {
-	listed, err := t.listedShards("")
+func (t *Table) workable(ctx context.Context, rows []scanned) (int, error) {
+	listed, err := t.listedShards(ctx, "")
 	if err != nil {
 		return 0, err
 	}
@@ -337,8 +341,8 @@ func (t *Table) mayTake() bool {
 	return held < t.view.Ceil
 }
 
-func (t *Table) balanceOnce(wake func()) error {
-	rows, err := t.scanView()
+func (t *Table) balanceOnce(ctx context.Context, wake func()) error {
+	rows, err := t.scanView(ctx)
 	if err != nil {
 		return err
 	}

@@ -42,7 +42,7 @@ func TestIntegrationHandoff(t *testing.T) {
 	name := emulator.UniqueName(t, "leases")
 	e.dropOnCleanup(t, name)
 	a := e.balancedTable(t, name, stream, "worker-a")
-	if err := a.Refresh(); err != nil {
+	if err := a.Refresh(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	ids := []string{"shardId-000000000000", "shardId-000000000001"}
@@ -60,7 +60,7 @@ func TestIntegrationHandoff(t *testing.T) {
 
 	b := e.balancedTable(t, name, stream, "worker-b")
 	c := e.newTable(t, name, stream, "worker-c", 10*time.Second)
-	if err := b.balanceOnce(nil); err != nil {
+	if err := b.balanceOnce(t.Context(), nil); err != nil {
 		t.Fatal(err)
 	}
 	if v := b.Snapshot(); len(v.Workers) != 2 || v.Workable != 2 || v.Ceil != 1 {
@@ -79,7 +79,7 @@ func TestIntegrationHandoff(t *testing.T) {
 	if asked == kept {
 		kept = ids[1]
 	}
-	if err := b.balanceOnce(nil); err != nil {
+	if err := b.balanceOnce(t.Context(), nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := e.item(t, name, kept)[attrHandoffTo]; got != "" {
@@ -97,7 +97,7 @@ func TestIntegrationHandoff(t *testing.T) {
 	if isClosed(handoff) {
 		t.Fatal("A honoured a request from a worker it has not seen in the census")
 	}
-	if err := a.Refresh(); err != nil {
+	if err := a.Refresh(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.GetLease(held[asked], "worker-a"); err != nil {
@@ -130,7 +130,7 @@ func TestIntegrationHandoff(t *testing.T) {
 	}
 
 	// Shutdown: A leaves the census and its release goes to B.
-	if err := a.Refresh(); err != nil {
+	if err := a.Refresh(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	a.Leave()

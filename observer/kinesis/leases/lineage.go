@@ -1,6 +1,7 @@
 package leases
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"time"
@@ -34,7 +35,8 @@ type shardCache struct {
 // yet, so it blocks too (the KCL would treat it as finished and read the
 // child first).
 func (t *Table) lineageBlocks(shard *par.ShardStatus) (string, error) {
-	listed, err := t.listedShards(shard.ID)
+	// Called by the KCL, which passes no context; each call is bounded.
+	listed, err := t.listedShards(context.Background(), shard.ID)
 	if err != nil {
 		return "", err
 	}
@@ -108,7 +110,7 @@ func (t *Table) retireTrimmed(p string) (string, error) {
 // listedShards returns the cached shard list, refreshed when older than
 // ShardListTTL or, at most once per unknownShardRefreshGap, when it lacks
 // want (a shard created since).
-func (t *Table) listedShards(want string) (map[string]kintypes.Shard, error) {
+func (t *Table) listedShards(ctx context.Context, want string) (map[string]kintypes.Shard, error) {
 	c := &t.shards
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -117,7 +119,7 @@ func (t *Table) listedShards(want string) (map[string]kintypes.Shard, error) {
 	if c.shards != nil && age < t.cfg.ShardListTTL && (known || age < unknownShardRefreshGap) {
 		return c.shards, nil
 	}
-	shards, err := t.listShards()
+	shards, err := t.listShards(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -132,12 +134,12 @@ func (t *Table) listedShards(want string) (map[string]kintypes.Shard, error) {
 
 // listShards pages through ListShards: the stream name on the first call,
 // the token alone after (the API refuses both together).
-func (t *Table) listShards() (map[string]kintypes.Shard, error) {
+func (t *Table) listShards(ctx context.Context) (map[string]kintypes.Shard, error) {
 	shards := make(map[string]kintypes.Shard)
 	in := &kinesis.ListShardsInput{StreamName: aws.String(t.cfg.StreamName)}
 	for page := 0; page < maxListShardsPages; page++ {
-		ctx, cancel := t.callCtx()
-		out, err := t.kin.ListShards(ctx, in)
+		cctx, cancel := context.WithTimeout(ctx, t.cfg.CallTimeout)
+		out, err := t.kin.ListShards(cctx, in)
 		cancel()
 		if err != nil {
 			return nil, fmt.Errorf("list shards of stream %q: %w", t.cfg.StreamName, err)
