@@ -58,7 +58,7 @@ func scenarioIngest(ctx context.Context, e *env) (*section, error) {
 		dur = 3 * time.Second
 	}
 	s := &section{name: "ingest", title: "8. HTTP ingest: commands/s put on the stream",
-		method: fmt.Sprintf("A %d-shard stream per column. sauna runs only an HttpIngestConfig (schema defaults: linger 10 ms, "+
+		method: fmt.Sprintf("A %d-shard stream per column. sauna runs only an HttpIngestConfig (schema defaults: linger 0 ms, "+
 			"4 PutRecords in flight); %d clients POST to /v1/commands back to back for %s, each request answered 202 only "+
 			"once Kinesis acknowledged its records: single bare probe commands (application/json), then NDJSON requests of %d. "+
 			"Against: %d goroutines each calling the SDK's PutRecord in a loop (what `aws kinesis put-record` per command "+

@@ -39,7 +39,7 @@ func TestParseConfigDefaults(t *testing.T) {
 	}
 	// The defaults come from the schema file.
 	if c.MaxBodyBytes != 1<<20 || c.MaxCommands != 500 || c.DefaultTTL != time.Hour || c.PutTimeout != 10*time.Second ||
-		c.Linger != 10*time.Millisecond || c.MaxQueued != 10000 || c.MaxConcurrent != 4 || c.TLSCert != "" {
+		c.Linger != 0 || c.MaxQueued != 10000 || c.MaxConcurrent != 4 || c.TLSCert != "" {
 		t.Errorf("defaults %+v", c)
 	}
 	if !c.Loopback() {
