@@ -16,8 +16,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
-	"github.com/sauna-io/sauna/observer/kinesis/deadletter"
-	"github.com/sauna-io/sauna/observer/kinesis/outcomes"
+	"github.com/sauna-io/sauna/observer/deadletter"
+	"github.com/sauna-io/sauna/observer/outcomes"
 )
 
 // scenarioReplay measures `sauna replay` (what it calls, in process) and

@@ -24,7 +24,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
 	"github.com/sauna-io/sauna/observer/kinesis/emulator"
-	"github.com/sauna-io/sauna/observer/kinesis/outcomes"
+	"github.com/sauna-io/sauna/observer/outcomes"
 )
 
 // dlvRequest is one request the delivery server received: which command,

@@ -11,7 +11,7 @@ import (
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
-	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	kds "github.com/aws/aws-sdk-go-v2/service/kinesis"
 )
 
 // LoadAWS builds the one aws.Config every client of an observer shares.
@@ -46,7 +46,7 @@ func newHTTPClient() *awshttp.BuildableClient {
 }
 
 // NewKinesisClient builds the Kinesis client handed to the KCL worker.
-func NewKinesisClient(cfg aws.Config) *kinesis.Client { return kinesis.NewFromConfig(cfg) }
+func NewKinesisClient(cfg aws.Config) *kds.Client { return kds.NewFromConfig(cfg) }
 
 // NewDynamoDBClient builds the client of the lease table.
 func NewDynamoDBClient(cfg aws.Config) *dynamodb.Client { return dynamodb.NewFromConfig(cfg) }

@@ -1,6 +1,6 @@
 package kinesis
 
-import "github.com/sauna-io/sauna/observer/kinesis/outcomes"
+import "github.com/sauna-io/sauna/observer/outcomes"
 
 // conflict reports a command whose commandId the outcomes table already
 // holds for a different command (another schema or data). It runs all the

@@ -11,8 +11,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
-	"github.com/sauna-io/sauna/observer/kinesis/deadletter"
-	"github.com/sauna-io/sauna/observer/kinesis/outcomes"
+	"github.com/sauna-io/sauna/observer/deadletter"
+	"github.com/sauna-io/sauna/observer/outcomes"
 	"github.com/sauna-io/sauna/responders"
 	"github.com/sauna-io/sauna/responders/delivery"
 	"github.com/sauna-io/sauna/responders/fence"

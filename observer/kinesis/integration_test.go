@@ -16,7 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
-	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	kds "github.com/aws/aws-sdk-go-v2/service/kinesis"
 
 	"github.com/sauna-io/sauna/observer/kinesis/emulator"
 	"github.com/sauna-io/sauna/observer/kinesis/leases"
@@ -90,11 +90,11 @@ func hashKeyOfShard(i, n int) string {
 	return k.Add(k, big.NewInt(1)).String()
 }
 
-func putOnEveryShard(t *testing.T, kin *kinesis.Client, stream string, shards int, first, count int, text string) {
+func putOnEveryShard(t *testing.T, kin *kds.Client, stream string, shards int, first, count int, text string) {
 	t.Helper()
 	for n := first; n < first+count; n++ {
 		shard := n % shards
-		_, err := kin.PutRecord(t.Context(), &kinesis.PutRecordInput{
+		_, err := kin.PutRecord(t.Context(), &kds.PutRecordInput{
 			StreamName:      aws.String(stream),
 			PartitionKey:    aws.String(fmt.Sprintf("key-%d", n)),
 			ExplicitHashKey: aws.String(hashKeyOfShard(shard, shards)),

@@ -10,7 +10,7 @@ import (
 	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	kds "github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	"github.com/aws/smithy-go/middleware"
 	"github.com/awslabs/kinesis-aggregation/go/v2/deaggregator"
@@ -95,12 +95,12 @@ func (g *aggregateGuard) apply(stack *middleware.Stack) error {
 				return out, md, err
 			}
 			switch res := out.Result.(type) {
-			case *kinesis.GetShardIteratorOutput:
-				if req, ok := in.Parameters.(*kinesis.GetShardIteratorInput); ok {
+			case *kds.GetShardIteratorOutput:
+				if req, ok := in.Parameters.(*kds.GetShardIteratorInput); ok {
 					g.track(aws.ToString(res.ShardIterator), aws.ToString(req.ShardId), "")
 				}
-			case *kinesis.GetRecordsOutput:
-				if req, ok := in.Parameters.(*kinesis.GetRecordsInput); ok {
+			case *kds.GetRecordsOutput:
+				if req, ok := in.Parameters.(*kds.GetRecordsInput); ok {
 					shard := g.track(aws.ToString(res.NextShardIterator), "", aws.ToString(req.ShardIterator))
 					g.inspect(shard, res.Records)
 				}

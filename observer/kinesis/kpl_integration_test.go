@@ -16,12 +16,12 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	kds "github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	rec "github.com/awslabs/kinesis-aggregation/go/v2/records"
 	"github.com/golang/protobuf/proto"
 
-	"github.com/sauna-io/sauna/observer/kinesis/deadletter"
+	"github.com/sauna-io/sauna/observer/deadletter"
 	"github.com/sauna-io/sauna/observer/kinesis/emulator"
 	"github.com/sauna-io/sauna/responders"
 )
@@ -126,9 +126,9 @@ func (c kplCommand) data() []byte { return keyedRecord(fmt.Sprint(c.num), c.key,
 
 // kplPut puts one record on a one-shard stream and returns its sequence
 // number.
-func kplPut(t *testing.T, kin *kinesis.Client, stream, key string, data []byte) string {
+func kplPut(t *testing.T, kin *kds.Client, stream, key string, data []byte) string {
 	t.Helper()
-	out, err := kin.PutRecord(t.Context(), &kinesis.PutRecordInput{StreamName: aws.String(stream), PartitionKey: aws.String(key), Data: data})
+	out, err := kin.PutRecord(t.Context(), &kds.PutRecordInput{StreamName: aws.String(stream), PartitionKey: aws.String(key), Data: data})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -506,9 +506,9 @@ func testKPLOversizedAggregate(t *testing.T) {
 	}
 }
 
-func kplReadLetters(t *testing.T, kin *kinesis.Client, stream string) []deadletter.Letter {
+func kplReadLetters(t *testing.T, kin *kds.Client, stream string) []deadletter.Letter {
 	t.Helper()
-	it, err := kin.GetShardIterator(t.Context(), &kinesis.GetShardIteratorInput{
+	it, err := kin.GetShardIterator(t.Context(), &kds.GetShardIteratorInput{
 		StreamName: aws.String(stream), ShardId: aws.String("shardId-000000000000"), ShardIteratorType: types.ShardIteratorTypeTrimHorizon,
 	})
 	if err != nil {
@@ -516,7 +516,7 @@ func kplReadLetters(t *testing.T, kin *kinesis.Client, stream string) []deadlett
 	}
 	var out []deadletter.Letter
 	for iter := it.ShardIterator; iter != nil; {
-		res, err := kin.GetRecords(t.Context(), &kinesis.GetRecordsInput{ShardIterator: iter})
+		res, err := kin.GetRecords(t.Context(), &kds.GetRecordsInput{ShardIterator: iter})
 		if err != nil {
 			t.Fatal(err)
 		}

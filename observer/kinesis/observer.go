@@ -16,16 +16,16 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	kds "github.com/aws/aws-sdk-go-v2/service/kinesis"
 	kclcfg "github.com/vmware/vmware-go-kcl-v2/clientlibrary/config"
 	kcl "github.com/vmware/vmware-go-kcl-v2/clientlibrary/interfaces"
 	"github.com/vmware/vmware-go-kcl-v2/clientlibrary/metrics"
 	"github.com/vmware/vmware-go-kcl-v2/clientlibrary/worker"
 
-	"github.com/sauna-io/sauna/observer/kinesis/deadletter"
+	"github.com/sauna-io/sauna/observer/deadletter"
 	"github.com/sauna-io/sauna/observer/kinesis/leases"
-	"github.com/sauna-io/sauna/observer/kinesis/outcomes"
 	saunametrics "github.com/sauna-io/sauna/observer/metrics"
+	"github.com/sauna-io/sauna/observer/outcomes"
 	"github.com/sauna-io/sauna/responders"
 )
 
@@ -173,10 +173,10 @@ func (o *Observer) run(ctx context.Context, awsCfg aws.Config) error {
 	pacer := newSyncPacer(o.cfg.ShardSyncInterval, stopping)
 	// The KCL's client carries the pacer; ours (lineage checks, dead
 	// letters) must never wait on it.
-	kclKin := kinesis.NewFromConfig(awsCfg, func(opt *kinesis.Options) {
+	kclKin := kds.NewFromConfig(awsCfg, func(opt *kds.Options) {
 		opt.APIOptions = append(opt.APIOptions, guard.apply, pacer.apply)
 	})
-	kin := kinesis.NewFromConfig(awsCfg)
+	kin := kds.NewFromConfig(awsCfg)
 	o.table = leases.New(NewDynamoDBClient(awsCfg), kin, leases.Config{
 		TableName:     o.cfg.ID,
 		StreamName:    o.cfg.StreamName,

@@ -13,8 +13,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	kcl "github.com/vmware/vmware-go-kcl-v2/clientlibrary/interfaces"
 
-	"github.com/sauna-io/sauna/observer/kinesis/outcomes"
 	saunametrics "github.com/sauna-io/sauna/observer/metrics"
+	"github.com/sauna-io/sauna/observer/outcomes"
 	"github.com/sauna-io/sauna/responders"
 	// The real webhook module decodes the commands, as in production.
 	_ "github.com/sauna-io/sauna/responders/webhook"

@@ -5,7 +5,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	kds "github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/smithy-go/middleware"
 )
 
@@ -86,7 +86,7 @@ func (s *syncPacer) passStarting(ctx context.Context) {
 func (s *syncPacer) apply(stack *middleware.Stack) error {
 	return stack.Initialize.Add(middleware.InitializeMiddlewareFunc("SaunaSyncPacer",
 		func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
-			if req, ok := in.Parameters.(*kinesis.ListShardsInput); ok && req.StreamName != nil {
+			if req, ok := in.Parameters.(*kds.ListShardsInput); ok && req.StreamName != nil {
 				s.passStarting(ctx)
 			}
 			return next.HandleInitialize(ctx, in)

@@ -12,7 +12,7 @@ import (
 
 	"github.com/sauna-io/sauna/observer"
 	saunakinesis "github.com/sauna-io/sauna/observer/kinesis"
-	"github.com/sauna-io/sauna/observer/kinesis/outcomes"
+	"github.com/sauna-io/sauna/observer/outcomes"
 )
 
 func outcomeCmd(ctx context.Context, env *cliEnv, args []string) int {

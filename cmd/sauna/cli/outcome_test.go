@@ -16,7 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/sauna-io/sauna/observer/kinesis/emulator"
-	"github.com/sauna-io/sauna/observer/kinesis/outcomes"
+	"github.com/sauna-io/sauna/observer/outcomes"
 )
 
 // cliEmulators points the SDK's standard variables at the emulators, as an

@@ -14,7 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	saunakinesis "github.com/sauna-io/sauna/observer/kinesis"
-	"github.com/sauna-io/sauna/observer/kinesis/outcomes"
+	"github.com/sauna-io/sauna/observer/outcomes"
 )
 
 // searchStatuses are the values of --status.

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sauna-io/sauna/observer/deadletter"
 	saunakinesis "github.com/sauna-io/sauna/observer/kinesis"
-	"github.com/sauna-io/sauna/observer/kinesis/deadletter"
 )
 
 const replaySummary = `Put commands again: read a stream (the live command stream, or a dead-letter

@@ -14,7 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	kintypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
-	"github.com/sauna-io/sauna/observer/kinesis/ddbtable/ddbfake"
+	"github.com/sauna-io/sauna/observer/ddbtable/ddbfake"
 )
 
 // fakeDB answers each DynamoDB operation with its function field; a nil field

@@ -17,7 +17,7 @@ import (
 	"github.com/vmware/vmware-go-kcl-v2/clientlibrary/checkpoint"
 	par "github.com/vmware/vmware-go-kcl-v2/clientlibrary/partition"
 
-	"github.com/sauna-io/sauna/observer/kinesis/ddbtable"
+	"github.com/sauna-io/sauna/observer/ddbtable"
 	"github.com/sauna-io/sauna/observer/kinesis/emulator"
 )
 

@@ -40,7 +40,7 @@ import (
 	"github.com/vmware/vmware-go-kcl-v2/clientlibrary/checkpoint"
 	par "github.com/vmware/vmware-go-kcl-v2/clientlibrary/partition"
 
-	"github.com/sauna-io/sauna/observer/kinesis/ddbtable"
+	"github.com/sauna-io/sauna/observer/ddbtable"
 )
 
 // Item attributes. The shard attributes are the KCL's own, so that its worker

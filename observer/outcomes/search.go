@@ -11,7 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
-	"github.com/sauna-io/sauna/observer/kinesis/ddbtable"
+	"github.com/sauna-io/sauna/observer/ddbtable"
 )
 
 // Outcome is what became of the command: its verdict once done, else its
@@ -85,7 +85,7 @@ func (t *Table) Reject(ctx context.Context, r Rejection) error {
 	case err == nil:
 		return nil
 	case isConditionFailed(err):
-		t.log.Info("rejected copy of a command already recorded; its outcome is kept", "commandId", r.CommandID)
+		t.log.Info("rejected copy of a command already recorded; its outcome is kept", "command_id", r.CommandID)
 		return nil
 	}
 	return fmt.Errorf("outcomes table %q: reject %s: %w", t.cfg.TableName, r.CommandID, err)

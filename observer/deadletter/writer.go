@@ -49,7 +49,7 @@ func NewWriter(kin PutRecorder, stream string, log *slog.Logger) *Writer {
 	return &Writer{
 		kin:            kin,
 		stream:         stream,
-		log:            log.With("deadLetterStream", stream),
+		log:            log.With("dead_letter_stream", stream),
 		now:            time.Now,
 		callTimeout:    DefaultCallTimeout,
 		minBackoff:     defaultMinBackoff,
@@ -84,14 +84,14 @@ func (w *Writer) Put(ctx context.Context, l Letter) error {
 	if len(data)+len(key) > w.maxRecordBytes && l.Record != nil {
 		w.log.Warn("dead letter too large: writing it without the original record",
 			"observer", l.Observer, "stream", l.Stream, "shard", l.Shard, "sequenceNumber", l.SequenceNumber,
-			"commandId", l.CommandID, "recordSize", len(l.Record))
+			"command_id", l.CommandID, "record_size", len(l.Record))
 		l.RecordSize, l.Record = len(l.Record), nil
 		if data, err = Encode(l); err != nil {
 			return err
 		}
 	}
 	log := w.log.With("observer", l.Observer, "stream", l.Stream, "shard", l.Shard,
-		"sequenceNumber", l.SequenceNumber, "commandId", l.CommandID, "reason", l.Reason)
+		"sequence_number", l.SequenceNumber, "command_id", l.CommandID, "reason", l.Reason)
 	out, err := putRetrying(ctx, w.kin, putRetry{
 		stream: w.stream, key: key, data: data, log: log,
 		callTimeout: w.callTimeout, minBackoff: w.minBackoff, maxBackoff: w.maxBackoff,
@@ -99,7 +99,7 @@ func (w *Writer) Put(ctx context.Context, l Letter) error {
 	if err != nil {
 		return fmt.Errorf("dead letter for %s/%s to stream %s: %w", l.Shard, l.SequenceNumber, w.stream, err)
 	}
-	log.Debug("dead letter written", "deadLetterShard", aws.ToString(out.ShardId), "deadLetterSequenceNumber", aws.ToString(out.SequenceNumber))
+	log.Debug("dead letter written", "dead_letter_shard", aws.ToString(out.ShardId), "dead_letter_sequence_number", aws.ToString(out.SequenceNumber))
 	return nil
 }
 
@@ -157,7 +157,7 @@ func putRetrying(ctx context.Context, kin PutRecorder, p putRetry) (*kinesis.Put
 		// Jitter keeps the workers of a fleet that lost the stream together
 		// from retrying in lockstep.
 		wait := delay/2 + rand.N(delay/2+1)
-		p.log.Warn("put failed; retrying", "attempt", attempt, "retryIn", wait, "error", err)
+		p.log.Warn("put failed; retrying", "attempt", attempt, "retry_in", wait, "err", err)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():

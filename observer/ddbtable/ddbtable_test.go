@@ -15,7 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
-	"github.com/sauna-io/sauna/observer/kinesis/ddbtable/ddbfake"
+	"github.com/sauna-io/sauna/observer/ddbtable/ddbfake"
 )
 
 const testCallTimeout = 2 * time.Second

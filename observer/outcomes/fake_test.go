@@ -10,7 +10,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
-	"github.com/sauna-io/sauna/observer/kinesis/ddbtable/ddbfake"
+	"github.com/sauna-io/sauna/observer/ddbtable/ddbfake"
 )
 
 // fakeDB answers each DynamoDB operation with its function field; a nil field

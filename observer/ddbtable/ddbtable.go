@@ -143,7 +143,7 @@ func (s *Spec) addIndexes(ctx context.Context, db Client, desc *types.TableDescr
 			// (another index being built, a missing permission, an
 			// emulator that cannot add indexes) is reported, and the next
 			// start asks again.
-			s.Logger.Warn(s.Kind+": cannot add index; what needs it fails until it exists", "index", ix.Name, "error", err)
+			s.Logger.Warn(s.Kind+": cannot add index; what needs it fails until it exists", "index", ix.Name, "err", err)
 			return
 		}
 		s.Logger.Info(s.Kind+": adding index; DynamoDB fills it in the background", "index", ix.Name)

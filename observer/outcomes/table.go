@@ -12,7 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/smithy-go"
 
-	"github.com/sauna-io/sauna/observer/kinesis/ddbtable"
+	"github.com/sauna-io/sauna/observer/ddbtable"
 )
 
 // Init makes sure the table exists with the expected key, is ACTIVE, and
@@ -52,7 +52,7 @@ func (t *Table) ensureTTL(ctx context.Context) error {
 	cancel()
 	switch {
 	case unsupported(err):
-		t.log.Debug("DynamoDB endpoint does not support TTL; items will not expire", "error", err)
+		t.log.Debug("DynamoDB endpoint does not support TTL; items will not expire", "err", err)
 		return nil
 	case err != nil:
 		return fmt.Errorf("outcomes table %q: describe TTL: %w", t.cfg.TableName, err)
@@ -74,7 +74,7 @@ func (t *Table) ensureTTL(ctx context.Context) error {
 		t.log.Info("outcomes table TTL enabled", "attribute", AttrExpiresAt, "retention", t.cfg.Retention)
 		return nil
 	case unsupported(err):
-		t.log.Debug("DynamoDB endpoint does not support UpdateTimeToLive; items will not expire", "error", err)
+		t.log.Debug("DynamoDB endpoint does not support UpdateTimeToLive; items will not expire", "err", err)
 		return nil
 	}
 	// A concurrent starter may have enabled it in the meantime, which makes
