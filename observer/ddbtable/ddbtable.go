@@ -1,7 +1,9 @@
-// Package ddbtable makes sure that a DynamoDB table keyed by a single string
-// hash key exists, bills on demand and is ACTIVE, with the global secondary
-// indexes it is queried by, for the tables a Kinesis observer creates for
-// itself (leases, command outcomes).
+// Package ddbtable is the DynamoDB plumbing of the tables a Kinesis observer
+// keeps for itself (leases, command outcomes): the client they talk to, the
+// making sure that such a table (keyed by a single string hash key) exists,
+// bills on demand and is ACTIVE with the global secondary indexes it is
+// queried by, and the building and reading of their requests and items. What
+// the items mean is left to the packages that own the tables.
 package ddbtable
 
 import (
@@ -25,10 +27,19 @@ const (
 	DefaultMaxDelay    = 5 * time.Second
 )
 
-// Client is the part of *dynamodb.Client that Ensure uses.
+// Client is the part of *dynamodb.Client that the observer's tables use.
 type Client interface {
 	DescribeTable(ctx context.Context, in *dynamodb.DescribeTableInput, optFns ...func(*dynamodb.Options)) (*dynamodb.DescribeTableOutput, error)
 	CreateTable(ctx context.Context, in *dynamodb.CreateTableInput, optFns ...func(*dynamodb.Options)) (*dynamodb.CreateTableOutput, error)
+	UpdateTable(ctx context.Context, in *dynamodb.UpdateTableInput, optFns ...func(*dynamodb.Options)) (*dynamodb.UpdateTableOutput, error)
+	DescribeTimeToLive(ctx context.Context, in *dynamodb.DescribeTimeToLiveInput, optFns ...func(*dynamodb.Options)) (*dynamodb.DescribeTimeToLiveOutput, error)
+	UpdateTimeToLive(ctx context.Context, in *dynamodb.UpdateTimeToLiveInput, optFns ...func(*dynamodb.Options)) (*dynamodb.UpdateTimeToLiveOutput, error)
+	GetItem(ctx context.Context, in *dynamodb.GetItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error)
+	PutItem(ctx context.Context, in *dynamodb.PutItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error)
+	UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error)
+	DeleteItem(ctx context.Context, in *dynamodb.DeleteItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.DeleteItemOutput, error)
+	Scan(ctx context.Context, in *dynamodb.ScanInput, optFns ...func(*dynamodb.Options)) (*dynamodb.ScanOutput, error)
+	Query(ctx context.Context, in *dynamodb.QueryInput, optFns ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error)
 }
 
 // Spec is the table Ensure makes sure of.
@@ -62,12 +73,12 @@ type Index struct {
 // Ensure creates the table if it is missing (PAY_PER_REQUEST, with
 // s.Indexes), waits until it is ACTIVE, checks its key and returns its
 // description. A table that exists already is used as it is, whatever its
-// billing mode; an index it lacks is requested with UpdateTable (db must then
-// be an IndexClient) and not waited for: DynamoDB backfills a new index in
-// the background, and the table serves its items meanwhile. Failing to add
-// an index is logged, not returned. Concurrent callers are
-// fine: the one whose CreateTable loses the race waits like the others. ctx
-// bounds the whole call; every request has its own CallTimeout as well.
+// billing mode; an index it lacks is requested with UpdateTable and not
+// waited for: DynamoDB backfills a new index in the background, and the
+// table serves its items meanwhile. Failing to add an index is logged, not
+// returned. Concurrent callers are fine: the one whose CreateTable loses the
+// race waits like the others. ctx bounds the whole call; every request has
+// its own CallTimeout as well.
 func Ensure(ctx context.Context, db Client, s Spec) (*types.TableDescription, error) {
 	switch {
 	case s.Name == "":
@@ -88,12 +99,6 @@ func Ensure(ctx context.Context, db Client, s Spec) (*types.TableDescription, er
 	}
 	s.addIndexes(ctx, db, desc)
 	return desc, nil
-}
-
-// IndexClient is what Ensure needs to add an index to an existing table.
-type IndexClient interface {
-	Client
-	UpdateTable(ctx context.Context, in *dynamodb.UpdateTableInput, optFns ...func(*dynamodb.Options)) (*dynamodb.UpdateTableOutput, error)
 }
 
 // IndexStatus is the state of the index named name in desc: "" when the
@@ -119,13 +124,8 @@ func (s *Spec) addIndexes(ctx context.Context, db Client, desc *types.TableDescr
 		if IndexStatus(desc, ix.Name) != "" {
 			continue
 		}
-		up, ok := db.(IndexClient)
-		if !ok {
-			s.Logger.Warn(s.Kind+": index missing and this client cannot add it", "index", ix.Name)
-			return
-		}
 		cctx, cancel := context.WithTimeout(ctx, s.CallTimeout)
-		_, err := up.UpdateTable(cctx, &dynamodb.UpdateTableInput{
+		_, err := db.UpdateTable(cctx, &dynamodb.UpdateTableInput{
 			TableName:            aws.String(s.Name),
 			AttributeDefinitions: ix.attributes(),
 			GlobalSecondaryIndexUpdates: []types.GlobalSecondaryIndexUpdate{{Create: &types.CreateGlobalSecondaryIndexAction{

@@ -20,32 +20,13 @@ import (
 
 const testCallTimeout = 2 * time.Second
 
-// fakeDB answers each operation with its function field; a nil field fails
-// the test if the operation is called.
-type fakeDB struct {
-	t           *testing.T
-	callTimeout time.Duration
+var _ Client = (*ddbfake.DB)(nil)
 
-	describeTable func(*dynamodb.DescribeTableInput) (*dynamodb.DescribeTableOutput, error)
-	createTable   func(*dynamodb.CreateTableInput) (*dynamodb.CreateTableOutput, error)
-
-	calls ddbfake.Calls
-}
-
-func (f *fakeDB) enter(ctx context.Context, op string, missing bool) error {
-	f.t.Helper()
-	return f.calls.Enter(f.t, ctx, op, f.callTimeout, missing)
-}
-
-func (f *fakeDB) DescribeTable(ctx context.Context, in *dynamodb.DescribeTableInput, _ ...func(*dynamodb.Options)) (*dynamodb.DescribeTableOutput, error) {
-	if got := aws.ToString(in.TableName); got != "tbl" {
-		f.t.Errorf("DescribeTable of %q, want %q", got, "tbl")
-	}
-	return ddbfake.Answer(ctx, f.enter, "DescribeTable", f.describeTable, in)
-}
-
-func (f *fakeDB) CreateTable(ctx context.Context, in *dynamodb.CreateTableInput, _ ...func(*dynamodb.Options)) (*dynamodb.CreateTableOutput, error) {
-	return ddbfake.Answer(ctx, f.enter, "CreateTable", f.createTable, in)
+// newDB returns a fake whose calls must all name table "tbl".
+func newDB(t *testing.T, callTimeout time.Duration) *ddbfake.DB {
+	db := ddbfake.New(t, callTimeout)
+	db.Table = "tbl"
+	return db
 }
 
 var created = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -208,11 +189,11 @@ func TestEnsure(t *testing.T) {
 			if tc.waitTimeout > 0 {
 				spec.WaitTimeout = tc.waitTimeout
 			}
-			db := &fakeDB{t: t, callTimeout: testCallTimeout}
+			db := newDB(t, testCallTimeout)
 			if tc.describe != nil {
-				db.describeTable = ddbfake.DescribeSeq(tc.describe...)
+				db.OnDescribeTable = ddbfake.DescribeSeq(tc.describe...)
 			}
-			db.createTable = func(in *dynamodb.CreateTableInput) (*dynamodb.CreateTableOutput, error) {
+			db.OnCreateTable = func(in *dynamodb.CreateTableInput) (*dynamodb.CreateTableOutput, error) {
 				if diff := cmp.Diff(wantCreate, in, cmpopts.IgnoreUnexported(dynamodb.CreateTableInput{}, types.AttributeDefinition{}, types.KeySchemaElement{})); diff != "" {
 					t.Errorf("CreateTable input (-want +got):\n%s", diff)
 				}
@@ -239,7 +220,7 @@ func TestEnsure(t *testing.T) {
 				t.Errorf("Ensure: %v does not wrap %v", err, tc.wantIs)
 			}
 			if !tc.anyOps {
-				if diff := cmp.Diff(tc.wantOps, db.calls.Ops()); diff != "" {
+				if diff := cmp.Diff(tc.wantOps, db.Ops()); diff != "" {
 					t.Errorf("calls (-want +got):\n%s", diff)
 				}
 			}
@@ -255,8 +236,8 @@ func TestEnsureDefaults(t *testing.T) {
 	var logs bytes.Buffer
 	spec := testSpec(&logs)
 	spec.CallTimeout, spec.WaitTimeout, spec.MinDelay, spec.MaxDelay, spec.Logger = 0, 0, 0, 0, nil
-	db := &fakeDB{t: t, callTimeout: DefaultCallTimeout}
-	db.describeTable = func(*dynamodb.DescribeTableInput) (*dynamodb.DescribeTableOutput, error) {
+	db := newDB(t, DefaultCallTimeout)
+	db.OnDescribeTable = func(*dynamodb.DescribeTableInput) (*dynamodb.DescribeTableOutput, error) {
 		return &dynamodb.DescribeTableOutput{Table: desc(types.TableStatusActive)}, nil
 	}
 	if _, err := Ensure(t.Context(), db, spec); err != nil {
@@ -269,8 +250,8 @@ func TestEnsureCanceled(t *testing.T) {
 	var logs bytes.Buffer
 	spec := testSpec(&logs)
 	spec.WaitTimeout = time.Minute
-	db := &fakeDB{t: t, callTimeout: testCallTimeout}
-	db.describeTable = ddbfake.DescribeSeq(desc(types.TableStatusCreating))
+	db := newDB(t, testCallTimeout)
+	db.OnDescribeTable = ddbfake.DescribeSeq(desc(types.TableStatusCreating))
 	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
 	defer cancel()
 	start := time.Now()
@@ -324,16 +305,6 @@ func TestCheckHashKey(t *testing.T) {
 			}
 		})
 	}
-}
-
-// indexDB is a fakeDB that can also add indexes.
-type indexDB struct {
-	*fakeDB
-	updateTable func(*dynamodb.UpdateTableInput) (*dynamodb.UpdateTableOutput, error)
-}
-
-func (f *indexDB) UpdateTable(ctx context.Context, in *dynamodb.UpdateTableInput, _ ...func(*dynamodb.Options)) (*dynamodb.UpdateTableOutput, error) {
-	return ddbfake.Answer(ctx, f.enter, "UpdateTable", f.updateTable, in)
 }
 
 func TestEnsureIndexes(t *testing.T) {
@@ -390,12 +361,12 @@ func TestEnsureIndexes(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var logs bytes.Buffer
 			var got *dynamodb.UpdateTableInput
-			f := &indexDB{fakeDB: &fakeDB{t: t, callTimeout: testCallTimeout}}
-			f.describeTable = func(*dynamodb.DescribeTableInput) (*dynamodb.DescribeTableOutput, error) {
+			f := newDB(t, testCallTimeout)
+			f.OnDescribeTable = func(*dynamodb.DescribeTableInput) (*dynamodb.DescribeTableOutput, error) {
 				return &dynamodb.DescribeTableOutput{Table: tc.table}, nil
 			}
 			if tc.update != nil {
-				f.updateTable = func(in *dynamodb.UpdateTableInput) (*dynamodb.UpdateTableOutput, error) {
+				f.OnUpdateTable = func(in *dynamodb.UpdateTableInput) (*dynamodb.UpdateTableOutput, error) {
 					got = in
 					return tc.update(in)
 				}
@@ -405,7 +376,7 @@ func TestEnsureIndexes(t *testing.T) {
 			if _, err := Ensure(t.Context(), f, s); err != nil {
 				t.Fatalf("Ensure: %v", err)
 			}
-			if diff := cmp.Diff(tc.wantOps, f.calls.Ops()); diff != "" {
+			if diff := cmp.Diff(tc.wantOps, f.Ops()); diff != "" {
 				t.Errorf("calls (-want +got):\n%s", diff)
 			}
 			if tc.wantLog != "" && !strings.Contains(logs.String(), tc.wantLog) {

@@ -61,7 +61,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -69,6 +68,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/sauna-io/sauna/observer/ddbtable"
 )
 
 // Item attributes.
@@ -190,19 +191,6 @@ type Config struct {
 	TableWaitTimeout time.Duration
 }
 
-// DynamoDB is the part of *dynamodb.Client the table uses.
-type DynamoDB interface {
-	DescribeTable(ctx context.Context, in *dynamodb.DescribeTableInput, optFns ...func(*dynamodb.Options)) (*dynamodb.DescribeTableOutput, error)
-	CreateTable(ctx context.Context, in *dynamodb.CreateTableInput, optFns ...func(*dynamodb.Options)) (*dynamodb.CreateTableOutput, error)
-	DescribeTimeToLive(ctx context.Context, in *dynamodb.DescribeTimeToLiveInput, optFns ...func(*dynamodb.Options)) (*dynamodb.DescribeTimeToLiveOutput, error)
-	UpdateTimeToLive(ctx context.Context, in *dynamodb.UpdateTimeToLiveInput, optFns ...func(*dynamodb.Options)) (*dynamodb.UpdateTimeToLiveOutput, error)
-	GetItem(ctx context.Context, in *dynamodb.GetItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error)
-	PutItem(ctx context.Context, in *dynamodb.PutItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error)
-	UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error)
-	UpdateTable(ctx context.Context, in *dynamodb.UpdateTableInput, optFns ...func(*dynamodb.Options)) (*dynamodb.UpdateTableOutput, error)
-	Query(ctx context.Context, in *dynamodb.QueryInput, optFns ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error)
-}
-
 // Claim identifies one delivery of a command.
 type Claim struct {
 	CommandID string
@@ -254,7 +242,7 @@ type Record struct {
 // until then the Table treats the command as held by this worker and
 // refuses further claims on it.
 type Table struct {
-	db  DynamoDB
+	db  ddbtable.Client
 	cfg Config
 	log *slog.Logger
 	now func() time.Time
@@ -279,7 +267,7 @@ type claimState struct {
 }
 
 // New returns a Table; nothing is called until Init or the first request.
-func New(db DynamoDB, cfg Config) *Table {
+func New(db ddbtable.Client, cfg Config) *Table {
 	if cfg.Retention <= 0 {
 		cfg.Retention = DefaultRetention
 	}
@@ -450,10 +438,10 @@ func (t *Table) claimAt(ctx context.Context, c Claim, key string) (*claimState, 
 // addConflict lists c's digest on other's item, the first command under the
 // id, and renews that item's expiry so that it outlives c's claim.
 func (t *Table) addConflict(ctx context.Context, c Claim, other *Record) error {
-	var u update
-	u.add(attrConflicts, &types.AttributeValueMemberSS{Value: []string{c.Digest}})
-	u.set(AttrExpiresAt, n(t.now().Add(t.cfg.Retention).Unix()))
-	cond := u.name(attrDigest) + " = " + u.value("seenDigest", s(other.Digest))
+	var u ddbtable.Update
+	u.Add(attrConflicts, &types.AttributeValueMemberSS{Value: []string{c.Digest}})
+	u.Set(AttrExpiresAt, n(t.now().Add(t.cfg.Retention).Unix()))
+	cond := u.Name(attrDigest) + " = " + u.Value("seenDigest", s(other.Digest))
 	_, err := t.updateItem(ctx, c.CommandID, &u, cond, types.ReturnValueNone)
 	return err
 }
@@ -482,14 +470,14 @@ func (t *Table) putNew(ctx context.Context, key string, c Claim, now time.Time, 
 			item[name] = s(v)
 		}
 	}
-	var e expr
+	var e ddbtable.Expr
 	ctx, cancel := t.callCtx(ctx)
 	defer cancel()
 	_, err := t.db.PutItem(ctx, &dynamodb.PutItemInput{
 		TableName:                aws.String(t.cfg.TableName),
 		Item:                     item,
-		ConditionExpression:      aws.String("attribute_not_exists(" + e.name(AttrCommandID) + ")"),
-		ExpressionAttributeNames: e.names,
+		ConditionExpression:      aws.String("attribute_not_exists(" + e.Name(AttrCommandID) + ")"),
+		ExpressionAttributeNames: e.Names,
 	})
 	if err != nil {
 		return nil, err
@@ -501,43 +489,43 @@ func (t *Table) putNew(ctx context.Context, key string, c Claim, now time.Time, 
 // one write fenced on exactly the state that was read.
 // An item without a digest gets c's.
 func (t *Table) takeOver(ctx context.Context, key string, c Claim, rec *Record, seenToken string, hasToken bool, now time.Time, tok string) (*claimState, error) {
-	var u update
-	u.set(attrDigest, s(c.Digest))
-	u.setOrRemove(attrSchema, c.Schema)
+	var u ddbtable.Update
+	u.Set(attrDigest, s(c.Digest))
+	u.SetOrRemove(attrSchema, c.Schema)
 	// Where the first attempt puts it, as for a new item; an item written
 	// before the index existed joins it here.
-	u.set(AttrSearchDay, s(t.searchDay(earliest(rec.FirstAttempt, now))))
-	u.set(attrStatus, s(StatusInProgress))
-	u.set(attrOwner, s(t.cfg.WorkerID))
-	u.set(attrToken, s(tok))
-	u.set(attrClaimedUntil, millis(now.Add(t.cfg.ClaimTimeout)))
-	u.setExpr(attrAttempts, "if_not_exists(%s, %s) + %s", u.name(attrAttempts), u.value("zero", n(0)), u.value("one", n(1)))
-	u.setExpr(attrFirstAttempt, "if_not_exists(%s, %s)", u.name(attrFirstAttempt), u.value("now", s(formatTime(now))))
-	u.set(attrLastAttempt, s(formatTime(now)))
-	u.set(AttrExpiresAt, n(now.Add(t.cfg.Retention).Unix()))
-	u.setOrRemove(attrObserver, t.cfg.Observer)
-	u.setOrRemove(attrShard, c.Shard)
-	u.setOrRemove(attrSequence, c.Sequence)
-	u.setOrRemove(attrResponder, c.Responder)
-	u.remove(attrVerdict)
-	u.remove(attrReason)
+	u.Set(AttrSearchDay, s(t.searchDay(earliest(rec.FirstAttempt, now))))
+	u.Set(attrStatus, s(StatusInProgress))
+	u.Set(attrOwner, s(t.cfg.WorkerID))
+	u.Set(attrToken, s(tok))
+	u.Set(attrClaimedUntil, millis(now.Add(t.cfg.ClaimTimeout)))
+	u.SetExpr(attrAttempts, "if_not_exists(%s, %s) + %s", u.Name(attrAttempts), u.Value("zero", n(0)), u.Value("one", n(1)))
+	u.SetExpr(attrFirstAttempt, "if_not_exists(%s, %s)", u.Name(attrFirstAttempt), u.Value("now", s(formatTime(now))))
+	u.Set(attrLastAttempt, s(formatTime(now)))
+	u.Set(AttrExpiresAt, n(now.Add(t.cfg.Retention).Unix()))
+	u.SetOrRemove(attrObserver, t.cfg.Observer)
+	u.SetOrRemove(attrShard, c.Shard)
+	u.SetOrRemove(attrSequence, c.Sequence)
+	u.SetOrRemove(attrResponder, c.Responder)
+	u.Remove(attrVerdict)
+	u.Remove(attrReason)
 
 	var cond string
 	if hasToken {
-		cond = u.name(attrToken) + " = " + u.value("seenToken", s(seenToken))
+		cond = u.Name(attrToken) + " = " + u.Value("seenToken", s(seenToken))
 	} else {
-		cond = "attribute_not_exists(" + u.name(attrToken) + ")"
+		cond = "attribute_not_exists(" + u.Name(attrToken) + ")"
 	}
-	cond += " AND (attribute_not_exists(" + u.name(attrDigest) + ") OR " + u.name(attrDigest) + " = " + u.value("digest", s(c.Digest)) + ")"
+	cond += " AND (attribute_not_exists(" + u.Name(attrDigest) + ") OR " + u.Name(attrDigest) + " = " + u.Value("digest", s(c.Digest)) + ")"
 	if rec.Status == StatusInProgress {
 		// Not just the token: the holder may have extended its claim since
 		// the read, which keeps the token.
-		cond += " AND " + u.name(attrStatus) + " = " + u.value("inProgress", s(StatusInProgress)) +
-			" AND " + u.name(attrClaimedUntil) + " <= " + u.value("nowMillis", millis(now))
+		cond += " AND " + u.Name(attrStatus) + " = " + u.Value("inProgress", s(StatusInProgress)) +
+			" AND " + u.Name(attrClaimedUntil) + " <= " + u.Value("nowMillis", millis(now))
 	} else {
-		cond += " AND " + u.name(attrStatus) + " = " + u.value("done", s(StatusDone)) +
-			" AND " + u.name(attrVerdict) + " IN (" + u.value("deadLettered", s(VerdictDeadLettered)) +
-			", " + u.value("rejected", s(VerdictRejected)) + ")"
+		cond += " AND " + u.Name(attrStatus) + " = " + u.Value("done", s(StatusDone)) +
+			" AND " + u.Name(attrVerdict) + " IN (" + u.Value("deadLettered", s(VerdictDeadLettered)) +
+			", " + u.Value("rejected", s(VerdictRejected)) + ")"
 	}
 	out, err := t.updateItem(ctx, key, &u, cond, types.ReturnValueAllNew)
 	if err != nil {
@@ -563,11 +551,11 @@ func (t *Table) Extend(ctx context.Context, id Identity) error {
 		return fmt.Errorf("outcomes: extend %s: %w", id.CommandID, ErrNotClaimed)
 	}
 	now := t.now()
-	var u update
-	u.set(attrClaimedUntil, millis(now.Add(t.cfg.ClaimTimeout)))
-	u.setExpr(attrAttempts, "if_not_exists(%s, %s) + %s", u.name(attrAttempts), u.value("zero", n(0)), u.value("one", n(1)))
-	u.set(attrLastAttempt, s(formatTime(now)))
-	u.set(AttrExpiresAt, n(now.Add(t.cfg.Retention).Unix()))
+	var u ddbtable.Update
+	u.Set(attrClaimedUntil, millis(now.Add(t.cfg.ClaimTimeout)))
+	u.SetExpr(attrAttempts, "if_not_exists(%s, %s) + %s", u.Name(attrAttempts), u.Value("zero", n(0)), u.Value("one", n(1)))
+	u.Set(attrLastAttempt, s(formatTime(now)))
+	u.Set(AttrExpiresAt, n(now.Add(t.cfg.Retention).Unix()))
 	out, err := t.updateItem(ctx, key, &u, t.fence(&u, tok), types.ReturnValueAllNew)
 	if isConditionFailed(err) {
 		t.drop(id, tok)
@@ -611,19 +599,19 @@ func (t *Table) Finish(ctx context.Context, id Identity, f Final) error {
 	first := earliest(held.first, f.FirstAttempt)
 	last := latest(held.last, f.LastAttempt)
 
-	var u update
-	u.set(attrStatus, s(StatusDone))
-	u.set(attrVerdict, s(f.Verdict))
-	u.setOrRemove(attrReason, f.Reason)
-	u.set(attrAttempts, n(int64(attempts)))
+	var u ddbtable.Update
+	u.Set(attrStatus, s(StatusDone))
+	u.Set(attrVerdict, s(f.Verdict))
+	u.SetOrRemove(attrReason, f.Reason)
+	u.Set(attrAttempts, n(int64(attempts)))
 	if !first.IsZero() {
-		u.set(attrFirstAttempt, s(formatTime(first)))
+		u.Set(attrFirstAttempt, s(formatTime(first)))
 	}
 	if !last.IsZero() {
-		u.set(attrLastAttempt, s(formatTime(last)))
+		u.Set(attrLastAttempt, s(formatTime(last)))
 	}
-	u.set(AttrExpiresAt, n(now.Add(t.cfg.Retention).Unix()))
-	u.remove(attrClaimedUntil)
+	u.Set(AttrExpiresAt, n(now.Add(t.cfg.Retention).Unix()))
+	u.Remove(attrClaimedUntil)
 	_, err := t.updateItem(ctx, held.key, &u, t.fence(&u, held.token), types.ReturnValueNone)
 	if isConditionFailed(err) {
 		t.drop(id, held.token)
@@ -647,8 +635,8 @@ func (t *Table) Release(ctx context.Context, id Identity) error {
 		return nil
 	}
 	defer t.drop(id, tok)
-	var u update
-	u.set(attrClaimedUntil, millis(t.now()))
+	var u ddbtable.Update
+	u.Set(attrClaimedUntil, millis(t.now()))
 	_, err := t.updateItem(ctx, key, &u, t.fence(&u, tok), types.ReturnValueNone)
 	if err == nil || isConditionFailed(err) {
 		return nil
@@ -696,9 +684,9 @@ func (t *Table) Get(ctx context.Context, commandID string) (*Record, error) {
 }
 
 // fence is the condition of every write by the claim holder.
-func (t *Table) fence(u *update, tok string) string {
-	return u.name(attrToken) + " = " + u.value("token", s(tok)) +
-		" AND " + u.name(attrStatus) + " = " + u.value("inProgress", s(StatusInProgress))
+func (t *Table) fence(u *ddbtable.Update, tok string) string {
+	return u.Name(attrToken) + " = " + u.Value("token", s(tok)) +
+		" AND " + u.Name(attrStatus) + " = " + u.Value("inProgress", s(StatusInProgress))
 }
 
 // token returns the item key and token of the claim held for id.
@@ -740,16 +728,16 @@ func (t *Table) getItem(ctx context.Context, key string) (map[string]types.Attri
 	return out.Item, nil
 }
 
-func (t *Table) updateItem(ctx context.Context, key string, u *update, cond string, rv types.ReturnValue) (*dynamodb.UpdateItemOutput, error) {
+func (t *Table) updateItem(ctx context.Context, key string, u *ddbtable.Update, cond string, rv types.ReturnValue) (*dynamodb.UpdateItemOutput, error) {
 	ctx, cancel := t.callCtx(ctx)
 	defer cancel()
 	return t.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName:                 aws.String(t.cfg.TableName),
 		Key:                       map[string]types.AttributeValue{AttrCommandID: s(key)},
-		UpdateExpression:          aws.String(u.expression()),
+		UpdateExpression:          aws.String(u.Expression()),
 		ConditionExpression:       aws.String(cond),
-		ExpressionAttributeNames:  u.names,
-		ExpressionAttributeValues: u.values,
+		ExpressionAttributeNames:  u.Names,
+		ExpressionAttributeValues: u.Values,
 		ReturnValues:              rv,
 	})
 }
@@ -787,31 +775,6 @@ func parseRecord(item map[string]types.AttributeValue) *Record {
 	return r
 }
 
-func str(item map[string]types.AttributeValue, name string) (string, bool) {
-	v, ok := item[name].(*types.AttributeValueMemberS)
-	if !ok {
-		return "", false
-	}
-	return v.Value, true
-}
-
-func num(item map[string]types.AttributeValue, name string) (int64, bool) {
-	v, ok := item[name].(*types.AttributeValueMemberN)
-	if !ok {
-		return 0, false
-	}
-	i, err := strconv.ParseInt(v.Value, 10, 64)
-	if err != nil {
-		// Written by something else as a fraction; the whole part will do.
-		f, ferr := strconv.ParseFloat(v.Value, 64)
-		if ferr != nil {
-			return 0, false
-		}
-		i = int64(f)
-	}
-	return i, true
-}
-
 func parseTime(item map[string]types.AttributeValue, name string) time.Time {
 	v, ok := str(item, name)
 	if !ok {
@@ -824,11 +787,14 @@ func parseTime(item map[string]types.AttributeValue, name string) time.Time {
 	return ts.UTC()
 }
 
-func s(v string) types.AttributeValue { return &types.AttributeValueMemberS{Value: v} }
-
-func n(v int64) types.AttributeValue {
-	return &types.AttributeValueMemberN{Value: strconv.FormatInt(v, 10)}
-}
+// Short names for the attribute helpers that every request here uses.
+var (
+	s                 = ddbtable.S
+	n                 = ddbtable.N
+	str               = ddbtable.Str
+	num               = ddbtable.Num
+	isConditionFailed = ddbtable.IsConditionFailed
+)
 
 func millis(ts time.Time) types.AttributeValue { return n(ts.UnixMilli()) }
 
@@ -862,9 +828,4 @@ func newToken() (string, error) {
 		return "", fmt.Errorf("outcomes: claim token: %w", err)
 	}
 	return hex.EncodeToString(b[:]), nil
-}
-
-func isConditionFailed(err error) bool {
-	var ccf *types.ConditionalCheckFailedException
-	return errors.As(err, &ccf)
 }

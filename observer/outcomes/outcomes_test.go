@@ -15,13 +15,15 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/smithy-go"
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/sauna-io/sauna/observer/ddbtable/ddbfake"
 )
 
 const unitCallTimeout = 2 * time.Second
 
-func newFake(t *testing.T) *fakeDB { return &fakeDB{t: t, callTimeout: unitCallTimeout} }
+func newFake(t *testing.T) *ddbfake.DB { return ddbfake.New(t, unitCallTimeout) }
 
-func newUnitTable(t *testing.T, db *fakeDB, clk *clock, logger *slog.Logger) *Table {
+func newUnitTable(t *testing.T, db *ddbfake.DB, clk *clock, logger *slog.Logger) *Table {
 	t.Helper()
 	if logger == nil {
 		logger = testLogger(t)
@@ -79,23 +81,23 @@ func TestInit(t *testing.T) {
 	}
 	tests := []struct {
 		name    string
-		setup   func(f *fakeDB)
+		setup   func(f *ddbfake.DB)
 		wantOps []string
 		wantErr string // substring; empty: success
 		wantLog string // substring of the debug log
 	}{
 		{
 			name: "existing table, TTL off: enabled",
-			setup: func(f *fakeDB) {
-				f.describeTable, f.describeTimeToLive, f.updateTimeToLive = exists, ttlDisabled, enableOK
+			setup: func(f *ddbfake.DB) {
+				f.OnDescribeTable, f.OnDescribeTimeToLive, f.OnUpdateTimeToLive = exists, ttlDisabled, enableOK
 			},
 			wantOps: []string{"DescribeTable", "DescribeTimeToLive", "UpdateTimeToLive"},
 		},
 		{
 			name: "missing table: created PAY_PER_REQUEST, waited for, TTL already on",
-			setup: func(f *fakeDB) {
+			setup: func(f *ddbfake.DB) {
 				calls := 0
-				f.describeTable = func(*dynamodb.DescribeTableInput) (*dynamodb.DescribeTableOutput, error) {
+				f.OnDescribeTable = func(*dynamodb.DescribeTableInput) (*dynamodb.DescribeTableOutput, error) {
 					calls++
 					switch calls {
 					case 1:
@@ -107,14 +109,14 @@ func TestInit(t *testing.T) {
 					}
 					return &dynamodb.DescribeTableOutput{Table: activeTable()}, nil
 				}
-				f.createTable = func(in *dynamodb.CreateTableInput) (*dynamodb.CreateTableOutput, error) {
+				f.OnCreateTable = func(in *dynamodb.CreateTableInput) (*dynamodb.CreateTableOutput, error) {
 					if in.BillingMode != types.BillingModePayPerRequest || aws.ToString(in.KeySchema[0].AttributeName) != AttrCommandID ||
 						len(in.GlobalSecondaryIndexes) != 1 || aws.ToString(in.GlobalSecondaryIndexes[0].IndexName) != IndexByDay {
 						return nil, errors.New("wrong table definition")
 					}
 					return &dynamodb.CreateTableOutput{}, nil
 				}
-				f.describeTimeToLive = func(*dynamodb.DescribeTimeToLiveInput) (*dynamodb.DescribeTimeToLiveOutput, error) {
+				f.OnDescribeTimeToLive = func(*dynamodb.DescribeTimeToLiveInput) (*dynamodb.DescribeTimeToLiveOutput, error) {
 					return ttlOut(types.TimeToLiveStatusEnabled, AttrExpiresAt)
 				}
 			},
@@ -122,19 +124,19 @@ func TestInit(t *testing.T) {
 		},
 		{
 			name: "concurrent creator: ResourceInUse is not an error",
-			setup: func(f *fakeDB) {
+			setup: func(f *ddbfake.DB) {
 				calls := 0
-				f.describeTable = func(*dynamodb.DescribeTableInput) (*dynamodb.DescribeTableOutput, error) {
+				f.OnDescribeTable = func(*dynamodb.DescribeTableInput) (*dynamodb.DescribeTableOutput, error) {
 					calls++
 					if calls == 1 {
 						return nil, &types.ResourceNotFoundException{}
 					}
 					return &dynamodb.DescribeTableOutput{Table: activeTable()}, nil
 				}
-				f.createTable = func(*dynamodb.CreateTableInput) (*dynamodb.CreateTableOutput, error) {
+				f.OnCreateTable = func(*dynamodb.CreateTableInput) (*dynamodb.CreateTableOutput, error) {
 					return nil, &types.ResourceInUseException{Message: aws.String("being created")}
 				}
-				f.describeTimeToLive = func(*dynamodb.DescribeTimeToLiveInput) (*dynamodb.DescribeTimeToLiveOutput, error) {
+				f.OnDescribeTimeToLive = func(*dynamodb.DescribeTimeToLiveInput) (*dynamodb.DescribeTimeToLiveOutput, error) {
 					return ttlOut(types.TimeToLiveStatusEnabling, AttrExpiresAt)
 				}
 			},
@@ -142,9 +144,9 @@ func TestInit(t *testing.T) {
 		},
 		{
 			name: "emulator without UpdateTimeToLive: debug log, no error",
-			setup: func(f *fakeDB) {
-				f.describeTable, f.describeTimeToLive = exists, ttlDisabled
-				f.updateTimeToLive = func(*dynamodb.UpdateTimeToLiveInput) (*dynamodb.UpdateTimeToLiveOutput, error) {
+			setup: func(f *ddbfake.DB) {
+				f.OnDescribeTable, f.OnDescribeTimeToLive = exists, ttlDisabled
+				f.OnUpdateTimeToLive = func(*dynamodb.UpdateTimeToLiveInput) (*dynamodb.UpdateTimeToLiveOutput, error) {
 					return nil, apiErr("UnknownOperationException")
 				}
 			},
@@ -153,9 +155,9 @@ func TestInit(t *testing.T) {
 		},
 		{
 			name: "emulator without any TTL API: debug log, no error",
-			setup: func(f *fakeDB) {
-				f.describeTable = exists
-				f.describeTimeToLive = func(*dynamodb.DescribeTimeToLiveInput) (*dynamodb.DescribeTimeToLiveOutput, error) {
+			setup: func(f *ddbfake.DB) {
+				f.OnDescribeTable = exists
+				f.OnDescribeTimeToLive = func(*dynamodb.DescribeTimeToLiveInput) (*dynamodb.DescribeTimeToLiveOutput, error) {
 					return nil, apiErr("UnknownOperationException")
 				}
 			},
@@ -164,10 +166,10 @@ func TestInit(t *testing.T) {
 		},
 		{
 			name: "AWS refuses UpdateTimeToLive: the error surfaces",
-			setup: func(f *fakeDB) {
-				f.describeTable = exists
-				f.describeTimeToLive = ttlDisabled
-				f.updateTimeToLive = func(*dynamodb.UpdateTimeToLiveInput) (*dynamodb.UpdateTimeToLiveOutput, error) {
+			setup: func(f *ddbfake.DB) {
+				f.OnDescribeTable = exists
+				f.OnDescribeTimeToLive = ttlDisabled
+				f.OnUpdateTimeToLive = func(*dynamodb.UpdateTimeToLiveInput) (*dynamodb.UpdateTimeToLiveOutput, error) {
 					return nil, apiErr("AccessDeniedException")
 				}
 			},
@@ -176,17 +178,17 @@ func TestInit(t *testing.T) {
 		},
 		{
 			name: "concurrent TTL change: refused, but enabled by the other starter",
-			setup: func(f *fakeDB) {
-				f.describeTable = exists
+			setup: func(f *ddbfake.DB) {
+				f.OnDescribeTable = exists
 				calls := 0
-				f.describeTimeToLive = func(*dynamodb.DescribeTimeToLiveInput) (*dynamodb.DescribeTimeToLiveOutput, error) {
+				f.OnDescribeTimeToLive = func(*dynamodb.DescribeTimeToLiveInput) (*dynamodb.DescribeTimeToLiveOutput, error) {
 					calls++
 					if calls == 1 {
 						return ttlOut(types.TimeToLiveStatusDisabled, "")
 					}
 					return ttlOut(types.TimeToLiveStatusEnabling, AttrExpiresAt)
 				}
-				f.updateTimeToLive = func(*dynamodb.UpdateTimeToLiveInput) (*dynamodb.UpdateTimeToLiveOutput, error) {
+				f.OnUpdateTimeToLive = func(*dynamodb.UpdateTimeToLiveInput) (*dynamodb.UpdateTimeToLiveOutput, error) {
 					return nil, apiErr("ValidationException")
 				}
 			},
@@ -194,9 +196,9 @@ func TestInit(t *testing.T) {
 		},
 		{
 			name: "TTL being disabled: error",
-			setup: func(f *fakeDB) {
-				f.describeTable = exists
-				f.describeTimeToLive = func(*dynamodb.DescribeTimeToLiveInput) (*dynamodb.DescribeTimeToLiveOutput, error) {
+			setup: func(f *ddbfake.DB) {
+				f.OnDescribeTable = exists
+				f.OnDescribeTimeToLive = func(*dynamodb.DescribeTimeToLiveInput) (*dynamodb.DescribeTimeToLiveOutput, error) {
 					return ttlOut(types.TimeToLiveStatusDisabling, AttrExpiresAt)
 				}
 			},
@@ -205,9 +207,9 @@ func TestInit(t *testing.T) {
 		},
 		{
 			name: "TTL on another attribute: kept",
-			setup: func(f *fakeDB) {
-				f.describeTable = exists
-				f.describeTimeToLive = func(*dynamodb.DescribeTimeToLiveInput) (*dynamodb.DescribeTimeToLiveOutput, error) {
+			setup: func(f *ddbfake.DB) {
+				f.OnDescribeTable = exists
+				f.OnDescribeTimeToLive = func(*dynamodb.DescribeTimeToLiveInput) (*dynamodb.DescribeTimeToLiveOutput, error) {
 					return ttlOut(types.TimeToLiveStatusEnabled, "ttl")
 				}
 			},
@@ -216,13 +218,13 @@ func TestInit(t *testing.T) {
 		},
 		{
 			name: "existing table without the search index: index requested, not waited for",
-			setup: func(f *fakeDB) {
-				f.describeTable = func(*dynamodb.DescribeTableInput) (*dynamodb.DescribeTableOutput, error) {
+			setup: func(f *ddbfake.DB) {
+				f.OnDescribeTable = func(*dynamodb.DescribeTableInput) (*dynamodb.DescribeTableOutput, error) {
 					d := activeTable()
 					d.GlobalSecondaryIndexes = nil
 					return &dynamodb.DescribeTableOutput{Table: d}, nil
 				}
-				f.updateTable = func(in *dynamodb.UpdateTableInput) (*dynamodb.UpdateTableOutput, error) {
+				f.OnUpdateTable = func(in *dynamodb.UpdateTableInput) (*dynamodb.UpdateTableOutput, error) {
 					if len(in.GlobalSecondaryIndexUpdates) != 1 || in.GlobalSecondaryIndexUpdates[0].Create == nil {
 						return nil, errors.New("not an index creation")
 					}
@@ -233,7 +235,7 @@ func TestInit(t *testing.T) {
 					}
 					return &dynamodb.UpdateTableOutput{}, nil
 				}
-				f.describeTimeToLive = func(*dynamodb.DescribeTimeToLiveInput) (*dynamodb.DescribeTimeToLiveOutput, error) {
+				f.OnDescribeTimeToLive = func(*dynamodb.DescribeTimeToLiveInput) (*dynamodb.DescribeTimeToLiveOutput, error) {
 					return ttlOut(types.TimeToLiveStatusEnabled, AttrExpiresAt)
 				}
 			},
@@ -242,8 +244,8 @@ func TestInit(t *testing.T) {
 		},
 		{
 			name: "wrong key schema: refused",
-			setup: func(f *fakeDB) {
-				f.describeTable = func(*dynamodb.DescribeTableInput) (*dynamodb.DescribeTableOutput, error) {
+			setup: func(f *ddbfake.DB) {
+				f.OnDescribeTable = func(*dynamodb.DescribeTableInput) (*dynamodb.DescribeTableOutput, error) {
 					d := activeTable()
 					d.KeySchema[0].AttributeName = aws.String("ShardID")
 					return &dynamodb.DescribeTableOutput{Table: d}, nil
@@ -254,8 +256,8 @@ func TestInit(t *testing.T) {
 		},
 		{
 			name: "describe fails",
-			setup: func(f *fakeDB) {
-				f.describeTable = func(*dynamodb.DescribeTableInput) (*dynamodb.DescribeTableOutput, error) {
+			setup: func(f *ddbfake.DB) {
+				f.OnDescribeTable = func(*dynamodb.DescribeTableInput) (*dynamodb.DescribeTableOutput, error) {
 					return nil, apiErr("AccessDeniedException")
 				}
 			},
@@ -276,7 +278,7 @@ func TestInit(t *testing.T) {
 			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
 				t.Fatalf("Init error = %v, want one containing %q", err, tc.wantErr)
 			}
-			if diff := cmp.Diff(tc.wantOps, f.ops()); diff != "" {
+			if diff := cmp.Diff(tc.wantOps, f.Ops()); diff != "" {
 				t.Errorf("calls (-want +got):\n%s", diff)
 			}
 			if tc.wantLog != "" && !strings.Contains(logs.String(), tc.wantLog) {
@@ -356,7 +358,7 @@ func TestClaimNew(t *testing.T) {
 	clk := newClock()
 	f := newFake(t)
 	var put *dynamodb.PutItemInput
-	f.putItem = func(in *dynamodb.PutItemInput) (*dynamodb.PutItemOutput, error) {
+	f.OnPutItem = func(in *dynamodb.PutItemInput) (*dynamodb.PutItemOutput, error) {
 		put = in
 		return &dynamodb.PutItemOutput{}, nil
 	}
@@ -383,12 +385,12 @@ func TestClaimNew(t *testing.T) {
 	}
 	// The same command again, from this worker (another record with the same
 	// commandId): refused locally, without a call.
-	before := len(f.ops())
+	before := len(f.Ops())
 	if err := tbl.Claim(t.Context(), Claim{CommandID: "c1", Digest: testDigest, Shard: "shardId-2", Sequence: "7"}); !errors.Is(err, ErrClaimedElsewhere) {
 		t.Errorf("second Claim = %v, want ErrClaimedElsewhere", err)
 	}
-	if len(f.ops()) != before {
-		t.Errorf("second Claim called DynamoDB: %v", f.ops()[before:])
+	if len(f.Ops()) != before {
+		t.Errorf("second Claim called DynamoDB: %v", f.Ops()[before:])
 	}
 }
 
@@ -443,15 +445,15 @@ func TestClaimExisting(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFake(t)
-			f.putItem = func(*dynamodb.PutItemInput) (*dynamodb.PutItemOutput, error) { return nil, conditionFailed() }
-			f.getItem = func(in *dynamodb.GetItemInput) (*dynamodb.GetItemOutput, error) {
+			f.OnPutItem = func(*dynamodb.PutItemInput) (*dynamodb.PutItemOutput, error) { return nil, conditionFailed() }
+			f.OnGetItem = func(in *dynamodb.GetItemInput) (*dynamodb.GetItemOutput, error) {
 				if !aws.ToBool(in.ConsistentRead) {
 					t.Error("GetItem is not a consistent read")
 				}
 				return &dynamodb.GetItemOutput{Item: item(tc.stored, "seen-token")}, nil
 			}
 			updates := 0
-			f.updateItem = func(in *dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
+			f.OnUpdateItem = func(in *dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
 				updates++
 				cond := aws.ToString(in.ConditionExpression)
 				if !strings.Contains(cond, "#claimToken = :seenToken") || in.ExpressionAttributeValues[":seenToken"].(*types.AttributeValueMemberS).Value != "seen-token" {
@@ -510,7 +512,7 @@ func TestClaimExisting(t *testing.T) {
 
 func TestClaimErrors(t *testing.T) {
 	f := newFake(t)
-	f.putItem = func(*dynamodb.PutItemInput) (*dynamodb.PutItemOutput, error) {
+	f.OnPutItem = func(*dynamodb.PutItemInput) (*dynamodb.PutItemOutput, error) {
 		return nil, apiErr("ProvisionedThroughputExceededException")
 	}
 	tbl := newUnitTable(t, f, newClock(), nil)
@@ -519,7 +521,7 @@ func TestClaimErrors(t *testing.T) {
 		t.Fatalf("Claim = %v, want the DynamoDB error", err)
 	}
 	// A failed claim leaves nothing held: the next try reaches DynamoDB.
-	f.putItem = func(*dynamodb.PutItemInput) (*dynamodb.PutItemOutput, error) { return &dynamodb.PutItemOutput{}, nil }
+	f.OnPutItem = func(*dynamodb.PutItemInput) (*dynamodb.PutItemOutput, error) { return &dynamodb.PutItemOutput{}, nil }
 	if err := tbl.Claim(t.Context(), Claim{CommandID: "c1", Digest: testDigest}); err != nil {
 		t.Fatalf("Claim after a failure: %v", err)
 	}
@@ -532,8 +534,8 @@ func TestClaimErrors(t *testing.T) {
 		t.Error("Claim without a worker id succeeded")
 	}
 
-	f.putItem = func(*dynamodb.PutItemInput) (*dynamodb.PutItemOutput, error) { return nil, conditionFailed() }
-	f.getItem = func(*dynamodb.GetItemInput) (*dynamodb.GetItemOutput, error) {
+	f.OnPutItem = func(*dynamodb.PutItemInput) (*dynamodb.PutItemOutput, error) { return nil, conditionFailed() }
+	f.OnGetItem = func(*dynamodb.GetItemInput) (*dynamodb.GetItemOutput, error) {
 		return &dynamodb.GetItemOutput{Item: item(Record{CommandID: "c2", Status: "weird"}, "x")}, nil
 	}
 	if err := tbl.Claim(t.Context(), Claim{CommandID: "c2", Digest: testDigest}); err == nil || !strings.Contains(err.Error(), `unknown status "weird"`) {
@@ -542,10 +544,10 @@ func TestClaimErrors(t *testing.T) {
 }
 
 // holding returns a table that holds a claim on c1 with the given token.
-func holding(t *testing.T, f *fakeDB, clk *clock) (*Table, string) {
+func holding(t *testing.T, f *ddbfake.DB, clk *clock) (*Table, string) {
 	t.Helper()
 	var tok string
-	f.putItem = func(in *dynamodb.PutItemInput) (*dynamodb.PutItemOutput, error) {
+	f.OnPutItem = func(in *dynamodb.PutItemInput) (*dynamodb.PutItemOutput, error) {
 		tok, _ = str(in.Item, attrToken)
 		return &dynamodb.PutItemOutput{}, nil
 	}
@@ -563,7 +565,7 @@ func TestExtendFinishRelease(t *testing.T) {
 	tbl, tok := holding(t, f, clk)
 
 	var last *dynamodb.UpdateItemInput
-	f.updateItem = func(in *dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
+	f.OnUpdateItem = func(in *dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
 		last = in
 		if got := in.ExpressionAttributeValues[":token"].(*types.AttributeValueMemberS).Value; got != tok {
 			t.Errorf("write fenced on token %q, want %q", got, tok)
@@ -627,7 +629,7 @@ func TestFenceLost(t *testing.T) {
 		t.Run(op, func(t *testing.T) {
 			f := newFake(t)
 			tbl, _ := holding(t, f, newClock())
-			f.updateItem = func(*dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) { return nil, conditionFailed() }
+			f.OnUpdateItem = func(*dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) { return nil, conditionFailed() }
 			var err error
 			switch op {
 			case "Extend":
@@ -653,7 +655,7 @@ func TestFenceLost(t *testing.T) {
 func TestFinishTransientKeepsClaim(t *testing.T) {
 	f := newFake(t)
 	tbl, _ := holding(t, f, newClock())
-	f.updateItem = func(*dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
+	f.OnUpdateItem = func(*dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
 		return nil, apiErr("InternalServerError")
 	}
 	if err := tbl.Finish(t.Context(), ident("c1"), Final{Verdict: VerdictExecuted}); err == nil || errors.Is(err, ErrClaimedElsewhere) {
@@ -662,7 +664,7 @@ func TestFinishTransientKeepsClaim(t *testing.T) {
 	if _, _, ok := tbl.token(ident("c1")); !ok {
 		t.Fatal("a transient Finish failure dropped the claim")
 	}
-	f.updateItem = func(*dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
+	f.OnUpdateItem = func(*dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
 		return &dynamodb.UpdateItemOutput{}, nil
 	}
 	if err := tbl.Finish(t.Context(), ident("c1"), Final{Verdict: VerdictExecuted}); err != nil {
@@ -670,7 +672,7 @@ func TestFinishTransientKeepsClaim(t *testing.T) {
 	}
 	// Release forgets the claim even when its write fails.
 	tbl2, _ := holding(t, newFake(t), newClock())
-	tbl2.db.(*fakeDB).updateItem = func(*dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
+	tbl2.db.(*ddbfake.DB).OnUpdateItem = func(*dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
 		return nil, apiErr("InternalServerError")
 	}
 	if err := tbl2.Release(t.Context(), ident("c1")); err == nil {
@@ -693,7 +695,7 @@ func TestFinishRejectsUnknownVerdict(t *testing.T) {
 
 func TestGet(t *testing.T) {
 	f := newFake(t)
-	f.getItem = func(in *dynamodb.GetItemInput) (*dynamodb.GetItemOutput, error) {
+	f.OnGetItem = func(in *dynamodb.GetItemInput) (*dynamodb.GetItemOutput, error) {
 		if in.Key[AttrCommandID].(*types.AttributeValueMemberS).Value == "there" {
 			return &dynamodb.GetItemOutput{Item: item(Record{CommandID: "there", Status: StatusDone, Verdict: VerdictExecuted, Attempts: 1}, "t")}, nil
 		}
@@ -723,7 +725,7 @@ func TestClaimConflict(t *testing.T) {
 			}
 			f := newFake(t)
 			var keys []string
-			f.putItem = func(in *dynamodb.PutItemInput) (*dynamodb.PutItemOutput, error) {
+			f.OnPutItem = func(in *dynamodb.PutItemInput) (*dynamodb.PutItemOutput, error) {
 				key, _ := str(in.Item, AttrCommandID)
 				keys = append(keys, "put "+key)
 				if key == "c1" {
@@ -734,11 +736,11 @@ func TestClaimConflict(t *testing.T) {
 				}
 				return &dynamodb.PutItemOutput{}, nil
 			}
-			f.getItem = func(in *dynamodb.GetItemInput) (*dynamodb.GetItemOutput, error) {
+			f.OnGetItem = func(in *dynamodb.GetItemInput) (*dynamodb.GetItemOutput, error) {
 				keys = append(keys, "get "+in.Key[AttrCommandID].(*types.AttributeValueMemberS).Value)
 				return &dynamodb.GetItemOutput{Item: item(stored, "tok")}, nil
 			}
-			f.updateItem = func(in *dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
+			f.OnUpdateItem = func(in *dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
 				keys = append(keys, "update "+in.Key[AttrCommandID].(*types.AttributeValueMemberS).Value)
 				if got := aws.ToString(in.UpdateExpression); !strings.Contains(got, "ADD #conflicts :v_conflicts") {
 					t.Errorf("update %q does not add to the conflicts set", got)
@@ -768,7 +770,7 @@ func TestClaimConflict(t *testing.T) {
 			}
 			// Finish writes the command's own item.
 			keys = nil
-			f.updateItem = func(in *dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
+			f.OnUpdateItem = func(in *dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
 				keys = append(keys, "update "+in.Key[AttrCommandID].(*types.AttributeValueMemberS).Value)
 				return &dynamodb.UpdateItemOutput{}, nil
 			}

@@ -57,29 +57,29 @@ func (t *Table) Reject(ctx context.Context, r Rejection) error {
 		return errors.New("outcomes: reject: empty command id")
 	}
 	now := t.now()
-	var u update
-	u.set(attrStatus, s(StatusDone))
-	u.set(attrVerdict, s(VerdictRejected))
-	u.setOrRemove(attrReason, r.Reason)
-	u.setExpr(attrAttempts, "if_not_exists(%s, %s)", u.name(attrAttempts), u.value("zero", n(0)))
-	u.setExpr(attrFirstAttempt, "if_not_exists(%s, %s)", u.name(attrFirstAttempt), u.value("now", s(formatTime(now))))
-	u.setExpr(AttrSearchDay, "if_not_exists(%s, %s)", u.name(AttrSearchDay), u.value("day", s(t.searchDay(now))))
-	u.set(attrLastAttempt, s(formatTime(now)))
-	u.set(AttrExpiresAt, n(now.Add(t.cfg.Retention).Unix()))
-	u.remove(attrClaimedUntil)
+	var u ddbtable.Update
+	u.Set(attrStatus, s(StatusDone))
+	u.Set(attrVerdict, s(VerdictRejected))
+	u.SetOrRemove(attrReason, r.Reason)
+	u.SetExpr(attrAttempts, "if_not_exists(%s, %s)", u.Name(attrAttempts), u.Value("zero", n(0)))
+	u.SetExpr(attrFirstAttempt, "if_not_exists(%s, %s)", u.Name(attrFirstAttempt), u.Value("now", s(formatTime(now))))
+	u.SetExpr(AttrSearchDay, "if_not_exists(%s, %s)", u.Name(AttrSearchDay), u.Value("day", s(t.searchDay(now))))
+	u.Set(attrLastAttempt, s(formatTime(now)))
+	u.Set(AttrExpiresAt, n(now.Add(t.cfg.Retention).Unix()))
+	u.Remove(attrClaimedUntil)
 	for attr, v := range map[string]string{
 		attrObserver: t.cfg.Observer, attrShard: r.Shard, attrSequence: r.Sequence,
 		attrResponder: r.Responder, attrSchema: r.Schema,
 	} {
 		if v != "" {
-			u.set(attr, s(v))
+			u.Set(attr, s(v))
 		}
 	}
 	// Only a new item, or one that is a rejection already: any other item
 	// is a command (maybe with another digest) whose outcome stays.
-	cond := "attribute_not_exists(" + u.name(AttrCommandID) + ") OR (" +
-		u.name(attrStatus) + " = " + u.value("done", s(StatusDone)) + " AND " +
-		u.name(attrVerdict) + " = " + u.value("rejected", s(VerdictRejected)) + ")"
+	cond := "attribute_not_exists(" + u.Name(AttrCommandID) + ") OR (" +
+		u.Name(attrStatus) + " = " + u.Value("done", s(StatusDone)) + " AND " +
+		u.Name(attrVerdict) + " = " + u.Value("rejected", s(VerdictRejected)) + ")"
 	_, err := t.updateItem(ctx, r.CommandID, &u, cond, types.ReturnValueNone)
 	switch {
 	case err == nil:
@@ -123,16 +123,16 @@ func (t *Table) Search(ctx context.Context, q Search, each func(*Record) error) 
 		return err
 	}
 	var filters []string
-	var e expr
+	var e ddbtable.Expr
 	if len(q.Outcomes) > 0 {
 		var ors []string
 		for i, o := range q.Outcomes {
 			if o == StatusInProgress {
-				ors = append(ors, e.name(attrStatus)+" = "+e.value("inProgress", s(StatusInProgress)))
+				ors = append(ors, e.Name(attrStatus)+" = "+e.Value("inProgress", s(StatusInProgress)))
 				continue
 			}
-			ors = append(ors, "("+e.name(attrStatus)+" = "+e.value("done", s(StatusDone))+" AND "+
-				e.name(attrVerdict)+" = "+e.value(fmt.Sprintf("outcome%d", i), s(o))+")")
+			ors = append(ors, "("+e.Name(attrStatus)+" = "+e.Value("done", s(StatusDone))+" AND "+
+				e.Name(attrVerdict)+" = "+e.Value(fmt.Sprintf("outcome%d", i), s(o))+")")
 		}
 		if len(ors) == 1 {
 			// DynamoDB refuses redundant parentheses.
@@ -142,16 +142,16 @@ func (t *Table) Search(ctx context.Context, q Search, each func(*Record) error) 
 		}
 	}
 	if q.Responder != "" {
-		filters = append(filters, e.name(attrResponder)+" = "+e.value("responder", s(q.Responder)))
+		filters = append(filters, e.Name(attrResponder)+" = "+e.Value("responder", s(q.Responder)))
 	}
 	if q.Schema != "" {
 		prefix := q.Schema
 		if !strings.HasPrefix(prefix, "iglu:") {
 			prefix = "iglu:" + prefix
 		}
-		filters = append(filters, "begins_with("+e.name(attrSchema)+", "+e.value("schema", s(prefix))+")")
+		filters = append(filters, "begins_with("+e.Name(attrSchema)+", "+e.Value("schema", s(prefix))+")")
 	}
-	keyCond := e.name(AttrSearchDay) + " = :day AND " + e.name(attrFirstAttempt) + " BETWEEN :from AND :to"
+	keyCond := e.Name(AttrSearchDay) + " = :day AND " + e.Name(attrFirstAttempt) + " BETWEEN :from AND :to"
 	from := formatTime(q.Since)
 	// Stored times have milliseconds: the last one before Until.
 	to := formatTime(q.Until.Add(-time.Millisecond))
@@ -161,12 +161,12 @@ func (t *Table) Search(ctx context.Context, q Search, each func(*Record) error) 
 			TableName:                aws.String(t.cfg.TableName),
 			IndexName:                aws.String(IndexByDay),
 			KeyConditionExpression:   aws.String(keyCond),
-			ExpressionAttributeNames: e.names,
+			ExpressionAttributeNames: e.Names,
 		}
 		in.ExpressionAttributeValues = map[string]types.AttributeValue{
 			":day": s(t.searchDay(day)), ":from": s(from), ":to": s(to),
 		}
-		for k, v := range e.values {
+		for k, v := range e.Values {
 			in.ExpressionAttributeValues[k] = v
 		}
 		if len(filters) > 0 {

@@ -13,6 +13,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/vmware/vmware-go-kcl-v2/clientlibrary/checkpoint"
+
+	"github.com/sauna-io/sauna/observer/ddbtable"
 )
 
 // Scale-out: several workers with the same observer id share a stream's
@@ -211,7 +213,7 @@ func (t *Table) scanView(ctx context.Context) ([]scanned, error) {
 // scanTable reads every item of a lease table (consistent, every page,
 // each call bounded by callTimeout): the shards' leases, sorted by shard,
 // and the workers whose census item has not expired by now.
-func scanTable(ctx context.Context, db DynamoDB, table string, callTimeout time.Duration, now time.Time) ([]scanned, map[string]bool, error) {
+func scanTable(ctx context.Context, db ddbtable.Client, table string, callTimeout time.Duration, now time.Time) ([]scanned, map[string]bool, error) {
 	var rows []scanned
 	census := map[string]bool{}
 	in := &dynamodb.ScanInput{TableName: aws.String(table), ConsistentRead: aws.Bool(true)}
@@ -259,7 +261,7 @@ func scanTable(ctx context.Context, db DynamoDB, table string, callTimeout time.
 
 // ReadTable reads a lease table for operators: every shard's lease, and
 // the live workers of the census, sorted.
-func ReadTable(ctx context.Context, db DynamoDB, table string) ([]LeaseInfo, []string, error) {
+func ReadTable(ctx context.Context, db ddbtable.Client, table string) ([]LeaseInfo, []string, error) {
 	rows, census, err := scanTable(ctx, db, table, DefaultCallTimeout, time.Now())
 	if err != nil {
 		return nil, nil, err
@@ -451,8 +453,8 @@ func (t *Table) requestHandoff(r scanned) error {
 		UpdateExpression: aws.String("SET " + e.name(attrHandoffTo) + " = " + e.value("me", t.cfg.WorkerID) + ", " +
 			e.name(attrHandoffAt) + " = " + e.value("at", formatTimeout(t.now()))),
 		ConditionExpression:       aws.String(cond),
-		ExpressionAttributeNames:  e.names,
-		ExpressionAttributeValues: e.values,
+		ExpressionAttributeNames:  e.Names,
+		ExpressionAttributeValues: e.Values,
 	})
 	switch {
 	case err == nil:
@@ -481,8 +483,8 @@ func (t *Table) clearRequest(r scanned) {
 		UpdateExpression: aws.String("REMOVE " + e.name(attrHandoffTo) + ", " + e.name(attrHandoffAt)),
 		ConditionExpression: aws.String(e.name(attrHandoffTo) + " = " + e.value("by", r.HandoffTo) + " AND " +
 			e.name(attrOwner) + " = " + e.value("me", t.cfg.WorkerID)),
-		ExpressionAttributeNames:  e.names,
-		ExpressionAttributeValues: e.values,
+		ExpressionAttributeNames:  e.Names,
+		ExpressionAttributeValues: e.Values,
 	})
 	if err == nil {
 		t.shardLog(r.Shard).Info("handoff request of a departed worker dropped", "by", r.HandoffTo)
@@ -496,8 +498,8 @@ func (t *Table) withdraw(r scanned) {
 		UpdateExpression: aws.String("REMOVE " + e.name(attrHandoffTo) + ", " + e.name(attrHandoffAt)),
 		ConditionExpression: aws.String(e.name(attrHandoffTo) + " = " + e.value("me", t.cfg.WorkerID) + " AND " +
 			e.name(attrHandoffAt) + " = " + e.value("at", r.handoffAt) + " AND attribute_exists(" + e.name(attrOwner) + ")"),
-		ExpressionAttributeNames:  e.names,
-		ExpressionAttributeValues: e.values,
+		ExpressionAttributeNames:  e.Names,
+		ExpressionAttributeValues: e.Values,
 	})
 	if err == nil {
 		t.shardLog(r.Shard).Warn("lease handoff request unanswered; withdrawn", "owner", r.Owner, "handoff_timeout", t.cfg.HandoffTimeout)
@@ -562,8 +564,8 @@ func (t *Table) reserve(shardID, mine, to string) error {
 			" REMOVE " + e.name(attrOwner)),
 		ConditionExpression: aws.String(e.name(attrOwner) + " = " + e.value("me", t.cfg.WorkerID) + " AND " +
 			e.name(attrTimeout) + " = " + e.value("mine", mine)),
-		ExpressionAttributeNames:  e.names,
-		ExpressionAttributeValues: e.values,
+		ExpressionAttributeNames:  e.Names,
+		ExpressionAttributeValues: e.Values,
 	})
 	if err != nil {
 		if isConditionFailed(err) {

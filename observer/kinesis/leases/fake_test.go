@@ -17,67 +17,6 @@ import (
 	"github.com/sauna-io/sauna/observer/ddbtable/ddbfake"
 )
 
-// fakeDB answers each DynamoDB operation with its function field; a nil field
-// fails the test if the operation is called. Every call must carry a
-// deadline no later than the configured CallTimeout.
-type fakeDB struct {
-	t           *testing.T
-	callTimeout time.Duration
-
-	describeTable func(*dynamodb.DescribeTableInput) (*dynamodb.DescribeTableOutput, error)
-	createTable   func(*dynamodb.CreateTableInput) (*dynamodb.CreateTableOutput, error)
-	getItem       func(*dynamodb.GetItemInput) (*dynamodb.GetItemOutput, error)
-	putItem       func(*dynamodb.PutItemInput) (*dynamodb.PutItemOutput, error)
-	updateItem    func(*dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error)
-	deleteItem    func(*dynamodb.DeleteItemInput) (*dynamodb.DeleteItemOutput, error)
-	scan          func(*dynamodb.ScanInput) (*dynamodb.ScanOutput, error)
-
-	calls ddbfake.Calls
-}
-
-func (f *fakeDB) enter(ctx context.Context, op string, missing bool) error {
-	f.t.Helper()
-	return f.calls.Enter(f.t, ctx, op, f.callTimeout, missing)
-}
-
-func (f *fakeDB) ops() []string { return f.calls.Ops() }
-
-func (f *fakeDB) resetOps() { f.calls.Reset() }
-
-func (f *fakeDB) DescribeTable(ctx context.Context, in *dynamodb.DescribeTableInput, _ ...func(*dynamodb.Options)) (*dynamodb.DescribeTableOutput, error) {
-	return ddbfake.Answer(ctx, f.enter, "DescribeTable", f.describeTable, in)
-}
-
-func (f *fakeDB) CreateTable(ctx context.Context, in *dynamodb.CreateTableInput, _ ...func(*dynamodb.Options)) (*dynamodb.CreateTableOutput, error) {
-	return ddbfake.Answer(ctx, f.enter, "CreateTable", f.createTable, in)
-}
-
-func (f *fakeDB) GetItem(ctx context.Context, in *dynamodb.GetItemInput, _ ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error) {
-	if err := f.enter(ctx, "GetItem", f.getItem == nil); err != nil {
-		return nil, err
-	}
-	if !aws.ToBool(in.ConsistentRead) {
-		f.t.Errorf("GetItem %v without ConsistentRead", in.Key)
-	}
-	return f.getItem(in)
-}
-
-func (f *fakeDB) PutItem(ctx context.Context, in *dynamodb.PutItemInput, _ ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error) {
-	return ddbfake.Answer(ctx, f.enter, "PutItem", f.putItem, in)
-}
-
-func (f *fakeDB) UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, _ ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error) {
-	return ddbfake.Answer(ctx, f.enter, "UpdateItem", f.updateItem, in)
-}
-
-func (f *fakeDB) DeleteItem(ctx context.Context, in *dynamodb.DeleteItemInput, _ ...func(*dynamodb.Options)) (*dynamodb.DeleteItemOutput, error) {
-	return ddbfake.Answer(ctx, f.enter, "DeleteItem", f.deleteItem, in)
-}
-
-func (f *fakeDB) Scan(ctx context.Context, in *dynamodb.ScanInput, _ ...func(*dynamodb.Options)) (*dynamodb.ScanOutput, error) {
-	return ddbfake.Answer(ctx, f.enter, "Scan", f.scan, in)
-}
-
 // fakeKinesis answers ListShards with listShards.
 type fakeKinesis struct {
 	t          *testing.T
@@ -158,7 +97,7 @@ func (c *fakeClock) Add(d time.Duration) {
 
 type fixture struct {
 	tbl   *Table
-	db    *fakeDB
+	db    *ddbfake.DB
 	kin   *fakeKinesis
 	clock *fakeClock
 }
@@ -168,10 +107,11 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	f := &fixture{
-		db:    &fakeDB{t: t, callTimeout: fakeCallTime},
+		db:    ddbfake.New(t, fakeCallTime),
 		kin:   &fakeKinesis{t: t},
 		clock: &fakeClock{now: fakeNow},
 	}
+	f.db.ConsistentReads = true
 	f.tbl = New(f.db, f.kin, Config{
 		TableName:     "obs",
 		StreamName:    "stream-a",

@@ -16,11 +16,11 @@ func TestHeldUntilCountsFromBeforeTheWrite(t *testing.T) {
 		f := newFixture(t)
 		st := &store{items: items{}}
 		const slowRead, slowWrite = 400 * time.Millisecond, 700 * time.Millisecond
-		f.db.getItem = func(in *dynamodb.GetItemInput) (*dynamodb.GetItemOutput, error) {
+		f.db.OnGetItem = func(in *dynamodb.GetItemInput) (*dynamodb.GetItemOutput, error) {
 			time.Sleep(slowRead)
 			return st.get(in)
 		}
-		f.db.updateItem = func(in *dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
+		f.db.OnUpdateItem = func(in *dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
 			time.Sleep(slowWrite)
 			return st.update(in)
 		}

@@ -248,8 +248,8 @@ func (t *Table) acquire(sl *slot, shard *par.ShardStatus) error {
 		Key:                       map[string]types.AttributeValue{attrShardID: s(shard.ID)},
 		UpdateExpression:          aws.String(update),
 		ConditionExpression:       aws.String(strings.Join(conds, " AND ")),
-		ExpressionAttributeNames:  e.names,
-		ExpressionAttributeValues: e.values,
+		ExpressionAttributeNames:  e.Names,
+		ExpressionAttributeValues: e.Values,
 		ReturnValues:              types.ReturnValueAllNew,
 	})
 	if err != nil {
@@ -304,8 +304,8 @@ func (t *Table) renew(l *lease) error {
 			Key:                       map[string]types.AttributeValue{attrShardID: s(shard.ID)},
 			UpdateExpression:          aws.String("SET " + e.name(attrTimeout) + " = " + e.value("timeout", newTimeout)),
 			ConditionExpression:       aws.String(cond),
-			ExpressionAttributeNames:  e.names,
-			ExpressionAttributeValues: e.values,
+			ExpressionAttributeNames:  e.Names,
+			ExpressionAttributeValues: e.Values,
 			// The item as renewed carries any handoff request, at no extra cost.
 			ReturnValues: types.ReturnValueAllNew,
 		})
@@ -428,8 +428,8 @@ func (t *Table) CheckpointSequence(shard *par.ShardStatus) error {
 			UpdateExpression: aws.String("SET " + e.name(attrCheckpoint) + " = " + e.value("checkpoint", value)),
 			ConditionExpression: aws.String(e.name(attrOwner) + " = " + e.value("me", me) +
 				" AND " + e.name(attrTimeout) + " = " + e.value("mine", l.timeout)),
-			ExpressionAttributeNames:  e.names,
-			ExpressionAttributeValues: e.values,
+			ExpressionAttributeNames:  e.Names,
+			ExpressionAttributeValues: e.Values,
 		})
 		if err == nil {
 			l.checkpoint = value
@@ -571,8 +571,8 @@ func (t *Table) RemoveLeaseOwner(shardID string) error {
 		Key:                       map[string]types.AttributeValue{attrShardID: s(shardID)},
 		UpdateExpression:          aws.String("REMOVE " + e.name(attrOwner)),
 		ConditionExpression:       aws.String(e.name(attrOwner) + " = " + e.value("me", t.cfg.WorkerID)),
-		ExpressionAttributeNames:  e.names,
-		ExpressionAttributeValues: e.values,
+		ExpressionAttributeNames:  e.Names,
+		ExpressionAttributeValues: e.Values,
 	})
 	switch {
 	case err == nil:

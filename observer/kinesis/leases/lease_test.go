@@ -192,9 +192,9 @@ func TestGetLeaseAcquire(t *testing.T) {
 			}
 			// The parent, if any, is gone from Kinesis: lineage does not block.
 			f.kin.listShards = shardList(shard0)
-			f.db.getItem = stored.get
+			f.db.OnGetItem = stored.get
 			var got *update
-			f.db.updateItem = func(in *dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
+			f.db.OnUpdateItem = func(in *dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
 				u := reduce(in)
 				u.ReturnValues = ""
 				got = &u
@@ -259,14 +259,14 @@ func TestGetLeaseErrors(t *testing.T) {
 	if err := f.tbl.GetLease(newShard(shard0, ""), "someone-else"); err == nil || errors.Is(err, ErrNotAcquired) {
 		t.Errorf("GetLease for another worker id: %v, want a configuration error", err)
 	}
-	f.db.getItem = func(*dynamodb.GetItemInput) (*dynamodb.GetItemOutput, error) { return nil, errors.New("throttled") }
+	f.db.OnGetItem = func(*dynamodb.GetItemInput) (*dynamodb.GetItemOutput, error) { return nil, errors.New("throttled") }
 	err := f.tbl.GetLease(newShard(shard0, ""), "me")
 	if err == nil || errors.Is(err, ErrNotAcquired) || errors.As(err, &checkpoint.ErrLeaseNotAcquired{}) {
 		t.Errorf("GetLease with a failing read: %v, want a real error", err)
 	}
-	f.db.getItem = items{}.get
+	f.db.OnGetItem = items{}.get
 	f.kin.listShards = shardList(shard0)
-	f.db.updateItem = func(*dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) { return nil, errors.New("timeout") }
+	f.db.OnUpdateItem = func(*dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) { return nil, errors.New("timeout") }
 	err = f.tbl.GetLease(newShard(shard0, ""), "me")
 	if err == nil || errors.Is(err, ErrNotAcquired) {
 		t.Errorf("GetLease with a failing write: %v, want a real error", err)
@@ -282,8 +282,8 @@ func held(t *testing.T, cp string) (*fixture, *par.ShardStatus, *store) {
 	if cp != "" {
 		st.items[shard0] = map[string]string{attrCheckpoint: cp}
 	}
-	f.db.getItem = st.get
-	f.db.updateItem = st.update
+	f.db.OnGetItem = st.get
+	f.db.OnUpdateItem = st.update
 	f.kin.listShards = shardList(shard0)
 	shard := newShard(shard0, "")
 	if err := f.tbl.GetLease(shard, "me"); err != nil {
@@ -387,7 +387,7 @@ func holds(c string, item map[string]string, u update) bool {
 func TestRenewal(t *testing.T) {
 	f, shard, st := held(t, "9")
 	var got update
-	f.db.updateItem = func(in *dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
+	f.db.OnUpdateItem = func(in *dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
 		got = reduce(in)
 		return st.update(in)
 	}
@@ -446,14 +446,14 @@ func TestRenewalLost(t *testing.T) {
 				t.Errorf("item changed (-before +after):\n%s", diff)
 			}
 			// Nothing is written for a lost lease any more.
-			f.db.resetOps()
+			f.db.Reset()
 			if err := f.tbl.GetLease(shard, "me"); !errors.Is(err, ErrLeaseLost) {
 				t.Errorf("second renewal: %v", err)
 			}
 			if err := checkpointAt(f.tbl, shard, "10"); !errors.Is(err, ErrLeaseLost) {
 				t.Errorf("checkpoint: %v", err)
 			}
-			if ops := f.db.ops(); len(ops) != 0 {
+			if ops := f.db.Ops(); len(ops) != 0 {
 				t.Errorf("calls after loss: %v", ops)
 			}
 		})
@@ -486,7 +486,7 @@ func TestAmbiguousRenewal(t *testing.T) {
 func TestCheckpointSequence(t *testing.T) {
 	f, shard, st := held(t, "100")
 	var got update
-	f.db.updateItem = func(in *dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
+	f.db.OnUpdateItem = func(in *dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
 		got = reduce(in)
 		return st.update(in)
 	}
@@ -592,7 +592,7 @@ func TestCheckpointWithoutLease(t *testing.T) {
 	if !errors.Is(err, ErrLeaseLost) {
 		t.Errorf("checkpoint without a lease: %v, want ErrLeaseLost", err)
 	}
-	if ops := f.db.ops(); len(ops) != 0 {
+	if ops := f.db.Ops(); len(ops) != 0 {
 		t.Errorf("calls %v", ops)
 	}
 }
@@ -677,7 +677,7 @@ func TestFetchCheckpoint(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t)
-			f.db.getItem = func(in *dynamodb.GetItemInput) (*dynamodb.GetItemOutput, error) {
+			f.db.OnGetItem = func(in *dynamodb.GetItemInput) (*dynamodb.GetItemOutput, error) {
 				if tc.getErr != nil {
 					return nil, tc.getErr
 				}
@@ -715,7 +715,7 @@ func TestReleaseAndLateRenewal(t *testing.T) {
 	assertRefused(t, f.tbl.GetLease(shard, "me"), "releasing it")
 
 	var got update
-	f.db.updateItem = func(in *dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
+	f.db.OnUpdateItem = func(in *dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
 		got = reduce(in)
 		return st.update(in)
 	}
@@ -740,14 +740,14 @@ func TestReleaseAndLateRenewal(t *testing.T) {
 	}
 	// The late renewal writes nothing and reports nothing: its consumer is
 	// gone, and an error would only be logged as a failed renewal.
-	f.db.updateItem = func(in *dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
+	f.db.OnUpdateItem = func(in *dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
 		t.Errorf("late renewal wrote: %+v", reduce(in))
 		return st.update(in)
 	}
 	if err := f.tbl.GetLease(shard, "me"); err != nil {
 		t.Errorf("late renewal: %v", err)
 	}
-	f.db.updateItem = st.update
+	f.db.OnUpdateItem = st.update
 	if shard.GetLeaseOwner() != "" {
 		t.Error("late renewal set the owner")
 	}
@@ -770,11 +770,11 @@ func TestReleaseAndLateRenewal(t *testing.T) {
 
 func TestRemoveLeaseOwnerNotOurs(t *testing.T) {
 	f := newFixture(t)
-	f.db.updateItem = func(*dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) { return nil, ccf() }
+	f.db.OnUpdateItem = func(*dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) { return nil, ccf() }
 	if err := f.tbl.RemoveLeaseOwner(shard0); err != nil {
 		t.Errorf("release of a lease already taken over: %v", err)
 	}
-	f.db.updateItem = func(*dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) { return nil, errors.New("timeout") }
+	f.db.OnUpdateItem = func(*dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) { return nil, errors.New("timeout") }
 	if err := f.tbl.RemoveLeaseOwner(shard0); err == nil {
 		t.Error("failed release reported success")
 	}
@@ -783,7 +783,7 @@ func TestRemoveLeaseOwnerNotOurs(t *testing.T) {
 func TestRemoveLeaseInfo(t *testing.T) {
 	f := newFixture(t)
 	var deleted []string
-	f.db.deleteItem = func(in *dynamodb.DeleteItemInput) (*dynamodb.DeleteItemOutput, error) {
+	f.db.OnDeleteItem = func(in *dynamodb.DeleteItemInput) (*dynamodb.DeleteItemOutput, error) {
 		id, _ := str(in.Key, attrShardID)
 		deleted = append(deleted, id)
 		return &dynamodb.DeleteItemOutput{}, nil
@@ -801,7 +801,7 @@ func TestRemoveLeaseInfo(t *testing.T) {
 
 func TestGetLeaseOwner(t *testing.T) {
 	f := newFixture(t)
-	f.db.getItem = items{shard0: {attrOwner: "other"}}.get
+	f.db.OnGetItem = items{shard0: {attrOwner: "other"}}.get
 	if got, err := f.tbl.GetLeaseOwner(shard0); err != nil || got != "other" {
 		t.Errorf("GetLeaseOwner = %q, %v", got, err)
 	}

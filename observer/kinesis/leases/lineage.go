@@ -92,8 +92,8 @@ func (t *Table) retireTrimmed(p string) (string, error) {
 		Key:                       map[string]types.AttributeValue{attrShardID: s(p)},
 		UpdateExpression:          aws.String("SET " + e.name(attrCheckpoint) + " = " + e.value("end", checkpoint.ShardEnd)),
 		ConditionExpression:       aws.String(e.name(attrCheckpoint) + " = " + e.value("read", r.checkpoint)),
-		ExpressionAttributeNames:  e.names,
-		ExpressionAttributeValues: e.values,
+		ExpressionAttributeNames:  e.Names,
+		ExpressionAttributeValues: e.Values,
 	})
 	switch {
 	case err == nil:

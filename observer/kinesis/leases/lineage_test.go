@@ -53,8 +53,8 @@ func TestLineage(t *testing.T) {
 			if tc.stored == nil {
 				tc.stored = items{}
 			}
-			f.db.getItem = tc.stored.get
-			f.db.updateItem = func(in *dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
+			f.db.OnGetItem = tc.stored.get
+			f.db.OnUpdateItem = func(in *dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
 				return applyUpdate(nil, in), nil
 			}
 			err := f.tbl.GetLease(newShard("c", tc.parent), "me")
@@ -82,7 +82,7 @@ func TestListShardsPages(t *testing.T) {
 		}
 		return &kinesis.ListShardsOutput{Shards: []kintypes.Shard{parseShardSpec("c<p")}}, nil
 	}
-	f.db.getItem = items{"p": {attrCheckpoint: "3"}}.get
+	f.db.OnGetItem = items{"p": {attrCheckpoint: "3"}}.get
 	assertRefused(t, f.tbl.GetLease(newShard("c", "p"), "me"), "parent shard p is not finished")
 	want := []*kinesis.ListShardsInput{
 		{StreamName: aws.String("stream-a")},
@@ -102,8 +102,8 @@ func TestShardListCache(t *testing.T) {
 	f.kin.listShards = func(in *kinesis.ListShardsInput) (*kinesis.ListShardsOutput, error) {
 		return shardList(listed...)(in)
 	}
-	f.db.getItem = items{}.get
-	f.db.updateItem = func(in *dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
+	f.db.OnGetItem = items{}.get
+	f.db.OnUpdateItem = func(in *dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
 		return applyUpdate(nil, in), nil
 	}
 	acquire := func(id string) error { return f.tbl.GetLease(newShard(id, ""), "me") }
@@ -137,13 +137,13 @@ func TestFinishedParentIsRemembered(t *testing.T) {
 	f.kin.listShards = shardList("p", "c1<p", "c2<p")
 	stored := items{"p": {attrCheckpoint: checkpoint.ShardEnd}}
 	parentReads := 0
-	f.db.getItem = func(in *dynamodb.GetItemInput) (*dynamodb.GetItemOutput, error) {
+	f.db.OnGetItem = func(in *dynamodb.GetItemInput) (*dynamodb.GetItemOutput, error) {
 		if id, _ := str(in.Key, attrShardID); id == "p" {
 			parentReads++
 		}
 		return stored.get(in)
 	}
-	f.db.updateItem = func(in *dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
+	f.db.OnUpdateItem = func(in *dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
 		return applyUpdate(nil, in), nil
 	}
 	for _, id := range []string{"c1", "c2"} {
@@ -184,9 +184,9 @@ func TestTrimmedParentIsMarkedFinished(t *testing.T) {
 					st.items["p"][k] = v
 				}
 			}
-			f.db.getItem = st.get
+			f.db.OnGetItem = st.get
 			var wrote []update
-			f.db.updateItem = func(in *dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
+			f.db.OnUpdateItem = func(in *dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
 				u := reduce(in)
 				if u.Key == "p" {
 					wrote = append(wrote, u)

@@ -49,7 +49,7 @@ func (t *Table) syncLeases(shardStatus map[string]*par.ShardStatus) error {
 	in := &dynamodb.ScanInput{
 		TableName:                aws.String(t.cfg.TableName),
 		ProjectionExpression:     aws.String(strings.Join([]string{e.name(attrShardID), e.name(attrOwner), e.name(attrCheckpoint)}, ", ")),
-		ExpressionAttributeNames: e.names,
+		ExpressionAttributeNames: e.Names,
 	}
 	me := t.cfg.WorkerID
 	for page := 0; ; page++ {
@@ -140,8 +140,8 @@ func (t *Table) ClaimShard(shard *par.ShardStatus, claimID string) error {
 		Key:                       map[string]types.AttributeValue{attrShardID: s(shard.ID)},
 		UpdateExpression:          aws.String("SET " + e.name(attrClaim) + " = " + e.value("claim", claimID)),
 		ConditionExpression:       aws.String(strings.Join(conds, " AND ")),
-		ExpressionAttributeNames:  e.names,
-		ExpressionAttributeValues: e.values,
+		ExpressionAttributeNames:  e.Names,
+		ExpressionAttributeValues: e.Values,
 	})
 	if err != nil {
 		if isConditionFailed(err) {

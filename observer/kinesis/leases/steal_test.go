@@ -34,7 +34,7 @@ func TestListActiveWorkers(t *testing.T) {
 		},
 	}
 	var scans []*dynamodb.ScanInput
-	f.db.scan = func(in *dynamodb.ScanInput) (*dynamodb.ScanOutput, error) {
+	f.db.OnScan = func(in *dynamodb.ScanInput) (*dynamodb.ScanOutput, error) {
 		cp := *in
 		scans = append(scans, &cp)
 		return pages[len(scans)-1], nil
@@ -86,7 +86,7 @@ func workerShards(w map[string][]*par.ShardStatus) map[string][]string {
 
 func TestListActiveWorkersKeepsHeldShards(t *testing.T) {
 	f, shard, _ := held(t, "")
-	f.db.scan = func(*dynamodb.ScanInput) (*dynamodb.ScanOutput, error) {
+	f.db.OnScan = func(*dynamodb.ScanInput) (*dynamodb.ScanOutput, error) {
 		return &dynamodb.ScanOutput{Items: []map[string]types.AttributeValue{
 			toItem(map[string]string{attrShardID: shard0, attrOwner: "other", attrCheckpoint: "1"}),
 		}}, nil
@@ -147,9 +147,9 @@ func TestClaimShard(t *testing.T) {
 			if tc.stored != nil {
 				stored[shard0] = tc.stored
 			}
-			f.db.getItem = stored.get
+			f.db.OnGetItem = stored.get
 			var got *update
-			f.db.updateItem = func(in *dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
+			f.db.OnUpdateItem = func(in *dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
 				u := reduce(in)
 				got = &u
 				if tc.ccf {
@@ -189,7 +189,7 @@ func TestStealHandOver(t *testing.T) {
 	worker := func(id string) *fixture {
 		f := newFixture(t)
 		f.tbl.cfg.WorkerID = id
-		f.db.getItem, f.db.updateItem = st.get, st.update
+		f.db.OnGetItem, f.db.OnUpdateItem = st.get, st.update
 		f.kin.listShards = shardList(shard0)
 		return f
 	}

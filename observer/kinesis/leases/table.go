@@ -105,17 +105,6 @@ type Config struct {
 	OnHandoff func(kind string)
 }
 
-// DynamoDB is the part of *dynamodb.Client the table uses.
-type DynamoDB interface {
-	DescribeTable(ctx context.Context, in *dynamodb.DescribeTableInput, optFns ...func(*dynamodb.Options)) (*dynamodb.DescribeTableOutput, error)
-	CreateTable(ctx context.Context, in *dynamodb.CreateTableInput, optFns ...func(*dynamodb.Options)) (*dynamodb.CreateTableOutput, error)
-	GetItem(ctx context.Context, in *dynamodb.GetItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error)
-	PutItem(ctx context.Context, in *dynamodb.PutItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error)
-	UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error)
-	DeleteItem(ctx context.Context, in *dynamodb.DeleteItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.DeleteItemOutput, error)
-	Scan(ctx context.Context, in *dynamodb.ScanInput, optFns ...func(*dynamodb.Options)) (*dynamodb.ScanOutput, error)
-}
-
 // ShardLister is the part of *kinesis.Client the table uses.
 type ShardLister interface {
 	ListShards(ctx context.Context, in *kinesis.ListShardsInput, optFns ...func(*kinesis.Options)) (*kinesis.ListShardsOutput, error)
@@ -124,7 +113,7 @@ type ShardLister interface {
 // Table is a checkpoint.Checkpointer over one DynamoDB table. It is safe for
 // concurrent use by the KCL worker's event loop and its shard consumers.
 type Table struct {
-	db  DynamoDB
+	db  ddbtable.Client
 	kin ShardLister
 	cfg Config
 	log *slog.Logger
@@ -147,7 +136,7 @@ type Table struct {
 var _ checkpoint.Checkpointer = (*Table)(nil)
 
 // New returns a Table; nothing is called until Init.
-func New(db DynamoDB, kin ShardLister, cfg Config) *Table {
+func New(db ddbtable.Client, kin ShardLister, cfg Config) *Table {
 	if cfg.LeaseDuration <= 0 {
 		cfg.LeaseDuration = DefaultLeaseDuration
 	}
@@ -257,7 +246,7 @@ func (t *Table) bindStream(tableCreated time.Time) (time.Time, error) {
 			attrStarted: s(formatTimeout(now)),
 		},
 		ConditionExpression:      aws.String(cond),
-		ExpressionAttributeNames: e.names,
+		ExpressionAttributeNames: e.Names,
 	})
 	cancel()
 	if err == nil {
@@ -291,8 +280,8 @@ func (t *Table) recordStart(at time.Time) (time.Time, error) {
 		Key:                       map[string]types.AttributeValue{attrShardID: s(MetadataKey)},
 		UpdateExpression:          aws.String("SET " + e.name(attrStarted) + " = " + e.value("started", formatTimeout(at))),
 		ConditionExpression:       aws.String("attribute_exists(" + e.name(attrShardID) + ") AND attribute_not_exists(" + e.name(attrStarted) + ")"),
-		ExpressionAttributeNames:  e.names,
-		ExpressionAttributeValues: e.values,
+		ExpressionAttributeNames:  e.Names,
+		ExpressionAttributeValues: e.Values,
 	})
 	if err == nil {
 		return at.UTC(), nil
@@ -382,46 +371,20 @@ func (r row) leaseTimeout() (time.Time, bool) {
 	return ts, err == nil
 }
 
-// str reads a string attribute. Another type counts as absent (the KCL would
-// panic on it).
-func str(item map[string]types.AttributeValue, name string) (string, bool) {
-	v, ok := item[name].(*types.AttributeValueMemberS)
-	if !ok {
-		return "", false
-	}
-	return v.Value, true
-}
+// Short names for the attribute helpers that every request here uses.
+var (
+	s                 = ddbtable.S
+	str               = ddbtable.Str
+	isConditionFailed = ddbtable.IsConditionFailed
+)
 
-func s(v string) types.AttributeValue { return &types.AttributeValueMemberS{Value: v} }
+// expr is a ddbtable.Expr whose values are strings, as every lease attribute
+// is.
+type expr struct{ ddbtable.Expr }
 
-// expr collects the placeholders of one request. Every attribute goes through
-// a name placeholder so that no attribute can collide with a reserved word,
-// and only what is used is sent (DynamoDB rejects unused placeholders).
-type expr struct {
-	names  map[string]string
-	values map[string]types.AttributeValue
-}
+func (e *expr) name(attr string) string { return e.Name(attr) }
 
-func (e *expr) name(attr string) string {
-	if e.names == nil {
-		e.names = make(map[string]string)
-	}
-	e.names["#"+attr] = attr
-	return "#" + attr
-}
-
-func (e *expr) value(key, v string) string {
-	if e.values == nil {
-		e.values = make(map[string]types.AttributeValue)
-	}
-	e.values[":"+key] = s(v)
-	return ":" + key
-}
-
-func isConditionFailed(err error) bool {
-	var ccf *types.ConditionalCheckFailedException
-	return errors.As(err, &ccf)
-}
+func (e *expr) value(key, v string) string { return e.Value(key, s(v)) }
 
 func formatTimeout(ts time.Time) string { return ts.UTC().Format(time.RFC3339Nano) }
 

@@ -201,15 +201,15 @@ func TestInit(t *testing.T) {
 			if tc.waitTimeout > 0 {
 				f.tbl.cfg.TableWaitTimeout = tc.waitTimeout
 			}
-			f.db.describeTable = describeSeq(tc.describe...)
-			f.db.createTable = func(in *dynamodb.CreateTableInput) (*dynamodb.CreateTableOutput, error) {
+			f.db.OnDescribeTable = describeSeq(tc.describe...)
+			f.db.OnCreateTable = func(in *dynamodb.CreateTableInput) (*dynamodb.CreateTableOutput, error) {
 				if diff := cmp.Diff(wantCreate, in, cmpopts.IgnoreUnexported(dynamodb.CreateTableInput{}, types.AttributeDefinition{}, types.KeySchemaElement{})); diff != "" {
 					t.Errorf("CreateTable input (-want +got):\n%s", diff)
 				}
 				return &dynamodb.CreateTableOutput{}, tc.createErr
 			}
 			if tc.put != nil {
-				f.db.putItem = func(in *dynamodb.PutItemInput) (*dynamodb.PutItemOutput, error) {
+				f.db.OnPutItem = func(in *dynamodb.PutItemInput) (*dynamodb.PutItemOutput, error) {
 					if got := aws.ToString(in.ConditionExpression); got != "attribute_not_exists(#ShardID)" {
 						t.Errorf("binding condition %q", got)
 					}
@@ -221,9 +221,9 @@ func TestInit(t *testing.T) {
 				}
 			}
 			if tc.stored != nil {
-				f.db.getItem = tc.stored.get
+				f.db.OnGetItem = tc.stored.get
 			}
-			f.db.updateItem = tc.update
+			f.db.OnUpdateItem = tc.update
 
 			err := f.tbl.Init()
 			if tc.wantErr == "" {
@@ -244,7 +244,7 @@ func TestInit(t *testing.T) {
 				t.Errorf("Init: %v is not %v", err, tc.wantIs)
 			}
 			if tc.wantOps != nil {
-				if diff := cmp.Diff(tc.wantOps, f.db.ops()); diff != "" {
+				if diff := cmp.Diff(tc.wantOps, f.db.Ops()); diff != "" {
 					t.Errorf("calls (-want +got):\n%s", diff)
 				}
 			}
@@ -268,7 +268,7 @@ func TestInitValidatesConfig(t *testing.T) {
 			if err := f.tbl.Init(); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("Init: %v, want %q", err, tc.want)
 			}
-			if ops := f.db.ops(); len(ops) != 0 {
+			if ops := f.db.Ops(); len(ops) != 0 {
 				t.Errorf("calls %v before validation", ops)
 			}
 		})
