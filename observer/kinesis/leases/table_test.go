@@ -3,7 +3,6 @@ package leases
 import (
 	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -12,6 +11,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/sauna-io/sauna/observer/ddbtable/ddbfake"
 )
 
 var created = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -24,26 +25,6 @@ func tableDesc(status types.TableStatus) *types.TableDescription {
 		AttributeDefinitions: []types.AttributeDefinition{{AttributeName: aws.String(attrShardID), AttributeType: types.ScalarAttributeTypeS}},
 		BillingModeSummary:   &types.BillingModeSummary{BillingMode: types.BillingModePayPerRequest},
 		CreationDateTime:     aws.Time(created),
-	}
-}
-
-// describeSeq answers DescribeTable with each of answers in turn (a
-// *types.TableDescription or an error), repeating the last one.
-func describeSeq(answers ...any) func(*dynamodb.DescribeTableInput) (*dynamodb.DescribeTableOutput, error) {
-	var mu sync.Mutex
-	i := 0
-	return func(in *dynamodb.DescribeTableInput) (*dynamodb.DescribeTableOutput, error) {
-		mu.Lock()
-		a := answers[min(i, len(answers)-1)]
-		i++
-		mu.Unlock()
-		switch a := a.(type) {
-		case error:
-			return nil, a
-		case *types.TableDescription:
-			return &dynamodb.DescribeTableOutput{Table: a}, nil
-		}
-		panic("bad answer")
 	}
 }
 
@@ -201,7 +182,7 @@ func TestInit(t *testing.T) {
 			if tc.waitTimeout > 0 {
 				f.tbl.cfg.TableWaitTimeout = tc.waitTimeout
 			}
-			f.db.OnDescribeTable = describeSeq(tc.describe...)
+			f.db.OnDescribeTable = ddbfake.DescribeSeq(tc.describe...)
 			f.db.OnCreateTable = func(in *dynamodb.CreateTableInput) (*dynamodb.CreateTableOutput, error) {
 				if diff := cmp.Diff(wantCreate, in, cmpopts.IgnoreUnexported(dynamodb.CreateTableInput{}, types.AttributeDefinition{}, types.KeySchemaElement{})); diff != "" {
 					t.Errorf("CreateTable input (-want +got):\n%s", diff)
