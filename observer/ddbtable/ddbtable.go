@@ -1,9 +1,10 @@
-// Package ddbtable is the DynamoDB plumbing of the tables a Kinesis observer
-// keeps for itself (leases, command outcomes): the client they talk to, the
-// making sure that such a table (keyed by a single string hash key) exists,
-// bills on demand and is ACTIVE with the global secondary indexes it is
-// queried by, and the building and reading of their requests and items. What
-// the items mean is left to the packages that own the tables.
+// Package ddbtable is the DynamoDB plumbing shared by the tables a Kinesis
+// observer keeps for itself (leases, command outcomes): the client interface
+// they use; Ensure, which makes sure such a table, keyed by a single string
+// hash key, exists, bills on demand and is ACTIVE with the global secondary
+// indexes it is queried by; and the placeholders, update expressions and
+// attribute values of their requests. What the items mean, and the
+// conditions that guard them, belong to the packages that own the tables.
 package ddbtable
 
 import (
