@@ -75,7 +75,7 @@ func responderConfig(t *testing.T, id, appID string) string {
 type fakeSet struct {
 	mu      sync.Mutex
 	running map[string]*Entry
-	applies [][]*Entry
+	applies [][]change
 }
 
 func (f *fakeSet) Running() map[string]*Entry {
@@ -84,26 +84,29 @@ func (f *fakeSet) Running() map[string]*Entry {
 	return maps.Clone(f.running)
 }
 
-func (f *fakeSet) apply(_ context.Context, want []*Entry) int {
+func (f *fakeSet) apply(_ context.Context, changes []change) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	next := map[string]*Entry{}
-	for _, e := range want {
-		next[e.File] = e
-	}
 	n := 0
-	for file, e := range next {
-		if f.running[file] != e {
+	for _, c := range changes {
+		if f.running[c.File] != c.Old {
+			panic(fmt.Sprintf("%s: the plan was made for %+v, %+v runs", c.File, c.Old, f.running[c.File]))
+		}
+		if c.New != nil {
+			next[c.File] = c.New
+		}
+		if c.Action != keep {
 			n++
 		}
 	}
 	for file := range f.running {
-		if next[file] == nil {
-			n++
+		if !slices.ContainsFunc(changes, func(c change) bool { return c.File == file }) {
+			panic(file + " runs but the plan says nothing of it")
 		}
 	}
 	f.running = next
-	f.applies = append(f.applies, slices.Clone(want))
+	f.applies = append(f.applies, slices.Clone(changes))
 	return n
 }
 
@@ -473,8 +476,8 @@ func TestRescanFollowsSymlinks(t *testing.T) {
 	}
 }
 
-// Apply on the real Supervisor, with responders only: a responder change is
-// a swap in the dispatcher, effective for the next command; an unchanged
+// Rescans on the real Supervisor, with responders only: a responder change
+// is a swap in the dispatcher, effective for the next command; an unchanged
 // file keeps its instance.
 func TestSupervisorApplySwapsResponders(t *testing.T) {
 	f := newReloadFixture(t)
@@ -488,12 +491,9 @@ func TestSupervisorApplySwapsResponders(t *testing.T) {
 		t.Fatalf("dispatcher has %+v", cur)
 	}
 
-	// Rescanning the same bytes, even parsed anew, keeps the instance.
-	snap, err := LoadDir(f.dir, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Apply(t.Context(), snap)
+	// A reloader that has seen nothing yet (as after a restart of the
+	// watch) finds the same bytes running: it keeps the instance.
+	newReloader(s, f.dir).rescan(t.Context())
 	if s.Dispatcher().Current()[reloadTestModule].Responder != first || first.closed.Load() {
 		t.Fatal("an unchanged responder was replaced")
 	}

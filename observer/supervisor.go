@@ -108,50 +108,51 @@ func (s *Supervisor) Running() map[string]*Entry {
 	return maps.Clone(s.running)
 }
 
-// Apply makes the running set match snap and logs snap's problems. Entries
-// whose file content is unchanged keep running untouched. ctx bounds the
-// lifetime of started observers.
-func (s *Supervisor) Apply(ctx context.Context, snap *Snapshot) {
-	for _, p := range snap.Problems {
-		if p.Warning {
-			s.log.Warn("config problem", "file", p.File, "field", p.Field, "problem", p.Message)
-		} else {
-			s.log.Error("config refused", "file", p.File, "field", p.Field, "problem", p.Message)
-		}
-	}
-	for _, f := range snap.Disabled {
-		s.log.Info("config disabled; skipped", "file", f)
-	}
-	s.apply(ctx, snap.Entries)
-	if !hasIntake(snap.Entries) {
-		s.warnNoIntake()
-	}
-}
-
 func (s *Supervisor) warnNoIntake() { s.log.Warn(noIntake) }
 
 const noIntake = "no observer or ingest endpoint is configured; waiting for a KinesisObserverConfig or HttpIngestConfig file in the config directory"
 
-// apply makes the running set exactly want and logs one line per file that
-// was added, changed or removed; it returns how many there were. Responders
-// are swapped first, so that commands of a new observer find them. Every
+// apply carries out a plan's changes and logs one line per file that was
+// added, changed or removed; it returns how many there were. Responders are
+// swapped first, so that commands of a new observer find them. Every
 // observer that goes away or changes is stopped before any observer starts:
 // a changed file, or an id moved from one file to another, means the same
 // lease table, and two workers on one table would fight over its leases.
-func (s *Supervisor) apply(ctx context.Context, want []*Entry) int {
+func (s *Supervisor) apply(ctx context.Context, changes []change) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-
-	next := make(map[string]*Entry, len(want))
-	for _, e := range want {
-		if cur := s.running[e.File]; cur != nil && cur != e && cur.Hash == e.Hash {
-			// Same bytes parsed again: keep the instance that runs.
-			closeEntry(e)
-			e = cur
+	next := make(map[string]*Entry, len(changes))
+	for _, c := range changes {
+		if c.New != nil {
+			next[c.File] = c.New
 		}
-		next[e.File] = e
 	}
+	s.swapResponders(next)
+	var stopping []*runningObserver
+	for _, c := range changes {
+		if r := s.observers[c.File]; r != nil && c.Action != keep {
+			r.cancel()
+			stopping = append(stopping, r)
+			delete(s.observers, c.File)
+		}
+	}
+	for _, r := range stopping {
+		<-r.done
+	}
+	for _, c := range changes {
+		if (c.Action == start || c.Action == replace) && c.New.Kind == KindObserver {
+			s.start(ctx, c.New)
+		}
+	}
+	s.applyIngests(ctx, changes)
+	n := s.logChanges(changes)
+	s.forgetMetrics(next)
+	s.running = next
+	return n
+}
 
+// swapResponders installs the responders of next in the dispatcher.
+func (s *Supervisor) swapResponders(next map[string]*Entry) {
 	set := map[string]responders.Enabled{}
 	for _, e := range next {
 		if e.Kind == KindResponder && e.Responder != nil {
@@ -165,45 +166,21 @@ func (s *Supervisor) apply(ctx context.Context, want []*Entry) int {
 			_ = responders.CloseResponder(old.Responder)
 		}
 	}
+}
 
-	var stopping []*runningObserver
-	for f, r := range s.observers {
-		if e := next[f]; e != r.entry {
-			r.cancel()
-			stopping = append(stopping, r)
-			delete(s.observers, f)
-		}
-	}
-	for _, r := range stopping {
-		<-r.done
-	}
-	for f, e := range next {
-		if _, ok := s.observers[f]; !ok && e.Kind == KindObserver {
-			s.start(ctx, e)
-		}
-	}
-
-	s.applyIngests(ctx, next)
-
-	files := slices.Sorted(maps.Keys(next))
-	for f := range s.running {
-		if _, ok := next[f]; !ok {
-			files = append(files, f)
-		}
-	}
-	slices.Sort(files)
+// logChanges logs one line per change other than keep, and counts them.
+func (s *Supervisor) logChanges(changes []change) int {
 	n := 0
-	for _, f := range files {
-		old, e := s.running[f], next[f]
-		switch {
-		case old == nil:
-			s.log.Info("config added", entryAttrs(e)...)
-		case e == nil:
-			s.log.Info("config removed", entryAttrs(old)...)
-		case old != e:
-			attrs := entryAttrs(e)
-			if old.ID != e.ID {
-				attrs = append(attrs, "previous_id", old.ID)
+	for _, c := range changes {
+		switch c.Action {
+		case start:
+			s.log.Info("config added", entryAttrs(c.New)...)
+		case stop:
+			s.log.Info("config removed", entryAttrs(c.Old)...)
+		case replace:
+			attrs := entryAttrs(c.New)
+			if c.Old.ID != c.New.ID {
+				attrs = append(attrs, "previous_id", c.Old.ID)
 			}
 			s.log.Info("config changed", attrs...)
 		default:
@@ -211,8 +188,6 @@ func (s *Supervisor) apply(ctx context.Context, want []*Entry) int {
 		}
 		n++
 	}
-	s.forgetMetrics(next)
-	s.running = next
 	return n
 }
 
@@ -295,42 +270,45 @@ func (s *Supervisor) keepRunning(ctx context.Context, e *Entry) {
 	}
 }
 
-// applyIngests starts, updates and stops the ingest endpoints so that one
-// runs per ingest entry of next. An endpoint whose file changed is updated
-// in place: it keeps its connections unless its listener must change.
-func (s *Supervisor) applyIngests(ctx context.Context, next map[string]*Entry) {
-	for f, r := range s.ingests {
-		if e := next[f]; e == nil || e.Kind != KindIngest {
+// applyIngests starts, updates and stops the ingest endpoints as changes
+// say, stopping before starting, so that an address moved from one file to
+// another is free. An endpoint whose file changed is updated in place: it
+// keeps its connections unless its listener must change.
+func (s *Supervisor) applyIngests(ctx context.Context, changes []change) {
+	for _, c := range changes {
+		if r := s.ingests[c.File]; r != nil && c.Action != keep && (c.New == nil || c.New.Kind != KindIngest) {
 			r.cancel()
 			<-r.done
-			delete(s.ingests, f)
+			delete(s.ingests, c.File)
 		}
 	}
-	for f, e := range next {
-		if e.Kind != KindIngest {
+	for _, c := range changes {
+		if c.Action == keep || c.New == nil || c.New.Kind != KindIngest {
 			continue
 		}
-		if r, ok := s.ingests[f]; ok {
-			if s.running[f] != e {
-				r.srv.Update(e.Ingest)
-			}
-			continue
+		if r := s.ingests[c.File]; r != nil {
+			r.srv.Update(c.New.Ingest)
+		} else {
+			s.startIngest(ctx, c.New)
 		}
-		opts := s.opts.Ingest
-		opts.Logger = s.log
-		ictx, cancel := context.WithCancel(ctx)
-		r := &runningIngest{srv: ingest.New(e.Ingest, opts), cancel: cancel, done: make(chan struct{})}
-		s.ingests[f] = r
-		s.wg.Go(func() {
-			defer close(r.done)
-			r.srv.Run(ictx)
-		})
 	}
 	list := make([]*ingest.Server, 0, len(s.ingests))
 	for _, f := range slices.Sorted(maps.Keys(s.ingests)) {
 		list = append(list, s.ingests[f].srv)
 	}
 	s.ingestList.Store(&list)
+}
+
+func (s *Supervisor) startIngest(ctx context.Context, e *Entry) {
+	opts := s.opts.Ingest
+	opts.Logger = s.log
+	ictx, cancel := context.WithCancel(ctx)
+	r := &runningIngest{srv: ingest.New(e.Ingest, opts), cancel: cancel, done: make(chan struct{})}
+	s.ingests[e.File] = r
+	s.wg.Go(func() {
+		defer close(r.done)
+		r.srv.Run(ictx)
+	})
 }
 
 // IngestNotReady lists why running ingest endpoints do not take requests.
@@ -346,7 +324,7 @@ func (s *Supervisor) IngestNotReady() []string {
 	return out
 }
 
-// Wait blocks until every observer has stopped (after the ctx given to Apply
+// Wait blocks until every observer has stopped (after the ctx given to Run
 // ended), then closes the responders.
 func (s *Supervisor) Wait() {
 	s.wg.Wait()
@@ -356,10 +334,4 @@ func (s *Supervisor) Wait() {
 		_ = responders.CloseResponder(e.Responder)
 	}
 	s.running = map[string]*Entry{}
-}
-
-// Run loads dir, starts what it configures, then keeps the running set in
-// step with the directory (see Supervisor.Run).
-func Run(ctx context.Context, dir string, opts Options) error {
-	return NewSupervisor(opts).Run(ctx, dir)
 }

@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"maps"
 	"os"
-	"slices"
 	"sync"
 	"time"
 
@@ -40,7 +38,7 @@ func (s *Supervisor) Run(ctx context.Context, dir string) error {
 	wg.Go(func() { w.run(ctx) })
 
 	r.rescan(ctx)
-	if !hasIntake(slices.Collect(maps.Values(s.Running()))) {
+	if !hasIntake(s.Running()) {
 		s.warnNoIntake()
 	}
 	l := &quietLoop{
@@ -61,8 +59,13 @@ func (s *Supervisor) Run(ctx context.Context, dir string) error {
 
 // hasIntake tells whether es read or take commands at all: responders
 // alone never receive any.
-func hasIntake(es []*Entry) bool {
-	return slices.ContainsFunc(es, func(e *Entry) bool { return e.Kind == KindObserver || e.Kind == KindIngest })
+func hasIntake(es map[string]*Entry) bool {
+	for _, e := range es {
+		if e.Kind == KindObserver || e.Kind == KindIngest {
+			return true
+		}
+	}
+	return false
 }
 
 // maxWait bounds the quiet period's postponement: a file rewritten without

@@ -3,7 +3,6 @@ package observer
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io/fs"
@@ -60,16 +59,21 @@ func (r *reloadState) update(f func(*ReloadStatus)) {
 	f(&r.st)
 }
 
-// runningSet is what a rescan changes: the Supervisor, or a fake in tests.
+// runningSet is what a reload changes: the Supervisor, or a fake in tests.
 type runningSet interface {
 	Running() map[string]*Entry
-	apply(ctx context.Context, want []*Entry) int
+	// apply carries out a plan's changes and returns how many files were
+	// added, changed or removed.
+	apply(ctx context.Context, changes []change) int
 }
 
-// reloader diffs the config directory against the running set. It keeps
-// what the last rescan saw, so that a rescan that finds the same bytes does
-// nothing, and what it refused, so that a bad version is reported once and
-// not parsed again until its bytes change.
+// reloader keeps the running set in step with the config directory: each
+// rescan scans the directory, lets plan decide, reports what plan refused
+// and has the running set carry out the changes. It remembers what the last
+// rescan saw, so that a rescan that finds the same bytes does nothing; the
+// invalid versions it parsed, so that they are not parsed again until their
+// bytes change; and what it reported, so that each refusal and warning is
+// logged once.
 type reloader struct {
 	dir    string
 	log    *slog.Logger
@@ -78,10 +82,10 @@ type reloader struct {
 
 	scanned  bool
 	seen     map[string]seenFile
-	bad      map[string][sha256.Size]byte // file -> content refused on its own
-	reported map[string]string            // file -> last refusal reported
-	refusing map[string]string            // file -> why its current content is refused
+	bad      map[string]scannedFile       // file -> its current version, parsed and unusable
+	reported map[string]string            // file -> key of the refused or disabled version last reported
 	warned   map[string][sha256.Size]byte // file -> content whose warnings were logged
+	refusing []string                     // files whose current content is refused
 	dirErr   string
 	empty    bool
 
@@ -100,10 +104,8 @@ func newReloader(s *Supervisor, dir string) *reloader {
 }
 
 func (r *reloader) init() {
-	if r.bad == nil {
-		r.bad = map[string][sha256.Size]byte{}
+	if r.reported == nil {
 		r.reported = map[string]string{}
-		r.refusing = map[string]string{}
 		r.warned = map[string][sha256.Size]byte{}
 	}
 	if r.read == nil {
@@ -111,27 +113,37 @@ func (r *reloader) init() {
 	}
 }
 
-// rescan reads the directory and applies what changed:
-//   - a new file starts its observer or responder; a removed one stops it;
-//   - a file with new bytes replaces its entity; the same bytes do nothing;
-//   - a new version that is invalid or unreadable is refused and the last
-//     good version keeps running;
-//   - a config that claims an id (or responder module) a running config of
-//     another file holds is refused, naming both files. Running configs
-//     keep their claims whatever their file names, so a new file never
-//     evicts a running one; between new files, the first by name wins.
+// rescan brings the running set in step with the directory: scan, plan,
+// report, apply. Only files whose bytes changed are parsed again.
 func (r *reloader) rescan(ctx context.Context) {
 	r.init()
+	now, contents, ok := r.scan()
+	if !ok {
+		return
+	}
+	if r.scanned && maps.Equal(now, r.seen) {
+		r.finish(0, "")
+		return
+	}
+	r.scanned, r.seen = true, now
+	running := r.set.Running()
+	p := plan(running, r.parse(running, now, contents))
+	r.report(&p)
+	r.finish(r.applyPlan(ctx, running, &p), "")
+}
+
+// scan lists and reads the directory's config files. When the directory
+// cannot be read, the running set stays (a volume being remounted must not
+// stop every observer), and scan reports false.
+func (r *reloader) scan() (map[string]seenFile, map[string][]byte, bool) {
 	files, err := ListConfigFiles(r.dir)
 	if err != nil {
-		// The running set stays: a volume being remounted must not stop
-		// every observer.
 		if msg := err.Error(); msg != r.dirErr {
 			r.dirErr = msg
 			r.log.Error("cannot read the config directory; keeping the running configs", "dir", r.dir, "err", err)
 		}
 		r.finish(0, err.Error())
-		return
+		return nil, nil, false
 	}
 	r.dirErr = ""
 	if empty := len(files) == 0; empty != r.empty {
@@ -140,7 +152,6 @@ func (r *reloader) rescan(ctx context.Context) {
 			r.log.Warn(NoConfigFiles, "dir", r.dir)
 		}
 	}
-
 	now := make(map[string]seenFile, len(files))
 	contents := make(map[string][]byte, len(files))
 	for _, f := range files {
@@ -156,224 +167,140 @@ func (r *reloader) rescan(ctx context.Context) {
 			contents[f] = b
 		}
 	}
-	if r.scanned && maps.Equal(now, r.seen) {
-		r.finish(0, "")
-		return
-	}
-	r.scanned, r.seen = true, now
+	return now, contents, true
+}
 
-	running := r.set.Running()
-	clear(r.refusing)
-	// Tiers of claims: running entries that stay, then new versions of
-	// running files, then files that run nothing.
-	var keep, changed, fresh []*Entry
+// parse turns what scan read into what plan decides on. A file whose bytes
+// are those of its running entry is not parsed (that would build a second
+// responder); an unusable version already parsed is not parsed again.
+func (r *reloader) parse(running map[string]*Entry, now map[string]seenFile, contents map[string][]byte) []scannedFile {
+	out := make([]scannedFile, 0, len(now))
+	bad := map[string]scannedFile{}
 	for _, f := range slices.Sorted(maps.Keys(now)) {
-		cur, sf := running[f], now[f]
-		if sf.readErr != "" {
-			r.refuse(f, cur, "read:"+sf.readErr, "", []Problem{{File: f, Message: sf.readErr}})
-			keep = appendNonNil(keep, cur)
-			continue
-		}
-		if cur != nil && cur.Hash == sf.hash {
-			r.accepted(f)
-			keep = append(keep, cur)
-			continue
-		}
-		if h, ok := r.bad[f]; ok && h == sf.hash {
-			r.refusing[f] = r.reported[f]
-			keep = appendNonNil(keep, cur)
-			continue
-		}
-		e, probs := ParseFile(f, contents[f], r.log)
-		switch {
-		case e == nil && !allWarnings(probs):
-			r.bad[f] = sf.hash
-			r.refuse(f, cur, hex.EncodeToString(sf.hash[:]), peekID(contents[f]), probs)
-			keep = appendNonNil(keep, cur)
-		case e == nil || !e.Enabled:
-			// enabled other than true is how an operator switches a
-			// config off: it stops, it is not a bad edit.
-			if e != nil {
-				closeEntry(e)
-			}
-			r.disabled(f, sf.hash, cur, probs)
-		case cur != nil:
-			r.warn(f, sf.hash, probs)
-			changed = append(changed, e)
+		sf := scannedFile{File: f, Hash: now[f].hash, ReadErr: now[f].readErr}
+		prev, known := r.bad[f]
+		switch cur := running[f]; {
+		case sf.ReadErr != "", cur != nil && cur.Hash == sf.Hash:
+			// Nothing to parse, or nothing new.
+		case known && prev.Hash == sf.Hash:
+			sf = prev
 		default:
-			r.warn(f, sf.hash, probs)
-			fresh = append(fresh, e)
-		}
-	}
-
-	// Every running config holds its claims until its own new version is
-	// accepted. A new version that asks for what another running config
-	// holds waits for that one to give it up in this same rescan (an id
-	// moved down a chain of files); what is still blocked when nothing moves
-	// is refused, and its last good version stays.
-	var c claims
-	var want []*Entry
-	for _, e := range keep {
-		c.take(e)
-		want = append(want, e)
-	}
-	for _, e := range changed {
-		c.take(running[e.File])
-	}
-	for moved := true; moved; {
-		moved = false
-		var blocked []*Entry
-		for _, e := range changed {
-			old := running[e.File]
-			c.drop(old)
-			if _, taken := c.conflict(e); taken {
-				c.take(old)
-				blocked = append(blocked, e)
-				continue
+			sf.Entry, sf.Problems = ParseFile(f, contents[f], r.log)
+			if sf.Entry == nil {
+				sf.ID = peekID(contents[f])
 			}
-			r.accepted(e.File)
-			c.take(e)
-			want = append(want, e)
-			moved = true
 		}
-		changed = blocked
-	}
-	for _, e := range changed {
-		p, _ := c.conflict(e)
-		closeEntry(e)
-		cur := running[e.File]
-		r.refuse(e.File, cur, hex.EncodeToString(e.Hash[:])+p.Message, e.ID, []Problem{p})
-		want = append(want, cur)
-	}
-	for _, e := range fresh {
-		if p, taken := c.conflict(e); taken {
-			closeEntry(e)
-			r.refuse(e.File, nil, hex.EncodeToString(e.Hash[:])+p.Message, e.ID, []Problem{p})
-			continue
+		if sf.ReadErr == "" && sf.Entry == nil && !allWarnings(sf.Problems) {
+			bad[f] = sf
 		}
-		r.accepted(e.File)
-		c.take(e)
-		want = append(want, e)
+		out = append(out, sf)
 	}
+	r.bad = bad
+	return out
+}
+
+// report logs and counts what p refuses, disables and warns about, each
+// once per version, and forgets what no longer is.
+func (r *reloader) report(p *reloadPlan) {
+	still := map[string]bool{}
+	r.refusing = nil
+	for _, rf := range p.Refused {
+		r.refuse(rf)
+		still[rf.File] = true
+		r.refusing = append(r.refusing, rf.File)
+	}
+	for _, n := range p.Disabled {
+		r.disabled(n)
+		still[n.File] = true
+	}
+	for _, n := range p.Warned {
+		r.warn(n)
+	}
+	// The rest was accepted or is gone: its next refusal is news.
 	for f := range r.reported {
-		if _, ok := now[f]; !ok {
-			r.accepted(f)
-		}
-	}
-	for f := range r.bad {
-		if _, ok := now[f]; !ok {
-			delete(r.bad, f)
+		if !still[f] {
+			delete(r.reported, f)
 		}
 	}
 	for f := range r.warned {
-		if _, ok := now[f]; !ok {
+		if _, ok := r.seen[f]; !ok {
 			delete(r.warned, f)
 		}
 	}
-
-	n := 0
-	if !sameSet(running, want) {
-		n = r.set.apply(ctx, want)
-		if hasIntake(slices.Collect(maps.Values(running))) && !hasIntake(want) {
-			r.log.Warn(noIntake)
-		}
-	}
-	r.finish(n, "")
 }
 
-func sameSet(running map[string]*Entry, want []*Entry) bool {
-	if len(running) != len(want) {
-		return false
+// applyPlan closes what p discards and has the running set carry out p's
+// changes; it returns how many files were added, changed or removed.
+func (r *reloader) applyPlan(ctx context.Context, running map[string]*Entry, p *reloadPlan) int {
+	for _, e := range p.Discard {
+		closeEntry(e)
 	}
-	for _, e := range want {
-		if running[e.File] != e {
-			return false
-		}
+	if !p.changes() {
+		return 0
 	}
-	return true
+	n := r.set.apply(ctx, p.Changes)
+	if hasIntake(running) && !hasIntake(p.next()) {
+		r.log.Warn(noIntake)
+	}
+	return n
 }
 
-func appendNonNil(es []*Entry, e *Entry) []*Entry {
-	if e == nil {
-		return es
-	}
-	return append(es, e)
-}
-
-func allWarnings(probs []Problem) bool {
-	for _, p := range probs {
-		if !p.Warning {
-			return false
-		}
-	}
-	return true
-}
-
-// accepted forgets what was refused of f: its next refusal is news.
-func (r *reloader) accepted(f string) {
-	delete(r.reported, f)
-	delete(r.bad, f)
-}
-
-// refuse logs and counts a refused version of f, once per key (the content
-// and, for conflicts, the reason). cur is the running last good version.
-func (r *reloader) refuse(f string, cur *Entry, key, id string, probs []Problem) {
-	r.refusing[f] = key
-	if r.reported[f] == key {
+// refuse logs and counts a refused version, once per key.
+func (r *reloader) refuse(rf refusal) {
+	if r.reported[rf.File] == rf.Key {
 		return
 	}
-	r.reported[f] = key
-	msgs := make([]string, len(probs))
-	for i, p := range probs {
+	r.reported[rf.File] = rf.Key
+	msgs := make([]string, len(rf.Problems))
+	for i, p := range rf.Problems {
 		msgs[i] = p.Message
 		if p.Field != "" {
 			msgs[i] = p.Field + ": " + p.Message
 		}
 	}
-	problem := strings.Join(msgs, "; ")
-	attrs := []any{"file", f, "id", id, "field", probs[0].Field, "problem", problem}
+	attrs := []any{"file", rf.File, "id", rf.ID, "field", rf.Problems[0].Field, "problem", strings.Join(msgs, "; ")}
 	msg := "config refused"
-	if cur != nil {
+	if rf.Running != nil {
 		msg = "config refused; the last good version keeps running"
-		attrs = append(attrs, "running_id", cur.ID)
+		attrs = append(attrs, "running_id", rf.Running.ID)
 	}
 	r.log.Error(msg, attrs...)
 	r.status.update(func(st *ReloadStatus) {
 		st.Refused++
-		st.LastError = probs[0].String()
+		st.LastError = rf.Problems[0].String()
 	})
 }
 
 // warn logs the warnings of a usable file (a deprecated schema), once per
 // content: a rescan that parses the same bytes again stays quiet.
-func (r *reloader) warn(f string, hash [sha256.Size]byte, probs []Problem) {
-	if len(probs) == 0 || r.warned[f] == hash {
+func (r *reloader) warn(n notice) {
+	if r.warned[n.File] == n.Hash {
 		return
 	}
-	r.warned[f] = hash
-	for _, p := range probs {
+	r.warned[n.File] = n.Hash
+	for _, p := range n.Problems {
 		r.log.Warn("config warning", "file", p.File, "field", p.Field, "problem", p.Message)
 	}
 }
 
-// disabled notes a file that enables nothing. What it ran, if anything,
-// stops; apply logs that.
-func (r *reloader) disabled(f string, hash [sha256.Size]byte, cur *Entry, probs []Problem) {
-	key := "disabled:" + hex.EncodeToString(hash[:])
-	if r.reported[f] == key {
+// disabled notes a file that enables nothing, once per content. What it
+// ran, if anything, stops; the Supervisor logs that.
+func (r *reloader) disabled(n notice) {
+	key := "disabled:" + hashKey(n.Hash)
+	if r.reported[n.File] == key {
 		return
 	}
-	r.reported[f] = key
-	for _, p := range probs {
+	r.reported[n.File] = key
+	for _, p := range n.Problems {
 		r.log.Warn("config problem", "file", p.File, "field", p.Field, "problem", p.Message)
 	}
-	if cur == nil {
-		r.log.Info("config disabled; skipped", "file", f)
+	if n.Running == nil {
+		r.log.Info("config disabled; skipped", "file", n.File)
 	}
 }
 
 func (r *reloader) finish(applied int, dirErr string) {
-	refusing := slices.Sorted(maps.Keys(r.refusing))
+	refusing := slices.Clone(r.refusing)
 	r.status.update(func(st *ReloadStatus) {
 		st.LastRescan = time.Now()
 		st.Rescans++
