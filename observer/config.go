@@ -343,22 +343,6 @@ type Snapshot struct {
 	Problems []Problem
 }
 
-// Observers returns the enabled observer entries.
-func (s *Snapshot) Observers() []*Entry { return s.ofKind(KindObserver) }
-
-// Responders returns the enabled responder entries.
-func (s *Snapshot) Responders() []*Entry { return s.ofKind(KindResponder) }
-
-func (s *Snapshot) ofKind(k Kind) []*Entry {
-	var out []*Entry
-	for _, e := range s.Entries {
-		if e.Kind == k {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
 // ListConfigFiles returns the paths of the entries at the top of dir that
 // IsConfigFile accepts, sorted. Whether each is a readable, regular file is
 // for ReadConfigFile to say: an unusable one is reported, never skipped.
@@ -379,33 +363,6 @@ func ListConfigFiles(dir string) ([]string, error) {
 
 // NoConfigFiles is the warning about a config directory without config files.
 const NoConfigFiles = "no config files in the config directory (" + ConfigFileRule + ")"
-
-// LoadDir reads every config file in dir. A bad file is reported and left
-// out; it never prevents the other files from loading. The error is non-nil
-// only when dir itself cannot be read.
-func LoadDir(dir string, log *slog.Logger) (*Snapshot, error) {
-	files, err := ListConfigFiles(dir)
-	if err != nil {
-		return nil, err
-	}
-	contents := make(map[string][]byte, len(files))
-	snap := &Snapshot{}
-	if len(files) == 0 {
-		snap.Problems = append(snap.Problems, Problem{File: dir, Message: NoConfigFiles, Warning: true})
-	}
-	for _, f := range files {
-		b, err := ReadConfigFile(f)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue // gone since the listing, or a dangling symlink
-		}
-		if err != nil {
-			snap.Problems = append(snap.Problems, Problem{File: f, Message: err.Error()})
-			continue
-		}
-		contents[f] = b
-	}
-	return Assemble(files, contents, log, snap), nil
-}
 
 // Assemble parses the given files and applies the rules that span files:
 // ids are unique across enabled configs, and each responder module has at

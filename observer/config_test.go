@@ -3,8 +3,6 @@ package observer
 import (
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -162,53 +160,6 @@ func TestDisabledFilesAreSkipped(t *testing.T) {
 	e, probs := ParseFile("obs.json", []byte(withKinesis(`"enabled":true`, `"enabled":false`)), quiet)
 	if len(probs) > 0 || e == nil || e.Enabled {
 		t.Errorf("valid disabled file: %v %+v", probs, e)
-	}
-}
-
-func TestLoadDir(t *testing.T) {
-	dir := t.TempDir()
-	write := func(name, content string) {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write("a.json", kinesisV100)
-	write("b.avro", withKinesis(`"acme-sauna-commands"`, `"other-stream"`))               // same id: refused
-	write("c.json", withKinesis(`"com.acme.commands"`, `"com.acme.second"`))              // another observer
-	write("d.json", withKinesis(`"maxRecords":100`, `"maxRecords":-1`))                   // invalid
-	write("e.json", strings.Replace(kinesisV100, `"enabled":true`, `"enabled":false`, 1)) // disabled
-	write(".a.json.swp", "garbage")
-	write("README.md", "garbage")
-	if err := os.Symlink(filepath.Join(dir, "c.json"), filepath.Join(dir, "link.json")); err != nil {
-		t.Fatal(err)
-	}
-	snap, err := LoadDir(dir, quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ids []string
-	for _, e := range snap.Observers() {
-		ids = append(ids, filepath.Base(e.File)+"="+e.ID)
-	}
-	if diff := cmp.Diff([]string{"a.json=com.acme.commands", "c.json=com.acme.second"}, ids); diff != "" {
-		t.Errorf("observers (-want +got):\n%s", diff)
-	}
-	var probs []string
-	for _, p := range snap.Problems {
-		probs = append(probs, filepath.Base(p.File)+": "+p.Field)
-		if filepath.Base(p.File) == "b.avro" && !strings.Contains(p.Message, filepath.Join(dir, "a.json")) {
-			t.Errorf("duplicate id problem does not name the other file: %v", p)
-		}
-	}
-	want := []string{"b.avro: data.id", "d.json: data.parameters.kinesis.maxRecords", "link.json: data.id"}
-	if diff := cmp.Diff(want, probs); diff != "" {
-		t.Errorf("problems (-want +got):\n%s", diff)
-	}
-	if len(snap.Disabled) != 1 || filepath.Base(snap.Disabled[0]) != "e.json" {
-		t.Errorf("disabled %v", snap.Disabled)
-	}
-	if _, err := LoadDir(filepath.Join(dir, "missing"), quiet); err == nil {
-		t.Error("a missing directory is not an error")
 	}
 }
 

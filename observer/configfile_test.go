@@ -133,8 +133,11 @@ func TestParseFileSkipsUTF8BOM(t *testing.T) {
 	}
 }
 
-func TestReadConfigFileRefusesWhatIsNotARegularConfigFile(t *testing.T) {
-	dir := t.TempDir()
+// writeOddFiles puts in dir files named like configs that are not config
+// files: a directory, a FIFO, a symlink loop, one byte too many; and a
+// file of exactly MaxConfigSize (spaces, so not a config either).
+func writeOddFiles(t *testing.T, dir string) {
+	t.Helper()
 	p := func(n string) string { return filepath.Join(dir, n) }
 	if err := os.Mkdir(p("dir.json"), 0o755); err != nil {
 		t.Fatal(err)
@@ -155,6 +158,12 @@ func TestReadConfigFileRefusesWhatIsNotARegularConfigFile(t *testing.T) {
 	if err := os.WriteFile(p("max.json"), big[:MaxConfigSize], 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func TestReadConfigFileRefusesWhatIsNotARegularConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	p := func(n string) string { return filepath.Join(dir, n) }
+	writeOddFiles(t, dir)
 	for name, want := range map[string]string{
 		"dir.json":   "a directory, not a regular file",
 		"fifo.json":  "a named pipe (FIFO), not a regular file",
@@ -175,35 +184,38 @@ func TestReadConfigFileRefusesWhatIsNotARegularConfigFile(t *testing.T) {
 	if _, err := ReadConfigFile(p("missing.json")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("missing file: %v", err)
 	}
-
-	// LoadDir reports each of them, naming the file.
-	snap, err := LoadDir(dir, quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var files []string
-	for _, pr := range snap.Problems {
-		if !pr.Warning {
-			files = append(files, filepath.Base(pr.File))
-		}
-	}
-	want := []string{"big.json", "dir.json", "fifo.json", "loop1.json", "loop2.json", "max.json"}
-	if diff := cmp.Diff(want, files); diff != "" {
-		t.Errorf("files with problems (-want +got):\n%s", diff)
-	}
 }
 
-func TestLoadDirWarnsWhenThereAreNoConfigFiles(t *testing.T) {
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("x"), 0o644); err != nil {
-		t.Fatal(err)
+// What is not a config file is refused, naming the file and why, and runs
+// nothing.
+func TestRescanRefusesWhatIsNotARegularConfigFile(t *testing.T) {
+	f := newReloadFixture(t)
+	writeOddFiles(t, f.dir)
+	if got := f.rescan(); got != nil {
+		t.Fatalf("applied %v", ids(got))
 	}
-	snap, err := LoadDir(dir, quiet)
-	if err != nil {
-		t.Fatal(err)
+	refused := map[string]string{}
+	for _, l := range f.log.lines("config refused") {
+		refused[filepath.Base(fmt.Sprint(l["file"]))] = fmt.Sprint(l["problem"])
 	}
-	if len(snap.Problems) != 1 || !snap.Problems[0].Warning || snap.Problems[0].Message != NoConfigFiles {
-		t.Errorf("problems %v", snap.Problems)
+	want := map[string]string{
+		"big.json":   "larger than 1048576 bytes, the limit of a config file",
+		"dir.json":   "a directory, not a regular file: a config must be a regular file",
+		"fifo.json":  "a named pipe (FIFO), not a regular file: a config must be a regular file",
+		"loop1.json": "cannot stat the file: too many levels of symbolic links",
+		"loop2.json": "cannot stat the file: too many levels of symbolic links",
+		"max.json":   "not a self-describing JSON object",
+	}
+	for name, msg := range want {
+		if !strings.HasPrefix(refused[name], msg) {
+			t.Errorf("%s: refused with %q, want %q", name, refused[name], msg)
+		}
+	}
+	if len(refused) != len(want) {
+		t.Errorf("refused %v", refused)
+	}
+	if got := f.r.status.get().Refusing; len(got) != len(want) {
+		t.Errorf("refusing %v", got)
 	}
 }
 

@@ -238,6 +238,47 @@ func TestRescanAddChangeRemove(t *testing.T) {
 	}
 }
 
+// The first scan of a directory: every usable file starts, every other
+// one is reported, naming its file and field, and none keeps the others
+// from starting.
+func TestRescanStartsWhatADirectoryConfigures(t *testing.T) {
+	f := newReloadFixture(t)
+	f.write("a.json", kinesisV100)
+	f.write("b.avro", withKinesis(`"acme-sauna-commands"`, `"other-stream"`))               // same id: refused
+	f.write("c.json", withKinesis(`"com.acme.commands"`, `"com.acme.second"`))              // another observer
+	f.write("d.json", withKinesis(`"maxRecords":100`, `"maxRecords":-1`))                   // invalid
+	f.write("e.json", strings.Replace(kinesisV100, `"enabled":true`, `"enabled":false`, 1)) // disabled
+	f.write(".a.json.swp", "garbage")
+	f.write("README.md", "garbage")
+	must(t, os.Symlink(f.path("c.json"), f.path("link.json")))
+	if got := f.rescan(); !maps.Equal(ids(got), map[string]string{"a.json": "com.acme.commands", "c.json": "com.acme.second"}) {
+		t.Fatalf("running %v", ids(got))
+	}
+	var refused []string
+	for _, l := range f.log.lines("config refused") {
+		refused = append(refused, filepath.Base(fmt.Sprint(l["file"]))+": "+fmt.Sprint(l["field"]))
+		if l["file"] == f.path("b.avro") && !strings.Contains(fmt.Sprint(l["problem"]), f.path("a.json")) {
+			t.Errorf("duplicate id problem does not name the other file: %v", l)
+		}
+	}
+	want := []string{"b.avro: data.id", "d.json: data.parameters.kinesis.maxRecords", "link.json: data.id"}
+	if !slices.Equal(want, refused) {
+		t.Errorf("refused %q, want %q", refused, want)
+	}
+	if l := f.log.lines("config disabled"); len(l) != 1 || l[0]["file"] != f.path("e.json") {
+		t.Errorf("disabled %v", l)
+	}
+}
+
+// The directory is checked before anything starts: one that cannot be read
+// is an error, not an empty set.
+func TestSupervisorRunNeedsAReadableDirectory(t *testing.T) {
+	s := NewSupervisor(Options{Logger: quiet})
+	if err := s.Run(t.Context(), filepath.Join(t.TempDir(), "missing")); err == nil {
+		t.Error("a missing directory is not an error")
+	}
+}
+
 func TestRescanInvalidVersionKeepsLastGood(t *testing.T) {
 	f := newReloadFixture(t)
 	f.write("a.json", observerConfig("obs.a", "stream-a", 100))
