@@ -18,7 +18,7 @@ import (
 // Every trigger — a file event in dir, an overflow of the event queue, a
 // value on Options.Reload, the periodic rescan — leads to the same rescan
 // once the directory has been quiet for Options.QuietPeriod. Only files whose
-// bytes changed are parsed again; see rescan for what a change does.
+// bytes changed are parsed again; see plan for what a change does.
 func (s *Supervisor) Run(ctx context.Context, dir string) error {
 	if _, err := ListConfigFiles(dir); err != nil {
 		return err
