@@ -110,7 +110,9 @@ func (p *reloadPlan) changes() bool {
 func plan(running map[string]*Entry, scanned []scannedFile) reloadPlan {
 	var p reloadPlan
 	var t claimTiers
-	for _, sf := range slices.SortedFunc(slices.Values(scanned), func(a, b scannedFile) int { return cmp.Compare(a.File, b.File) }) {
+	// In name order, so that between new files the first by name wins.
+	byName := func(a, b scannedFile) int { return cmp.Compare(a.File, b.File) }
+	for _, sf := range slices.SortedFunc(slices.Values(scanned), byName) {
 		p.classify(running[sf.File], sf, &t)
 	}
 	want := p.settleClaims(running, t)
