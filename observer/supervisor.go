@@ -69,7 +69,6 @@ type runningIngest struct {
 }
 
 type runningObserver struct {
-	entry  *Entry
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -229,7 +228,7 @@ func entryAttrs(e *Entry) []any {
 
 func (s *Supervisor) start(ctx context.Context, e *Entry) {
 	octx, cancel := context.WithCancel(ctx)
-	r := &runningObserver{entry: e, cancel: cancel, done: make(chan struct{})}
+	r := &runningObserver{cancel: cancel, done: make(chan struct{})}
 	s.observers[e.File] = r
 	s.wg.Add(1)
 	go func() {
