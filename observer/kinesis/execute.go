@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"math/rand/v2"
 	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
+	"github.com/sauna-io/sauna/observer/backoff"
 	"github.com/sauna-io/sauna/observer/deadletter"
 	"github.com/sauna-io/sauna/observer/outcomes"
 	"github.com/sauna-io/sauna/responders"
@@ -235,7 +235,7 @@ func (p *shardProcessor) execute(r *types.Record) bool {
 			letter.Reason, letter.Error = "retry_budget_exhausted", err.Error()
 			return p.deadLetterOrFail(ctx, out, letter, first, release)
 		}
-		delay := backoff(attempt, after, 30*time.Second)
+		delay := backoff.Policy{First: firstBackoff, Floor: after, Max: 30 * time.Second}.Delay(attempt)
 		p.log.Warn("command failed; retrying", "seq", out.Sequence, "command_id", cmd.ID, "responder", cmd.Module,
 			"attempt", attempt, "retry_in", delay.Round(time.Millisecond), "err", err)
 		if !p.sleep(p.o.intake, delay) {
@@ -298,7 +298,7 @@ func (p *shardProcessor) leaseFence() time.Time {
 // stops; the KCL ends a consumer whose renewal fails, so the wait is bounded.
 func (p *shardProcessor) awaitLease() bool {
 	for attempt := 1; !time.Now().Before(p.leaseFence()); attempt++ {
-		if p.o.leaseUntil(p.shardID).IsZero() || !p.sleep(p.o.intake, backoff(attempt, 0, time.Second)) {
+		if p.o.leaseUntil(p.shardID).IsZero() || !p.sleep(p.o.intake, backoff.Policy{First: firstBackoff, Max: time.Second}.Delay(attempt)) {
 			return false
 		}
 	}
@@ -331,7 +331,7 @@ func (p *shardProcessor) claim(ctx context.Context, cmd *responders.Command, out
 		default:
 			p.log.Warn("claiming the command failed; retrying", "seq", out.Sequence, "command_id", cmd.ID, "err", err)
 		}
-		if !p.sleep(p.o.intake, backoff(attempt, time.Second, 30*time.Second)) {
+		if !p.sleep(p.o.intake, backoff.Policy{First: firstBackoff, Floor: time.Second, Max: 30 * time.Second}.Delay(attempt)) {
 			return false, time.Time{}, false
 		}
 	}
@@ -354,7 +354,7 @@ func (p *shardProcessor) settle(ctx context.Context, out Outcome, first time.Tim
 				break
 			}
 			p.log.Warn("recording the command outcome failed; retrying", "command_id", out.CommandID, "err", err)
-			if !p.sleep(p.o.hard, backoff(attempt, 0, 5*time.Second)) {
+			if !p.sleep(p.o.hard, backoff.Policy{First: firstBackoff, Max: 5 * time.Second}.Delay(attempt)) {
 				// The command ran; without its outcome a restart runs it again
 				// once the claim expires. At least once, never lost.
 				release()
@@ -415,7 +415,7 @@ func (p *shardProcessor) reject(out Outcome, l deadletter.Letter, err error) boo
 				break
 			}
 			p.log.Warn("recording the rejection failed; retrying", "command_id", out.CommandID, "err", rerr)
-			if !p.sleep(ctx, backoff(attempt, 0, 5*time.Second)) {
+			if !p.sleep(ctx, backoff.Policy{First: firstBackoff, Max: 5 * time.Second}.Delay(attempt)) {
 				return false
 			}
 		}
@@ -454,13 +454,9 @@ func (p *shardProcessor) rejectDeadLetter(out *Outcome, l *deadletter.Letter, er
 // checkpoint.
 const maxResponderDelay = delivery.MaxVendorDelay
 
-// backoff is exponential with full jitter from 100 ms, capped, and never
-// shorter than what the responder asked for.
-func backoff(attempt int, atLeast, ceiling time.Duration) time.Duration {
-	c := min(ceiling, 100*time.Millisecond<<min(attempt, 16))
-	d := time.Duration(rand.Int64N(int64(c)) + 1)
-	return max(d, atLeast)
-}
+// firstBackoff is the longest wait before the first retry of a command or of
+// a table write; it doubles with each further attempt.
+const firstBackoff = 200 * time.Millisecond
 
 // runQueue passes started records to runner goroutines. A runner takes
 // records until none is left, then ends; one is started whenever a record

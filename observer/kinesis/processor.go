@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	kcl "github.com/vmware/vmware-go-kcl-v2/clientlibrary/interfaces"
 
+	"github.com/sauna-io/sauna/observer/backoff"
 	"github.com/sauna-io/sauna/observer/kinesis/leases"
 )
 
@@ -371,7 +372,7 @@ func (p *shardProcessor) write(cp kcl.IRecordProcessorCheckpointer, seq *string)
 			return false
 		}
 		p.log.Warn("checkpoint failed; retrying", "err", err, "attempt", attempt)
-		if !p.sleep(p.o.hard, backoff(attempt, 0, 5*time.Second)) {
+		if !p.sleep(p.o.hard, backoff.Policy{First: firstBackoff, Max: 5 * time.Second}.Delay(attempt)) {
 			return false
 		}
 	}
