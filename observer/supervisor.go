@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sauna-io/sauna/observer/backoff"
 	"github.com/sauna-io/sauna/observer/ingest"
 	"github.com/sauna-io/sauna/observer/kinesis"
 	"github.com/sauna-io/sauna/responders"
@@ -21,8 +22,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Observer is passed to every Kinesis observer (its Logger is replaced).
 	Observer kinesis.Options
-	// RestartBackoff is the first delay before an observer whose worker
-	// failed is started again; it doubles up to a minute.
+	// RestartBackoff is the shortest delay before an observer whose worker
+	// failed is started again, and the bound of the first one; the bound
+	// doubles up to a minute, and delays are jittered within it.
 	RestartBackoff time.Duration
 
 	// RescanInterval is the period of the full rescan of the config
@@ -241,8 +243,8 @@ func (s *Supervisor) start(ctx context.Context, e *Entry) {
 // keepRunning restarts an observer whose worker failed, with backoff, until
 // ctx ends.
 func (s *Supervisor) keepRunning(ctx context.Context, e *Entry) {
-	delay := s.opts.RestartBackoff
-	for {
+	pace := backoff.Policy{First: s.opts.RestartBackoff, Floor: s.opts.RestartBackoff, Max: time.Minute}
+	for attempt := 1; ; attempt++ {
 		opts := s.opts.Observer
 		opts.Logger = s.log
 		started := time.Now()
@@ -251,21 +253,17 @@ func (s *Supervisor) keepRunning(ctx context.Context, e *Entry) {
 			return
 		}
 		if time.Since(started) > 5*time.Minute {
-			delay = s.opts.RestartBackoff
+			attempt = 1
 		}
+		delay := pace.Delay(attempt)
 		level := slog.LevelError
 		if errors.Is(err, kinesis.ErrStopped) {
 			level = slog.LevelWarn
 		}
 		s.log.Log(ctx, level, "observer failed; restarting", "file", e.File, "id", e.ID, "retry_in", delay, "err", err)
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !backoff.Sleep(ctx, delay) {
 			return
-		case <-t.C:
 		}
-		delay = min(2*delay, time.Minute)
 	}
 }
 

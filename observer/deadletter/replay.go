@@ -16,6 +16,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	"github.com/google/uuid"
+
+	"github.com/sauna-io/sauna/observer/backoff"
 )
 
 // ReplayClient is the part of *kinesis.Client that Replay uses.
@@ -162,12 +164,12 @@ type replayer struct {
 	callTimeout time.Duration
 	// pollGap paces GetRecords on one shard: Kinesis allows 5 calls per
 	// second per shard, shared with every other reader of the stream.
-	pollGap                time.Duration
-	minBackoff, maxBackoff time.Duration
-	putAttempts            int
-	nextPut                time.Time
-	lastProgress           time.Time
-	stats                  Stats
+	pollGap      time.Duration
+	backoff      backoff.Policy
+	putAttempts  int
+	nextPut      time.Time
+	lastProgress time.Time
+	stats        Stats
 }
 
 // Replay reads every shard of opts.From, closed parents included, and puts
@@ -203,10 +205,10 @@ func newReplayer(kin ReplayClient, opts Options) *replayer {
 	now := time.Now()
 	return &replayer{
 		kin: kin, opts: opts,
-		start:       now,
-		callTimeout: DefaultCallTimeout,
-		pollGap:     250 * time.Millisecond,
-		minBackoff:  defaultMinBackoff, maxBackoff: defaultMaxBackoff,
+		start:        now,
+		callTimeout:  DefaultCallTimeout,
+		pollGap:      250 * time.Millisecond,
+		backoff:      defaultBackoff,
 		putAttempts:  8,
 		lastProgress: now,
 		stats: Stats{
@@ -424,7 +426,7 @@ func (r *replayer) record(ctx context.Context, shardID string, rec types.Record)
 	out, err := putRetrying(ctx, r.kin, putRetry{
 		stream: r.opts.To, key: c.key, data: data,
 		log:         slog.New(slog.DiscardHandler),
-		callTimeout: r.callTimeout, minBackoff: r.minBackoff, maxBackoff: r.maxBackoff,
+		callTimeout: r.callTimeout, backoff: r.backoff,
 		maxAttempts: r.putAttempts,
 	})
 	if err != nil {

@@ -14,6 +14,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	kintypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/sauna-io/sauna/observer/backoff"
 )
 
 // fakeStream serves fixed GetRecords pages per shard. An iterator is
@@ -257,7 +259,7 @@ func TestReplayPutErrors(t *testing.T) {
 	}
 	run := func(f *fakeStream) (Stats, error) {
 		r := newReplayer(f, Options{From: "dlq", To: "commands"})
-		r.pollGap, r.minBackoff, r.maxBackoff, r.putAttempts = time.Millisecond, time.Millisecond, time.Millisecond, 3
+		r.pollGap, r.backoff, r.putAttempts = time.Millisecond, backoff.Policy{First: time.Millisecond, Max: time.Millisecond}, 3
 		return r.run(t.Context())
 	}
 	f := newFake()

@@ -5,12 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/smithy-go"
+
+	"github.com/sauna-io/sauna/observer/backoff"
 )
 
 // PutRecorder is the part of *kinesis.Client the Writer uses.
@@ -21,8 +22,6 @@ type PutRecorder interface {
 // Defaults of a Writer.
 const (
 	DefaultCallTimeout = 10 * time.Second
-	defaultMinBackoff  = 100 * time.Millisecond
-	defaultMaxBackoff  = 10 * time.Second
 	// maxRecordBytes is Kinesis's default limit on a record's data plus its
 	// partition key (streams can be raised to 10 MiB; the default is assumed).
 	maxRecordBytes = 1 << 20
@@ -36,10 +35,15 @@ type Writer struct {
 	log    *slog.Logger
 	now    func() time.Time
 
-	callTimeout            time.Duration
-	minBackoff, maxBackoff time.Duration
-	maxRecordBytes         int
+	callTimeout    time.Duration
+	backoff        backoff.Policy
+	maxRecordBytes int
 }
+
+// defaultBackoff spaces the retries of a put, jittered so that the workers
+// of a fleet that lost the stream together do not retry in lockstep: up to
+// 100 ms at first, doubling to 10 s, never less than 50 ms.
+var defaultBackoff = backoff.Policy{First: 100 * time.Millisecond, Floor: 50 * time.Millisecond, Max: 10 * time.Second}
 
 // NewWriter returns a Writer for stream; log nil means slog.Default().
 func NewWriter(kin PutRecorder, stream string, log *slog.Logger) *Writer {
@@ -52,8 +56,7 @@ func NewWriter(kin PutRecorder, stream string, log *slog.Logger) *Writer {
 		log:            log.With("dead_letter_stream", stream),
 		now:            time.Now,
 		callTimeout:    DefaultCallTimeout,
-		minBackoff:     defaultMinBackoff,
-		maxBackoff:     defaultMaxBackoff,
+		backoff:        defaultBackoff,
 		maxRecordBytes: maxRecordBytes,
 	}
 }
@@ -94,7 +97,7 @@ func (w *Writer) Put(ctx context.Context, l Letter) error {
 		"sequence_number", l.SequenceNumber, "command_id", l.CommandID, "reason", l.Reason)
 	out, err := putRetrying(ctx, w.kin, putRetry{
 		stream: w.stream, key: key, data: data, log: log,
-		callTimeout: w.callTimeout, minBackoff: w.minBackoff, maxBackoff: w.maxBackoff,
+		callTimeout: w.callTimeout, backoff: w.backoff,
 	})
 	if err != nil {
 		return fmt.Errorf("dead letter for %s/%s to stream %s: %w", l.Shard, l.SequenceNumber, w.stream, err)
@@ -119,18 +122,17 @@ func partitionKey(l Letter) string {
 }
 
 type putRetry struct {
-	stream, key            string
-	data                   []byte
-	log                    *slog.Logger
-	callTimeout            time.Duration
-	minBackoff, maxBackoff time.Duration
-	maxAttempts            int // 0: until ctx ends
+	stream, key string
+	data        []byte
+	log         *slog.Logger
+	callTimeout time.Duration
+	backoff     backoff.Policy
+	maxAttempts int // 0: until ctx ends
 }
 
 // putRetrying puts one record, retrying every error that may go away. Each
 // call has its own deadline inside ctx.
 func putRetrying(ctx context.Context, kin PutRecorder, p putRetry) (*kinesis.PutRecordOutput, error) {
-	delay := p.minBackoff
 	for attempt := 1; ; attempt++ {
 		cctx, cancel := context.WithTimeout(ctx, p.callTimeout)
 		out, err := kin.PutRecord(cctx, &kinesis.PutRecordInput{
@@ -154,18 +156,11 @@ func putRetrying(ctx context.Context, kin PutRecorder, p putRetry) (*kinesis.Put
 		if p.maxAttempts > 0 && attempt >= p.maxAttempts {
 			return nil, fmt.Errorf("gave up after %d attempts: %w", attempt, err)
 		}
-		// Jitter keeps the workers of a fleet that lost the stream together
-		// from retrying in lockstep.
-		wait := delay/2 + rand.N(delay/2+1)
+		wait := p.backoff.Delay(attempt)
 		p.log.Warn("put failed; retrying", "attempt", attempt, "retry_in", wait, "err", err)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !backoff.Sleep(ctx, wait) {
 			return nil, fmt.Errorf("gave up after %d attempts: %w (last error: %v)", attempt, ctx.Err(), err)
-		case <-t.C:
 		}
-		delay = min(delay*2, p.maxBackoff)
 	}
 }
 

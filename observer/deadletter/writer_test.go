@@ -15,6 +15,7 @@ import (
 	"github.com/aws/smithy-go"
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/sauna-io/sauna/observer/backoff"
 	"github.com/sauna-io/sauna/observer/kinesis/emulator"
 )
 
@@ -52,7 +53,7 @@ func apiErr(code string) error { return &smithy.GenericAPIError{Code: code, Mess
 func testWriter(t *testing.T, kin PutRecorder) *Writer {
 	w := NewWriter(kin, "dlq", slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	w.callTimeout = time.Second
-	w.minBackoff, w.maxBackoff = time.Millisecond, 4*time.Millisecond
+	w.backoff = backoff.Policy{First: time.Millisecond, Max: 4 * time.Millisecond}
 	return w
 }
 

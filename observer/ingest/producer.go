@@ -3,7 +3,6 @@ package ingest
 import (
 	"context"
 	"errors"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,6 +11,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	"github.com/aws/smithy-go"
+
+	"github.com/sauna-io/sauna/observer/backoff"
 )
 
 // Putter is the part of the Kinesis client the producer uses.
@@ -97,8 +98,9 @@ type ProducerOptions struct {
 	MaxQueued int
 	// MaxConcurrent bounds the PutRecords calls in flight.
 	MaxConcurrent int
-	// Backoff is the first delay before failed records are sent again; it
-	// doubles up to a second (default 50 ms).
+	// Backoff bounds the first delay before failed records are sent again;
+	// the bound doubles up to a second, and no delay is shorter than half
+	// of Backoff (default 50 ms).
 	Backoff time.Duration
 }
 
@@ -300,8 +302,8 @@ func (p *Producer) collect(ctx context.Context) {
 // send puts batch, resending the records that fail, with backoff, until
 // each is accepted or its deadline passes.
 func (p *Producer) send(ctx context.Context, batch []*record) {
-	delay := p.opts.Backoff
-	for {
+	pace := backoff.Policy{First: p.opts.Backoff, Floor: p.opts.Backoff / 2, Max: time.Second}
+	for attempt := 1; ; attempt++ {
 		now := time.Now()
 		live := batch[:0]
 		for _, r := range batch {
@@ -322,17 +324,12 @@ func (p *Producer) send(ctx context.Context, batch []*record) {
 		if len(batch) == 0 {
 			return
 		}
-		t := time.NewTimer(delay/2 + rand.N(delay/2+1))
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
+		if !backoff.Sleep(ctx, pace.Delay(attempt)) {
 			for _, r := range batch {
 				p.failed(r, r.lastState, r.lastMsg+"; sauna is stopping")
 			}
 			return
 		}
-		delay = min(2*delay, time.Second)
 	}
 }
 

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/sauna-io/sauna/observer/admin"
+	"github.com/sauna-io/sauna/observer/backoff"
 	"github.com/sauna-io/sauna/observer/kinesis"
 )
 
@@ -39,8 +40,9 @@ type Options struct {
 	// NewPutter builds the Kinesis client of a config (default: the AWS SDK
 	// client, with the config's static keys or the default chain).
 	NewPutter func(ctx context.Context, cfg Config) (Putter, error)
-	// RestartBackoff is the first delay before a listener that failed to
-	// start is tried again; it doubles up to a minute (default 1 s).
+	// RestartBackoff is the shortest delay before a listener that failed to
+	// start is tried again, and the bound of the first one; the bound
+	// doubles up to a minute, and delays are jittered within it (default 1 s).
 	RestartBackoff time.Duration
 }
 
@@ -131,12 +133,14 @@ func (s *Server) setState(addr net.Addr, err error) {
 // what it depends on or when it fails. At the end open requests are
 // answered (each is bounded by its put timeout) before Run returns.
 func (s *Server) Run(ctx context.Context) {
-	delay := s.opts.RestartBackoff
-	for {
+	pace := backoff.Policy{First: s.opts.RestartBackoff, Floor: s.opts.RestartBackoff, Max: time.Minute}
+	for attempt := 1; ; {
 		cfg := *s.cfg.Load()
 		g, err := s.start(ctx, cfg)
 		if err != nil {
 			s.setState(nil, err)
+			delay := pace.Delay(attempt)
+			attempt++
 			s.log.Error("ingest listener cannot start; retrying", "file", cfg.File, "listen", cfg.Listen, "retry_in", delay, "err", err)
 			t := time.NewTimer(delay)
 			select {
@@ -147,10 +151,9 @@ func (s *Server) Run(ctx context.Context) {
 			case <-s.changed:
 				t.Stop()
 			}
-			delay = min(2*delay, time.Minute)
 			continue
 		}
-		delay = s.opts.RestartBackoff
+		attempt = 1
 		s.setState(g.ln.Addr(), nil)
 		s.log.Info("ingest listening", "addr", g.ln.Addr().String(), "stream", cfg.StreamName, "tls", cfg.TLSCert != "", "tokens", len(cfg.Tokens))
 		if !cfg.Loopback() && cfg.TLSCert == "" {
