@@ -1,20 +1,23 @@
 // Package delivery is the HTTP discipline shared by every responder that
 // calls a vendor: one rate limiter per destination, waited on before every
-// attempt; bounded retries with exponential backoff and full jitter inside a
-// per-command time budget; the vendor's own Retry-After honoured, up to
-// MaxVendorDelay; request timeouts; response bodies read with a size cap;
-// errors and log lines that never carry a secret; and the caller's
-// ownership fence (package fence) checked on every write to the connection,
-// so that nothing is sent once it has passed.
+// request; the vendor's own Retry-After honoured, up to MaxVendorDelay, by
+// pausing every command bound to the same destination; request timeouts;
+// response bodies read with a size cap; errors and log lines that never carry
+// a secret; and the caller's ownership fence (package fence) checked on every
+// write to the connection, so that nothing is sent once it has passed.
 //
 // A responder builds one Client in its constructor and calls Send once per
-// command with a Classifier that turns each vendor reply into nil (done),
-// responders.Permanent(err) or responders.Retryable(err, after). Send returns
-// nil, the first permanent error, or, once the attempts or the budget run
-// out, the last error as retryable with the delay the vendor asked for: the
-// caller above decides whether to try again later or to dead-letter. A fence
-// that passed ends Send at once with a retryable error wrapping
-// fence.ErrPassed: nothing of that attempt was sent.
+// command with a Classifier that turns the vendor's reply into nil (done),
+// responders.Permanent(err) or responders.Retryable(err, after). Send makes
+// one request at most and returns that verdict: it does not retry. The
+// caller above owns the retries (the observer, with its backoff and retry
+// budget), and it logs the failures; Send logs none, so that one failure
+// shows once. A retryable error carries the delay the vendor asked for,
+// capped at MaxVendorDelay (zero when it named none). While a destination
+// is paused by such a delay, Send returns at once with a retryable error
+// carrying what is left of the pause, and sends nothing. A fence that
+// passed also ends Send with a retryable error, wrapping fence.ErrPassed:
+// nothing was sent.
 package delivery
 
 import (
@@ -24,7 +27,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"slices"
@@ -34,21 +36,10 @@ import (
 	"github.com/sauna-io/sauna/responders/fence"
 )
 
-// Policy bounds the work spent on one command. Zero fields take the defaults
-// of DefaultPolicy.
+// Policy bounds the work spent on one request. Zero fields take the
+// defaults of DefaultPolicy.
 type Policy struct {
-	// MaxAttempts is the number of requests Send makes at most.
-	MaxAttempts int
-	// MaxElapsed is the budget for all attempts of one Send, waits included.
-	// The caller holds a Kinesis shard while Send runs, so it stays short;
-	// longer outages are retried by the caller.
-	MaxElapsed time.Duration
-	// BaseDelay and MaxDelay shape the backoff: before attempt n+1 Send waits
-	// a uniformly random time in [0, min(MaxDelay, BaseDelay*2^(n-1))),
-	// unless the vendor named a delay.
-	BaseDelay time.Duration
-	MaxDelay  time.Duration
-	// RequestTimeout bounds one attempt, from dialling to the end of the body.
+	// RequestTimeout bounds the request, from dialling to the end of the body.
 	RequestTimeout time.Duration
 	// MaxResponseBytes caps how much of a response body is read.
 	MaxResponseBytes int64
@@ -62,10 +53,6 @@ type Policy struct {
 // DefaultPolicy returns the policy used for zero Policy fields.
 func DefaultPolicy() Policy {
 	return Policy{
-		MaxAttempts:      4,
-		MaxElapsed:       30 * time.Second,
-		BaseDelay:        500 * time.Millisecond,
-		MaxDelay:         8 * time.Second,
 		RequestTimeout:   10 * time.Second,
 		MaxResponseBytes: 64 << 10,
 		MaxVendorDelay:   MaxVendorDelay,
@@ -78,18 +65,6 @@ const MaxVendorDelay = 5 * time.Minute
 
 func (p Policy) withDefaults() Policy {
 	d := DefaultPolicy()
-	if p.MaxAttempts <= 0 {
-		p.MaxAttempts = d.MaxAttempts
-	}
-	if p.MaxElapsed <= 0 {
-		p.MaxElapsed = d.MaxElapsed
-	}
-	if p.BaseDelay <= 0 {
-		p.BaseDelay = d.BaseDelay
-	}
-	if p.MaxDelay <= 0 {
-		p.MaxDelay = d.MaxDelay
-	}
 	if p.RequestTimeout <= 0 {
 		p.RequestTimeout = d.RequestTimeout
 	}
@@ -115,18 +90,16 @@ type Options struct {
 	// carry credentials to another host or turn a fixed webhook URL into a
 	// request to an internal address.
 	Transport http.RoundTripper
-	// Logger receives one line per attempt; nil discards them.
+	// Logger receives a debug line per delivered request; nil discards
+	// them. Failures are returned, not logged: the caller that owns the
+	// retries logs them once.
 	Logger *slog.Logger
 	// UserAgent is sent unless the request sets its own; "" means "sauna".
 	UserAgent string
 
-	// Now, Sleep and Jitter default to the real clock and math/rand/v2. Tests
-	// usually keep them and run under testing/synctest, whose fake clock also
-	// drives the rate limiters; a Sleep that records instead of waiting suits
-	// tests that talk to a real loopback server.
-	Now    func() time.Time
-	Sleep  func(ctx context.Context, d time.Duration) error
-	Jitter func(ceiling time.Duration) time.Duration
+	// Now defaults to the real clock. Tests usually keep it and run under
+	// testing/synctest, whose fake clock also drives the rate limiters.
+	Now func() time.Time
 }
 
 // Client sends requests under one Policy and Limit. It is safe for
@@ -139,8 +112,6 @@ type Client struct {
 	log       *slog.Logger
 	userAgent string
 	now       func() time.Time
-	sleep     func(context.Context, time.Duration) error
-	jitter    func(time.Duration) time.Duration
 	dests     *destinations
 }
 
@@ -164,8 +135,6 @@ func New(o Options) (*Client, error) {
 		log:       o.Logger,
 		userAgent: o.UserAgent,
 		now:       o.Now,
-		sleep:     o.Sleep,
-		jitter:    o.Jitter,
 	}
 	if ci, ok := tr.(interface{ CloseIdleConnections() }); ok {
 		c.closeIdle = ci.CloseIdleConnections
@@ -178,12 +147,6 @@ func New(o Options) (*Client, error) {
 	}
 	if c.now == nil {
 		c.now = time.Now
-	}
-	if c.sleep == nil {
-		c.sleep = sleep
-	}
-	if c.jitter == nil {
-		c.jitter = fullJitter
 	}
 	c.dests = newDestinations(o.Limit, c.now)
 	return c, nil
@@ -201,41 +164,7 @@ func (c *Client) Close() error {
 	return nil
 }
 
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func fullJitter(ceiling time.Duration) time.Duration {
-	if ceiling <= 0 {
-		return 0
-	}
-	return time.Duration(rand.Int64N(int64(ceiling)))
-}
-
-// backoff is the wait after a failed attempt when the vendor named none.
-// Full jitter spreads the retries of many commands that failed together
-// (one vendor outage) instead of letting them return in lockstep.
-func (c *Client) backoff(attempt int) time.Duration {
-	ceiling := c.policy.MaxDelay
-	if shift := attempt - 1; shift < 32 {
-		if d := c.policy.BaseDelay << shift; d > 0 && d < ceiling {
-			ceiling = d
-		}
-	}
-	return c.jitter(ceiling)
-}
-
-// Request is one logical call to a vendor; Send may make it several times.
+// Request is one call to a vendor.
 type Request struct {
 	// Method defaults to POST.
 	Method string
@@ -254,13 +183,14 @@ type Request struct {
 	// (the credential after an auth scheme, ...). Entries shorter than 4
 	// bytes are ignored.
 	Secrets []string
-	// Prepare, if set, runs before each attempt on that attempt's headers, so
-	// that a signature can cover the attempt's own timestamp.
+	// Prepare, if set, runs on the request's headers just before it is
+	// sent, so that a signature can cover the moment of sending, waits for
+	// the rate limiter included.
 	Prepare func(h http.Header, now time.Time)
 }
 
-// Send makes req until classify accepts a reply, a reply is permanent, or
-// the policy is exhausted. See the package doc for what it returns.
+// Send makes req once, after its turn at the destination's rate limiter,
+// and returns the verdict on the reply. See the package doc.
 func (c *Client) Send(ctx context.Context, req Request, classify Classifier) error {
 	if req.Method == "" {
 		req.Method = http.MethodPost
@@ -277,101 +207,58 @@ func (c *Client) Send(ctx context.Context, req Request, classify Classifier) err
 		key = req.URL
 	}
 	dest := c.dests.get(key)
-	log := c.log.With("destination", origin)
 
+	// A pause is the caller's to wait out, like any other retry delay: it
+	// knows its budget and when it must stop. It is checked again after
+	// the rate limiter, which may have kept this request while another one
+	// to the destination was told to wait.
+	if err := c.paused(dest, label); err != nil {
+		return err
+	}
+	if err := dest.lim.Wait(ctx); err != nil {
+		return responders.Retryable(&sendError{msg: label + ": local rate limit: " + err.Error(), err: err}, 0)
+	}
+	if err := c.paused(dest, label); err != nil {
+		return err
+	}
 	start := c.now()
-	deadline := start.Add(c.policy.MaxElapsed)
-	budget, cancel := context.WithDeadline(ctx, deadline)
-	defer cancel()
-
-	var last error
-	for attempt := 1; ; attempt++ {
-		if err := c.waitTurn(budget, dest, deadline); err != nil {
-			if last == nil {
-				last = &sendError{msg: label + ": " + err.Error(), err: err}
-			}
-			return c.giveUp(ctx, log, red, dest, last, attempt-1, start)
-		}
-		resp, err := c.attempt(budget, &req, classify, red)
-		if errors.Is(err, fence.ErrPassed) {
-			// Nothing was sent, and trying again cannot help until the
-			// caller has renewed what the fence stands for.
-			log.Debug("attempt not sent: fence passed", "attempt", attempt, "err", err.Error())
-			return responders.Retryable(&sendError{msg: label + ": " + err.Error(), err: err}, 0)
-		}
-		verdict, after := responders.Classify(err)
-		status := 0
-		if resp != nil {
-			status = resp.Status
-		}
-		if err == nil {
-			log.Debug("delivered", "attempt", attempt, "status", status, "elapsed", c.now().Sub(start))
-			return nil
-		}
-		err = &sendError{msg: red.string(label + ": " + err.Error()), err: err}
-		if verdict == responders.Fail {
-			log.Debug("attempt failed permanently", "attempt", attempt, "status", status, "err", err.Error())
-			return err
-		}
-		last = err
-		after = min(after, c.policy.MaxVendorDelay)
-		if after > 0 {
-			// A rate limit applies to the destination, not to this command:
-			// hold every command bound there until the vendor's delay passes.
-			dest.pauseUntil(c.now().Add(after))
-		}
-		if ctx.Err() != nil || attempt >= c.policy.MaxAttempts {
-			return c.giveUp(ctx, log, red, dest, last, attempt, start)
-		}
-		delay := after
-		if delay <= 0 {
-			delay = c.backoff(attempt)
-		}
-		// An attempt must have some budget left once the wait is over.
-		if !c.now().Add(delay).Before(deadline) {
-			return c.giveUp(ctx, log, red, dest, last, attempt, start)
-		}
-		log.Info("attempt failed; retrying", "attempt", attempt, "status", status, "retry_in", delay, "err", err.Error())
-		if err := c.sleep(budget, delay); err != nil {
-			return c.giveUp(ctx, log, red, dest, last, attempt, start)
-		}
+	resp, err := c.attempt(ctx, &req, classify, red)
+	if errors.Is(err, fence.ErrPassed) {
+		// Nothing was sent, and trying again cannot help until the caller
+		// has renewed what the fence stands for.
+		return responders.Retryable(&sendError{msg: label + ": " + err.Error(), err: err}, 0)
 	}
-}
-
-// waitTurn blocks until the destination accepts another request: first any
-// pause a vendor asked for, then the rate limiter.
-func (c *Client) waitTurn(ctx context.Context, d *destination, deadline time.Time) error {
-	if until, now := d.pausedUntil(), c.now(); until.After(now) {
-		if !until.Before(deadline) {
-			return fmt.Errorf("destination paused by the vendor for %s, beyond the retry budget", until.Sub(now).Round(time.Millisecond))
-		}
-		if err := c.sleep(ctx, until.Sub(now)); err != nil {
-			return err
-		}
+	if err == nil {
+		c.log.Debug("delivered", "destination", origin, "status", resp.Status, "elapsed", c.now().Sub(start))
+		return nil
 	}
-	if err := d.lim.Wait(ctx); err != nil {
-		return fmt.Errorf("local rate limit: %w", err)
+	err = &sendError{msg: red.string(label + ": " + err.Error()), err: err}
+	verdict, after := responders.Classify(err)
+	if verdict == responders.Fail {
+		return err
 	}
-	return nil
-}
-
-// giveUp returns the last failure as retryable, carrying what is left of the
-// vendor's delay so the caller does not come back sooner than it asked.
-func (c *Client) giveUp(ctx context.Context, log *slog.Logger, red *redactor, dest *destination, last error, attempts int, start time.Time) error {
-	now := c.now()
-	elapsed := now.Sub(start).Round(time.Millisecond)
-	after := max(dest.pausedUntil().Sub(now), 0)
-	why := fmt.Sprintf("gave up after %d attempt(s) in %s", attempts, elapsed)
-	if ctx.Err() != nil {
-		why = fmt.Sprintf("stopped after %d attempt(s): %v", attempts, ctx.Err())
+	after = min(after, c.policy.MaxVendorDelay)
+	if after > 0 {
+		// A rate limit applies to the destination, not to this command:
+		// hold every command bound there until the vendor's delay passes.
+		dest.pauseUntil(c.now().Add(after))
 	}
-	err := &sendError{msg: red.string(last.Error()) + " (" + why + ")", err: last}
-	log.Info("delivery not completed", "attempts", attempts, "elapsed", elapsed, "err", err.Error())
 	var re *responders.RetryableError
-	if errors.As(last, &re) && re.After == after {
+	if errors.As(err, &re) && re.After == after {
 		return err
 	}
 	return responders.Retryable(err, after)
+}
+
+// paused returns a retryable error carrying what is left of the pause a
+// vendor asked of the destination, if any.
+func (c *Client) paused(d *destination, label string) error {
+	left := d.pausedUntil().Sub(c.now())
+	if left <= 0 {
+		return nil
+	}
+	return responders.Retryable(fmt.Errorf("%s: destination paused by the vendor for another %s; nothing sent",
+		label, left.Round(time.Millisecond)), left)
 }
 
 // attempt makes one request. The returned error is already classified; it
@@ -424,14 +311,14 @@ func (c *Client) attempt(ctx context.Context, req *Request, classify Classifier,
 
 // transportError describes a failed round trip without the request URL,
 // which *url.Error quotes in full.
-func (c *Client) transportError(budget, attempt context.Context, err error) error {
+func (c *Client) transportError(caller, attempt context.Context, err error) error {
 	var uerr *url.Error
 	if errors.As(err, &uerr) {
 		err = uerr.Err
 	}
 	switch {
-	case budget.Err() != nil:
-		return fmt.Errorf("no response before the end of the %s retry budget: %w", c.policy.MaxElapsed, budget.Err())
+	case caller.Err() != nil:
+		return fmt.Errorf("request abandoned by the caller: %w", caller.Err())
 	case attempt.Err() != nil:
 		return fmt.Errorf("no response within the %s request timeout: %w", c.policy.RequestTimeout, attempt.Err())
 	}

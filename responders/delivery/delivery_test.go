@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -28,9 +27,6 @@ func ok200(r *delivery.Response) error {
 	return delivery.Standard(r, delivery.Is(http.StatusOK), r.Text())
 }
 
-// maxJitter makes every backoff its ceiling, so that attempt times are exact.
-func maxJitter(c time.Duration) time.Duration { return c }
-
 // offsets returns each request's arrival relative to start.
 func offsets(reqs []deliverytest.Request, start time.Time) []time.Duration {
 	out := make([]time.Duration, len(reqs))
@@ -40,140 +36,121 @@ func offsets(reqs []deliverytest.Request, start time.Time) []time.Duration {
 	return out
 }
 
+// Send makes one request and returns its verdict; it never retries, even
+// when the reply is retryable.
 func TestSendVerdicts(t *testing.T) {
 	s := time.Second
-	ms := time.Millisecond
 	tests := []struct {
 		name      string
 		policy    delivery.Policy
-		replies   func(now time.Time) []R
+		reply     func(now time.Time) R
+		classify  delivery.Classifier
 		verdict   responders.Verdict
 		after     time.Duration
-		attempts  []time.Duration
+		took      time.Duration
 		errSubstr string
 	}{
 		{
-			name:     "success at once",
-			replies:  func(time.Time) []R { return []R{{Status: 200, Body: "ok"}} },
-			verdict:  responders.Done,
-			attempts: []time.Duration{0},
+			name:    "success",
+			reply:   func(time.Time) R { return R{Status: 200, Body: "ok"} },
+			verdict: responders.Done,
 		},
 		{
-			name:     "5xx then success backs off exponentially",
-			replies:  func(time.Time) []R { return []R{{Status: 503}, {Status: 502}, {Status: 200}} },
-			verdict:  responders.Done,
-			attempts: []time.Duration{0, 500 * ms, 1500 * ms},
+			name:      "5xx is retryable, with no delay of its own",
+			reply:     func(time.Time) R { return R{Status: 503, Body: "maintenance"} },
+			verdict:   responders.Retry,
+			errSubstr: "POST http://vendor.test: HTTP 503 Service Unavailable: maintenance",
 		},
+		{name: "501 is retryable", reply: func(time.Time) R { return R{Status: 501} }, verdict: responders.Retry},
+		{name: "599 is retryable", reply: func(time.Time) R { return R{Status: 599} }, verdict: responders.Retry},
+		{name: "408 is retryable", reply: func(time.Time) R { return R{Status: 408} }, verdict: responders.Retry},
 		{
-			name: "429 with Retry-After seconds",
-			replies: func(time.Time) []R {
-				return []R{{Status: 429, Header: map[string]string{"Retry-After": "7"}}, {Status: 200}}
-			},
-			verdict:  responders.Done,
-			attempts: []time.Duration{0, 7 * s},
+			name:    "429 with Retry-After seconds",
+			reply:   func(time.Time) R { return R{Status: 429, Header: map[string]string{"Retry-After": "7"}} },
+			verdict: responders.Retry,
+			after:   7 * s,
 		},
 		{
 			name: "429 with Retry-After HTTP-date",
-			replies: func(now time.Time) []R {
-				return []R{{Status: 429, Header: map[string]string{"Retry-After": now.Add(12 * s).UTC().Format(http.TimeFormat)}}, {Status: 200}}
+			reply: func(now time.Time) R {
+				return R{Status: 429, Header: map[string]string{"Retry-After": now.Add(12 * s).UTC().Format(http.TimeFormat)}}
 			},
-			verdict:  responders.Done,
-			attempts: []time.Duration{0, 12 * s},
+			verdict: responders.Retry,
+			after:   12 * s,
 		},
 		{
 			name: "429 with X-RateLimit-Reset epoch seconds",
-			replies: func(now time.Time) []R {
-				return []R{{Status: 429, Header: map[string]string{"X-RateLimit-Reset": strconv.FormatInt(now.Add(5*s).Unix(), 10)}}, {Status: 200}}
+			reply: func(now time.Time) R {
+				return R{Status: 429, Header: map[string]string{"X-RateLimit-Reset": strconv.FormatInt(now.Add(5*s).Unix(), 10)}}
 			},
-			verdict:  responders.Done,
-			attempts: []time.Duration{0, 5 * s},
+			verdict: responders.Retry,
+			after:   5 * s,
 		},
 		{
-			name:      "400 is permanent and not retried",
-			replies:   func(time.Time) []R { return []R{{Status: 400, Body: "invalid_payload"}} },
+			name:      "400 is permanent",
+			reply:     func(time.Time) R { return R{Status: 400, Body: "invalid_payload"} },
 			verdict:   responders.Fail,
-			attempts:  []time.Duration{0},
 			errSubstr: "POST http://vendor.test: HTTP 400 Bad Request: invalid_payload",
 		},
 		{
 			name: "redirects are not followed",
-			replies: func(time.Time) []R {
-				return []R{{Status: 302, Header: map[string]string{"Location": "http://169.254.169.254/"}}}
+			reply: func(time.Time) R {
+				return R{Status: 302, Header: map[string]string{"Location": "http://169.254.169.254/"}}
 			},
 			verdict:   responders.Fail,
-			attempts:  []time.Duration{0},
 			errSubstr: "HTTP 302 Found",
 		},
 		{
 			name:      "404 is permanent",
-			replies:   func(time.Time) []R { return []R{{Status: 404}} },
+			reply:     func(time.Time) R { return R{Status: 404} },
 			verdict:   responders.Fail,
-			attempts:  []time.Duration{0},
 			errSubstr: "HTTP 404 Not Found",
 		},
 		{
-			name:     "every 5xx is retryable",
-			replies:  func(time.Time) []R { return []R{{Status: 501}, {Status: 599}, {Status: 408}, {Status: 200}} },
-			verdict:  responders.Done,
-			attempts: []time.Duration{0, 500 * ms, 1500 * ms, 3500 * ms},
-		},
-		{
-			name:      "attempts run out: last error, retryable",
-			policy:    delivery.Policy{MaxAttempts: 3},
-			replies:   func(time.Time) []R { return []R{{Status: 500, Body: "rollup_error"}} },
+			name:      "slow vendor: the request times out",
+			policy:    delivery.Policy{RequestTimeout: 2 * s},
+			reply:     func(time.Time) R { return R{Status: 200, Delay: time.Hour} },
 			verdict:   responders.Retry,
-			attempts:  []time.Duration{0, 500 * ms, 1500 * ms},
-			errSubstr: "HTTP 500 Internal Server Error: rollup_error (gave up after 3 attempt(s) in 1.5s)",
-		},
-		{
-			name: "budget runs out: the vendor's delay is handed up",
-			replies: func(time.Time) []R {
-				return []R{{Status: 429, Header: map[string]string{"Retry-After": "20"}}}
-			},
-			verdict:   responders.Retry,
-			after:     20 * s,
-			attempts:  []time.Duration{0, 20 * s},
-			errSubstr: "gave up after 2 attempt(s) in 20s",
-		},
-		{
-			name:      "slow vendor: each attempt times out",
-			policy:    delivery.Policy{MaxAttempts: 2, RequestTimeout: 2 * s},
-			replies:   func(time.Time) []R { return []R{{Status: 200, Delay: time.Hour}} },
-			verdict:   responders.Retry,
-			attempts:  []time.Duration{0, 2500 * ms},
+			took:      2 * s,
 			errSubstr: "no response within the 2s request timeout",
 		},
 		{
-			name:      "slow vendor past the budget",
-			policy:    delivery.Policy{MaxElapsed: 5 * s, RequestTimeout: 10 * s},
-			replies:   func(time.Time) []R { return []R{{Status: 200, Delay: time.Hour}} },
+			// The caller retries what no verdict marks as final.
+			name:      "an unclassified error is retryable",
+			reply:     func(time.Time) R { return R{Status: 200} },
+			classify:  func(*delivery.Response) error { return errors.New("unexpected reply") },
 			verdict:   responders.Retry,
-			attempts:  []time.Duration{0},
-			errSubstr: "no response before the end of the 5s retry budget: context deadline exceeded",
+			errSubstr: "unexpected reply",
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				start := time.Now()
-				vendor := deliverytest.NewVendor(tt.replies(start)...)
+				vendor := deliverytest.NewVendor(tt.reply(start), R{Status: 200})
 				srv := deliverytest.NewServer(t, vendor)
-				c, err := delivery.New(delivery.Options{
-					Policy:    tt.policy,
-					Limit:     delivery.Unlimited,
-					Transport: srv.Transport,
-					Jitter:    maxJitter,
-				})
+				c, err := delivery.New(delivery.Options{Policy: tt.policy, Limit: delivery.Unlimited, Transport: srv.Transport})
 				if err != nil {
 					t.Fatal(err)
 				}
-				err = c.Send(t.Context(), delivery.Request{URL: srv.URL + "/hook", Body: []byte(`{}`)}, ok200)
+				classify := tt.classify
+				if classify == nil {
+					classify = ok200
+				}
+				err = c.Send(t.Context(), delivery.Request{URL: srv.URL + "/hook", Body: []byte(`{}`)}, classify)
+				if got := time.Since(start); got != tt.took {
+					t.Errorf("Send took %v, want %v", got, tt.took)
+				}
 				verdict, after := responders.Classify(err)
 				if verdict != tt.verdict || after != tt.after {
 					t.Errorf("Classify = %v, %v; want %v, %v (err: %v)", verdict, after, tt.verdict, tt.after, err)
 				}
-				if diff := cmp.Diff(tt.attempts, offsets(vendor.Requests(), start)); diff != "" {
-					t.Errorf("attempt times (-want +got):\n%s", diff)
+				var re *responders.RetryableError
+				if tt.verdict == responders.Retry && !errors.As(err, &re) {
+					t.Errorf("err = %v, want a *responders.RetryableError", err)
+				}
+				if diff := cmp.Diff([]time.Duration{0}, offsets(vendor.Requests(), start)); diff != "" {
+					t.Errorf("request times (-want +got):\n%s", diff)
 				}
 				if tt.errSubstr != "" && (err == nil || !strings.Contains(err.Error(), tt.errSubstr)) {
 					t.Errorf("err = %v, want it to contain %q", err, tt.errSubstr)
@@ -223,45 +200,70 @@ func TestLimiterSpacesRequestsPerDestination(t *testing.T) {
 	})
 }
 
-func TestLimiterGatesRetriesToo(t *testing.T) {
+// The limiter's wait is bounded by the caller's context; a request that
+// gave up its turn sends nothing.
+func TestLimiterWaitEndsWithTheCaller(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		start := time.Now()
-		vendor := deliverytest.NewVendor(R{Status: 503}, R{Status: 200})
+		vendor := deliverytest.NewVendor()
 		srv := deliverytest.NewServer(t, vendor)
-		c, _ := delivery.New(delivery.Options{
-			Limit:     delivery.PerSecond(1, 1),
-			Transport: srv.Transport,
-			Jitter:    func(time.Duration) time.Duration { return 0 },
-		})
+		c, _ := delivery.New(delivery.Options{Limit: delivery.PerSecond(0.1, 1), Transport: srv.Transport})
 		if err := c.Send(t.Context(), delivery.Request{URL: srv.URL}, ok200); err != nil {
 			t.Fatal(err)
 		}
-		// The backoff is zero here, so only the limiter spaces the retry.
-		want := []time.Duration{0, time.Second}
-		if diff := cmp.Diff(want, offsets(vendor.Requests(), start)); diff != "" {
-			t.Errorf("arrival times (-want +got):\n%s", diff)
+		ctx, cancel := context.WithCancel(t.Context())
+		time.AfterFunc(3*time.Second, cancel)
+		err := c.Send(ctx, delivery.Request{URL: srv.URL}, ok200)
+		if v, _ := responders.Classify(err); v != responders.Retry || !errors.Is(err, context.Canceled) {
+			t.Errorf("err = %v (%v), want a retryable context.Canceled", err, v)
+		}
+		if got := time.Since(start); got != 3*time.Second {
+			t.Errorf("Send returned after %v, want 3s (when its caller gave up)", got)
+		}
+		// The turn given up goes to the next request, about 10 s after the
+		// first (the limiter's arithmetic is in floating point).
+		if err := c.Send(t.Context(), delivery.Request{URL: srv.URL}, ok200); err != nil {
+			t.Fatal(err)
+		}
+		got := offsets(vendor.Requests(), start)
+		if len(got) != 2 || got[1] < 10*time.Second-time.Millisecond || got[1] > 10*time.Second {
+			t.Errorf("arrival times %v, want [0s ~10s]", got)
 		}
 	})
 }
 
+// A vendor's delay pauses the destination: until it passes, Send to that
+// destination sends nothing and hands back what is left of it, for the
+// caller to wait out.
 func TestVendorDelayHoldsTheWholeDestination(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		start := time.Now()
 		vendor := deliverytest.NewVendor(R{Status: 429, Header: map[string]string{"Retry-After": "10"}}, R{Status: 200})
 		srv := deliverytest.NewServer(t, vendor)
 		c, _ := delivery.New(delivery.Options{Limit: delivery.Unlimited, Transport: srv.Transport})
-		var wg sync.WaitGroup
-		wg.Go(func() {
-			if err := c.Send(t.Context(), delivery.Request{URL: srv.URL, Destination: "d"}, ok200); err != nil {
-				t.Error(err)
-			}
-		})
-		time.Sleep(time.Second)
-		if err := c.Send(t.Context(), delivery.Request{URL: srv.URL, Destination: "d"}, ok200); err != nil {
-			t.Error(err)
+		send := func(dest string) error {
+			return c.Send(t.Context(), delivery.Request{URL: srv.URL, Destination: dest}, ok200)
 		}
-		wg.Wait()
-		want := []time.Duration{0, 10 * time.Second, 10 * time.Second}
+		if v, after := responders.Classify(send("d")); v != responders.Retry || after != 10*time.Second {
+			t.Fatalf("first Send: %v after %v, want retryable after 10s", v, after)
+		}
+		time.Sleep(time.Second)
+		err := send("d")
+		if v, after := responders.Classify(err); v != responders.Retry || after != 9*time.Second {
+			t.Errorf("Send during the pause: %v after %v, want retryable after the 9s left (err: %v)", v, after, err)
+		}
+		if err == nil || !strings.Contains(err.Error(), "paused by the vendor") || !strings.Contains(err.Error(), "nothing sent") {
+			t.Errorf("err = %v, want it to say the destination is paused and nothing was sent", err)
+		}
+		// Another destination is not held.
+		if err := send("e"); err != nil {
+			t.Errorf("Send to another destination: %v", err)
+		}
+		time.Sleep(9 * time.Second)
+		if err := send("d"); err != nil {
+			t.Errorf("Send once the pause is over: %v", err)
+		}
+		want := []time.Duration{0, time.Second, 10 * time.Second}
 		if diff := cmp.Diff(want, offsets(vendor.Requests(), start)); diff != "" {
 			t.Errorf("arrival times (-want +got):\n%s", diff)
 		}
@@ -309,11 +311,13 @@ func TestCallerCancelStopsAtOnce(t *testing.T) {
 	})
 }
 
-func TestPrepareRunsBeforeEachAttempt(t *testing.T) {
+// Prepare sees the moment of sending, after the rate limiter's wait, so
+// that a signature's timestamp is fresh.
+func TestPrepareRunsWhenSending(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		vendor := deliverytest.NewVendor(R{Status: 503}, R{Status: 200})
+		vendor := deliverytest.NewVendor()
 		srv := deliverytest.NewServer(t, vendor)
-		c, _ := delivery.New(delivery.Options{Limit: delivery.Unlimited, Transport: srv.Transport, Jitter: maxJitter})
+		c, _ := delivery.New(delivery.Options{Limit: delivery.PerSecond(2, 1), Transport: srv.Transport})
 		req := delivery.Request{
 			URL:    srv.URL,
 			Header: http.Header{"Content-Type": {"application/json"}},
@@ -321,14 +325,16 @@ func TestPrepareRunsBeforeEachAttempt(t *testing.T) {
 				h.Set("X-Time", strconv.FormatInt(now.UnixMilli(), 10))
 			},
 		}
-		if err := c.Send(t.Context(), req, ok200); err != nil {
-			t.Fatal(err)
+		for range 2 {
+			if err := c.Send(t.Context(), req, ok200); err != nil {
+				t.Fatal(err)
+			}
 		}
 		reqs := vendor.Requests()
 		t0, _ := strconv.ParseInt(reqs[0].Header.Get("X-Time"), 10, 64)
 		t1, _ := strconv.ParseInt(reqs[1].Header.Get("X-Time"), 10, 64)
 		if t1-t0 != 500 {
-			t.Errorf("X-Time moved by %d ms between attempts, want 500", t1-t0)
+			t.Errorf("X-Time moved by %d ms between requests, want the limiter's 500", t1-t0)
 		}
 		if got := req.Header.Get("X-Time"); got != "" {
 			t.Errorf("Prepare changed the caller's header map: X-Time = %q", got)
@@ -404,7 +410,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 				}
 				var logs bytes.Buffer
 				c, _ := delivery.New(delivery.Options{
-					Policy:    delivery.Policy{MaxAttempts: 2, RequestTimeout: time.Second},
+					Policy:    delivery.Policy{RequestTimeout: time.Second},
 					Limit:     delivery.Unlimited,
 					Transport: tr,
 					Logger:    slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -429,8 +435,10 @@ func TestSecretsNeverLeak(t *testing.T) {
 				if !strings.Contains(err.Error(), "http://"+deliverytest.Host) {
 					t.Errorf("error does not name the destination's origin: %v", err)
 				}
-				if logs.Len() == 0 {
-					t.Error("nothing was logged")
+				// The caller logs the failure it is handed; a line here would
+				// show it twice.
+				if logs.Len() != 0 {
+					t.Errorf("the failure was logged by Send:\n%s", logs.String())
 				}
 			})
 		})
@@ -478,38 +486,6 @@ func TestSecretPartsNeverLeak(t *testing.T) {
 			t.Errorf("the receiver's text is lost, not redacted: %v", err)
 		}
 	})
-}
-
-func TestDefaultJitterIsFull(t *testing.T) {
-	// Recording Sleep: the delays are observed, not waited for.
-	var mu sync.Mutex
-	var delays []time.Duration
-	srvVendor := deliverytest.NewVendor(R{Status: 503})
-	srv := deliverytest.NewServer(t, srvVendor)
-	c, _ := delivery.New(delivery.Options{
-		Policy:    delivery.Policy{MaxAttempts: 2},
-		Limit:     delivery.Unlimited,
-		Transport: srv.Transport,
-		Sleep: func(_ context.Context, d time.Duration) error {
-			mu.Lock()
-			delays = append(delays, d)
-			mu.Unlock()
-			return nil
-		},
-	})
-	for range 50 {
-		_ = c.Send(t.Context(), delivery.Request{URL: srv.URL}, ok200)
-	}
-	distinct := map[time.Duration]bool{}
-	for _, d := range delays {
-		if d < 0 || d >= 500*time.Millisecond {
-			t.Fatalf("first backoff %v outside [0, 500ms)", d)
-		}
-		distinct[d] = true
-	}
-	if len(delays) != 50 || len(distinct) < 10 {
-		t.Errorf("%d delays, %d distinct: the jitter is not random", len(delays), len(distinct))
-	}
 }
 
 func TestNewRejectsBadLimits(t *testing.T) {

@@ -1,6 +1,7 @@
 package delivery_test
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -124,20 +125,23 @@ func TestOrigin(t *testing.T) {
 	}
 }
 
-func TestLimiterWaitBeyondBudgetGivesUp(t *testing.T) {
+// A turn that cannot come before the caller's deadline is not waited for.
+func TestLimiterWaitBeyondTheDeadlineGivesUp(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		srv := deliverytest.NewServer(t, deliverytest.NewVendor())
 		c, _ := delivery.New(delivery.Options{Limit: delivery.PerSecond(1.0/60, 1), Transport: srv.Transport})
 		if err := c.Send(t.Context(), delivery.Request{URL: srv.URL}, ok200); err != nil {
 			t.Fatal(err)
 		}
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		defer cancel()
 		start := time.Now()
-		err := c.Send(t.Context(), delivery.Request{URL: srv.URL}, ok200)
+		err := c.Send(ctx, delivery.Request{URL: srv.URL}, ok200)
 		if v, _ := responders.Classify(err); v != responders.Retry || !strings.Contains(err.Error(), "local rate limit") {
 			t.Errorf("err = %v (%v), want a retryable local rate limit error", err, v)
 		}
 		if waited := time.Since(start); waited != 0 {
-			t.Errorf("waited %v for a turn that cannot come within the budget", waited)
+			t.Errorf("waited %v for a turn that cannot come before the deadline", waited)
 		}
 	})
 }

@@ -131,8 +131,6 @@ func newWebhook(cfg responders.Config, o delivery.Options) (*Webhook, error) {
 	}
 	o.Limit = limit
 	o.Policy.RequestTimeout = timeout
-	// Two attempts always fit, however long the timeout.
-	o.Policy.MaxElapsed = max(delivery.DefaultPolicy().MaxElapsed, 2*timeout)
 	o.Logger = cfg.Logger
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
