@@ -1,10 +1,11 @@
 // Package delivery is the HTTP discipline shared by every responder that
 // calls a vendor: one rate limiter per destination, waited on before every
-// request; the vendor's own Retry-After honoured, up to MaxVendorDelay, by
-// pausing every command bound to the same destination; request timeouts;
-// response bodies read with a size cap; errors and log lines that never carry
-// a secret; and the caller's ownership fence (package fence) checked on every
-// write to the connection, so that nothing is sent once it has passed.
+// request for as long as the caller's context allows; the vendor's own
+// Retry-After honoured, up to MaxVendorDelay, by pausing every command bound
+// to the same destination; request timeouts; response bodies read with a
+// size cap; errors and log lines that never carry a secret; and the caller's
+// ownership fence (package fence) checked on every write to the connection,
+// so that nothing is sent once it has passed.
 //
 // A responder builds one Client in its constructor and calls Send once per
 // command with a Classifier that turns the vendor's reply into nil (done),

@@ -3,7 +3,7 @@
 // NewServer serves a handler with net/http/httptest over an in-memory
 // network instead of a loopback socket: inside a testing/synctest bubble a
 // goroutine blocked on a real socket is not "durably blocked", so the fake
-// clock would never advance past a backoff or a rate limiter. The same
+// clock would never advance past a request timeout or a rate limiter. The same
 // server works outside a bubble, and its Transport reaches it whatever host
 // a URL names, so a test cannot reach a real vendor by mistake.
 //
