@@ -179,11 +179,10 @@ var utf8BOM = []byte("\xef\xbb\xbf")
 // usable file may come with warnings, such as a deprecated schema.
 func ParseFile(file string, content []byte, log *slog.Logger) (*Entry, []Problem) {
 	e := &Entry{File: file, Hash: sha256.Sum256(content)}
-	err := parse(e, bytes.TrimPrefix(content, utf8BOM), log)
-	probs := problemsOf(file, "", err)
-	if by, ok := deprecatedBy(e.Schema); ok {
-		probs = append(probs, Problem{File: file, Field: "schema", Warning: true,
-			Message: fmt.Sprintf("%s is deprecated: name %s instead; only the schema line changes", e.Schema, by)})
+	deprecation, err := parse(e, bytes.TrimPrefix(content, utf8BOM), log)
+	probs := problemsOf(file, err)
+	if deprecation != nil {
+		probs = append(probs, Problem{File: file, Field: deprecation.Path, Message: deprecation.Message, Warning: true})
 	}
 	if !e.Enabled {
 		for i := range probs {
@@ -196,131 +195,132 @@ func ParseFile(file string, content []byte, log *slog.Logger) (*Entry, []Problem
 	return e, probs
 }
 
-// deprecatedBy returns the schema that replaces a deprecated config schema.
-func deprecatedBy(k schemas.Key) (schemas.Key, bool) {
-	if by, ok := kinesis.Configs.DeprecatedBy(k); ok {
-		return by, true
+// parse fills e from a config file's content. Its errors are
+// *schemas.FieldError, several in an errors.Join, or plain errors about the
+// whole file; deprecation is the warning about a deprecated schema.
+func parse(e *Entry, content []byte, log *slog.Logger) (deprecation *schemas.FieldError, err error) {
+	data, err := readDocument(e, content)
+	if err != nil {
+		return nil, err
 	}
-	if mod, ok := responders.ForConfig(k); ok {
-		return mod.Configs().DeprecatedBy(k)
+	configs, mod, err := resolve(e)
+	if err != nil {
+		return nil, err
 	}
-	return schemas.Key{}, false
+	n, err := configs.Normalise(e.File, e.Schema, data)
+	if err != nil {
+		return n.Deprecation, err
+	}
+	switch e.Kind {
+	case KindObserver:
+		e.Observer, err = kinesis.ParseConfig(n)
+	case KindIngest:
+		e.Ingest, err = ingest.ParseConfig(n)
+	case KindResponder:
+		e.Responder, err = newResponder(e, mod, n, log)
+	}
+	return n.Deprecation, err
 }
 
-func parse(e *Entry, content []byte, log *slog.Logger) error {
+// readDocument reads the self-describing wrapper {"schema", "data"}: it sets
+// e.Schema, and e.Enabled and e.ID as the data holds them before any
+// validation, and returns the data.
+func readDocument(e *Entry, content []byte) (json.RawMessage, error) {
 	// Until "enabled" is read, a problem is an error: a file that cannot be
 	// read at all is never silently taken for a disabled one.
 	e.Enabled = true
 	var wrapper map[string]json.RawMessage
 	if err := decodeStrict(content, &wrapper); err != nil {
-		return fmt.Errorf("not a self-describing JSON object {\"schema\": ..., \"data\": {...}}: %w", err)
+		return nil, fmt.Errorf("not a self-describing JSON object {\"schema\": ..., \"data\": {...}}: %w", err)
 	}
 	for k := range wrapper {
 		if k != "schema" && k != "data" {
-			return errorf(k, "unknown field (a config has only \"schema\" and \"data\")")
+			return nil, e.errorf(k, "unknown field (a config has only \"schema\" and \"data\")")
 		}
 	}
 	rawSchema, ok := wrapper["schema"]
 	if !ok {
-		return errorf("schema", "missing required field")
+		return nil, e.errorf("schema", "missing required field")
 	}
 	data, ok := wrapper["data"]
 	if !ok {
-		return errorf("data", "missing required field")
+		return nil, e.errorf("data", "missing required field")
 	}
 	var uri string
 	if err := json.Unmarshal(rawSchema, &uri); err != nil {
-		return errorf("schema", "must be an iglu URI string")
+		return nil, e.errorf("schema", "must be an iglu URI string")
 	}
 	key, err := schemas.ParseKey(uri)
 	if err != nil {
-		return atField("schema", err)
+		return nil, e.errorf("schema", "%v", err)
 	}
 	e.Schema = key
 	var head map[string]json.RawMessage
 	if err := json.Unmarshal(data, &head); err != nil || head == nil {
-		return errorf("data", "must be a JSON object")
+		return nil, e.errorf("data", "must be a JSON object")
 	}
 	// Sauna's gate: only the JSON boolean true enables a config.
 	e.Enabled = string(bytes.TrimSpace(head["enabled"])) == "true"
 	if err := json.Unmarshal(head["id"], &e.ID); err != nil {
 		e.ID = ""
 	}
+	return data, nil
+}
 
-	if kinesis.AcceptsConfig(key) {
+// resolve sets e.Kind from e.Schema and returns the config schemas of that
+// kind, and for a responder its module.
+func resolve(e *Entry) (schemas.ConfigSchemas, responders.Module, error) {
+	key := e.Schema
+	if kinesis.Configs.Accepts(key) {
 		e.Kind = KindObserver
-		cfg, err := kinesis.ParseConfig(e.File, key, data)
-		if err != nil {
-			return atData(err)
-		}
-		e.Observer = cfg
-		return nil
+		return kinesis.Configs, responders.Module{}, nil
 	}
-	if ingest.AcceptsConfig(key) {
+	if ingest.Configs.Accepts(key) {
 		e.Kind = KindIngest
-		cfg, err := ingest.ParseConfig(e.File, key, data)
-		if err != nil {
-			return atData(err)
-		}
-		e.Ingest = cfg
-		return nil
+		return ingest.Configs, responders.Module{}, nil
 	}
 	if mod, ok := responders.ForConfig(key); ok {
 		e.Kind = KindResponder
 		e.Module = mod.Name
 		if mod.Retired != "" {
-			return errorf("schema", "%s: %s; remove this config", key, mod.Retired)
+			return schemas.ConfigSchemas{}, mod, e.errorf("schema", "%s: %s; remove this config", key, mod.Retired)
 		}
-		params, err := decodeResponderConfig(mod, key, data)
-		if err != nil {
-			return atData(err)
-		}
-		// A responder owns no table: its id only has to name it.
-		if e.ID == "" {
-			return errorf("data.id", "must not be empty")
-		}
-		r, err := mod.New(responders.Config{
-			ID:         e.ID,
-			File:       e.File,
-			Schema:     key,
-			Parameters: params,
-			Logger:     log.With("responder", e.ID, "module", mod.Name),
-		})
-		if err != nil {
-			return atField("data", err)
-		}
-		e.Responder = r
-		return nil
+		return mod.Configs(), mod, nil
 	}
 	if why, ok := unsupportedReason(key); ok {
-		return errorf("schema", "%s is recognised but not supported: %s", key, why)
+		return schemas.ConfigSchemas{}, responders.Module{}, e.errorf("schema", "%s is recognised but not supported: %s", key, why)
 	}
-	return errorf("schema", "unknown config schema %q (forgotten import?)", key.String())
+	return schemas.ConfigSchemas{}, responders.Module{}, e.errorf("schema", "unknown config schema %q (forgotten import?)", key.String())
 }
 
-// decodeResponderConfig decodes a responder config and returns its
-// parameters, with the defaults of the module's current config schema.
-func decodeResponderConfig(mod responders.Module, key schemas.Key, data []byte) (json.RawMessage, error) {
-	plain, err := mod.Configs().Decode(key, data)
+// newResponder builds the responder of a normalised responder config.
+func newResponder(e *Entry, mod responders.Module, n schemas.Normalised, log *slog.Logger) (responders.Responder, error) {
+	var params json.RawMessage
+	if _, err := n.Unmarshal(&params); err != nil {
+		return nil, err
+	}
+	// A responder owns no table: its id only has to name it.
+	if e.ID == "" {
+		return nil, e.errorf("data.id", "must not be empty")
+	}
+	r, err := mod.New(responders.Config{
+		ID:         e.ID,
+		File:       e.File,
+		Schema:     e.Schema,
+		Parameters: params,
+		Logger:     log.With("responder", e.ID, "module", mod.Name),
+	})
 	if err != nil {
-		return nil, err
+		// Modules name the parameter in their message.
+		return nil, e.errorf("data", "%v", err)
 	}
-	var doc struct {
-		Parameters json.RawMessage `json:"parameters"`
-	}
-	if err := json.Unmarshal(plain, &doc); err != nil {
-		return nil, err
-	}
-	return doc.Parameters, nil
+	return r, nil
 }
 
-// atData marks err as found inside data, so its field paths get "data.".
-func atData(err error) error { return &dataError{err} }
-
-type dataError struct{ err error }
-
-func (e *dataError) Error() string { return e.err.Error() }
-func (e *dataError) Unwrap() error { return e.err }
+// errorf reports a problem at path in e's file.
+func (e *Entry) errorf(path, format string, args ...any) error {
+	return &schemas.FieldError{File: e.File, Path: path, Message: fmt.Sprintf(format, args...)}
+}
 
 func decodeStrict(content []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(content))
@@ -372,7 +372,7 @@ func Assemble(files []string, contents map[string][]byte, log *slog.Logger, snap
 	if snap == nil {
 		snap = &Snapshot{}
 	}
-	var c claims
+	var o owners
 	for _, f := range files {
 		content, ok := contents[f]
 		if !ok {
@@ -391,33 +391,34 @@ func Assemble(files []string, contents map[string][]byte, log *slog.Logger, snap
 			closeEntry(e)
 			continue
 		}
-		if p, taken := c.conflict(e); taken {
+		if p, taken := o.conflict(e); taken {
 			snap.Problems = append(snap.Problems, p)
 			closeEntry(e)
 			continue
 		}
-		c.take(e)
+		o.take(e)
 		snap.Entries = append(snap.Entries, e)
 	}
 	return snap
 }
 
-// claims enforces the rules that span files: ids are unique across enabled
-// configs, and each responder module has at most one enabled config. What
-// was taken first keeps its place.
-type claims struct {
+// owners enforces the rules that span files: ids are unique across enabled
+// configs, and each responder module has at most one enabled config. It
+// records the file that owns each id and module; what was taken first keeps
+// its place.
+type owners struct {
 	byID     map[string]string // id -> file
 	byModule map[string]string // module -> file
 }
 
 // conflict returns the problem that refuses e, naming the file that holds
 // what e asks for.
-func (c *claims) conflict(e *Entry) (Problem, bool) {
-	if other, ok := c.byID[e.ID]; ok && other != e.File {
+func (o *owners) conflict(e *Entry) (Problem, bool) {
+	if other, ok := o.byID[e.ID]; ok && other != e.File {
 		return Problem{File: e.File, Field: "data.id", Message: fmt.Sprintf("id %q is already used by %s; ids must be unique across enabled configs", e.ID, other)}, true
 	}
 	if e.Kind == KindResponder {
-		if other, ok := c.byModule[e.Module]; ok && other != e.File {
+		if other, ok := o.byModule[e.Module]; ok && other != e.File {
 			return Problem{File: e.File, Field: "schema", Message: fmt.Sprintf("a %s responder is already enabled by %s; enable one config per responder", e.Module, other)}, true
 		}
 	}
@@ -425,22 +426,22 @@ func (c *claims) conflict(e *Entry) (Problem, bool) {
 }
 
 // drop gives up what e holds.
-func (c *claims) drop(e *Entry) {
-	if c.byID[e.ID] == e.File {
-		delete(c.byID, e.ID)
+func (o *owners) drop(e *Entry) {
+	if o.byID[e.ID] == e.File {
+		delete(o.byID, e.ID)
 	}
-	if e.Kind == KindResponder && c.byModule[e.Module] == e.File {
-		delete(c.byModule, e.Module)
+	if e.Kind == KindResponder && o.byModule[e.Module] == e.File {
+		delete(o.byModule, e.Module)
 	}
 }
 
-func (c *claims) take(e *Entry) {
-	if c.byID == nil {
-		c.byID, c.byModule = map[string]string{}, map[string]string{}
+func (o *owners) take(e *Entry) {
+	if o.byID == nil {
+		o.byID, o.byModule = map[string]string{}, map[string]string{}
 	}
-	c.byID[e.ID] = e.File
+	o.byID[e.ID] = e.File
 	if e.Kind == KindResponder {
-		c.byModule[e.Module] = e.File
+		o.byModule[e.Module] = e.File
 	}
 }
 

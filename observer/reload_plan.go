@@ -183,7 +183,7 @@ func (p *reloadPlan) classify(cur *Entry, sf scannedFile, t *claimTiers) {
 // good version stays. New files come last, the first by name winning
 // between them: a new file never evicts a running one.
 func (p *reloadPlan) settleClaims(running map[string]*Entry, t claimTiers) map[string]*Entry {
-	var c claims
+	var c owners
 	want := map[string]*Entry{}
 	for _, e := range t.keep {
 		c.take(e)
@@ -226,7 +226,7 @@ func (p *reloadPlan) settleClaims(running map[string]*Entry, t claimTiers) map[s
 
 // refuseClaim refuses e if what it claims is taken, and tells whether it
 // did.
-func (p *reloadPlan) refuseClaim(c *claims, e, cur *Entry) bool {
+func (p *reloadPlan) refuseClaim(c *owners, e, cur *Entry) bool {
 	pr, taken := c.conflict(e)
 	if taken {
 		p.Discard = append(p.Discard, e)

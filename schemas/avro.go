@@ -15,32 +15,6 @@ import (
 	"github.com/linkedin/goavro/v2"
 )
 
-// FieldError is one problem found in a config, at Path: dot-separated field
-// names relative to the data root ("parameters.kinesis.region"), with "[i]"
-// for array elements and "[\"key\"]" for map entries; "" is the root itself.
-type FieldError struct {
-	Path    string
-	Message string
-}
-
-// FieldErrors lists every problem found in a config, so that one run of
-// `sauna validate` shows all of them instead of the first.
-type FieldErrors struct {
-	Errors []FieldError
-}
-
-func (e *FieldErrors) Error() string {
-	parts := make([]string, len(e.Errors))
-	for i, fe := range e.Errors {
-		p := fe.Path
-		if p == "" {
-			p = "(root)"
-		}
-		parts[i] = p + ": " + fe.Message
-	}
-	return strings.Join(parts, "; ")
-}
-
 // DecodeAvroJSON checks data, a config's JSON text, against the bundled Avro
 // schema k and returns it as normalized plain JSON, ready for json.Unmarshal
 // into a typed struct: union values unwrapped, every field the schema gives
@@ -53,10 +27,17 @@ func (e *FieldErrors) Error() string {
 // without a default; it is then null, which is how 1-0-0 configs leave out
 // initialPositionModifiers.
 //
-// Problems in data are reported together as a *[FieldErrors]; malformed JSON
-// and trailing bytes after the value are plain errors. A key that is not a
-// bundled Avro schema gives an error wrapping [ErrUnknownSchema].
+// Problems in data are reported together, as an errors.Join of
+// *[FieldError] with paths relative to data; malformed JSON and trailing
+// bytes after the value are plain errors. A key that is not a bundled Avro
+// schema gives an error wrapping [ErrUnknownSchema].
 func DecodeAvroJSON(k Key, data []byte) ([]byte, error) {
+	return decodeAvro(k, data, avroDecoder{})
+}
+
+// decodeAvro is DecodeAvroJSON with d saying how to report a problem: the
+// file and the path of data in it.
+func decodeAvro(k Key, data []byte, d avroDecoder) ([]byte, error) {
 	e, ok := avroSchemas()[k]
 	if !ok {
 		if Has(k) {
@@ -71,10 +52,9 @@ func DecodeAvroJSON(k Key, data []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	var d avroDecoder
-	norm := d.decode(e.root, v, "")
+	norm := d.decode(e.root, v, d.base)
 	if len(d.errs) > 0 {
-		return nil, &FieldErrors{Errors: d.errs}
+		return nil, errors.Join(d.errs...)
 	}
 	var buf bytes.Buffer
 	writeJSON(&buf, norm)
@@ -293,7 +273,7 @@ func (p *avroParser) parseObject(s map[string]any, ns string) (*avroType, error)
 				var d avroDecoder
 				field.def = d.decode(dt, dv, "")
 				if len(d.errs) > 0 {
-					return nil, fmt.Errorf("record %q field %q: invalid default: %w", full, fname, &FieldErrors{Errors: d.errs})
+					return nil, fmt.Errorf("record %q field %q: invalid default: %w", full, fname, errors.Join(d.errs...))
 				}
 				field.hasDefault = true
 			}
@@ -375,13 +355,15 @@ func jsonKind(v any) string {
 }
 
 // avroDecoder walks a schema and a JSON value together, collecting every
-// error instead of stopping at the first.
+// error instead of stopping at the first. Its errors name file, and paths
+// start at base, the path of the value in that file.
 type avroDecoder struct {
-	errs []FieldError
+	file, base string
+	errs       []error
 }
 
 func (d *avroDecoder) fail(path, format string, args ...any) any {
-	d.errs = append(d.errs, FieldError{Path: path, Message: fmt.Sprintf(format, args...)})
+	d.errs = append(d.errs, &FieldError{File: d.file, Path: path, Message: fmt.Sprintf(format, args...)})
 	return nil
 }
 
@@ -390,8 +372,11 @@ func (d *avroDecoder) mismatch(path string, t *avroType, v any) any {
 }
 
 func joinPath(path, field string) string {
-	if path == "" {
+	switch {
+	case path == "":
 		return field
+	case field == "":
+		return path
 	}
 	return path + "." + field
 }

@@ -222,8 +222,8 @@ func TestDecodeAvroJSON(t *testing.T) {
 		name    string
 		schema  string
 		data    string
-		want    string       // normalized output, when the call succeeds
-		wantErr []FieldError // field errors, when it does not
+		want    string        // normalized output, when the call succeeds
+		wantErr []pathMessage // field errors, when it does not
 	}{
 		{
 			name:   "null modifiers",
@@ -291,13 +291,13 @@ func TestDecodeAvroJSON(t *testing.T) {
 			name:    "missing field named",
 			schema:  kinesis100,
 			data:    kinesisData(`{"region":"us-east-1","streamName":"s","initialPosition":"TRIM_HORIZON"}`),
-			wantErr: []FieldError{{"parameters.kinesis.maxRecords", "missing required field"}},
+			wantErr: []pathMessage{{"parameters.kinesis.maxRecords", "missing required field"}},
 		},
 		{
 			name:   "several missing fields all named",
 			schema: kinesis100,
 			data:   `{"id":"x","parameters":{"aws":{},"kinesis":{"region":"r"}}}`,
-			wantErr: []FieldError{
+			wantErr: []pathMessage{
 				{"enabled", "missing required field"},
 				{"parameters.aws.accessKeyId", "missing required field"},
 				{"parameters.aws.secretAccessKey", "missing required field"},
@@ -310,13 +310,13 @@ func TestDecodeAvroJSON(t *testing.T) {
 			name:    "1-0-1 still requires the stream",
 			schema:  kinesis101,
 			data:    `{"enabled":true,"id":"x","parameters":{"aws":{},"kinesis":{"maxRecords":1,"initialPosition":"LATEST"}}}`,
-			wantErr: []FieldError{{"parameters.kinesis.region", "missing required field"}, {"parameters.kinesis.streamName", "missing required field"}},
+			wantErr: []pathMessage{{"parameters.kinesis.region", "missing required field"}, {"parameters.kinesis.streamName", "missing required field"}},
 		},
 		{
 			name:   "unknown fields",
 			schema: kinesis100,
 			data:   kinesisData(`{` + kin + `,"bogus":1,"initialPositionModifiers":{"timestamp":1,"tz":"UTC"}}`),
-			wantErr: []FieldError{
+			wantErr: []pathMessage{
 				{"parameters.kinesis.initialPositionModifiers.tz", "unknown field"},
 				{"parameters.kinesis.bogus", "unknown field"},
 			},
@@ -325,13 +325,13 @@ func TestDecodeAvroJSON(t *testing.T) {
 			name:    "a 1-0-0 branch name is not a 1-0-1 branch",
 			schema:  kinesis101,
 			data:    ok(`{"com.snowplowanalytics.sauna.observers.InitialPositionModifiers_1_0_0":{"timestamp":{"long":1}}}`),
-			wantErr: []FieldError{{"parameters.kinesis.initialPositionModifiers.com.snowplowanalytics.sauna.observers.InitialPositionModifiers_1_0_0", "unknown field"}},
+			wantErr: []pathMessage{{"parameters.kinesis.initialPositionModifiers.com.snowplowanalytics.sauna.observers.InitialPositionModifiers_1_0_0", "unknown field"}},
 		},
 		{
 			name:   "wrong types",
 			schema: kinesis100,
 			data:   `{"enabled":"true","id":7,"parameters":{"aws":[],"kinesis":{"region":"r","streamName":"s","maxRecords":"100","initialPosition":"LATEST","initialPositionModifiers":"none"}}}`,
-			wantErr: []FieldError{
+			wantErr: []pathMessage{
 				{"enabled", "expected boolean, got string"},
 				{"id", "expected string, got number"},
 				{"parameters.aws", "expected object, got array"},
@@ -343,67 +343,67 @@ func TestDecodeAvroJSON(t *testing.T) {
 			name:   "bad timestamps",
 			schema: kinesis100,
 			data:   ok(`{"timestamp":"2017-02-13"}`),
-			wantErr: []FieldError{{"parameters.kinesis.initialPositionModifiers.timestamp",
+			wantErr: []pathMessage{{"parameters.kinesis.initialPositionModifiers.timestamp",
 				`expected long (milliseconds since the epoch, as a number or numeric string), got string "2017-02-13"`}},
 		},
 		{
 			name:    "wrapped value of the wrong type",
 			schema:  kinesis100,
 			data:    ok(`{"timestamp":{"long":true}}`),
-			wantErr: []FieldError{{"parameters.kinesis.initialPositionModifiers.timestamp", "expected long (milliseconds since the epoch, as a number or numeric string), got boolean"}},
+			wantErr: []pathMessage{{"parameters.kinesis.initialPositionModifiers.timestamp", "expected long (milliseconds since the epoch, as a number or numeric string), got boolean"}},
 		},
 		{
 			name:    "bad enum symbol",
 			schema:  kinesis100,
 			data:    kinesisData(`{"region":"r","streamName":"s","maxRecords":1,"initialPosition":"AFTER_SEQUENCE_NUMBER"}`),
-			wantErr: []FieldError{{"parameters.kinesis.initialPosition", `expected one of AT_TIMESTAMP, LATEST, TRIM_HORIZON, got "AFTER_SEQUENCE_NUMBER"`}},
+			wantErr: []pathMessage{{"parameters.kinesis.initialPosition", `expected one of AT_TIMESTAMP, LATEST, TRIM_HORIZON, got "AFTER_SEQUENCE_NUMBER"`}},
 		},
 		{
 			name:    "enum given as a number",
 			schema:  kinesis100,
 			data:    kinesisData(`{"region":"r","streamName":"s","maxRecords":1,"initialPosition":2}`),
-			wantErr: []FieldError{{"parameters.kinesis.initialPosition", "expected a string, one of AT_TIMESTAMP, LATEST, TRIM_HORIZON, got number"}},
+			wantErr: []pathMessage{{"parameters.kinesis.initialPosition", "expected a string, one of AT_TIMESTAMP, LATEST, TRIM_HORIZON, got number"}},
 		},
 		{
 			name:    "int out of range",
 			schema:  kinesis100,
 			data:    kinesisData(`{"region":"r","streamName":"s","maxRecords":2147483648,"initialPosition":"LATEST"}`),
-			wantErr: []FieldError{{"parameters.kinesis.maxRecords", "expected int, got 2147483648: out of range"}},
+			wantErr: []pathMessage{{"parameters.kinesis.maxRecords", "expected int, got 2147483648: out of range"}},
 		},
 		{
 			name:    "int not integral",
 			schema:  kinesis100,
 			data:    kinesisData(`{"region":"r","streamName":"s","maxRecords":100.5,"initialPosition":"LATEST"}`),
-			wantErr: []FieldError{{"parameters.kinesis.maxRecords", "expected int, got non-integral number 100.5"}},
+			wantErr: []pathMessage{{"parameters.kinesis.maxRecords", "expected int, got non-integral number 100.5"}},
 		},
 		{
 			name:    "long out of range",
 			schema:  kinesis100,
 			data:    ok(`{"timestamp":9223372036854775808}`),
-			wantErr: []FieldError{{"parameters.kinesis.initialPositionModifiers.timestamp", "expected long, got 9223372036854775808: out of range"}},
+			wantErr: []pathMessage{{"parameters.kinesis.initialPositionModifiers.timestamp", "expected long, got 9223372036854775808: out of range"}},
 		},
 		{
 			name:    "root not an object",
 			schema:  kinesis100,
 			data:    `[]`,
-			wantErr: []FieldError{{"", "expected object, got array"}},
+			wantErr: []pathMessage{{"", "expected object, got array"}},
 		},
 		{
 			name:    "responder config",
 			schema:  "iglu:com.snowplowanalytics.sauna.responders/SlackConfig/avro/1-0-0",
 			data:    `{"enabled":true,"id":"slack","parameters":{"sendMessageEnabled":"yes"}}`,
-			wantErr: []FieldError{{"parameters.sendMessageEnabled", "expected boolean, got string"}, {"parameters.webhookUrl", "missing required field"}},
+			wantErr: []pathMessage{{"parameters.sendMessageEnabled", "expected boolean, got string"}, {"parameters.webhookUrl", "missing required field"}},
 		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := DecodeAvroJSON(mustKey(t, tc.schema), []byte(tc.data))
 			if tc.wantErr != nil {
-				var fe *FieldErrors
-				if !errors.As(err, &fe) {
-					t.Fatalf("DecodeAvroJSON = %s, %v; want *FieldErrors", got, err)
+				fes := fieldErrors(err)
+				if fes == nil {
+					t.Fatalf("DecodeAvroJSON = %s, %v; want *FieldError", got, err)
 				}
-				if diff := cmp.Diff(tc.wantErr, fe.Errors); diff != "" {
+				if diff := cmp.Diff(tc.wantErr, fes); diff != "" {
 					t.Errorf("errors (-want +got):\n%s", diff)
 				}
 				return
@@ -434,7 +434,7 @@ func TestDecodeAvroJSONMalformed(t *testing.T) {
 			if err == nil || err.Error() != tc.want {
 				t.Errorf("DecodeAvroJSON error = %v, want %q", err, tc.want)
 			}
-			var fe *FieldErrors
+			var fe *FieldError
 			if errors.As(err, &fe) {
 				t.Errorf("malformed JSON reported as field errors: %v", err)
 			}
@@ -457,15 +457,22 @@ func TestDecodeAvroJSONUnknownSchema(t *testing.T) {
 	}
 }
 
-func TestFieldErrorsMessage(t *testing.T) {
-	err := &FieldErrors{Errors: []FieldError{
-		{"", "expected object, got array"},
-		{"parameters.kinesis.maxRecords", "missing required field"},
-	}}
-	want := "(root): expected object, got array; parameters.kinesis.maxRecords: missing required field"
-	if err.Error() != want {
-		t.Errorf("Error() = %q, want %q", err.Error(), want)
+type pathMessage struct{ Path, Message string }
+
+// fieldErrors flattens what DecodeAvroJSON reports, nil when err holds no
+// *FieldError.
+func fieldErrors(err error) []pathMessage {
+	var out []pathMessage
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			out = append(out, fieldErrors(e)...)
+		}
+		return out
 	}
+	if fe, ok := err.(*FieldError); ok {
+		out = append(out, pathMessage{fe.Path, fe.Message})
+	}
+	return out
 }
 
 // TestAvroWalkAgainstGoavro feeds goavro the normalized output of every
@@ -530,7 +537,7 @@ func TestAvroSchemaParser(t *testing.T) {
 			var d avroDecoder
 			norm := d.decode(root, v, "")
 			if len(d.errs) > 0 {
-				t.Fatal(&FieldErrors{Errors: d.errs})
+				t.Fatal(errors.Join(d.errs...))
 			}
 			var buf bytes.Buffer
 			writeJSON(&buf, norm)
@@ -571,7 +578,7 @@ func TestConcurrentUse(t *testing.T) {
 
 // FuzzDecodeAvroJSON checks that whatever the walk accepts, goavro accepts
 // too (a disagreement surfaces as an error that is neither malformed JSON
-// nor *FieldErrors), and that normalizing is idempotent.
+// nor *FieldError), and that normalizing is idempotent.
 func FuzzDecodeAvroJSON(f *testing.F) {
 	files, _ := os.ReadDir("testdata/configs")
 	for _, file := range files {
@@ -590,7 +597,7 @@ func FuzzDecodeAvroJSON(f *testing.F) {
 		}
 		out, err := DecodeAvroJSON(k, data)
 		if err != nil {
-			var fe *FieldErrors
+			var fe *FieldError
 			if !errors.As(err, &fe) && !strings.HasPrefix(err.Error(), "invalid JSON") {
 				t.Fatalf("unexpected error kind for %q: %v", data, err)
 			}

@@ -31,7 +31,9 @@
 //
 // A kind of config (the Kinesis observer, each responder) accepts a set of
 // config schemas, [ConfigSchemas]: the current one, whose file holds every
-// default, and older or deprecated ones, upgraded to it when decoded.
+// default, and older or deprecated ones, upgraded to it by
+// [ConfigSchemas.Normalise], the one way a config's data is read. Its
+// problems are [FieldError]s naming the file and the field.
 //
 // Avro schemas (format "avro") describe config files, which are JSON text;
 // [DecodeAvroJSON] accepts both Avro's JSON encoding and plain JSON and

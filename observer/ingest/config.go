@@ -3,7 +3,6 @@ package ingest
 import (
 	"crypto/tls"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -19,8 +18,8 @@ import (
 // ConfigSchema is the HttpIngestConfig version this build accepts.
 var ConfigSchema = schemas.Key{Vendor: "io.sauna.ingest", Name: "HttpIngestConfig", Format: "avro", Model: 1, Revision: 0, Addition: 0}
 
-// AcceptsConfig reports whether k is an HttpIngestConfig this build knows.
-func AcceptsConfig(k schemas.Key) bool { return k == ConfigSchema }
+// Configs are the config schemas of the ingest endpoint.
+var Configs = schemas.ConfigSchemas{Current: ConfigSchema}
 
 // Limits of PutRecords (per request), which bound the settings.
 const (
@@ -108,29 +107,20 @@ type params struct {
 	MaxConcurrentPuts       int   `json:"maxConcurrentPuts"`
 }
 
-// ParseConfig validates a config document's data (enabled, id, parameters)
-// against the schema, whose file holds every default. Every returned error
-// is a *kinesis.FieldError, a *schemas.FieldErrors or an errors.Join of
-// them, with paths relative to data.
-func ParseConfig(file string, key schemas.Key, data []byte) (Config, error) {
-	if !AcceptsConfig(key) {
-		return Config{}, &kinesis.FieldError{Field: "schema", Message: fmt.Sprintf("%s is not a known HttpIngestConfig version", key)}
+// ParseConfig validates an ingest config normalised by Configs.Normalise.
+// Every returned error is a *schemas.FieldError or an errors.Join of them.
+func ParseConfig(n schemas.Normalised) (Config, error) {
+	if !Configs.Accepts(n.Schema) {
+		return Config{}, &schemas.FieldError{File: n.File, Path: "schema", Message: fmt.Sprintf("%s is not a known HttpIngestConfig version", n.Schema)}
 	}
-	plain, err := schemas.DecodeAvroJSON(key, data)
+	var p params
+	id, err := n.Unmarshal(&p)
 	if err != nil {
 		return Config{}, err
 	}
-	var doc struct {
-		ID         string `json:"id"`
-		Parameters params `json:"parameters"`
-	}
-	if err := json.Unmarshal(plain, &doc); err != nil {
-		return Config{}, &kinesis.FieldError{Field: "parameters", Message: err.Error()}
-	}
-	p := doc.Parameters
 	c := Config{
-		ID:              doc.ID,
-		File:            file,
+		ID:              id,
+		File:            n.File,
 		Listen:          p.Listen,
 		Region:          p.Kinesis.Region,
 		StreamName:      p.Kinesis.StreamName,
@@ -146,9 +136,9 @@ func ParseConfig(file string, key schemas.Key, data []byte) (Config, error) {
 	}
 	var errs []error
 	add := func(field, format string, args ...any) {
-		errs = append(errs, &kinesis.FieldError{Field: field, Message: fmt.Sprintf(format, args...)})
+		errs = append(errs, n.FieldError(field, format, args...))
 	}
-	if err := kinesis.ValidID(c.ID); err != nil {
+	if err := kinesis.ValidID(n, c.ID); err != nil {
 		errs = append(errs, err)
 	}
 	if host, port, err := net.SplitHostPort(c.Listen); err != nil || port == "" {
@@ -156,10 +146,27 @@ func ParseConfig(file string, key schemas.Key, data []byte) (Config, error) {
 	} else if host == "" {
 		add("parameters.listen", "%q listens on every interface; name the address explicitly (e.g. 0.0.0.0:8080) if that is meant", c.Listen)
 	}
-	errs = append(errs, kinesis.ValidStreamAccess(c.Region, c.StreamName, c.AccessKeyID, c.SecretAccessKey)...)
+	errs = append(errs, kinesis.ValidStreamAccess(n, c.Region, c.StreamName, c.AccessKeyID, c.SecretAccessKey)...)
+	c.Tokens = tokens(p, add)
+	if p.TLS != nil {
+		c.TLSCert, c.TLSKey = p.TLS.CertFile, p.TLS.KeyFile
+		if _, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey); err != nil {
+			add("parameters.tls", "cannot load the certificate and key: %v", err)
+		}
+	}
+	limits(c, p, add)
+	if len(errs) > 0 {
+		return Config{}, errors.Join(errs...)
+	}
+	return c, nil
+}
+
+// tokens reads parameters.tokens, reporting each problem with add.
+func tokens(p params, add func(field, format string, args ...any)) []Token {
 	if len(p.Tokens) == 0 {
 		add("parameters.tokens", "no token: the endpoint would refuse every request; add at least one {\"name\", \"sha256\"}")
 	}
+	var out []Token
 	names := map[string]bool{}
 	for i, t := range p.Tokens {
 		field := fmt.Sprintf("parameters.tokens[%d]", i)
@@ -183,14 +190,13 @@ func ParseConfig(file string, key schemas.Key, data []byte) (Config, error) {
 				tok.RatePerSecond = *r
 			}
 		}
-		c.Tokens = append(c.Tokens, tok)
+		out = append(out, tok)
 	}
-	if p.TLS != nil {
-		c.TLSCert, c.TLSKey = p.TLS.CertFile, p.TLS.KeyFile
-		if _, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey); err != nil {
-			add("parameters.tls", "cannot load the certificate and key: %v", err)
-		}
-	}
+	return out
+}
+
+// limits checks the size, time and queue settings.
+func limits(c Config, p params, add func(field, format string, args ...any)) {
 	if c.MaxBodyBytes < 1 || c.MaxBodyBytes > maxPutRequestBytes {
 		add("parameters.maxBodyBytes", "must be between 1 and %d, got %d", maxPutRequestBytes, c.MaxBodyBytes)
 	}
@@ -212,8 +218,4 @@ func ParseConfig(file string, key schemas.Key, data []byte) (Config, error) {
 	if c.MaxConcurrent < 1 || c.MaxConcurrent > 64 {
 		add("parameters.maxConcurrentPuts", "must be between 1 and 64, got %d", c.MaxConcurrent)
 	}
-	if len(errs) > 0 {
-		return Config{}, errors.Join(errs...)
-	}
-	return c, nil
 }

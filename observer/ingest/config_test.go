@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sauna-io/sauna/observer/kinesis"
+	"github.com/sauna-io/sauna/schemas"
 )
 
 func tokenHash(tok string) string {
@@ -25,8 +25,18 @@ func configData(extra string) string {
    "tokens": [{"name": "ci", "sha256": "` + tokenHash("s3cret-token") + `"}]` + extra + `}}`
 }
 
+// parseData normalises and parses the data of an HttpIngestConfig, as the
+// config loader does.
+func parseData(data string) (Config, error) {
+	n, err := Configs.Normalise("ingest.json", ConfigSchema, []byte(data))
+	if err != nil {
+		return Config{}, err
+	}
+	return ParseConfig(n)
+}
+
 func TestParseConfigDefaults(t *testing.T) {
-	c, err := ParseConfig("ingest.json", ConfigSchema, []byte(configData("")))
+	c, err := parseData(configData(""))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,9 +70,9 @@ func fieldsOf(err error) map[string]string {
 			}
 			return
 		}
-		var fe *kinesis.FieldError
-		if errors.As(err, &fe) {
-			out[fe.Field] = fe.Message
+		var fe *schemas.FieldError
+		if errors.As(err, &fe) && fe.File == "ingest.json" {
+			out[fe.Path] = fe.Message
 		}
 	}
 	walk(err)
@@ -85,11 +95,11 @@ func TestParseConfigRefuses(t *testing.T) {
 		{"rate", strings.Replace(base, `"}]`, `", "rateLimitPerSecond": -1}]`, 1), "parameters.tokens[0].rateLimitPerSecond"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ParseConfig("ingest.json", ConfigSchema, []byte(tc.data))
+			_, err := parseData(tc.data)
 			if err == nil {
 				t.Fatal("accepted")
 			}
-			if _, ok := fieldsOf(err)[tc.field]; !ok {
+			if _, ok := fieldsOf(err)["data."+tc.field]; !ok {
 				t.Errorf("error %v does not name %s", err, tc.field)
 			}
 			if strings.Contains(err.Error(), "s3cret-token") {

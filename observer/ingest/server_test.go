@@ -67,7 +67,7 @@ func startServer(t *testing.T, cfg Config, f *fakeKinesis) *testServer {
 
 func testConfig(t *testing.T) Config {
 	t.Helper()
-	c, err := ParseConfig("ingest.json", ConfigSchema, []byte(strings.Replace(configData(""), "127.0.0.1:8080", "127.0.0.1:0", 1)))
+	c, err := parseData(strings.Replace(configData(""), "127.0.0.1:8080", "127.0.0.1:0", 1))
 	if err != nil {
 		t.Fatal(err)
 	}

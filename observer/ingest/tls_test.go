@@ -59,7 +59,7 @@ func writeCert(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
 func TestServerTLS(t *testing.T) {
 	certFile, keyFile, pool := writeCert(t)
 	data := strings.Replace(configData(`, "tls": {"certFile": "`+certFile+`", "keyFile": "`+keyFile+`"}`), "127.0.0.1:8080", "127.0.0.1:0", 1)
-	cfg, err := ParseConfig("ingest.json", ConfigSchema, []byte(data))
+	cfg, err := parseData(data)
 	if err != nil {
 		t.Fatal(err)
 	}

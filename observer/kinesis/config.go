@@ -32,9 +32,6 @@ var Configs = schemas.ConfigSchemas{
 	Deprecated: []schemas.Key{ConfigV101, ConfigV102},
 }
 
-// AcceptsConfig reports whether k is a Kinesis observer config this build knows.
-func AcceptsConfig(k schemas.Key) bool { return Configs.Accepts(k) }
-
 // Position is where a shard without a checkpoint starts.
 type Position string
 
@@ -106,14 +103,6 @@ func (c Config) String() string {
 	return fmt.Sprintf("kinesis observer %s (stream %s, region %s)", c.ID, c.StreamName, c.Region)
 }
 
-// FieldError is a problem with one field of a config's data.
-type FieldError struct {
-	Field   string
-	Message string
-}
-
-func (e *FieldError) Error() string { return e.Field + ": " + e.Message }
-
 var (
 	tableName  = regexp.MustCompile(`^[A-Za-z0-9_.-]{3,255}$`)
 	streamName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,128}$`)
@@ -122,26 +111,26 @@ var (
 // ValidID checks an observer id as a DynamoDB table name, because an
 // observer id is its lease table's name. Ids of configs that own no table
 // (responders) are not held to this rule.
-func ValidID(id string) error {
+func ValidID(n schemas.Normalised, id string) error {
 	if !tableName.MatchString(id) {
-		return &FieldError{Field: "id", Message: fmt.Sprintf("%q is not usable as a DynamoDB table name: use 3-255 characters of A-Z a-z 0-9 _ . -", id)}
+		return n.FieldError("id", "%q is not usable as a DynamoDB table name: use 3-255 characters of A-Z a-z 0-9 _ . -", id)
 	}
 	return nil
 }
 
 // ValidStreamAccess checks the parameters.kinesis region and streamName and
 // the parameters.aws keys that every config reaching a Kinesis stream holds,
-// returning one *FieldError per problem.
-func ValidStreamAccess(region, stream, accessKeyID, secretAccessKey string) []error {
+// returning one *schemas.FieldError per problem.
+func ValidStreamAccess(n schemas.Normalised, region, stream, accessKeyID, secretAccessKey string) []error {
 	var errs []error
 	if region == "" {
-		errs = append(errs, &FieldError{Field: "parameters.kinesis.region", Message: "must not be empty"})
+		errs = append(errs, n.FieldError("parameters.kinesis.region", "must not be empty"))
 	}
 	if !streamName.MatchString(stream) {
-		errs = append(errs, &FieldError{Field: "parameters.kinesis.streamName", Message: fmt.Sprintf("%q is not a Kinesis stream name: use 1-128 characters of A-Z a-z 0-9 _ . -", stream)})
+		errs = append(errs, n.FieldError("parameters.kinesis.streamName", "%q is not a Kinesis stream name: use 1-128 characters of A-Z a-z 0-9 _ . -", stream))
 	}
 	if (accessKeyID == "") != (secretAccessKey == "") {
-		errs = append(errs, &FieldError{Field: "parameters.aws", Message: "set both accessKeyId and secretAccessKey, or leave both empty to use the AWS default credential chain"})
+		errs = append(errs, n.FieldError("parameters.aws", "set both accessKeyId and secretAccessKey, or leave both empty to use the AWS default credential chain"))
 	}
 	return errs
 }
@@ -188,27 +177,42 @@ type params struct {
 	} `json:"scaleOut"`
 }
 
-// ParseConfig validates a config document's data (enabled, id, parameters)
-// already decoded against its schema. Every returned error is a *FieldError
-// or an errors.Join of them.
-func ParseConfig(file string, key schemas.Key, data []byte) (Config, error) {
-	if !Configs.Accepts(key) {
-		return Config{}, &FieldError{Field: "schema", Message: fmt.Sprintf("%s is not a known Kinesis observer config version", key)}
+// ParseConfig validates a Kinesis observer config normalised by
+// Configs.Normalise. Every returned error is a *schemas.FieldError or an
+// errors.Join of them.
+func ParseConfig(n schemas.Normalised) (Config, error) {
+	if !Configs.Accepts(n.Schema) {
+		return Config{}, &schemas.FieldError{File: n.File, Path: "schema", Message: fmt.Sprintf("%s is not a known Kinesis observer config version", n.Schema)}
 	}
-	plain, err := Configs.Decode(key, data)
+	var p params
+	id, err := n.Unmarshal(&p)
 	if err != nil {
 		return Config{}, err
 	}
-	var doc struct {
-		ID         string `json:"id"`
-		Parameters params `json:"parameters"`
+	c := newConfig(n.File, id, p)
+	v := validation{n: n}
+	// The table name and namespace the file leaves out derive from the id; a
+	// problem with one of them is reported on the id, the field the user wrote.
+	v.idErr = ValidID(n, c.ID)
+	if v.idErr != nil {
+		v.errs = append(v.errs, v.idErr)
 	}
-	if err := json.Unmarshal(plain, &doc); err != nil {
-		return Config{}, &FieldError{Field: "parameters", Message: err.Error()}
+	v.errs = append(v.errs, ValidStreamAccess(n, c.Region, c.StreamName, c.AccessKeyID, c.SecretAccessKey)...)
+	v.kinesis(&c, p)
+	v.delivery(c, p)
+	v.cloudWatch(c, deref(p.CloudWatch.Namespace) == "")
+	v.scaleOut(c.ScaleOut)
+	if len(v.errs) > 0 {
+		return Config{}, errors.Join(v.errs...)
 	}
-	p := doc.Parameters
+	return c, nil
+}
+
+// newConfig is the config p gives, with the table name and namespace the
+// file leaves out derived from the id.
+func newConfig(file, id string, p params) Config {
 	c := Config{
-		ID:                doc.ID,
+		ID:                id,
 		File:              file,
 		Region:            p.Kinesis.Region,
 		StreamName:        p.Kinesis.StreamName,
@@ -235,39 +239,40 @@ func ParseConfig(file string, key schemas.Key, data []byte) (Config, error) {
 			Namespace:     deref(p.CloudWatch.Namespace),
 			FlushInterval: ms(p.CloudWatch.FlushIntervalMillis),
 		},
-		ScaleOut: ScaleOut{
-			Balance:            p.ScaleOut.Balance,
-			MaxLeasesPerWorker: p.ScaleOut.MaxLeasesPerWorker,
-			TakesPerPass:       p.ScaleOut.TakesPerPass,
-		},
+		ScaleOut: ScaleOut(p.ScaleOut),
 	}
-	// The table name and namespace the file leaves out derive from the id; a
-	// problem with one of them is reported on the id, the field the user wrote.
-	tableDerived := c.Idempotency.TableName == ""
-	if tableDerived {
+	if c.Idempotency.TableName == "" {
 		c.Idempotency.TableName = c.ID + "-commands"
 	}
-	namespaceDerived := c.CloudWatch.Namespace == ""
-	if namespaceDerived {
+	if c.CloudWatch.Namespace == "" {
 		c.CloudWatch.Namespace = c.ID
 	}
-	var errs []error
-	add := func(field, format string, args ...any) {
-		errs = append(errs, &FieldError{Field: field, Message: fmt.Sprintf(format, args...)})
-	}
-	idErr := ValidID(c.ID)
-	if idErr != nil {
-		errs = append(errs, idErr)
-	}
-	errs = append(errs, ValidStreamAccess(c.Region, c.StreamName, c.AccessKeyID, c.SecretAccessKey)...)
+	return c
+}
+
+// validation collects the problems of one config, in the order of its
+// settings.
+type validation struct {
+	n     schemas.Normalised
+	idErr error // the id's own problem: then nothing derived from it is checked
+	errs  []error
+}
+
+func (v *validation) add(field, format string, args ...any) {
+	v.errs = append(v.errs, v.n.FieldError(field, format, args...))
+}
+
+// kinesis checks parameters.kinesis and sets c.Timestamp.
+func (v *validation) kinesis(c *Config, p params) {
 	if c.MaxRecords < 1 || c.MaxRecords > 10000 {
-		add("parameters.kinesis.maxRecords", "must be between 1 and 10000 (the GetRecords limit), got %d", c.MaxRecords)
+		v.add("parameters.kinesis.maxRecords", "must be between 1 and 10000 (the GetRecords limit), got %d", c.MaxRecords)
 	}
+	const tsField = "parameters.kinesis.initialPositionModifiers.timestamp"
 	var ts *time.Time
 	if m := p.Kinesis.InitialPositionModifiers; m != nil {
 		t, err := parseMillis(m.Timestamp)
 		if err != nil {
-			add("parameters.kinesis.initialPositionModifiers.timestamp", "%v", err)
+			v.add(tsField, "%v", err)
 		}
 		ts = t
 	}
@@ -275,83 +280,94 @@ func ParseConfig(file string, key schemas.Key, data []byte) (Config, error) {
 	case PositionTrimHorizon, PositionLatest:
 	case PositionAtTimestamp:
 		if ts == nil {
-			add("parameters.kinesis.initialPositionModifiers.timestamp", "required when initialPosition is AT_TIMESTAMP (epoch milliseconds)")
+			v.add(tsField, "required when initialPosition is AT_TIMESTAMP (epoch milliseconds)")
 		} else {
 			c.Timestamp = *ts
 			if msg := timestampProblem(c.Timestamp, time.Now()); msg != "" {
-				add("parameters.kinesis.initialPositionModifiers.timestamp", "%s", msg)
+				v.add(tsField, "%s", msg)
 			}
 		}
 	default:
-		add("parameters.kinesis.initialPosition", "must be one of AT_TIMESTAMP, LATEST, TRIM_HORIZON, got %q", c.InitialPosition)
+		v.add("parameters.kinesis.initialPosition", "must be one of AT_TIMESTAMP, LATEST, TRIM_HORIZON, got %q", c.InitialPosition)
 	}
 	if c.ShardSyncInterval < 100*time.Millisecond {
-		add("parameters.kinesis.shardSyncIntervalMillis", "must be at least 100, got %d", c.ShardSyncInterval.Milliseconds())
+		v.add("parameters.kinesis.shardSyncIntervalMillis", "must be at least 100, got %d", c.ShardSyncInterval.Milliseconds())
 	}
 	// Kinesis throttles polls faster than about 5 per second per shard.
 	if c.IdleBetweenReads < 200*time.Millisecond {
-		add("parameters.kinesis.idleTimeBetweenReadsMillis", "must be at least 200, got %d", c.IdleBetweenReads.Milliseconds())
+		v.add("parameters.kinesis.idleTimeBetweenReadsMillis", "must be at least 200, got %d", c.IdleBetweenReads.Milliseconds())
 	}
 	if c.LeaseDuration < time.Second {
-		add("parameters.kinesis.failoverTimeMillis", "must be at least 1000, got %d", c.LeaseDuration.Milliseconds())
+		v.add("parameters.kinesis.failoverTimeMillis", "must be at least 1000, got %d", c.LeaseDuration.Milliseconds())
 	}
 	if c.LeaseRefresh <= 0 || c.LeaseRefresh >= c.LeaseDuration {
-		add("parameters.kinesis.leaseRefreshMillis", "must be positive and below failoverTimeMillis (%d), got %d", c.LeaseDuration.Milliseconds(), c.LeaseRefresh.Milliseconds())
+		v.add("parameters.kinesis.leaseRefreshMillis", "must be positive and below failoverTimeMillis (%d), got %d", c.LeaseDuration.Milliseconds(), c.LeaseRefresh.Milliseconds())
 	}
 	if c.ParentShardPoll <= 0 {
-		add("parameters.kinesis.parentShardPollMillis", "must be positive, got %d", c.ParentShardPoll.Milliseconds())
+		v.add("parameters.kinesis.parentShardPollMillis", "must be positive, got %d", c.ParentShardPoll.Milliseconds())
 	}
+}
+
+// delivery checks parameters.delivery.
+func (v *validation) delivery(c Config, p params) {
 	if c.MaxInFlight < 1 || c.MaxInFlight > 10000 {
-		add("parameters.delivery.maxInFlightPerShard", "must be between 1 and 10000, got %d", c.MaxInFlight)
+		v.add("parameters.delivery.maxInFlightPerShard", "must be between 1 and 10000, got %d", c.MaxInFlight)
 	}
 	if c.RetryBudget < 0 {
-		add("parameters.delivery.retryBudgetMillis", "must not be negative, got %d", c.RetryBudget.Milliseconds())
+		v.add("parameters.delivery.retryBudgetMillis", "must not be negative, got %d", c.RetryBudget.Milliseconds())
 	}
 	if c.DeadLetterStream != "" {
 		if !streamName.MatchString(c.DeadLetterStream) {
-			add("parameters.delivery.deadLetterStream", "%q is not a Kinesis stream name", c.DeadLetterStream)
+			v.add("parameters.delivery.deadLetterStream", "%q is not a Kinesis stream name", c.DeadLetterStream)
 		} else if c.DeadLetterStream == c.StreamName {
-			add("parameters.delivery.deadLetterStream", "must not be the observed stream %q: dead letters would be read back as commands", c.StreamName)
+			v.add("parameters.delivery.deadLetterStream", "must not be the observed stream %q: dead letters would be read back as commands", c.StreamName)
 		}
 	}
-	if c.Idempotency.Enabled {
-		switch {
-		case !tableDerived && !tableName.MatchString(c.Idempotency.TableName):
-			add("parameters.delivery.idempotency.tableName", "%q is not usable as a DynamoDB table name", c.Idempotency.TableName)
-		case !tableDerived && c.Idempotency.TableName == c.ID:
-			add("parameters.delivery.idempotency.tableName", "must differ from the observer id, which names the lease table")
-		case tableDerived && idErr == nil && !tableName.MatchString(c.Idempotency.TableName):
-			add("id", "%q is too long to name the idempotency table %q after it: shorten the id or set parameters.delivery.idempotency.tableName", c.ID, c.Idempotency.TableName)
+	if !c.Idempotency.Enabled {
+		return
+	}
+	tableDerived := deref(p.Delivery.Idempotency.TableName) == ""
+	switch {
+	case !tableDerived && !tableName.MatchString(c.Idempotency.TableName):
+		v.add("parameters.delivery.idempotency.tableName", "%q is not usable as a DynamoDB table name", c.Idempotency.TableName)
+	case !tableDerived && c.Idempotency.TableName == c.ID:
+		v.add("parameters.delivery.idempotency.tableName", "must differ from the observer id, which names the lease table")
+	case tableDerived && v.idErr == nil && !tableName.MatchString(c.Idempotency.TableName):
+		v.add("id", "%q is too long to name the idempotency table %q after it: shorten the id or set parameters.delivery.idempotency.tableName", c.ID, c.Idempotency.TableName)
+	}
+	if c.Idempotency.Retention < 24*time.Hour {
+		v.add("parameters.delivery.idempotency.retentionDays", "must be at least 1, got %d", p.Delivery.Idempotency.RetentionDays)
+	}
+	if c.Idempotency.ClaimTimeout < time.Second {
+		v.add("parameters.delivery.idempotency.claimTimeoutMillis", "must be at least 1000, got %d", c.Idempotency.ClaimTimeout.Milliseconds())
+	}
+}
+
+// cloudWatch checks parameters.cloudwatch; namespaceDerived says the
+// namespace is the id's.
+func (v *validation) cloudWatch(c Config, namespaceDerived bool) {
+	if !c.CloudWatch.Enabled {
+		return
+	}
+	if c.CloudWatch.FlushInterval < time.Second {
+		v.add("parameters.cloudwatch.flushIntervalMillis", "must be at least 1000, got %d", c.CloudWatch.FlushInterval.Milliseconds())
+	}
+	if err := metrics.ValidNamespace(c.CloudWatch.Namespace); err != nil {
+		if !namespaceDerived {
+			v.add("parameters.cloudwatch.namespace", "%v", err)
+		} else if v.idErr == nil {
+			v.add("id", "%q is not usable as the CloudWatch namespace, which defaults to the id: set parameters.cloudwatch.namespace (%v)", c.ID, err)
 		}
-		if c.Idempotency.Retention < 24*time.Hour {
-			add("parameters.delivery.idempotency.retentionDays", "must be at least 1, got %d", p.Delivery.Idempotency.RetentionDays)
-		}
-		if c.Idempotency.ClaimTimeout < time.Second {
-			add("parameters.delivery.idempotency.claimTimeoutMillis", "must be at least 1000, got %d", c.Idempotency.ClaimTimeout.Milliseconds())
-		}
 	}
-	if c.CloudWatch.Enabled && c.CloudWatch.FlushInterval < time.Second {
-		add("parameters.cloudwatch.flushIntervalMillis", "must be at least 1000, got %d", c.CloudWatch.FlushInterval.Milliseconds())
+}
+
+func (v *validation) scaleOut(s ScaleOut) {
+	if s.MaxLeasesPerWorker < 0 {
+		v.add("parameters.scaleOut.maxLeasesPerWorker", "must not be negative (0: no limit), got %d", s.MaxLeasesPerWorker)
 	}
-	if c.CloudWatch.Enabled {
-		if err := metrics.ValidNamespace(c.CloudWatch.Namespace); err != nil {
-			if !namespaceDerived {
-				add("parameters.cloudwatch.namespace", "%v", err)
-			} else if idErr == nil {
-				add("id", "%q is not usable as the CloudWatch namespace, which defaults to the id: set parameters.cloudwatch.namespace (%v)", c.ID, err)
-			}
-		}
+	if s.TakesPerPass < 1 || s.TakesPerPass > 100 {
+		v.add("parameters.scaleOut.takesPerPass", "must be between 1 and 100, got %d", s.TakesPerPass)
 	}
-	if c.ScaleOut.MaxLeasesPerWorker < 0 {
-		add("parameters.scaleOut.maxLeasesPerWorker", "must not be negative (0: no limit), got %d", c.ScaleOut.MaxLeasesPerWorker)
-	}
-	if c.ScaleOut.TakesPerPass < 1 || c.ScaleOut.TakesPerPass > 100 {
-		add("parameters.scaleOut.takesPerPass", "must be between 1 and 100, got %d", c.ScaleOut.TakesPerPass)
-	}
-	if len(errs) > 0 {
-		return Config{}, errors.Join(errs...)
-	}
-	return c, nil
 }
 
 // clockSkew is how far ahead of this host's clock an AT_TIMESTAMP start may

@@ -179,10 +179,10 @@ func JSON(tb testing.TB, b []byte) any {
 }
 
 // Config turns a config file's text into the responders.Config that the
-// daemon would hand to Module.New: the data is checked and normalised with
-// schemas.DecodeAvroJSON and, like the daemon's loader does, normalised
-// again against the latest addition of its schema that the module accepts,
-// so that every default is filled in. logger may be nil.
+// daemon would hand to Module.New: its data is normalised as the daemon's
+// loader does it, by the module's ConfigSchemas.Normalise (upgraded to the
+// module's current config schema, every default filled in). logger may be
+// nil.
 func Config(tb testing.TB, file []byte, logger *slog.Logger) (responders.Config, error) {
 	tb.Helper()
 	var wrapper struct {
@@ -196,34 +196,23 @@ func Config(tb testing.TB, file []byte, logger *slog.Logger) (responders.Config,
 	if err != nil {
 		tb.Fatal(err)
 	}
-	norm, err := schemas.DecodeAvroJSON(key, wrapper.Data)
+	m, ok := responders.ForConfig(key)
+	if !ok {
+		tb.Fatalf("no registered responder accepts %s", key)
+	}
+	n, err := m.Configs().Normalise("test.json", key, wrapper.Data)
 	if err != nil {
 		return responders.Config{}, err
 	}
-	if m, ok := responders.ForConfig(key); ok {
-		latest := key
-		for _, k := range m.ConfigSchemas {
-			if k.SameRevision(key) && k.Addition > latest.Addition {
-				latest = k
-			}
-		}
-		if latest != key {
-			if norm, err = schemas.DecodeAvroJSON(latest, norm); err != nil {
-				return responders.Config{}, fmt.Errorf("upgrading to %s: %w", latest, err)
-			}
-		}
-	}
-	var data struct {
-		ID         string          `json:"id"`
-		Parameters json.RawMessage `json:"parameters"`
-	}
-	if err := json.Unmarshal(norm, &data); err != nil {
+	var params json.RawMessage
+	id, err := n.Unmarshal(&params)
+	if err != nil {
 		tb.Fatal(err)
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return responders.Config{ID: data.ID, File: "test.json", Schema: key, Parameters: data.Parameters, Logger: logger}, nil
+	return responders.Config{ID: id, File: "test.json", Schema: key, Parameters: params, Logger: logger}, nil
 }
 
 // Record wraps command data in the command and envelope that arrive on a
