@@ -296,7 +296,7 @@ func resolve(e *Entry) (schemas.ConfigSchemas, responders.Module, error) {
 // newResponder builds the responder of a normalised responder config.
 func newResponder(e *Entry, mod responders.Module, n schemas.Normalised, log *slog.Logger) (responders.Responder, error) {
 	var params json.RawMessage
-	if _, err := n.Unmarshal(&params); err != nil {
+	if _, err := n.Unmarshal(mod.Configs(), &params); err != nil {
 		return nil, err
 	}
 	// A responder owns no table: its id only has to name it.

@@ -254,33 +254,42 @@ func (p *avroParser) parseObject(s map[string]any, ns string) (*avroType, error)
 	case "record":
 		fields, _ := s["fields"].([]any)
 		for _, f := range fields {
-			fm, ok := f.(map[string]any)
-			if !ok {
-				return nil, fmt.Errorf("record %q: field %v is not an object", full, f)
-			}
-			fname, _ := fm["name"].(string)
-			ft, err := p.parse(fm["type"], ns)
+			field, err := p.parseField(f, full, ns)
 			if err != nil {
-				return nil, fmt.Errorf("record %q field %q: %w", full, fname, err)
-			}
-			field := avroField{name: fname, typ: ft}
-			if dv, ok := fm["default"]; ok {
-				// Avro matches a union's default against its first branch only.
-				dt := ft
-				if ft.kind == "union" && len(ft.branches) > 0 {
-					dt = ft.branches[0]
-				}
-				var d avroDecoder
-				field.def = d.decode(dt, dv, "")
-				if len(d.errs) > 0 {
-					return nil, fmt.Errorf("record %q field %q: invalid default: %w", full, fname, errors.Join(d.errs...))
-				}
-				field.hasDefault = true
+				return nil, err
 			}
 			t.fields = append(t.fields, field)
 		}
 	}
 	return t, nil
+}
+
+// parseField parses one field of the record named full.
+func (p *avroParser) parseField(f any, full, ns string) (avroField, error) {
+	fm, ok := f.(map[string]any)
+	if !ok {
+		return avroField{}, fmt.Errorf("record %q: field %v is not an object", full, f)
+	}
+	fname, _ := fm["name"].(string)
+	ft, err := p.parse(fm["type"], ns)
+	if err != nil {
+		return avroField{}, fmt.Errorf("record %q field %q: %w", full, fname, err)
+	}
+	field := avroField{name: fname, typ: ft}
+	if dv, ok := fm["default"]; ok {
+		// Avro matches a union's default against its first branch only.
+		dt := ft
+		if ft.kind == "union" && len(ft.branches) > 0 {
+			dt = ft.branches[0]
+		}
+		var d avroDecoder
+		field.def = d.decode(dt, dv, "")
+		if len(d.errs) > 0 {
+			return avroField{}, fmt.Errorf("record %q field %q: invalid default: %w", full, fname, errors.Join(d.errs...))
+		}
+		field.hasDefault = true
+	}
+	return field, nil
 }
 
 // branchName is how Avro's JSON encoding names a union branch.

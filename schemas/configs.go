@@ -89,8 +89,12 @@ func (c ConfigSchemas) Normalise(file string, k Key, data []byte) (Normalised, e
 }
 
 // Unmarshal unmarshals the normalised data.parameters into params and
-// returns data.id.
-func (n Normalised) Unmarshal(params any) (id string, err error) {
+// returns data.id. c is the config schemas of the caller's kind: a config of
+// another kind is refused.
+func (n Normalised) Unmarshal(c ConfigSchemas, params any) (id string, err error) {
+	if !c.Accepts(n.Schema) {
+		return "", &FieldError{File: n.File, Path: "schema", Message: fmt.Sprintf("%s is not one of %v", n.Schema, c.All())}
+	}
 	var doc struct {
 		ID         string `json:"id"`
 		Parameters any    `json:"parameters"`

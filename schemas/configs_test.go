@@ -52,16 +52,22 @@ func TestConfigSchemasNormaliseUpgradesToCurrent(t *testing.T) {
 }
 
 func TestNormalisedUnmarshalAndFieldError(t *testing.T) {
-	n := Normalised{File: "x.json", Data: []byte(`{"enabled":true,"id":"x","parameters":{"a":1}}`)}
+	k := mustKey(t, "iglu:io.sauna.responders/WebhookConfig/avro/1-0-0")
+	c := ConfigSchemas{Current: k}
+	n := Normalised{File: "x.json", Schema: k, Data: []byte(`{"enabled":true,"id":"x","parameters":{"a":1}}`)}
 	var p struct{ A int }
-	if id, err := n.Unmarshal(&p); err != nil || id != "x" || p.A != 1 {
+	if id, err := n.Unmarshal(c, &p); err != nil || id != "x" || p.A != 1 {
 		t.Errorf("Unmarshal = %q, %v, %+v", id, err, p)
 	}
 	var wrong struct{ A string }
-	_, err := n.Unmarshal(&wrong)
+	_, err := n.Unmarshal(c, &wrong)
 	var fe *FieldError
 	if !errors.As(err, &fe) || fe.File != "x.json" || fe.Path != "data.parameters" {
 		t.Errorf("Unmarshal into the wrong type: %#v", err)
+	}
+	other := ConfigSchemas{Current: mustKey(t, "iglu:io.sauna.ingest/HttpIngestConfig/avro/1-0-0")}
+	if _, err := n.Unmarshal(other, &p); !errors.As(err, &fe) || fe.Path != "schema" {
+		t.Errorf("Unmarshal of another kind's config: %v", err)
 	}
 	for _, tc := range []struct {
 		err  *FieldError

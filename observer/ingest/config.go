@@ -110,11 +110,8 @@ type params struct {
 // ParseConfig validates an ingest config normalised by Configs.Normalise.
 // Every returned error is a *schemas.FieldError or an errors.Join of them.
 func ParseConfig(n schemas.Normalised) (Config, error) {
-	if !Configs.Accepts(n.Schema) {
-		return Config{}, &schemas.FieldError{File: n.File, Path: "schema", Message: fmt.Sprintf("%s is not a known HttpIngestConfig version", n.Schema)}
-	}
 	var p params
-	id, err := n.Unmarshal(&p)
+	id, err := n.Unmarshal(Configs, &p)
 	if err != nil {
 		return Config{}, err
 	}

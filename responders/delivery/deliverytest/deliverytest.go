@@ -205,7 +205,7 @@ func Config(tb testing.TB, file []byte, logger *slog.Logger) (responders.Config,
 		return responders.Config{}, err
 	}
 	var params json.RawMessage
-	id, err := n.Unmarshal(&params)
+	id, err := n.Unmarshal(m.Configs(), &params)
 	if err != nil {
 		tb.Fatal(err)
 	}
