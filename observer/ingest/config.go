@@ -80,11 +80,8 @@ func (c Config) producerKey() string {
 }
 
 type params struct {
-	Listen string `json:"listen"`
-	AWS    struct {
-		AccessKeyID     string `json:"accessKeyId"`
-		SecretAccessKey string `json:"secretAccessKey"`
-	} `json:"aws"`
+	Listen  string          `json:"listen"`
+	AWS     kinesis.AWSKeys `json:"aws"`
 	Kinesis struct {
 		Region     string `json:"region"`
 		StreamName string `json:"streamName"`

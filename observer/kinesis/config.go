@@ -135,11 +135,15 @@ func ValidStreamAccess(n schemas.Normalised, region, stream, accessKeyID, secret
 	return errs
 }
 
+// AWSKeys is parameters.aws of every config that reaches a Kinesis stream;
+// see ValidStreamAccess.
+type AWSKeys struct {
+	AccessKeyID     string `json:"accessKeyId"`
+	SecretAccessKey string `json:"secretAccessKey"`
+}
+
 type params struct {
-	AWS struct {
-		AccessKeyID     string `json:"accessKeyId"`
-		SecretAccessKey string `json:"secretAccessKey"`
-	} `json:"aws"`
+	AWS     AWSKeys `json:"aws"`
 	Kinesis struct {
 		Region                   string `json:"region"`
 		StreamName               string `json:"streamName"`
