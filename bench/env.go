@@ -364,6 +364,9 @@ type spec struct {
 	idempotency *bool
 	// steal turns on the KCL's lease stealing (kcl only).
 	steal bool
+	// ddbURL, if set, is the DynamoDB endpoint instead of the emulator's
+	// (a counting proxy in front of it).
+	ddbURL string
 }
 
 type proc struct {
@@ -414,6 +417,10 @@ func (e *env) start(ctx context.Context, sp spec, r *recorder) (*proc, error) {
 		}
 		args = []string{"run", "--config-dir", dir, "--log-format", "json", "--admin-addr", "127.0.0.1:0"}
 		extra = append(extra, probe.ConsumerEnv+"="+sp.id)
+		if sp.ddbURL != "" {
+			// Later entries win (os/exec keeps the last of duplicates).
+			extra = append(extra, "AWS_ENDPOINT_URL_DYNAMODB="+sp.ddbURL)
+		}
 	default:
 		k := map[string]string{kindKCL: "kcl", kindHarlow: "harlow", kindRaw: "raw"}[sp.kind]
 		args = []string{"-kind", k, "-stream", sp.streams[0], "-app", sp.app, "-id", sp.id, "-sink", e.sink.Addr(), "-delay", sp.delay.String()}

@@ -22,7 +22,7 @@ import (
 )
 
 // scenarioNames in report order.
-var scenarioNames = []string{"startup", "latency", "drain", "slow", "failover", "pipeline", "rss", "ingest", "replay", "rebalance", "rolling"}
+var scenarioNames = []string{"startup", "latency", "drain", "slow", "failover", "pipeline", "rss", "ingest", "replay", "rebalance", "rolling", "ddb-cost"}
 
 func main() {
 	if err := run(); err != nil {
@@ -116,6 +116,7 @@ var scenarioFuncs = map[string]func(context.Context, *env) (*section, error){
 	"replay":    scenarioReplay,
 	"rebalance": scenarioRebalance,
 	"rolling":   scenarioRolling,
+	"ddb-cost":  scenarioDDBCost,
 }
 
 func pick(list string, all []string, flagName string) ([]string, error) {

@@ -37,6 +37,8 @@ type limits struct {
 	replayCount    int
 	outcomeItems   int
 	searchRepeats  int
+	costSettle     time.Duration // ddb-cost: from balanced to the start of the count
+	costWindow     time.Duration // ddb-cost: how long requests are counted
 }
 
 func (e *env) limits() limits {
@@ -51,6 +53,7 @@ func (e *env) limits() limits {
 		pipelineCount: 5,
 		rssIdle:       10 * time.Second,
 		replayCount:   20000, outcomeItems: 100000, searchRepeats: 5,
+		costSettle: 20 * time.Second, costWindow: 30 * time.Second,
 	}
 	if e.quick {
 		l.startupShards, l.startupLimit = []int{4}, 30*time.Second
@@ -63,6 +66,7 @@ func (e *env) limits() limits {
 		l.pipelineCount = 1
 		l.rssIdle = 2 * time.Second
 		l.replayCount, l.outcomeItems, l.searchRepeats = 2000, 5000, 3
+		l.costSettle, l.costWindow = 5*time.Second, 8*time.Second
 	}
 	return l
 }

@@ -23,9 +23,13 @@ import (
 //   - Census. Every worker keeps an item "sauna#worker#<id>" whose Expires
 //     it pushes forward every third of the lease duration, and deletes it
 //     when it stops. A worker holding no lease is therefore still counted.
-//   - Balance. Every BalanceInterval a worker scans the table and computes
-//     its share of the workable shards (unfinished, parents finished):
-//     floor or ceil of shards / live workers. It acquires no lease beyond
+//   - Balance. A worker scans the table and computes its share of the
+//     workable shards (unfinished, parents finished): floor or ceil of
+//     shards / live workers. It scans every BalanceInterval while anything
+//     moves, and doubles the period up to BalanceMaxInterval while scans
+//     find nothing changed and nothing to do, so that a settled cluster
+//     costs a scan per worker every few seconds instead of every second
+//     (see scanPace for what brings the fast period back). It acquires no lease beyond
 //     the ceiling, and, when nothing is free and the most loaded worker
 //     holds at least two more than it does, it asks that worker for one
 //     lease (HandoffTo = itself, written only if the lease carries no
@@ -60,8 +64,11 @@ const (
 // Defaults of the scale-out settings.
 const (
 	DefaultBalanceInterval = time.Second
-	DefaultHandoffTimeout  = 30 * time.Second // the KCL 3.x gracefulLeaseHandoffTimeoutMillis default
-	DefaultTakesPerPass    = 1
+	// DefaultBalanceMaxInterval bounds how stale a settled worker's view
+	// gets; what needs a fresh one sooner kicks a scan (scanPace).
+	DefaultBalanceMaxInterval = 10 * time.Second
+	DefaultHandoffTimeout     = 30 * time.Second // the KCL 3.x gracefulLeaseHandoffTimeoutMillis default
+	DefaultTakesPerPass       = 1
 )
 
 // IsLeaseKey tells a shard's lease item from sauna's own items (stream
@@ -100,12 +107,23 @@ func (t *Table) Snapshot() View {
 // reserved for live peers, and its census item is deleted so peers stop
 // counting it. It is best effort (a failed delete expires on its own).
 func (t *Table) Leave() {
-	t.mu.Lock()
-	t.leaving = true
-	t.mu.Unlock()
+	// A settled worker's view may be several seconds old: the peers its
+	// released leases go to (successor) must be the live ones now.
 	ctx, cancel := t.callCtx()
 	defer cancel()
-	_, err := t.db.DeleteItem(ctx, &dynamodb.DeleteItemInput{
+	rows, census, err := scanTable(ctx, t.db, t.cfg.TableName, t.cfg.CallTimeout, t.now())
+	t.mu.Lock()
+	if err == nil {
+		t.view.Workers = t.liveWorkers(rows, census)
+	}
+	t.leaving = true
+	t.mu.Unlock()
+	if err != nil {
+		t.log.Warn("could not rescan the lease table before leaving; peers are chosen from the last scan", "err", err)
+	}
+	dctx, dcancel := t.callCtx()
+	defer dcancel()
+	_, err = t.db.DeleteItem(dctx, &dynamodb.DeleteItemInput{
 		TableName: aws.String(t.cfg.TableName),
 		Key:       map[string]types.AttributeValue{attrShardID: s(CensusPrefix + t.cfg.WorkerID)},
 	})
@@ -119,31 +137,86 @@ func (t *Table) Leave() {
 // by this worker (free, expired, or reserved for it), and seen (if set) with
 // every scan's view; neither may block. It returns when ctx ends.
 func (t *Table) RunBalancer(ctx context.Context, wake func(), seen func(View)) {
-	tick := time.NewTicker(t.cfg.BalanceInterval)
-	defer tick.Stop()
-	var lastBeat time.Time
+	base := t.cfg.BalanceInterval
+	beatEvery := t.cfg.LeaseDuration / 3
+	interval := base
+	var nextBeat, lastScan time.Time
+	timer := time.NewTimer(0)
+	defer timer.Stop()
 	for {
-		if time.Since(lastBeat) >= t.cfg.LeaseDuration/3 {
+		now := time.Now()
+		if !now.Before(nextBeat) {
 			if err := t.Heartbeat(); err != nil {
 				t.log.Warn("census heartbeat failed", "err", err)
+				nextBeat = now.Add(base)
 			} else {
-				lastBeat = time.Now()
+				nextBeat = now.Add(beatEvery)
 			}
 		}
-		if err := t.balanceOnce(ctx, wake); err != nil {
-			if ctx.Err() != nil {
-				return
+		if now.Sub(lastScan) >= interval {
+			lastScan = now
+			settled, err := t.balanceOnce(ctx, wake)
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				t.log.Warn("lease balance pass failed", "err", err)
+			} else if seen != nil {
+				seen(t.Snapshot())
 			}
-			t.log.Warn("lease balance pass failed", "err", err)
-		} else if seen != nil {
-			seen(t.Snapshot())
+			interval = nextScanInterval(interval, settled && err == nil, base, t.cfg.BalanceMaxInterval)
 		}
+		next := lastScan.Add(interval)
+		if nextBeat.Before(next) {
+			next = nextBeat
+		}
+		timer.Reset(time.Until(next))
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-timer.C:
+		case <-t.scans.kick:
+			// The next scan comes one base interval after the last at the
+			// latest, never sooner: kicks cannot make the balancer spin.
+			interval = base
+			if !timer.Stop() {
+				<-timer.C
+			}
 		}
 	}
+}
+
+// scanPace is what makes a settled balancer scan sooner than its stretched
+// period. A settled worker's view only matters when this worker may take a
+// lease (the shard-sync pass found one free, expired or reserved for it:
+// its share may have changed too, e.g. a peer died or the stream was
+// resharded) or when a worker it does not know asks it for a lease (a peer
+// that joined since its last scan). Both kick a scan; a worker that joins,
+// asks for leases or is asked for one by a known peer needs no kick, since
+// the scans that find a change keep the fast period anyway.
+type scanPace struct {
+	kick chan struct{}
+	// last sums up the previous scan (see settled); only balanceOnce,
+	// called by one goroutine, uses it.
+	last string
+}
+
+// kickScan asks the balancer to scan within one BalanceInterval of its last
+// scan; it never blocks.
+func (t *Table) kickScan() {
+	select {
+	case t.scans.kick <- struct{}{}:
+	default:
+	}
+}
+
+// nextScanInterval is the balancer's next period: the base while scans find
+// something changed or to do, doubling up to max while they find nothing.
+func nextScanInterval(cur time.Duration, settled bool, base, ceiling time.Duration) time.Duration {
+	if !settled {
+		return base
+	}
+	return min(max(cur*2, base), ceiling)
 }
 
 // Heartbeat writes this worker's census item.
@@ -186,15 +259,7 @@ func (t *Table) scanView(ctx context.Context) ([]scanned, error) {
 	if err != nil {
 		return nil, err
 	}
-	workers := map[string]int{t.cfg.WorkerID: 0}
-	for w := range census {
-		workers[w] = 0
-	}
-	for _, r := range rows {
-		if r.Live && r.Checkpoint != checkpoint.ShardEnd {
-			workers[r.Owner]++
-		}
-	}
+	workers := t.liveWorkers(rows, census)
 	workable, err := t.workable(ctx, rows)
 	if err != nil {
 		return nil, err
@@ -208,6 +273,21 @@ func (t *Table) scanView(ctx context.Context) ([]scanned, error) {
 	t.view = v
 	t.mu.Unlock()
 	return rows, nil
+}
+
+// liveWorkers counts the live leases of every live worker: this one, those
+// of the census, and any owner of a live lease.
+func (t *Table) liveWorkers(rows []scanned, census map[string]bool) map[string]int {
+	workers := map[string]int{t.cfg.WorkerID: 0}
+	for w := range census {
+		workers[w] = 0
+	}
+	for _, r := range rows {
+		if r.Live && r.Checkpoint != checkpoint.ShardEnd {
+			workers[r.Owner]++
+		}
+	}
+	return workers
 }
 
 // scanTable reads every item of a lease table (consistent, every page,
@@ -343,10 +423,15 @@ func (t *Table) mayTake() bool {
 	return held < t.view.Ceil
 }
 
-func (t *Table) balanceOnce(ctx context.Context, wake func()) error {
+// balanceOnce scans the table, wakes the shard-sync pass when this worker
+// may take a lease, and asks for a handoff when it is short of its share.
+// settled reports that it did nothing and found the table as the previous
+// scan did (same workers with the same counts, same workable shards, free
+// leases and pending handoffs): the balancer may then scan less often.
+func (t *Table) balanceOnce(ctx context.Context, wake func()) (settled bool, err error) {
 	rows, err := t.scanView(ctx)
 	if err != nil {
-		return err
+		return false, err
 	}
 	me := t.cfg.WorkerID
 	now := t.now()
@@ -355,10 +440,13 @@ func (t *Table) balanceOnce(ctx context.Context, wake func()) error {
 	for w, n := range v.Workers {
 		counts[w] = n
 	}
-	free, pending := 0, 0
+	free, pending, asked := 0, 0, 0
 	mine := counts[me]
-	var mayWake bool
+	var mayWake, acted bool
 	for _, r := range rows {
+		if r.HandoffTo != "" && r.Checkpoint != checkpoint.ShardEnd {
+			asked++
+		}
 		if r.Checkpoint == checkpoint.ShardEnd {
 			continue
 		}
@@ -379,6 +467,7 @@ func (t *Table) balanceOnce(ctx context.Context, wake func()) error {
 			// Asked for by a worker that has left: the request would only
 			// block others.
 			t.clearRequest(r)
+			acted = true
 		case r.HandoffTo != "":
 			// Promised to someone else already.
 			counts[r.Owner]--
@@ -388,6 +477,7 @@ func (t *Table) balanceOnce(ctx context.Context, wake func()) error {
 		}
 		if r.Live && r.HandoffTo == me && t.requestStale(r, now) {
 			t.withdraw(r)
+			acted = true
 		}
 	}
 	if free > 0 && mine < v.Ceil {
@@ -396,12 +486,16 @@ func (t *Table) balanceOnce(ctx context.Context, wake func()) error {
 	if mayWake && wake != nil {
 		wake()
 	}
+	summary := scanSummary(v, free, asked)
+	unchanged := summary == t.scans.last
+	t.scans.last = summary
+	settled = unchanged && !mayWake && !acted && pending == 0
 	if !t.cfg.Balance || free > 0 || pending > 0 {
-		return nil
+		return settled, nil
 	}
 	for taken := 0; taken < t.cfg.TakesPerPass; taken++ {
 		if t.cfg.MaxLeases > 0 && mine >= t.cfg.MaxLeases {
-			return nil
+			return settled, nil
 		}
 		donor, most := "", 0
 		for w, n := range counts {
@@ -410,7 +504,7 @@ func (t *Table) balanceOnce(ctx context.Context, wake func()) error {
 			}
 		}
 		if donor == "" || most-mine < 2 {
-			return nil
+			return settled, nil
 		}
 		var candidates []scanned
 		for _, r := range rows {
@@ -419,12 +513,13 @@ func (t *Table) balanceOnce(ctx context.Context, wake func()) error {
 			}
 		}
 		if len(candidates) == 0 {
-			return nil
+			return settled, nil
 		}
 		n, _ := rand.Int(rand.Reader, big.NewInt(int64(len(candidates))))
 		pick := candidates[n.Int64()]
+		settled = false
 		if err := t.requestHandoff(pick); err != nil {
-			return err
+			return false, err
 		}
 		counts[donor]--
 		mine++
@@ -432,7 +527,19 @@ func (t *Table) balanceOnce(ctx context.Context, wake func()) error {
 			wake()
 		}
 	}
-	return nil
+	return settled, nil
+}
+
+// scanSummary is what a scan found that decides whether anything moved:
+// the live workers and their lease counts, the workable shards, the free
+// leases and the pending handoffs.
+func scanSummary(v View, free, asked int) string {
+	ws := make([]string, 0, len(v.Workers))
+	for w, n := range v.Workers {
+		ws = append(ws, fmt.Sprintf("%s=%d", w, n))
+	}
+	sort.Strings(ws)
+	return fmt.Sprintf("%s|workable=%d|free=%d|asked=%d", strings.Join(ws, ","), v.Workable, free, asked)
 }
 
 // requestStale tells whether our request on a lease its owner keeps
@@ -507,11 +614,18 @@ func (t *Table) withdraw(r scanned) {
 }
 
 // mayHandTo reports whether a request from worker w is to be honoured: w
-// is live by the last scan (before any scan, every request is).
+// is live by the last scan (before any scan, every request is). An unknown
+// w kicks a scan.
 func (t *Table) mayHandTo(w string) bool {
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.view.At.IsZero() || t.view.live(w)
+	ok := t.view.At.IsZero() || t.view.live(w)
+	t.mu.Unlock()
+	if !ok {
+		// Perhaps a worker that joined after this worker's last scan: look
+		// again, so that its request is honoured at the next renewal.
+		t.kickScan()
+	}
+	return ok
 }
 
 // HandoffRequested returns a channel that is closed when another worker asks

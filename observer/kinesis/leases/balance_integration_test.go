@@ -60,7 +60,7 @@ func TestIntegrationHandoff(t *testing.T) {
 
 	b := e.balancedTable(t, name, stream, "worker-b")
 	c := e.newTable(t, name, stream, "worker-c", 10*time.Second)
-	if err := b.balanceOnce(t.Context(), nil); err != nil {
+	if _, err := b.balanceOnce(t.Context(), nil); err != nil {
 		t.Fatal(err)
 	}
 	if v := b.Snapshot(); len(v.Workers) != 2 || v.Workable != 2 || v.Ceil != 1 {
@@ -79,7 +79,7 @@ func TestIntegrationHandoff(t *testing.T) {
 	if asked == kept {
 		kept = ids[1]
 	}
-	if err := b.balanceOnce(t.Context(), nil); err != nil {
+	if _, err := b.balanceOnce(t.Context(), nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := e.item(t, name, kept)[attrHandoffTo]; got != "" {

@@ -517,8 +517,13 @@ func (t *Table) FetchCheckpoint(shard *par.ShardStatus) error {
 	if badTimeout {
 		t.shardLog(shard.ID).Warn("unreadable LeaseTimeout; treating the lease as expired", "lease_timeout", r.timeout)
 	}
-	if available && t.cfg.OnAvailable != nil {
-		t.cfg.OnAvailable()
+	if available {
+		// This worker's share may have changed too (a peer died, the
+		// stream was resharded): a settled balancer looks again soon.
+		t.kickScan()
+		if t.cfg.OnAvailable != nil {
+			t.cfg.OnAvailable()
+		}
 	}
 	if !r.hasCheckpt {
 		return checkpoint.ErrSequenceIDNotFound

@@ -97,8 +97,12 @@ type Config struct {
 	Balance         bool          // ask overloaded peers for leases, and take no more than this worker's share
 	MaxLeases       int           // most leases this worker holds; 0: no cap
 	TakesPerPass    int           // most handoffs asked for per balance pass; 0 means DefaultTakesPerPass
-	BalanceInterval time.Duration // period of the census scan; 0 means DefaultBalanceInterval
-	HandoffTimeout  time.Duration // an unanswered request is withdrawn after this; 0 means DefaultHandoffTimeout
+	BalanceInterval time.Duration // period of the census scan while anything changes; 0 means DefaultBalanceInterval
+	// BalanceMaxInterval is the longest period of the census scan, reached
+	// by doubling while scans find nothing changed; 0 means
+	// DefaultBalanceMaxInterval.
+	BalanceMaxInterval time.Duration
+	HandoffTimeout     time.Duration // an unanswered request is withdrawn after this; 0 means DefaultHandoffTimeout
 	// OnHandoff, if set, is told of every lease this worker hands over
 	// ("graceful") or takes over expired from a live-looking owner
 	// ("expired"). It must not block.
@@ -129,6 +133,7 @@ type Table struct {
 	view          View           // the last census scan
 	leaving       bool           // Leave was called: released leases go to peers
 	given         map[string]int // leases reserved for each peer while leaving
+	scans         scanPace       // when the balancer scans next (balance.go)
 
 	shards shardCache
 }
@@ -161,6 +166,9 @@ func New(db ddbtable.Client, kin ShardLister, cfg Config) *Table {
 	if cfg.BalanceInterval <= 0 {
 		cfg.BalanceInterval = DefaultBalanceInterval
 	}
+	if cfg.BalanceMaxInterval < cfg.BalanceInterval {
+		cfg.BalanceMaxInterval = max(DefaultBalanceMaxInterval, cfg.BalanceInterval)
+	}
 	if cfg.HandoffTimeout <= 0 {
 		cfg.HandoffTimeout = DefaultHandoffTimeout
 	}
@@ -175,6 +183,7 @@ func New(db ddbtable.Client, kin ShardLister, cfg Config) *Table {
 		log:   log.With("table", cfg.TableName),
 		now:   time.Now,
 		slots: make(map[string]*slot),
+		scans: scanPace{kick: make(chan struct{}, 1)},
 	}
 }
 

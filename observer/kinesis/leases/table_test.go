@@ -269,16 +269,17 @@ func TestStreamMismatchError(t *testing.T) {
 func TestDefaults(t *testing.T) {
 	tbl := New(nil, nil, Config{TableName: "obs"})
 	want := Config{
-		TableName:         "obs",
-		LeaseDuration:     DefaultLeaseDuration,
-		CallTimeout:       DefaultCallTimeout,
-		TableWaitTimeout:  DefaultTableWaitTimeout,
-		ShardListTTL:      DefaultShardListTTL,
-		ClaimTimeout:      DefaultClaimTimeout,
-		LeaseSyncInterval: DefaultLeaseSyncInterval,
-		TakesPerPass:      DefaultTakesPerPass,
-		BalanceInterval:   DefaultBalanceInterval,
-		HandoffTimeout:    DefaultHandoffTimeout,
+		TableName:          "obs",
+		LeaseDuration:      DefaultLeaseDuration,
+		CallTimeout:        DefaultCallTimeout,
+		TableWaitTimeout:   DefaultTableWaitTimeout,
+		ShardListTTL:       DefaultShardListTTL,
+		ClaimTimeout:       DefaultClaimTimeout,
+		LeaseSyncInterval:  DefaultLeaseSyncInterval,
+		TakesPerPass:       DefaultTakesPerPass,
+		BalanceInterval:    DefaultBalanceInterval,
+		BalanceMaxInterval: DefaultBalanceMaxInterval,
+		HandoffTimeout:     DefaultHandoffTimeout,
 	}
 	if diff := cmp.Diff(want, tbl.cfg, cmpopts.IgnoreFields(Config{}, "Logger")); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
