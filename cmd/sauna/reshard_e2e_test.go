@@ -240,6 +240,41 @@ func dlvShards(t *testing.T, kin *kinesis.Client, stream string) (open, closed [
 	return open, closed
 }
 
+// dlvSplit splits parent at the middle of its hash key range.
+func dlvSplit(t *testing.T, kin *kinesis.Client, stream string, parent types.Shard) {
+	t.Helper()
+	lo, hi := dlvHashKey(parent.HashKeyRange.StartingHashKey), dlvHashKey(parent.HashKeyRange.EndingHashKey)
+	mid := new(big.Int).Add(lo, hi)
+	mid.Add(mid, big.NewInt(1)).Rsh(mid, 1)
+	if _, err := kin.SplitShard(t.Context(), &kinesis.SplitShardInput{
+		StreamName: aws.String(stream), ShardToSplit: parent.ShardId, NewStartingHashKey: aws.String(mid.String()),
+	}); err != nil {
+		t.Fatalf("split %s: %v", aws.ToString(parent.ShardId), err)
+	}
+}
+
+// dlvMergeLastPair merges the last two adjacent shards of open (sorted by
+// starting hash key, as dlvShards returns them) and returns them.
+func dlvMergeLastPair(t *testing.T, kin *kinesis.Client, stream string, open []types.Shard) (a, b types.Shard) {
+	t.Helper()
+	for i := len(open) - 2; i >= 0; i-- {
+		end := dlvHashKey(open[i].HashKeyRange.EndingHashKey)
+		if new(big.Int).Add(end, big.NewInt(1)).Cmp(dlvHashKey(open[i+1].HashKeyRange.StartingHashKey)) == 0 {
+			a, b = open[i], open[i+1]
+			break
+		}
+	}
+	if a.ShardId == nil {
+		t.Fatalf("no two adjacent open shards among %d", len(open))
+	}
+	if _, err := kin.MergeShards(t.Context(), &kinesis.MergeShardsInput{
+		StreamName: aws.String(stream), ShardToMerge: a.ShardId, AdjacentShardToMerge: b.ShardId,
+	}); err != nil {
+		t.Fatalf("merge %s and %s: %v", aws.ToString(a.ShardId), aws.ToString(b.ShardId), err)
+	}
+	return a, b
+}
+
 func dlvHashKey(s *string) *big.Int {
 	n, ok := new(big.Int).SetString(aws.ToString(s), 10)
 	if !ok {
@@ -422,14 +457,7 @@ func testDeliveryReshard(t *testing.T, position string) {
 		t.Fatalf("open shards before the split: %d, want 2", len(open))
 	}
 	parent := open[0]
-	lo, hi := dlvHashKey(parent.HashKeyRange.StartingHashKey), dlvHashKey(parent.HashKeyRange.EndingHashKey)
-	mid := new(big.Int).Add(lo, hi)
-	mid.Add(mid, big.NewInt(1)).Rsh(mid, 1)
-	if _, err := kin.SplitShard(t.Context(), &kinesis.SplitShardInput{
-		StreamName: aws.String(stream), ShardToSplit: parent.ShardId, NewStartingHashKey: aws.String(mid.String()),
-	}); err != nil {
-		t.Fatalf("split %s: %v", aws.ToString(parent.ShardId), err)
-	}
+	dlvSplit(t, kin, stream, parent)
 	t.Logf("split %s after %d commands put", aws.ToString(parent.ShardId), prod.count())
 	dlvWaitActive(t, kin, stream)
 	dlvWaitShardEnd(t, env, id, aws.ToString(parent.ShardId))
@@ -442,22 +470,7 @@ func testDeliveryReshard(t *testing.T, position string) {
 	}
 	// The last adjacent pair: the split's upper child and the untouched
 	// shard, so the merged shard has parents of different lineages.
-	var a, b types.Shard
-	for i := len(open) - 2; i >= 0; i-- {
-		end := dlvHashKey(open[i].HashKeyRange.EndingHashKey)
-		if new(big.Int).Add(end, big.NewInt(1)).Cmp(dlvHashKey(open[i+1].HashKeyRange.StartingHashKey)) == 0 {
-			a, b = open[i], open[i+1]
-			break
-		}
-	}
-	if a.ShardId == nil {
-		t.Fatalf("no two adjacent open shards among %d", len(open))
-	}
-	if _, err := kin.MergeShards(t.Context(), &kinesis.MergeShardsInput{
-		StreamName: aws.String(stream), ShardToMerge: a.ShardId, AdjacentShardToMerge: b.ShardId,
-	}); err != nil {
-		t.Fatalf("merge %s and %s: %v", aws.ToString(a.ShardId), aws.ToString(b.ShardId), err)
-	}
+	a, b := dlvMergeLastPair(t, kin, stream, open)
 	t.Logf("merged %s and %s after %d commands put", aws.ToString(a.ShardId), aws.ToString(b.ShardId), prod.count())
 	dlvWaitActive(t, kin, stream)
 	dlvWaitShardEnd(t, env, id, aws.ToString(a.ShardId), aws.ToString(b.ShardId))

@@ -2,6 +2,8 @@ package leases
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -213,5 +215,26 @@ func TestBalancerKickScansSoon(t *testing.T) {
 			t.Fatal("no scan within 2 s of a kick; the stretched period is at least 2.56 s")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// The KCL's pass calls FetchCheckpoint and then GetLease for every shard
+// this worker does not hold: a lease the fetch found live in a peer's hands
+// is refused without a second read.
+func TestAcquireLiveForeignLeaseReadsOnce(t *testing.T) {
+	f := newScanFixture(t, time.Second, 10*time.Second)
+	f.set("shardId-3", map[string]string{attrShardID: "shardId-3", attrOwner: "peer", attrTimeout: formatTimeout(fakeNow.Add(time.Hour)), attrCheckpoint: "5"})
+	sh := newShard("shardId-3", "")
+	f.db.resetOps()
+	if err := f.tbl.FetchCheckpoint(sh); err != nil {
+		t.Fatal(err)
+	}
+	err := f.tbl.GetLease(sh, "me")
+	var na *NotAcquiredError
+	if !errors.As(err, &na) {
+		t.Fatalf("GetLease of a peer's live lease: %v, want a NotAcquiredError", err)
+	}
+	if got := f.db.ops(); !slices.Equal(got, []string{"GetItem"}) {
+		t.Errorf("DynamoDB calls %v, want one GetItem (the fetch)", got)
 	}
 }
