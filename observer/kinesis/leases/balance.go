@@ -29,11 +29,11 @@ import (
 //     moves, and doubles the period up to BalanceMaxInterval while scans
 //     find nothing changed and nothing to do, so that a settled cluster
 //     costs a scan per worker every few seconds instead of every second
-//     (see scanPace for what brings the fast period back). It acquires no lease beyond
-//     the ceiling, and, when nothing is free and the most loaded worker
-//     holds at least two more than it does, it asks that worker for one
-//     lease (HandoffTo = itself, written only if the lease carries no
-//     request yet).
+//     (scanPace says what brings the fast period back). It acquires no
+//     lease beyond the ceiling, and, when nothing is free and the most
+//     loaded worker holds at least two more than it does, it asks that
+//     worker for one lease (HandoffTo = itself, written only if the lease
+//     carries no request yet).
 //   - Graceful handoff. The owner sees the request at its next renewal
 //     (which returns the item), stops admitting the shard's records, lets
 //     the admitted ones finish, writes the final checkpoint and then
@@ -42,9 +42,11 @@ import (
 //     a reserved lease until that timeout; after it, anyone may (the
 //     requester died). An owner that dies or freezes stops renewing, and its
 //     lease expires and is taken as in any failover.
-//   - Shutdown. A stopping worker reserves each lease it releases for the
-//     least loaded live peer, so the shard moves on within a scan interval
-//     instead of waiting for a peer's slow shard-sync pass.
+//   - Shutdown. A stopping worker rescans the census and reserves each
+//     lease it releases for the least loaded live peer, which takes it at
+//     its next shard-sync pass or scan, whichever comes first (the pass
+//     finds the reservation and kicks a scan), instead of the peers racing
+//     for it.
 //
 // Items whose ShardID contains '#' are sauna's own (stream binding, census,
 // and any other marker): Kinesis shard ids never contain '#', and every
@@ -178,10 +180,9 @@ func (t *Table) RunBalancer(ctx context.Context, wake func(), seen func(View)) {
 		case <-t.scans.kick:
 			// The next scan comes one base interval after the last at the
 			// latest, never sooner: kicks cannot make the balancer spin.
+			// (The timer is Reset above with no drain: since Go 1.23 a
+			// stopped or reset timer delivers no stale tick.)
 			interval = base
-			if !timer.Stop() {
-				<-timer.C
-			}
 		}
 	}
 }
