@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// ---- 8. rebalance and 9. rolling: several processes of one consumer ----
+// ---- 10. rebalance and 11. rolling: several processes of one consumer ----
 
 // Both scenarios run sauna with idempotency off, so that a duplicate is a
 // command the lease protocol let run twice, and the KCL with lease
@@ -20,7 +20,7 @@ const scaleShards = 4
 
 func scenarioRebalance(ctx context.Context, e *env) (*section, error) {
 	l := e.limits()
-	s := &section{name: "rebalance", title: "8. Rebalance: a second process joins",
+	s := &section{name: "rebalance", title: "10. Rebalance: a second process joins",
 		method: fmt.Sprintf("%d shards, a producer putting one command per shard every %s. Process A starts alone; once "+
 			"every shard delivers from it (limit %s), process B of the same consumer starts, and the time until each "+
 			"process delivers on its half of the shards (in the last second) is measured (limit %s). Intake stall: "+
@@ -32,7 +32,7 @@ func scenarioRebalance(ctx context.Context, e *env) (*section, error) {
 
 func scenarioRolling(ctx context.Context, e *env) (*section, error) {
 	l := e.limits()
-	s := &section{name: "rolling", title: "9. Rolling restart of two processes",
+	s := &section{name: "rolling", title: "11. Rolling restart of two processes",
 		method: fmt.Sprintf("%d shards, a producer putting one command per shard every %s. Processes A and B share "+
 			"the shards; then A gets SIGTERM and a new A' starts, once the shards are shared again B gets SIGTERM and "+
 			"B' starts (each wait limited to %s). Intake stall: the longest gap between two deliveries of one shard "+
