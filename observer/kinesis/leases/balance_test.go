@@ -39,7 +39,7 @@ func newScanFixture(t *testing.T, base, ceiling time.Duration) *scanFixture {
 		"shardId-finished-99": {attrShardID: "shardId-finished-99", attrCheckpoint: "SHARD_END"},
 	}
 	f.kin.listShards = shardList("shardId-0", "shardId-1", "shardId-finished-99")
-	f.db.scan = func(*dynamodb.ScanInput) (*dynamodb.ScanOutput, error) {
+	f.db.OnScan = func(*dynamodb.ScanInput) (*dynamodb.ScanOutput, error) {
 		f.scans.Add(1)
 		f.mu.Lock()
 		defer f.mu.Unlock()
@@ -49,8 +49,8 @@ func newScanFixture(t *testing.T, base, ceiling time.Duration) *scanFixture {
 		}
 		return out, nil
 	}
-	f.db.putItem = func(*dynamodb.PutItemInput) (*dynamodb.PutItemOutput, error) { return &dynamodb.PutItemOutput{}, nil }
-	f.db.getItem = func(in *dynamodb.GetItemInput) (*dynamodb.GetItemOutput, error) {
+	f.db.OnPutItem = func(*dynamodb.PutItemInput) (*dynamodb.PutItemOutput, error) { return &dynamodb.PutItemOutput{}, nil }
+	f.db.OnGetItem = func(in *dynamodb.GetItemInput) (*dynamodb.GetItemOutput, error) {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		return f.store.get(in)
@@ -225,7 +225,7 @@ func TestAcquireLiveForeignLeaseReadsOnce(t *testing.T) {
 	f := newScanFixture(t, time.Second, 10*time.Second)
 	f.set("shardId-3", map[string]string{attrShardID: "shardId-3", attrOwner: "peer", attrTimeout: formatTimeout(fakeNow.Add(time.Hour)), attrCheckpoint: "5"})
 	sh := newShard("shardId-3", "")
-	f.db.resetOps()
+	f.db.Reset()
 	if err := f.tbl.FetchCheckpoint(sh); err != nil {
 		t.Fatal(err)
 	}
@@ -234,7 +234,7 @@ func TestAcquireLiveForeignLeaseReadsOnce(t *testing.T) {
 	if !errors.As(err, &na) {
 		t.Fatalf("GetLease of a peer's live lease: %v, want a NotAcquiredError", err)
 	}
-	if got := f.db.ops(); !slices.Equal(got, []string{"GetItem"}) {
+	if got := f.db.Ops(); !slices.Equal(got, []string{"GetItem"}) {
 		t.Errorf("DynamoDB calls %v, want one GetItem (the fetch)", got)
 	}
 }
