@@ -184,17 +184,23 @@ func TestScaleOut(t *testing.T) {
 	// A kill -9 may leave commands executed but not checkpointed: those
 	// run again, by design, without idempotency. Everything before it must
 	// have run exactly once.
+	if dups := ranTwice(ids, hits, killed); len(dups) > 0 {
+		t.Errorf("%d commands ran twice before the kill -9 (idempotency off): %s", len(dups), strings.Join(dups[:min(len(dups), 10)], "; "))
+	}
+	t.Logf("%d commands, %d graceful handoffs while rebalancing", len(ids), handoffs)
+}
+
+// ranTwice describes, sorted, the commands whose second arrival came before
+// cut.
+func ranTwice(ids []string, hits map[string][]dgHit, cut time.Time) []string {
 	var dups []string
 	for _, id := range ids {
-		if h := hits[id]; len(h) > 1 && h[1].at.Before(killed) {
+		if h := hits[id]; len(h) > 1 && h[1].at.Before(cut) {
 			dups = append(dups, fmt.Sprintf("%s×%d via %s", id, len(h), paths(h)))
 		}
 	}
 	sort.Strings(dups)
-	if len(dups) > 0 {
-		t.Errorf("%d commands ran twice before the kill -9 (idempotency off): %s", len(dups), strings.Join(dups[:min(len(dups), 10)], "; "))
-	}
-	t.Logf("%d commands, %d graceful handoffs while rebalancing", len(ids), handoffs)
+	return dups
 }
 
 func paths(h []dgHit) string {

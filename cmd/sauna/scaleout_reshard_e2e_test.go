@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -67,14 +66,7 @@ func TestScaleOutReshard(t *testing.T) {
 	hits := sink.snapshot()
 	dgCheckKeyOrder(t, ids, keys, land, hits)
 	checkParentsFirst(t, append(open, closed...), ids, land, hits)
-	var dups []string
-	for _, cid := range ids {
-		if h := hits[cid]; len(h) > 1 {
-			dups = append(dups, fmt.Sprintf("%s×%d via %s", cid, len(h), paths(h)))
-		}
-	}
-	sort.Strings(dups)
-	if len(dups) > 0 {
+	if dups := ranTwice(ids, hits, time.Now()); len(dups) > 0 {
 		t.Errorf("%d commands ran twice (idempotency off): %s", len(dups), strings.Join(dups[:min(len(dups), 10)], "; "))
 	}
 	handoffs := 0
