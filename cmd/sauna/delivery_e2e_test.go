@@ -1071,8 +1071,8 @@ func TestDeliveryZombie(t *testing.T) {
 	waitFor(t, giveUp, func() bool {
 		hits := sink.snapshot()
 		for _, m := range survivor.p.logsMatching(msgIs("took over an expired claim")) {
-			c := fmt.Sprint(m["commandId"])
-			if !zombieIDs[fmt.Sprint(m["previousOwner"])] {
+			c := fmt.Sprint(m["command_id"])
+			if !zombieIDs[fmt.Sprint(m["previous_owner"])] {
 				continue
 			}
 			bySurvivor, byZombie := false, false

@@ -86,7 +86,7 @@ func (w *Writer) Put(ctx context.Context, l Letter) error {
 	}
 	if len(data)+len(key) > w.maxRecordBytes && l.Record != nil {
 		w.log.Warn("dead letter too large: writing it without the original record",
-			"observer", l.Observer, "stream", l.Stream, "shard", l.Shard, "sequenceNumber", l.SequenceNumber,
+			"observer", l.Observer, "stream", l.Stream, "shard", l.Shard, "sequence_number", l.SequenceNumber,
 			"command_id", l.CommandID, "record_size", len(l.Record))
 		l.RecordSize, l.Record = len(l.Record), nil
 		if data, err = Encode(l); err != nil {

@@ -534,7 +534,7 @@ func (t *Table) takeOver(ctx context.Context, key string, c Claim, rec *Record, 
 	got := parseRecord(out.Attributes)
 	if rec.Status == StatusInProgress {
 		t.log.Info("took over an expired claim", "command_id", c.CommandID, "digest", c.Digest,
-			"previousOwner", rec.Owner, "claimedUntil", rec.ClaimedUntil, "attempts", got.Attempts)
+			"previous_owner", rec.Owner, "claimed_until", rec.ClaimedUntil, "attempts", got.Attempts)
 	} else {
 		t.log.Info("claimed a "+rec.Verdict+" command again", "command_id", c.CommandID, "digest", c.Digest,
 			"shard", c.Shard, "sequence", c.Sequence, "attempts", got.Attempts)
