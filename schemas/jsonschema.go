@@ -23,7 +23,10 @@ func schemaURL(k Key) string { return igluCentral + k.Path() + "#" }
 
 type compiledJSONSchemas struct {
 	byKey map[Key]*jsonschema.Schema
-	err   error
+	// checkers holds the fast validator of each schema that has one (see
+	// checker).
+	checkers map[Key]*checker
+	err      error
 }
 
 var jsonSchemas = sync.OnceValue(compileJSONSchemas)
@@ -66,13 +69,18 @@ func compileJSONSchemas() compiledJSONSchemas {
 		}
 		jsKeys = append(jsKeys, k)
 	}
-	out := compiledJSONSchemas{byKey: make(map[Key]*jsonschema.Schema, len(jsKeys))}
+	out := compiledJSONSchemas{byKey: make(map[Key]*jsonschema.Schema, len(jsKeys)), checkers: map[Key]*checker{}}
 	for _, k := range jsKeys {
 		s, err := c.Compile(schemaURL(k))
 		if err != nil {
 			return compiledJSONSchemas{err: fmt.Errorf("schemas: compile %s: %w", k, err)}
 		}
 		out.byKey[k] = s
+		// A schema the checker cannot express is validated by the library
+		// alone.
+		if ch, err := newChecker(s); err == nil {
+			out.checkers[k] = ch
+		}
 	}
 	return out
 }
@@ -91,6 +99,10 @@ func (offlineLoader) Load(url string) (any, error) {
 // or of encoding/json decoding into an any (preferably with UseNumber, so
 // that large integers keep their precision). An unknown key gives an error
 // wrapping [ErrUnknownSchema]; an invalid instance gives a *[ValidationError].
+//
+// A valid instance is recognised by the schema's checker when it has one,
+// without allocating; anything else is validated by the library, which
+// words the error.
 func ValidateJSON(k Key, instance any) error {
 	js := jsonSchemas()
 	if js.err != nil {
@@ -99,6 +111,9 @@ func ValidateJSON(k Key, instance any) error {
 	s, ok := js.byKey[k]
 	if !ok {
 		return fmt.Errorf("%w %s", ErrUnknownSchema, k)
+	}
+	if ch := js.checkers[k]; ch != nil && ch.check(instance, 0) == valid {
+		return nil
 	}
 	err := s.Validate(instance)
 	if err == nil {

@@ -1,0 +1,267 @@
+package schemas
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+)
+
+// checkerCorpus is every command kept as testdata in the repository
+// (Sauna's own test commands among them), whole.
+func checkerCorpus(t testing.TB) [][]byte {
+	t.Helper()
+	var out [][]byte
+	for _, pattern := range []string{
+		"testdata/commands/*.json",
+		"../testdata/commands/*.json",
+		"../cmd/sauna/testdata/sauna-commands/*.json",
+		"../responders/*/testdata/*.json",
+	} {
+		files, err := filepath.Glob(pattern)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, b)
+		}
+	}
+	if len(out) < 20 {
+		t.Fatalf("only %d files in the checker corpus", len(out))
+	}
+	return out
+}
+
+// checkerCases are instances on the edges of what the bundled command
+// schemas say; each is checked against every schema.
+var checkerCases = []string{
+	// Integers however written, and non-integers.
+	`{"commandId":"3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44","whenCreated":"2017-06-29T10:15:00Z","execution":{"semantics":"AT_LEAST_ONCE","timeToLive":1.0},"tags":{}}`,
+	`{"commandId":"3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44","whenCreated":"2017-06-29T10:15:00Z","execution":{"semantics":"AT_LEAST_ONCE","timeToLive":12e3},"tags":{}}`,
+	`{"commandId":"3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44","whenCreated":"2017-06-29T10:15:00Z","execution":{"semantics":"AT_LEAST_ONCE","timeToLive":1.25e1},"tags":{}}`,
+	`{"commandId":"3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44","whenCreated":"2017-06-29T10:15:00Z","execution":{"semantics":"AT_LEAST_ONCE","timeToLive":1250e-2},"tags":{}}`,
+	`{"commandId":"3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44","whenCreated":"2017-06-29T10:15:00Z","execution":{"semantics":"AT_LEAST_ONCE","timeToLive":1200e-2},"tags":{}}`,
+	`{"commandId":"3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44","whenCreated":"2017-06-29T10:15:00Z","execution":{"semantics":"AT_LEAST_ONCE","timeToLive":-0.0},"tags":{}}`,
+	`{"commandId":"3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44","whenCreated":"2017-06-29T10:15:00Z","execution":{"semantics":"AT_LEAST_ONCE","timeToLive":0.000e5},"tags":{}}`,
+	`{"commandId":"3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44","whenCreated":"2017-06-29T10:15:00Z","execution":{"semantics":"AT_LEAST_ONCE","timeToLive":1E-1000000},"tags":{}}`,
+	`{"commandId":"3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44","whenCreated":"2017-06-29T10:15:00Z","execution":{"semantics":"AT_LEAST_ONCE","timeToLive":0.00E+99999},"tags":{}}`,
+	`{"commandId":"3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44","whenCreated":"2017-06-29T10:15:00Z","execution":{"semantics":"AT_LEAST_ONCE","timeToLive":123456789012345678901234567890},"tags":{}}`,
+	`{"commandId":"3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44","whenCreated":"2017-06-29T10:15:00Z","execution":{"semantics":"AT_LEAST_ONCE","timeToLive":"1"},"tags":{}}`,
+	`{"commandId":"3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44","whenCreated":"2017-06-29T10:15:00Z","execution":{"semantics":"AT_LEAST_ONCE","timeToLive":null},"tags":{"a":1}}`,
+	`{"commandId":"3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44","whenCreated":"2017-06-29T10:15:00Z","execution":{"semantics":null,"timeToLive":null},"tags":{}}`,
+	// UUIDs.
+	`{"commandId":"3F2A6C1E-8D4B-4A7E-9C2F-5B1D0E7A9C44","whenCreated":"2017-06-29T10:15:00Z","execution":{"semantics":"AT_LEAST_ONCE","timeToLive":null},"tags":{}}`,
+	`{"commandId":"3f2a6c1e8d4b-4a7e-9c2f-5b1d0e7a9c44-","whenCreated":"2017-06-29T10:15:00Z","execution":{"semantics":"AT_LEAST_ONCE","timeToLive":null},"tags":{}}`,
+	`{"commandId":"3f2a6c1é-8d4b-4a7e-9c2f-5b1d0e7a9c4","whenCreated":"2017-06-29T10:15:00Z","execution":{"semantics":"AT_LEAST_ONCE","timeToLive":null},"tags":{}}`,
+	// Date-times: offsets, fractions, lowercase, leap days and seconds.
+	`{"commandId":"3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44","whenCreated":"2016-02-29t23:59:60.123456789+00:00","execution":{"semantics":"AT_LEAST_ONCE","timeToLive":null},"tags":{}}`,
+	`{"commandId":"3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44","whenCreated":"2016-12-31T22:59:60-01:00","execution":{"semantics":"AT_LEAST_ONCE","timeToLive":null},"tags":{}}`,
+	`{"commandId":"3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44","whenCreated":"2017-02-29T10:15:00Z","execution":{"semantics":"AT_LEAST_ONCE","timeToLive":null},"tags":{}}`,
+	`{"commandId":"3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44","whenCreated":"2000-02-29T10:15:00.5z","execution":{"semantics":"AT_LEAST_ONCE","timeToLive":null},"tags":{}}`,
+	`{"commandId":"3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44","whenCreated":"1900-02-29T10:15:00Z","execution":{"semantics":"AT_LEAST_ONCE","timeToLive":null},"tags":{}}`,
+	`{"commandId":"3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44","whenCreated":"0000-01-01T00:00:00Z","execution":{"semantics":"AT_LEAST_ONCE","timeToLive":null},"tags":{}}`,
+	`{"commandId":"3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44","whenCreated":"2017-06-29T24:00:00+23:59","execution":{"semantics":"AT_LEAST_ONCE","timeToLive":null},"tags":{}}`,
+	`{"commandId":"3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44","whenCreated":"2017-06-29T10:15:00.+01:00","execution":{"semantics":"AT_LEAST_ONCE","timeToLive":null},"tags":{}}`,
+	`{"commandId":"3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44","whenCreated":"2017-06-29T10:15:00+1:000","execution":{"semantics":"AT_LEAST_ONCE","timeToLive":null},"tags":{}}`,
+	`{"commandId":"3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44","whenCreated":"2017-06-29 10:15:00Z","execution":{"semantics":"AT_LEAST_ONCE","timeToLive":null},"tags":{}}`,
+	// Lengths count characters, not bytes.
+	`{"roomIdOrName":"é","message":"x"}`,
+	`{"roomIdOrName":"` + strings.Repeat("é", 100) + `","message":"x","color":"RED","notify":false,"messageFormat":"TEXT"}`,
+	`{"roomIdOrName":"` + strings.Repeat("é", 101) + `","message":"x"}`,
+	`{"roomIdOrName":"ops","message":"x","color":"red"}`,
+	`{"roomIdOrName":"ops","message":"x","notify":"yes"}`,
+	// anyOf, items as a schema and as a tuple.
+	`{"service_key":"k","event_type":"trigger","description":"d","contexts":[{"type":"link","href":"h"},{"type":"image","src":"s"}]}`,
+	`{"service_key":"k","event_type":"trigger","description":"d","contexts":[{"type":"image","href":"h"}]}`,
+	`{"service_key":"k","event_type":"acknowledge","incident_key":"i","details":{"a":[1,{}]}}`,
+	`{"service_key":"k","event_type":"resolve","incident_key":"i","contexts":[]}`,
+	`{"personalizations":[{"to":[{"email":"a"},{"bogus":1}]},"anything"],"from":{"email":"f"},"categories":["a",1]}`,
+	`{"personalizations":[{"to":[{"email":1}]}],"from":{"email":"f"}}`,
+	`{"personalizations":[],"from":{"email":"f"},"asm":{"group_id":1.5}}`,
+	`{"text":"t","attachments":[]}`,
+	`{"attachments":[{"fallback":"f","ts":1e2}]}`,
+	`{"attachments":[{"fallback":"f","ts":1.5}]}`,
+	// Patterns: header names and values.
+	`{"body":null,"headers":{"X-A":"1","x_b.c~":"ok"}}`,
+	`{"body":[1,2],"headers":{"X A":"1"}}`,
+	`{"body":{},"headers":{"X-A":"line\nbreak"}}`,
+	`{"body":{},"headers":{"X-A":"nul\u0000"}}`,
+	`{"body":{},"headers":{"":"v"}}`,
+	`{"body":{},"headers":{"X-A":1}}`,
+	`{"headers":{}}`,
+	// Wrappers.
+	`{"schema":"iglu:a/b/c/1-0-0","data":null}`,
+	`{"schema":"iglu:a/b/c/1-0-0\n","data":null}`,
+	`{"schema":"iglu:a.b/c/d/1-0","data":1}`,
+	`{"envelope":{"schema":"iglu:a/b/c/1-0-0","data":{}},"command":{"schema":"iglu:a/b/c/1-0-0"}}`,
+	// Other types everywhere.
+	`[]`, `"s"`, `1`, `1.5`, `true`, `null`, `{}`,
+}
+
+// checkerKeys are the bundled schemas that have a checker.
+func checkerKeys(t testing.TB) []Key {
+	t.Helper()
+	js := jsonSchemas()
+	if js.err != nil {
+		t.Fatal(js.err)
+	}
+	var out []Key
+	for _, k := range Keys() {
+		if js.checkers[k] != nil {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// sameAsLibrary fails unless the checker of every schema in keys gives,
+// for doc and every value within it, the library's answer: valid or
+// invalid, never unsure, for values of jsonschema.UnmarshalJSON and of
+// encoding/json (numbers as float64).
+func sameAsLibrary(t testing.TB, keys []Key, doc []byte) {
+	t.Helper()
+	exact, err := jsonschema.UnmarshalJSON(strings.NewReader(string(doc)))
+	if err != nil {
+		return
+	}
+	var floats any
+	if err := json.Unmarshal(doc, &floats); err != nil {
+		t.Fatalf("jsonschema decodes what encoding/json does not: %v\n%s", err, doc)
+	}
+	js := jsonSchemas()
+	for _, root := range []any{exact, floats} {
+		walkValues(root, func(v any) {
+			for _, k := range keys {
+				libErr := js.byKey[k].Validate(v)
+				got := js.checkers[k].check(v, 0)
+				if got == unsure || (got == valid) != (libErr == nil) {
+					b, _ := json.Marshal(v)
+					t.Fatalf("%s: the checker says %v, the library %v, for %s (%T)", k, got, libErr, b, v)
+				}
+			}
+		})
+	}
+}
+
+func (v verdict) String() string {
+	return [...]string{valid: "valid", unsure: "unsure", invalid: "invalid"}[v]
+}
+
+func walkValues(v any, f func(any)) {
+	f(v)
+	switch x := v.(type) {
+	case map[string]any:
+		for _, e := range x {
+			walkValues(e, f)
+		}
+	case []any:
+		for _, e := range x {
+			walkValues(e, f)
+		}
+	}
+}
+
+// TestEveryCommandSchemaHasAChecker keeps the fast path: a keyword the
+// checker does not know would silently send every command to the library.
+func TestEveryCommandSchemaHasAChecker(t *testing.T) {
+	js := jsonSchemas()
+	for _, k := range Keys() {
+		if k.Format != "jsonschema" || k == metaSchemaKey {
+			continue
+		}
+		if _, err := newChecker(js.byKey[k]); err != nil {
+			t.Errorf("%s: %v", k, err)
+		}
+	}
+	// The meta-schema uses dependencies: the library alone validates
+	// against it, which shows that an unsupported keyword is refused.
+	if js.checkers[metaSchemaKey] != nil {
+		t.Error("the meta-schema has a checker")
+	}
+}
+
+func TestCheckerMatchesLibrary(t *testing.T) {
+	keys := checkerKeys(t)
+	for _, doc := range checkerCorpus(t) {
+		sameAsLibrary(t, keys, doc)
+	}
+	for _, doc := range checkerCases {
+		sameAsLibrary(t, keys, []byte(doc))
+	}
+}
+
+// TestCheckerUnsure: values the checker cannot judge go to the library.
+func TestCheckerUnsure(t *testing.T) {
+	js := jsonSchemas()
+	env := js.checkers[Key{Vendor: "com.snowplowanalytics.sauna.commands", Name: "envelope", Format: "jsonschema", Model: 1}]
+	for _, v := range []any{
+		int64(1),
+		map[string]any{"commandId": 1.5, "x": struct{}{}},
+	} {
+		if got := env.check(v, 0); got == valid {
+			t.Errorf("check(%#v) = valid", v)
+		}
+	}
+	if got := env.check(int64(1), 0); got != unsure {
+		t.Errorf("check(int64) = %v, want unsure", got)
+	}
+	for lit, want := range map[string]verdict{
+		"1e1234567": valid, "1e-1234567": invalid, "0.0e-1234567": valid, "100e-2": valid, "101e-2": invalid,
+		"1.": unsure, "01": unsure, "0x10": unsure, "1e": unsure, "": unsure,
+	} {
+		if got := integerLiteral(lit); got != want {
+			t.Errorf("integerLiteral(%q) = %v, want %v", lit, got, want)
+		}
+	}
+}
+
+func TestValidateJSONValidDoesNotAllocate(t *testing.T) {
+	n := 0
+	for _, doc := range checkerCorpus(t) {
+		var sd selfDescribing
+		if json.Unmarshal(doc, &sd) != nil {
+			continue
+		}
+		k, err := ParseKey(sd.Schema)
+		if err != nil {
+			continue
+		}
+		v, err := jsonschema.UnmarshalJSON(strings.NewReader(string(doc)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := v.(map[string]any)["data"]
+		if ValidateJSON(k, data) != nil {
+			continue
+		}
+		if a := testing.AllocsPerRun(10, func() { _ = ValidateJSON(k, data) }); a != 0 {
+			t.Errorf("validating a valid %s allocates %v times", k, a)
+		}
+		n++
+	}
+	if n < 10 {
+		t.Errorf("only %d valid wrappers in the corpus", n)
+	}
+}
+
+// FuzzCheckerMatchesLibrary: on any JSON document, every checker agrees
+// with the library on the document and on every value within it.
+func FuzzCheckerMatchesLibrary(f *testing.F) {
+	for _, doc := range checkerCorpus(f) {
+		f.Add(doc)
+	}
+	for _, doc := range checkerCases {
+		f.Add([]byte(doc))
+	}
+	keys := checkerKeys(f)
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		sameAsLibrary(t, keys, doc)
+	})
+}
