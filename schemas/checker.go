@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"strconv"
 	"unicode/utf8"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
@@ -531,11 +532,13 @@ func (c *checker) checkCombinations(v any, depth int) verdict {
 }
 
 // isInteger is the library's test of the "integer" type for a number: its
-// exact value has no fractional part, however it is written (1.0 and 1e2
-// are integers).
+// exact value, as math/big reads it, has no fractional part, however it is
+// written (1.0 and 1e2 are integers).
 func isInteger(v any) verdict {
 	switch x := v.(type) {
 	case float64:
+		// The library reads the shortest decimal that gives x back, which
+		// is an integer exactly when x is.
 		if x == math.Trunc(x) {
 			return valid
 		}
@@ -546,8 +549,11 @@ func isInteger(v any) verdict {
 	return unsure
 }
 
-// integerLiteral tells whether the JSON number literal s is an integer;
-// unsure when s is not a JSON number.
+// integerLiteral tells whether the JSON number literal s is an integer as
+// big.Rat.SetString reads it, limits included: an exponent that does not fit
+// an int64, or a power of ten beyond a million (once the digits after the
+// point are counted) on a non-zero number, makes SetString fail, and the
+// library then says "not an integer". unsure when s is not a JSON number.
 func integerLiteral(s string) verdict {
 	i := 0
 	if i < len(s) && s[i] == '-' {
@@ -574,37 +580,39 @@ func integerLiteral(s string) verdict {
 	var exp int64
 	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
 		i++
-		neg := false
+		start := i
 		if i < len(s) && (s[i] == '+' || s[i] == '-') {
-			neg = s[i] == '-'
 			i++
 		}
-		e := digits()
-		if e == "" {
+		if digits() == "" {
 			return unsure
 		}
-		for _, d := range e {
-			// Saturated far beyond any literal's number of digits, the
-			// exponent keeps its meaning here.
-			if exp < 1<<40 {
-				exp = exp*10 + int64(d-'0')
-			}
-		}
-		if neg {
-			exp = -exp
+		var err error
+		if exp, err = strconv.ParseInt(s[start:i], 10, 64); err != nil {
+			return invalid
 		}
 	}
 	if i != len(s) {
 		return unsure
 	}
-	// The value is the digits of intPart and frac times 10^(exp-len(frac));
-	// each trailing zero of those digits raises the exponent by one.
 	all := intPart + frac
 	zeros := 0
 	for zeros < len(all) && all[len(all)-1-zeros] == '0' {
 		zeros++
 	}
-	if zeros == len(all) || exp-int64(len(frac))+int64(zeros) >= 0 {
+	if zeros == len(all) {
+		return valid
+	}
+	if exp < math.MinInt64/2 {
+		return invalid
+	}
+	// The value is the digits of intPart and frac times 10^exp5; each
+	// trailing zero of those digits raises the power by one.
+	exp5 := exp - int64(len(frac))
+	if exp5 > 1e6 || exp5 < -1e6 {
+		return invalid
+	}
+	if exp5+int64(zeros) >= 0 {
 		return valid
 	}
 	return invalid
