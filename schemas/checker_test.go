@@ -67,6 +67,7 @@ var checkerCases = []string{
 	// Date-times: offsets, fractions, lowercase, leap days and seconds.
 	`{"commandId":"3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44","whenCreated":"2016-02-29t23:59:60.123456789+00:00","execution":{"semantics":"AT_LEAST_ONCE","timeToLive":null},"tags":{}}`,
 	`{"commandId":"3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44","whenCreated":"2016-12-31T22:59:60-01:00","execution":{"semantics":"AT_LEAST_ONCE","timeToLive":null},"tags":{}}`,
+	`{"commandId":"3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44","whenCreated":"2017-06-29T10:15:60Z","execution":{"semantics":"AT_LEAST_ONCE","timeToLive":null},"tags":{}}`,
 	`{"commandId":"3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44","whenCreated":"2017-02-29T10:15:00Z","execution":{"semantics":"AT_LEAST_ONCE","timeToLive":null},"tags":{}}`,
 	`{"commandId":"3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44","whenCreated":"2000-02-29T10:15:00.5z","execution":{"semantics":"AT_LEAST_ONCE","timeToLive":null},"tags":{}}`,
 	`{"commandId":"3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44","whenCreated":"1900-02-29T10:15:00Z","execution":{"semantics":"AT_LEAST_ONCE","timeToLive":null},"tags":{}}`,
