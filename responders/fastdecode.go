@@ -165,7 +165,12 @@ func envelopeFromTree(v any) (*Command, bool) {
 	if !ok || !exactMembers(exec, executionFields) {
 		return nil, false
 	}
-	var ttl *int64
+	// The command and its time to live share one allocation.
+	withTTL := &struct {
+		cmd Command
+		ttl int64
+	}{}
+	cmd := &withTTL.cmd
 	switch t := exec["timeToLive"].(type) {
 	case nil:
 	case json.Number:
@@ -174,7 +179,8 @@ func envelopeFromTree(v any) (*Command, bool) {
 		if err != nil {
 			return nil, false
 		}
-		ttl = &n
+		withTTL.ttl = n
+		cmd.TimeToLiveMillis = &withTTL.ttl
 	default:
 		return nil, false
 	}
@@ -197,7 +203,8 @@ func envelopeFromTree(v any) (*Command, bool) {
 	if err != nil {
 		return nil, false
 	}
-	return &Command{ID: id, Created: created, TimeToLiveMillis: ttl, Tags: tags}, true
+	cmd.ID, cmd.Created, cmd.Tags = id, created, tags
+	return cmd, true
 }
 
 // exactMembers reports whether no member of m would reach one of fields

@@ -3,6 +3,10 @@ package responders
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
+	"sync"
+
+	"github.com/sauna-io/sauna/schemas"
 )
 
 // treeParser builds, in one pass and without reflection, the same values
@@ -25,6 +29,32 @@ type treeParser struct {
 	depth int
 	want  []string
 	span  []byte
+	// elems holds the elements of the arrays being parsed, the innermost
+	// last, so that each array is allocated once, at its final size.
+	elems []any
+}
+
+// commonStrings are string values that nearly every record holds, already
+// boxed: each would otherwise cost an allocation per record. They are the
+// URIs of the bundled schemas (every record names three) and the one
+// execution semantics an envelope may give.
+var commonStrings = sync.OnceValue(func() map[string]any {
+	m := map[string]any{"AT_LEAST_ONCE": "AT_LEAST_ONCE"}
+	for _, k := range schemas.Keys() {
+		uri := k.String()
+		m[uri] = uri
+	}
+	return m
+})
+
+// boxString is s as an any.
+func boxString(s string) any {
+	if strings.HasPrefix(s, "iglu:") || s == "AT_LEAST_ONCE" {
+		if v, ok := commonStrings()[s]; ok {
+			return v
+		}
+	}
+	return s
 }
 
 // maxTreeDepth is far below encoding/json's own limit: a command nested this
@@ -72,7 +102,7 @@ func (p *treeParser) value(on int) (any, bool) {
 	case c == '"':
 		var s string
 		if s, ok = p.str(); ok {
-			v = s
+			v = boxString(s)
 		}
 	case c == 't':
 		v, ok = true, p.literal("true")
@@ -143,24 +173,28 @@ func (p *treeParser) array() (any, bool) {
 		return nil, false
 	}
 	p.i++
-	// encoding/json gives an empty, not a nil, slice for [].
-	a := make([]any, 0)
 	p.ws()
 	if p.i < len(p.b) && p.b[p.i] == ']' {
 		p.i++
 		p.depth--
-		return a, true
+		// encoding/json gives an empty, not a nil, slice for [].
+		return make([]any, 0), true
 	}
+	base := len(p.elems)
 	for {
 		v, ok := p.value(-1)
 		if !ok {
 			return nil, false
 		}
-		a = append(a, v)
+		p.elems = append(p.elems, v)
 		if end, ok := p.next(']'); !ok {
 			return nil, false
 		} else if end {
 			p.depth--
+			a := make([]any, len(p.elems)-base)
+			copy(a, p.elems[base:])
+			clear(p.elems[base:])
+			p.elems = p.elems[:base]
 			return a, true
 		}
 	}
