@@ -296,7 +296,7 @@ func typeOf(v any) (typeSet, bool) {
 		return typeString, true
 	case []any:
 		return typeArray, true
-	case map[string]any:
+	case map[string]any, Members:
 		return typeObject, true
 	}
 	return 0, false
@@ -352,6 +352,8 @@ func (c *checker) check(v any, depth int) verdict {
 	switch x := v.(type) {
 	case map[string]any:
 		r = both(r, c.checkObject(x, depth))
+	case Members:
+		r = both(r, c.checkMembers(x, depth))
 	case []any:
 		r = both(r, c.checkArray(x, depth))
 	case string:
@@ -406,32 +408,57 @@ func (c *checker) checkObject(obj map[string]any, depth int) verdict {
 	}
 	r := valid
 	for name, v := range obj {
-		evaluated := false
-		if sub, ok := c.props[name]; ok {
-			evaluated = true
-			if r = both(r, sub.check(v, depth)); r == invalid {
-				return r
-			}
+		if r = both(r, c.checkMember(name, v, depth)); r == invalid {
+			return r
 		}
-		for _, p := range c.patternProps {
-			if p.re.MatchString(name) {
-				evaluated = true
-				if r = both(r, p.c.check(v, depth)); r == invalid {
-					return r
-				}
-			}
-		}
-		if evaluated {
-			continue
-		}
-		if c.noAdditional {
+	}
+	return r
+}
+
+// checkMembers is checkObject for an object given as Members.
+func (c *checker) checkMembers(obj Members, depth int) verdict {
+	if c.minProps >= 0 && len(obj) < c.minProps || c.maxProps >= 0 && len(obj) > c.maxProps {
+		return invalid
+	}
+	for _, name := range c.required {
+		if _, ok := obj.Get(name); !ok {
 			return invalid
 		}
-		if c.additional != nil {
-			if r = both(r, c.additional.check(v, depth)); r == invalid {
+	}
+	r := valid
+	for _, m := range obj {
+		if r = both(r, c.checkMember(m.Name, m.Value, depth)); r == invalid {
+			return r
+		}
+	}
+	return r
+}
+
+// checkMember applies to the member name: v of an object the schemas that
+// properties, patternProperties and additionalProperties give it.
+func (c *checker) checkMember(name string, v any, depth int) verdict {
+	r := valid
+	evaluated := false
+	if sub, ok := c.props[name]; ok {
+		evaluated = true
+		if r = both(r, sub.check(v, depth)); r == invalid {
+			return r
+		}
+	}
+	for _, p := range c.patternProps {
+		if p.re.MatchString(name) {
+			evaluated = true
+			if r = both(r, p.c.check(v, depth)); r == invalid {
 				return r
 			}
 		}
+	}
+	switch {
+	case evaluated:
+	case c.noAdditional:
+		return invalid
+	case c.additional != nil:
+		r = both(r, c.additional.check(v, depth))
 	}
 	return r
 }

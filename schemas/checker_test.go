@@ -145,12 +145,15 @@ func sameAsLibrary(t testing.TB, keys []Key, doc []byte) {
 	js := jsonSchemas()
 	for _, root := range roots {
 		walkValues(root, func(v any) {
+			members := asMembers(v)
 			for _, k := range keys {
 				libErr := js.byKey[k].Validate(v)
-				got := js.checkers[k].check(v, 0)
-				if got == unsure || (got == valid) != (libErr == nil) {
-					b, _ := json.Marshal(v)
-					t.Fatalf("%s: the checker says %v, the library %v, for %s (%T)", k, got, libErr, b, v)
+				for _, in := range []any{v, members} {
+					got := js.checkers[k].check(in, 0)
+					if got == unsure || (got == valid) != (libErr == nil) {
+						b, _ := json.Marshal(v)
+						t.Fatalf("%s: the checker says %v, the library %v, for %s (%T)", k, got, libErr, b, in)
+					}
 				}
 			}
 		})
@@ -159,6 +162,49 @@ func sameAsLibrary(t testing.TB, keys []Key, doc []byte) {
 
 func (v verdict) String() string {
 	return [...]string{valid: "valid", unsure: "unsure", invalid: "invalid"}[v]
+}
+
+// asMembers is v with every object as Members.
+func asMembers(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		out := make(Members, 0, len(x))
+		for k, e := range x {
+			out = append(out, Member{Name: k, Value: asMembers(e)})
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = asMembers(e)
+		}
+		return out
+	}
+	return v
+}
+
+// TestValidateJSONMembers: objects given as Members validate, and fail with
+// the words, of the same objects as maps.
+func TestValidateJSONMembers(t *testing.T) {
+	for _, doc := range checkerCases {
+		v := decodeJSON(t, doc)
+		members := asMembers(v)
+		for _, k := range checkerKeys(t) {
+			want := ValidateJSON(k, v)
+			got := ValidateJSON(k, members)
+			if (want == nil) != (got == nil) || want != nil && want.Error() != got.Error() {
+				t.Errorf("%s: %s\nas maps: %v\nas Members: %v", k, doc, want, got)
+			}
+		}
+	}
+	// The library is handed maps: the instance itself is left as it was.
+	v := map[string]any{"a": []any{Members{{Name: "b", Value: "c"}}}}
+	if p, changed := plainJSON(v); !changed || p.(map[string]any)["a"].([]any)[0].(map[string]any)["b"] != "c" {
+		t.Errorf("plainJSON(%v) = %v", v, p)
+	}
+	if _, ok := v["a"].([]any)[0].(Members); !ok {
+		t.Error("plainJSON changed its argument")
+	}
 }
 
 func walkValues(v any, f func(any)) {

@@ -97,7 +97,8 @@ func (offlineLoader) Load(url string) (any, error) {
 //
 // instance is a decoded JSON value: the result of jsonschema.UnmarshalJSON,
 // or of encoding/json decoding into an any (preferably with UseNumber, so
-// that large integers keep their precision). An unknown key gives an error
+// that large integers keep their precision), where any object may also be
+// given as [Members]. An unknown key gives an error
 // wrapping [ErrUnknownSchema]; an invalid instance gives a *[ValidationError].
 //
 // A valid instance is recognised by the schema's checker when it has one,
@@ -115,7 +116,8 @@ func ValidateJSON(k Key, instance any) error {
 	if ch := js.checkers[k]; ch != nil && ch.check(instance, 0) == valid {
 		return nil
 	}
-	err := s.Validate(instance)
+	plain, _ := plainJSON(instance)
+	err := s.Validate(plain)
 	if err == nil {
 		return nil
 	}

@@ -1,0 +1,73 @@
+package schemas
+
+// Member is one member of a JSON object.
+type Member struct {
+	Name  string
+	Value any
+}
+
+// Members is a JSON object as its members, each name once. [ValidateJSON]
+// takes it wherever it takes a map[string]any, so that a decoder can hand
+// over the small objects it reads only to validate them without building
+// a map for each.
+type Members []Member
+
+// Get returns the value of member name.
+func (m Members) Get(name string) (any, bool) {
+	for i := range m {
+		if m[i].Name == name {
+			return m[i].Value, true
+		}
+	}
+	return nil, false
+}
+
+// plainJSON is v with every Members turned into a map[string]any, for the
+// library, which knows only maps. Maps and arrays that hold no Members are
+// not copied.
+func plainJSON(v any) (any, bool) {
+	switch x := v.(type) {
+	case Members:
+		m := make(map[string]any, len(x))
+		for _, e := range x {
+			m[e.Name], _ = plainJSON(e.Value)
+		}
+		return m, true
+	case map[string]any:
+		var out map[string]any
+		for k, e := range x {
+			p, changed := plainJSON(e)
+			if !changed {
+				continue
+			}
+			if out == nil {
+				out = make(map[string]any, len(x))
+				for k2, e2 := range x {
+					out[k2] = e2
+				}
+			}
+			out[k] = p
+		}
+		if out == nil {
+			return v, false
+		}
+		return out, true
+	case []any:
+		var out []any
+		for i, e := range x {
+			p, changed := plainJSON(e)
+			if !changed {
+				continue
+			}
+			if out == nil {
+				out = append([]any(nil), x...)
+			}
+			out[i] = p
+		}
+		if out == nil {
+			return v, false
+		}
+		return out, true
+	}
+	return v, false
+}
