@@ -54,11 +54,12 @@ func decodeFast(raw []byte) (*Command, error) {
 	if err := validTree("command", commandFamily, outer, ""); err != nil {
 		return nil, err
 	}
-	parts, ok := outer.data.(map[string]any)
-	if !ok || len(parts) != 2 {
+	parts, ok := outer.data.(*schemas.Members)
+	if !ok || len(*parts) != 2 {
 		return nil, errSlowPath
 	}
-	env, ok := treeSelfDescribing(parts["envelope"])
+	envelope, _ := parts.Get("envelope")
+	env, ok := treeSelfDescribing(envelope)
 	if !ok {
 		return nil, errSlowPath
 	}
@@ -69,7 +70,8 @@ func decodeFast(raw []byte) (*Command, error) {
 	if !ok {
 		return nil, errSlowPath
 	}
-	inner, ok := treeSelfDescribing(parts["command"])
+	command, _ := parts.Get("command")
+	inner, ok := treeSelfDescribing(command)
 	if !ok || p.span == nil {
 		return nil, errSlowPath
 	}
@@ -112,15 +114,16 @@ type treeSD struct {
 
 // treeSelfDescribing is splitSelfDescribing on a parsed value.
 func treeSelfDescribing(v any) (treeSD, bool) {
-	m, ok := v.(map[string]any)
-	if !ok || len(m) != 2 {
+	m, ok := v.(*schemas.Members)
+	if !ok || len(*m) != 2 {
 		return treeSD{}, false
 	}
-	s, ok := m["schema"].(string)
+	schema, _ := m.Get("schema")
+	s, ok := schema.(string)
 	if !ok {
 		return treeSD{}, false
 	}
-	d, ok := m["data"]
+	d, ok := m.Get("data")
 	if !ok {
 		return treeSD{}, false
 	}
@@ -149,20 +152,24 @@ func validTree(part string, family schemas.Key, sd treeSD, id string) error {
 
 // envelopeFromTree is decodeEnvelope on a parsed value.
 func envelopeFromTree(v any) (*Command, bool) {
-	m, ok := v.(map[string]any)
-	if !ok || !exactMembers(m, envelopeFields) {
+	m, ok := v.(*schemas.Members)
+	if !ok || !exactMembers(*m, envelopeFields) {
 		return nil, false
 	}
-	id, ok := m["commandId"].(string)
+	field := func(m *schemas.Members, name string) any {
+		v, _ := m.Get(name)
+		return v
+	}
+	id, ok := field(m, "commandId").(string)
 	if !ok {
 		return nil, false
 	}
-	when, ok := m["whenCreated"].(string)
+	when, ok := field(m, "whenCreated").(string)
 	if !ok {
 		return nil, false
 	}
-	exec, ok := m["execution"].(map[string]any)
-	if !ok || !exactMembers(exec, executionFields) {
+	exec, ok := field(m, "execution").(*schemas.Members)
+	if !ok || !exactMembers(*exec, executionFields) {
 		return nil, false
 	}
 	// The command and its time to live share one allocation.
@@ -171,7 +178,7 @@ func envelopeFromTree(v any) (*Command, bool) {
 		ttl int64
 	}{}
 	cmd := &withTTL.cmd
-	switch t := exec["timeToLive"].(type) {
+	switch t := field(exec, "timeToLive").(type) {
 	case nil:
 	case json.Number:
 		// What encoding/json does for an int64 field.
@@ -185,16 +192,16 @@ func envelopeFromTree(v any) (*Command, bool) {
 		return nil, false
 	}
 	var tags map[string]string
-	switch t := m["tags"].(type) {
+	switch t := field(m, "tags").(type) {
 	case nil:
-	case map[string]any:
-		tags = make(map[string]string, len(t))
-		for k, v := range t {
-			s, ok := v.(string)
+	case *schemas.Members:
+		tags = make(map[string]string, len(*t))
+		for _, e := range *t {
+			s, ok := e.Value.(string)
 			if !ok {
 				return nil, false
 			}
-			tags[k] = s
+			tags[e.Name] = s
 		}
 	default:
 		return nil, false
@@ -209,10 +216,10 @@ func envelopeFromTree(v any) (*Command, bool) {
 
 // exactMembers reports whether no member of m would reach one of fields
 // only through encoding/json's case-insensitive matching of struct fields.
-func exactMembers(m map[string]any, fields []string) bool {
-	for k := range m {
+func exactMembers(m schemas.Members, fields []string) bool {
+	for _, e := range m {
 		for _, f := range fields {
-			if k != f && strings.EqualFold(k, f) {
+			if e.Name != f && strings.EqualFold(e.Name, f) {
 				return false
 			}
 		}

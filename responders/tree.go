@@ -9,11 +9,16 @@ import (
 	"github.com/sauna-io/sauna/schemas"
 )
 
-// treeParser builds, in one pass and without reflection, the same values
-// encoding/json gives when decoding into an any with UseNumber
-// (map[string]any, []any, string, json.Number, bool, nil), which is what
-// the JSON Schema validator takes. It also keeps the bytes of the one value
-// at path want, so that part of a record needs no second parse.
+// treeParser builds, in one pass and without reflection, the values the
+// JSON Schema validator takes: those encoding/json gives when decoding into
+// an any with UseNumber (map[string]any, []any, string, json.Number, bool,
+// nil), except that objects are schemas.Members, which the validator takes
+// as well, everywhere but in the one value at path want. That value, whose
+// objects are maps, outlives the parse (the command's digest and its
+// module's decoding read it); the rest of a record is only validated and
+// read by decodeFast, and a map would cost two allocations per object.
+// The parser also keeps the bytes of the value at want, so that part of a
+// record needs no second parse.
 //
 // It accepts exactly the documents json.Valid accepts, except that it gives
 // up on what it does not need to handle quickly: a repeated object key
@@ -29,10 +34,34 @@ type treeParser struct {
 	depth int
 	want  []string
 	span  []byte
-	// elems holds the elements of the arrays being parsed, the innermost
-	// last, so that each array is allocated once, at its final size.
-	elems []any
+	// maps is set while the value at want is parsed.
+	maps bool
+	// stacks holds the members and elements of the objects and arrays being
+	// parsed, so that each is allocated once, at its final size.
+	stacks *treeStacks
+	// slab holds the members of the objects parsed so far, end to end, and
+	// heads the objects themselves: two allocations for the handful of
+	// small objects of a record (an object boxed in an any as a slice
+	// would cost one each).
+	slab  []schemas.Member
+	heads []schemas.Members
 }
+
+// treeStacks are a parse's scratch space, reused from one parse to the next.
+type treeStacks struct {
+	elems   []any
+	members []schemas.Member
+}
+
+var treeStacksPool = sync.Pool{New: func() any { return new(treeStacks) }}
+
+// slabMembers is the size of a slab: enough for the wrapper, envelope and
+// a few tags.
+const slabMembers = 32
+
+// slabObjects is the number of objects in a slab of heads: a record's
+// wrapper, envelope, execution, tags and command.
+const slabObjects = 8
 
 // commonStrings are string values that nearly every record holds, already
 // boxed: each would otherwise cost an allocation per record. They are the
@@ -65,6 +94,16 @@ const maxTreeDepth = 256
 // one the parser handles (see treeParser).
 func (p *treeParser) parse() (any, bool) {
 	p.s = string(p.b)
+	p.stacks = treeStacksPool.Get().(*treeStacks)
+	defer func() {
+		// A parse that gave up leaves values behind on the stacks.
+		st := p.stacks
+		clear(st.elems[:cap(st.elems)])
+		clear(st.members[:cap(st.members)])
+		st.elems, st.members = st.elems[:0], st.members[:0]
+		p.stacks = nil
+		treeStacksPool.Put(st)
+	}()
 	p.ws()
 	v, ok := p.value(0)
 	if !ok {
@@ -94,6 +133,10 @@ func (p *treeParser) value(on int) (any, bool) {
 	start := p.i
 	var v any
 	ok := false
+	if on == len(p.want) && !p.maps {
+		p.maps = true
+		defer func() { p.maps = false }()
+	}
 	switch c := p.b[p.i]; {
 	case c == '{':
 		v, ok = p.object(on)
@@ -130,6 +173,9 @@ func (p *treeParser) literal(lit string) bool {
 func (p *treeParser) object(on int) (any, bool) {
 	if p.depth++; p.depth > maxTreeDepth {
 		return nil, false
+	}
+	if !p.maps {
+		return p.members(on)
 	}
 	p.i++
 	m := make(map[string]any)
@@ -168,6 +214,89 @@ func (p *treeParser) object(on int) (any, bool) {
 	}
 }
 
+// members is object for an object outside the value at want: the object
+// as a *schemas.Members.
+func (p *treeParser) members(on int) (any, bool) {
+	p.i++
+	p.ws()
+	if p.i < len(p.b) && p.b[p.i] == '}' {
+		p.i++
+		p.depth--
+		return p.keep(nil), true
+	}
+	st := p.stacks
+	base := len(st.members)
+	for {
+		if p.i >= len(p.b) || p.b[p.i] != '"' {
+			return nil, false
+		}
+		k, ok := p.str()
+		if !ok || !p.colon() {
+			return nil, false
+		}
+		next := -1
+		if on >= 0 && on < len(p.want) && k == p.want[on] {
+			next = on + 1
+		}
+		v, ok := p.value(next)
+		if !ok {
+			return nil, false
+		}
+		st.members = append(st.members, schemas.Member{Name: k, Value: v})
+		if end, ok := p.next('}'); !ok {
+			return nil, false
+		} else if end {
+			break
+		}
+	}
+	p.depth--
+	ms := st.members[base:]
+	if hasRepeatedName(ms) {
+		return nil, false
+	}
+	obj := p.keep(ms)
+	clear(ms)
+	st.members = st.members[:base]
+	return obj, true
+}
+
+// keep copies ms to the slab and returns them as an object. Neither slab
+// ever grows in place: the objects already returned point into it.
+func (p *treeParser) keep(ms []schemas.Member) *schemas.Members {
+	if cap(p.slab)-len(p.slab) < len(ms) {
+		p.slab = make([]schemas.Member, 0, max(len(ms), slabMembers))
+	}
+	from := len(p.slab)
+	p.slab = append(p.slab, ms...)
+	if len(p.heads) == cap(p.heads) {
+		p.heads = make([]schemas.Members, 0, slabObjects)
+	}
+	p.heads = append(p.heads, p.slab[from:len(p.slab):len(p.slab)])
+	return &p.heads[len(p.heads)-1]
+}
+
+// hasRepeatedName reports whether two of ms have the same name.
+func hasRepeatedName(ms []schemas.Member) bool {
+	if len(ms) > 16 {
+		seen := make(map[string]struct{}, len(ms))
+		for _, m := range ms {
+			if _, dup := seen[m.Name]; dup {
+				return true
+			}
+			seen[m.Name] = struct{}{}
+		}
+		return false
+	}
+	for i := range ms {
+		for j := range i {
+			if ms[i].Name == ms[j].Name {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 func (p *treeParser) array() (any, bool) {
 	if p.depth++; p.depth > maxTreeDepth {
 		return nil, false
@@ -180,21 +309,22 @@ func (p *treeParser) array() (any, bool) {
 		// encoding/json gives an empty, not a nil, slice for [].
 		return make([]any, 0), true
 	}
-	base := len(p.elems)
+	st := p.stacks
+	base := len(st.elems)
 	for {
 		v, ok := p.value(-1)
 		if !ok {
 			return nil, false
 		}
-		p.elems = append(p.elems, v)
+		st.elems = append(st.elems, v)
 		if end, ok := p.next(']'); !ok {
 			return nil, false
 		} else if end {
 			p.depth--
-			a := make([]any, len(p.elems)-base)
-			copy(a, p.elems[base:])
-			clear(p.elems[base:])
-			p.elems = p.elems[:base]
+			a := make([]any, len(st.elems)-base)
+			copy(a, st.elems[base:])
+			clear(st.elems[base:])
+			st.elems = st.elems[:base]
 			return a, true
 		}
 	}

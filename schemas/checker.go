@@ -296,8 +296,10 @@ func typeOf(v any) (typeSet, bool) {
 		return typeString, true
 	case []any:
 		return typeArray, true
-	case map[string]any, Members:
+	case map[string]any:
 		return typeObject, true
+	case *Members:
+		return typeObject, x != nil
 	}
 	return 0, false
 }
@@ -352,7 +354,7 @@ func (c *checker) check(v any, depth int) verdict {
 	switch x := v.(type) {
 	case map[string]any:
 		r = both(r, c.checkObject(x, depth))
-	case Members:
+	case *Members:
 		r = both(r, c.checkMembers(x, depth))
 	case []any:
 		r = both(r, c.checkArray(x, depth))
@@ -416,8 +418,8 @@ func (c *checker) checkObject(obj map[string]any, depth int) verdict {
 }
 
 // checkMembers is checkObject for an object given as Members.
-func (c *checker) checkMembers(obj Members, depth int) verdict {
-	if c.minProps >= 0 && len(obj) < c.minProps || c.maxProps >= 0 && len(obj) > c.maxProps {
+func (c *checker) checkMembers(obj *Members, depth int) verdict {
+	if c.minProps >= 0 && len(*obj) < c.minProps || c.maxProps >= 0 && len(*obj) > c.maxProps {
 		return invalid
 	}
 	for _, name := range c.required {
@@ -426,7 +428,7 @@ func (c *checker) checkMembers(obj Members, depth int) verdict {
 		}
 	}
 	r := valid
-	for _, m := range obj {
+	for _, m := range *obj {
 		if r = both(r, c.checkMember(m.Name, m.Value, depth)); r == invalid {
 			return r
 		}

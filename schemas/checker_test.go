@@ -172,7 +172,7 @@ func asMembers(v any) any {
 		for k, e := range x {
 			out = append(out, Member{Name: k, Value: asMembers(e)})
 		}
-		return out
+		return &out
 	case []any:
 		out := make([]any, len(x))
 		for i, e := range x {
@@ -198,11 +198,11 @@ func TestValidateJSONMembers(t *testing.T) {
 		}
 	}
 	// The library is handed maps: the instance itself is left as it was.
-	v := map[string]any{"a": []any{Members{{Name: "b", Value: "c"}}}}
+	v := map[string]any{"a": []any{&Members{{Name: "b", Value: "c"}}}}
 	if p, changed := plainJSON(v); !changed || p.(map[string]any)["a"].([]any)[0].(map[string]any)["b"] != "c" {
 		t.Errorf("plainJSON(%v) = %v", v, p)
 	}
-	if _, ok := v["a"].([]any)[0].(Members); !ok {
+	if _, ok := v["a"].([]any)[0].(*Members); !ok {
 		t.Error("plainJSON changed its argument")
 	}
 }

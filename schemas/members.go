@@ -7,16 +7,20 @@ type Member struct {
 }
 
 // Members is a JSON object as its members, each name once. [ValidateJSON]
-// takes it wherever it takes a map[string]any, so that a decoder can hand
-// over the small objects it reads only to validate them without building
-// a map for each.
+// takes a *Members wherever it takes a map[string]any, so that a decoder
+// can hand over the small objects it reads only to validate them without
+// building a map for each. It is a pointer in an instance so that a decoder
+// can box it in an any without an allocation.
 type Members []Member
 
-// Get returns the value of member name.
-func (m Members) Get(name string) (any, bool) {
-	for i := range m {
-		if m[i].Name == name {
-			return m[i].Value, true
+// Get returns the value of member name; m may be nil.
+func (m *Members) Get(name string) (any, bool) {
+	if m == nil {
+		return nil, false
+	}
+	for _, e := range *m {
+		if e.Name == name {
+			return e.Value, true
 		}
 	}
 	return nil, false
@@ -27,9 +31,13 @@ func (m Members) Get(name string) (any, bool) {
 // not copied.
 func plainJSON(v any) (any, bool) {
 	switch x := v.(type) {
-	case Members:
-		m := make(map[string]any, len(x))
-		for _, e := range x {
+	case *Members:
+		if x == nil {
+			// A nil pointer in an any is no JSON value: the library says so.
+			return v, false
+		}
+		m := make(map[string]any, len(*x))
+		for _, e := range *x {
 			m[e.Name], _ = plainJSON(e.Value)
 		}
 		return m, true
