@@ -62,19 +62,21 @@ func digestOf(schema string, v any) string {
 	w.write(v)
 	w.putByte('}')
 	w.flush()
-	var sum [sha256.Size]byte
-	w.h.Sum(sum[:0])
+	// In w, the sum does not escape to the heap through the hash's
+	// interface.
+	w.h.Sum(w.sum[:0])
+	var out [2 * sha256.Size]byte
+	hex.Encode(out[:], w.sum[:])
 	clear(w.keys[:cap(w.keys)])
 	w.keys = w.keys[:0]
 	canonicalPool.Put(w)
-	var out [2 * sha256.Size]byte
-	hex.Encode(out[:], sum[:])
 	return string(out[:])
 }
 
 // canonicalWriter buffers the canonical form on its way into the hash.
 type canonicalWriter struct {
 	h   hash.Hash
+	sum [sha256.Size]byte
 	buf [512]byte
 	n   int
 	// keys holds the sorted member names of the objects being written, the
