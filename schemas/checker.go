@@ -62,14 +62,14 @@ type checker struct {
 	noAdditionalItems bool
 
 	minLen, maxLen int
-	pattern        jsonschema.Regexp
+	pattern        matcher
 
 	allOf, anyOf, oneOf []*checker
 	not                 *checker
 }
 
 type patternChecker struct {
-	re jsonschema.Regexp
+	re matcher
 	c  *checker
 }
 
@@ -190,7 +190,7 @@ func (b *checkerBuilder) build(s *jsonschema.Schema) (*checker, error) {
 		}
 	}
 	for re, sub := range s.PatternProperties {
-		c.patternProps = append(c.patternProps, patternChecker{re: re, c: one(sub)})
+		c.patternProps = append(c.patternProps, patternChecker{re: fastPattern(re), c: one(sub)})
 	}
 	switch a := s.AdditionalProperties.(type) {
 	case nil:
@@ -231,7 +231,9 @@ func (b *checkerBuilder) build(s *jsonschema.Schema) (*checker, error) {
 	if s.MaxLength != nil {
 		c.maxLen = *s.MaxLength
 	}
-	c.pattern = s.Pattern
+	if s.Pattern != nil {
+		c.pattern = fastPattern(s.Pattern)
+	}
 	c.allOf, c.anyOf, c.oneOf = many(s.AllOf), many(s.AnyOf), many(s.OneOf)
 	c.not = one(s.Not)
 	if err != nil {
