@@ -23,13 +23,28 @@ type anchoredRun struct {
 }
 
 type runStep struct {
-	// class holds inclusive ranges, lo and hi in turn.
+	// class holds inclusive ranges, lo and hi in turn; ascii is its ASCII
+	// part as a bit set.
 	class    []rune
+	ascii    [2]uint64
 	optional bool // may match no character
 	repeated bool // may match more than one
 }
 
-func (s runStep) has(r rune) bool {
+func newRunStep(class []rune, optional, repeated bool) runStep {
+	s := runStep{class: class, optional: optional, repeated: repeated}
+	for i := 0; i+1 < len(class); i += 2 {
+		for r := class[i]; r <= class[i+1] && r < utf8.RuneSelf; r++ {
+			s.ascii[r/64] |= 1 << (r % 64)
+		}
+	}
+	return s
+}
+
+func (s *runStep) has(r rune) bool {
+	if r < utf8.RuneSelf {
+		return s.ascii[r/64]&(1<<(r%64)) != 0
+	}
 	for i := 0; i+1 < len(s.class); i += 2 {
 		if s.class[i] <= r && r <= s.class[i+1] {
 			return true
@@ -84,18 +99,14 @@ func newAnchoredRun(expr string) (*anchoredRun, bool) {
 				return nil, false
 			}
 			for _, c := range classes {
-				run.steps = append(run.steps, runStep{class: c})
+				run.steps = append(run.steps, newRunStep(c, false, false))
 			}
 		case syntax.OpQuest, syntax.OpStar, syntax.OpPlus:
 			classes, ok := runClasses(sub.Sub[0])
 			if !ok || len(classes) != 1 {
 				return nil, false
 			}
-			run.steps = append(run.steps, runStep{
-				class:    classes[0],
-				optional: sub.Op != syntax.OpPlus,
-				repeated: sub.Op != syntax.OpQuest,
-			})
+			run.steps = append(run.steps, newRunStep(classes[0], sub.Op != syntax.OpPlus, sub.Op != syntax.OpQuest))
 		default:
 			return nil, false
 		}
@@ -140,7 +151,8 @@ func runClasses(re *syntax.Regexp) ([][]rune, bool) {
 // is utf8.RuneError, one byte long.
 func (a *anchoredRun) MatchString(s string) bool {
 	i := 0
-	for _, step := range a.steps {
+	for k := range a.steps {
+		step := &a.steps[k]
 		n := 0
 		for i < len(s) {
 			r, size := rune(s[i]), 1
