@@ -39,6 +39,18 @@
 // [DecodeAvroJSON] accepts both Avro's JSON encoding and plain JSON and
 // returns plain JSON with defaults filled in. JSON Schemas (format
 // "jsonschema") describe commands; see [ValidateJSON].
+//
+// # Validating commands
+//
+// Every JSON Schema is compiled once by github.com/santhosh-tekuri/jsonschema,
+// and from that compiled form into a checker (checker.go): a validator that
+// only tells whether an instance is valid, without allocating, for the
+// keywords the bundled command schemas use. Whenever a checker does not say
+// "valid", the library validates again and its error is the one reported;
+// a schema with a keyword checkers do not implement has none. The schema
+// files stay the only statement of what is valid: tests hold each checker
+// to the library's answers on every command kept as testdata and on fuzzed
+// documents.
 package schemas
 
 import (
