@@ -174,90 +174,58 @@ func (p *treeParser) object(on int) (any, bool) {
 	if p.depth++; p.depth > maxTreeDepth {
 		return nil, false
 	}
-	if !p.maps {
-		return p.members(on)
-	}
-	p.i++
-	m := make(map[string]any)
-	p.ws()
-	if p.i < len(p.b) && p.b[p.i] == '}' {
-		p.i++
-		p.depth--
-		return m, true
-	}
-	for {
-		if p.i >= len(p.b) || p.b[p.i] != '"' {
-			return nil, false
-		}
-		k, ok := p.str()
-		if !ok || !p.colon() {
-			return nil, false
-		}
-		next := -1
-		if on >= 0 && on < len(p.want) && k == p.want[on] {
-			next = on + 1
-		}
-		v, ok := p.value(next)
-		if !ok {
-			return nil, false
-		}
-		if _, dup := m[k]; dup {
-			return nil, false
-		}
-		m[k] = v
-		if end, ok := p.next('}'); !ok {
-			return nil, false
-		} else if end {
-			p.depth--
-			return m, true
-		}
-	}
-}
-
-// members is object for an object outside the value at want: the object
-// as a *schemas.Members.
-func (p *treeParser) members(on int) (any, bool) {
 	p.i++
 	p.ws()
-	if p.i < len(p.b) && p.b[p.i] == '}' {
-		p.i++
-		p.depth--
-		return p.keep(nil), true
-	}
 	st := p.stacks
 	base := len(st.members)
-	for {
-		if p.i >= len(p.b) || p.b[p.i] != '"' {
-			return nil, false
-		}
-		k, ok := p.str()
-		if !ok || !p.colon() {
-			return nil, false
-		}
-		next := -1
-		if on >= 0 && on < len(p.want) && k == p.want[on] {
-			next = on + 1
-		}
-		v, ok := p.value(next)
-		if !ok {
-			return nil, false
-		}
-		st.members = append(st.members, schemas.Member{Name: k, Value: v})
-		if end, ok := p.next('}'); !ok {
-			return nil, false
-		} else if end {
-			break
+	if p.i < len(p.b) && p.b[p.i] == '}' {
+		p.i++
+	} else {
+		for {
+			if p.i >= len(p.b) || p.b[p.i] != '"' {
+				return nil, false
+			}
+			k, ok := p.str()
+			if !ok || !p.colon() {
+				return nil, false
+			}
+			next := -1
+			if on >= 0 && on < len(p.want) && k == p.want[on] {
+				next = on + 1
+			}
+			v, ok := p.value(next)
+			if !ok {
+				return nil, false
+			}
+			st.members = append(st.members, schemas.Member{Name: k, Value: v})
+			if end, ok := p.next('}'); !ok {
+				return nil, false
+			} else if end {
+				break
+			}
 		}
 	}
 	p.depth--
 	ms := st.members[base:]
+	defer func() {
+		clear(ms)
+		st.members = st.members[:base]
+	}()
+	if p.maps {
+		m := make(map[string]any, len(ms))
+		for _, e := range ms {
+			if _, dup := m[e.Name]; dup {
+				return nil, false
+			}
+			m[e.Name] = e.Value
+		}
+		return m, true
+	}
+	// Outside the value at want, the object as a *schemas.Members.
 	if hasRepeatedName(ms) {
 		return nil, false
 	}
-	obj := p.keep(ms)
-	clear(ms)
-	st.members = st.members[:base]
-	return obj, true
+	return p.keep(ms), true
 }
 
 // keep copies ms to the slab and returns them as an object. Neither slab

@@ -192,15 +192,11 @@ func (b *checkerBuilder) build(s *jsonschema.Schema) (*checker, error) {
 	for re, sub := range s.PatternProperties {
 		c.patternProps = append(c.patternProps, patternChecker{re: fastPattern(re), c: one(sub)})
 	}
-	switch a := s.AdditionalProperties.(type) {
-	case nil:
-	case bool:
-		c.noAdditional = !a
-	case *jsonschema.Schema:
-		c.additional = one(a)
-	default:
-		return nil, fmt.Errorf("%s: additionalProperties of type %T", s.Location, a)
+	noAdditional, additional, kwErr := boolOrSchema(s.AdditionalProperties)
+	if kwErr != nil {
+		return nil, fmt.Errorf("%s: additionalProperties: %w", s.Location, kwErr)
 	}
+	c.noAdditional, c.additional = noAdditional, one(additional)
 	if s.MinItems != nil {
 		c.minItems = *s.MinItems
 	}
@@ -213,15 +209,11 @@ func (b *checkerBuilder) build(s *jsonschema.Schema) (*checker, error) {
 		c.items = one(it)
 	case []*jsonschema.Schema:
 		c.tuple = many(it)
-		switch a := s.AdditionalItems.(type) {
-		case nil:
-		case bool:
-			c.noAdditionalItems = !a
-		case *jsonschema.Schema:
-			c.additionalItems = one(a)
-		default:
-			return nil, fmt.Errorf("%s: additionalItems of type %T", s.Location, a)
+		noAdditional, additional, kwErr := boolOrSchema(s.AdditionalItems)
+		if kwErr != nil {
+			return nil, fmt.Errorf("%s: additionalItems: %w", s.Location, kwErr)
 		}
+		c.noAdditionalItems, c.additionalItems = noAdditional, one(additional)
 	default:
 		return nil, fmt.Errorf("%s: items of type %T", s.Location, it)
 	}
@@ -240,6 +232,20 @@ func (b *checkerBuilder) build(s *jsonschema.Schema) (*checker, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// boolOrSchema reads additionalProperties or additionalItems: false denies
+// what the keyword covers, a schema applies to it.
+func boolOrSchema(v any) (deny bool, sub *jsonschema.Schema, err error) {
+	switch a := v.(type) {
+	case nil:
+		return false, nil, nil
+	case bool:
+		return !a, nil, nil
+	case *jsonschema.Schema:
+		return false, a, nil
+	}
+	return false, nil, fmt.Errorf("unexpected %T", v)
 }
 
 // unsupportedKeyword names a keyword of s that checkers do not implement,
