@@ -228,8 +228,9 @@ func (p *treeParser) object(on int) (any, bool) {
 	return p.keep(ms), true
 }
 
-// keep copies ms to the slab and returns them as an object. Neither slab
-// ever grows in place: the objects already returned point into it.
+// keep copies ms to the slab and returns them as an object. Slabs are
+// allocated a few objects at a time; a full one stays as it is, the
+// objects already returned pointing into it.
 func (p *treeParser) keep(ms []schemas.Member) *schemas.Members {
 	if cap(p.slab)-len(p.slab) < len(ms) {
 		p.slab = make([]schemas.Member, 0, max(len(ms), slabMembers))

@@ -18,12 +18,15 @@ import (
 // does not answer "valid" the library validates again and words the error,
 // so error messages are the library's.
 //
-// It supports the keywords of draft-04 to draft-07 that hold no numbers
-// (type, enum, format, $ref, properties, patternProperties,
-// additionalProperties, required, min/maxProperties, items, additionalItems,
-// min/maxItems, min/maxLength, pattern, allOf, anyOf, oneOf, not). A schema
-// that uses any other keyword anywhere gets no checker: the library alone
-// validates against it.
+// It implements the keywords of draft-04 to draft-07 that bundled command
+// schemas use, and a few more: type, enum, format, $ref, properties,
+// patternProperties, additionalProperties, required, min/maxProperties,
+// items, additionalItems, min/maxItems, min/maxLength, pattern, allOf,
+// anyOf, oneOf, not. A schema that uses any other keyword anywhere (const,
+// dependencies, uniqueItems, contains, if/then/else, ...) gets no checker:
+// the library alone validates against it. A number under minimum, maximum
+// or multipleOf, and a value compared with an enum of numbers, objects or
+// arrays, are left to the library too.
 type checker struct {
 	// always is set for a boolean schema (true or false).
 	always *bool

@@ -319,3 +319,61 @@ func FuzzCheckerMatchesLibrary(f *testing.F) {
 		sameAsLibrary(t, keys, doc)
 	})
 }
+
+// TestCheckerOtherKeywords holds the keywords no bundled schema uses yet to
+// the library's answers, on schemas written here.
+func TestCheckerOtherKeywords(t *testing.T) {
+	docs := map[string]string{
+		"combinations": `{"allOf":[{"type":"object"},{"minProperties":1,"maxProperties":2}],
+			"oneOf":[{"required":["a"]},{"required":["b"]}],"not":{"required":["c"]}}`,
+		"arrays": `{"type":"array","minItems":1,"maxItems":3,"items":[{"type":"string"},{"enum":[null,true,"x"]}],
+			"additionalItems":false}`,
+		"tuple-rest": `{"type":"array","items":[{"type":"string"}],"additionalItems":{"type":"integer"}}`,
+		"bounds":     `{"$schema":"http://json-schema.org/draft-07/schema#","type":"number","minimum":2,"properties":{"a":false,"b":true}}`,
+		"recursive":  `{"definitions":{"node":{"type":"object","properties":{"next":{"$ref":"#/definitions/node"}},"additionalProperties":false}},"$ref":"#/definitions/node"}`,
+		"number-enum": `{"enum":[1,"1",{"a":1}]}`,
+	}
+	instances := []string{
+		`{"a":1}`, `{"b":1}`, `{"a":1,"b":2}`, `{"a":1,"c":1}`, `{}`, `{"a":1,"b":2,"d":3}`, `[]`, `["s"]`, `["s",null]`,
+		`["s",true,1]`, `["s",false]`, `[1]`, `["s","x"]`, `["s","x","y","z"]`, `["s",1,2.0,2.5]`, `1`, `2`, `2.5`, `"1"`,
+		`{"next":{"next":{}}}`, `{"next":{"next":{"x":1}}}`, `{"next":1}`, `{"a":1.0}`, `true`, `null`,
+	}
+	c := jsonschema.NewCompiler()
+	c.DefaultDraft(jsonschema.Draft4)
+	for name, doc := range docs {
+		v, err := jsonschema.UnmarshalJSON(strings.NewReader(doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.AddResource("http://example.com/"+name, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name := range docs {
+		s, err := c.Compile("http://example.com/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch, err := newChecker(s)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		sure := 0
+		for _, doc := range instances {
+			walkValues(decodeJSON(t, doc), func(v any) {
+				got, libErr := ch.check(v, 0), s.Validate(v)
+				if got == unsure {
+					return
+				}
+				sure++
+				if (got == valid) != (libErr == nil) {
+					b, _ := json.Marshal(v)
+					t.Errorf("%s: the checker says %v, the library %v, for %s", name, got, libErr, b)
+				}
+			})
+		}
+		if sure == 0 {
+			t.Errorf("%s: the checker was never sure", name)
+		}
+	}
+}
