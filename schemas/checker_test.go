@@ -328,9 +328,9 @@ func TestCheckerOtherKeywords(t *testing.T) {
 			"oneOf":[{"required":["a"]},{"required":["b"]}],"not":{"required":["c"]}}`,
 		"arrays": `{"type":"array","minItems":1,"maxItems":3,"items":[{"type":"string"},{"enum":[null,true,"x"]}],
 			"additionalItems":false}`,
-		"tuple-rest": `{"type":"array","items":[{"type":"string"}],"additionalItems":{"type":"integer"}}`,
-		"bounds":     `{"$schema":"http://json-schema.org/draft-07/schema#","type":"number","minimum":2,"properties":{"a":false,"b":true}}`,
-		"recursive":  `{"definitions":{"node":{"type":"object","properties":{"next":{"$ref":"#/definitions/node"}},"additionalProperties":false}},"$ref":"#/definitions/node"}`,
+		"tuple-rest":  `{"type":"array","items":[{"type":"string"}],"additionalItems":{"type":"integer"}}`,
+		"bounds":      `{"$schema":"http://json-schema.org/draft-07/schema#","type":"number","minimum":2,"properties":{"a":false,"b":true}}`,
+		"recursive":   `{"definitions":{"node":{"type":"object","properties":{"next":{"$ref":"#/definitions/node"}},"additionalProperties":false}},"$ref":"#/definitions/node"}`,
 		"number-enum": `{"enum":[1,"1",{"a":1}]}`,
 	}
 	instances := []string{
