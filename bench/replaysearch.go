@@ -18,6 +18,7 @@ import (
 
 	"github.com/sauna-io/sauna/observer/deadletter"
 	"github.com/sauna-io/sauna/observer/outcomes"
+	"github.com/sauna-io/sauna/observer/verdict"
 )
 
 // scenarioReplay measures `sauna replay` (what it calls, in process) and
@@ -54,7 +55,7 @@ func scenarioReplay(ctx context.Context, e *env) (*section, error) {
 	}{
 		{"20-minute window, every status", outcomes.Search{Since: now.Add(-6 * time.Hour), Until: now.Add(-6*time.Hour + 20*time.Minute)}},
 		{"24 h, dead_lettered and rejected", outcomes.Search{Since: now.Add(-24 * time.Hour), Until: now,
-			Outcomes: []string{outcomes.VerdictDeadLettered, outcomes.VerdictRejected}}},
+			Outcomes: []string{string(verdict.DeadLettered), string(verdict.Rejected)}}},
 		{"24 h, one responder, first 100", outcomes.Search{Since: now.Add(-24 * time.Hour), Until: now, Responder: "pagerduty", Limit: 100}},
 	}
 	for _, sr := range searches {
@@ -153,11 +154,11 @@ func fillOutcomes(ctx context.Context, e *env, n int) (*outcomes.Table, time.Tim
 			err = tbl.Reject(ctx, outcomes.Rejection{CommandID: id, Shard: "s", Sequence: "0", Responder: responder, Schema: schema, Reason: "expired: bench"})
 		default:
 			if err = tbl.Claim(ctx, outcomes.Claim{CommandID: id, Digest: "bench", Shard: "s", Sequence: "0", Responder: responder, Schema: schema}); err == nil {
-				verdict := outcomes.VerdictExecuted
+				v := verdict.Executed
 				if k == 1 {
-					verdict = outcomes.VerdictDeadLettered
+					v = verdict.DeadLettered
 				}
-				err = tbl.Finish(ctx, outcomes.Identity{CommandID: id, Digest: "bench"}, outcomes.Final{Verdict: verdict})
+				err = tbl.Finish(ctx, outcomes.Identity{CommandID: id, Digest: "bench"}, outcomes.Final{Verdict: v})
 			}
 		}
 		if err != nil {
@@ -230,7 +231,7 @@ func fillOutcomes(ctx context.Context, e *env, n int) (*outcomes.Table, time.Tim
 	// The copies must be what the search sees: count the failures.
 	found := 0
 	if err := tbl.Search(ctx, outcomes.Search{Since: now.Add(-25 * time.Hour), Until: now.Add(time.Millisecond),
-		Outcomes: []string{outcomes.VerdictDeadLettered, outcomes.VerdictRejected}}, func(*outcomes.Record) error { found++; return nil }); err != nil {
+		Outcomes: []string{string(verdict.DeadLettered), string(verdict.Rejected)}}, func(*outcomes.Record) error { found++; return nil }); err != nil {
 		return nil, now, err
 	}
 	if want := (n+19)/20 + (n+18)/20; found != want {

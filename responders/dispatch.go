@@ -53,29 +53,65 @@ func (d *Dispatcher) Replace(set map[string]Enabled) map[string]Enabled {
 // Current returns the installed responders keyed by module name.
 func (d *Dispatcher) Current() map[string]Enabled { return *d.set.Load() }
 
-// Resolve finds the responder for cmd, or a RejectError when the command has
-// expired or no responder of its module is enabled.
-func (d *Dispatcher) Resolve(cmd *Command) (Enabled, error) {
-	if cmd.Expired(d.now()) {
-		return Enabled{}, reject(ReasonExpired, cmd.ID,
-			"time to live %d ms exceeded: created %s, now %s",
-			*cmd.TimeToLiveMillis, cmd.Created.Format(time.RFC3339Nano), d.now().UTC().Format(time.RFC3339Nano))
-	}
-	e, ok := (*d.set.Load())[cmd.Module]
-	if !ok || e.Responder == nil {
-		return Enabled{}, reject(ReasonNoResponder, cmd.ID, "no enabled %s responder config for %s", cmd.Module, cmd.Schema)
-	}
-	return e, nil
+// Route is a command resolved to the enabled responder that serves it.
+type Route struct {
+	Command *Command
+	Enabled
+	// set is the responder set it was resolved in.
+	set *map[string]Enabled
 }
 
-// Dispatch runs one attempt of cmd on its responder. The TTL is checked just
-// before the call, so a command that expires while waiting is not executed.
-func (d *Dispatcher) Dispatch(ctx context.Context, cmd *Command) (Enabled, error) {
-	e, err := d.Resolve(cmd)
-	if err != nil {
-		return e, err
+// Resolve finds the responder for cmd, or a RejectError when the command has
+// expired or no responder of its module is enabled.
+func (d *Dispatcher) Resolve(cmd *Command) (Route, error) {
+	return d.resolve(cmd, d.set.Load())
+}
+
+func (d *Dispatcher) resolve(cmd *Command, set *map[string]Enabled) (Route, error) {
+	if err := d.expired(cmd); err != nil {
+		return Route{}, err
 	}
-	return e, e.Responder.Respond(ctx, cmd)
+	e, ok := (*set)[cmd.Module]
+	if !ok || e.Responder == nil {
+		return Route{}, reject(ReasonNoResponder, cmd.ID, "no enabled %s responder config for %s", cmd.Module, cmd.Schema)
+	}
+	return Route{Command: cmd, Enabled: e, set: set}, nil
+}
+
+func (d *Dispatcher) expired(cmd *Command) error {
+	if !cmd.Expired(d.now()) {
+		return nil
+	}
+	return reject(ReasonExpired, cmd.ID, "time to live %d ms exceeded: created %s, now %s",
+		*cmd.TimeToLiveMillis, cmd.Created.Format(time.RFC3339Nano), d.now().UTC().Format(time.RFC3339Nano))
+}
+
+// Send runs one attempt of a resolved command on its responder. The TTL is
+// checked just before the call, so a command that expires while waiting is
+// not executed. A route resolved before the responders were replaced (a
+// reload) follows the replacement: a retry reaches its module's new config,
+// or is rejected when none is enabled any more.
+func (d *Dispatcher) Send(ctx context.Context, r *Route) error {
+	if set := d.set.Load(); set != r.set {
+		nr, err := d.resolve(r.Command, set)
+		if err != nil {
+			return err
+		}
+		*r = nr
+	} else if err := d.expired(r.Command); err != nil {
+		return err
+	}
+	return r.Responder.Respond(ctx, r.Command)
+}
+
+// Dispatch resolves cmd and runs one attempt of it: Resolve and Send, for a
+// caller that makes a single attempt.
+func (d *Dispatcher) Dispatch(ctx context.Context, cmd *Command) (Enabled, error) {
+	r, err := d.Resolve(cmd)
+	if err != nil {
+		return Enabled{}, err
+	}
+	return r.Enabled, d.Send(ctx, &r)
 }
 
 // CloseResponder closes r if it holds resources.

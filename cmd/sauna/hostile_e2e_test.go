@@ -17,6 +17,7 @@ import (
 
 	"github.com/sauna-io/sauna/observer/deadletter"
 	"github.com/sauna-io/sauna/observer/kinesis/emulator"
+	"github.com/sauna-io/sauna/observer/verdict"
 )
 
 // hostileRequest is one request the hostile-input receiver got.
@@ -144,11 +145,11 @@ func TestHostileInput(t *testing.T) {
 			t.Errorf("dead letter of %s: reason %q, error %.500q; want %q with %q", id, l.Reason, l.Error, reason, errSubstr)
 		}
 	}
-	check(echoCmd, deadletter.ReasonFailedPermanently, "HTTP 401 Unauthorized: invalid token [REDACTED]; key [REDACTED]")
-	check(shadowCmd, deadletter.ReasonFailedPermanently, `command header "X_Api_Key": the config sets "X-Api-Key"`)
+	check(echoCmd, verdict.FailedPermanently, "HTTP 401 Unauthorized: invalid token [REDACTED]; key [REDACTED]")
+	check(shadowCmd, verdict.FailedPermanently, `command header "X_Api_Key": the config sets "X-Api-Key"`)
 	check(overrideCmd, "rejected:invalid_data", `"X-HTTP-Method-Override" is refused`)
 	check(hugeCmd, "rejected:invalid_data", "record: /data/envelope/data/execution/timeToLive: a number of 300000 characters; at most 64 are accepted")
-	check(limitedCmd, deadletter.ReasonRetryBudgetExhausted, "HTTP 429 Too Many Requests")
+	check(limitedCmd, verdict.RetryBudgetExhausted, "HTTP 429 Too Many Requests")
 	if l := letters[hugeCmd]; len(l.Error) > 1024 {
 		t.Errorf("the huge number's dead letter quotes %d bytes", len(l.Error))
 	}

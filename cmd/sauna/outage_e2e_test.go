@@ -17,6 +17,7 @@ import (
 
 	"github.com/sauna-io/sauna/observer/deadletter"
 	"github.com/sauna-io/sauna/observer/kinesis/emulator"
+	"github.com/sauna-io/sauna/observer/verdict"
 )
 
 // dlvReadLetters reads every dead letter on a stream, oldest first per shard.
@@ -180,8 +181,8 @@ func TestDeliveryOutage(t *testing.T) {
 
 	// The commands on the budget observer give up within the outage.
 	budgetLetter := dlvWaitLetter(t, kin, dlq, hopeless.ID)
-	if budgetLetter.Reason != deadletter.ReasonRetryBudgetExhausted {
-		t.Errorf("budget letter reason %q, want %q", budgetLetter.Reason, deadletter.ReasonRetryBudgetExhausted)
+	if budgetLetter.Reason != verdict.RetryBudgetExhausted {
+		t.Errorf("budget letter reason %q, want %q", budgetLetter.Reason, verdict.RetryBudgetExhausted)
 	}
 	if !bytes.Equal(budgetLetter.Record, hopeless.Data) {
 		t.Errorf("budget letter carries %q, want the original record %q", budgetLetter.Record, hopeless.Data)
@@ -267,8 +268,8 @@ func TestDeliveryOutage(t *testing.T) {
 	if refusedAt400 != 1 {
 		t.Errorf("the refused command was answered 400 %d times, want once (a 400 is final)", refusedAt400)
 	}
-	if letter.Reason != deadletter.ReasonFailedPermanently {
-		t.Errorf("letter reason %q, want %q", letter.Reason, deadletter.ReasonFailedPermanently)
+	if letter.Reason != verdict.FailedPermanently {
+		t.Errorf("letter reason %q, want %q", letter.Reason, verdict.FailedPermanently)
 	}
 	if !strings.Contains(letter.Error, "400") || !strings.Contains(letter.Error, refusal) {
 		t.Errorf("letter error %q does not carry the 400 and the receiver's reason %q", letter.Error, refusal)

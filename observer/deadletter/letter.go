@@ -24,17 +24,6 @@ import (
 // SchemaV100 is the schema of the dead letters this package writes.
 var SchemaV100 = schemas.Key{Vendor: "io.sauna.observers", Name: "dead_letter", Format: "jsonschema", Model: 1, Revision: 0, Addition: 0}
 
-// Reasons. A rejected record's reason is RejectedPrefix followed by the
-// rejection reason (see [Rejected]); filters match reasons by prefix.
-const (
-	RejectedPrefix             = "rejected:"
-	ReasonFailedPermanently    = "failed_permanently"
-	ReasonRetryBudgetExhausted = "retry_budget_exhausted"
-)
-
-// Rejected is the reason of a record rejected before any responder ran.
-func Rejected(r responders.Reason) string { return RejectedPrefix + string(r) }
-
 // maxErrorLen bounds Letter.Error: a dead letter describes a failure, it
 // does not archive whole vendor responses.
 const maxErrorLen = 4096
@@ -55,7 +44,7 @@ type Letter struct {
 	CommandSchema string // the inner command's Iglu URI; empty when not readable
 	Responder     string // empty when no responder was chosen
 
-	Reason   string // RejectedPrefix+reason, ReasonFailedPermanently or ReasonRetryBudgetExhausted
+	Reason   string // verdict.RejectedBecause(reason), verdict.FailedPermanently or verdict.RetryBudgetExhausted
 	Error    string // human-readable detail; never secrets (truncated to 4 KiB)
 	Attempts int
 

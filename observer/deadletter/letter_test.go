@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/sauna-io/sauna/observer/verdict"
 	"github.com/sauna-io/sauna/responders"
 	"github.com/sauna-io/sauna/schemas"
 )
@@ -27,7 +28,7 @@ func fullLetter() Letter {
 		CommandID:      "3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44",
 		CommandSchema:  "iglu:com.slack.sauna.commands/send_message/jsonschema/1-0-0",
 		Responder:      "slack",
-		Reason:         ReasonFailedPermanently,
+		Reason:         verdict.FailedPermanently,
 		Error:          "slack: 400 invalid_payload",
 		Attempts:       3,
 		FirstAttempt:   at.Add(-time.Minute),
@@ -41,7 +42,7 @@ func fullLetter() Letter {
 func TestRoundTrip(t *testing.T) {
 	rejected := Letter{
 		Observer: "orders", Stream: "s", Shard: "shardId-000000000000", SequenceNumber: "1", PartitionKey: "k",
-		Reason: Rejected(responders.ReasonInvalidJSON), Error: "record is not a single JSON value",
+		Reason: verdict.RejectedBecause(responders.ReasonInvalidJSON), Error: "record is not a single JSON value",
 		DeadLetteredAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
 		Record:         []byte{0xff, 0x00, '{'}, RecordSize: 3,
 	}

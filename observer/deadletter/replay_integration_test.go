@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/sauna-io/sauna/observer/kinesis/emulator"
+	"github.com/sauna-io/sauna/observer/verdict"
 	"github.com/sauna-io/sauna/responders"
 	_ "github.com/sauna-io/sauna/responders/pagerduty" // Decode needs its schema
 )
@@ -256,10 +257,10 @@ func TestITReplayDeadLetters(t *testing.T) {
 		return l
 	}
 	letters := []Letter{
-		mk("k1", ReasonFailedPermanently, pdSchema, testCommand(cmdID(1), now, nil)),
-		mk("k2", Rejected("invalid_json"), "", []byte("\xff not json")),
-		mk("k1", ReasonRetryBudgetExhausted, pdSchema, testCommand(cmdID(2), now, nil)),
-		mk("k3", ReasonFailedPermanently, slack, []byte(`{"slack":1}`)),
+		mk("k1", verdict.FailedPermanently, pdSchema, testCommand(cmdID(1), now, nil)),
+		mk("k2", verdict.RejectedBecause("invalid_json"), "", []byte("\xff not json")),
+		mk("k1", verdict.RetryBudgetExhausted, pdSchema, testCommand(cmdID(2), now, nil)),
+		mk("k3", verdict.FailedPermanently, slack, []byte(`{"slack":1}`)),
 	}
 	letters[1].CommandID = ""
 	wr := NewWriter(kin, dlq, nil)
@@ -268,7 +269,7 @@ func TestITReplayDeadLetters(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	tooBig := mk("k4", ReasonFailedPermanently, slack, nil)
+	tooBig := mk("k4", verdict.FailedPermanently, slack, nil)
 	tooBig.RecordSize = 3 << 20
 	if err := wr.Put(t.Context(), tooBig); err != nil {
 		t.Fatal(err)
@@ -284,7 +285,7 @@ func TestITReplayDeadLetters(t *testing.T) {
 			t.Errorf("dead letter line without reason or origin: %v", l)
 		}
 	}
-	if diff := cmp.Diff(map[string]int{ReasonFailedPermanently: 3, ReasonRetryBudgetExhausted: 1, "rejected:invalid_json": 1}, stats.ByReason); diff != "" {
+	if diff := cmp.Diff(map[string]int{verdict.FailedPermanently: 3, verdict.RetryBudgetExhausted: 1, "rejected:invalid_json": 1}, stats.ByReason); diff != "" {
 		t.Errorf("by reason (-want +got):\n%s", diff)
 	}
 

@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/sauna-io/sauna/observer/backoff"
+	"github.com/sauna-io/sauna/observer/verdict"
 )
 
 // fakeStream serves fixed GetRecords pages per shard. An iterator is
@@ -140,20 +141,20 @@ func TestReplayFake(t *testing.T) {
 		pages: map[string][]*kinesis.GetRecordsOutput{
 			// A parent, closed after a split: read first.
 			"shardId-000000000000": {
-				page(0, letterRecord(t, "10", letterWith("k1", ReasonFailedPermanently, "one", at))),
+				page(0, letterRecord(t, "10", letterWith("k1", verdict.FailedPermanently, "one", at))),
 			},
 			"shardId-000000000002": {
 				page(0,
-					letterRecord(t, "20", letterWith("k1", ReasonFailedPermanently, "two", at.Add(time.Second))),
+					letterRecord(t, "20", letterWith("k1", verdict.FailedPermanently, "two", at.Add(time.Second))),
 					kintypes.Record{SequenceNumber: aws.String("21"), PartitionKey: aws.String("x"), Data: []byte("hello")}),
 				// Behind but empty: keep reading.
 				page(1500),
 				page(0,
-					letterRecord(t, "22", letterWith("k2", Rejected("invalid_json"), "three", at.Add(2*time.Second))),
-					letterRecord(t, "23", letterWith("k2", ReasonRetryBudgetExhausted, "four", at.Add(3*time.Second)))),
+					letterRecord(t, "22", letterWith("k2", verdict.RejectedBecause("invalid_json"), "three", at.Add(2*time.Second))),
+					letterRecord(t, "23", letterWith("k2", verdict.RetryBudgetExhausted, "four", at.Add(3*time.Second)))),
 				page(0),
 				// Never reached: caught up before.
-				page(0, letterRecord(t, "99", letterWith("k9", ReasonFailedPermanently, "nine", at))),
+				page(0, letterRecord(t, "99", letterWith("k9", verdict.FailedPermanently, "nine", at))),
 			},
 		},
 		closed: map[string]bool{"shardId-000000000000": true},
@@ -168,7 +169,7 @@ func TestReplayFake(t *testing.T) {
 	if stats.Records != 5 || stats.Letters != 4 || stats.Unreadable != 1 || stats.Selected != 2 || stats.Replayed != 2 {
 		t.Errorf("stats %+v", stats)
 	}
-	if diff := cmp.Diff(map[string]int{ReasonFailedPermanently: 2}, stats.ByReason); diff != "" {
+	if diff := cmp.Diff(map[string]int{verdict.FailedPermanently: 2}, stats.ByReason); diff != "" {
 		t.Errorf("by reason (-want +got):\n%s", diff)
 	}
 	if diff := cmp.Diff([]*kinesis.ListShardsInput{{StreamName: aws.String("dlq")}, {NextToken: aws.String("tok")}}, f.lists,
@@ -194,7 +195,7 @@ func TestReplayFake(t *testing.T) {
 	}
 	want := map[string]string{
 		"commandId": "3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44", "schema": "iglu:com.slack.sauna.commands/send_message/jsonschema/1-0-0",
-		"shard": "shardId-000000000000", "sequenceNumber": "10", "arrival": formatTime(at), "reason": ReasonFailedPermanently,
+		"shard": "shardId-000000000000", "sequenceNumber": "10", "arrival": formatTime(at), "reason": verdict.FailedPermanently,
 		"deadLetterOf": "orders-commands/shardId-000000000001/49590338271490256608559692538361571095921575989136588818",
 		"toShard":      "shardId-000000000009", "toSequenceNumber": "1",
 	}
@@ -222,12 +223,12 @@ func jsonLines(t *testing.T, out string) []map[string]string {
 
 func TestReplayStopsAtNewerRecords(t *testing.T) {
 	old := time.Now().Add(-time.Minute)
-	newer := letterRecord(t, "2", letterWith("k", ReasonFailedPermanently, "new", time.Now().Add(time.Hour)))
+	newer := letterRecord(t, "2", letterWith("k", verdict.FailedPermanently, "new", time.Now().Add(time.Hour)))
 	f := &fakeStream{
 		t:        t,
 		listings: []*kinesis.ListShardsOutput{{Shards: []kintypes.Shard{{ShardId: aws.String("shardId-000000000000")}}}},
 		pages: map[string][]*kinesis.GetRecordsOutput{"shardId-000000000000": {
-			page(0, letterRecord(t, "1", letterWith("k", ReasonFailedPermanently, "old", old)), newer),
+			page(0, letterRecord(t, "1", letterWith("k", verdict.FailedPermanently, "old", old)), newer),
 		}},
 	}
 	var out bytes.Buffer
@@ -252,7 +253,7 @@ func TestReplayPutErrors(t *testing.T) {
 			t:        t,
 			listings: []*kinesis.ListShardsOutput{{Shards: []kintypes.Shard{{ShardId: aws.String("shardId-000000000000")}}}},
 			pages: map[string][]*kinesis.GetRecordsOutput{"shardId-000000000000": {
-				page(0, letterRecord(t, "1", letterWith("k", ReasonFailedPermanently, "a", at))),
+				page(0, letterRecord(t, "1", letterWith("k", verdict.FailedPermanently, "a", at))),
 				page(0),
 			}},
 		}
@@ -315,8 +316,8 @@ func TestReplayExpiredIterator(t *testing.T) {
 		t:        t,
 		listings: []*kinesis.ListShardsOutput{{Shards: []kintypes.Shard{{ShardId: aws.String("shardId-000000000000")}}}},
 		pages: map[string][]*kinesis.GetRecordsOutput{"shardId-000000000000": {
-			page(10, letterRecord(t, "1", letterWith("k", ReasonFailedPermanently, "a", at))),
-			page(0, letterRecord(t, "2", letterWith("k", ReasonFailedPermanently, "b", at))),
+			page(10, letterRecord(t, "1", letterWith("k", verdict.FailedPermanently, "a", at))),
+			page(0, letterRecord(t, "2", letterWith("k", verdict.FailedPermanently, "b", at))),
 			page(0),
 		}},
 		closed: map[string]bool{"shardId-000000000000": true},

@@ -8,9 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	kcl "github.com/vmware/vmware-go-kcl-v2/clientlibrary/interfaces"
 
+	"github.com/sauna-io/sauna/observer/command"
 	"github.com/sauna-io/sauna/observer/outcomes"
 	"github.com/sauna-io/sauna/responders"
 )
@@ -32,11 +34,11 @@ func (r sleepyResponder) Respond(ctx context.Context, _ *responders.Command) err
 	}
 }
 
-// slowClaims stands in for the idempotency table: each claim and each
+// slowLedger stands in for the idempotency table: each claim and each
 // outcome takes one DynamoDB round trip.
-type slowClaims struct{ rtt time.Duration }
+type slowLedger struct{ rtt time.Duration }
 
-func (c slowClaims) wait(ctx context.Context) error {
+func (c slowLedger) wait(ctx context.Context) error {
 	t := time.NewTimer(c.rtt)
 	defer t.Stop()
 	select {
@@ -47,19 +49,19 @@ func (c slowClaims) wait(ctx context.Context) error {
 	}
 }
 
-func (c slowClaims) Claim(ctx context.Context, _ outcomes.Claim) error { return c.wait(ctx) }
-func (c slowClaims) Extend(context.Context, outcomes.Identity) error   { return nil }
-func (c slowClaims) Finish(ctx context.Context, _ outcomes.Identity, _ outcomes.Final) error {
+func (c slowLedger) Claim(ctx context.Context, _ outcomes.Claim) error { return c.wait(ctx) }
+func (c slowLedger) Extend(context.Context, outcomes.Identity) error   { return nil }
+func (c slowLedger) Finish(ctx context.Context, _ outcomes.Identity, _ outcomes.Final) error {
 	return c.wait(ctx)
 }
-func (c slowClaims) Release(context.Context, outcomes.Identity) error       { return nil }
-func (c slowClaims) Reject(ctx context.Context, _ outcomes.Rejection) error { return c.wait(ctx) }
+func (c slowLedger) Release(context.Context, outcomes.Identity) error       { return nil }
+func (c slowLedger) Reject(ctx context.Context, _ outcomes.Rejection) error { return c.wait(ctx) }
 
 // benchProcessor is one shard's processor with no AWS behind it: a fake
-// checkpointer, no dead-letter stream, and an idempotency table only when
-// claims is set. It measures what sauna adds per record, not what DynamoDB
+// checkpointer, no dead-letter stream, and an idempotency ledger only when
+// ledger is set. It measures what sauna adds per record, not what DynamoDB
 // or Kinesis cost.
-func benchProcessor(maxInFlight int, resp responders.Responder, claims Claims) *shardProcessor {
+func benchProcessor(maxInFlight int, resp responders.Responder, ledger command.Ledger) *shardProcessor {
 	d := responders.NewDispatcher(nil)
 	d.Replace(map[string]responders.Enabled{"testslack": {ID: "slack", Module: "testslack", Responder: resp}})
 	never := make(chan struct{})
@@ -74,8 +76,8 @@ func benchProcessor(maxInFlight int, resp responders.Responder, claims Claims) *
 		fatal:      make(chan error, 1),
 		opts:       Options{CheckpointInterval: time.Second},
 	}
-	if claims != nil {
-		o.claims = claims
+	if ledger != nil {
+		o.ledger = ledger
 	}
 	p := newShardProcessor(o)
 	p.Initialize(&kcl.InitializationInput{ShardId: "shardId-000000000000"})
@@ -121,10 +123,10 @@ func BenchmarkSlowResponder(b *testing.B) {
 		claims            time.Duration
 	}{{64, 1000, 0}, {1, 1000, 0}, {64, 16, 0}, {64, 1000, 5 * time.Millisecond}} {
 		name := fmt.Sprintf("maxInFlight=%d/keys=%d", c.maxInFlight, c.keys)
-		var claims Claims
+		var claims command.Ledger
 		if c.claims > 0 {
 			name += fmt.Sprintf("/claims=%s", c.claims)
-			claims = slowClaims{rtt: c.claims}
+			claims = slowLedger{rtt: c.claims}
 		}
 		b.Run(name, func(b *testing.B) {
 			pool := benchRecords(4096, c.keys)
@@ -154,7 +156,8 @@ func BenchmarkDecodeAndDispatch(b *testing.B) {
 		b.ReportAllocs()
 		b.ResetTimer()
 		for i := range b.N {
-			if !p.execute(&pool[i%len(pool)]) {
+			r := &pool[i%len(pool)]
+			if !p.commands.Run(command.Record{Sequence: aws.ToString(r.SequenceNumber), PartitionKey: aws.ToString(r.PartitionKey), Data: r.Data}) {
 				b.Fatal("execute stopped short")
 			}
 		}

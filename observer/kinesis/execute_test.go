@@ -16,12 +16,13 @@ import (
 
 	"github.com/sauna-io/sauna/observer/deadletter"
 	"github.com/sauna-io/sauna/observer/outcomes"
+	"github.com/sauna-io/sauna/observer/verdict"
 	"github.com/sauna-io/sauna/responders"
 )
 
-// fakeClaims keeps claims in memory, as the outcomes table would: by
+// fakeLedger keeps claims in memory, as the outcomes table would: by
 // identity, commandId and digest.
-type fakeClaims struct {
+type fakeLedger struct {
 	mu       sync.Mutex
 	done     map[outcomes.Identity]outcomes.Final
 	held     map[outcomes.Identity]bool
@@ -31,11 +32,11 @@ type fakeClaims struct {
 	unheld   []outcomes.Identity // ended without being held: a bug
 }
 
-func newFakeClaims() *fakeClaims {
-	return &fakeClaims{done: map[outcomes.Identity]outcomes.Final{}, held: map[outcomes.Identity]bool{}, elsewhre: map[string]int{}}
+func newFakeLedger() *fakeLedger {
+	return &fakeLedger{done: map[outcomes.Identity]outcomes.Final{}, held: map[outcomes.Identity]bool{}, elsewhre: map[string]int{}}
 }
 
-func (f *fakeClaims) Claim(_ context.Context, c outcomes.Claim) error {
+func (f *fakeLedger) Claim(_ context.Context, c outcomes.Claim) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.claims = append(f.claims, c)
@@ -53,7 +54,7 @@ func (f *fakeClaims) Claim(_ context.Context, c outcomes.Claim) error {
 	return nil
 }
 
-func (f *fakeClaims) Extend(_ context.Context, id outcomes.Identity) error {
+func (f *fakeLedger) Extend(_ context.Context, id outcomes.Identity) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.held[id] {
@@ -62,7 +63,7 @@ func (f *fakeClaims) Extend(_ context.Context, id outcomes.Identity) error {
 	return nil
 }
 
-func (f *fakeClaims) Finish(_ context.Context, id outcomes.Identity, fin outcomes.Final) error {
+func (f *fakeLedger) Finish(_ context.Context, id outcomes.Identity, fin outcomes.Final) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.held[id] {
@@ -73,7 +74,7 @@ func (f *fakeClaims) Finish(_ context.Context, id outcomes.Identity, fin outcome
 	return nil
 }
 
-func (f *fakeClaims) Release(_ context.Context, id outcomes.Identity) error {
+func (f *fakeLedger) Release(_ context.Context, id outcomes.Identity) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.held, id)
@@ -83,15 +84,15 @@ func (f *fakeClaims) Release(_ context.Context, id outcomes.Identity) error {
 
 // Reject records a rejection under the bare commandId (a rejected
 // command may have no digest); an executed command keeps its outcome.
-func (f *fakeClaims) Reject(_ context.Context, r outcomes.Rejection) error {
+func (f *fakeLedger) Reject(_ context.Context, r outcomes.Rejection) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for id, fin := range f.done {
-		if id.CommandID == r.CommandID && fin.Verdict == outcomes.VerdictExecuted {
+		if id.CommandID == r.CommandID && fin.Verdict == verdict.Executed {
 			return nil
 		}
 	}
-	f.done[outcomes.Identity{CommandID: r.CommandID}] = outcomes.Final{Verdict: outcomes.VerdictRejected, Reason: r.Reason}
+	f.done[outcomes.Identity{CommandID: r.CommandID}] = outcomes.Final{Verdict: verdict.Rejected, Reason: r.Reason}
 	return nil
 }
 
@@ -110,7 +111,7 @@ func identityOf(t *testing.T, r types.Record) outcomes.Identity {
 }
 
 // doneFor finds the outcome recorded for a commandId, whatever its digest.
-func (f *fakeClaims) doneFor(commandID string) (outcomes.Final, bool) {
+func (f *fakeLedger) doneFor(commandID string) (outcomes.Final, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for id, fin := range f.done {
@@ -139,11 +140,12 @@ func (f *fakeDeadLetters) Put(_ context.Context, l deadletter.Letter) error {
 
 func TestExecuteWithClaimsAndDeadLetters(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t)
-		claims, dlq := newFakeClaims(), &fakeDeadLetters{}
-		h.p.o.claims, h.p.o.deadLetters = claims, dlq
-		h.p.o.cfg.RetryBudget = time.Minute
-		h.p.o.cfg.DeadLetterStream = "dlq"
+		claims, dlq := newFakeLedger(), &fakeDeadLetters{}
+		h := newHarness(t, func(o *Observer) {
+			o.ledger, o.deadLetters = claims, dlq
+			o.cfg.RetryBudget = time.Minute
+			o.cfg.DeadLetterStream = "dlq"
+		})
 		claims.done[identityOf(t, keyedRecord("2", "b", "already ran"))] = outcomes.Final{Verdict: "executed"}
 		claims.elsewhre["00000000-0000-4000-8000-000000000005"] = 2
 		h.resp.reply = func(_ context.Context, text string, _ int) error {
@@ -192,7 +194,7 @@ func TestExecuteWithClaimsAndDeadLetters(t *testing.T) {
 		}
 		// A rejected command whose id is readable is recorded, so that
 		// `sauna outcome` finds it.
-		if f, _ := claims.doneFor("00000000-0000-4000-8000-000000000007"); f.Verdict != outcomes.VerdictRejected || !strings.Contains(f.Reason, "unknown_schema") {
+		if f, _ := claims.doneFor("00000000-0000-4000-8000-000000000007"); f.Verdict != verdict.Rejected || !strings.Contains(f.Reason, "unknown_schema") {
 			t.Errorf("rejected command recorded as %+v", f)
 		}
 		if cp.written[len(cp.written)-1] != "7" {
@@ -216,9 +218,8 @@ func TestExecuteWithClaimsAndDeadLetters(t *testing.T) {
 // commands: each runs once; a redelivery of either is a duplicate.
 func TestExecuteSameIDDifferentCommands(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t)
-		claims := newFakeClaims()
-		h.p.o.claims = claims
+		claims := newFakeLedger()
+		h := newHarness(t, func(o *Observer) { o.ledger = claims })
 		sameID := func(seq, key, text string) types.Record {
 			r := keyedRecord(seq, key, text)
 			r.Data = []byte(strings.Replace(string(r.Data), "00000000-0000-4000-8000-"+fmt.Sprintf("%012s", seq), "00000000-0000-4000-8000-000000000001", 1))
@@ -291,13 +292,14 @@ func TestExecuteCapsTheResponderDelay(t *testing.T) {
 	for _, withDLQ := range []bool{true, false} {
 		t.Run(map[bool]string{true: "dead-letter stream", false: "no dead-letter stream"}[withDLQ], func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				h := newHarness(t)
-				claims, dlq := newFakeClaims(), &fakeDeadLetters{}
-				h.p.o.claims = claims
-				h.p.o.cfg.RetryBudget = time.Minute
-				if withDLQ {
-					h.p.o.deadLetters, h.p.o.cfg.DeadLetterStream = dlq, "dlq"
-				}
+				claims, dlq := newFakeLedger(), &fakeDeadLetters{}
+				h := newHarness(t, func(o *Observer) {
+					o.ledger = claims
+					o.cfg.RetryBudget = time.Minute
+					if withDLQ {
+						o.deadLetters, o.cfg.DeadLetterStream = dlq, "dlq"
+					}
+				})
 				h.resp.reply = func(_ context.Context, _ string, call int) error {
 					if call == 1 {
 						return responders.Retryable(errors.New("429"), day)
@@ -337,9 +339,8 @@ func TestExecuteCapsTheResponderDelay(t *testing.T) {
 // A dead letter that cannot be written leaves the record unfinished.
 func TestExecuteDeadLetterFailureIsNotFinal(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t)
 		dlq := &fakeDeadLetters{fail: true}
-		h.p.o.deadLetters = dlq
+		h := newHarness(t, func(o *Observer) { o.deadLetters = dlq })
 		h.p.o.fatal = make(chan error, 1)
 		cp := &fakeCheckpointer{}
 		h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: []types.Record{rawRecord("1", "not json")}})

@@ -15,15 +15,15 @@ import (
 	"github.com/sauna-io/sauna/responders/fence"
 )
 
-// slowWriteClaims takes a while to write each claim, as a distant DynamoDB does.
-type slowWriteClaims struct {
-	*fakeClaims
+// slowWriteLedger takes a while to write each claim, as a distant DynamoDB does.
+type slowWriteLedger struct {
+	*fakeLedger
 	delay time.Duration
 }
 
-func (c slowWriteClaims) Claim(ctx context.Context, cl outcomes.Claim) error {
+func (c slowWriteLedger) Claim(ctx context.Context, cl outcomes.Claim) error {
 	time.Sleep(c.delay)
-	return c.fakeClaims.Claim(ctx, cl)
+	return c.fakeLedger.Claim(ctx, cl)
 }
 
 // The responder call carries a fence: a fifth of the lease or the claim
@@ -41,12 +41,13 @@ func TestDispatchIsFenced(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				h := newHarness(t)
+				h := newHarness(t, func(o *Observer) {
+					o.cfg.Idempotency.ClaimTimeout = tc.claimTimeout
+					o.ledger = slowWriteLedger{newFakeLedger(), 2 * time.Second}
+				})
 				start := time.Now()
 				h.p.o.cfg.LeaseDuration = tc.lease
 				h.p.o.leaseUntil = func(string) time.Time { return start.Add(tc.lease) }
-				h.p.o.cfg.Idempotency.ClaimTimeout = tc.claimTimeout
-				h.p.o.claims = slowWriteClaims{newFakeClaims(), 2 * time.Second}
 				var seen []time.Duration
 				h.resp.reply = func(ctx context.Context, _ string, _ int) error {
 					if u, ok := fence.Until(ctx); ok {

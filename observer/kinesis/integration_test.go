@@ -18,8 +18,10 @@ import (
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	kds "github.com/aws/aws-sdk-go-v2/service/kinesis"
 
+	"github.com/sauna-io/sauna/observer/command"
 	"github.com/sauna-io/sauna/observer/kinesis/emulator"
 	"github.com/sauna-io/sauna/observer/kinesis/leases"
+	"github.com/sauna-io/sauna/observer/verdict"
 	"github.com/sauna-io/sauna/responders"
 )
 
@@ -51,22 +53,22 @@ func testConfig(id, stream string) Config {
 
 type collector struct {
 	mu   sync.Mutex
-	outs []Outcome
+	outs []command.Outcome
 }
 
-func (c *collector) add(o Outcome) {
+func (c *collector) add(o command.Outcome) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.outs = append(c.outs, o)
 }
 
-func (c *collector) snapshot() []Outcome {
+func (c *collector) snapshot() []command.Outcome {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return append([]Outcome(nil), c.outs...)
+	return append([]command.Outcome(nil), c.outs...)
 }
 
-func (c *collector) waitFor(t *testing.T, n int, timeout time.Duration) []Outcome {
+func (c *collector) waitFor(t *testing.T, n int, timeout time.Duration) []command.Outcome {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -153,8 +155,8 @@ func TestIntegrationWorkerConsumesEveryShard(t *testing.T) {
 	shards := map[string]int{}
 	seen := map[string]bool{}
 	for _, o := range outs {
-		if o.Result != Executed {
-			t.Errorf("record %s: %v %v", o.Sequence, o.Result, o.Err)
+		if o.Verdict != verdict.Executed {
+			t.Errorf("record %s: %v %v", o.Sequence, o.Verdict, o.Err)
 		}
 		shards[o.Shard]++
 		if seen[o.CommandID] {

@@ -21,8 +21,10 @@ import (
 	rec "github.com/awslabs/kinesis-aggregation/go/v2/records"
 	"github.com/golang/protobuf/proto"
 
+	"github.com/sauna-io/sauna/observer/command"
 	"github.com/sauna-io/sauna/observer/deadletter"
 	"github.com/sauna-io/sauna/observer/kinesis/emulator"
+	"github.com/sauna-io/sauna/observer/verdict"
 	"github.com/sauna-io/sauna/responders"
 )
 
@@ -251,8 +253,8 @@ func testKPLExactlyOnce(t *testing.T) {
 	}
 	executed := map[string]int{}
 	for _, o := range col1.snapshot() {
-		if o.Result != Executed {
-			t.Errorf("run 1: %s: %s %v", o.CommandID, o.Result, o.Err)
+		if o.Verdict != verdict.Executed {
+			t.Errorf("run 1: %s: %s %v", o.CommandID, o.Verdict, o.Err)
 		}
 		executed[o.CommandID]++
 	}
@@ -286,11 +288,11 @@ func testKPLExactlyOnce(t *testing.T) {
 	}
 	for _, o := range outs2 {
 		switch {
-		case o.CommandID == hang.id() && o.Result == Executed:
+		case o.CommandID == hang.id() && o.Verdict == verdict.Executed:
 			executed[o.CommandID]++
-		case o.CommandID != hang.id() && o.Result == Duplicate:
+		case o.CommandID != hang.id() && o.Verdict == verdict.Duplicate:
 		default:
-			t.Errorf("run 2: %s at %s: %s %v", o.CommandID, o.Sequence, o.Result, o.Err)
+			t.Errorf("run 2: %s at %s: %s %v", o.CommandID, o.Sequence, o.Verdict, o.Err)
 		}
 	}
 	for text, n := range resp2.calls {
@@ -314,7 +316,7 @@ func testKPLExactlyOnce(t *testing.T) {
 	if err := stop3(); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
-	if outs := col3.snapshot(); len(outs) != 1 || outs[0].CommandID != sentinel.id() || outs[0].Result != Executed {
+	if outs := col3.snapshot(); len(outs) != 1 || outs[0].CommandID != sentinel.id() || outs[0].Verdict != verdict.Executed {
 		t.Errorf("run 3 outcomes %+v, want the new record executed alone", outs)
 	}
 }
@@ -379,15 +381,15 @@ func testKPLCorruptAggregate(t *testing.T) {
 	}
 
 	executed := map[string]int{}
-	rejected := map[string]Outcome{}
+	rejected := map[string]command.Outcome{}
 	for _, o := range col.snapshot() {
-		switch o.Result {
-		case Executed:
+		switch o.Verdict {
+		case verdict.Executed:
 			executed[o.CommandID]++
-		case Rejected:
+		case verdict.Rejected:
 			rejected[o.Sequence] = o
 		default:
-			t.Errorf("%s at %s: %s %v", o.CommandID, o.Sequence, o.Result, o.Err)
+			t.Errorf("%s at %s: %s %v", o.CommandID, o.Sequence, o.Verdict, o.Err)
 		}
 	}
 	for _, c := range good {
@@ -434,9 +436,9 @@ func testKPLCorruptAggregate(t *testing.T) {
 	}
 	for _, l := range letters {
 		orig, ok := corrupted[l.SequenceNumber]
-		if !ok || l.Reason != deadletter.Rejected(responders.ReasonCorruptAggregate) || !bytes.Equal(l.Record, orig) {
+		if !ok || l.Reason != verdict.RejectedBecause(responders.ReasonCorruptAggregate) || !bytes.Equal(l.Record, orig) {
 			t.Errorf("dead letter reason %q at %s with %x; want %q at a corrupt aggregate's sequence number, with its original bytes",
-				l.Reason, l.SequenceNumber, l.Record, deadletter.Rejected(responders.ReasonCorruptAggregate))
+				l.Reason, l.SequenceNumber, l.Record, verdict.RejectedBecause(responders.ReasonCorruptAggregate))
 		}
 	}
 }
@@ -481,11 +483,11 @@ func testKPLOversizedAggregate(t *testing.T) {
 	for _, o := range outs {
 		switch {
 		case o.Sequence == bombSeq:
-			if o.Result != Rejected || o.Reason != responders.ReasonCorruptAggregate {
+			if o.Verdict != verdict.Rejected || o.Reason != responders.ReasonCorruptAggregate {
 				t.Errorf("the oversized aggregate: %+v, want rejected as %s", o, responders.ReasonCorruptAggregate)
 			}
-		case o.Result != Executed:
-			t.Errorf("%s: %s %v, want executed", o.CommandID, o.Result, o.Err)
+		case o.Verdict != verdict.Executed:
+			t.Errorf("%s: %s %v, want executed", o.CommandID, o.Verdict, o.Err)
 		}
 	}
 	logged := 0
@@ -501,7 +503,7 @@ func testKPLOversizedAggregate(t *testing.T) {
 	if len(letters) != 1 {
 		t.Fatalf("%d dead letters, want one for the aggregate", len(letters))
 	}
-	if l := letters[0]; l.SequenceNumber != bombSeq || l.Reason != deadletter.Rejected(responders.ReasonCorruptAggregate) || !bytes.Equal(l.Record, bomb) {
+	if l := letters[0]; l.SequenceNumber != bombSeq || l.Reason != verdict.RejectedBecause(responders.ReasonCorruptAggregate) || !bytes.Equal(l.Record, bomb) {
 		t.Errorf("dead letter %q at %s (%d bytes); want the aggregate's original %d bytes at %s", l.Reason, l.SequenceNumber, len(l.Record), len(bomb), bombSeq)
 	}
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 
+	"github.com/sauna-io/sauna/observer/command"
 	"github.com/sauna-io/sauna/observer/kinesis/leases"
 	"github.com/sauna-io/sauna/observer/metrics"
 	"github.com/sauna-io/sauna/responders"
@@ -104,20 +105,9 @@ func (o *Observer) addInFlight(n int) {
 	}
 }
 
-var resultOutcomes = map[Result]metrics.Outcome{
-	Executed:     metrics.Executed,
-	Rejected:     metrics.Rejected,
-	Duplicate:    metrics.Duplicate,
-	DeadLettered: metrics.DeadLettered,
-	Failed:       metrics.Failed,
-}
-
-func (o *Observer) countOutcome(out Outcome) {
-	if o.met == nil {
-		return
-	}
-	if oc, ok := resultOutcomes[out.Result]; ok {
-		o.met.Responder(out.Responder).Count(oc, string(out.Reason))
+func (o *Observer) countOutcome(out command.Outcome) {
+	if o.met != nil {
+		o.met.Responder(out.Responder).Count(out.Verdict, string(out.Reason))
 	}
 }
 

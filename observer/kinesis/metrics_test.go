@@ -3,7 +3,9 @@ package kinesis
 import (
 	"testing"
 
+	"github.com/sauna-io/sauna/observer/command"
 	"github.com/sauna-io/sauna/observer/metrics"
+	"github.com/sauna-io/sauna/observer/verdict"
 	"github.com/sauna-io/sauna/responders"
 )
 
@@ -13,10 +15,10 @@ func TestEveryResultIsCounted(t *testing.T) {
 	m := metrics.New(metrics.Options{})
 	o := New(Config{ID: "obs", StreamName: "s"}, nil, Options{Metrics: m})
 	o.met = m.Observer("obs", "s", metrics.ObserverOptions{})
-	results := []Result{Executed, Rejected, Duplicate, DeadLettered, Failed}
+	results := []verdict.Outcome{verdict.Executed, verdict.Rejected, verdict.Duplicate, verdict.DeadLettered, verdict.Failed}
 	for _, r := range results {
-		out := Outcome{Result: r, Responder: "slack"}
-		if r == Rejected {
+		out := command.Outcome{Verdict: r, Responder: "slack"}
+		if r == verdict.Rejected {
 			out.Reason = responders.ReasonExpired
 		}
 		o.report(out)
@@ -49,7 +51,7 @@ func TestEveryResultIsCounted(t *testing.T) {
 	}
 	for _, r := range results {
 		key := string(r) + "/"
-		if r == Rejected {
+		if r == verdict.Rejected {
 			key += string(responders.ReasonExpired)
 		}
 		if counted[key] != 1 {

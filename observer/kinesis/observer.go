@@ -22,6 +22,7 @@ import (
 	"github.com/vmware/vmware-go-kcl-v2/clientlibrary/metrics"
 	"github.com/vmware/vmware-go-kcl-v2/clientlibrary/worker"
 
+	"github.com/sauna-io/sauna/observer/command"
 	"github.com/sauna-io/sauna/observer/deadletter"
 	"github.com/sauna-io/sauna/observer/kinesis/leases"
 	saunametrics "github.com/sauna-io/sauna/observer/metrics"
@@ -34,7 +35,7 @@ type Options struct {
 	Logger *slog.Logger
 	// OnOutcome, if set, is called once per record with its final outcome.
 	// It must not block.
-	OnOutcome func(Outcome)
+	OnOutcome func(command.Outcome)
 	// Gate, if set, holds intake while it is paused (maintenance): records
 	// already admitted still finish and are checkpointed. Paused is asked
 	// per record and must be cheap; Wait blocks until the gate reopens.
@@ -79,10 +80,12 @@ type Observer struct {
 	leaseUntil func(shardID string) time.Time
 	// handoff reports a peer's request for a shard's lease (nil: never),
 	// and handOver gives the lease to it after the final checkpoint.
-	handoff     func(shardID string) <-chan struct{}
-	handOver    func(shardID string) error
-	claims      Claims
-	deadLetters DeadLetters
+	handoff  func(shardID string) <-chan struct{}
+	handOver func(shardID string) error
+	// ledger is the idempotency ledger (nil: the outcomes table is off);
+	// deadLetters the dead-letter stream (nil: none).
+	ledger      command.Ledger
+	deadLetters command.DeadLetters
 	inFlight    atomic.Int64
 	// met is this run's metrics handle (nil without Options.Metrics), and
 	// stopSink ends its CloudWatch sink after a last flush.
@@ -124,7 +127,26 @@ func New(cfg Config, d *responders.Dispatcher, opts Options) *Observer {
 // Config returns the observer's configuration.
 func (o *Observer) Config() Config { return o.cfg }
 
-func (o *Observer) report(out Outcome) {
+// commandRunner is what runs the commands of one shard: the observer's
+// dispatcher, ledger, dead-letter stream and metrics, under the shard's
+// lease and contexts.
+func (o *Observer) commandRunner(shard string, lease command.Lease, intake, hard context.Context, log *slog.Logger) command.Runner {
+	return command.Runner{
+		Observer: o.cfg.ID, Stream: o.cfg.StreamName, Shard: shard,
+		Dispatcher:   o.dispatch,
+		Ledger:       o.ledger,
+		ClaimTimeout: o.cfg.Idempotency.ClaimTimeout,
+		DeadLetters:  o.deadLetters, DeadLetterStream: o.cfg.DeadLetterStream,
+		RetryBudget: o.cfg.RetryBudget,
+		Lease:       lease,
+		Intake:      intake, Hard: hard,
+		Log:       log,
+		Attempted: o.countAttempt,
+		Settled:   o.report,
+	}
+}
+
+func (o *Observer) report(out command.Outcome) {
 	o.countOutcome(out)
 	if o.opts.OnOutcome != nil {
 		o.opts.OnOutcome(out)
@@ -221,7 +243,7 @@ func (o *Observer) run(ctx context.Context, awsCfg aws.Config) error {
 		}
 	}()
 	if c := o.cfg.Idempotency; c.Enabled {
-		claims := outcomes.New(NewDynamoDBClient(awsCfg), outcomes.Config{
+		ledger := outcomes.New(NewDynamoDBClient(awsCfg), outcomes.Config{
 			TableName:    c.TableName,
 			Observer:     o.cfg.ID,
 			WorkerID:     o.workerID,
@@ -230,10 +252,10 @@ func (o *Observer) run(ctx context.Context, awsCfg aws.Config) error {
 			Logger:       o.log,
 			OnConflict:   o.conflict,
 		})
-		if err := claims.Init(ctx); err != nil {
+		if err := ledger.Init(ctx); err != nil {
 			return fmt.Errorf("observer %s: command table: %w", o.cfg.ID, err)
 		}
-		o.claims = claims
+		o.ledger = ledger
 	}
 	if s := o.cfg.DeadLetterStream; s != "" {
 		o.deadLetters = deadletter.NewWriter(kin, s, o.log)

@@ -17,6 +17,8 @@ import (
 	"github.com/sauna-io/sauna/observer/outcomes"
 	"github.com/sauna-io/sauna/responders"
 	// The real webhook module decodes the commands, as in production.
+	"github.com/sauna-io/sauna/observer/command"
+	"github.com/sauna-io/sauna/observer/verdict"
 	_ "github.com/sauna-io/sauna/responders/webhook"
 )
 
@@ -26,16 +28,16 @@ type noopResponder struct{}
 
 func (noopResponder) Respond(context.Context, *responders.Command) error { return nil }
 
-// freeClaims is an idempotency table that answers at once: with it the
+// freeLedger is an idempotency table that answers at once: with it the
 // pipeline computes each command's digest and builds its claim and outcome,
 // as with idempotency on, while DynamoDB's own cost stays out.
-type freeClaims struct{}
+type freeLedger struct{}
 
-func (freeClaims) Claim(context.Context, outcomes.Claim) error                     { return nil }
-func (freeClaims) Extend(context.Context, outcomes.Identity) error                 { return nil }
-func (freeClaims) Finish(context.Context, outcomes.Identity, outcomes.Final) error { return nil }
-func (freeClaims) Release(context.Context, outcomes.Identity) error                { return nil }
-func (freeClaims) Reject(context.Context, outcomes.Rejection) error                { return nil }
+func (freeLedger) Claim(context.Context, outcomes.Claim) error                     { return nil }
+func (freeLedger) Extend(context.Context, outcomes.Identity) error                 { return nil }
+func (freeLedger) Finish(context.Context, outcomes.Identity, outcomes.Final) error { return nil }
+func (freeLedger) Release(context.Context, outcomes.Identity) error                { return nil }
+func (freeLedger) Reject(context.Context, outcomes.Rejection) error                { return nil }
 
 // webhookRecord is a webhook command as a producer would put it: a JSON body
 // of a few fields and one extra header, in the standard Sauna envelope.
@@ -79,15 +81,15 @@ func BenchmarkPipeline(b *testing.B) {
 	o := &Observer{
 		cfg:        Config{ID: "bench", StreamName: "bench", MaxInFlight: 64},
 		dispatch:   d,
-		claims:     freeClaims{},
+		ledger:     freeLedger{},
 		log:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 		lost:       func(string) <-chan struct{} { return never },
 		leaseUntil: func(string) time.Time { return time.Now().Add(time.Hour) },
 		intake:     context.Background(),
 		hard:       context.Background(),
 		fatal:      make(chan error, 1),
-		opts: Options{CheckpointInterval: time.Second, OnOutcome: func(out Outcome) {
-			if out.Result == Executed {
+		opts: Options{CheckpointInterval: time.Second, OnOutcome: func(out command.Outcome) {
+			if out.Verdict == verdict.Executed {
 				executed.Add(1)
 			} else {
 				other.Add(1)

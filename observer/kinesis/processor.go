@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -13,7 +14,10 @@ import (
 	kcl "github.com/vmware/vmware-go-kcl-v2/clientlibrary/interfaces"
 
 	"github.com/sauna-io/sauna/observer/backoff"
+	"github.com/sauna-io/sauna/observer/command"
 	"github.com/sauna-io/sauna/observer/kinesis/leases"
+	"github.com/sauna-io/sauna/responders"
+	"github.com/sauna-io/sauna/responders/fence"
 )
 
 // shardProcessor executes one shard's records concurrently while keeping
@@ -27,6 +31,13 @@ type shardProcessor struct {
 	shardID string
 	log     *slog.Logger
 	lost    <-chan struct{}
+	lease   command.Lease
+	// intake and hard are the observer's, also ended for this shard alone
+	// when a handover's drain runs out of time.
+	intake, hard         context.Context
+	stopIntake, stopHard context.CancelFunc
+	// commands runs the shard's records, one command each.
+	commands command.Runner
 	// handoff is closed when a peer asks for the shard (nil: never).
 	handoff <-chan struct{}
 	// handedOver is set once the lease went to that peer; only the KCL's
@@ -86,6 +97,10 @@ func (p *shardProcessor) Initialize(in *kcl.InitializationInput) {
 	if p.o.handoff != nil {
 		p.handoff = p.o.handoff(in.ShardId)
 	}
+	p.lease = command.Lease{Lost: p.lost, Fence: p.leaseFence}
+	p.intake, p.stopIntake = context.WithCancel(p.o.intake)
+	p.hard, p.stopHard = context.WithCancel(p.o.hard)
+	p.commands = p.o.commandRunner(in.ShardId, p.lease, p.intake, p.hard, p.log)
 	from := "initial position"
 	if in.ExtendedSequenceNumber != nil && aws.ToString(in.ExtendedSequenceNumber.SequenceNumber) != "" {
 		from = aws.ToString(in.ExtendedSequenceNumber.SequenceNumber)
@@ -136,14 +151,15 @@ func (p *shardProcessor) handoffAsked() bool {
 // handOver gives the shard to the peer that asked for it: no more intake,
 // every admitted record finishes, the final checkpoint is written, and only
 // then is the lease released to that peer, which resumes from this
-// checkpoint. So no record runs on both workers and none runs twice.
+// checkpoint. So no record runs on both workers and none runs twice. The
+// drain is bounded as a stop's is (see awaitDrain).
 //
 // A failed handover is tried again at the next batch (the KCL calls
 // ProcessRecords even for empty ones); the shard reads nothing meanwhile.
 func (p *shardProcessor) handOver(cp kcl.IRecordProcessorCheckpointer) {
 	p.drain()
 	start := time.Now()
-	p.wg.Wait()
+	p.awaitDrain()
 	p.checkpoint(cp, true)
 	p.mu.Lock()
 	complete := len(p.pending) == 0 && (p.candidate == "" || p.candidate == p.written)
@@ -164,6 +180,29 @@ func (p *shardProcessor) handOver(cp kcl.IRecordProcessorCheckpointer) {
 	default:
 		p.log.Warn("handing the shard over failed; retrying at the next batch", "err", err)
 	}
+}
+
+// awaitDrain waits for every admitted record to finish, for at most the
+// drain timeout, as a stop does. Then it ends the shard's intake and work in
+// flight: those records stop short, release their command claims, and stay
+// after the last checkpoint for the next owner to read again.
+func (p *shardProcessor) awaitDrain() {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.wg.Wait()
+	}()
+	t := time.NewTimer(p.o.opts.DrainTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+		return
+	case <-t.C:
+	}
+	p.log.Warn("in-flight commands did not finish in time for the handover; cancelling them", "drain_timeout", p.o.opts.DrainTimeout)
+	p.stopIntake()
+	p.stopHard()
+	<-done
 }
 
 // pace holds the KCL's shard loop until one read interval after this batch's
@@ -187,7 +226,7 @@ func (p *shardProcessor) pace(in *kcl.ProcessRecordsInput) {
 	defer t.Stop()
 	select {
 	case <-t.C:
-	case <-p.o.intake.Done():
+	case <-p.intake.Done():
 	case <-p.lost:
 	case <-p.handoff:
 	}
@@ -197,7 +236,7 @@ func (p *shardProcessor) pace(in *kcl.ProcessRecordsInput) {
 // the record or queues it behind the earlier records of its key.
 func (p *shardProcessor) admit(r *types.Record, more bool) bool {
 	if g := p.o.opts.Gate; g != nil && g.Paused() {
-		ctx, cancel := p.stopContext(p.o.intake)
+		ctx, cancel := p.lease.Context(p.intake)
 		err := g.Wait(ctx)
 		cancel()
 		if err != nil {
@@ -206,7 +245,7 @@ func (p *shardProcessor) admit(r *types.Record, more bool) bool {
 	}
 	select {
 	case p.slots <- struct{}{}:
-	case <-p.o.intake.Done():
+	case <-p.intake.Done():
 		return false
 	case <-p.lost:
 		return false
@@ -254,7 +293,7 @@ func (p *shardProcessor) finish(e *entry, final bool) {
 		// must be a fresh worker of ours: this one would never checkpoint
 		// the shard again.
 		p.stopped = true
-		if !p.stopping(context.Background()) {
+		if !p.lease.Done(p.intake) {
 			p.o.fail(fmt.Errorf("shard %s stopped at sequence number %s without an outcome", p.shardID, e.seq))
 		}
 		return
@@ -316,6 +355,8 @@ func (p *shardProcessor) Shutdown(in *kcl.ShutdownInput) {
 	// Whatever the reason, the records already admitted finish first (or
 	// stop at the drain deadline); only then is the final checkpoint known.
 	p.wg.Wait()
+	defer p.stopHard()
+	defer p.stopIntake()
 	switch in.ShutdownReason {
 	case kcl.TERMINATE:
 		p.mu.Lock()
@@ -372,37 +413,69 @@ func (p *shardProcessor) write(cp kcl.IRecordProcessorCheckpointer, seq *string)
 			return false
 		}
 		p.log.Warn("checkpoint failed; retrying", "err", err, "attempt", attempt)
-		if !p.sleep(p.o.hard, backoff.Policy{First: firstBackoff, Max: 5 * time.Second}.Delay(attempt)) {
+		if !p.lease.Sleep(p.hard, backoff.Policy{First: firstBackoff, Max: 5 * time.Second}.Delay(attempt)) {
 			return false
 		}
 	}
 }
 
-// stopContext derives a context from parent that also ends when this
-// shard's lease is lost: once another worker owns the shard, our side
-// effects must stop.
-func (p *shardProcessor) stopContext(parent context.Context) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(parent)
-	go func() {
-		select {
-		case <-p.lost:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	return ctx, cancel
+// runQueue passes started records to runner goroutines. A runner takes
+// records until none is left, then ends; one is started whenever a record
+// would otherwise wait for a busy runner, so every started record runs at
+// once, as with a goroutine per record. Reusing runners under load keeps
+// their grown stacks: a fresh goroutine per record spent about a sixth of
+// its CPU growing its stack through decoding and validation.
+type runQueue struct {
+	// ready, runners: guarded by shardProcessor.mu.
+	ready   []*entry
+	runners int
+	// busy counts the runners holding a record. A runner stops counting
+	// before it finishes its record, so that the record finish starts next
+	// (the next one of its key, usually) goes to it, not to a new runner.
+	busy atomic.Int32
 }
 
-// sleep waits for d unless ctx ends or the lease is lost first.
-func (p *shardProcessor) sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	case <-p.lost:
-		return false
+func (p *shardProcessor) run() {
+	p.mu.Lock()
+	for len(p.runq.ready) > 0 {
+		e := p.runq.ready[0]
+		p.runq.ready[0] = nil
+		p.runq.ready = p.runq.ready[1:]
+		p.runq.busy.Add(1)
+		p.mu.Unlock()
+		final := p.execute(e)
+		p.runq.busy.Add(-1)
+		p.finish(e, final)
+		p.wg.Done()
+		p.mu.Lock()
 	}
+	p.runq.runners--
+	p.mu.Unlock()
 }
+
+// execute runs e's record to its final outcome; false when it had to stop
+// first. A KPL aggregate the KCL could not decode was defused into a record
+// of its own (kpl.go): it is rejected, its dead letter carrying the original
+// bytes.
+func (p *shardProcessor) execute(e *entry) bool {
+	rec := command.Record{Sequence: e.seq, PartitionKey: e.key, Data: e.rec.Data}
+	if orig, why, ok := IsDefusedAggregate(rec.Data); ok {
+		rec.Data = orig
+		return p.commands.Reject(rec, &responders.RejectError{Reason: responders.ReasonCorruptAggregate, Err: errors.New(why)})
+	}
+	return p.commands.Run(rec)
+}
+
+// leaseFence is the fence margin before the shard lease runs out by this
+// worker's clock; zero when the lease is not held.
+func (p *shardProcessor) leaseFence() time.Time {
+	until := p.o.leaseUntil(p.shardID)
+	if until.IsZero() {
+		return until
+	}
+	return until.Add(-fence.Margin(p.o.cfg.LeaseDuration))
+}
+
+// firstBackoff is the longest wait before the first retry of a checkpoint
+// write; it doubles with each further attempt.
+const firstBackoff = 200 * time.Millisecond

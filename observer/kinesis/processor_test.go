@@ -17,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	kcl "github.com/vmware/vmware-go-kcl-v2/clientlibrary/interfaces"
 
+	"github.com/sauna-io/sauna/observer/command"
 	"github.com/sauna-io/sauna/observer/kinesis/leases"
 	"github.com/sauna-io/sauna/responders"
 	"github.com/sauna-io/sauna/schemas"
@@ -80,12 +81,14 @@ type harness struct {
 	mu       sync.Mutex
 	p        *shardProcessor
 	resp     *scripted
-	outcomes []Outcome
+	outcomes []command.Outcome
 	stop     context.CancelFunc
 	lost     chan struct{}
 }
 
-func newHarness(t *testing.T) *harness {
+// newHarness builds one shard's processor; setup, if any, configures its
+// observer before the shard is initialized.
+func newHarness(t *testing.T, setup ...func(o *Observer)) *harness {
 	h := &harness{resp: &scripted{}, lost: make(chan struct{})}
 	d := responders.NewDispatcher(nil)
 	d.Replace(map[string]responders.Enabled{"testslack": {ID: "slack", Module: "testslack", Responder: h.resp}})
@@ -107,11 +110,14 @@ func newHarness(t *testing.T) *harness {
 		},
 		intake: intake,
 		hard:   context.Background(),
-		opts: Options{CheckpointInterval: time.Second, OnOutcome: func(o Outcome) {
+		opts: Options{CheckpointInterval: time.Second, DrainTimeout: 10 * time.Second, OnOutcome: func(o command.Outcome) {
 			h.mu.Lock()
 			defer h.mu.Unlock()
 			h.outcomes = append(h.outcomes, o)
 		}},
+	}
+	for _, f := range setup {
+		f(o)
 	}
 	h.p = newShardProcessor(o)
 	h.p.Initialize(&kcl.InitializationInput{ShardId: "shardId-000000000001"})
@@ -138,7 +144,7 @@ func (h *harness) results() []string {
 	defer h.mu.Unlock()
 	var s []string
 	for _, o := range h.outcomes {
-		v := o.Sequence + "=" + string(o.Result)
+		v := o.Sequence + "=" + string(o.Verdict)
 		if o.Reason != "" {
 			v += ":" + string(o.Reason)
 		}

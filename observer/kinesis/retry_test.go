@@ -11,6 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	kcl "github.com/vmware/vmware-go-kcl-v2/clientlibrary/interfaces"
 
+	"github.com/sauna-io/sauna/observer/verdict"
 	"github.com/sauna-io/sauna/responders"
 	"github.com/sauna-io/sauna/responders/delivery"
 	"github.com/sauna-io/sauna/responders/delivery/deliverytest"
@@ -37,19 +38,19 @@ func TestExecuteRetriesWhatDeliveryHandsUp(t *testing.T) {
 	tests := []struct {
 		name    string
 		replies []R
-		result  Result
+		result  verdict.Outcome
 		// minGaps are the least waits between successive requests.
 		minGaps []time.Duration
 	}{
-		{"503 once, then 200", []R{{Status: 503}, {Status: 200}}, Executed, []time.Duration{0}},
-		{"timeouts, then 200", []R{{Status: 200, Delay: time.Minute}, {Status: 200, Delay: time.Minute}, {Status: 200}}, Executed, []time.Duration{10 * time.Second, 10 * time.Second}},
-		{"429 with Retry-After, then 200", []R{{Status: 429, Header: map[string]string{"Retry-After": "7"}}, {Status: 200}}, Executed, []time.Duration{7 * time.Second}},
-		{"400", []R{{Status: 400, Body: "invalid_payload"}}, Failed, nil},
+		{"503 once, then 200", []R{{Status: 503}, {Status: 200}}, verdict.Executed, []time.Duration{0}},
+		{"timeouts, then 200", []R{{Status: 200, Delay: time.Minute}, {Status: 200, Delay: time.Minute}, {Status: 200}}, verdict.Executed, []time.Duration{10 * time.Second, 10 * time.Second}},
+		{"429 with Retry-After, then 200", []R{{Status: 429, Header: map[string]string{"Retry-After": "7"}}, {Status: 200}}, verdict.Executed, []time.Duration{7 * time.Second}},
+		{"400", []R{{Status: 400, Body: "invalid_payload"}}, verdict.Failed, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				h := newHarness(t)
+				h := newHarness(t, func(o *Observer) { o.cfg.RetryBudget = 5 * time.Minute })
 				vendor := deliverytest.NewVendor(tt.replies...)
 				srv := deliverytest.NewServer(t, vendor)
 				client, err := delivery.New(delivery.Options{Limit: delivery.Unlimited, Transport: srv.Transport})
@@ -58,7 +59,6 @@ func TestExecuteRetriesWhatDeliveryHandsUp(t *testing.T) {
 				}
 				h.p.o.dispatch.Replace(map[string]responders.Enabled{"testslack": {ID: "slack", Module: "testslack",
 					Responder: &vendorResponder{client: client, url: srv.URL + "/hook"}}})
-				h.p.o.cfg.RetryBudget = 5 * time.Minute
 				cp := &fakeCheckpointer{}
 				h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: []types.Record{slackRecord("1", "hi")}})
 				h.p.Shutdown(&kcl.ShutdownInput{ShutdownReason: kcl.REQUESTED, Checkpointer: cp})

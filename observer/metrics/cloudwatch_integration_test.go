@@ -17,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/cloudwatch/types"
 
 	"github.com/sauna-io/sauna/observer/kinesis/emulator"
+	"github.com/sauna-io/sauna/observer/verdict"
 	"github.com/sauna-io/sauna/responders"
 )
 
@@ -94,9 +95,9 @@ func feed(o *Observer, module string) *KCL {
 	r := o.Responder(module)
 	for range 3 {
 		r.Attempt(responders.Done, 20*time.Millisecond)
-		r.Count(Executed, "")
+		r.Count(verdict.Executed, "")
 	}
-	r.Count(Rejected, string(responders.ReasonExpired))
+	r.Count(verdict.Rejected, string(responders.ReasonExpired))
 	return k
 }
 
@@ -292,7 +293,7 @@ func TestCloudWatchSinkUnreachable(t *testing.T) {
 				}
 				o.AddInFlight(1)
 				r.Attempt(responders.Done, time.Millisecond)
-				r.Count(Executed, "")
+				r.Count(verdict.Executed, "")
 				o.AddInFlight(-1)
 				slowest = max(slowest, time.Since(start))
 				maxSeen = max(maxSeen, cw.Stats().Buffered)

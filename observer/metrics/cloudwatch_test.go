@@ -19,6 +19,8 @@ import (
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/sauna-io/sauna/observer/verdict"
 )
 
 // fakeCW records PutMetricData calls; put, if set, decides each call's
@@ -132,7 +134,7 @@ func TestCloudWatchFlushesEveryInterval(t *testing.T) {
 		k.IncrRecordsProcessed("shardId-0", 3)
 		k.MillisBehindLatest("shardId-0", 500)
 		k.MillisBehindLatest("shardId-0", 100)
-		o.Responder("slack").Count(Executed, "")
+		o.Responder("slack").Count(verdict.Executed, "")
 		o.Responder("slack").Attempt(0, 40*time.Millisecond)
 		o.AddInFlight(2)
 
@@ -296,7 +298,7 @@ func TestRecordingNeverWaitsOnCloudWatch(t *testing.T) {
 			k.IncrRecordsProcessed("shardId-0", 1)
 			k.MillisBehindLatest("shardId-0", float64(i))
 			r.Attempt(0, time.Millisecond)
-			r.Count(Executed, "")
+			r.Count(verdict.Executed, "")
 			o.AddInFlight(-1)
 		}
 		if took := time.Since(start); took != 0 {

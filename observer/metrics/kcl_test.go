@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	kclmetrics "github.com/vmware/vmware-go-kcl-v2/clientlibrary/metrics"
 
+	"github.com/sauna-io/sauna/observer/verdict"
 	"github.com/sauna-io/sauna/responders"
 )
 
@@ -153,16 +154,16 @@ func TestTwoObserversShareOneRegistry(t *testing.T) {
 	}
 	ka.IncrRecordsProcessed("shardId-000000000000", 5)
 	kb.IncrRecordsProcessed("shardId-000000000000", 9)
-	a.Responder("slack").Count(Executed, "")
-	b.Responder("slack").Count(Executed, "")
-	b.Responder("slack").Count(Executed, "")
+	a.Responder("slack").Count(verdict.Executed, "")
+	b.Responder("slack").Count(verdict.Executed, "")
+	b.Responder("slack").Count(verdict.Executed, "")
 
 	// A restarted observer gets a new handle on the same series.
 	a2 := m.Observer("obs-a", "stream-a", ObserverOptions{})
 	ka2 := a2.NewKCL()
 	ka2.LeaseGained("shardId-000000000000")
 	ka2.IncrRecordsProcessed("shardId-000000000000", 1)
-	a2.Responder("slack").Count(Executed, "")
+	a2.Responder("slack").Count(verdict.Executed, "")
 
 	// A second metric set in the same process (as in tests, or a reload of
 	// the whole daemon) is independent.
@@ -280,14 +281,14 @@ func TestCommandOutcomesAndAttempts(t *testing.T) {
 	m := New(Options{})
 	o := m.Observer("obs", "s", ObserverOptions{})
 	slack := o.Responder("slack")
-	slack.Count(Executed, "")
-	slack.Count(Executed, "ignored")
-	slack.Count(Duplicate, "")
-	slack.Count(DeadLettered, "")
-	slack.Count(Failed, "")
-	slack.Count(Rejected, string(responders.ReasonExpired))
-	o.Responder("").Count(Rejected, string(responders.ReasonInvalidJSON))
-	o.Responder("").Count(Rejected, string(responders.ReasonInvalidJSON))
+	slack.Count(verdict.Executed, "")
+	slack.Count(verdict.Executed, "ignored")
+	slack.Count(verdict.Duplicate, "")
+	slack.Count(verdict.DeadLettered, "")
+	slack.Count(verdict.Failed, "")
+	slack.Count(verdict.Rejected, string(responders.ReasonExpired))
+	o.Responder("").Count(verdict.Rejected, string(responders.ReasonInvalidJSON))
+	o.Responder("").Count(verdict.Rejected, string(responders.ReasonInvalidJSON))
 	slack.Attempt(responders.Retry, 200*time.Millisecond)
 	slack.Attempt(responders.Done, 50*time.Millisecond)
 	slack.Attempt(responders.Verdict(42), time.Second) // ignored, not a panic
@@ -351,7 +352,7 @@ func TestSeriesNamesAndLabels(t *testing.T) {
 	k.RecordGetRecordsTime("shardId-0", 1)
 	k.MillisBehindLatest("shardId-0", 1)
 	r := o.Responder("slack")
-	for out := range numOutcomes {
+	for _, out := range verdict.Outcomes {
 		r.Count(out, "r")
 	}
 	r.Attempt(responders.Done, time.Millisecond)
@@ -422,7 +423,7 @@ func TestSeriesNamesAndLabels(t *testing.T) {
 
 func TestHandlerServesTheRegistry(t *testing.T) {
 	m := New(Options{})
-	m.Observer("obs", "s", ObserverOptions{}).Responder("slack").Count(Executed, "")
+	m.Observer("obs", "s", ObserverOptions{}).Responder("slack").Count(verdict.Executed, "")
 	srv := httptest.NewServer(m.Handler())
 	defer srv.Close()
 	resp, err := http.Get(srv.URL)
@@ -455,11 +456,11 @@ func TestHotPathDoesNotAllocate(t *testing.T) {
 			o := m.Observer("obs-"+strings.ReplaceAll(c.name, " ", "-"), "s", ObserverOptions{CloudWatch: c.sink})
 			r := o.Responder("slack")
 			k := o.NewKCL()
-			r.Count(Rejected, "expired")
+			r.Count(verdict.Rejected, "expired")
 			k.IncrRecordsProcessed("shardId-0", 1)
 			if n := testing.AllocsPerRun(1000, func() {
 				r := o.Responder("slack")
-				r.Count(Executed, "")
+				r.Count(verdict.Executed, "")
 				r.Attempt(responders.Done, time.Millisecond)
 				o.AddInFlight(1)
 				o.AddInFlight(-1)
@@ -468,7 +469,7 @@ func TestHotPathDoesNotAllocate(t *testing.T) {
 			}); n > 0 {
 				t.Errorf("%v allocations per command, want 0", n)
 			}
-			if n := testing.AllocsPerRun(1000, func() { r.Count(Rejected, "expired") }); n > 1 {
+			if n := testing.AllocsPerRun(1000, func() { r.Count(verdict.Rejected, "expired") }); n > 1 {
 				t.Errorf("%v allocations per rejection, want at most 1", n)
 			}
 		})
@@ -482,7 +483,7 @@ func BenchmarkCommandRecording(b *testing.B) {
 		r := o.Responder("slack")
 		o.AddInFlight(1)
 		r.Attempt(responders.Done, time.Millisecond)
-		r.Count(Executed, "")
+		r.Count(verdict.Executed, "")
 		o.AddInFlight(-1)
 	}
 }

@@ -39,39 +39,6 @@ const (
 	LabelKind      = "kind"
 )
 
-// Outcome is the final result of one record, as counted by
-// sauna_commands_total.
-type Outcome uint8
-
-// Outcomes. Each record is counted once, with exactly one of them.
-const (
-	// Executed: the responder took the command.
-	Executed Outcome = iota
-	// Rejected: the record never reached a responder (invalid, unknown
-	// schema, expired, no responder); the reason says why. A rejected record
-	// that is also written to the dead-letter stream still counts here.
-	Rejected
-	// Duplicate: the command (its id and digest) had already been executed,
-	// so it was skipped.
-	Duplicate
-	// DeadLettered: the responder failed permanently or the retry budget ran
-	// out, and the command went to the dead-letter stream.
-	DeadLettered
-	// Failed: the responder failed permanently and no dead-letter stream is
-	// configured; the outcome table and the log keep it.
-	Failed
-	numOutcomes
-)
-
-var outcomeNames = [numOutcomes]string{"executed", "rejected", "duplicate", "dead_lettered", "failed"}
-
-func (o Outcome) String() string {
-	if o < numOutcomes {
-		return outcomeNames[o]
-	}
-	return "unknown"
-}
-
 // Buckets, in seconds. A GetRecords call takes milliseconds; a batch may
 // take as long as its commands' retries, up to the iterator's 5 minutes; a
 // responder attempt is one HTTP call with its client timeout.

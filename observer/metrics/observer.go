@@ -11,6 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/cloudwatch/types"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sauna-io/sauna/observer/verdict"
 	"github.com/sauna-io/sauna/responders"
 )
 
@@ -257,7 +258,7 @@ type Responder struct {
 	o      *Observer
 	module string
 
-	outcomes  [numOutcomes]counter
+	outcomes  [len(verdict.Outcomes)]counter
 	conflicts counter
 	rejected  sync.Map // reason → *counter
 	attempts  [numVerdicts]counter
@@ -283,12 +284,12 @@ const numVerdicts = int(responders.Fail) + 1
 func (o *Observer) newResponder(module string) *Responder {
 	m := o.m
 	r := &Responder{o: o, module: module}
-	for out := range numOutcomes {
-		if out == Rejected {
+	for i, out := range verdict.Outcomes {
+		if out == verdict.Rejected {
 			continue // by reason, on demand
 		}
-		r.outcomes[out] = counter{
-			prom: m.commands.WithLabelValues(o.id, module, out.String(), ""),
+		r.outcomes[i] = counter{
+			prom: m.commands.WithLabelValues(o.id, module, string(out), ""),
 			cw:   o.cw.series("Commands", types.StandardUnitCount, commandDims(module, out, "")),
 		}
 	}
@@ -308,14 +309,15 @@ func (o *Observer) newResponder(module string) *Responder {
 	return r
 }
 
-// Count records a record's final outcome. reason is kept only for Rejected
-// (a responders.Reason); other outcomes are counted with an empty reason.
-func (r *Responder) Count(out Outcome, reason string) {
-	switch {
-	case out == Rejected:
+// Count records a record's final outcome. reason is kept only for
+// verdict.Rejected (a responders.Reason); other outcomes are counted with an
+// empty reason.
+func (r *Responder) Count(out verdict.Outcome, reason string) {
+	switch i := out.Index(); {
+	case out == verdict.Rejected:
 		r.rejectedCounter(reason).add(1)
-	case out < numOutcomes:
-		r.outcomes[out].add(1)
+	case i >= 0:
+		r.outcomes[i].add(1)
 	}
 }
 
@@ -324,8 +326,8 @@ func (r *Responder) rejectedCounter(reason string) *counter {
 		return c.(*counter)
 	}
 	c := &counter{
-		prom: r.o.m.commands.WithLabelValues(r.o.id, r.module, Rejected.String(), reason),
-		cw:   r.o.cw.series("Commands", types.StandardUnitCount, commandDims(r.module, Rejected, reason)),
+		prom: r.o.m.commands.WithLabelValues(r.o.id, r.module, string(verdict.Rejected), reason),
+		cw:   r.o.cw.series("Commands", types.StandardUnitCount, commandDims(r.module, verdict.Rejected, reason)),
 	}
 	got, _ := r.rejected.LoadOrStore(reason, c)
 	return got.(*counter)
@@ -345,8 +347,8 @@ func (r *Responder) Attempt(v responders.Verdict, took time.Duration) {
 	r.cwLatency[v].observe(float64(took) / float64(time.Millisecond))
 }
 
-func commandDims(module string, out Outcome, reason string) []types.Dimension {
-	d := dims("Responder", orNone(module), "Outcome", out.String())
+func commandDims(module string, out verdict.Outcome, reason string) []types.Dimension {
+	d := dims("Responder", orNone(module), "Outcome", string(out))
 	if reason != "" {
 		d = append(d, dims("Reason", reason)...)
 	}

@@ -10,6 +10,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/sauna-io/sauna/observer/verdict"
 )
 
 const (
@@ -39,9 +41,9 @@ func (c *conflicts) list() []Conflict {
 	return slices.Clone(c.got)
 }
 
-func finish(t *testing.T, tbl *Table, c Claim, verdict string) {
+func finish(t *testing.T, tbl *Table, c Claim, v verdict.Outcome) {
 	t.Helper()
-	if err := tbl.Finish(t.Context(), c.Identity(), Final{Verdict: verdict}); err != nil {
+	if err := tbl.Finish(t.Context(), c.Identity(), Final{Verdict: v}); err != nil {
 		t.Fatalf("Finish %s/%s: %v", c.CommandID, c.Digest, err)
 	}
 }
@@ -66,12 +68,12 @@ func TestITSameIDDifferentCommands(t *testing.T) {
 	if err := a.Claim(t.Context(), pd); err != nil {
 		t.Fatalf("second command under the id, first in progress: %v", err)
 	}
-	finish(t, a, slack, VerdictExecuted)
-	finish(t, a, pd, VerdictExecuted)
+	finish(t, a, slack, verdict.Executed)
+	finish(t, a, pd, verdict.Executed)
 	if err := b.Claim(t.Context(), sg); err != nil {
 		t.Fatalf("third command under the id: %v", err)
 	}
-	finish(t, b, sg, VerdictDeadLettered)
+	finish(t, b, sg, verdict.DeadLettered)
 
 	got := seen.list()
 	if len(got) != 2 {
@@ -108,7 +110,7 @@ func TestITSameIDDifferentCommands(t *testing.T) {
 	var digests, verdicts []string
 	for _, r := range recs {
 		digests = append(digests, r.Digest)
-		verdicts = append(verdicts, r.Verdict)
+		verdicts = append(verdicts, string(r.Verdict))
 		if r.CommandID != "cmd-1" {
 			t.Errorf("record of %s has command id %q", r.Digest, r.CommandID)
 		}
@@ -126,9 +128,9 @@ func TestITSameIDDifferentCommands(t *testing.T) {
 	if err := a.Claim(t.Context(), replay); err != nil {
 		t.Fatalf("replay of the dead-lettered conflicting command: %v", err)
 	}
-	finish(t, a, replay, VerdictExecuted)
+	finish(t, a, replay, verdict.Executed)
 	rec, err := a.Get(t.Context(), "cmd-1")
-	if err != nil || rec.Digest != "d-slack" || rec.Verdict != VerdictExecuted {
+	if err != nil || rec.Digest != "d-slack" || rec.Verdict != verdict.Executed {
 		t.Errorf("first command's record after the replay: %+v, %v", rec, err)
 	}
 	if n := len(seen.list()); n != 2 {
@@ -147,13 +149,13 @@ func TestITConflictDoesNotReopenDeadLetter(t *testing.T) {
 	if err := a.Claim(t.Context(), first); err != nil {
 		t.Fatal(err)
 	}
-	finish(t, a, first, VerdictDeadLettered)
+	finish(t, a, first, verdict.DeadLettered)
 	other := Claim{CommandID: "cmd-1", Digest: "d2", Schema: schemaPagerDuty, Shard: "shardId-000000000001", Sequence: "5"}
 	if err := a.Claim(t.Context(), other); err != nil {
 		t.Fatal(err)
 	}
 	rec, err := a.Get(t.Context(), "cmd-1")
-	if err != nil || rec.Status != StatusDone || rec.Verdict != VerdictDeadLettered || rec.Digest != "d1" {
+	if err != nil || rec.Status != StatusDone || rec.Verdict != verdict.DeadLettered || rec.Digest != "d1" {
 		t.Errorf("the dead-lettered first command was changed: %+v, %v", rec, err)
 	}
 	if n := len(seen.list()); n != 1 {
@@ -188,7 +190,7 @@ func TestITLegacyItemWithoutDigest(t *testing.T) {
 	var seen conflicts
 	a := seen.on(e.worker(t, "worker-a", clk))
 
-	putLegacy(t, e, "done-1", StatusDone, VerdictExecuted, "shardId-000000000000", "1", time.Time{})
+	putLegacy(t, e, "done-1", StatusDone, string(verdict.Executed), "shardId-000000000000", "1", time.Time{})
 	for _, d := range []string{"d1", "d2"} {
 		err := a.Claim(t.Context(), Claim{CommandID: "done-1", Digest: d, Schema: schemaSlack, Shard: "shardId-000000000000", Sequence: "1"})
 		if !errors.Is(err, ErrDuplicate) {
@@ -196,7 +198,7 @@ func TestITLegacyItemWithoutDigest(t *testing.T) {
 		}
 	}
 	recs, err := a.Lookup(t.Context(), "done-1")
-	if err != nil || len(recs) != 1 || recs[0].Digest != "" || recs[0].Verdict != VerdictExecuted {
+	if err != nil || len(recs) != 1 || recs[0].Digest != "" || recs[0].Verdict != verdict.Executed {
 		t.Errorf("Lookup of a legacy item: %+v, %v", recs, err)
 	}
 
@@ -208,12 +210,12 @@ func TestITLegacyItemWithoutDigest(t *testing.T) {
 
 	// A legacy dead letter replayed: claimed again, and from then on it has
 	// the replayed command's digest, so another command is a conflict.
-	putLegacy(t, e, "dead-1", StatusDone, VerdictDeadLettered, "shardId-000000000000", "3", time.Time{})
+	putLegacy(t, e, "dead-1", StatusDone, string(verdict.DeadLettered), "shardId-000000000000", "3", time.Time{})
 	replay := Claim{CommandID: "dead-1", Digest: "d1", Schema: schemaSlack, Shard: "shardId-000000000001", Sequence: "900"}
 	if err := a.Claim(t.Context(), replay); err != nil {
 		t.Fatalf("replay of a legacy dead letter: %v", err)
 	}
-	finish(t, a, replay, VerdictExecuted)
+	finish(t, a, replay, verdict.Executed)
 	rec, err := a.Get(t.Context(), "dead-1")
 	if err != nil || rec.Digest != "d1" || rec.Schema != schemaSlack || rec.Attempts != 2 {
 		t.Errorf("legacy item after the replay: %+v, %v", rec, err)

@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/sauna-io/sauna/observer/kinesis/emulator"
+	"github.com/sauna-io/sauna/observer/verdict"
 )
 
 // These tests run against dynalite (scripts/test.sh, or emulators.sh start +
@@ -143,12 +144,12 @@ func TestITDoneIsDuplicate(t *testing.T) {
 		t.Fatalf("Extend: %v", err)
 	}
 	clk.Advance(time.Second)
-	if err := a.Finish(t.Context(), c.Identity(), Final{Verdict: VerdictExecuted}); err != nil {
+	if err := a.Finish(t.Context(), c.Identity(), Final{Verdict: verdict.Executed}); err != nil {
 		t.Fatalf("Finish: %v", err)
 	}
 	want := &Record{
 		CommandID: "cmd-1", Observer: "obs", Shard: "shardId-000000000001", Sequence: "4959", Responder: "slack", Digest: testDigest,
-		Status: StatusDone, Verdict: VerdictExecuted, Owner: "worker-a", Attempts: 2,
+		Status: StatusDone, Verdict: verdict.Executed, Owner: "worker-a", Attempts: 2,
 		FirstAttempt: start, LastAttempt: start.Add(2 * time.Second),
 		ExpiresAt: clk.Now().Add(72 * time.Hour).Truncate(time.Second),
 	}
@@ -227,7 +228,7 @@ func TestITFinishFenced(t *testing.T) {
 	if err := a.Extend(t.Context(), c.Identity()); !errors.Is(err, ErrClaimedElsewhere) {
 		t.Errorf("Extend by the old owner = %v, want ErrClaimedElsewhere", err)
 	}
-	if err := b.Finish(t.Context(), c.Identity(), Final{Verdict: VerdictExecuted}); err != nil {
+	if err := b.Finish(t.Context(), c.Identity(), Final{Verdict: verdict.Executed}); err != nil {
 		t.Fatalf("Finish by the new owner: %v", err)
 	}
 	a2 := e.worker(t, "worker-x", clkA)
@@ -243,17 +244,17 @@ func TestITFinishFenced(t *testing.T) {
 	if err := b.Claim(t.Context(), Claim{CommandID: "cmd-2", Digest: testDigest}); err != nil {
 		t.Fatalf("takeover of cmd-2: %v", err)
 	}
-	if err := b.Finish(t.Context(), ident("cmd-2"), Final{Verdict: VerdictExecuted}); err != nil {
+	if err := b.Finish(t.Context(), ident("cmd-2"), Final{Verdict: verdict.Executed}); err != nil {
 		t.Fatal(err)
 	}
-	if err := old.Finish(t.Context(), ident("cmd-2"), Final{Verdict: VerdictDeadLettered, Reason: "failed_permanently"}); !errors.Is(err, ErrClaimedElsewhere) {
+	if err := old.Finish(t.Context(), ident("cmd-2"), Final{Verdict: verdict.DeadLettered, Reason: "failed_permanently"}); !errors.Is(err, ErrClaimedElsewhere) {
 		t.Errorf("Finish by the old owner = %v, want ErrClaimedElsewhere", err)
 	}
 	rec, err := b.Get(t.Context(), "cmd-2")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rec.Verdict != VerdictExecuted || rec.Reason != "" || rec.Status != StatusDone {
+	if rec.Verdict != verdict.Executed || rec.Reason != "" || rec.Status != StatusDone {
 		t.Errorf("record after a fenced Finish: %+v", rec)
 	}
 	// Nor can the old owner's Release expire the new owner's claim.
@@ -302,7 +303,7 @@ func TestITDeadLetteredReplay(t *testing.T) {
 	if err := a.Claim(t.Context(), orig); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Finish(t.Context(), ident("cmd-1"), Final{Verdict: VerdictDeadLettered, Reason: "failed_permanently: 400 invalid_payload"}); err != nil {
+	if err := a.Finish(t.Context(), ident("cmd-1"), Final{Verdict: verdict.DeadLettered, Reason: "failed_permanently: 400 invalid_payload"}); err != nil {
 		t.Fatal(err)
 	}
 	// Redelivery of the same record: already handled.
@@ -321,7 +322,7 @@ func TestITDeadLetteredReplay(t *testing.T) {
 	if rec.Status != StatusInProgress || rec.Verdict != "" || rec.Reason != "" || rec.Attempts != 2 || rec.Sequence != "900" {
 		t.Errorf("replayed command's record: %+v", rec)
 	}
-	if err := b.Finish(t.Context(), ident("cmd-1"), Final{Verdict: VerdictExecuted}); err != nil {
+	if err := b.Finish(t.Context(), ident("cmd-1"), Final{Verdict: verdict.Executed}); err != nil {
 		t.Fatal(err)
 	}
 	// Replaying it once more finds it done.
@@ -355,7 +356,7 @@ func TestITExpiresAt(t *testing.T) {
 	}
 	// The window counts from the outcome.
 	clk.Advance(10 * time.Minute)
-	if err := a.Finish(t.Context(), ident("cmd-1"), Final{Verdict: VerdictExecuted}); err != nil {
+	if err := a.Finish(t.Context(), ident("cmd-1"), Final{Verdict: verdict.Executed}); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := raw(), fmt.Sprint(clk.Now().Add(72*time.Hour).Unix()); got != want {

@@ -70,6 +70,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"github.com/sauna-io/sauna/observer/ddbtable"
+	"github.com/sauna-io/sauna/observer/verdict"
 )
 
 // Item attributes.
@@ -104,14 +105,6 @@ const IndexByDay = "byDay"
 const (
 	StatusInProgress = "in_progress"
 	StatusDone       = "done"
-)
-
-// Final verdicts.
-const (
-	VerdictExecuted     = "executed"      // the responder accepted the command
-	VerdictFailed       = "failed"        // failed for good and not dead-lettered
-	VerdictDeadLettered = "dead_lettered" // sent to the dead-letter stream
-	VerdictRejected     = "rejected"      // refused before any responder ran (see Reject)
 )
 
 // Defaults for the zero values of Config.
@@ -209,7 +202,9 @@ func conflictKey(id Identity) string { return id.CommandID + "#" + id.Digest }
 
 // Final is a command's outcome.
 type Final struct {
-	Verdict string // VerdictExecuted, VerdictFailed, VerdictDeadLettered or VerdictRejected (expired while retrying)
+	// Verdict is verdict.Executed, Failed, DeadLettered or Rejected (expired
+	// while retrying); never Duplicate, which leaves the first outcome.
+	Verdict verdict.Outcome
 	// Attempts, FirstAttempt and LastAttempt may be left zero: the table
 	// counts attempts itself (Claim and Extend each count one) and keeps the
 	// first attempt's time across takeovers. Values given are merged in: the
@@ -223,7 +218,9 @@ type Final struct {
 // only meaningful while Status is StatusInProgress.
 type Record struct {
 	CommandID, Observer, Shard, Sequence, Responder string
-	Status, Verdict, Reason, Owner                  string
+	Status, Reason, Owner                           string
+	// Verdict is set once Status is StatusDone.
+	Verdict verdict.Outcome
 	// Digest and Schema are empty in items of versions that did not record
 	// them.
 	Digest, Schema string
@@ -524,8 +521,8 @@ func (t *Table) takeOver(ctx context.Context, key string, c Claim, rec *Record, 
 			" AND " + u.Name(attrClaimedUntil) + " <= " + u.Value("nowMillis", millis(now))
 	} else {
 		cond += " AND " + u.Name(attrStatus) + " = " + u.Value("done", s(StatusDone)) +
-			" AND " + u.Name(attrVerdict) + " IN (" + u.Value("deadLettered", s(VerdictDeadLettered)) +
-			", " + u.Value("rejected", s(VerdictRejected)) + ")"
+			" AND " + u.Name(attrVerdict) + " IN (" + u.Value("deadLettered", s(string(verdict.DeadLettered))) +
+			", " + u.Value("rejected", s(string(verdict.Rejected))) + ")"
 	}
 	out, err := t.updateItem(ctx, key, &u, cond, types.ReturnValueAllNew)
 	if err != nil {
@@ -536,7 +533,7 @@ func (t *Table) takeOver(ctx context.Context, key string, c Claim, rec *Record, 
 		t.log.Info("took over an expired claim", "command_id", c.CommandID, "digest", c.Digest,
 			"previous_owner", rec.Owner, "claimed_until", rec.ClaimedUntil, "attempts", got.Attempts)
 	} else {
-		t.log.Info("claimed a "+rec.Verdict+" command again", "command_id", c.CommandID, "digest", c.Digest,
+		t.log.Info("claimed a "+string(rec.Verdict)+" command again", "command_id", c.CommandID, "digest", c.Digest,
 			"shard", c.Shard, "sequence", c.Sequence, "attempts", got.Attempts)
 	}
 	return &claimState{key: key, token: tok, attempts: got.Attempts, first: got.FirstAttempt, last: now}, nil
@@ -580,7 +577,7 @@ func (t *Table) Extend(ctx context.Context, id Identity) error {
 // so Finish may be called again (or Release).
 func (t *Table) Finish(ctx context.Context, id Identity, f Final) error {
 	switch f.Verdict {
-	case VerdictExecuted, VerdictFailed, VerdictDeadLettered, VerdictRejected:
+	case verdict.Executed, verdict.Failed, verdict.DeadLettered, verdict.Rejected:
 	default:
 		return fmt.Errorf("outcomes: finish %s: unknown verdict %q", id.CommandID, f.Verdict)
 	}
@@ -601,7 +598,7 @@ func (t *Table) Finish(ctx context.Context, id Identity, f Final) error {
 
 	var u ddbtable.Update
 	u.Set(attrStatus, s(StatusDone))
-	u.Set(attrVerdict, s(f.Verdict))
+	u.Set(attrVerdict, s(string(f.Verdict)))
 	u.SetOrRemove(attrReason, f.Reason)
 	u.Set(attrAttempts, n(int64(attempts)))
 	if !first.IsZero() {
@@ -758,7 +755,8 @@ func parseRecord(item map[string]types.AttributeValue) *Record {
 	r.Sequence, _ = str(item, attrSequence)
 	r.Responder, _ = str(item, attrResponder)
 	r.Status, _ = str(item, attrStatus)
-	r.Verdict, _ = str(item, attrVerdict)
+	v, _ := str(item, attrVerdict)
+	r.Verdict = verdict.Outcome(v)
 	r.Reason, _ = str(item, attrReason)
 	r.Owner, _ = str(item, attrOwner)
 	if v, ok := num(item, attrAttempts); ok {

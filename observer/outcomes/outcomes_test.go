@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/sauna-io/sauna/observer/ddbtable/ddbfake"
+	"github.com/sauna-io/sauna/observer/verdict"
 )
 
 const unitCallTimeout = 2 * time.Second
@@ -323,7 +324,7 @@ func item(r Record, token string) map[string]types.AttributeValue {
 	add(attrShard, r.Shard)
 	add(attrSequence, r.Sequence)
 	add(attrResponder, r.Responder)
-	add(attrVerdict, r.Verdict)
+	add(attrVerdict, string(r.Verdict))
 	add(attrReason, r.Reason)
 	add(attrOwner, r.Owner)
 	add(attrToken, token)
@@ -400,11 +401,11 @@ func TestClaimExisting(t *testing.T) {
 	claim := Claim{CommandID: "c1", Digest: testDigest, Shard: "shardId-1", Sequence: "42", Responder: "slack"}
 	done := Record{
 		CommandID: "c1", Observer: "obs", Shard: "shardId-1", Sequence: "42", Responder: "slack", Digest: testDigest,
-		Status: StatusDone, Verdict: VerdictExecuted, Owner: "worker-b", Attempts: 2,
+		Status: StatusDone, Verdict: verdict.Executed, Owner: "worker-b", Attempts: 2,
 		FirstAttempt: now.Add(-time.Minute), LastAttempt: now.Add(-time.Second), ExpiresAt: now.Add(time.Hour).Truncate(time.Second),
 	}
 	dead := done
-	dead.Verdict, dead.Reason = VerdictDeadLettered, "failed_permanently: 400"
+	dead.Verdict, dead.Reason = verdict.DeadLettered, "failed_permanently: 400"
 	live := Record{
 		CommandID: "c1", Digest: testDigest, Status: StatusInProgress, Owner: "worker-b", Attempts: 1,
 		FirstAttempt: now, LastAttempt: now, ClaimedUntil: now.Add(time.Millisecond),
@@ -425,8 +426,8 @@ func TestClaimExisting(t *testing.T) {
 		wantUpdate bool
 	}{
 		{name: "done: duplicate", stored: done, claim: claim, wantDup: &done},
-		{name: "failed: duplicate", stored: func() Record { r := done; r.Verdict = VerdictFailed; return r }(), claim: claim,
-			wantDup: func() *Record { r := done; r.Verdict = VerdictFailed; return &r }()},
+		{name: "failed: duplicate", stored: func() Record { r := done; r.Verdict = verdict.Failed; return r }(), claim: claim,
+			wantDup: func() *Record { r := done; r.Verdict = verdict.Failed; return &r }()},
 		{name: "dead-lettered, redelivered at the same place: duplicate", stored: dead, claim: claim, wantDup: &dead},
 		{name: "dead-lettered, replayed elsewhere: claimed again", stored: dead,
 			claim: Claim{CommandID: "c1", Digest: testDigest, Shard: "shardId-3", Sequence: "99"}, wantUpdate: true},
@@ -586,7 +587,7 @@ func TestExtendFinishRelease(t *testing.T) {
 	clk.Advance(time.Second)
 	callerLast := clk.Now()
 	err := tbl.Finish(t.Context(), ident("c1"), Final{
-		Verdict: VerdictDeadLettered, Attempts: 1, FirstAttempt: start.Add(time.Second), LastAttempt: callerLast, Reason: "failed_permanently",
+		Verdict: verdict.DeadLettered, Attempts: 1, FirstAttempt: start.Add(time.Second), LastAttempt: callerLast, Reason: "failed_permanently",
 	})
 	if err != nil {
 		t.Fatalf("Finish: %v", err)
@@ -602,7 +603,7 @@ func TestExtendFinishRelease(t *testing.T) {
 		"expires":  vals[":v_expiresAt"].(*types.AttributeValueMemberN).Value,
 	}
 	want := map[string]string{
-		"status": StatusDone, "verdict": VerdictDeadLettered, "reason": "failed_permanently", "attempts": "2",
+		"status": StatusDone, "verdict": string(verdict.DeadLettered), "reason": "failed_permanently", "attempts": "2",
 		"first": formatTime(start), "last": formatTime(callerLast),
 		"expires": n(clk.Now().Add(48 * time.Hour).Unix()).(*types.AttributeValueMemberN).Value,
 	}
@@ -616,7 +617,7 @@ func TestExtendFinishRelease(t *testing.T) {
 	if err := tbl.Extend(t.Context(), ident("c1")); !errors.Is(err, ErrNotClaimed) {
 		t.Errorf("Extend after Finish = %v, want ErrNotClaimed", err)
 	}
-	if err := tbl.Finish(t.Context(), ident("c1"), Final{Verdict: VerdictExecuted}); !errors.Is(err, ErrNotClaimed) {
+	if err := tbl.Finish(t.Context(), ident("c1"), Final{Verdict: verdict.Executed}); !errors.Is(err, ErrNotClaimed) {
 		t.Errorf("Finish after Finish = %v, want ErrNotClaimed", err)
 	}
 	if err := tbl.Release(t.Context(), ident("c1")); err != nil {
@@ -635,7 +636,7 @@ func TestFenceLost(t *testing.T) {
 			case "Extend":
 				err = tbl.Extend(t.Context(), ident("c1"))
 			case "Finish":
-				err = tbl.Finish(t.Context(), ident("c1"), Final{Verdict: VerdictExecuted})
+				err = tbl.Finish(t.Context(), ident("c1"), Final{Verdict: verdict.Executed})
 			case "Release":
 				// The goal, not holding the claim, is reached either way.
 				if err := tbl.Release(t.Context(), ident("c1")); err != nil {
@@ -658,7 +659,7 @@ func TestFinishTransientKeepsClaim(t *testing.T) {
 	f.OnUpdateItem = func(*dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
 		return nil, apiErr("InternalServerError")
 	}
-	if err := tbl.Finish(t.Context(), ident("c1"), Final{Verdict: VerdictExecuted}); err == nil || errors.Is(err, ErrClaimedElsewhere) {
+	if err := tbl.Finish(t.Context(), ident("c1"), Final{Verdict: verdict.Executed}); err == nil || errors.Is(err, ErrClaimedElsewhere) {
 		t.Fatalf("Finish = %v, want the DynamoDB error", err)
 	}
 	if _, _, ok := tbl.token(ident("c1")); !ok {
@@ -667,7 +668,7 @@ func TestFinishTransientKeepsClaim(t *testing.T) {
 	f.OnUpdateItem = func(*dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
 		return &dynamodb.UpdateItemOutput{}, nil
 	}
-	if err := tbl.Finish(t.Context(), ident("c1"), Final{Verdict: VerdictExecuted}); err != nil {
+	if err := tbl.Finish(t.Context(), ident("c1"), Final{Verdict: verdict.Executed}); err != nil {
 		t.Fatalf("Finish again: %v", err)
 	}
 	// Release forgets the claim even when its write fails.
@@ -686,7 +687,7 @@ func TestFinishTransientKeepsClaim(t *testing.T) {
 func TestFinishRejectsUnknownVerdict(t *testing.T) {
 	f := newFake(t)
 	tbl, _ := holding(t, f, newClock())
-	for _, v := range []string{"", "duplicate", "EXECUTED"} {
+	for _, v := range []verdict.Outcome{"", "duplicate", "EXECUTED"} {
 		if err := tbl.Finish(t.Context(), ident("c1"), Final{Verdict: v}); err == nil || !strings.Contains(err.Error(), "unknown verdict") {
 			t.Errorf("Finish(%q) = %v", v, err)
 		}
@@ -697,13 +698,13 @@ func TestGet(t *testing.T) {
 	f := newFake(t)
 	f.OnGetItem = func(in *dynamodb.GetItemInput) (*dynamodb.GetItemOutput, error) {
 		if in.Key[AttrCommandID].(*types.AttributeValueMemberS).Value == "there" {
-			return &dynamodb.GetItemOutput{Item: item(Record{CommandID: "there", Status: StatusDone, Verdict: VerdictExecuted, Attempts: 1}, "t")}, nil
+			return &dynamodb.GetItemOutput{Item: item(Record{CommandID: "there", Status: StatusDone, Verdict: verdict.Executed, Attempts: 1}, "t")}, nil
 		}
 		return &dynamodb.GetItemOutput{}, nil
 	}
 	tbl := newUnitTable(t, f, newClock(), nil)
 	rec, err := tbl.Get(t.Context(), "there")
-	if err != nil || rec.Verdict != VerdictExecuted {
+	if err != nil || rec.Verdict != verdict.Executed {
 		t.Errorf("Get = %+v, %v", rec, err)
 	}
 	if _, err := tbl.Get(t.Context(), "gone"); !errors.Is(err, ErrNotFound) {
@@ -716,7 +717,7 @@ func TestGet(t *testing.T) {
 // the creation is reported. Once listed, it is not listed again.
 func TestClaimConflict(t *testing.T) {
 	clk := newClock()
-	other := Record{CommandID: "c1", Digest: "d-other", Schema: "iglu:a/other/jsonschema/1-0-0", Status: StatusDone, Verdict: VerdictExecuted, Attempts: 1}
+	other := Record{CommandID: "c1", Digest: "d-other", Schema: "iglu:a/other/jsonschema/1-0-0", Status: StatusDone, Verdict: verdict.Executed, Attempts: 1}
 	for _, listed := range []bool{false, true} {
 		t.Run(fmt.Sprint("listed=", listed), func(t *testing.T) {
 			stored := other
@@ -774,7 +775,7 @@ func TestClaimConflict(t *testing.T) {
 				keys = append(keys, "update "+in.Key[AttrCommandID].(*types.AttributeValueMemberS).Value)
 				return &dynamodb.UpdateItemOutput{}, nil
 			}
-			if err := tbl.Finish(t.Context(), c.Identity(), Final{Verdict: VerdictExecuted}); err != nil {
+			if err := tbl.Finish(t.Context(), c.Identity(), Final{Verdict: verdict.Executed}); err != nil {
 				t.Fatal(err)
 			}
 			if !slices.Equal(keys, []string{"update c1#" + testDigest}) {

@@ -12,21 +12,22 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"github.com/sauna-io/sauna/observer/ddbtable"
+	"github.com/sauna-io/sauna/observer/verdict"
 )
 
 // Outcome is what became of the command: its verdict once done, else its
 // status (in_progress).
 func (r *Record) Outcome() string {
 	if r.Status == StatusDone && r.Verdict != "" {
-		return r.Verdict
+		return string(r.Verdict)
 	}
 	return r.Status
 }
 
 // reopenable verdicts never ran to success, so a later delivery of the same
 // command from another record may run it.
-func reopenable(verdict string) bool {
-	return verdict == VerdictDeadLettered || verdict == VerdictRejected
+func reopenable(v verdict.Outcome) bool {
+	return v == verdict.DeadLettered || v == verdict.Rejected
 }
 
 // searchDay is the IndexByDay hash key of an item first attempted at ts.
@@ -59,7 +60,7 @@ func (t *Table) Reject(ctx context.Context, r Rejection) error {
 	now := t.now()
 	var u ddbtable.Update
 	u.Set(attrStatus, s(StatusDone))
-	u.Set(attrVerdict, s(VerdictRejected))
+	u.Set(attrVerdict, s(string(verdict.Rejected)))
 	u.SetOrRemove(attrReason, r.Reason)
 	u.SetExpr(attrAttempts, "if_not_exists(%s, %s)", u.Name(attrAttempts), u.Value("zero", n(0)))
 	u.SetExpr(attrFirstAttempt, "if_not_exists(%s, %s)", u.Name(attrFirstAttempt), u.Value("now", s(formatTime(now))))
@@ -79,7 +80,7 @@ func (t *Table) Reject(ctx context.Context, r Rejection) error {
 	// is a command (maybe with another digest) whose outcome stays.
 	cond := "attribute_not_exists(" + u.Name(AttrCommandID) + ") OR (" +
 		u.Name(attrStatus) + " = " + u.Value("done", s(StatusDone)) + " AND " +
-		u.Name(attrVerdict) + " = " + u.Value("rejected", s(VerdictRejected)) + ")"
+		u.Name(attrVerdict) + " = " + u.Value("rejected", s(string(verdict.Rejected))) + ")"
 	_, err := t.updateItem(ctx, r.CommandID, &u, cond, types.ReturnValueNone)
 	switch {
 	case err == nil:

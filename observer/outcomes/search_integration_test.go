@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/sauna-io/sauna/observer/kinesis/emulator"
+	"github.com/sauna-io/sauna/observer/verdict"
 )
 
 // TestITSearch records outcomes on both sides of a UTC midnight and finds
@@ -39,25 +40,25 @@ func TestITSearch(t *testing.T) {
 		slack = "iglu:com.slack.sauna.commands/send_message/jsonschema/1-0-0"
 		pd    = "iglu:com.pagerduty.sauna.commands/create_event/jsonschema/1-0-0"
 	)
-	run := func(tb *Table, id, responder, schema, verdict string) {
+	run := func(tb *Table, id, responder, schema string, v verdict.Outcome) {
 		t.Helper()
 		if err := tb.Claim(ctx, Claim{CommandID: id, Digest: "d-" + id, Shard: "s", Sequence: id, Responder: responder, Schema: schema}); err != nil {
 			t.Fatalf("Claim %s: %v", id, err)
 		}
-		if err := tb.Finish(ctx, Identity{CommandID: id, Digest: "d-" + id}, Final{Verdict: verdict, Reason: "r-" + id}); err != nil {
+		if err := tb.Finish(ctx, Identity{CommandID: id, Digest: "d-" + id}, Final{Verdict: v, Reason: "r-" + id}); err != nil {
 			t.Fatalf("Finish %s: %v", id, err)
 		}
 		clk.Advance(time.Minute)
 	}
 	// 23:58, 23:59 the day before; 00:00, 00:01, 00:02, 00:03 after midnight.
-	run(tbl, "c1", "slack", slack, VerdictExecuted)
-	run(tbl, "c2", "pagerduty", pd, VerdictDeadLettered)
-	run(tbl, "c3", "pagerduty", pd, VerdictExecuted)
+	run(tbl, "c1", "slack", slack, verdict.Executed)
+	run(tbl, "c2", "pagerduty", pd, verdict.DeadLettered)
+	run(tbl, "c3", "pagerduty", pd, verdict.Executed)
 	if err := tbl.Reject(ctx, Rejection{CommandID: "c4", Shard: "s", Sequence: "4", Responder: "pagerduty", Schema: pd, Reason: "no_responder: none configured"}); err != nil {
 		t.Fatalf("Reject: %v", err)
 	}
 	clk.Advance(time.Minute)
-	run(other, "c5", "pagerduty", pd, VerdictExecuted) // another observer sharing the table
+	run(other, "c5", "pagerduty", pd, verdict.Executed) // another observer sharing the table
 	if err := tbl.Claim(ctx, Claim{CommandID: "c6", Digest: "d-c6", Shard: "s", Sequence: "6", Responder: "slack", Schema: slack}); err != nil {
 		t.Fatalf("Claim c6: %v", err)
 	}
@@ -65,7 +66,7 @@ func TestITSearch(t *testing.T) {
 	if err := tbl.Reject(ctx, Rejection{CommandID: "c1", Reason: "expired: too old"}); err != nil {
 		t.Fatalf("Reject c1: %v", err)
 	}
-	if rec, err := tbl.Get(ctx, "c4"); err != nil || rec.Outcome() != VerdictRejected || rec.Reason != "no_responder: none configured" {
+	if rec, err := tbl.Get(ctx, "c4"); err != nil || rec.Outcome() != string(verdict.Rejected) || rec.Reason != "no_responder: none configured" {
 		t.Fatalf("Get c4 = %+v, %v; want a rejected record", rec, err)
 	}
 
@@ -93,11 +94,11 @@ func TestITSearch(t *testing.T) {
 			[]string{"c1=executed", "c2=dead_lettered", "c3=executed", "c4=rejected", "c6=in_progress"}},
 		{"window [23:59, 00:01)", Search{Since: midnight.Add(-time.Minute), Until: midnight.Add(time.Minute)},
 			[]string{"c2=dead_lettered", "c3=executed"}},
-		{"failures", Search{Since: since, Outcomes: []string{VerdictDeadLettered, VerdictRejected, VerdictFailed}},
+		{"failures", Search{Since: since, Outcomes: []string{string(verdict.DeadLettered), string(verdict.Rejected), string(verdict.Failed)}},
 			[]string{"c2=dead_lettered", "c4=rejected"}},
 		{"in progress", Search{Since: since, Outcomes: []string{StatusInProgress}}, []string{"c6=in_progress"}},
-		{"one verdict", Search{Since: since, Outcomes: []string{VerdictExecuted}}, []string{"c1=executed", "c3=executed"}},
-		{"one verdict and a responder", Search{Since: since, Outcomes: []string{VerdictExecuted}, Responder: "slack"}, []string{"c1=executed"}},
+		{"one verdict", Search{Since: since, Outcomes: []string{string(verdict.Executed)}}, []string{"c1=executed", "c3=executed"}},
+		{"one verdict and a responder", Search{Since: since, Outcomes: []string{string(verdict.Executed)}, Responder: "slack"}, []string{"c1=executed"}},
 		{"responder", Search{Since: since, Responder: "pagerduty"}, []string{"c2=dead_lettered", "c3=executed", "c4=rejected"}},
 		{"schema prefix without iglu:", Search{Since: since, Schema: "com.slack.sauna.commands/"}, []string{"c1=executed", "c6=in_progress"}},
 		{"limit", Search{Since: since, Limit: 2}, []string{"c1=executed", "c2=dead_lettered"}},
@@ -136,11 +137,11 @@ func TestITSearchRejectedReopens(t *testing.T) {
 	if err := tbl.Claim(ctx, Claim{CommandID: "c", Digest: "dc", Shard: "s", Sequence: "2"}); err != nil {
 		t.Fatalf("Claim of a new delivery: %v", err)
 	}
-	if err := tbl.Finish(ctx, Identity{CommandID: "c", Digest: "dc"}, Final{Verdict: VerdictExecuted}); err != nil {
+	if err := tbl.Finish(ctx, Identity{CommandID: "c", Digest: "dc"}, Final{Verdict: verdict.Executed}); err != nil {
 		t.Fatalf("Finish: %v", err)
 	}
 	rec, err := tbl.Get(ctx, "c")
-	if err != nil || rec.Outcome() != VerdictExecuted {
+	if err != nil || rec.Outcome() != string(verdict.Executed) {
 		t.Fatalf("Get = %+v, %v; want executed", rec, err)
 	}
 }

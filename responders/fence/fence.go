@@ -93,3 +93,9 @@ func Check(ctx context.Context) error {
 func passed(t, now time.Time) bool {
 	return t.IsZero() || !now.Before(t) || !now.Round(0).Before(t.Round(0))
 }
+
+// Margin is how long before an ownership of duration d runs out by this
+// worker's clock the worker stops sending under it: room for another host,
+// which judges the expiry by its own wall clock, to be ahead of ours. A fifth
+// of the duration, at most 5 s.
+func Margin(d time.Duration) time.Duration { return min(d/5, 5*time.Second) }

@@ -118,7 +118,7 @@ func printRecord(w io.Writer, r *outcomes.Record, i, n int) {
 	}
 	line := func(label, value string) { fmt.Fprintf(w, "  %-14s %s\n", label+":", orNone(value)) }
 	line("status", r.Status)
-	line("verdict", r.Verdict)
+	line("verdict", string(r.Verdict))
 	line("observer", r.Observer)
 	line("shard", r.Shard)
 	line("sequence", r.Sequence)

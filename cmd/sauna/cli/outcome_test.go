@@ -17,6 +17,7 @@ import (
 
 	"github.com/sauna-io/sauna/observer/kinesis/emulator"
 	"github.com/sauna-io/sauna/observer/outcomes"
+	"github.com/sauna-io/sauna/observer/verdict"
 )
 
 // cliEmulators points the SDK's standard variables at the emulators, as an
@@ -74,14 +75,14 @@ func TestOutcomeCommand(t *testing.T) {
 	if err := tbl.Claim(ctx, outcomes.Claim{CommandID: done, Digest: slackDigest, Schema: slackSchema, Shard: "shardId-000000000001", Sequence: "4959", Responder: "slack"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := tbl.Finish(ctx, outcomes.Identity{CommandID: done, Digest: slackDigest}, outcomes.Final{Verdict: outcomes.VerdictDeadLettered, Attempts: 3, LastAttempt: now.Add(2 * time.Second), Reason: "failed_permanently: 400 invalid_payload"}); err != nil {
+	if err := tbl.Finish(ctx, outcomes.Identity{CommandID: done, Digest: slackDigest}, outcomes.Final{Verdict: verdict.DeadLettered, Attempts: 3, LastAttempt: now.Add(2 * time.Second), Reason: "failed_permanently: 400 invalid_payload"}); err != nil {
 		t.Fatal(err)
 	}
 	// Another command under the same id.
 	if err := tbl.Claim(ctx, outcomes.Claim{CommandID: done, Digest: pdDigest, Schema: pdSchema, Shard: "shardId-000000000001", Sequence: "4960", Responder: "pagerduty"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := tbl.Finish(ctx, outcomes.Identity{CommandID: done, Digest: pdDigest}, outcomes.Final{Verdict: outcomes.VerdictExecuted}); err != nil {
+	if err := tbl.Finish(ctx, outcomes.Identity{CommandID: done, Digest: pdDigest}, outcomes.Final{Verdict: verdict.Executed}); err != nil {
 		t.Fatal(err)
 	}
 	if err := tbl.Claim(ctx, outcomes.Claim{CommandID: running, Digest: hookDigest, Shard: "shardId-000000000000", Sequence: "17", Responder: "webhook"}); err != nil {

@@ -15,12 +15,13 @@ import (
 
 	saunakinesis "github.com/sauna-io/sauna/observer/kinesis"
 	"github.com/sauna-io/sauna/observer/outcomes"
+	"github.com/sauna-io/sauna/observer/verdict"
 )
 
 // searchStatuses are the values of --status.
 var searchStatuses = []string{
-	outcomes.VerdictExecuted, outcomes.VerdictRejected, outcomes.VerdictFailed,
-	outcomes.VerdictDeadLettered, outcomes.StatusInProgress,
+	string(verdict.Executed), string(verdict.Rejected), string(verdict.Failed),
+	string(verdict.DeadLettered), outcomes.StatusInProgress,
 }
 
 func outcomesCmd(ctx context.Context, env *cliEnv, args []string) int {

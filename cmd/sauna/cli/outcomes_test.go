@@ -17,6 +17,7 @@ import (
 
 	"github.com/sauna-io/sauna/observer/kinesis/emulator"
 	"github.com/sauna-io/sauna/observer/outcomes"
+	"github.com/sauna-io/sauna/observer/verdict"
 )
 
 // writeObserverConfig writes a minimal observer config for observer id.
@@ -62,7 +63,7 @@ func TestOutcomesCommand(t *testing.T) {
 		"10000000-0000-4000-8000-000000000001", "10000000-0000-4000-8000-000000000002",
 		"10000000-0000-4000-8000-000000000003", "10000000-0000-4000-8000-000000000004",
 	}
-	for i, v := range []string{outcomes.VerdictExecuted, outcomes.VerdictDeadLettered, outcomes.VerdictExecuted} {
+	for i, v := range []verdict.Outcome{verdict.Executed, verdict.DeadLettered, verdict.Executed} {
 		resp, schema := "pagerduty", pd
 		if i == 2 {
 			resp, schema = "slack", "iglu:com.slack.sauna.commands/send_message/jsonschema/1-0-0"
@@ -70,7 +71,7 @@ func TestOutcomesCommand(t *testing.T) {
 		if err := tbl.Claim(ctx, outcomes.Claim{CommandID: ids[i], Digest: "d", Shard: "s", Sequence: fmt.Sprint(i), Responder: resp, Schema: schema}); err != nil {
 			t.Fatal(err)
 		}
-		if err := tbl.Finish(ctx, outcomes.Identity{CommandID: ids[i], Digest: "d"}, outcomes.Final{Verdict: v, Reason: map[bool]string{true: "failed_permanently: 400 bad key"}[v != outcomes.VerdictExecuted]}); err != nil {
+		if err := tbl.Finish(ctx, outcomes.Identity{CommandID: ids[i], Digest: "d"}, outcomes.Final{Verdict: v, Reason: map[bool]string{true: "failed_permanently: 400 bad key"}[v != verdict.Executed]}); err != nil {
 			t.Fatal(err)
 		}
 		at = at.Add(time.Hour)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/sauna-io/sauna/observer/deadletter"
 	"github.com/sauna-io/sauna/observer/kinesis/emulator"
+	"github.com/sauna-io/sauna/observer/verdict"
 	"github.com/sauna-io/sauna/responders"
 )
 
@@ -57,10 +58,10 @@ func TestReplayCommand(t *testing.T) {
 	for _, l := range []deadletter.Letter{
 		{Observer: "obs", Stream: "orders", Shard: "shardId-000000000000", SequenceNumber: "1", PartitionKey: "k1",
 			CommandID: "3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44", CommandSchema: "iglu:com.slack.sauna.commands/send_message/jsonschema/1-0-0",
-			Responder: "slack", Reason: deadletter.ReasonFailedPermanently, Error: "400", Attempts: 1,
+			Responder: "slack", Reason: verdict.FailedPermanently, Error: "400", Attempts: 1,
 			FirstAttempt: at, LastAttempt: at, DeadLetteredAt: at, Record: []byte(`{"slack":1}`)},
 		{Observer: "obs", Stream: "orders", Shard: "shardId-000000000000", SequenceNumber: "2", PartitionKey: "k2",
-			Reason: deadletter.Rejected(responders.ReasonInvalidJSON), Error: "not JSON",
+			Reason: verdict.RejectedBecause(responders.ReasonInvalidJSON), Error: "not JSON",
 			DeadLetteredAt: at.Add(time.Hour), Record: []byte("garbage")},
 	} {
 		if err := w.Put(t.Context(), l); err != nil {

@@ -1,0 +1,157 @@
+package command
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/sauna-io/sauna/observer/backoff"
+	"github.com/sauna-io/sauna/observer/verdict"
+	"github.com/sauna-io/sauna/responders"
+	"github.com/sauna-io/sauna/responders/delivery"
+	"github.com/sauna-io/sauna/responders/fence"
+)
+
+// firstBackoff is the longest wait before the first retry of a command or
+// of a ledger write; it doubles with each further attempt.
+const firstBackoff = 200 * time.Millisecond
+
+// maxResponderDelay caps the delay a responder asks for (a vendor's
+// Retry-After): a command waiting holds its partition key and its source's
+// checkpoint.
+const maxResponderDelay = delivery.MaxVendorDelay
+
+// attempts calls the responder until the command is done, fails for good
+// or runs out of retry budget, waiting between attempts; then it settles.
+func (c *run) attempts() bool {
+	c.first = time.Now()
+	for attempt := 1; ; attempt++ {
+		// No new side effect once the source may belong to another worker:
+		// a worker that was frozen wakes before any renewal tells it so.
+		// The end of intake stops retries but not a first attempt: every
+		// admitted record runs, so no later record that ran is left behind
+		// the final checkpoint to be run again.
+		if !c.Lease.Await(c.Intake) || c.ctx.Err() != nil || attempt > 1 && c.stopping() {
+			c.release()
+			return false
+		}
+		if !c.renew(attempt) {
+			return false
+		}
+		v, after, err := c.send(attempt)
+		if v == responders.Retry && c.stopping() {
+			c.release()
+			return false
+		}
+		switch v {
+		case responders.Done:
+			c.out.Verdict = verdict.Executed
+			// Asked first: the arguments cost allocations even when the
+			// line is dropped, on the path every command takes.
+			if c.Log.Enabled(c.ctx, slog.LevelDebug) {
+				c.Log.Debug("command executed", "seq", c.out.Sequence, "command_id", c.cmd.ID, "responder", c.cmd.Module, "attempts", attempt)
+			}
+			return c.settle("")
+		case responders.Fail:
+			return c.failed(err)
+		}
+		if c.budgetSpent() {
+			if c.DeadLetters != nil {
+				return c.giveUp(verdict.RetryBudgetExhausted, err)
+			}
+			c.logBudgetSpent()
+		}
+		delay, last := c.delay(attempt, after, err)
+		if !c.Lease.Sleep(c.Intake, delay) {
+			c.release()
+			return false
+		}
+		if last {
+			return c.giveUp(verdict.RetryBudgetExhausted, err)
+		}
+	}
+}
+
+// send makes one attempt, fenced where this worker's hold on the command
+// ends, and classifies its result.
+func (c *run) send(attempt int) (responders.Verdict, time.Duration, error) {
+	c.out.Attempts = attempt
+	actx := c.fence()
+	start := time.Now()
+	err := fence.Check(actx)
+	if err == nil {
+		err = c.Dispatcher.Send(actx, &c.route)
+	}
+	took := time.Since(start)
+	c.out.Latency += took
+	v, after := responders.Classify(err)
+	c.Attempted(c.cmd.Module, v, took)
+	return v, after, err
+}
+
+// fence returns the run's context fenced at the moment this worker must
+// stop starting side effects for the command: the lease's fence (which
+// renewals move on while a call waits) or the claim's, whichever comes
+// first.
+func (c *run) fence() context.Context {
+	leaseFence := c.Lease.Fence
+	if !c.claimed {
+		return fence.With(c.ctx, leaseFence)
+	}
+	claimEnd := c.claimEnd()
+	return fence.With(c.ctx, func() time.Time {
+		if until := leaseFence(); until.Before(claimEnd) {
+			return until
+		}
+		return claimEnd
+	})
+}
+
+// failed ends a command that failed for good. A rejection (the TTL passed or
+// the responder config went away while retrying) is still a rejection, and
+// its claim ends with that outcome.
+func (c *run) failed(err error) bool {
+	var rej *responders.RejectError
+	if !errors.As(err, &rej) {
+		return c.giveUp(verdict.FailedPermanently, err)
+	}
+	if !c.rejectDeadLetter(err) {
+		c.release()
+		return false
+	}
+	return c.settle(err.Error())
+}
+
+func (c *run) budgetSpent() bool {
+	return c.RetryBudget > 0 && time.Since(c.first) >= c.RetryBudget
+}
+
+// logBudgetSpent says once that, without a dead-letter stream, a command
+// past its budget is retried until the responder recovers.
+func (c *run) logBudgetSpent() {
+	if c.budgetLogged {
+		return
+	}
+	c.budgetLogged = true
+	c.Log.Error("retry budget exhausted and no dead-letter stream configured; retrying until the responder recovers",
+		"seq", c.out.Sequence, "command_id", c.cmd.ID, "responder", c.cmd.Module, "budget", c.RetryBudget)
+}
+
+// delay is the wait before the next attempt: backoff, never shorter than
+// the responder asked (capped at maxResponderDelay). last is set when the
+// responder may not be called again before the budget ends: the run waits
+// out what is left of the budget, then dead-letters without a call the
+// vendor asked not to get.
+func (c *run) delay(attempt int, after time.Duration, err error) (d time.Duration, last bool) {
+	after = min(after, maxResponderDelay)
+	if left := c.RetryBudget - time.Since(c.first); c.DeadLetters != nil && c.RetryBudget > 0 && after >= left {
+		c.Log.Warn("command failed; the responder's delay outlasts the retry budget", "seq", c.out.Sequence, "command_id", c.cmd.ID,
+			"responder", c.cmd.Module, "attempt", attempt, "retry_in", after.Round(time.Millisecond), "budget_left", left.Round(time.Millisecond), "err", err)
+		return left, true
+	}
+	d = backoff.Policy{First: firstBackoff, Floor: after, Max: 30 * time.Second}.Delay(attempt)
+	c.Log.Warn("command failed; retrying", "seq", c.out.Sequence, "command_id", c.cmd.ID, "responder", c.cmd.Module,
+		"attempt", attempt, "retry_in", d.Round(time.Millisecond), "err", err)
+	return d, false
+}

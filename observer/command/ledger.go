@@ -1,0 +1,121 @@
+package command
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/sauna-io/sauna/observer/backoff"
+	"github.com/sauna-io/sauna/observer/outcomes"
+	"github.com/sauna-io/sauna/responders/fence"
+)
+
+type claimResult int
+
+const (
+	claimHeld claimResult = iota
+	claimDuplicate
+	claimStopped
+)
+
+// claim takes the command's claim in the ledger, waiting while another
+// worker holds a live one.
+func (c *run) claim() claimResult {
+	for attempt := 1; ; attempt++ {
+		at := time.Now()
+		err := c.Ledger.Claim(c.ctx, outcomes.Claim{
+			CommandID: c.cmd.ID, Digest: c.out.Digest, Schema: c.letter.CommandSchema,
+			Shard: c.Shard, Sequence: c.out.Sequence, Responder: c.cmd.Module,
+		})
+		switch {
+		case err == nil:
+			c.claimed, c.claimedAt = true, at
+			return claimHeld
+		case errors.Is(err, outcomes.ErrDuplicate):
+			return claimDuplicate
+		case errors.Is(err, outcomes.ErrClaimedElsewhere):
+			c.Log.Info("command claimed by another worker; waiting", "seq", c.out.Sequence, "command_id", c.cmd.ID)
+		default:
+			c.Log.Warn("claiming the command failed; retrying", "seq", c.out.Sequence, "command_id", c.cmd.ID, "err", err)
+		}
+		if !c.Lease.Sleep(c.Intake, backoff.Policy{First: firstBackoff, Floor: time.Second, Max: 30 * time.Second}.Delay(attempt)) {
+			return claimStopped
+		}
+	}
+}
+
+// renew extends the claim before a retry, and before a first attempt when
+// the claim is half way to its timeout. It returns false when the run must
+// stop, having released the claim where another worker may take it.
+func (c *run) renew(attempt int) bool {
+	stale := time.Since(c.claimedAt) > c.ClaimTimeout/2
+	if !c.claimed || attempt == 1 && !stale {
+		return true
+	}
+	extending := time.Now()
+	err := c.Ledger.Extend(c.ctx, c.id)
+	switch {
+	case err == nil:
+		c.claimedAt = extending
+	case errors.Is(err, outcomes.ErrClaimedElsewhere):
+		c.Log.Warn("command claimed by another worker; this worker stops the shard", "command_id", c.cmd.ID, "err", err)
+		return false
+	case time.Since(c.claimedAt) >= c.ClaimTimeout:
+		// The claim may have expired and been taken: running the command
+		// now could run it twice.
+		c.Log.Warn("cannot renew an expired command claim; leaving the command to be read again", "command_id", c.cmd.ID, "err", err)
+		c.release()
+		return false
+	default:
+		c.Log.Warn("renewing the command claim failed; trying anyway", "command_id", c.cmd.ID, "err", err)
+	}
+	return true
+}
+
+// claimEnd is when this worker must stop sending under its claim: the
+// fence margin before the claim runs out by its own clock.
+func (c *run) claimEnd() time.Time {
+	timeout := c.ClaimTimeout
+	if timeout <= 0 {
+		timeout = outcomes.DefaultClaimTimeout // as the ledger has it
+	}
+	return c.claimedAt.Add(timeout - fence.Margin(timeout))
+}
+
+// release gives the claim up, best effort and outside the run's context
+// (which may be cancelled): another worker then need not wait for the claim
+// to time out.
+func (c *run) release() {
+	if !c.claimed {
+		return
+	}
+	rctx, rcancel := context.WithTimeout(context.WithoutCancel(c.ctx), 5*time.Second)
+	defer rcancel()
+	_ = c.Ledger.Release(rctx, c.id)
+}
+
+// record records the final outcome in the ledger, retrying: the claim must
+// not be left to expire, or the command would run again. It returns false,
+// having released the claim, when the run had to stop first.
+func (c *run) record(reason string) bool {
+	f := outcomes.Final{Verdict: c.out.Verdict, Attempts: c.out.Attempts, FirstAttempt: c.first, LastAttempt: time.Now(), Reason: reason}
+	for attempt := 1; ; attempt++ {
+		err := c.Ledger.Finish(c.ctx, c.id, f)
+		if err == nil {
+			return true
+		}
+		if errors.Is(err, outcomes.ErrClaimedElsewhere) {
+			// Another worker took the command over: ours ran, and it
+			// records its own outcome.
+			c.Log.Warn("command claim taken over before its outcome was recorded", "command_id", c.out.CommandID, "err", err)
+			return true
+		}
+		c.Log.Warn("recording the command outcome failed; retrying", "command_id", c.out.CommandID, "err", err)
+		if !c.Lease.Sleep(c.Hard, backoff.Policy{First: firstBackoff, Max: 5 * time.Second}.Delay(attempt)) {
+			// The command ran; without its outcome a restart runs it again
+			// once the claim expires. At least once, never lost.
+			c.release()
+			return false
+		}
+	}
+}

@@ -1,0 +1,199 @@
+// Package command takes one command read by an observer to its final
+// outcome: decode the record, resolve the responder that serves it, take its
+// idempotency claim in the ledger, attempt it (the only place that waits and
+// retries), and settle it (the ledger's outcome, a dead letter, metrics and
+// the report). It knows of its source only what Runner holds: the
+// observer's names, the lease its records are read under, and where
+// outcomes go; admitting records, ordering them and checkpointing are the
+// source's (observer/kinesis).
+package command
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/sauna-io/sauna/observer/deadletter"
+	"github.com/sauna-io/sauna/observer/outcomes"
+	"github.com/sauna-io/sauna/observer/verdict"
+	"github.com/sauna-io/sauna/responders"
+)
+
+// Record is one record as read from its source.
+type Record struct {
+	Sequence     string
+	PartitionKey string
+	Data         []byte
+}
+
+// Outcome is the final outcome of one record.
+type Outcome struct {
+	Observer  string
+	Shard     string
+	Sequence  string
+	CommandID string
+	// Digest identifies what the command asks (responders.Digest); set
+	// when the ledger is on.
+	Digest string
+	// Responder is the module serving the command, when known.
+	Responder string
+	Verdict   verdict.Outcome
+	// Reason is set for rejections.
+	Reason   responders.Reason
+	Err      error
+	Attempts int
+	// Latency is the time spent in responder calls.
+	Latency time.Duration
+}
+
+// Ledger is the idempotency ledger (outcomes.Table): a command is claimed
+// before it runs, its claim extended while it retries, and its outcome
+// recorded, so that a command delivered again is not run twice.
+type Ledger interface {
+	Claim(ctx context.Context, c outcomes.Claim) error
+	Extend(ctx context.Context, id outcomes.Identity) error
+	Finish(ctx context.Context, id outcomes.Identity, f outcomes.Final) error
+	Release(ctx context.Context, id outcomes.Identity) error
+	Reject(ctx context.Context, r outcomes.Rejection) error
+}
+
+// DeadLetters is the dead-letter stream (deadletter.Writer).
+type DeadLetters interface {
+	Put(ctx context.Context, l deadletter.Letter) error
+}
+
+// Runner runs the commands of one source (a Kinesis shard). Its fields are
+// everything a run depends on; they are set once, before the first Run, and
+// Runs may go on concurrently.
+type Runner struct {
+	// Observer, Stream and Shard name where records come from, in outcomes
+	// and dead letters.
+	Observer, Stream, Shard string
+	Dispatcher              *responders.Dispatcher
+	// Ledger is nil when the observer keeps no outcomes table.
+	Ledger Ledger
+	// ClaimTimeout is how long a claim holds without an extension
+	// (zero: outcomes.DefaultClaimTimeout, as the table has it).
+	ClaimTimeout time.Duration
+	// DeadLetters is nil when no dead-letter stream is configured;
+	// DeadLetterStream names it in logs.
+	DeadLetters      DeadLetters
+	DeadLetterStream string
+	// RetryBudget is how long a command is retried before it is
+	// dead-lettered (zero: for ever).
+	RetryBudget time.Duration
+	// Lease is the hold on the source the records are read under.
+	Lease Lease
+	// Intake ends when the observer stops taking work: no retry, and no
+	// wait for a claim or a lease, starts after it; a first attempt still
+	// does. Hard ends when work in flight must be abandoned.
+	Intake, Hard context.Context
+	Log          *slog.Logger
+	// Attempted is told of every responder call, Settled of every record's
+	// final outcome; neither may block.
+	Attempted func(module string, v responders.Verdict, took time.Duration)
+	Settled   func(Outcome)
+}
+
+// run is one command's life; it lives on its runner's goroutine.
+type run struct {
+	*Runner
+	out    Outcome
+	letter deadletter.Letter
+	cmd    *responders.Command
+	route  responders.Route
+	id     outcomes.Identity
+	// ctx ends with Hard: a call that has started is let finish even if the
+	// lease is lost meanwhile, as its claim still fences the command and
+	// cutting it short after the vendor acted would leave no outcome and
+	// run it again.
+	ctx context.Context
+	// claimed is set once the ledger's claim is held; claimedAt is when it
+	// was last taken or extended, read before the write: the ledger's
+	// expiry is at least ClaimTimeout after it.
+	claimed   bool
+	claimedAt time.Time
+	// first is when the first attempt started.
+	first time.Time
+	// budgetLogged is set once the spent retry budget was logged.
+	budgetLogged bool
+}
+
+// Run takes rec to its final outcome and reports it. It returns false when
+// it had to stop first (a stop, a lost lease): the record is then
+// unfinished, and the source's next owner reads it again.
+func (r *Runner) Run(rec Record) bool {
+	c := run{Runner: r}
+	c.begin(rec)
+	if err := c.decode(rec.Data); err != nil {
+		return c.reject(err)
+	}
+	ctx, cancel := context.WithCancel(r.Hard)
+	defer cancel()
+	c.ctx = ctx
+	if r.Ledger != nil {
+		switch c.claim() {
+		case claimStopped:
+			return false
+		case claimDuplicate:
+			c.out.Verdict = verdict.Duplicate
+			c.Log.Info("command already executed; skipped", "seq", c.out.Sequence, "command_id", c.cmd.ID, "responder", c.cmd.Module)
+			c.Settled(c.out)
+			return true
+		}
+	}
+	return c.attempts()
+}
+
+// Reject ends rec, which can never run as sent (err says why), without
+// decoding it: a record the source found unreadable. Like Run, it returns
+// false when it had to stop first.
+func (r *Runner) Reject(rec Record, err error) bool {
+	c := run{Runner: r}
+	c.begin(rec)
+	return c.reject(err)
+}
+
+func (c *run) begin(rec Record) {
+	c.out = Outcome{Observer: c.Observer, Shard: c.Shard, Sequence: rec.Sequence}
+	c.letter = deadletter.Letter{
+		Observer: c.Observer, Stream: c.Stream, Shard: c.Shard,
+		SequenceNumber: rec.Sequence, PartitionKey: rec.PartitionKey, Record: rec.Data,
+	}
+}
+
+// decode reads the command and resolves its responder, once: expired or
+// unroutable commands are rejected before anything is claimed, as nothing
+// would run them.
+func (c *run) decode(data []byte) error {
+	cmd, err := responders.Decode(data)
+	if err != nil {
+		return err
+	}
+	c.cmd = cmd
+	c.out.CommandID, c.out.Responder = cmd.ID, cmd.Module
+	c.letter.CommandID, c.letter.CommandSchema, c.letter.Responder = cmd.ID, cmd.Schema.String(), cmd.Module
+	if c.route, err = c.Dispatcher.Resolve(cmd); err != nil {
+		return err
+	}
+	if c.Ledger != nil {
+		// Only the ledger needs it: a commandId names a command together
+		// with what it asks.
+		if c.out.Digest, err = cmd.Digest(); err != nil {
+			return &responders.RejectError{Reason: responders.ReasonInvalidData, CommandID: cmd.ID, Err: err}
+		}
+	}
+	c.id = outcomes.Identity{CommandID: cmd.ID, Digest: c.out.Digest}
+	return nil
+}
+
+// stopping reports whether the run must not start a retry: the observer is
+// stopping, the run's context ended, or the lease is lost.
+func (c *run) stopping() bool {
+	select {
+	case <-c.ctx.Done():
+		return true
+	default:
+		return c.Lease.Done(c.Intake)
+	}
+}
