@@ -422,3 +422,60 @@ func TestProcessorHandsOver(t *testing.T) {
 		})
 	}
 }
+
+// A handover waits for the records in flight no longer than the drain
+// timeout, as a stop does: a command still retrying then stops short, its
+// record stays after the last checkpoint for the peer to read again, the
+// lease is handed over all the same, and the observer does not fail.
+func TestHandoverDrainIsBounded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, func(o *Observer) {
+			o.opts.DrainTimeout = 5 * time.Second
+			o.fatal = make(chan error, 1)
+		})
+		asked := make(chan struct{})
+		h.p.handoff = asked
+		cp := &fakeCheckpointer{}
+		var handed []string
+		handedAt := make(chan time.Time, 1)
+		h.p.o.handOver = func(string) error {
+			handed = slices.Clone(cp.written)
+			handedAt <- time.Now()
+			return nil
+		}
+		h.resp.reply = func(_ context.Context, text string, _ int) error {
+			if text == "stuck" {
+				return responders.Retryable(errors.New("vendor down"), 0)
+			}
+			return nil
+		}
+		h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: []types.Record{
+			keyedRecord("1", "a", "fine"), keyedRecord("2", "b", "stuck"), keyedRecord("3", "c", "fine too"),
+		}})
+		close(asked)
+		asked2 := time.Now()
+		go h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp})
+		select {
+		case at := <-handedAt:
+			if d := at.Sub(asked2); d < 5*time.Second || d > 10*time.Second {
+				t.Errorf("handed over %v after the request, want at the 5 s drain timeout", d)
+			}
+		case <-time.After(time.Hour):
+			t.Error("the handover waited an hour for a command that keeps failing")
+			h.stop() // lets the retries, and so the handover, end
+			<-handedAt
+		}
+		synctest.Wait()
+		if len(handed) == 0 || handed[len(handed)-1] != "1" {
+			t.Errorf("checkpoints before the handover %v, want to end at 1 (2 is not done)", handed)
+		}
+		if slices.Contains(cp.written, "2") || slices.Contains(cp.written, "3") {
+			t.Errorf("checkpoints %v: past a record that did not finish", cp.written)
+		}
+		select {
+		case err := <-h.p.o.fatal:
+			t.Errorf("the observer failed: %v", err)
+		default:
+		}
+	})
+}
