@@ -28,4 +28,36 @@
 // run, and Supervisor.apply carries out the changes: responders are
 // swapped in the dispatcher, every observer that goes or changes stops
 // before any starts, and ingest endpoints stop, update in place or start.
+//
+// One Kinesis record goes through the code in this order:
+//
+//   - observer/kinesis, processor.go: the KCL hands a batch to
+//     shardProcessor.ProcessRecords; admit waits for a free slot (at most
+//     maxInFlightPerShard records are unfinished) and queues the record
+//     behind the earlier records of its partition key; start gives it to a
+//     runner goroutine (run), which calls execute.
+//   - execute hands the record to the shard's command.Runner
+//     (observer/command, run.go): Run, or Reject for a KPL aggregate that
+//     could not be decoded (kpl.go).
+//   - run.go, Run: decode reads and validates the command
+//     (responders.Decode) and resolves its responder once
+//     (responders.Dispatcher.Resolve); a record that can never run is
+//     rejected (settle.go, reject).
+//   - ledger.go, claim: the command's idempotency claim in the outcomes
+//     table (observer/outcomes); a command already done is a duplicate and
+//     is skipped.
+//   - attempt.go, attempts: each attempt (send) goes to the responder through
+//     responders.Dispatcher.Send under the ownership fence of
+//     responders/fence; a retryable failure is waited out (observer/backoff,
+//     never shorter than the responder's Retry-After) and retried within the
+//     retry budget, the claim renewed before each retry (ledger.go, renew).
+//     This is the only place that waits and retries a command.
+//   - settle.go: settle records the outcome in the ledger (ledger.go,
+//     record); giveUp dead-letters (observer/deadletter) or fails a command
+//     that cannot succeed; the outcome, named by observer/verdict, goes to
+//     the metrics (observer/metrics) and Options.OnOutcome.
+//   - back in processor.go: finish starts the next record of the key and
+//     moves the checkpoint candidate past the finished prefix; checkpoint
+//     writes it at most once per checkpoint interval, and a final time at
+//     Shutdown or handOver.
 package observer

@@ -200,6 +200,44 @@ func TestDispatch(t *testing.T) {
 	}
 }
 
+// A resolved route is sent as resolved while the responders stay; after a
+// reload it follows the new set: a retry reaches the module's new config, or
+// is rejected once none is enabled. The TTL is checked at every send.
+func TestSendFollowsReplace(t *testing.T) {
+	now := time.Date(2017, 6, 29, 10, 15, 0, 0, time.UTC)
+	d := responders.NewDispatcher(func() time.Time { return now })
+	cmd, err := responders.Decode(record(`"2017-06-29T10:15:00Z"`, "1000", slackInner))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, repl := &recorder{}, &recorder{}
+	d.Replace(map[string]responders.Enabled{"fakeslack": {ID: "old", Module: "fakeslack", Responder: old}})
+	r, err := d.Resolve(cmd)
+	if err != nil || r.ID != "old" || r.Command != cmd {
+		t.Fatalf("Resolve = %+v, %v", r, err)
+	}
+	if err := d.Send(t.Context(), &r); err != nil || len(old.got) != 1 {
+		t.Fatalf("Send: %v, %d calls", err, len(old.got))
+	}
+	d.Replace(map[string]responders.Enabled{"fakeslack": {ID: "new", Module: "fakeslack", Responder: repl}})
+	if err := d.Send(t.Context(), &r); err != nil || len(repl.got) != 1 || len(old.got) != 1 || r.ID != "new" {
+		t.Fatalf("Send after a reload: %v; calls old %d new %d; route %s", err, len(old.got), len(repl.got), r.ID)
+	}
+	d.Replace(nil)
+	var rej *responders.RejectError
+	if err := d.Send(t.Context(), &r); !errors.As(err, &rej) || rej.Reason != responders.ReasonNoResponder {
+		t.Fatalf("Send once no responder is enabled: %v", err)
+	}
+	d.Replace(map[string]responders.Enabled{"fakeslack": {ID: "new", Module: "fakeslack", Responder: repl}})
+	if r, err = d.Resolve(cmd); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(time.Second + time.Millisecond)
+	if err := d.Send(t.Context(), &r); !errors.As(err, &rej) || rej.Reason != responders.ReasonExpired || len(repl.got) != 1 {
+		t.Fatalf("Send after the TTL: %v, %d calls", err, len(repl.got))
+	}
+}
+
 func TestClassify(t *testing.T) {
 	base := errors.New("boom")
 	tests := []struct {

@@ -1,8 +1,10 @@
 // Package kinesis runs one Sauna Kinesis observer: a KCL worker whose
-// DynamoDB lease table is named after the observer id, a record processor
-// that turns each record into a command and dispatches it, and the guards the
-// KCL library needs to neither lose nor repeat work (fenced checkpoints,
-// bounded calls, bounded shutdown).
+// DynamoDB lease table is named after the observer id, and a shard processor
+// that admits each shard's records, keeps their per-partition-key order,
+// fences them on the shard lease and checkpoints what is done; each record's
+// command is run by observer/command. It adds the guards the KCL library
+// needs to neither lose nor repeat work (fenced checkpoints, bounded calls,
+// bounded shutdown and handover).
 package kinesis
 
 import (
@@ -57,8 +59,9 @@ type Options struct {
 	// a shard while records flow (default 1 s); final checkpoints are
 	// written at once.
 	CheckpointInterval time.Duration
-	// DrainTimeout is how long in-flight commands may finish after a stop
-	// before they are cancelled (default 10 s).
+	// DrainTimeout is how long in-flight commands may finish after a stop,
+	// or before a shard is handed over, before they are cancelled (default
+	// 10 s).
 	DrainTimeout time.Duration
 	// ShutdownTimeout bounds the whole stop, KCL included (default 15 s).
 	ShutdownTimeout time.Duration

@@ -1,7 +1,7 @@
 // Package metrics holds sauna's metrics: a private Prometheus registry served
 // on the admin listener, the KCL MonitoringService adapter that feeds it, the
-// counters the record processor updates per command, and an optional
-// CloudWatch sink per observer.
+// counters command runs update (commands by verdict.Outcome, responder
+// attempts), and an optional CloudWatch sink per observer.
 //
 // The KCL's bundled sinks are never used: its Prometheus sink registers on the
 // global registry and the default mux (a second worker panics), and its
