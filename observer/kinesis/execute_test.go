@@ -140,14 +140,14 @@ func (f *fakeDeadLetters) Put(_ context.Context, l deadletter.Letter) error {
 
 func TestExecuteWithClaimsAndDeadLetters(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		claims, dlq := newFakeLedger(), &fakeDeadLetters{}
+		ledger, dlq := newFakeLedger(), &fakeDeadLetters{}
 		h := newHarness(t, func(o *Observer) {
-			o.ledger, o.deadLetters = claims, dlq
+			o.ledger, o.deadLetters = ledger, dlq
 			o.cfg.RetryBudget = time.Minute
 			o.cfg.DeadLetterStream = "dlq"
 		})
-		claims.done[identityOf(t, keyedRecord("2", "b", "already ran"))] = outcomes.Final{Verdict: "executed"}
-		claims.elsewhre["00000000-0000-4000-8000-000000000005"] = 2
+		ledger.done[identityOf(t, keyedRecord("2", "b", "already ran"))] = outcomes.Final{Verdict: "executed"}
+		ledger.elsewhre["00000000-0000-4000-8000-000000000005"] = 2
 		h.resp.reply = func(_ context.Context, text string, _ int) error {
 			switch text {
 			case "rejected by vendor":
@@ -188,19 +188,19 @@ func TestExecuteWithClaimsAndDeadLetters(t *testing.T) {
 			t.Errorf("dead-letter reasons %v, want %v", reasons, wantReasons)
 		}
 		for _, id := range []string{"1", "3", "4", "5"} {
-			if f, ok := claims.doneFor("00000000-0000-4000-8000-00000000000" + id); !ok || f.Attempts < 1 {
+			if f, ok := ledger.doneFor("00000000-0000-4000-8000-00000000000" + id); !ok || f.Attempts < 1 {
 				t.Errorf("command %s has no recorded outcome: %+v", id, f)
 			}
 		}
 		// A rejected command whose id is readable is recorded, so that
 		// `sauna outcome` finds it.
-		if f, _ := claims.doneFor("00000000-0000-4000-8000-000000000007"); f.Verdict != verdict.Rejected || !strings.Contains(f.Reason, "unknown_schema") {
+		if f, _ := ledger.doneFor("00000000-0000-4000-8000-000000000007"); f.Verdict != verdict.Rejected || !strings.Contains(f.Reason, "unknown_schema") {
 			t.Errorf("rejected command recorded as %+v", f)
 		}
 		if cp.written[len(cp.written)-1] != "7" {
 			t.Errorf("checkpoints %v, want to end at 7", cp.written)
 		}
-		for _, c := range claims.claims {
+		for _, c := range ledger.claims {
 			want := identityOf(t, keyedRecord(c.Sequence, "", map[string]string{
 				"1": "fine", "2": "already ran", "3": "rejected by vendor", "4": "always down", "5": "claimed elsewhere first",
 			}[c.Sequence]))
@@ -208,8 +208,8 @@ func TestExecuteWithClaimsAndDeadLetters(t *testing.T) {
 				t.Errorf("claim %+v, want identity %+v and the command's schema", c, want)
 			}
 		}
-		if len(claims.unheld) > 0 {
-			t.Errorf("claims extended or finished under another identity: %v", claims.unheld)
+		if len(ledger.unheld) > 0 {
+			t.Errorf("claims extended or finished under another identity: %v", ledger.unheld)
 		}
 	})
 }
@@ -218,8 +218,8 @@ func TestExecuteWithClaimsAndDeadLetters(t *testing.T) {
 // commands: each runs once; a redelivery of either is a duplicate.
 func TestExecuteSameIDDifferentCommands(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		claims := newFakeLedger()
-		h := newHarness(t, func(o *Observer) { o.ledger = claims })
+		ledger := newFakeLedger()
+		h := newHarness(t, func(o *Observer) { o.ledger = ledger })
 		sameID := func(seq, key, text string) types.Record {
 			r := keyedRecord(seq, key, text)
 			r.Data = []byte(strings.Replace(string(r.Data), "00000000-0000-4000-8000-"+fmt.Sprintf("%012s", seq), "00000000-0000-4000-8000-000000000001", 1))
@@ -292,9 +292,9 @@ func TestExecuteCapsTheResponderDelay(t *testing.T) {
 	for _, withDLQ := range []bool{true, false} {
 		t.Run(map[bool]string{true: "dead-letter stream", false: "no dead-letter stream"}[withDLQ], func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				claims, dlq := newFakeLedger(), &fakeDeadLetters{}
+				ledger, dlq := newFakeLedger(), &fakeDeadLetters{}
 				h := newHarness(t, func(o *Observer) {
-					o.ledger = claims
+					o.ledger = ledger
 					o.cfg.RetryBudget = time.Minute
 					if withDLQ {
 						o.deadLetters, o.cfg.DeadLetterStream = dlq, "dlq"
@@ -312,7 +312,7 @@ func TestExecuteCapsTheResponderDelay(t *testing.T) {
 				// Shutdown waits for the command to end.
 				h.p.Shutdown(&kcl.ShutdownInput{ShutdownReason: kcl.REQUESTED, Checkpointer: cp})
 				took := time.Since(start)
-				f, _ := claims.doneFor("00000000-0000-4000-8000-000000000001")
+				f, _ := ledger.doneFor("00000000-0000-4000-8000-000000000001")
 				if withDLQ {
 					if got := h.results(); !slices.Equal(got, []string{"1=dead_lettered"}) {
 						t.Errorf("outcomes %v, want the command dead-lettered", got)
