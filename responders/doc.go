@@ -25,4 +25,10 @@
 // Classify: Permanent (never retried), Retryable (retried after a delay), or
 // anything else, which is treated as retryable because losing a command is
 // worse than retrying it.
+//
+// A Dispatcher routes commands: Resolve finds a command's responder once
+// (or rejects the command: expired, no responder), and Send makes each
+// attempt of the resolved Route, checking the TTL just before the call and
+// following a reload that replaced the responders meanwhile. The caller
+// owns waiting and retrying between attempts.
 package responders
