@@ -64,7 +64,8 @@ type DeadLetters interface {
 
 // Runner runs the commands of one source (a Kinesis shard). Its fields are
 // everything a run depends on; they are set once, before the first Run, and
-// Runs may go on concurrently.
+// Runs may go on concurrently. Dispatcher, Lease, Intake, Hard and Log are
+// required; a nil Ledger or DeadLetters turns that step off.
 type Runner struct {
 	// Observer, Stream and Shard name where records come from, in outcomes
 	// and dead letters.
@@ -90,7 +91,7 @@ type Runner struct {
 	Intake, Hard context.Context
 	Log          *slog.Logger
 	// Attempted is told of every responder call, Settled of every record's
-	// final outcome; neither may block.
+	// final outcome; both are required, and neither may block.
 	Attempted func(module string, v responders.Verdict, took time.Duration)
 	Settled   func(Outcome)
 }
