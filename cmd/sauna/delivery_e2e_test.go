@@ -670,6 +670,7 @@ func dgCheckOutcomeCLI(t *testing.T, env emulator.Env, table string, ids ...stri
 // receiver, each ends done in the outcome table, per-key order holds, and
 // the only duplicates are commands in flight at a kill.
 func TestDeliveryCrash(t *testing.T) {
+	t.Parallel()
 	env := emulator.Require(t)
 	started := time.Now()
 	n, kills := 20000, 3
@@ -933,6 +934,7 @@ func dgCheckMonotonic(t *testing.T, samples []dgLeaseSample) {
 // shards, no checkpoint ever moves back, no lease flips back to it, and no
 // command runs more often than the outcome table's claims explain.
 func TestDeliveryZombie(t *testing.T) {
+	t.Parallel()
 	env := emulator.Require(t)
 	started := time.Now()
 	const shards = 4
@@ -1346,10 +1348,12 @@ func (b *dgBlackHole) close() {
 // a black hole from the start; (c) Kinesis turns into a black hole while the
 // worker holds every lease.
 func TestDeliveryShutdownBounded(t *testing.T) {
+	t.Parallel()
 	env := emulator.Require(t)
 	const limit = 20 * time.Second
 
 	t.Run("hung receiver", func(t *testing.T) {
+		t.Parallel()
 		const shards = 4
 		stream := emulator.UniqueName(t, "hang")
 		id := "com.acme." + emulator.UniqueName(t, "obs")
@@ -1446,6 +1450,7 @@ func TestDeliveryShutdownBounded(t *testing.T) {
 	})
 
 	t.Run("black-hole Kinesis from the start", func(t *testing.T) {
+		t.Parallel()
 		stream := emulator.UniqueName(t, "bh")
 		id := "com.acme." + emulator.UniqueName(t, "obs")
 		hole := newDGBlackHole(t, "")
@@ -1464,6 +1469,7 @@ func TestDeliveryShutdownBounded(t *testing.T) {
 	})
 
 	t.Run("Kinesis turns into a black hole", func(t *testing.T) {
+		t.Parallel()
 		const shards = 4
 		stream := emulator.UniqueName(t, "bh2")
 		id := "com.acme." + emulator.UniqueName(t, "obs")

@@ -2,6 +2,19 @@ package main
 
 // End-to-end harness: the real sauna binary against the emulators on
 // loopback, with local HTTP servers standing in for vendor APIs.
+//
+// Parallel tests: a test that spends most of its time waiting out leases,
+// drain timeouts or black holes calls t.Parallel, so that those waits
+// overlap. Such a test shares nothing mutable: its streams and observer ids
+// come from emulator.UniqueName (so its lease and outcome tables are its
+// own), its receivers and proxies are its own httptest servers, and every
+// sauna process takes a free admin port. Its assertions must hold on a
+// machine made busier by its neighbours, so they name what the design
+// guarantees (fences, claims, checkpoints), never how fast it happened.
+// A test whose verdict needs every live worker to renew its leases in time
+// (TestScaleOut: nothing runs twice without idempotency) or a tight gap
+// between requests (TestDeliveryOutage: Retry-After) stays sequential, and
+// runs while no parallel test loads the emulators.
 
 import (
 	"bufio"

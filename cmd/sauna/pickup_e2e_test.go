@@ -70,8 +70,11 @@ func dgSecs(d time.Duration) float64 { return d.Round(time.Millisecond).Seconds(
 // SIGKILL. These are measurements, logged and written to the artifact
 // directory (pickup.json); only a generous bound is asserted so that the
 // test cannot hang. Targets: pickup under 5 s, failover under 15 s, a few
-// DynamoDB reads per shard and second.
+// DynamoDB reads per shard and second. It runs beside the other parallel
+// tests, so a whole-package run measures a busy machine; run it alone
+// (-run TestDeliveryPickupAndFailover) for figures worth quoting.
 func TestDeliveryPickupAndFailover(t *testing.T) {
+	t.Parallel()
 	env := emulator.Require(t)
 	started := time.Now()
 	const shards = 16

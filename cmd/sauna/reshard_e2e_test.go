@@ -91,6 +91,13 @@ func (s *dlvServer) setReply(f func(r dlvRequest) (int, string, string)) {
 	s.reply = f
 }
 
+// answered is how many requests the receiver has answered or is answering.
+func (s *dlvServer) answered() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.reqs)
+}
+
 func (s *dlvServer) requests() []dlvRequest {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -343,6 +350,15 @@ type dlvProducer struct {
 }
 
 func dlvStartProducer(ctx context.Context, kin *kinesis.Client, stream string, keys []string, idBase int, every time.Duration) *dlvProducer {
+	return dlvStartPacedProducer(ctx, kin, stream, keys, idBase, every, nil, 0)
+}
+
+// dlvStartPacedProducer is dlvStartProducer held back while more than
+// backlog of its commands have not been answered yet (answered counts
+// the receiver's answers). A fixed rate piles work up on a slow machine
+// faster than it is done, and the test then waits for all of it; paced,
+// commands still flow through every step, as many as the machine can take.
+func dlvStartPacedProducer(ctx context.Context, kin *kinesis.Client, stream string, keys []string, idBase int, every time.Duration, answered func() int, backlog int) *dlvProducer {
 	p := &dlvProducer{published: map[string][]dlvCommand{}, stop: make(chan struct{})}
 	for k, key := range keys {
 		p.wg.Add(1)
@@ -361,12 +377,14 @@ func dlvStartProducer(ctx context.Context, kin *kinesis.Client, stream string, k
 				p.mu.Lock()
 				p.published[key] = append(p.published[key], c)
 				p.mu.Unlock()
-				select {
-				case <-p.stop:
-					return
-				case <-ctx.Done():
-					return
-				case <-tick.C:
+				for first := true; first || (answered != nil && p.count()-answered() > backlog); first = false {
+					select {
+					case <-p.stop:
+						return
+					case <-ctx.Done():
+						return
+					case <-tick.C:
+					}
 				}
 			}
 		}()
@@ -403,8 +421,12 @@ func (p *dlvProducer) count() int {
 // the KCL's own behaviour would skip what the children received before they
 // were picked up.
 func TestDeliveryReshard(t *testing.T) {
+	t.Parallel()
 	for _, position := range []string{"TRIM_HORIZON", "LATEST"} {
-		t.Run(position, func(t *testing.T) { testDeliveryReshard(t, position) })
+		t.Run(position, func(t *testing.T) {
+			t.Parallel()
+			testDeliveryReshard(t, position)
+		})
 	}
 }
 
@@ -430,8 +452,10 @@ func testDeliveryReshard(t *testing.T, position string) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	// 20 keys every 40 ms: about 500 commands a second.
-	prod := dlvStartProducer(ctx, kin, stream, keys, 10_000_000, 40*time.Millisecond)
+	// 20 keys every 40 ms: about 500 commands a second, held back while
+	// more than two seconds' worth wait, which leaves records on the parents
+	// when they close and on the children before they are picked up.
+	prod := dlvStartPacedProducer(ctx, kin, stream, keys, 10_000_000, 40*time.Millisecond, srv.answered, 1000)
 	defer func() {
 		select {
 		case <-prod.stop:
