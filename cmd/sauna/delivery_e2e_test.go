@@ -182,11 +182,13 @@ func (s *dgSink) snapshot() map[string][]dgHit {
 	return out
 }
 
-// waitAll waits until every id has arrived at least once.
+// waitAll waits until every id has arrived at least once. timeout bounds a
+// stall, not the whole wait: it ends the wait only when no new command has
+// arrived for that long.
 func (s *dgSink) waitAll(t testing.TB, ids []string, timeout time.Duration) {
 	t.Helper()
 	missing := 0
-	waitFor(t, timeout, func() bool {
+	waitProgress(t, timeout, s.distinct, func() bool {
 		missing = 0
 		s.mu.Lock()
 		for _, id := range ids {
@@ -758,7 +760,7 @@ func TestDeliveryCrash(t *testing.T) {
 	bound := 0
 	generation := map[string]int{"a": 1, "b": 1}
 	for k, mark := range marks {
-		waitFor(t, giveUp, func() bool { return producerFailed() || sink.distinct() >= mark },
+		waitProgress(t, giveUp, sink.distinct, func() bool { return producerFailed() || sink.distinct() >= mark },
 			func() string {
 				return fmt.Sprintf("%d commands at the receiver before kill %d (have %d)", mark, k+1, sink.distinct())
 			})

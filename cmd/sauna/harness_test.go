@@ -213,6 +213,24 @@ func waitFor(t testing.TB, timeout time.Duration, cond func() bool, what func() 
 	}
 }
 
+// waitProgress is waitFor for a wait whose length is the machine's speed,
+// such as thousands of commands to run: it gives up only when progress()
+// has not changed for timeout.
+func waitProgress(t testing.TB, timeout time.Duration, progress func() int, cond func() bool, what func() string) {
+	t.Helper()
+	last := progress()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if p := progress(); p != last {
+			last, deadline = p, time.Now().Add(timeout)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no progress for %s waiting for %s", timeout, what())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // webhookSink plays a vendor endpoint and records every request body.
 type webhookSink struct {
 	*httptest.Server
