@@ -2,6 +2,7 @@ package kinesis
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 	kcllog "github.com/vmware/vmware-go-kcl-v2/logger"
+
+	"github.com/sauna-io/sauna/observer/kinesis/leases"
 )
 
 // kclLogger adapts the KCL's logger interface to slog. Fatalf must not end
@@ -35,7 +38,29 @@ func (l *kclLogger) logf(level slog.Level, format string, args ...any) {
 func (l *kclLogger) Debugf(format string, args ...any) { l.logf(slog.LevelDebug, format, args...) }
 func (l *kclLogger) Infof(format string, args ...any)  { l.logf(slog.LevelDebug, format, args...) }
 func (l *kclLogger) Warnf(format string, args ...any)  { l.logf(slog.LevelWarn, format, args...) }
-func (l *kclLogger) Errorf(format string, args ...any) { l.logf(slog.LevelError, format, args...) }
+func (l *kclLogger) Errorf(format string, args ...any) { l.logf(errorfLevel(args), format, args...) }
+
+// errorfLevel is the level of a KCL error line. The KCL's polling consumer
+// logs every refused lease renewal as an error before it stops the shard's
+// consumer, but a refusal is the lease table working as designed: the
+// shard finished (its children go on), or another worker holds the lease
+// now. Only other errors stay errors.
+func errorfLevel(args []any) slog.Level {
+	for _, a := range args {
+		err, ok := a.(error)
+		if !ok {
+			continue
+		}
+		var refused *leases.NotAcquiredError
+		if errors.As(err, &refused) {
+			if refused.Finished {
+				return slog.LevelDebug
+			}
+			return slog.LevelWarn
+		}
+	}
+	return slog.LevelError
+}
 
 func (l *kclLogger) Fatalf(format string, args ...any) {
 	err := fmt.Errorf("kcl: "+format, args...)

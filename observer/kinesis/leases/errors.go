@@ -51,6 +51,8 @@ func (e *StreamMismatchError) Is(target error) bool { return target == ErrStream
 type NotAcquiredError struct {
 	Shard  string
 	Reason string
+	// Finished: the shard is done (SHARD_END); nobody will hold it again.
+	Finished bool
 }
 
 func (e *NotAcquiredError) Error() string {
