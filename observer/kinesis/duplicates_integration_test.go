@@ -1,0 +1,446 @@
+package kinesis
+
+// The duplicate paths of idempotency, through the real KCL worker, the
+// emulators and the outcomes table: a producer that puts one commandId twice
+// (on one shard, on two shards owned by two workers) and a table write whose
+// answer is lost after it landed. Every assertion is about what the vendor
+// stand-in received and what the table finally holds, never about which
+// DynamoDB calls carried the claims and outcomes, so that they hold for any
+// way of writing them.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	kds "github.com/aws/aws-sdk-go-v2/service/kinesis"
+
+	"github.com/sauna-io/sauna/observer/kinesis/emulator"
+	"github.com/sauna-io/sauna/observer/metrics"
+	"github.com/sauna-io/sauna/observer/outcomes"
+	"github.com/sauna-io/sauna/responders"
+)
+
+// vendorLog stands in for a vendor: it counts the requests it received per
+// command (commandId and text).
+type vendorLog struct {
+	mu    sync.Mutex
+	calls map[string]int
+}
+
+func newVendorLog() *vendorLog { return &vendorLog{calls: map[string]int{}} }
+
+func (v *vendorLog) Respond(_ context.Context, c *responders.Command) error {
+	var d struct{ Text string }
+	if err := json.Unmarshal(c.Data, &d); err != nil {
+		return responders.Permanent(err)
+	}
+	v.mu.Lock()
+	v.calls[c.ID+" "+d.Text]++
+	v.mu.Unlock()
+	return nil
+}
+
+// received is how many requests the vendor got for the command.
+func (v *vendorLog) received(commandID, text string) int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.calls[commandID+" "+text]
+}
+
+func (v *vendorLog) String() string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return fmt.Sprint(v.calls)
+}
+
+// commandID is the commandId slackRecord gives to sequence number n.
+func commandID(n int) string { return fmt.Sprintf("00000000-0000-4000-8000-%012d", n) }
+
+// startWorker runs an observer whose one responder is v, reporting to col.
+func startWorker(t *testing.T, cfg Config, col *collector, v *vendorLog, m *metrics.Metrics) (stop func() error) {
+	t.Helper()
+	d := responders.NewDispatcher(nil)
+	d.Replace(map[string]responders.Enabled{"testslack": {ID: "slack", Module: "testslack", Responder: v}})
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	o := New(cfg, d, Options{Logger: log, OnOutcome: col.add, Metrics: m})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- o.Run(ctx) }()
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case err = <-done:
+			case <-time.After(20 * time.Second):
+				err = fmt.Errorf("observer did not stop within 20s")
+			}
+		})
+		return err
+	}
+	t.Cleanup(func() { _ = stop() })
+	return stop
+}
+
+// put writes command n with text under key; hashKey, when set, picks the
+// shard.
+func put(t *testing.T, kin *kds.Client, stream string, n int, text, key, hashKey string) {
+	t.Helper()
+	in := &kds.PutRecordInput{StreamName: aws.String(stream), PartitionKey: aws.String(key), Data: slackRecord(fmt.Sprint(n), text).Data}
+	if hashKey != "" {
+		in.ExplicitHashKey = aws.String(hashKey)
+	}
+	if _, err := kin.PutRecord(t.Context(), in); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// conflictsCounted is sauna_command_id_conflicts_total of observer id.
+func conflictsCounted(t *testing.T, m *metrics.Metrics, id string) float64 {
+	t.Helper()
+	mfs, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != "sauna_command_id_conflicts_total" {
+			continue
+		}
+		for _, s := range mf.GetMetric() {
+			for _, l := range s.GetLabel() {
+				if l.GetName() == "observer" && l.GetValue() == id {
+					sum += s.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return sum
+}
+
+// checkFinal asserts that every command under each id is recorded done,
+// executed, in the outcomes table: nothing that ran is left to run again.
+func checkFinal(t *testing.T, env emulator.Env, table string, ids ...string) {
+	t.Helper()
+	tab := outcomes.New(env.DynamoDB(t), outcomes.Config{TableName: table})
+	for _, id := range ids {
+		recs, err := tab.Lookup(t.Context(), id)
+		if err != nil {
+			t.Errorf("command %s: %v", id, err)
+			continue
+		}
+		for _, r := range recs {
+			if r.Status != outcomes.StatusDone || r.Verdict != outcomes.VerdictExecuted {
+				t.Errorf("command %s (digest %s) recorded %s/%s, want done/executed", id, r.Digest, r.Status, r.Verdict)
+			}
+		}
+	}
+}
+
+// TestIntegrationSameIDOneShard: a producer puts one command twice more
+// under its commandId, on the shard's same key and on another key (run
+// concurrently), and a different command twice under the same id. The
+// vendor receives each command once; the different one is counted as an id
+// conflict.
+func TestIntegrationSameIDOneShard(t *testing.T) {
+	env := useEmulators(t)
+	stream := emulator.UniqueName(t, "dup1")
+	id := emulator.UniqueName(t, "obs")
+	env.CreateStream(t, stream, 1)
+	kin := env.Kinesis(t)
+	const n = 7
+	cmdID := commandID(n)
+	for _, r := range []struct{ text, key string }{
+		{"first", "a"}, {"first", "b"}, {"first", "a"}, {"other", "c"}, {"other", "d"},
+	} {
+		put(t, kin, stream, n, r.text, r.key, "")
+	}
+
+	col, v, m := &collector{}, newVendorLog(), metrics.New(metrics.Options{})
+	stop := startWorker(t, testConfig(id, stream), col, v, m)
+	// Each record reports once, after any request it made.
+	outs := col.waitFor(t, 5, 60*time.Second)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	for _, text := range []string{"first", "other"} {
+		if got := v.received(cmdID, text); got != 1 {
+			t.Errorf("the vendor received command %q %d times, want once; all: %s", text, got, v)
+		}
+	}
+	executed := 0
+	for _, o := range outs {
+		switch o.Result {
+		case Executed:
+			executed++
+		case Duplicate:
+		default:
+			t.Errorf("record %s: %s %v, want executed or duplicate", o.Sequence, o.Result, o.Err)
+		}
+	}
+	if executed != 2 || len(outs) != 5 {
+		t.Errorf("%d outcomes, %d executed; want 5 outcomes, 2 executed (one per command): %+v", len(outs), executed, outs)
+	}
+	if got := conflictsCounted(t, m, id); got != 1 {
+		t.Errorf("sauna_command_id_conflicts_total = %v, want 1", got)
+	}
+	checkFinal(t, env, id+"-commands", cmdID)
+}
+
+// TestIntegrationSameIDTwoShards: a producer puts commands twice under one
+// commandId with partition keys routed to two shards, read by two workers
+// of one observer. Each command reaches the vendor once; a different command
+// under a reused id runs too, counted as a conflict.
+func TestIntegrationSameIDTwoShards(t *testing.T) {
+	env := useEmulators(t)
+	stream := emulator.UniqueName(t, "dup2")
+	id := emulator.UniqueName(t, "obs")
+	env.CreateStream(t, stream, 2)
+	kin := env.Kinesis(t)
+
+	// One shard each, so that the two copies of a command are claimed by
+	// different workers, each with its own view of its claims.
+	cfg := testConfig(id, stream)
+	cfg.ScaleOut.MaxLeasesPerWorker = 1
+	col, v, m := &collector{}, newVendorLog(), metrics.New(metrics.Options{})
+	stopA := startWorker(t, cfg, col, v, m)
+	stopB := startWorker(t, cfg, col, v, m)
+	waitForTable(t, env, id)
+	waitForLeases(t, env, id, 2)
+
+	const same, reused = 10, 5
+	for n := range same + reused {
+		for shard := range 2 {
+			text := "same"
+			if n >= same {
+				text = fmt.Sprintf("from shard %d", shard)
+			}
+			put(t, kin, stream, n, text, fmt.Sprintf("key-%d-%d", n, shard), hashKeyOfShard(shard, 2))
+		}
+	}
+	outs := col.waitFor(t, 2*(same+reused), 90*time.Second)
+	for _, stop := range []func() error{stopA, stopB} {
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	shards := map[string]bool{}
+	for _, o := range outs {
+		shards[o.Shard] = true
+	}
+	if len(shards) != 2 {
+		t.Fatalf("records came from shards %v, want 2", shards)
+	}
+	var ids []string
+	for n := range same + reused {
+		ids = append(ids, commandID(n))
+		texts := []string{"same"}
+		if n >= same {
+			texts = []string{"from shard 0", "from shard 1"}
+		}
+		for _, text := range texts {
+			if got := v.received(commandID(n), text); got != 1 {
+				t.Errorf("the vendor received command %s %q %d times, want once; all: %s", commandID(n), text, got, v)
+			}
+		}
+	}
+	if len(outs) != 2*(same+reused) {
+		t.Errorf("%d outcomes, want %d", len(outs), 2*(same+reused))
+	}
+	if got := conflictsCounted(t, m, id); got != reused {
+		t.Errorf("sauna_command_id_conflicts_total = %v, want %d", got, reused)
+	}
+	checkFinal(t, env, id+"-commands", ids...)
+}
+
+// waitForTable waits until the observer has created its lease table.
+func waitForTable(t *testing.T, env emulator.Env, table string) {
+	t.Helper()
+	db := env.DynamoDB(t)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		_, err := db.DescribeTable(t.Context(), &dynamodb.DescribeTableInput{TableName: aws.String(table)})
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lease table %q not created within 60s: %v", table, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// answerDropper is an HTTP proxy in front of DynamoDB that loses the answer
+// to chosen writes: the request reaches DynamoDB and takes effect, then the
+// client's connection is closed before any response, as when a network or a
+// timeout cuts a call that succeeded.
+type answerDropper struct {
+	URL string
+
+	table string
+	up    *url.URL
+	rp    *httputil.ReverseProxy
+
+	mu     sync.Mutex
+	nth    map[string]int // commandId -> the write mentioning it whose answer is lost
+	writes map[string]int // commandId -> writes mentioning it so far
+	lost   map[string]int // commandId -> answers lost
+}
+
+func newAnswerDropper(t *testing.T, target, table string, nth map[string]int) *answerDropper {
+	t.Helper()
+	up, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &answerDropper{table: table, up: up, rp: httputil.NewSingleHostReverseProxy(up),
+		nth: nth, writes: map[string]int{}, lost: map[string]int{}}
+	srv := httptest.NewServer(http.HandlerFunc(d.serve))
+	t.Cleanup(srv.Close)
+	d.URL = srv.URL
+	return d
+}
+
+func (d *answerDropper) serve(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	if !d.drops(r.Header.Get("X-Amz-Target"), body) {
+		d.rp.ServeHTTP(w, r)
+		return
+	}
+	// Forwarded whole and answered, then the answer is thrown away.
+	fwd, err := http.NewRequestWithContext(r.Context(), r.Method, d.up.JoinPath(r.URL.Path).String(), bytes.NewReader(body))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	fwd.Header = r.Header.Clone()
+	resp, err := http.DefaultClient.Do(fwd)
+	if err == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	conn, _, herr := http.NewResponseController(w).Hijack()
+	if herr != nil {
+		http.Error(w, herr.Error(), http.StatusBadGateway)
+		return
+	}
+	conn.Close()
+}
+
+// drops counts a write to the table and tells whether to lose its answer.
+func (d *answerDropper) drops(target string, body []byte) bool {
+	op := target[strings.LastIndexByte(target, '.')+1:]
+	switch op {
+	case "PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems":
+	default:
+		return false
+	}
+	if !bytes.Contains(body, []byte(`"`+d.table+`"`)) {
+		return false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	drop := false
+	for id, nth := range d.nth {
+		if bytes.Contains(body, []byte(id)) {
+			d.writes[id]++
+			if d.writes[id] == nth {
+				d.lost[id]++
+				drop = true
+			}
+		}
+	}
+	return drop
+}
+
+func (d *answerDropper) answersLost(id string) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.lost[id]
+}
+
+// TestIntegrationLostWriteAnswer: the answer to a write of the outcomes
+// table is lost after the write took effect, for the first write of one
+// command (today its claim) and the second of another (today its outcome).
+// Each command was put twice, on two keys that run concurrently. Each
+// reaches the vendor exactly once and ends recorded as executed: a claim of
+// unknown fate is neither taken for another worker's finished command (the
+// command would be lost) nor for this worker's own (it would run twice); it
+// is left to expire like the claim of a crashed worker and taken over then.
+func TestIntegrationLostWriteAnswer(t *testing.T) {
+	env := useEmulators(t)
+	stream := emulator.UniqueName(t, "lost")
+	id := emulator.UniqueName(t, "obs")
+	table := id + "-commands"
+	env.CreateStream(t, stream, 1)
+	kin := env.Kinesis(t)
+	const claimLost, outcomeLost, control = 1, 2, 3
+	dropper := newAnswerDropper(t, env.DynamoDBURL, table, map[string]int{
+		commandID(claimLost): 1, commandID(outcomeLost): 2,
+	})
+	t.Setenv("AWS_ENDPOINT_URL_DYNAMODB", dropper.URL)
+
+	for _, n := range []int{claimLost, outcomeLost, control} {
+		for _, key := range []string{"a", "b"} {
+			put(t, kin, stream, n, "text", fmt.Sprintf("%s-%d", key, n), "")
+		}
+	}
+	cfg := testConfig(id, stream)
+	// The claim of unknown fate is waited out: keep that short.
+	cfg.Idempotency.ClaimTimeout = 3 * time.Second
+	col, v := &collector{}, newVendorLog()
+	stop := startWorker(t, cfg, col, v, nil)
+	outs := col.waitFor(t, 6, 90*time.Second)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int{claimLost, outcomeLost} {
+		if dropper.answersLost(commandID(n)) != 1 {
+			t.Errorf("command %d: %d answers lost, want 1 (the test did not test)", n, dropper.answersLost(commandID(n)))
+		}
+	}
+	executed := map[string]int{}
+	for _, o := range outs {
+		switch o.Result {
+		case Executed:
+			executed[o.CommandID]++
+		case Duplicate:
+		default:
+			t.Errorf("record %s of command %s: %s %v, want executed or duplicate", o.Sequence, o.CommandID, o.Result, o.Err)
+		}
+	}
+	for _, n := range []int{claimLost, outcomeLost, control} {
+		if got := v.received(commandID(n), "text"); got != 1 {
+			t.Errorf("the vendor received command %d %d times, want once; all: %s", n, got, v)
+		}
+		if executed[commandID(n)] != 1 {
+			t.Errorf("command %d reported executed %d times, want once: %+v", n, executed[commandID(n)], outs)
+		}
+	}
+	checkFinal(t, env, table, commandID(claimLost), commandID(outcomeLost), commandID(control))
+}
