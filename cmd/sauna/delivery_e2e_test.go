@@ -400,6 +400,7 @@ func dgHeldBy(rows map[string]dgLease, worker string) []string {
 type dgOutcome struct {
 	status, verdict, owner string
 	attempts               int
+	read                   time.Time // when the page holding the item was in
 }
 
 // dgOutcomes reads the whole outcome table (consistent, every page).
@@ -415,8 +416,9 @@ func dgOutcomes(t testing.TB, env emulator.Env, table string) map[string]dgOutco
 		if err != nil {
 			t.Fatalf("outcome table %s: %v", table, err)
 		}
+		read := time.Now()
 		for _, item := range out.Items {
-			r := dgOutcome{status: dgString(item, "status"), verdict: dgString(item, "verdict"), owner: dgString(item, "owner")}
+			r := dgOutcome{status: dgString(item, "status"), verdict: dgString(item, "verdict"), owner: dgString(item, "owner"), read: read}
 			if v, ok := item["attempts"].(*ddbtypes.AttributeValueMemberN); ok {
 				r.attempts, _ = strconv.Atoi(v.Value)
 			}
@@ -758,6 +760,7 @@ func TestDeliveryCrash(t *testing.T) {
 	}
 	slices.Sort(marks)
 	bound := 0
+	var atKill []map[string]dgOutcome // the outcome table read after each kill
 	generation := map[string]int{"a": 1, "b": 1}
 	for k, mark := range marks {
 		waitProgress(t, giveUp, sink.distinct, func() bool { return producerFailed() || sink.distinct() >= mark },
@@ -791,6 +794,9 @@ func TestDeliveryCrash(t *testing.T) {
 			}
 		}
 		bound += len(held) * maxInFlight
+		// Read before the restart: what the dead worker recorded done is
+		// in, and redelivery has not begun (its leases have yet to expire).
+		atKill = append(atKill, dgOutcomes(t, env, table))
 		t.Logf("kill %d at %s: worker %s (%s) with %d/%d commands at the receiver, holding %v",
 			k+1, time.Since(started).Round(time.Millisecond), victim.label, victim.id, seen, n, held)
 		letter := victim.label[:1]
@@ -833,6 +839,9 @@ func TestDeliveryCrash(t *testing.T) {
 	// loaded machine) leaves its calls in flight like a kill does.
 	bound += len(lost) * maxInFlight
 	dups, dupIDs := dgCheckExplained(t, ids, hits, outcomes)
+	for k, rows := range atKill {
+		t.Logf("kill %d: %d commands recorded done, none sent again after", k+1, dgCheckNoRerun(t, fmt.Sprintf("after kill %d", k+1), rows, hits))
+	}
 	dgCheckKeyOrder(t, ids, keys, land, hits)
 	t.Logf("duplicates: %d deliveries beyond the first, of %d commands, after %d kills and %d lease losses (bound %d = shards held at each kill or lost x %d in flight); by sender and time since the start:%s",
 		dups, len(dupIDs), kills, len(lost), bound, maxInFlight, dgDescribeDups(dupIDs, hits, started, 20))
@@ -1042,7 +1051,8 @@ func TestDeliveryZombie(t *testing.T) {
 	// The commands it had claimed and not finished: those it would send on
 	// waking if nothing stopped it.
 	var claimedByZombie []string
-	for c, o := range dgOutcomes(t, env, table) {
+	atFreezeOutcomes := dgOutcomes(t, env, table)
+	for c, o := range atFreezeOutcomes {
 		if o.status == "in_progress" && zombieIDs[o.owner] {
 			claimedByZombie = append(claimedByZombie, c)
 		}
@@ -1172,6 +1182,10 @@ func TestDeliveryZombie(t *testing.T) {
 	}
 	hits := sink.snapshot()
 	dups, dupIDs := dgCheckExplained(t, ids, hits, outcomes)
+	// Neither the new owner of the frozen worker's shards, which reads them
+	// again from its checkpoints, nor the revived worker sends again what
+	// was recorded done at the freeze.
+	t.Logf("%d commands recorded done at the freeze, none sent again after", dgCheckNoRerun(t, "at the freeze", atFreezeOutcomes, hits))
 	dgCheckKeyOrder(t, ids, keys, land, hits)
 	shardOf := map[string]string{}
 	for i, id := range ids {
