@@ -840,7 +840,7 @@ func TestDeliveryCrash(t *testing.T) {
 	bound += len(lost) * maxInFlight
 	dups, dupIDs := dgCheckExplained(t, ids, hits, outcomes)
 	for k, rows := range atKill {
-		t.Logf("kill %d: %d commands recorded done, none sent again after", k+1, dgCheckNoRerun(t, fmt.Sprintf("after kill %d", k+1), rows, hits))
+		t.Logf("kill %d: %d commands recorded done, checked for later sends", k+1, dgCheckNoRerun(t, fmt.Sprintf("after kill %d", k+1), rows, hits))
 	}
 	dgCheckKeyOrder(t, ids, keys, land, hits)
 	t.Logf("duplicates: %d deliveries beyond the first, of %d commands, after %d kills and %d lease losses (bound %d = shards held at each kill or lost x %d in flight); by sender and time since the start:%s",
@@ -1185,7 +1185,7 @@ func TestDeliveryZombie(t *testing.T) {
 	// Neither the new owner of the frozen worker's shards, which reads them
 	// again from its checkpoints, nor the revived worker sends again what
 	// was recorded done at the freeze.
-	t.Logf("%d commands recorded done at the freeze, none sent again after", dgCheckNoRerun(t, "at the freeze", atFreezeOutcomes, hits))
+	t.Logf("%d commands recorded done at the freeze, checked for later sends", dgCheckNoRerun(t, "at the freeze", atFreezeOutcomes, hits))
 	dgCheckKeyOrder(t, ids, keys, land, hits)
 	shardOf := map[string]string{}
 	for i, id := range ids {
