@@ -37,15 +37,17 @@ import (
 )
 
 // vendorLog stands in for a vendor: it counts the requests it received per
-// command (commandId and text).
+// command (commandId and text). With a gate, it answers none until the gate
+// is closed.
 type vendorLog struct {
 	mu    sync.Mutex
 	calls map[string]int
+	gate  chan struct{}
 }
 
 func newVendorLog() *vendorLog { return &vendorLog{calls: map[string]int{}} }
 
-func (v *vendorLog) Respond(_ context.Context, c *responders.Command) error {
+func (v *vendorLog) Respond(ctx context.Context, c *responders.Command) error {
 	var d struct{ Text string }
 	if err := json.Unmarshal(c.Data, &d); err != nil {
 		return responders.Permanent(err)
@@ -53,6 +55,13 @@ func (v *vendorLog) Respond(_ context.Context, c *responders.Command) error {
 	v.mu.Lock()
 	v.calls[c.ID+" "+d.Text]++
 	v.mu.Unlock()
+	if v.gate != nil {
+		select {
+		case <-v.gate:
+		case <-ctx.Done():
+			return responders.Retryable(ctx.Err(), 0)
+		}
+	}
 	return nil
 }
 
@@ -115,9 +124,18 @@ func put(t *testing.T, kin *kds.Client, stream string, n int, text, key, hashKey
 	}
 }
 
-// conflictsCounted is sauna_command_id_conflicts_total of observer id.
-func conflictsCounted(t *testing.T, m *metrics.Metrics, id string) float64 {
+// conflictsCounted is sauna_command_id_conflicts_total of observer id, in
+// all of ms.
+func conflictsCounted(t *testing.T, id string, ms ...*metrics.Metrics) float64 {
 	t.Helper()
+	var sum float64
+	for _, m := range ms {
+		sum += conflictsIn(t, m, id)
+	}
+	return sum
+}
+
+func conflictsIn(t *testing.T, m *metrics.Metrics, id string) float64 {
 	mfs, err := m.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -201,7 +219,7 @@ func TestIntegrationSameIDOneShard(t *testing.T) {
 	if executed != 2 || len(outs) != 5 {
 		t.Errorf("%d outcomes, %d executed; want 5 outcomes, 2 executed (one per command): %+v", len(outs), executed, outs)
 	}
-	if got := conflictsCounted(t, m, id); got != 1 {
+	if got := conflictsCounted(t, id, m); got != 1 {
 		t.Errorf("sauna_command_id_conflicts_total = %v, want 1", got)
 	}
 	checkFinal(t, env, id+"-commands", cmdID)
@@ -209,8 +227,12 @@ func TestIntegrationSameIDOneShard(t *testing.T) {
 
 // TestIntegrationSameIDTwoShards: a producer puts commands twice under one
 // commandId with partition keys routed to two shards, read by two workers
-// of one observer. Each command reaches the vendor once; a different command
-// under a reused id runs too, counted as a conflict.
+// of one observer. The vendor answers nothing until both workers have
+// taken in every record, so that both copies are in flight together: a copy
+// claimed while its twin is being sent meets a live claim, one claimed
+// later a done command (the test does not fix which, and both happen).
+// Each command reaches the vendor once; a different command under a reused
+// id runs too, counted as a conflict.
 func TestIntegrationSameIDTwoShards(t *testing.T) {
 	env := useEmulators(t)
 	stream := emulator.UniqueName(t, "dup2")
@@ -222,9 +244,11 @@ func TestIntegrationSameIDTwoShards(t *testing.T) {
 	// different workers, each with its own view of its claims.
 	cfg := testConfig(id, stream)
 	cfg.ScaleOut.MaxLeasesPerWorker = 1
-	col, v, m := &collector{}, newVendorLog(), metrics.New(metrics.Options{})
-	stopA := startWorker(t, cfg, col, v, m)
-	stopB := startWorker(t, cfg, col, v, m)
+	col, v := &collector{}, newVendorLog()
+	v.gate = make(chan struct{})
+	ms := []*metrics.Metrics{metrics.New(metrics.Options{}), metrics.New(metrics.Options{})}
+	stopA := startWorker(t, cfg, col, v, ms[0])
+	stopB := startWorker(t, cfg, col, v, ms[1])
 	waitForTable(t, env, id)
 	waitForLeases(t, env, id, 2)
 
@@ -238,6 +262,15 @@ func TestIntegrationSameIDTwoShards(t *testing.T) {
 			put(t, kin, stream, n, text, fmt.Sprintf("key-%d-%d", n, shard), hashKeyOfShard(shard, 2))
 		}
 	}
+	// Taken in (and so in flight) by both, before anything has finished.
+	deadline := time.Now().Add(60 * time.Second)
+	for inFlight(ms[0]) < same+reused || inFlight(ms[1]) < same+reused {
+		if time.Now().After(deadline) {
+			t.Fatalf("records in flight after 60s: %d and %d, want %d each", inFlight(ms[0]), inFlight(ms[1]), same+reused)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	close(v.gate)
 	outs := col.waitFor(t, 2*(same+reused), 90*time.Second)
 	for _, stop := range []func() error{stopA, stopB} {
 		if err := stop(); err != nil {
@@ -268,10 +301,19 @@ func TestIntegrationSameIDTwoShards(t *testing.T) {
 	if len(outs) != 2*(same+reused) {
 		t.Errorf("%d outcomes, want %d", len(outs), 2*(same+reused))
 	}
-	if got := conflictsCounted(t, m, id); got != reused {
+	if got := conflictsCounted(t, id, ms...); got != reused {
 		t.Errorf("sauna_command_id_conflicts_total = %v, want %d", got, reused)
 	}
 	checkFinal(t, env, id+"-commands", ids...)
+}
+
+// inFlight is the number of records the one observer of m has in flight.
+func inFlight(m *metrics.Metrics) int64 {
+	var n int64
+	for _, o := range m.Observers() {
+		n += o.InFlight
+	}
+	return n
 }
 
 // waitForTable waits until the observer has created its lease table.
