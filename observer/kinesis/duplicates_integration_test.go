@@ -14,12 +14,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -84,31 +82,7 @@ func commandID(n int) string { return fmt.Sprintf("00000000-0000-4000-8000-%012d
 // startWorker runs an observer whose one responder is v, reporting to col.
 func startWorker(t *testing.T, cfg Config, col *collector, v *vendorLog, m *metrics.Metrics) (stop func() error) {
 	t.Helper()
-	d := responders.NewDispatcher(nil)
-	d.Replace(map[string]responders.Enabled{"testslack": {ID: "slack", Module: "testslack", Responder: v}})
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	}
-	o := New(cfg, d, Options{Logger: log, OnOutcome: col.add, Metrics: m})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- o.Run(ctx) }()
-	var once sync.Once
-	var err error
-	stop = func() error {
-		once.Do(func() {
-			cancel()
-			select {
-			case err = <-done:
-			case <-time.After(20 * time.Second):
-				err = fmt.Errorf("observer did not stop within 20s")
-			}
-		})
-		return err
-	}
-	t.Cleanup(func() { _ = stop() })
-	return stop
+	return runObserver(t, cfg, v, Options{OnOutcome: col.add, Metrics: m})
 }
 
 // put writes command n with text under key; hashKey, when set, picks the
@@ -154,6 +128,23 @@ func conflictsIn(t *testing.T, m *metrics.Metrics, id string) float64 {
 		}
 	}
 	return sum
+}
+
+// executedPerCommand counts the records reported executed by commandId,
+// and asserts that every other record was reported a duplicate.
+func executedPerCommand(t *testing.T, outs []Outcome) map[string]int {
+	t.Helper()
+	executed := map[string]int{}
+	for _, o := range outs {
+		switch o.Result {
+		case Executed:
+			executed[o.CommandID]++
+		case Duplicate:
+		default:
+			t.Errorf("record %s of command %s: %s %v, want executed or duplicate", o.Sequence, o.CommandID, o.Result, o.Err)
+		}
+	}
+	return executed
 }
 
 // checkFinal asserts that every command under each id is recorded done,
@@ -206,17 +197,7 @@ func TestIntegrationSameIDOneShard(t *testing.T) {
 			t.Errorf("the vendor received command %q %d times, want once; all: %s", text, got, v)
 		}
 	}
-	executed := 0
-	for _, o := range outs {
-		switch o.Result {
-		case Executed:
-			executed++
-		case Duplicate:
-		default:
-			t.Errorf("record %s: %s %v, want executed or duplicate", o.Sequence, o.Result, o.Err)
-		}
-	}
-	if executed != 2 || len(outs) != 5 {
+	if executed := executedPerCommand(t, outs)[cmdID]; executed != 2 || len(outs) != 5 {
 		t.Errorf("%d outcomes, %d executed; want 5 outcomes, 2 executed (one per command): %+v", len(outs), executed, outs)
 	}
 	if got := conflictsCounted(t, id, m); got != 1 {
@@ -479,17 +460,8 @@ func TestIntegrationLostWriteAnswer(t *testing.T) {
 			t.Errorf("command %d: no answer lost (the test did not test)", n)
 		}
 	}
-	executed := map[string]int{}
+	executed := executedPerCommand(t, outs)
 	var ids []string
-	for _, o := range outs {
-		switch o.Result {
-		case Executed:
-			executed[o.CommandID]++
-		case Duplicate:
-		default:
-			t.Errorf("record %s of command %s: %s %v, want executed or duplicate", o.Sequence, o.CommandID, o.Result, o.Err)
-		}
-	}
 	for n := 1; n <= control; n++ {
 		ids = append(ids, commandID(n))
 		if got := v.received(commandID(n), "text"); got != 1 {

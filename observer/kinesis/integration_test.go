@@ -110,13 +110,23 @@ func putOnEveryShard(t *testing.T, kin *kds.Client, stream string, shards int, f
 
 func startObserver(t *testing.T, cfg Config, col *collector) (stop func() error) {
 	t.Helper()
+	return runObserver(t, cfg, &scripted{}, Options{OnOutcome: col.add})
+}
+
+// runObserver runs an observer whose one responder (module testslack) is
+// resp until stop is called or the test ends. opts.Logger defaults to
+// discarding, or stderr with -v.
+func runObserver(t *testing.T, cfg Config, resp responders.Responder, opts Options) (stop func() error) {
+	t.Helper()
 	d := responders.NewDispatcher(nil)
-	d.Replace(map[string]responders.Enabled{"testslack": {ID: "slack", Module: "testslack", Responder: &scripted{}}})
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	d.Replace(map[string]responders.Enabled{"testslack": {ID: "slack", Module: "testslack", Responder: resp}})
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		if testing.Verbose() {
+			opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+		}
 	}
-	o := New(cfg, d, Options{Logger: log, OnOutcome: col.add})
+	o := New(cfg, d, opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- o.Run(ctx) }()
