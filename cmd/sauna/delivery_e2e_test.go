@@ -796,9 +796,10 @@ func TestDeliveryCrash(t *testing.T) {
 		bound += len(held) * maxInFlight
 		// Read before the restart: what the dead worker recorded done is
 		// in, and redelivery has not begun (its leases have yet to expire).
+		reading := time.Now()
 		atKill = append(atKill, dgOutcomes(t, env, table))
-		t.Logf("kill %d at %s: worker %s (%s) with %d/%d commands at the receiver, holding %v",
-			k+1, time.Since(started).Round(time.Millisecond), victim.label, victim.id, seen, n, held)
+		t.Logf("kill %d at %s: worker %s (%s) with %d/%d commands at the receiver, holding %v; outcome table read in %s",
+			k+1, time.Since(started).Round(time.Millisecond), victim.label, victim.id, seen, n, held, time.Since(reading).Round(time.Millisecond))
 		letter := victim.label[:1]
 		generation[letter]++
 		live[v] = start(fmt.Sprintf("%s%d", letter, generation[letter]))
