@@ -1,12 +1,60 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/sauna-io/sauna/observer/kinesis/emulator"
 )
+
+// dgSentSince lists the commands that reached the receiver from path at or
+// after since.
+func dgSentSince(hits map[string][]dgHit, path string, since time.Time) []string {
+	var ids []string
+	for id, hs := range hits {
+		if slices.ContainsFunc(hs, func(h dgHit) bool { return h.path == path && !h.at.Before(since) }) {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// dgOutcomesOf reads the items of ids (consistently, 100 a call); an id
+// without an item is absent from the result.
+func dgOutcomesOf(t testing.TB, env emulator.Env, table string, ids []string) map[string]dgOutcome {
+	t.Helper()
+	db := dgDB(t, env)
+	rows := map[string]dgOutcome{}
+	for from := 0; from < len(ids); from += 100 {
+		var keys []map[string]ddbtypes.AttributeValue
+		for _, id := range ids[from:min(from+100, len(ids))] {
+			keys = append(keys, map[string]ddbtypes.AttributeValue{"commandId": &ddbtypes.AttributeValueMemberS{Value: id}})
+		}
+		req := map[string]ddbtypes.KeysAndAttributes{table: {Keys: keys, ConsistentRead: aws.Bool(true)}}
+		for len(req) > 0 {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			out, err := db.BatchGetItem(ctx, &dynamodb.BatchGetItemInput{RequestItems: req})
+			cancel()
+			if err != nil {
+				t.Fatalf("outcome table %s: %v", table, err)
+			}
+			read := time.Now()
+			for _, item := range out.Responses[table] {
+				rows[dgString(item, "commandId")] = dgParseOutcome(item, read)
+			}
+			req = out.UnprocessedKeys
+		}
+	}
+	return rows
+}
 
 // dgCheckNoRerun asserts the first guarantee of idempotency on the
 // receiver's side: a command read as done in the outcome table (rows, a
