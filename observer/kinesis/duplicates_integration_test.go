@@ -28,9 +28,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	kds "github.com/aws/aws-sdk-go-v2/service/kinesis"
 
+	"github.com/sauna-io/sauna/observer/command"
 	"github.com/sauna-io/sauna/observer/kinesis/emulator"
 	"github.com/sauna-io/sauna/observer/metrics"
 	"github.com/sauna-io/sauna/observer/outcomes"
+	"github.com/sauna-io/sauna/observer/verdict"
 	"github.com/sauna-io/sauna/responders"
 )
 
@@ -132,16 +134,16 @@ func conflictsIn(t *testing.T, m *metrics.Metrics, id string) float64 {
 
 // executedPerCommand counts the records reported executed by commandId,
 // and asserts that every other record was reported a duplicate.
-func executedPerCommand(t *testing.T, outs []Outcome) map[string]int {
+func executedPerCommand(t *testing.T, outs []command.Outcome) map[string]int {
 	t.Helper()
 	executed := map[string]int{}
 	for _, o := range outs {
-		switch o.Result {
-		case Executed:
+		switch o.Verdict {
+		case verdict.Executed:
 			executed[o.CommandID]++
-		case Duplicate:
+		case verdict.Duplicate:
 		default:
-			t.Errorf("record %s of command %s: %s %v, want executed or duplicate", o.Sequence, o.CommandID, o.Result, o.Err)
+			t.Errorf("record %s of command %s: %s %v, want executed or duplicate", o.Sequence, o.CommandID, o.Verdict, o.Err)
 		}
 	}
 	return executed
@@ -159,7 +161,7 @@ func checkFinal(t *testing.T, env emulator.Env, table string, ids ...string) {
 			continue
 		}
 		for _, r := range recs {
-			if r.Status != outcomes.StatusDone || r.Verdict != outcomes.VerdictExecuted {
+			if r.Status != outcomes.StatusDone || r.Verdict != verdict.Executed {
 				t.Errorf("command %s (digest %s) recorded %s/%s, want done/executed", id, r.Digest, r.Status, r.Verdict)
 			}
 		}
