@@ -29,9 +29,12 @@
 // Every state change is a single conditional write: dynalite, the local
 // emulator, has no transactions, and none are needed because each item is
 // only ever changed by the worker whose claim token it carries. The token is
-// random per claim, so a worker whose claim expired and was taken over cannot
-// extend it or write an outcome over the new owner's, even when both run
-// under the same worker id (a restarted process).
+// drawn from a random per-Table nonce and the record claimed, so a worker
+// whose claim expired and was taken over cannot extend it or write an
+// outcome over the new owner's, even when both run under the same worker id
+// (a restarted process); and a worker that tries a claim again after losing
+// the answer to a write that landed finds its own token and goes on, instead
+// of waiting the claim out as another worker's.
 //
 // Lifecycle of an item:
 //
@@ -56,6 +59,7 @@ package outcomes
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -249,6 +253,8 @@ type Table struct {
 
 	mu   sync.Mutex
 	held map[Identity]*claimState
+	// nonce makes this Table's claim tokens its own (see claimToken).
+	nonce [16]byte
 }
 
 // claimState is what this worker knows of a claim it holds or is taking.
@@ -285,13 +291,15 @@ func New(db ddbtable.Client, cfg Config) *Table {
 	if now == nil {
 		now = time.Now
 	}
-	return &Table{
+	t := &Table{
 		db:   db,
 		cfg:  cfg,
 		log:  log.With("table", cfg.TableName),
 		now:  now,
 		held: make(map[Identity]*claimState),
 	}
+	_, _ = rand.Read(t.nonce[:]) // never fails (crypto/rand)
+	return t
 }
 
 // Name is the DynamoDB table name.
@@ -377,12 +385,9 @@ func (t *Table) claim(ctx context.Context, c Claim) (*claimState, error) {
 // claimAt claims the item at key for c. At the id's own key it returns,
 // instead, the record found there when that is another command's.
 func (t *Table) claimAt(ctx context.Context, c Claim, key string) (*claimState, *Record, error) {
+	tok := t.claimToken(key, c)
 	for range maxClaimRounds {
 		now := t.now()
-		tok, err := newToken()
-		if err != nil {
-			return nil, nil, err
-		}
 		st, err := t.putNew(ctx, key, c, now, tok)
 		if err == nil {
 			return st, nil, nil
@@ -413,6 +418,12 @@ func (t *Table) claimAt(ctx context.Context, c Claim, key string) (*claimState, 
 				return nil, nil, &DuplicateError{Record: rec}
 			}
 		case StatusInProgress:
+			if seen, _ := str(item, attrToken); seen == tok {
+				// Our own write, landed though its answer was lost: the
+				// claim is ours, with no wait for its expiry.
+				return &claimState{key: key, token: tok, attempts: rec.Attempts, first: rec.FirstAttempt,
+					last: rec.LastAttempt, created: rec.Attempts == 1}, nil, nil
+			}
 			if rec.ClaimedUntil.After(now) {
 				return nil, nil, ErrClaimedElsewhere
 			}
@@ -820,10 +831,19 @@ func latest(a, b time.Time) time.Time {
 	return b
 }
 
-func newToken() (string, error) {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("outcomes: claim token: %w", err)
+// claimToken is the token of this Table's claims of one record at key: the
+// same for every try, so that a claim write that landed though its answer
+// was lost (a timeout, a dropped connection) is recognised as ours when the
+// claim is tried again, instead of being waited out as another worker's.
+// Another process (another nonce), another record or another key gets
+// another token; within this process reserve keeps one record from being
+// claimed twice at once.
+func (t *Table) claimToken(key string, c Claim) string {
+	h := sha256.New()
+	h.Write(t.nonce[:])
+	for _, part := range []string{key, c.Shard, c.Sequence} {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
 	}
-	return hex.EncodeToString(b[:]), nil
+	return hex.EncodeToString(h.Sum(nil)[:16])
 }
