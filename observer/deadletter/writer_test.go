@@ -3,7 +3,6 @@ package deadletter
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/sauna-io/sauna/observer/backoff"
+	"github.com/sauna-io/sauna/observer/internal/testlog"
 	"github.com/sauna-io/sauna/observer/kinesis/emulator"
 )
 
@@ -51,18 +51,10 @@ func (f *fakePut) count() int {
 func apiErr(code string) error { return &smithy.GenericAPIError{Code: code, Message: code + " (test)"} }
 
 func testWriter(t *testing.T, kin PutRecorder) *Writer {
-	w := NewWriter(kin, "dlq", slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	w := NewWriter(kin, "dlq", testlog.Logger(t))
 	w.callTimeout = time.Second
 	w.backoff = backoff.Policy{First: time.Millisecond, Max: 4 * time.Millisecond}
 	return w
-}
-
-type testLog struct{ t *testing.T }
-
-func (l testLog) Write(p []byte) (int, error) {
-	l.t.Helper()
-	l.t.Log(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
 }
 
 func ok(*kinesis.PutRecordInput) (*kinesis.PutRecordOutput, error) {
@@ -234,7 +226,7 @@ func TestITWriter(t *testing.T) {
 	kin := env.Kinesis(t)
 	stream := emulator.UniqueName(t, "dlq")
 	env.CreateStream(t, stream, 1)
-	w := NewWriter(kin, stream, slog.New(slog.NewTextHandler(testLog{t}, nil)))
+	w := NewWriter(kin, stream, testlog.Logger(t))
 	var want []Letter
 	for i, key := range []string{"a", "b", "a"} {
 		l := fullLetter()

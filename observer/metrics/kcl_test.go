@@ -6,37 +6,20 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	kclmetrics "github.com/vmware/vmware-go-kcl-v2/clientlibrary/metrics"
 
+	"github.com/sauna-io/sauna/observer/internal/testclock"
 	"github.com/sauna-io/sauna/observer/verdict"
 	"github.com/sauna-io/sauna/responders"
 )
 
-// fakeClock is a settable clock for the status timestamps.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-func newClock() *fakeClock {
-	return &fakeClock{t: time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)}
+// newClock is the settable clock of the status timestamps.
+func newClock() *testclock.Clock {
+	return testclock.New(time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC))
 }
 
 func TestKCLAdapterUpdatesTheShardSeries(t *testing.T) {

@@ -1,47 +1,16 @@
 package outcomes
 
 import (
-	"log/slog"
-	"strings"
-	"sync"
-	"testing"
 	"time"
+
+	"github.com/sauna-io/sauna/observer/internal/testclock"
 )
 
-// clock is a settable time source shared by a test and its Tables.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newClock() *clock {
+// newClock is a settable time source shared by a test and its Tables.
+func newClock() *testclock.Clock {
 	// Millisecond precision, like the stored times, so that values read back
 	// compare equal.
-	return &clock{now: time.Now().UTC().Truncate(time.Millisecond)}
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
-func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
+	return testclock.New(time.Now().UTC().Truncate(time.Millisecond))
 }
 
 // testDigest stands for a command's digest: to the table it is opaque.

@@ -13,6 +13,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/sauna-io/sauna/observer/internal/testclock"
+	"github.com/sauna-io/sauna/observer/internal/testlog"
 	"github.com/sauna-io/sauna/observer/kinesis/emulator"
 	"github.com/sauna-io/sauna/observer/verdict"
 )
@@ -42,7 +44,7 @@ func newIT(t *testing.T) itEnv {
 	return e
 }
 
-func (e itEnv) worker(t *testing.T, id string, clk *clock) *Table {
+func (e itEnv) worker(t *testing.T, id string, clk *testclock.Clock) *Table {
 	return New(e.db, Config{
 		TableName:    e.name,
 		Observer:     "obs",
@@ -50,7 +52,7 @@ func (e itEnv) worker(t *testing.T, id string, clk *clock) *Table {
 		Retention:    72 * time.Hour,
 		ClaimTimeout: 30 * time.Second,
 		CallTimeout:  5 * time.Second,
-		Logger:       testLogger(t).With("worker", id),
+		Logger:       testlog.Logger(t).With("worker", id),
 		Now:          clk.Now,
 	})
 }
@@ -69,7 +71,7 @@ func TestITInit(t *testing.T) {
 	errs := make([]error, 4)
 	for i := range errs {
 		wg.Go(func() {
-			tbl := New(db, Config{TableName: name, WorkerID: fmt.Sprint("w", i), Logger: testLogger(t), CallTimeout: 5 * time.Second})
+			tbl := New(db, Config{TableName: name, WorkerID: fmt.Sprint("w", i), Logger: testlog.Logger(t), CallTimeout: 5 * time.Second})
 			errs[i] = tbl.Init(t.Context())
 		})
 	}
@@ -79,7 +81,7 @@ func TestITInit(t *testing.T) {
 			t.Errorf("starter %d: Init: %v", i, err)
 		}
 	}
-	if err := New(db, Config{TableName: name, Logger: testLogger(t)}).Init(t.Context()); err != nil {
+	if err := New(db, Config{TableName: name, Logger: testlog.Logger(t)}).Init(t.Context()); err != nil {
 		t.Errorf("Init on the existing table: %v", err)
 	}
 	out, err := db.DescribeTable(t.Context(), &dynamodb.DescribeTableInput{TableName: aws.String(name)})
@@ -139,11 +141,11 @@ func TestITDoneIsDuplicate(t *testing.T) {
 	if err := a.Claim(t.Context(), c); err != nil {
 		t.Fatalf("Claim: %v", err)
 	}
-	clk.Advance(2 * time.Second)
+	clk.Add(2 * time.Second)
 	if err := a.Extend(t.Context(), c.Identity()); err != nil {
 		t.Fatalf("Extend: %v", err)
 	}
-	clk.Advance(time.Second)
+	clk.Add(time.Second)
 	if err := a.Finish(t.Context(), c.Identity(), Final{Verdict: verdict.Executed}); err != nil {
 		t.Fatalf("Finish: %v", err)
 	}
@@ -185,13 +187,13 @@ func TestITLiveClaimRefusedExpiredTakenOver(t *testing.T) {
 	if err := a.Claim(t.Context(), c); err != nil {
 		t.Fatalf("Claim: %v", err)
 	}
-	clkB.Advance(29 * time.Second)
+	clkB.Add(29 * time.Second)
 	if err := b.Claim(t.Context(), c); !errors.Is(err, ErrClaimedElsewhere) {
 		t.Fatalf("Claim of a live claim = %v, want ErrClaimedElsewhere", err)
 	}
 	// a crashes mid-call; once its claim has run out, b takes over and the
 	// attempts go on counting from a's.
-	clkB.Advance(time.Second)
+	clkB.Add(time.Second)
 	if err := b.Claim(t.Context(), c); err != nil {
 		t.Fatalf("Claim of an expired claim: %v", err)
 	}
@@ -220,7 +222,7 @@ func TestITFinishFenced(t *testing.T) {
 	if err := a.Claim(t.Context(), c); err != nil {
 		t.Fatal(err)
 	}
-	clkB.Advance(31 * time.Second)
+	clkB.Add(31 * time.Second)
 	if err := b.Claim(t.Context(), c); err != nil {
 		t.Fatalf("takeover: %v", err)
 	}
@@ -240,7 +242,7 @@ func TestITFinishFenced(t *testing.T) {
 	if err := old.Claim(t.Context(), Claim{CommandID: "cmd-2", Digest: testDigest}); err != nil {
 		t.Fatal(err)
 	}
-	clkB.Advance(time.Minute)
+	clkB.Add(time.Minute)
 	if err := b.Claim(t.Context(), Claim{CommandID: "cmd-2", Digest: testDigest}); err != nil {
 		t.Fatalf("takeover of cmd-2: %v", err)
 	}
@@ -355,7 +357,7 @@ func TestITExpiresAt(t *testing.T) {
 		t.Errorf("expiresAt after Claim = %s, want %s (now + retention, epoch seconds)", got, want)
 	}
 	// The window counts from the outcome.
-	clk.Advance(10 * time.Minute)
+	clk.Add(10 * time.Minute)
 	if err := a.Finish(t.Context(), ident("cmd-1"), Final{Verdict: verdict.Executed}); err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/sauna-io/sauna/observer/ddbtable/ddbfake"
+	"github.com/sauna-io/sauna/observer/internal/testclock"
+	"github.com/sauna-io/sauna/observer/internal/testlog"
 	"github.com/sauna-io/sauna/observer/verdict"
 )
 
@@ -24,10 +26,10 @@ const unitCallTimeout = 2 * time.Second
 
 func newFake(t *testing.T) *ddbfake.DB { return ddbfake.New(t, unitCallTimeout) }
 
-func newUnitTable(t *testing.T, db *ddbfake.DB, clk *clock, logger *slog.Logger) *Table {
+func newUnitTable(t *testing.T, db *ddbfake.DB, clk *testclock.Clock, logger *slog.Logger) *Table {
 	t.Helper()
 	if logger == nil {
-		logger = testLogger(t)
+		logger = testlog.Logger(t)
 	}
 	tbl := New(db, Config{
 		TableName:    "obs-commands",
@@ -545,7 +547,7 @@ func TestClaimErrors(t *testing.T) {
 }
 
 // holding returns a table that holds a claim on c1 with the given token.
-func holding(t *testing.T, f *ddbfake.DB, clk *clock) (*Table, string) {
+func holding(t *testing.T, f *ddbfake.DB, clk *testclock.Clock) (*Table, string) {
 	t.Helper()
 	var tok string
 	f.OnPutItem = func(in *dynamodb.PutItemInput) (*dynamodb.PutItemOutput, error) {
@@ -573,7 +575,7 @@ func TestExtendFinishRelease(t *testing.T) {
 		}
 		return &dynamodb.UpdateItemOutput{Attributes: map[string]types.AttributeValue{attrAttempts: n(2)}}, nil
 	}
-	clk.Advance(10 * time.Second)
+	clk.Add(10 * time.Second)
 	if err := tbl.Extend(t.Context(), ident("c1")); err != nil {
 		t.Fatalf("Extend: %v", err)
 	}
@@ -584,7 +586,7 @@ func TestExtendFinishRelease(t *testing.T) {
 
 	// Finish merges the caller's counts with the table's: the larger count,
 	// the earlier first and the later last attempt.
-	clk.Advance(time.Second)
+	clk.Add(time.Second)
 	callerLast := clk.Now()
 	err := tbl.Finish(t.Context(), ident("c1"), Final{
 		Verdict: verdict.DeadLettered, Attempts: 1, FirstAttempt: start.Add(time.Second), LastAttempt: callerLast, Reason: "failed_permanently",

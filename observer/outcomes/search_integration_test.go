@@ -11,6 +11,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/sauna-io/sauna/observer/internal/testclock"
+	"github.com/sauna-io/sauna/observer/internal/testlog"
 	"github.com/sauna-io/sauna/observer/kinesis/emulator"
 	"github.com/sauna-io/sauna/observer/verdict"
 )
@@ -29,9 +31,9 @@ func TestITSearch(t *testing.T) {
 		_, _ = db.DeleteTable(ctx, &dynamodb.DeleteTableInput{TableName: aws.String(name)})
 	})
 	midnight := time.Now().UTC().Truncate(24 * time.Hour)
-	clk := &clock{now: midnight.Add(-2 * time.Minute)}
-	tbl := New(db, Config{TableName: name, Observer: "obs", WorkerID: "w1", Logger: testLogger(t), Now: clk.Now})
-	other := New(db, Config{TableName: name, Observer: "other", WorkerID: "w2", Logger: testLogger(t), Now: clk.Now})
+	clk := testclock.New(midnight.Add(-2 * time.Minute))
+	tbl := New(db, Config{TableName: name, Observer: "obs", WorkerID: "w1", Logger: testlog.Logger(t), Now: clk.Now})
+	other := New(db, Config{TableName: name, Observer: "other", WorkerID: "w2", Logger: testlog.Logger(t), Now: clk.Now})
 	ctx := t.Context()
 	if err := tbl.Init(ctx); err != nil {
 		t.Fatalf("Init: %v", err)
@@ -48,7 +50,7 @@ func TestITSearch(t *testing.T) {
 		if err := tb.Finish(ctx, Identity{CommandID: id, Digest: "d-" + id}, Final{Verdict: v, Reason: "r-" + id}); err != nil {
 			t.Fatalf("Finish %s: %v", id, err)
 		}
-		clk.Advance(time.Minute)
+		clk.Add(time.Minute)
 	}
 	// 23:58, 23:59 the day before; 00:00, 00:01, 00:02, 00:03 after midnight.
 	run(tbl, "c1", "slack", slack, verdict.Executed)
@@ -57,7 +59,7 @@ func TestITSearch(t *testing.T) {
 	if err := tbl.Reject(ctx, Rejection{CommandID: "c4", Shard: "s", Sequence: "4", Responder: "pagerduty", Schema: pd, Reason: "no_responder: none configured"}); err != nil {
 		t.Fatalf("Reject: %v", err)
 	}
-	clk.Advance(time.Minute)
+	clk.Add(time.Minute)
 	run(other, "c5", "pagerduty", pd, verdict.Executed) // another observer sharing the table
 	if err := tbl.Claim(ctx, Claim{CommandID: "c6", Digest: "d-c6", Shard: "s", Sequence: "6", Responder: "slack", Schema: slack}); err != nil {
 		t.Fatalf("Claim c6: %v", err)
@@ -172,7 +174,7 @@ func TestITSearchIndexOnExistingTable(t *testing.T) {
 		defer cancel()
 		_, _ = db.DeleteTable(ctx, &dynamodb.DeleteTableInput{TableName: aws.String(name)})
 	})
-	tbl := New(db, Config{TableName: name, Observer: "obs", WorkerID: "w", Logger: testLogger(t)})
+	tbl := New(db, Config{TableName: name, Observer: "obs", WorkerID: "w", Logger: testlog.Logger(t)})
 	if err := tbl.Init(ctx); err != nil {
 		t.Fatalf("Init: %v", err)
 	}

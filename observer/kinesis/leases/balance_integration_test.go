@@ -8,6 +8,7 @@ import (
 
 	par "github.com/vmware/vmware-go-kcl-v2/clientlibrary/partition"
 
+	"github.com/sauna-io/sauna/observer/internal/testlog"
 	"github.com/sauna-io/sauna/observer/kinesis/emulator"
 )
 
@@ -19,7 +20,7 @@ func (e itEnv) balancedTable(t *testing.T, name, stream, worker string) *Table {
 		WorkerID:      worker,
 		LeaseDuration: 10 * time.Second,
 		CallTimeout:   5 * time.Second,
-		Logger:        testLogger(t).With("worker", worker),
+		Logger:        testlog.Logger(t).With("worker", worker),
 		Balance:       true,
 	})
 	if err := tbl.Init(); err != nil {

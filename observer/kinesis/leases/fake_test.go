@@ -2,7 +2,6 @@ package leases
 
 import (
 	"context"
-	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +14,8 @@ import (
 	kintypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
 	"github.com/sauna-io/sauna/observer/ddbtable/ddbfake"
+	"github.com/sauna-io/sauna/observer/internal/testclock"
+	"github.com/sauna-io/sauna/observer/internal/testlog"
 )
 
 // fakeKinesis answers ListShards with listShards.
@@ -78,28 +79,11 @@ var (
 	fakeCallTime = 3 * time.Second
 )
 
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 type fixture struct {
 	tbl   *Table
 	db    *ddbfake.DB
 	kin   *fakeKinesis
-	clock *fakeClock
+	clock *testclock.Clock
 }
 
 // newFixture returns a Table (worker "me", table "obs", stream "stream-a")
@@ -109,7 +93,7 @@ func newFixture(t *testing.T) *fixture {
 	f := &fixture{
 		db:    ddbfake.New(t, fakeCallTime),
 		kin:   &fakeKinesis{t: t},
-		clock: &fakeClock{now: fakeNow},
+		clock: testclock.New(fakeNow),
 	}
 	f.db.ConsistentReads = true
 	f.tbl = New(f.db, f.kin, Config{
@@ -118,7 +102,7 @@ func newFixture(t *testing.T) *fixture {
 		WorkerID:      "me",
 		LeaseDuration: fakeLease,
 		CallTimeout:   fakeCallTime,
-		Logger:        testLogger(t),
+		Logger:        testlog.Logger(t),
 	})
 	f.tbl.now = f.clock.Now
 	f.tbl.waitMinDelay, f.tbl.waitMaxDelay = time.Millisecond, 5*time.Millisecond
@@ -177,18 +161,4 @@ func names(attrs ...string) map[string]string {
 		m["#"+a] = a
 	}
 	return m
-}
-
-// testLogger sends the Table's log to the test's log, shown for failures and
-// with -v.
-func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
 }

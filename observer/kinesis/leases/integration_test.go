@@ -18,6 +18,7 @@ import (
 	par "github.com/vmware/vmware-go-kcl-v2/clientlibrary/partition"
 
 	"github.com/sauna-io/sauna/observer/ddbtable"
+	"github.com/sauna-io/sauna/observer/internal/testlog"
 	"github.com/sauna-io/sauna/observer/kinesis/emulator"
 )
 
@@ -57,7 +58,7 @@ func (e itEnv) newTable(t *testing.T, name, stream, worker string, lease time.Du
 		WorkerID:      worker,
 		LeaseDuration: lease,
 		CallTimeout:   5 * time.Second,
-		Logger:        testLogger(t).With("worker", worker),
+		Logger:        testlog.Logger(t).With("worker", worker),
 	})
 }
 
