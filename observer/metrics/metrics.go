@@ -99,99 +99,76 @@ func New(opts Options) *Metrics {
 	}
 	shardLabels := []string{LabelObserver, LabelStream, LabelShard}
 	observerLabels := []string{LabelObserver, LabelStream}
+	v := vecs{reg: prometheus.NewRegistry()}
 	m := &Metrics{
-		reg: prometheus.NewRegistry(),
+		reg: v.reg,
 		now: opts.Now,
 
-		records: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sauna_kinesis_records_total",
-			Help: "Records read from a shard and handed to the record processor (KPL aggregates count once per user record).",
-		}, shardLabels),
-		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sauna_kinesis_bytes_total",
-			Help: "Payload bytes of the records read from a shard.",
-		}, shardLabels),
-		behind: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "sauna_kinesis_millis_behind_latest",
-			Help: "How far the last GetRecords response of a held shard was behind the tip of the stream, in milliseconds. Dropped when the lease is released.",
-		}, shardLabels),
-		lastPoll: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "sauna_kinesis_last_poll_timestamp_seconds",
-			Help: "Unix time of the last successful GetRecords of a held shard. Dropped when the lease is released.",
-		}, shardLabels),
-		leasesGained: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sauna_kinesis_leases_gained_total",
-			Help: "Shard leases this process acquired.",
-		}, shardLabels),
-		leasesLost: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sauna_kinesis_leases_lost_total",
-			Help: "Shard leases this process released or lost (shutdown, shard end, renewal failure, read error).",
-		}, shardLabels),
-		leaseRenewals: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sauna_kinesis_lease_renewals_total",
-			Help: "Successful renewals of held shard leases.",
-		}, shardLabels),
-		getRecords: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "sauna_kinesis_get_records_duration_seconds",
-			Help:    "Time from the start of a GetRecords call to its records being ready for the processor.",
-			Buckets: getRecordsBuckets,
-		}, shardLabels),
-		processRecords: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "sauna_kinesis_process_records_duration_seconds",
-			Help:    "Time the record processor spent on one batch, retries and checkpoint included.",
-			Buckets: processRecordsBuckets,
-		}, shardLabels),
-		leasesHeld: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "sauna_kinesis_leases_held",
-			Help: "Shard leases the observer's current worker holds.",
-		}, observerLabels),
-		running: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "sauna_observer_running",
-			Help: "1 while the observer's KCL worker is started and not stopped, else 0.",
-		}, observerLabels),
-		handoffs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sauna_kinesis_lease_handoffs_total",
-			Help: "Shard leases that moved between workers through this process: graceful (handed over, or released to a peer at shutdown, after the final checkpoint) or expired (taken from a worker that stopped renewing).",
-		}, []string{LabelObserver, LabelStream, LabelKind}),
-		workers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "sauna_kinesis_workers",
-			Help: "Live workers of the observer id sharing the stream, as the last lease table scan counted them (this one included).",
-		}, observerLabels),
+		records: v.counter("sauna_kinesis_records_total",
+			"Records read from a shard and handed to the record processor (KPL aggregates count once per user record).",
+			shardLabels),
+		bytes: v.counter("sauna_kinesis_bytes_total",
+			"Payload bytes of the records read from a shard.",
+			shardLabels),
+		behind: v.gauge("sauna_kinesis_millis_behind_latest",
+			"How far the last GetRecords response of a held shard was behind the tip of the stream, in milliseconds. Dropped when the lease is released.",
+			shardLabels),
+		lastPoll: v.gauge("sauna_kinesis_last_poll_timestamp_seconds",
+			"Unix time of the last successful GetRecords of a held shard. Dropped when the lease is released.",
+			shardLabels),
+		leasesGained: v.counter("sauna_kinesis_leases_gained_total",
+			"Shard leases this process acquired.",
+			shardLabels),
+		leasesLost: v.counter("sauna_kinesis_leases_lost_total",
+			"Shard leases this process released or lost (shutdown, shard end, renewal failure, read error).",
+			shardLabels),
+		leaseRenewals: v.counter("sauna_kinesis_lease_renewals_total",
+			"Successful renewals of held shard leases.",
+			shardLabels),
+		getRecords: v.histogram("sauna_kinesis_get_records_duration_seconds",
+			"Time from the start of a GetRecords call to its records being ready for the processor.",
+			getRecordsBuckets, shardLabels),
+		processRecords: v.histogram("sauna_kinesis_process_records_duration_seconds",
+			"Time the record processor spent on one batch, retries and checkpoint included.",
+			processRecordsBuckets, shardLabels),
+		leasesHeld: v.gauge("sauna_kinesis_leases_held",
+			"Shard leases the observer's current worker holds.",
+			observerLabels),
+		running: v.gauge("sauna_observer_running",
+			"1 while the observer's KCL worker is started and not stopped, else 0.",
+			observerLabels),
+		handoffs: v.counter("sauna_kinesis_lease_handoffs_total",
+			"Shard leases that moved between workers through this process: graceful (handed over, or released to a peer at shutdown, after the final checkpoint) or expired (taken from a worker that stopped renewing).",
+			[]string{LabelObserver, LabelStream, LabelKind}),
+		workers: v.gauge("sauna_kinesis_workers",
+			"Live workers of the observer id sharing the stream, as the last lease table scan counted them (this one included).",
+			observerLabels),
 
-		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sauna_commands_total",
-			Help: "Records with a final outcome: executed, rejected (reason says why), duplicate, dead_lettered, or failed (permanently, with no dead-letter stream).",
-		}, []string{LabelObserver, LabelResponder, LabelOutcome, LabelReason}),
-		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sauna_responder_attempts_total",
-			Help: "Responder calls by verdict: done, retryable or permanent.",
-		}, []string{LabelObserver, LabelResponder, LabelVerdict}),
-		attemptDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "sauna_responder_attempt_duration_seconds",
-			Help:    "Latency of one responder call, by verdict.",
-			Buckets: responderBuckets,
-		}, []string{LabelObserver, LabelResponder, LabelVerdict}),
-		idConflicts: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sauna_command_id_conflicts_total",
-			Help: "Commands whose commandId was already recorded for a different command (another schema or data); each ran as a command of its own. Counted once per command, by the responder of the later one.",
-		}, []string{LabelObserver, LabelResponder}),
+		commands: v.counter("sauna_commands_total",
+			"Records with a final outcome: executed, rejected (reason says why), duplicate, dead_lettered, or failed (permanently, with no dead-letter stream).",
+			[]string{LabelObserver, LabelResponder, LabelOutcome, LabelReason}),
+		attempts: v.counter("sauna_responder_attempts_total",
+			"Responder calls by verdict: done, retryable or permanent.",
+			[]string{LabelObserver, LabelResponder, LabelVerdict}),
+		attemptDuration: v.histogram("sauna_responder_attempt_duration_seconds",
+			"Latency of one responder call, by verdict.",
+			responderBuckets, []string{LabelObserver, LabelResponder, LabelVerdict}),
+		idConflicts: v.counter("sauna_command_id_conflicts_total",
+			"Commands whose commandId was already recorded for a different command (another schema or data); each ran as a command of its own. Counted once per command, by the responder of the later one.",
+			[]string{LabelObserver, LabelResponder}),
 
-		cwSent: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sauna_cloudwatch_datums_sent_total",
-			Help: "Metric datums CloudWatch accepted.",
-		}, []string{LabelObserver}),
-		cwDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sauna_cloudwatch_datums_dropped_total",
-			Help: "Metric datums given up: overflow (the buffer was full while CloudWatch was unreachable; the oldest go first) or rejected (CloudWatch refused the request as invalid).",
-		}, []string{LabelObserver, LabelReason}),
-		cwPutErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sauna_cloudwatch_put_errors_total",
-			Help: "Failed PutMetricData calls.",
-		}, []string{LabelObserver}),
-		cwBuffered: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "sauna_cloudwatch_buffered_datums",
-			Help: "Metric datums waiting to be sent.",
-		}, []string{LabelObserver}),
+		cwSent: v.counter("sauna_cloudwatch_datums_sent_total",
+			"Metric datums CloudWatch accepted.",
+			[]string{LabelObserver}),
+		cwDropped: v.counter("sauna_cloudwatch_datums_dropped_total",
+			"Metric datums given up: overflow (the buffer was full while CloudWatch was unreachable; the oldest go first) or rejected (CloudWatch refused the request as invalid).",
+			[]string{LabelObserver, LabelReason}),
+		cwPutErrors: v.counter("sauna_cloudwatch_put_errors_total",
+			"Failed PutMetricData calls.",
+			[]string{LabelObserver}),
+		cwBuffered: v.gauge("sauna_cloudwatch_buffered_datums",
+			"Metric datums waiting to be sent.",
+			[]string{LabelObserver}),
 
 		observers: map[string]*Observer{},
 	}
@@ -199,14 +176,30 @@ func New(opts Options) *Metrics {
 	m.reloads.collect = collectReloads
 	m.paused.descs = []*prometheus.Desc{pausedDesc}
 	m.paused.collect = collectPaused
-	m.reg.MustRegister(
-		m.records, m.bytes, m.behind, m.lastPoll, m.leasesGained, m.leasesLost, m.leaseRenewals,
-		m.getRecords, m.processRecords, m.leasesHeld, m.running, m.handoffs, m.workers,
-		m.commands, m.attempts, m.attemptDuration, m.idConflicts,
-		m.cwSent, m.cwDropped, m.cwPutErrors, m.cwBuffered,
-		&m.reloads, &m.paused, inFlightCollector{m},
-	)
+	m.reg.MustRegister(&m.reloads, &m.paused, inFlightCollector{m})
 	return m
+}
+
+// vecs builds New's metric vectors and registers each as it is built, so
+// that a metric is declared in one place and cannot be left unregistered.
+type vecs struct{ reg *prometheus.Registry }
+
+func (v vecs) counter(name, help string, labels []string) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+	v.reg.MustRegister(c)
+	return c
+}
+
+func (v vecs) gauge(name, help string, labels []string) *prometheus.GaugeVec {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
+	v.reg.MustRegister(g)
+	return g
+}
+
+func (v vecs) histogram(name, help string, buckets []float64, labels []string) *prometheus.HistogramVec {
+	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, labels)
+	v.reg.MustRegister(h)
+	return h
 }
 
 // Registry returns the private registry, e.g. for a test's Gather.
