@@ -303,25 +303,25 @@ type pauseBody struct {
 }
 
 func (h *handler) pause(w http.ResponseWriter, r *http.Request) {
-	if h.opts.Pauser == nil {
-		h.text(w, http.StatusNotImplemented, "pausing is not available\n")
-		return
-	}
-	changed := h.opts.Pauser.Pause()
-	if changed {
-		h.opts.Logger.Warn("intake paused from the admin API; in-flight commands finish, no new record is taken until POST /resume", "remote", r.RemoteAddr)
-	}
-	h.json(w, http.StatusOK, pauseBody{Paused: h.paused(), Changed: changed, PausedSince: h.pausedSince()})
+	h.switchIntake(w, r, Pauser.Pause, slog.LevelWarn,
+		"intake paused from the admin API; in-flight commands finish, no new record is taken until POST /resume")
 }
 
 func (h *handler) resume(w http.ResponseWriter, r *http.Request) {
+	h.switchIntake(w, r, Pauser.Resume, slog.LevelInfo, "intake resumed from the admin API")
+}
+
+// switchIntake flips the pause switch with flip (Pauser.Pause or
+// Pauser.Resume), logs msg only when the state changed, and answers with the
+// state after the call.
+func (h *handler) switchIntake(w http.ResponseWriter, r *http.Request, flip func(Pauser) bool, level slog.Level, msg string) {
 	if h.opts.Pauser == nil {
 		h.text(w, http.StatusNotImplemented, "pausing is not available\n")
 		return
 	}
-	changed := h.opts.Pauser.Resume()
+	changed := flip(h.opts.Pauser)
 	if changed {
-		h.opts.Logger.Info("intake resumed from the admin API", "remote", r.RemoteAddr)
+		h.opts.Logger.Log(r.Context(), level, msg, "remote", r.RemoteAddr)
 	}
 	h.json(w, http.StatusOK, pauseBody{Paused: h.paused(), Changed: changed, PausedSince: h.pausedSince()})
 }
