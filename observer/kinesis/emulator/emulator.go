@@ -119,23 +119,25 @@ func (e Env) AWSConfig(t testing.TB) aws.Config {
 // Kinesis returns a Kinesis client for the kinesalite endpoint.
 func (e Env) Kinesis(t testing.TB) *kinesis.Client {
 	t.Helper()
-	if e.KinesisURL == "" {
-		t.Fatalf("emulator: Kinesis endpoint is empty; get the Env from Require")
-	}
-	return kinesis.NewFromConfig(e.AWSConfig(t), func(o *kinesis.Options) {
-		o.BaseEndpoint = aws.String(e.KinesisURL)
-	})
+	url := required(t, "Kinesis", e.KinesisURL)
+	return kinesis.NewFromConfig(e.AWSConfig(t), func(o *kinesis.Options) { o.BaseEndpoint = aws.String(url) })
 }
 
 // DynamoDB returns a DynamoDB client for the dynalite endpoint.
 func (e Env) DynamoDB(t testing.TB) *dynamodb.Client {
 	t.Helper()
-	if e.DynamoDBURL == "" {
-		t.Fatalf("emulator: DynamoDB endpoint is empty; get the Env from Require")
+	url := required(t, "DynamoDB", e.DynamoDBURL)
+	return dynamodb.NewFromConfig(e.AWSConfig(t), func(o *dynamodb.Options) { o.BaseEndpoint = aws.String(url) })
+}
+
+// required fails the test when an emulator's endpoint is unset: an Env not
+// from Require is a mistake in the test, not a reason to skip it.
+func required(t testing.TB, service, url string) string {
+	t.Helper()
+	if url == "" {
+		t.Fatalf("emulator: %s endpoint is empty; get the Env from Require", service)
 	}
-	return dynamodb.NewFromConfig(e.AWSConfig(t), func(o *dynamodb.Options) {
-		o.BaseEndpoint = aws.String(e.DynamoDBURL)
-	})
+	return url
 }
 
 // CloudWatch returns a CloudWatch client for moto_server, or skips the test
