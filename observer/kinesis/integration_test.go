@@ -114,17 +114,14 @@ func startObserver(t *testing.T, cfg Config, col *collector) (stop func() error)
 }
 
 // runObserver runs an observer whose one responder (module testslack) is
-// resp until stop is called or the test ends. opts.Logger defaults to
-// discarding, or stderr with -v.
+// resp until stop is called or the test ends. opts.Logger defaults to one on
+// testLogHandler.
 func runObserver(t *testing.T, cfg Config, resp responders.Responder, opts Options) (stop func() error) {
 	t.Helper()
 	d := responders.NewDispatcher(nil)
 	d.Replace(map[string]responders.Enabled{"testslack": {ID: "slack", Module: "testslack", Responder: resp}})
 	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-		if testing.Verbose() {
-			opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-		}
+		opts.Logger = slog.New(testLogHandler())
 	}
 	o := New(cfg, d, opts)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -145,6 +142,14 @@ func runObserver(t *testing.T, cfg Config, resp responders.Responder, opts Optio
 	}
 	t.Cleanup(func() { _ = stop() })
 	return stop
+}
+
+// testLogHandler discards the observer's log, or shows it on stderr with -v.
+func testLogHandler() slog.Handler {
+	if testing.Verbose() {
+		return slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})
+	}
+	return slog.NewTextHandler(io.Discard, nil)
 }
 
 func TestIntegrationWorkerConsumesEveryShard(t *testing.T) {

@@ -5,10 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/big"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -79,36 +77,13 @@ func (h kplErrorLog) WithGroup(g string) slog.Handler {
 // testslack; opts.Logger is set here and its error messages are returned.
 func kplStartObserver(t *testing.T, cfg Config, resp responders.Responder, opts Options) (stop func() error, errors func() []string) {
 	t.Helper()
-	d := responders.NewDispatcher(nil)
-	d.Replace(map[string]responders.Enabled{"testslack": {ID: "slack", Module: "testslack", Responder: resp}})
-	var base slog.Handler = slog.NewTextHandler(io.Discard, nil)
-	if testing.Verbose() {
-		base = slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})
-	}
 	var mu sync.Mutex
 	var msgs []string
-	opts.Logger = slog.New(kplErrorLog{Handler: base, mu: &mu, msgs: &msgs})
+	opts.Logger = slog.New(kplErrorLog{Handler: testLogHandler(), mu: &mu, msgs: &msgs})
 	if opts.DrainTimeout == 0 {
 		opts.DrainTimeout = time.Second
 	}
-	o := New(cfg, d, opts)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- o.Run(ctx) }()
-	var once sync.Once
-	var err error
-	stop = func() error {
-		once.Do(func() {
-			cancel()
-			select {
-			case err = <-done:
-			case <-time.After(20 * time.Second):
-				err = fmt.Errorf("observer did not stop within 20s")
-			}
-		})
-		return err
-	}
-	t.Cleanup(func() { _ = stop() })
+	stop = runObserver(t, cfg, resp, opts)
 	return stop, func() []string {
 		mu.Lock()
 		defer mu.Unlock()
