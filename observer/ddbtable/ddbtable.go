@@ -58,6 +58,12 @@ type Spec struct {
 	// that lacks them (see Ensure).
 	Indexes []Index
 
+	// ThrottleCost says what throttling costs the table's users, e.g.
+	// "throttling can cost leases": Ensure warns with it when the table
+	// does not bill on demand (it was created provisioned, ahead of time
+	// or by another tool). Empty means no warning.
+	ThrottleCost string
+
 	CallTimeout time.Duration // deadline of each DynamoDB call; 0 means DefaultCallTimeout
 	WaitTimeout time.Duration // bound on the wait for ACTIVE; 0 means DefaultWaitTimeout
 	MinDelay    time.Duration // first poll delay of that wait; 0 means DefaultMinDelay
@@ -99,7 +105,16 @@ func Ensure(ctx context.Context, db Client, s Spec) (*types.TableDescription, er
 		return nil, s.errorf("%w", err)
 	}
 	s.addIndexes(ctx, db, desc)
+	if s.ThrottleCost != "" && !onDemand(desc) {
+		s.Logger.Warn(s.Kind + " is not PAY_PER_REQUEST; " + s.ThrottleCost)
+	}
 	return desc, nil
+}
+
+// onDemand reports whether the table bills per request; only such a table
+// cannot be throttled for lack of provisioned capacity.
+func onDemand(desc *types.TableDescription) bool {
+	return desc.BillingModeSummary != nil && desc.BillingModeSummary.BillingMode == types.BillingModePayPerRequest
 }
 
 // IndexStatus is the state of the index named name in desc: "" when the
@@ -152,7 +167,7 @@ func (s *Spec) addIndexes(ctx context.Context, db Client, desc *types.TableDescr
 }
 
 func (s *Spec) indexThroughput(desc *types.TableDescription) *types.ProvisionedThroughput {
-	if desc.BillingModeSummary != nil && desc.BillingModeSummary.BillingMode == types.BillingModePayPerRequest {
+	if onDemand(desc) {
 		return nil
 	}
 	if pt := desc.ProvisionedThroughput; pt != nil && aws.ToInt64(pt.ReadCapacityUnits) > 0 {

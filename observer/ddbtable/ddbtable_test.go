@@ -107,6 +107,14 @@ func TestEnsure(t *testing.T) {
 			wantDesc: provisioned,
 		},
 		{
+			name:     "a table that does not bill on demand is warned of",
+			spec:     func(s *Spec) { s.ThrottleCost = "throttling slows tests" },
+			describe: []any{provisioned},
+			wantOps:  []string{"DescribeTable"},
+			wantDesc: provisioned,
+			wantLog:  "test table is not PAY_PER_REQUEST; throttling slows tests",
+		},
+		{
 			name:     "creates a missing table and waits until ACTIVE",
 			describe: []any{notFound(), desc(types.TableStatusCreating), desc(types.TableStatusActive)},
 			wantOps:  []string{"DescribeTable", "CreateTable", "DescribeTable", "DescribeTable"},

@@ -20,24 +20,22 @@ import (
 // one whose CreateTable loses the race waits like the others. ctx bounds the
 // whole call; every request has its own CallTimeout as well.
 func (t *Table) Init(ctx context.Context) error {
-	desc, err := ddbtable.Ensure(ctx, t.db, ddbtable.Spec{
+	_, err := ddbtable.Ensure(ctx, t.db, ddbtable.Spec{
 		Name:    t.cfg.TableName,
 		Kind:    "outcomes table",
 		HashKey: AttrCommandID,
 		// e.g. the observer's lease table, or a table of another application.
-		Refusal:     "not an outcomes table",
-		Indexes:     t.indexes(),
-		CallTimeout: t.cfg.CallTimeout,
-		WaitTimeout: t.cfg.TableWaitTimeout,
-		MinDelay:    t.waitMinDelay,
-		MaxDelay:    t.waitMaxDelay,
-		Logger:      t.log,
+		Refusal:      "not an outcomes table",
+		ThrottleCost: "throttled claims hold commands back",
+		Indexes:      t.indexes(),
+		CallTimeout:  t.cfg.CallTimeout,
+		WaitTimeout:  t.cfg.TableWaitTimeout,
+		MinDelay:     t.waitMinDelay,
+		MaxDelay:     t.waitMaxDelay,
+		Logger:       t.log,
 	})
 	if err != nil {
 		return err
-	}
-	if desc.BillingModeSummary == nil || desc.BillingModeSummary.BillingMode != types.BillingModePayPerRequest {
-		t.log.Warn("outcomes table is not PAY_PER_REQUEST; throttled claims hold commands back")
 	}
 	return t.ensureTTL(ctx)
 }

@@ -215,20 +215,18 @@ func (t *Table) Init() error {
 		Kind:    "lease table",
 		HashKey: attrShardID,
 		// e.g. a table of another KCL flavour, whose items would not fit ours.
-		Refusal:     "not a lease table of this kind",
-		CallTimeout: t.cfg.CallTimeout,
-		WaitTimeout: t.cfg.TableWaitTimeout,
-		MinDelay:    t.waitMinDelay,
-		MaxDelay:    t.waitMaxDelay,
-		Logger:      t.log,
+		Refusal: "not a lease table of this kind",
+		// A table created by the KCL itself has 10/10 provisioned capacity;
+		// throttled renewals then lose leases (duplicates).
+		ThrottleCost: "throttling can cost leases",
+		CallTimeout:  t.cfg.CallTimeout,
+		WaitTimeout:  t.cfg.TableWaitTimeout,
+		MinDelay:     t.waitMinDelay,
+		MaxDelay:     t.waitMaxDelay,
+		Logger:       t.log,
 	})
 	if err != nil {
 		return err
-	}
-	if desc.BillingModeSummary == nil || desc.BillingModeSummary.BillingMode != types.BillingModePayPerRequest {
-		// A table created by the KCL itself has 10/10 provisioned capacity;
-		// throttled renewals then lose leases (duplicates).
-		t.log.Warn("lease table is not PAY_PER_REQUEST; throttling can cost leases")
 	}
 	started, err := t.bindStream(aws.ToTime(desc.CreationDateTime))
 	if err != nil {
