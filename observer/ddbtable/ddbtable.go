@@ -2,8 +2,9 @@
 // observer keeps for itself (leases, command outcomes): the client interface
 // they use; Ensure, which makes sure such a table, keyed by a single string
 // hash key, exists, bills on demand and is ACTIVE with the global secondary
-// indexes it is queried by; and the placeholders, update expressions and
-// attribute values of their requests. What the items mean, and the
+// indexes it is queried by; GetItem, the consistent read of one item; and
+// the placeholders, update expressions and attribute values of their
+// requests. What the items mean, and the
 // conditions that guard them, belong to the packages that own the tables.
 package ddbtable
 

@@ -725,15 +725,7 @@ func (t *Table) callCtx(ctx context.Context) (context.Context, context.CancelFun
 func (t *Table) getItem(ctx context.Context, key string) (map[string]types.AttributeValue, error) {
 	ctx, cancel := t.callCtx(ctx)
 	defer cancel()
-	out, err := t.db.GetItem(ctx, &dynamodb.GetItemInput{
-		TableName:      aws.String(t.cfg.TableName),
-		Key:            map[string]types.AttributeValue{AttrCommandID: s(key)},
-		ConsistentRead: aws.Bool(true),
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out.Item, nil
+	return ddbtable.GetItem(ctx, t.db, t.cfg.TableName, AttrCommandID, key)
 }
 
 func (t *Table) updateItem(ctx context.Context, key string, u *ddbtable.Update, cond string, rv types.ReturnValue) (*dynamodb.UpdateItemOutput, error) {

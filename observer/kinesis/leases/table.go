@@ -322,15 +322,7 @@ func (t *Table) callCtx() (context.Context, context.CancelFunc) {
 func (t *Table) getItem(shardID string) (map[string]types.AttributeValue, error) {
 	ctx, cancel := t.callCtx()
 	defer cancel()
-	out, err := t.db.GetItem(ctx, &dynamodb.GetItemInput{
-		TableName:      aws.String(t.cfg.TableName),
-		Key:            map[string]types.AttributeValue{attrShardID: s(shardID)},
-		ConsistentRead: aws.Bool(true),
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out.Item, nil
+	return ddbtable.GetItem(ctx, t.db, t.cfg.TableName, attrShardID, shardID)
 }
 
 func (t *Table) getRow(shardID string) (row, error) {
