@@ -118,6 +118,22 @@ func onDemand(desc *types.TableDescription) bool {
 	return desc.BillingModeSummary != nil && desc.BillingModeSummary.BillingMode == types.BillingModePayPerRequest
 }
 
+// GetItem reads the item of table whose string hash key attr is key, as a
+// consistent read: what a table decides (who holds a lease, whether a
+// command ran) must follow the last write. A missing item is an empty map.
+// ctx should carry the caller's call timeout.
+func GetItem(ctx context.Context, db Client, table, attr, key string) (map[string]types.AttributeValue, error) {
+	out, err := db.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName:      aws.String(table),
+		Key:            map[string]types.AttributeValue{attr: S(key)},
+		ConsistentRead: aws.Bool(true),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out.Item, nil
+}
+
 // IndexStatus is the state of the index named name in desc: "" when the
 // table has no such index, else CREATING, ACTIVE, ... as DynamoDB says.
 func IndexStatus(desc *types.TableDescription, name string) types.IndexStatus {

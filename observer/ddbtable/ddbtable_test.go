@@ -396,3 +396,33 @@ func TestEnsureIndexes(t *testing.T) {
 		})
 	}
 }
+
+func TestGetItem(t *testing.T) {
+	db := ddbfake.New(t, time.Second)
+	db.Table = "tbl"
+	db.ConsistentReads = true
+	item := map[string]types.AttributeValue{"id": S("k"), "v": S("x")}
+	db.OnGetItem = func(in *dynamodb.GetItemInput) (*dynamodb.GetItemOutput, error) {
+		if diff := cmp.Diff(map[string]types.AttributeValue{"id": S("k")}, in.Key, cmpopts.IgnoreUnexported(types.AttributeValueMemberS{})); diff != "" {
+			t.Errorf("key (-want +got):\n%s", diff)
+		}
+		return &dynamodb.GetItemOutput{Item: item}, nil
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	got, err := GetItem(ctx, db, "tbl", "id", "k")
+	if err != nil || len(got) != 2 {
+		t.Fatalf("GetItem = %v, %v; want the item", got, err)
+	}
+
+	db.OnGetItem = func(*dynamodb.GetItemInput) (*dynamodb.GetItemOutput, error) { return &dynamodb.GetItemOutput{}, nil }
+	if got, err := GetItem(ctx, db, "tbl", "id", "gone"); err != nil || len(got) != 0 {
+		t.Fatalf("GetItem of a missing item = %v, %v; want an empty map", got, err)
+	}
+
+	errDown := errors.New("InternalServerError")
+	db.OnGetItem = func(*dynamodb.GetItemInput) (*dynamodb.GetItemOutput, error) { return nil, errDown }
+	if _, err := GetItem(ctx, db, "tbl", "id", "k"); !errors.Is(err, errDown) {
+		t.Fatalf("GetItem error = %v, want %v", err, errDown)
+	}
+}

@@ -1,14 +1,11 @@
 package ddbtable
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 )
 
@@ -91,22 +88,6 @@ func (u *Update) Expression() string {
 		parts = append(parts, "REMOVE "+strings.Join(u.removes, ", "))
 	}
 	return strings.Join(parts, " ")
-}
-
-// GetItem reads the item of table whose string hash key attr is key, as a
-// consistent read: what a table decides (who holds a lease, whether a
-// command ran) must follow the last write. A missing item is an empty map.
-// ctx should carry the caller's call timeout.
-func GetItem(ctx context.Context, db Client, table, attr, key string) (map[string]types.AttributeValue, error) {
-	out, err := db.GetItem(ctx, &dynamodb.GetItemInput{
-		TableName:      aws.String(table),
-		Key:            map[string]types.AttributeValue{attr: S(key)},
-		ConsistentRead: aws.Bool(true),
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out.Item, nil
 }
 
 // S is a string attribute value.

@@ -1,19 +1,14 @@
 package ddbtable
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
-
-	"github.com/sauna-io/sauna/observer/ddbtable/ddbfake"
 )
 
 func TestExprSendsOnlyWhatIsUsed(t *testing.T) {
@@ -96,35 +91,5 @@ func TestIsConditionFailed(t *testing.T) {
 	}
 	if IsConditionFailed(errors.New("ConditionalCheckFailedException")) || IsConditionFailed(nil) {
 		t.Error("a mere message or nil counts as a failed condition")
-	}
-}
-
-func TestGetItem(t *testing.T) {
-	db := ddbfake.New(t, time.Second)
-	db.Table = "tbl"
-	db.ConsistentReads = true
-	item := map[string]types.AttributeValue{"id": S("k"), "v": S("x")}
-	db.OnGetItem = func(in *dynamodb.GetItemInput) (*dynamodb.GetItemOutput, error) {
-		if diff := cmp.Diff(map[string]types.AttributeValue{"id": S("k")}, in.Key, cmpopts.IgnoreUnexported(types.AttributeValueMemberS{})); diff != "" {
-			t.Errorf("key (-want +got):\n%s", diff)
-		}
-		return &dynamodb.GetItemOutput{Item: item}, nil
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
-	defer cancel()
-	got, err := GetItem(ctx, db, "tbl", "id", "k")
-	if err != nil || len(got) != 2 {
-		t.Fatalf("GetItem = %v, %v; want the item", got, err)
-	}
-
-	db.OnGetItem = func(*dynamodb.GetItemInput) (*dynamodb.GetItemOutput, error) { return &dynamodb.GetItemOutput{}, nil }
-	if got, err := GetItem(ctx, db, "tbl", "id", "gone"); err != nil || len(got) != 0 {
-		t.Fatalf("GetItem of a missing item = %v, %v; want an empty map", got, err)
-	}
-
-	errDown := errors.New("InternalServerError")
-	db.OnGetItem = func(*dynamodb.GetItemInput) (*dynamodb.GetItemOutput, error) { return nil, errDown }
-	if _, err := GetItem(ctx, db, "tbl", "id", "k"); !errors.Is(err, errDown) {
-		t.Fatalf("GetItem error = %v, want %v", err, errDown)
 	}
 }
