@@ -9,7 +9,6 @@ import (
 	par "github.com/vmware/vmware-go-kcl-v2/clientlibrary/partition"
 
 	"github.com/sauna-io/sauna/observer/internal/testlog"
-	"github.com/sauna-io/sauna/observer/kinesis/emulator"
 )
 
 func (e itEnv) balancedTable(t *testing.T, name, stream, worker string) *Table {
@@ -38,9 +37,7 @@ func (e itEnv) balancedTable(t *testing.T, name, stream, worker string) *Table {
 // releases its other lease to B, its only live peer.
 func TestIntegrationHandoff(t *testing.T) {
 	e := newITEnv(t)
-	stream := emulator.UniqueName(t, "s")
-	e.env.CreateStream(t, stream, 2)
-	name := emulator.UniqueName(t, "leases")
+	stream, name := e.streamAndTable(t, 2)
 	e.dropOnCleanup(t, name)
 	a := e.balancedTable(t, name, stream, "worker-a")
 	if err := a.Refresh(t.Context()); err != nil {

@@ -51,6 +51,15 @@ func (e itEnv) table(t *testing.T, name, stream, worker string, lease time.Durat
 	return tbl
 }
 
+// streamAndTable creates a stream of the given shards and picks a lease table
+// name for it; each test gets its own pair.
+func (e itEnv) streamAndTable(t *testing.T, shards int32) (stream, name string) {
+	t.Helper()
+	stream = emulator.UniqueName(t, "s")
+	e.env.CreateStream(t, stream, shards)
+	return stream, emulator.UniqueName(t, "leases")
+}
+
 func (e itEnv) newTable(t *testing.T, name, stream, worker string, lease time.Duration) *Table {
 	return New(e.db, e.kin, Config{
 		TableName:     name,
@@ -283,9 +292,7 @@ func TestIntegrationStreamMismatch(t *testing.T) {
 // checkpoint any more.
 func TestIntegrationFencing(t *testing.T) {
 	e := newITEnv(t)
-	stream := emulator.UniqueName(t, "s")
-	e.env.CreateStream(t, stream, 1)
-	name := emulator.UniqueName(t, "leases")
+	stream, name := e.streamAndTable(t, 1)
 	a := e.table(t, name, stream, "worker-a", 1500*time.Millisecond)
 	b := e.newTable(t, name, stream, "worker-b", 10*time.Second)
 	if err := b.Init(); err != nil {
@@ -350,9 +357,7 @@ func TestIntegrationFencing(t *testing.T) {
 
 func TestIntegrationRenewalKeepsCheckpoint(t *testing.T) {
 	e := newITEnv(t)
-	stream := emulator.UniqueName(t, "s")
-	e.env.CreateStream(t, stream, 1)
-	name := emulator.UniqueName(t, "leases")
+	stream, name := e.streamAndTable(t, 1)
 	tbl := e.table(t, name, stream, "worker-a", 10*time.Second)
 	const id = "shardId-000000000000"
 	shard := newShard(id, "")
@@ -392,9 +397,7 @@ func TestIntegrationRenewalKeepsCheckpoint(t *testing.T) {
 
 func TestIntegrationFetchCheckpoint(t *testing.T) {
 	e := newITEnv(t)
-	stream := emulator.UniqueName(t, "s")
-	e.env.CreateStream(t, stream, 1)
-	name := emulator.UniqueName(t, "leases")
+	stream, name := e.streamAndTable(t, 1)
 	tbl := e.table(t, name, stream, "worker-a", 10*time.Second)
 	other := e.newTable(t, name, stream, "worker-b", 10*time.Second)
 	const id = "shardId-000000000000"
@@ -443,9 +446,7 @@ func TestIntegrationFetchCheckpoint(t *testing.T) {
 
 func TestIntegrationReleaseAndReacquire(t *testing.T) {
 	e := newITEnv(t)
-	stream := emulator.UniqueName(t, "s")
-	e.env.CreateStream(t, stream, 1)
-	name := emulator.UniqueName(t, "leases")
+	stream, name := e.streamAndTable(t, 1)
 	a := e.table(t, name, stream, "worker-a", 10*time.Second)
 	b := e.newTable(t, name, stream, "worker-b", 10*time.Second)
 	const id = "shardId-000000000000"
@@ -476,9 +477,7 @@ func TestIntegrationReleaseAndReacquire(t *testing.T) {
 // adjacent parent, is at SHARD_END.
 func TestIntegrationLineage(t *testing.T) {
 	e := newITEnv(t)
-	stream := emulator.UniqueName(t, "s")
-	e.env.CreateStream(t, stream, 1)
-	name := emulator.UniqueName(t, "leases")
+	stream, name := e.streamAndTable(t, 1)
 	tbl := e.table(t, name, stream, "worker-a", 30*time.Second)
 	const parent = "shardId-000000000000"
 
