@@ -7,9 +7,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 )
 
-// sample finds the series of family name whose labels are exactly want and
-// returns its value: a counter's or gauge's value, or a histogram's count.
-func sample(t *testing.T, reg prometheus.Gatherer, name string, want map[string]string) (float64, bool) {
+// series finds the series of family name whose labels are exactly want.
+func series(t *testing.T, reg prometheus.Gatherer, name string, want map[string]string) (*dto.Metric, bool) {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -20,18 +19,27 @@ func sample(t *testing.T, reg prometheus.Gatherer, name string, want map[string]
 			continue
 		}
 		for _, m := range mf.GetMetric() {
-			if !labelsEqual(m.GetLabel(), want) {
-				continue
-			}
-			switch {
-			case m.Counter != nil:
-				return m.GetCounter().GetValue(), true
-			case m.Gauge != nil:
-				return m.GetGauge().GetValue(), true
-			case m.Histogram != nil:
-				return float64(m.GetHistogram().GetSampleCount()), true
+			if labelsEqual(m.GetLabel(), want) {
+				return m, true
 			}
 		}
+	}
+	return nil, false
+}
+
+// sample returns the value of a series (see series): a counter's or gauge's
+// value, or a histogram's count.
+func sample(t *testing.T, reg prometheus.Gatherer, name string, want map[string]string) (float64, bool) {
+	t.Helper()
+	m, ok := series(t, reg, name, want)
+	switch {
+	case !ok:
+	case m.Counter != nil:
+		return m.GetCounter().GetValue(), true
+	case m.Gauge != nil:
+		return m.GetGauge().GetValue(), true
+	case m.Histogram != nil:
+		return float64(m.GetHistogram().GetSampleCount()), true
 	}
 	return 0, false
 }
@@ -48,22 +56,11 @@ func mustSample(t *testing.T, reg prometheus.Gatherer, name string, want map[str
 
 func histogramSum(t *testing.T, reg prometheus.Gatherer, name string, want map[string]string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatalf("gather: %v", err)
+	m, ok := series(t, reg, name, want)
+	if !ok || m.Histogram == nil {
+		t.Fatalf("no histogram %s%v", name, want)
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if labelsEqual(m.GetLabel(), want) && m.Histogram != nil {
-				return m.GetHistogram().GetSampleSum()
-			}
-		}
-	}
-	t.Fatalf("no histogram %s%v", name, want)
-	return 0
+	return m.GetHistogram().GetSampleSum()
 }
 
 func labelsEqual(got []*dto.LabelPair, want map[string]string) bool {
