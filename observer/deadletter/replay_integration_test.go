@@ -106,9 +106,7 @@ func envelopeOf(t *testing.T, data []byte) envelopeView {
 func TestITReplayWindow(t *testing.T) {
 	env := emulator.Require(t)
 	kin := env.Kinesis(t)
-	live, target := emulator.UniqueName(t, "live"), emulator.UniqueName(t, "target")
-	env.CreateStream(t, live, 1)
-	env.CreateStream(t, target, 1)
+	live, target := env.NewStream(t, "live", 1), env.NewStream(t, "target", 1)
 	created := time.Now().Add(-time.Hour)
 	put := func(i int, tags map[string]string) {
 		putAt(t, kin, live, fmt.Sprintf("k%d", i%2), "", testCommand(cmdID(i), created, tags))
@@ -184,9 +182,7 @@ func TestITReplayWindow(t *testing.T) {
 func TestITReplayReshard(t *testing.T) {
 	env := emulator.Require(t)
 	kin := env.Kinesis(t)
-	live, target := emulator.UniqueName(t, "live"), emulator.UniqueName(t, "target")
-	env.CreateStream(t, live, 1)
-	env.CreateStream(t, target, 1)
+	live, target := env.NewStream(t, "live", 1), env.NewStream(t, "target", 1)
 	created := time.Now()
 	putAt(t, kin, live, "a", "", testCommand(cmdID(1), created, nil))
 	since := tick()
@@ -245,9 +241,7 @@ func TestITReplayReshard(t *testing.T) {
 func TestITReplayDeadLetters(t *testing.T) {
 	env := emulator.Require(t)
 	kin := env.Kinesis(t)
-	dlq, target := emulator.UniqueName(t, "dlq"), emulator.UniqueName(t, "target")
-	env.CreateStream(t, dlq, 2)
-	env.CreateStream(t, target, 1)
+	dlq, target := env.NewStream(t, "dlq", 2), env.NewStream(t, "target", 1)
 
 	now := time.Now().UTC()
 	slack := "iglu:com.slack.sauna.commands/send_message/jsonschema/1-0-0"

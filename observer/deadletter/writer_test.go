@@ -224,8 +224,7 @@ func readAll(t *testing.T, kin *kinesis.Client, stream string) []kintypes.Record
 func TestITWriter(t *testing.T) {
 	env := emulator.Require(t)
 	kin := env.Kinesis(t)
-	stream := emulator.UniqueName(t, "dlq")
-	env.CreateStream(t, stream, 1)
+	stream := env.NewStream(t, "dlq", 1)
 	w := NewWriter(kin, stream, testlog.Logger(t))
 	var want []Letter
 	for i, key := range []string{"a", "b", "a"} {

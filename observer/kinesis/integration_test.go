@@ -154,9 +154,8 @@ func testLogHandler() slog.Handler {
 
 func TestIntegrationWorkerConsumesEveryShard(t *testing.T) {
 	env := useEmulators(t)
-	stream := emulator.UniqueName(t, "consume")
+	stream := env.NewStream(t, "consume", 4)
 	id := emulator.UniqueName(t, "obs")
-	env.CreateStream(t, stream, 4)
 	kin := env.Kinesis(t)
 	putOnEveryShard(t, kin, stream, 4, 0, 40, "before start")
 
@@ -211,9 +210,8 @@ func TestIntegrationWorkerConsumesEveryShard(t *testing.T) {
 
 func TestIntegrationRestartResumesFromCheckpoint(t *testing.T) {
 	env := useEmulators(t)
-	stream := emulator.UniqueName(t, "resume")
+	stream := env.NewStream(t, "resume", 2)
 	id := emulator.UniqueName(t, "obs")
-	env.CreateStream(t, stream, 2)
 	kin := env.Kinesis(t)
 	putOnEveryShard(t, kin, stream, 2, 0, 10, "first")
 	col := &collector{}
@@ -236,9 +234,8 @@ func TestIntegrationRestartResumesFromCheckpoint(t *testing.T) {
 
 func TestIntegrationAtTimestamp(t *testing.T) {
 	env := useEmulators(t)
-	stream := emulator.UniqueName(t, "atts")
+	stream := env.NewStream(t, "atts", 4)
 	id := emulator.UniqueName(t, "obs")
-	env.CreateStream(t, stream, 4)
 	kin := env.Kinesis(t)
 	putOnEveryShard(t, kin, stream, 4, 0, 8, "old")
 	// Arrival timestamps have millisecond precision; keep both batches well
@@ -291,9 +288,8 @@ func attr(item map[string]ddbtypes.AttributeValue, name string) string {
 // any checkpoint keeps that start.
 func TestIntegrationLatestOnPrecreatedLeaseTable(t *testing.T) {
 	env := useEmulators(t)
-	stream := emulator.UniqueName(t, "latest")
+	stream := env.NewStream(t, "latest", 2)
 	id := emulator.UniqueName(t, "obs")
-	env.CreateStream(t, stream, 2)
 	kin := env.Kinesis(t)
 	db := env.DynamoDB(t)
 	if _, err := db.CreateTable(t.Context(), &dynamodb.CreateTableInput{

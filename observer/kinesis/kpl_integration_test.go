@@ -170,9 +170,8 @@ func TestIntegrationKPLAggregates(t *testing.T) {
 // records that already ran. A third run finds nothing left to do.
 func testKPLExactlyOnce(t *testing.T) {
 	env := useEmulators(t)
-	stream := emulator.UniqueName(t, "kpl")
+	stream := env.NewStream(t, "kpl", 1)
 	id := emulator.UniqueName(t, "obs")
-	env.CreateStream(t, stream, 1)
 	kin := env.Kinesis(t)
 
 	num := 5000
@@ -302,11 +301,9 @@ func testKPLExactlyOnce(t *testing.T) {
 // rejected (and dead-lettered with its original bytes).
 func testKPLCorruptAggregate(t *testing.T) {
 	env := useEmulators(t)
-	stream := emulator.UniqueName(t, "kplbad")
-	dlq := emulator.UniqueName(t, "dlq")
+	stream := env.NewStream(t, "kplbad", 1)
+	dlq := env.NewStream(t, "dlq", 1)
 	id := emulator.UniqueName(t, "obs")
-	env.CreateStream(t, stream, 1)
-	env.CreateStream(t, dlq, 1)
 	kin := env.Kinesis(t)
 
 	var good []kplCommand
@@ -423,11 +420,9 @@ func testKPLCorruptAggregate(t *testing.T) {
 // aggregate's bytes, and the checkpoint passes it only after that.
 func testKPLOversizedAggregate(t *testing.T) {
 	env := useEmulators(t)
-	stream := emulator.UniqueName(t, "kplbomb")
-	dlq := emulator.UniqueName(t, "dlq")
+	stream := env.NewStream(t, "kplbomb", 1)
+	dlq := env.NewStream(t, "dlq", 1)
 	id := emulator.UniqueName(t, "obs")
-	env.CreateStream(t, stream, 1)
-	env.CreateStream(t, dlq, 1)
 	kin := env.Kinesis(t)
 
 	before := kplCommand{num: 7001, key: "p1", text: "before the bomb"}

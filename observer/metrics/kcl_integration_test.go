@@ -57,9 +57,8 @@ func (f countingFactory) CreateProcessor() kcl.IRecordProcessor { return countin
 // what the library reports lands in the series and the observer state.
 func TestKCLWorkerDrivesTheAdapter(t *testing.T) {
 	env := emulator.Require(t)
-	stream := emulator.UniqueName(t, "s")
+	stream := env.NewStream(t, "s", 2)
 	table := emulator.UniqueName(t, "t")
-	env.CreateStream(t, stream, 2)
 	const records = 30
 	recs := make([]emulator.Record, records)
 	for i := range recs {

@@ -217,6 +217,15 @@ func sanitize(s string) string {
 // opTimeout bounds every helper call; the emulators answer in milliseconds.
 const opTimeout = 30 * time.Second
 
+// NewStream creates a stream of the given shards under a name of its own
+// (see UniqueName) and returns the name; it is deleted when the test ends.
+func (e Env) NewStream(t testing.TB, prefix string, shards int32) string {
+	t.Helper()
+	name := UniqueName(t, prefix)
+	e.CreateStream(t, name, shards)
+	return name
+}
+
 // CreateStream creates a stream with the given number of shards, waits until
 // it is ACTIVE, and deletes it when the test ends (errors ignored: the
 // emulator may already be gone).

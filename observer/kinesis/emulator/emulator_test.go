@@ -63,8 +63,7 @@ func TestRequireSkipsWithoutEndpoints(t *testing.T) {
 func TestKinesisRoundTrip(t *testing.T) {
 	env := emulator.Require(t)
 	client := env.Kinesis(t)
-	stream := emulator.UniqueName(t, "rt")
-	env.CreateStream(t, stream, 4)
+	stream := env.NewStream(t, "rt", 4)
 
 	recs := make([]emulator.Record, 8)
 	want := map[string]string{} // sequence number -> data
@@ -240,8 +239,7 @@ func TestCloudWatchLargeBatch(t *testing.T) {
 // TestPutRecordsBatches covers the split into PutRecords calls of 500.
 func TestPutRecordsBatches(t *testing.T) {
 	env := emulator.Require(t)
-	stream := emulator.UniqueName(t, "batch")
-	env.CreateStream(t, stream, 1)
+	stream := env.NewStream(t, "batch", 1)
 
 	recs := make([]emulator.Record, 1201)
 	for i := range recs {

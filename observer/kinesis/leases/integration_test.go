@@ -55,9 +55,7 @@ func (e itEnv) table(t *testing.T, name, stream, worker string, lease time.Durat
 // name for it; each test gets its own pair.
 func (e itEnv) streamAndTable(t *testing.T, shards int32) (stream, name string) {
 	t.Helper()
-	stream = emulator.UniqueName(t, "s")
-	e.env.CreateStream(t, stream, shards)
-	return stream, emulator.UniqueName(t, "leases")
+	return e.env.NewStream(t, "s", shards), emulator.UniqueName(t, "leases")
 }
 
 func (e itEnv) newTable(t *testing.T, name, stream, worker string, lease time.Duration) *Table {
