@@ -95,11 +95,13 @@ func benchRecords(n, keys int) []types.Record {
 }
 
 // benchRun feeds n records to p in GetRecords-sized batches, then waits
-// until every one has finished (Shutdown waits for them).
-func benchRun(p *shardProcessor, pool []types.Record, n, batch int) {
+// until every one has finished and returns the checkpointer it was given.
+func benchRun(p *shardProcessor, pool []types.Record, n, batch int) *fakeCheckpointer {
 	cp := &fakeCheckpointer{}
 	for done := 0; done < n; {
 		size := min(batch, n-done)
+		// A fresh slice per batch, as the KCL gives: admitted records point
+		// into it until they finish.
 		recs := make([]types.Record, size)
 		for i := range recs {
 			recs[i] = pool[(done+i)%len(pool)]
@@ -107,7 +109,10 @@ func benchRun(p *shardProcessor, pool []types.Record, n, batch int) {
 		p.ProcessRecords(&kcl.ProcessRecordsInput{Records: recs, Checkpointer: cp})
 		done += size
 	}
+	// Shutdown waits for every admitted record's verdict and writes the
+	// final checkpoint.
 	p.Shutdown(&kcl.ShutdownInput{ShutdownReason: kcl.REQUESTED, Checkpointer: cp})
+	return cp
 }
 
 // BenchmarkSlowResponder measures one shard's throughput when every command

@@ -99,24 +99,10 @@ func BenchmarkPipeline(b *testing.B) {
 	o.met = saunametrics.New(saunametrics.Options{}).Observer("bench", "bench", saunametrics.ObserverOptions{})
 	p := newShardProcessor(o)
 	p.Initialize(&kcl.InitializationInput{ShardId: "shardId-000000000000"})
-	cp := &fakeCheckpointer{}
 
 	b.ReportAllocs()
 	b.ResetTimer()
-	for done := 0; done < b.N; {
-		size := min(batch, b.N-done)
-		// A fresh slice per batch, as the KCL gives: admitted records point
-		// into it until they finish.
-		recs := make([]types.Record, size)
-		for i := range size {
-			recs[i] = pool[(done+i)%len(pool)]
-		}
-		p.ProcessRecords(&kcl.ProcessRecordsInput{Records: recs, Checkpointer: cp})
-		done += size
-	}
-	// Shutdown waits for every admitted record's verdict and writes the
-	// final checkpoint.
-	p.Shutdown(&kcl.ShutdownInput{ShutdownReason: kcl.REQUESTED, Checkpointer: cp})
+	cp := benchRun(p, pool, b.N, batch)
 	b.StopTimer()
 	if n, bad := executed.Load(), other.Load(); n != int64(b.N) || bad != 0 {
 		b.Fatalf("%d of %d commands executed, %d other outcomes", n, b.N, bad)
