@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	kcl "github.com/vmware/vmware-go-kcl-v2/clientlibrary/interfaces"
 
+	"github.com/sauna-io/sauna/observer/backoff"
 	"github.com/sauna-io/sauna/observer/command"
 	"github.com/sauna-io/sauna/observer/outcomes"
 	"github.com/sauna-io/sauna/responders"
@@ -21,17 +22,10 @@ import (
 type sleepyResponder struct{ delay time.Duration }
 
 func (r sleepyResponder) Respond(ctx context.Context, _ *responders.Command) error {
-	if r.delay <= 0 {
-		return nil
-	}
-	t := time.NewTimer(r.delay)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
+	if r.delay > 0 && !backoff.Sleep(ctx, r.delay) {
 		return responders.Retryable(ctx.Err(), 0)
 	}
+	return nil
 }
 
 // slowLedger stands in for the idempotency table: each claim and each
@@ -39,14 +33,10 @@ func (r sleepyResponder) Respond(ctx context.Context, _ *responders.Command) err
 type slowLedger struct{ rtt time.Duration }
 
 func (c slowLedger) wait(ctx context.Context) error {
-	t := time.NewTimer(c.rtt)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
+	if !backoff.Sleep(ctx, c.rtt) {
 		return ctx.Err()
 	}
+	return nil
 }
 
 func (c slowLedger) Claim(ctx context.Context, _ outcomes.Claim) error { return c.wait(ctx) }
@@ -64,8 +54,20 @@ func (c slowLedger) Reject(ctx context.Context, _ outcomes.Rejection) error { re
 func benchProcessor(maxInFlight int, resp responders.Responder, ledger command.Ledger) *shardProcessor {
 	d := responders.NewDispatcher(nil)
 	d.Replace(map[string]responders.Enabled{"testslack": {ID: "slack", Module: "testslack", Responder: resp}})
+	o := benchObserver(maxInFlight, d)
+	if ledger != nil {
+		o.ledger = ledger
+	}
+	p := newShardProcessor(o)
+	p.Initialize(&kcl.InitializationInput{ShardId: "shardId-000000000000"})
+	return p
+}
+
+// benchObserver is an Observer of stream "bench" that no worker runs: its
+// leases never end and its log is discarded.
+func benchObserver(maxInFlight int, d *responders.Dispatcher) *Observer {
 	never := make(chan struct{})
-	o := &Observer{
+	return &Observer{
 		cfg:        Config{ID: "bench", StreamName: "bench", MaxInFlight: maxInFlight},
 		dispatch:   d,
 		log:        slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -76,12 +78,6 @@ func benchProcessor(maxInFlight int, resp responders.Responder, ledger command.L
 		fatal:      make(chan error, 1),
 		opts:       Options{CheckpointInterval: time.Second},
 	}
-	if ledger != nil {
-		o.ledger = ledger
-	}
-	p := newShardProcessor(o)
-	p.Initialize(&kcl.InitializationInput{ShardId: "shardId-000000000000"})
-	return p
 }
 
 // benchRecords is a pool of distinct commands spread over keys partition

@@ -3,8 +3,6 @@ package kinesis
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -77,24 +75,14 @@ func BenchmarkPipeline(b *testing.B) {
 	d := responders.NewDispatcher(nil)
 	d.Replace(map[string]responders.Enabled{"webhook": {ID: "webhook", Module: "webhook", Responder: noopResponder{}}})
 	var executed, other atomic.Int64
-	never := make(chan struct{})
-	o := &Observer{
-		cfg:        Config{ID: "bench", StreamName: "bench", MaxInFlight: 64},
-		dispatch:   d,
-		ledger:     freeLedger{},
-		log:        slog.New(slog.NewTextHandler(io.Discard, nil)),
-		lost:       func(string) <-chan struct{} { return never },
-		leaseUntil: func(string) time.Time { return time.Now().Add(time.Hour) },
-		intake:     context.Background(),
-		hard:       context.Background(),
-		fatal:      make(chan error, 1),
-		opts: Options{CheckpointInterval: time.Second, OnOutcome: func(out command.Outcome) {
-			if out.Verdict == verdict.Executed {
-				executed.Add(1)
-			} else {
-				other.Add(1)
-			}
-		}},
+	o := benchObserver(64, d)
+	o.ledger = freeLedger{}
+	o.opts.OnOutcome = func(out command.Outcome) {
+		if out.Verdict == verdict.Executed {
+			executed.Add(1)
+		} else {
+			other.Add(1)
+		}
 	}
 	o.met = saunametrics.New(saunametrics.Options{}).Observer("bench", "bench", saunametrics.ObserverOptions{})
 	p := newShardProcessor(o)
