@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -373,5 +374,37 @@ func TestServerServesUntilStopped(t *testing.T) {
 	}
 	if _, err := http.Get("http://" + srv.Addr().String() + "/healthz"); err == nil {
 		t.Error("still serving after stop")
+	}
+}
+
+// Each change of the pause switch is logged once, a pause as a warning (the
+// daemon stops taking records), with the caller's address; a request that
+// changes nothing logs nothing.
+func TestPauseAndResumeLog(t *testing.T) {
+	var logs bytes.Buffer
+	h := newTestHandler(&fakeStatus{}, NewGate(), Options{Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	for _, path := range []string{"/pause", "/pause", "/resume", "/resume"} {
+		if code, body := do(t, h, "POST", path); code != http.StatusOK {
+			t.Fatalf("POST %s: %d %s", path, code, body)
+		}
+	}
+	type line struct {
+		Level, Msg, Remote string
+	}
+	var got []line
+	dec := json.NewDecoder(&logs)
+	for dec.More() {
+		var l line
+		if err := dec.Decode(&l); err != nil {
+			t.Fatalf("log: %v", err)
+		}
+		got = append(got, l)
+	}
+	want := []line{
+		{Level: "WARN", Msg: "intake paused from the admin API; in-flight commands finish, no new record is taken until POST /resume", Remote: "192.0.2.1:1234"},
+		{Level: "INFO", Msg: "intake resumed from the admin API", Remote: "192.0.2.1:1234"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("log lines (-want +got):\n%s", diff)
 	}
 }
