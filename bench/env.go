@@ -364,6 +364,9 @@ type spec struct {
 	idempotency *bool
 	// steal turns on the KCL's lease stealing (kcl only).
 	steal bool
+	// kclShardSync, if not 0, sets the KCL's ShardSyncIntervalMillis (kcl
+	// only); 0 keeps the library's 60 s.
+	kclShardSync time.Duration
 	// ddbURL, if set, is the DynamoDB endpoint instead of the emulator's
 	// (a counting proxy in front of it).
 	ddbURL string
@@ -426,6 +429,9 @@ func (e *env) start(ctx context.Context, sp spec, r *recorder) (*proc, error) {
 		args = []string{"-kind", k, "-stream", sp.streams[0], "-app", sp.app, "-id", sp.id, "-sink", e.sink.Addr(), "-delay", sp.delay.String()}
 		if sp.steal {
 			args = append(args, "-steal")
+		}
+		if sp.kclShardSync > 0 {
+			args = append(args, "-shard-sync", sp.kclShardSync.String())
 		}
 	}
 	cmd := exec.Command(bin, args...)

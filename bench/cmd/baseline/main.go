@@ -1,5 +1,7 @@
 // Command baseline is the consumer the benchmark compares sauna with, written
-// the way a user of each library would write it, with the library's defaults:
+// the way a user of each library would write it, with the library's defaults
+// (for the KCL, -steal and -shard-sync change two of them where a scenario
+// says so):
 //
 //	-kind kcl     vmware-go-kcl-v2 v1.0.0 (leases and checkpoints in DynamoDB)
 //	-kind harlow  harlow/kinesis-consumer v0.5.0 (in-memory store, no leases)
@@ -53,17 +55,22 @@ func main() {
 
 func run() error {
 	var (
-		kind     = flag.String("kind", "", "kcl, harlow or raw")
-		stream   = flag.String("stream", "", "stream to consume")
-		app      = flag.String("app", "", "KCL application name (lease table); kcl only")
-		id       = flag.String("id", "", "consumer id in the sink reports (and the KCL worker id)")
-		sinkAddr = flag.String("sink", "", "host:port of the harness's sink")
-		delay    = flag.Duration("delay", 0, "time each record takes, slept serially")
-		steal    = flag.Bool("steal", false, "kcl: turn on lease stealing (EnableLeaseStealing)")
+		kind      = flag.String("kind", "", "kcl, harlow or raw")
+		stream    = flag.String("stream", "", "stream to consume")
+		app       = flag.String("app", "", "KCL application name (lease table); kcl only")
+		id        = flag.String("id", "", "consumer id in the sink reports (and the KCL worker id)")
+		sinkAddr  = flag.String("sink", "", "host:port of the harness's sink")
+		delay     = flag.Duration("delay", 0, "time each record takes, slept serially")
+		steal     = flag.Bool("steal", false, "kcl: turn on lease stealing (EnableLeaseStealing)")
+		shardSync = flag.Duration("shard-sync", 0, "kcl: ShardSyncIntervalMillis, whole milliseconds; 0 keeps the library's default (60 s)")
 	)
 	flag.Parse()
 	if *stream == "" || *id == "" || *sinkAddr == "" {
 		return errors.New("-stream, -id and -sink are required")
+	}
+	// The library panics on a value that is not positive; refuse it here.
+	if *shardSync < 0 || *shardSync%time.Millisecond != 0 {
+		return fmt.Errorf("-shard-sync: want 0 or a positive whole number of milliseconds, got %s", *shardSync)
 	}
 	kinURL, err := loopbackEnv("AWS_ENDPOINT_URL_KINESIS")
 	if err != nil {
@@ -92,7 +99,7 @@ func run() error {
 			return errors.New("-app is required with -kind kcl")
 		}
 		ddb := dynamodb.NewFromConfig(awsCfg, func(o *dynamodb.Options) { o.BaseEndpoint = aws.String(ddbURL) })
-		return runKCL(ctx, kin, ddb, awsCfg.Credentials, *app, *stream, *id, *steal, h)
+		return runKCL(ctx, kin, ddb, awsCfg.Credentials, kclOpts{app: *app, stream: *stream, id: *id, steal: *steal, shardSync: *shardSync}, h)
 	case "harlow":
 		return runHarlow(ctx, kin, *stream, h)
 	case "raw":
@@ -159,13 +166,27 @@ func (h *handler) handle(shard string, data []byte) bool {
 
 // ---- vmware-go-kcl-v2 ----
 
-func runKCL(ctx context.Context, kin *kinesis.Client, ddb *dynamodb.Client, creds aws.CredentialsProvider, app, stream, id string, steal bool, h *handler) error {
+// kclOpts are the settings the harness may change from the library's
+// defaults; everything else is what a user who does not tune the KCL gets.
+type kclOpts struct {
+	app, stream, id string
+	steal           bool
+	// shardSync, if not 0, is ShardSyncIntervalMillis: the period of the
+	// worker's event loop, which takes at most one lease and, with stealing
+	// on, places at most one claim per pass.
+	shardSync time.Duration
+}
+
+func runKCL(ctx context.Context, kin *kinesis.Client, ddb *dynamodb.Client, creds aws.CredentialsProvider, o kclOpts, h *handler) error {
 	// The library logs every lease pass at info through the global logrus.
 	logrus.SetLevel(logrus.WarnLevel)
-	cfg := kclcfg.NewKinesisClientLibConfigWithCredential(app, stream, region, id, creds).
+	cfg := kclcfg.NewKinesisClientLibConfigWithCredential(o.app, o.stream, region, o.id, creds).
 		// The scenarios preload their streams; LATEST would skip that.
 		WithInitialPositionInStream(kclcfg.TRIM_HORIZON).
-		WithLeaseStealing(steal)
+		WithLeaseStealing(o.steal)
+	if o.shardSync > 0 {
+		cfg = cfg.WithShardSyncIntervalMillis(int(o.shardSync.Milliseconds()))
+	}
 	w := worker.NewWorker(&kclFactory{h: h}, cfg).
 		WithKinesis(kin).
 		WithCheckpointer(checkpoint.NewDynamoCheckpoint(cfg).WithDynamoDB(ddb))
