@@ -2,7 +2,10 @@ package main
 
 import (
 	"math/big"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseBench(t *testing.T) {
@@ -69,4 +72,21 @@ func mustBig(t *testing.T, s string) *big.Int {
 		t.Fatalf("bad number %s", s)
 	}
 	return v
+}
+
+func TestBaselineArgsPassTheKCLSettings(t *testing.T) {
+	sp := spec{kind: kindKCL, id: "kcl-1", app: "app", streams: []string{"s"}}
+	plain := strings.Join(baselineArgs(sp, "127.0.0.1:1"), " ")
+	if strings.Contains(plain, "-steal") || strings.Contains(plain, "-shard-sync") {
+		t.Errorf("default spec: %s; want neither -steal nor -shard-sync", plain)
+	}
+	sp.steal, sp.kclShardSync = true, scaleKCLShardSync
+	args := baselineArgs(sp, "127.0.0.1:1")
+	i := slices.Index(args, "-shard-sync")
+	if !slices.Contains(args, "-steal") || i < 0 || i+1 >= len(args) {
+		t.Fatalf("scale spec: %v; want -steal and -shard-sync D", args)
+	}
+	if d, err := time.ParseDuration(args[i+1]); err != nil || d != scaleKCLShardSync {
+		t.Errorf("-shard-sync %q: parses to %v (%v), want %v", args[i+1], d, err, scaleKCLShardSync)
+	}
 }

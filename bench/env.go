@@ -425,14 +425,7 @@ func (e *env) start(ctx context.Context, sp spec, r *recorder) (*proc, error) {
 			extra = append(extra, "AWS_ENDPOINT_URL_DYNAMODB="+sp.ddbURL)
 		}
 	default:
-		k := map[string]string{kindKCL: "kcl", kindHarlow: "harlow", kindRaw: "raw"}[sp.kind]
-		args = []string{"-kind", k, "-stream", sp.streams[0], "-app", sp.app, "-id", sp.id, "-sink", e.sink.Addr(), "-delay", sp.delay.String()}
-		if sp.steal {
-			args = append(args, "-steal")
-		}
-		if sp.kclShardSync > 0 {
-			args = append(args, "-shard-sync", sp.kclShardSync.String())
-		}
+		args = baselineArgs(sp, e.sink.Addr())
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Env = e.childEnv(extra...)
@@ -458,6 +451,19 @@ func (e *env) start(ctx context.Context, sp spec, r *recorder) (*proc, error) {
 		e.mu.Unlock()
 	}()
 	return p, nil
+}
+
+// baselineArgs is cmd/baseline's command line for sp.
+func baselineArgs(sp spec, sinkAddr string) []string {
+	k := map[string]string{kindKCL: "kcl", kindHarlow: "harlow", kindRaw: "raw"}[sp.kind]
+	args := []string{"-kind", k, "-stream", sp.streams[0], "-app", sp.app, "-id", sp.id, "-sink", sinkAddr, "-delay", sp.delay.String()}
+	if sp.steal {
+		args = append(args, "-steal")
+	}
+	if sp.kclShardSync > 0 {
+		args = append(args, "-shard-sync", sp.kclShardSync.String())
+	}
+	return args
 }
 
 func (p *proc) alive() bool {

@@ -180,13 +180,7 @@ type kclOpts struct {
 func runKCL(ctx context.Context, kin *kinesis.Client, ddb *dynamodb.Client, creds aws.CredentialsProvider, o kclOpts, h *handler) error {
 	// The library logs every lease pass at info through the global logrus.
 	logrus.SetLevel(logrus.WarnLevel)
-	cfg := kclcfg.NewKinesisClientLibConfigWithCredential(o.app, o.stream, region, o.id, creds).
-		// The scenarios preload their streams; LATEST would skip that.
-		WithInitialPositionInStream(kclcfg.TRIM_HORIZON).
-		WithLeaseStealing(o.steal)
-	if o.shardSync > 0 {
-		cfg = cfg.WithShardSyncIntervalMillis(int(o.shardSync.Milliseconds()))
-	}
+	cfg := kclConfig(o, creds)
 	w := worker.NewWorker(&kclFactory{h: h}, cfg).
 		WithKinesis(kin).
 		WithCheckpointer(checkpoint.NewDynamoCheckpoint(cfg).WithDynamoDB(ddb))
@@ -204,6 +198,17 @@ func runKCL(ctx context.Context, kin *kinesis.Client, ddb *dynamodb.Client, cred
 		return errors.New("KCL worker did not shut down within 10 s")
 	}
 	return nil
+}
+
+func kclConfig(o kclOpts, creds aws.CredentialsProvider) *kclcfg.KinesisClientLibConfiguration {
+	cfg := kclcfg.NewKinesisClientLibConfigWithCredential(o.app, o.stream, region, o.id, creds).
+		// The scenarios preload their streams; LATEST would skip that.
+		WithInitialPositionInStream(kclcfg.TRIM_HORIZON).
+		WithLeaseStealing(o.steal)
+	if o.shardSync > 0 {
+		cfg = cfg.WithShardSyncIntervalMillis(int(o.shardSync.Milliseconds()))
+	}
+	return cfg
 }
 
 type kclFactory struct{ h *handler }
