@@ -17,6 +17,14 @@ import (
 // of a ledger write; it doubles with each further attempt.
 const firstBackoff = 200 * time.Millisecond
 
+// maxRetryWait bounds the backoff between two attempts of a command (a
+// vendor's own Retry-After may ask for longer). Each attempt is one request,
+// so a command retried through a long outage would otherwise reach waits of
+// half a minute, and a vendor that comes back would wait that long for its
+// backlog; at 5 s it is retried within seconds, as it was when every call
+// made its own short burst of requests.
+const maxRetryWait = 5 * time.Second
+
 // maxResponderDelay caps the delay a responder asks for (a vendor's
 // Retry-After): a command waiting holds its partition key and its source's
 // checkpoint.
@@ -150,7 +158,7 @@ func (c *run) delay(attempt int, after time.Duration, err error) (d time.Duratio
 			"responder", c.cmd.Module, "attempt", attempt, "retry_in", after.Round(time.Millisecond), "budget_left", left.Round(time.Millisecond), "err", err)
 		return left, true
 	}
-	d = backoff.Policy{First: firstBackoff, Floor: after, Max: 30 * time.Second}.Delay(attempt)
+	d = backoff.Policy{First: firstBackoff, Floor: after, Max: maxRetryWait}.Delay(attempt)
 	c.Log.Warn("command failed; retrying", "seq", c.out.Sequence, "command_id", c.cmd.ID, "responder", c.cmd.Module,
 		"attempt", attempt, "retry_in", d.Round(time.Millisecond), "err", err)
 	return d, false
