@@ -284,6 +284,11 @@ cmd_stop() {
     if [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" && owns "$name" "$pid"; then
       kill -TERM "$pid" 2>/dev/null || true
       pids+=("$pid")
+    else
+      # Gone before it was told to stop: every test after that moment met
+      # "connection refused"; its log says why it went.
+      log "$name (pid $pid) had exited before stop"
+      show_log "$name"
     fi
   done
 
