@@ -62,6 +62,19 @@ func errorfLevel(args []any) slog.Level {
 	return slog.LevelError
 }
 
+// refusedLeaseLevel is errorfLevel for a line the KCL logged through logrus
+// (the polling consumer's lease renewal does): only its text is left of the
+// error, so the refusal is recognised by the text NotAcquiredError always has.
+func refusedLeaseLevel(msg string) slog.Level {
+	switch {
+	case !strings.Contains(msg, leases.NotAcquiredText):
+		return slog.LevelError
+	case strings.Contains(msg, leases.ShardFinishedText):
+		return slog.LevelDebug
+	}
+	return slog.LevelWarn
+}
+
 func (l *kclLogger) Fatalf(format string, args ...any) {
 	err := fmt.Errorf("kcl: "+format, args...)
 	l.log.Error(err.Error(), "source", "kcl")
@@ -140,7 +153,7 @@ func (logrusHook) Fire(e *logrus.Entry) error {
 	level := slog.LevelDebug
 	switch {
 	case e.Level <= logrus.ErrorLevel:
-		level = slog.LevelError
+		level = refusedLeaseLevel(e.Message)
 	case e.Level == logrus.WarnLevel:
 		level = slog.LevelWarn
 	}

@@ -35,3 +35,23 @@ func TestKCLErrorLinesAboutRefusedLeasesAreNotErrors(t *testing.T) {
 		})
 	}
 }
+
+// The same lines reach sauna through logrus, as text only.
+func TestKCLLogrusLinesAboutRefusedLeasesAreNotErrors(t *testing.T) {
+	finished := &leases.NotAcquiredError{Shard: "shardId-000000000001", Reason: leases.ShardFinishedText, Finished: true}
+	held := &leases.NotAcquiredError{Shard: "shardId-000000000001", Reason: `held by worker "b"`}
+	const format = "Error in refreshing lease on shard: %s for worker: %s. Error: %+v"
+	for _, c := range []struct {
+		err  error
+		want slog.Level
+	}{
+		{finished, slog.LevelDebug},
+		{held, slog.LevelWarn},
+		{errors.New("connection reset"), slog.LevelError},
+	} {
+		msg := fmt.Sprintf(format, "shardId-000000000001", "a", c.err)
+		if got := refusedLeaseLevel(msg); got != c.want {
+			t.Errorf("%q logged at %v; want %v", msg, got, c.want)
+		}
+	}
+}

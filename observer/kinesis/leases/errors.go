@@ -56,8 +56,16 @@ type NotAcquiredError struct {
 }
 
 func (e *NotAcquiredError) Error() string {
-	return fmt.Sprintf("lease on shard %s not acquired: %s", e.Shard, e.Reason)
+	return fmt.Sprintf("lease on shard %s "+NotAcquiredText+"%s", e.Shard, e.Reason)
 }
+
+// NotAcquiredText and ShardFinishedText are in every NotAcquiredError's
+// text, and in that of a finished shard's: the KCL sometimes logs the error
+// only as text, and these let a reader of that text tell what it was.
+const (
+	NotAcquiredText   = "not acquired: "
+	ShardFinishedText = "shard is finished (SHARD_END)"
+)
 
 func (e *NotAcquiredError) Unwrap() error { return ErrNotAcquired }
 

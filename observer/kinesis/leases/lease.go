@@ -180,7 +180,7 @@ func (t *Table) acquire(sl *slot, shard *par.ShardStatus) error {
 	}
 	now := t.now()
 	if r.checkpoint == checkpoint.ShardEnd {
-		return &NotAcquiredError{Shard: shard.ID, Reason: "shard is finished (SHARD_END)", Finished: true}
+		return &NotAcquiredError{Shard: shard.ID, Reason: ShardFinishedText, Finished: true}
 	}
 	ts, tsOK := r.leaseTimeout()
 	// As the KCL: a claim lapses once the lease it targets has been expired
