@@ -332,7 +332,17 @@ func (t *Table) renew(l *lease) error {
 			// The write may have landed: remember it so that the fence can
 			// recognise our own timeout later.
 			l.pending = newTimeout
-			return fmt.Errorf("lease table %q: renew lease of shard %s: %w", t.cfg.TableName, shard.ID, err)
+			err = fmt.Errorf("lease table %q: renew lease of shard %s: %w", t.cfg.TableName, shard.ID, err)
+			if t.ranOut(l) {
+				// Another worker may hold the lease by now (a worker wakes
+				// from a freeze with its renewal's deadline long past):
+				// nothing may run under it any more, and the operator learns
+				// why the shard stopped.
+				why := "renewal failed after the lease ran out by this worker's clock: " + err.Error()
+				t.markLost(l, why)
+				return t.lostErr(shard.ID, why)
+			}
+			return err
 		}
 		r, adopted, rerr := t.reconcile(l)
 		if rerr != nil {
@@ -383,6 +393,13 @@ func describeOwner(r row) string {
 	default:
 		return fmt.Sprintf("owned by worker %q until %s", r.owner, r.timeout)
 	}
+}
+
+// ranOut reports whether l's time is up by this process's monotonic clock.
+func (t *Table) ranOut(l *lease) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return !time.Now().Before(l.until)
 }
 
 func (t *Table) markLost(l *lease, why string) {
@@ -574,6 +591,9 @@ func (t *Table) RemoveLeaseOwner(shardID string) error {
 			log.Debug("lease not handed to a peer; releasing it", "err", err)
 		}
 	}
+	// Whether this worker still took the lease for its own: a release that
+	// finds it gone is then the first news of its loss.
+	wasLive := l != nil && !l.ended()
 	if l != nil {
 		l.end()
 	}
@@ -590,7 +610,11 @@ func (t *Table) RemoveLeaseOwner(shardID string) error {
 		log.Info("lease released")
 		return nil
 	case isConditionFailed(err):
-		log.Debug("lease not released: no longer ours")
+		if wasLive {
+			log.Warn("lease lost", "reason", "taken by another worker before this worker released it")
+		} else {
+			log.Debug("lease not released: no longer ours")
+		}
 		return nil
 	default:
 		// The lease then expires after LeaseDuration.

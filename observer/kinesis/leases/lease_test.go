@@ -483,6 +483,28 @@ func TestAmbiguousRenewal(t *testing.T) {
 	}
 }
 
+// A renewal that fails once the lease ran out by this worker's clock (a
+// worker waking from a freeze, its renewal's deadline long past) loses the
+// lease: another worker may hold it by now, so nothing may run under it.
+func TestRenewalFailingAfterTheLeaseRanOut(t *testing.T) {
+	f, shard, st := held(t, "")
+	lost := f.tbl.Lost(shard0)
+	f.tbl.mu.Lock()
+	f.tbl.slots[shard0].cur.until = time.Now().Add(-time.Millisecond)
+	f.tbl.mu.Unlock()
+	st.fail = errors.New("context deadline exceeded")
+	err := f.tbl.GetLease(shard, "me")
+	if !errors.Is(err, ErrLeaseLost) || !strings.Contains(err.Error(), "context deadline exceeded") {
+		t.Fatalf("renewal: %v, want ErrLeaseLost naming the failure", err)
+	}
+	if !isClosed(lost) {
+		t.Error("Lost open")
+	}
+	if err := checkpointAt(f.tbl, shard, "10"); !errors.Is(err, ErrLeaseLost) {
+		t.Errorf("checkpoint after the loss: %v", err)
+	}
+}
+
 func TestCheckpointSequence(t *testing.T) {
 	f, shard, st := held(t, "100")
 	var got update
