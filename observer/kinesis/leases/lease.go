@@ -2,7 +2,6 @@ package leases
 
 import (
 	"fmt"
-	"math/big"
 	"strings"
 	"sync"
 	"time"
@@ -39,8 +38,13 @@ type lease struct {
 	timeout    string // the LeaseTimeout we last wrote and know stored
 	pending    string // a LeaseTimeout we tried to write, outcome unknown (the call failed)
 	checkpoint string // the checkpoint we know stored
-	lost       chan struct{}
-	closeOnce  sync.Once
+	// inherited is AdmittedTo as stored when this lease was taken: records
+	// up to it may have been started by an earlier lease.
+	inherited string
+	admitted  string // the AdmittedTo we know stored while we hold the lease; "" when unknown or none
+	admitTry  string // an AdmittedTo we tried to write, outcome unknown (the call failed)
+	lost      chan struct{}
+	closeOnce sync.Once
 	// handoff is closed when a renewal finds that handoffTo asked for the
 	// lease.
 	handoff   chan struct{}
@@ -264,11 +268,18 @@ func (t *Table) acquire(sl *slot, shard *par.ShardStatus) error {
 		}
 		return fmt.Errorf("lease table %q: acquire lease of shard %s: %w", t.cfg.TableName, shard.ID, err)
 	}
-	// The stored checkpoint as of our write: a checkpoint the previous owner
-	// wrote after our read is included.
+	// The stored checkpoint and admitted mark as of our write: what the
+	// previous owner wrote after our read is included.
 	stored := parseRow(out.Attributes)
 	l := &lease{shard: shard, timeout: newTimeout, checkpoint: stored.checkpoint, lost: make(chan struct{}),
-		handoff: make(chan struct{}), until: start.Add(t.cfg.LeaseDuration)}
+		handoff: make(chan struct{}), until: start.Add(t.cfg.LeaseDuration),
+		inherited: stored.admitted, admitted: stored.admitted}
+	if stored.admitted != "" && !isDecimal(stored.admitted) {
+		// Nothing comes after it, so every record of this lease counts as
+		// possibly started; the first Admit replaces it.
+		log.Warn("unreadable "+attrAdmitted+"; treating every record as possibly started", "admitted_to", stored.admitted)
+		l.admitted = ""
+	}
 	t.mu.Lock()
 	sl.cur, sl.released = l, nil
 	t.mu.Unlock()
@@ -281,8 +292,8 @@ func (t *Table) acquire(sl *slot, shard *par.ShardStatus) error {
 			sh.ParentShardId = parent
 		}
 	})
-	log.Info("lease acquired", "previous_owner", r.owner, "checkpoint", stored.checkpoint, "lease_timeout", newTimeout,
-		"handed_over", reserved)
+	log.Info("lease acquired", "previous_owner", r.owner, "checkpoint", stored.checkpoint, "admitted_to", stored.admitted,
+		"lease_timeout", newTimeout, "handed_over", reserved)
 	if r.owner != "" && r.owner != me && t.cfg.OnHandoff != nil {
 		// Taken from an owner that stopped renewing (dead or frozen).
 		t.cfg.OnHandoff("expired")
@@ -443,53 +454,62 @@ func (t *Table) CheckpointSequence(shard *par.ShardStatus) error {
 		return fmt.Errorf("%w: lease table %q, shard %s: stored %q, asked %q",
 			ErrCheckpointRegression, t.cfg.TableName, shard.ID, l.checkpoint, value)
 	}
+	err := t.fenced(l, fmt.Sprintf("checkpoint shard %s at %s", shard.ID, value), func(e *expr) string {
+		return "SET " + e.name(attrCheckpoint) + " = " + e.value("checkpoint", value)
+	})
+	if err != nil {
+		restore()
+		return err
+	}
+	l.checkpoint = value
+	return nil
+}
+
+// fenced writes the shard's item with the update expression that set
+// builds, on the condition that the item still carries lease l (this
+// worker's id and the exact LeaseTimeout). l's slot.op must be held. A
+// refused write is retried once if the item carries l after all (a renewal
+// whose outcome was unknown had landed); otherwise l is lost: it is ended
+// and the error wraps ErrLeaseLost. Any other failure is returned wrapped,
+// prefixed with what.
+func (t *Table) fenced(l *lease, what string, set func(*expr) string) error {
 	me := t.cfg.WorkerID
 	for attempt := 0; ; attempt++ {
 		var e expr
+		update := set(&e)
 		_, err := t.update(&dynamodb.UpdateItemInput{
-			Key:              map[string]types.AttributeValue{attrShardID: s(shard.ID)},
-			UpdateExpression: aws.String("SET " + e.name(attrCheckpoint) + " = " + e.value("checkpoint", value)),
+			Key:              map[string]types.AttributeValue{attrShardID: s(l.shard.ID)},
+			UpdateExpression: aws.String(update),
 			ConditionExpression: aws.String(e.name(attrOwner) + " = " + e.value("me", me) +
 				" AND " + e.name(attrTimeout) + " = " + e.value("mine", l.timeout)),
 			ExpressionAttributeNames:  e.Names,
 			ExpressionAttributeValues: e.Values,
 		})
 		if err == nil {
-			l.checkpoint = value
 			return nil
 		}
 		if !isConditionFailed(err) {
-			restore()
-			return fmt.Errorf("lease table %q: checkpoint shard %s at %s: %w", t.cfg.TableName, shard.ID, value, err)
+			return fmt.Errorf("lease table %q: %s: %w", t.cfg.TableName, what, err)
 		}
 		r, adopted, rerr := t.reconcile(l)
 		if rerr != nil {
-			restore()
-			return fmt.Errorf("lease table %q: checkpoint shard %s at %s: %w (reading the lease: %v)",
-				t.cfg.TableName, shard.ID, value, err, rerr)
+			return fmt.Errorf("lease table %q: %s: %w (reading the lease: %v)", t.cfg.TableName, what, err, rerr)
 		}
 		if !adopted || attempt > 0 {
 			t.markLost(l, describeOwner(r))
-			restore()
-			return t.lostErr(shard.ID, describeOwner(r))
+			return t.lostErr(l.shard.ID, describeOwner(r))
 		}
 	}
 }
 
 // regresses tells whether writing next over stored moves the checkpoint
-// back. Sequence numbers are decimal strings of any length (56 digits on
-// AWS, small integers on some emulators), so they are compared as numbers;
-// anything else is not judged.
+// back: below the stored sequence number, or away from SHARD_END. What is
+// not a sequence number is not judged (see Later).
 func regresses(stored, next string) bool {
 	if stored == checkpoint.ShardEnd {
 		return next != checkpoint.ShardEnd
 	}
-	if stored == "" || next == checkpoint.ShardEnd {
-		return false
-	}
-	a, okA := new(big.Int).SetString(stored, 10)
-	b, okB := new(big.Int).SetString(next, 10)
-	return okA && okB && b.Cmp(a) < 0
+	return Later(stored, next)
 }
 
 // FetchCheckpoint reads the shard's item (consistent read) into shard:
