@@ -13,12 +13,7 @@ import (
 // takes the lease over, and by the same worker id taking it again.
 func TestIntegrationAdmittedMark(t *testing.T) {
 	e := newITEnv(t)
-	stream, name := e.streamAndTable(t, 1)
-	a := e.table(t, name, stream, "worker-a", 1500*time.Millisecond)
-	b := e.newTable(t, name, stream, "worker-b", 10*time.Second)
-	if err := b.Init(); err != nil {
-		t.Fatal(err)
-	}
+	name, a, b := e.rivals(t)
 	const id = "shardId-000000000000"
 	const big1 = "49590338271490256608559692538361571095921575989136588898"
 	stored := func(want string) {

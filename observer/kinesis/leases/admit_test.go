@@ -109,25 +109,7 @@ func TestAdmit(t *testing.T) {
 
 func TestAdmitFenced(t *testing.T) {
 	f, _, st := heldWithMark(t, "50")
-	lost := f.tbl.Lost(shard0)
-	// Our lease expired; another worker took the shard and admitted more.
-	st.set(shard0, attrOwner, "other", attrTimeout, future, attrAdmitted, "300")
-	before := st.item(shard0)
-	err := f.tbl.Admit(shard0, "200")
-	if !errors.Is(err, ErrLeaseLost) {
-		t.Fatalf("Admit after takeover: %v, want ErrLeaseLost", err)
-	}
-	for _, want := range []string{`"obs"`, shard0, `worker "me"`, `owned by worker "other"`} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("error %q lacks %s", err, want)
-		}
-	}
-	if !isClosed(lost) {
-		t.Error("Lost open")
-	}
-	if diff := cmp.Diff(before, st.item(shard0)); diff != "" {
-		t.Errorf("item changed (-before +after):\n%s", diff)
-	}
+	assertFencedOut(t, f, st, func() error { return f.tbl.Admit(shard0, "200") }, attrAdmitted, "300")
 	f.db.Reset()
 	if err := f.tbl.Admit(shard0, "400"); !errors.Is(err, ErrLeaseLost) {
 		t.Errorf("second Admit: %v, want ErrLeaseLost", err)
@@ -178,23 +160,6 @@ func TestAdmitTransientError(t *testing.T) {
 	}
 	if ops := f.db.Ops(); len(ops) != 0 {
 		t.Errorf("Admit of a stored mark wrote: %v", ops)
-	}
-}
-
-// An Admit fenced on a timeout that an ambiguous renewal may have replaced
-// is not a loss.
-func TestAdmitAfterAmbiguousRenewal(t *testing.T) {
-	f, shard, st := heldWithMark(t, "")
-	st.fail, st.apply = errors.New("context deadline exceeded"), true
-	f.clock.Add(time.Second)
-	if err := f.tbl.GetLease(shard, "me"); err == nil || errors.Is(err, ErrLeaseLost) {
-		t.Fatalf("ambiguous renewal: %v, want a plain error", err)
-	}
-	if err := f.tbl.Admit(shard0, "20"); err != nil {
-		t.Fatalf("Admit after an ambiguous renewal: %v", err)
-	}
-	if got := st.item(shard0)[attrAdmitted]; got != "20" {
-		t.Errorf("stored %q", got)
 	}
 }
 

@@ -288,14 +288,22 @@ func TestIntegrationStreamMismatch(t *testing.T) {
 
 // T5: a worker whose lease expired and was taken over cannot move the
 // checkpoint any more.
-func TestIntegrationFencing(t *testing.T) {
-	e := newITEnv(t)
+// rivals returns two workers of one new lease table over a one-shard
+// stream: A, whose short lease expires soon after it stops renewing, and B.
+func (e itEnv) rivals(t *testing.T) (name string, a, b *Table) {
+	t.Helper()
 	stream, name := e.streamAndTable(t, 1)
-	a := e.table(t, name, stream, "worker-a", 1500*time.Millisecond)
-	b := e.newTable(t, name, stream, "worker-b", 10*time.Second)
+	a = e.table(t, name, stream, "worker-a", 1500*time.Millisecond)
+	b = e.newTable(t, name, stream, "worker-b", 10*time.Second)
 	if err := b.Init(); err != nil {
 		t.Fatal(err)
 	}
+	return name, a, b
+}
+
+func TestIntegrationFencing(t *testing.T) {
+	e := newITEnv(t)
+	name, a, b := e.rivals(t)
 	const id = "shardId-000000000000"
 
 	shardA := newShard(id, "")
