@@ -15,7 +15,8 @@ import (
 // been started and need a claim, records after it were never admitted by
 // anyone. Every other write of the item names the attributes it changes, so
 // the mark survives renewals, checkpoints, claims, handoffs, releases and
-// takeovers; a child shard's item starts without one.
+// takeovers; only RemoveLeaseInfo, for a shard trimmed from the stream,
+// deletes it with the item. A child shard's item starts without one.
 
 // Admit stores seq as the highest sequence number this worker admitted on
 // shardID, fenced on its lease as CheckpointSequence is: a refused write
