@@ -73,6 +73,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
+	"github.com/sauna-io/sauna/observer/backoff"
 	"github.com/sauna-io/sauna/observer/ddbtable"
 	"github.com/sauna-io/sauna/observer/verdict"
 )
@@ -250,6 +251,8 @@ type Table struct {
 
 	// Poll delays of Init's wait for ACTIVE; zero means ddbtable's defaults.
 	waitMinDelay, waitMaxDelay time.Duration
+	// unprocessed spaces the retries of batch requests' unprocessed keys.
+	unprocessed backoff.Policy
 
 	mu   sync.Mutex
 	held map[Identity]*claimState
@@ -297,6 +300,8 @@ func New(db ddbtable.Client, cfg Config) *Table {
 		log:  log.With("table", cfg.TableName),
 		now:  now,
 		held: make(map[Identity]*claimState),
+
+		unprocessed: unprocessedBackoff,
 	}
 	_, _ = rand.Read(t.nonce[:]) // never fails (crypto/rand)
 	return t
@@ -399,35 +404,23 @@ func (t *Table) claimAt(ctx context.Context, c Claim, key string) (*claimState, 
 		if err != nil {
 			return nil, nil, fmt.Errorf("outcomes table %q: claim %s: read: %w", t.cfg.TableName, key, err)
 		}
-		if len(item) == 0 {
+		stand, rec := judge(item, c, tok, now)
+		switch stand {
+		case standAbsent:
 			continue // expired by TTL between the two calls
-		}
-		rec := parseRecord(item)
-		if rec.Digest != "" && rec.Digest != c.Digest {
+		case standOther:
 			if key == c.CommandID {
 				return nil, rec, nil
 			}
 			return nil, nil, fmt.Errorf("outcomes table %q: claim %s: item holds digest %s", t.cfg.TableName, key, rec.Digest)
-		}
-		switch rec.Status {
-		case StatusDone:
-			// A dead-lettered or rejected command never ran to success: one
-			// delivered again from elsewhere (a replay, a resend after a fix)
-			// may run.
-			if !reopenable(rec.Verdict) || (rec.Shard == c.Shard && rec.Sequence == c.Sequence) {
-				return nil, nil, &DuplicateError{Record: rec}
-			}
-		case StatusInProgress:
-			if seen, _ := str(item, attrToken); seen == tok {
-				// Our own write, landed though its answer was lost: the
-				// claim is ours, with no wait for its expiry.
-				return &claimState{key: key, token: tok, attempts: rec.Attempts, first: rec.FirstAttempt,
-					last: rec.LastAttempt, created: rec.Attempts == 1}, nil, nil
-			}
-			if rec.ClaimedUntil.After(now) {
-				return nil, nil, ErrClaimedElsewhere
-			}
-		default:
+		case standDuplicate:
+			return nil, nil, &DuplicateError{Record: rec}
+		case standOwn:
+			return &claimState{key: key, token: tok, attempts: rec.Attempts, first: rec.FirstAttempt,
+				last: rec.LastAttempt, created: rec.Attempts == 1}, nil, nil
+		case standLive:
+			return nil, nil, ErrClaimedElsewhere
+		case standUnknown:
 			return nil, nil, fmt.Errorf("outcomes table %q: claim %s: item has unknown status %q", t.cfg.TableName, key, rec.Status)
 		}
 		seenToken, hasToken := str(item, attrToken)
@@ -443,6 +436,54 @@ func (t *Table) claimAt(ctx context.Context, c Claim, key string) (*claimState, 
 	return nil, nil, ErrClaimedElsewhere
 }
 
+// standing is what Claim makes of the item it reads at a command's key.
+type standing int
+
+const (
+	standAbsent    standing = iota // no item: create it
+	standOther                     // another command's (another digest)
+	standDuplicate                 // done for good, or this very record's outcome: a *DuplicateError
+	standOwn                       // this Table's claim of the record, landed though its answer was lost
+	standLive                      // someone else's live claim: ErrClaimedElsewhere
+	standTakeOver                  // an expired claim, or a dead-lettered or rejected command delivered from another record
+	standUnknown                   // a status this version does not know
+)
+
+// judge is the one place that decides what an item means for a delivery of
+// c: Claim acts on it, and Peek classifies by it, so that the two never
+// disagree. tok is the token this Table claims c's record with, now the
+// claimer's time.
+func judge(item map[string]types.AttributeValue, c Claim, tok string, now time.Time) (standing, *Record) {
+	if len(item) == 0 {
+		return standAbsent, nil
+	}
+	rec := parseRecord(item)
+	if rec.Digest != "" && rec.Digest != c.Digest {
+		return standOther, rec
+	}
+	switch rec.Status {
+	case StatusDone:
+		// A dead-lettered or rejected command never ran to success: one
+		// delivered again from elsewhere (a replay, a resend after a fix)
+		// may run.
+		if !reopenable(rec.Verdict) || (rec.Shard == c.Shard && rec.Sequence == c.Sequence) {
+			return standDuplicate, rec
+		}
+	case StatusInProgress:
+		if seen, _ := str(item, attrToken); seen == tok {
+			// Our own write, landed though its answer was lost: the claim
+			// is ours, with no wait for its expiry.
+			return standOwn, rec
+		}
+		if rec.ClaimedUntil.After(now) {
+			return standLive, rec
+		}
+	default:
+		return standUnknown, rec
+	}
+	return standTakeOver, rec
+}
+
 // addConflict lists c's digest on other's item, the first command under the
 // id, and renews that item's expiry so that it outlives c's claim.
 func (t *Table) addConflict(ctx context.Context, c Claim, other *Record) error {
@@ -455,29 +496,13 @@ func (t *Table) addConflict(ctx context.Context, c Claim, other *Record) error {
 }
 
 func (t *Table) putNew(ctx context.Context, key string, c Claim, now time.Time, tok string) (*claimState, error) {
-	item := map[string]types.AttributeValue{
-		AttrCommandID:    s(key),
-		attrDigest:       s(c.Digest),
-		attrStatus:       s(StatusInProgress),
-		attrOwner:        s(t.cfg.WorkerID),
-		attrToken:        s(tok),
-		attrClaimedUntil: millis(now.Add(t.cfg.ClaimTimeout)),
-		attrAttempts:     n(1),
-		attrFirstAttempt: s(formatTime(now)),
-		attrLastAttempt:  s(formatTime(now)),
-		AttrExpiresAt:    n(now.Add(t.cfg.Retention).Unix()),
-		AttrSearchDay:    s(t.searchDay(now)),
-	}
-	// DynamoDB Local and older emulators reject empty strings; an absent
-	// attribute reads back as "" anyway.
-	for name, v := range map[string]string{
-		attrObserver: t.cfg.Observer, attrShard: c.Shard, attrSequence: c.Sequence, attrResponder: c.Responder,
-		attrSchema: c.Schema,
-	} {
-		if v != "" {
-			item[name] = s(v)
-		}
-	}
+	item := t.newItem(key, c, now)
+	item[attrStatus] = s(StatusInProgress)
+	item[attrToken] = s(tok)
+	item[attrClaimedUntil] = millis(now.Add(t.cfg.ClaimTimeout))
+	item[attrAttempts] = n(1)
+	item[attrLastAttempt] = s(formatTime(now))
+	item[AttrExpiresAt] = n(now.Add(t.cfg.Retention).Unix())
 	var e ddbtable.Expr
 	ctx, cancel := t.callCtx(ctx)
 	defer cancel()
@@ -491,6 +516,30 @@ func (t *Table) putNew(ctx context.Context, key string, c Claim, now time.Time, 
 		return nil, err
 	}
 	return &claimState{key: key, token: tok, attempts: 1, first: now, last: now, created: true}, nil
+}
+
+// newItem is what the first write of c's item at key records of it: its
+// identity, where it was read, who runs it, and when it was first attempted
+// (where Search finds it).
+func (t *Table) newItem(key string, c Claim, first time.Time) map[string]types.AttributeValue {
+	item := map[string]types.AttributeValue{
+		AttrCommandID:    s(key),
+		attrDigest:       s(c.Digest),
+		attrOwner:        s(t.cfg.WorkerID),
+		attrFirstAttempt: s(formatTime(first)),
+		AttrSearchDay:    s(t.searchDay(first)),
+	}
+	// DynamoDB Local and older emulators reject empty strings; an absent
+	// attribute reads back as "" anyway.
+	for name, v := range map[string]string{
+		attrObserver: t.cfg.Observer, attrShard: c.Shard, attrSequence: c.Sequence, attrResponder: c.Responder,
+		attrSchema: c.Schema,
+	} {
+		if v != "" {
+			item[name] = s(v)
+		}
+	}
+	return item
 }
 
 // takeOver replaces an expired claim, or reopens a dead-lettered command, in
@@ -587,9 +636,7 @@ func (t *Table) Extend(ctx context.Context, id Identity) error {
 // and the outcome was not written. A transient error leaves the claim held,
 // so Finish may be called again (or Release).
 func (t *Table) Finish(ctx context.Context, id Identity, f Final) error {
-	switch f.Verdict {
-	case verdict.Executed, verdict.Failed, verdict.DeadLettered, verdict.Rejected:
-	default:
+	if !final(f.Verdict) {
 		return fmt.Errorf("outcomes: finish %s: unknown verdict %q", id.CommandID, f.Verdict)
 	}
 	t.mu.Lock()
@@ -630,6 +677,15 @@ func (t *Table) Finish(ctx context.Context, id Identity, f Final) error {
 	}
 	t.drop(id, held.token)
 	return nil
+}
+
+// final reports whether v is a verdict an item records (Final.Verdict).
+func final(v verdict.Outcome) bool {
+	switch v {
+	case verdict.Executed, verdict.Failed, verdict.DeadLettered, verdict.Rejected:
+		return true
+	}
+	return false
 }
 
 // Release gives up this worker's claim without an outcome (shutdown, lost

@@ -1,13 +1,19 @@
 // Package ddbfake is for tests only: a scripted DynamoDB client for the
 // observer's tables. Each operation answers through a function field set by
 // the test; the fake checks that every call carries a deadline, records the
-// calls in order, and fails the test on a call it gave no answer for.
+// calls in order, and fails the test on a call it gave no answer for. Batch
+// requests DynamoDB would refuse (too many keys, a key twice, none at all)
+// are refused as DynamoDB refuses them, with a ValidationException, before
+// the test's answer is asked.
 package ddbfake
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +21,14 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/smithy-go"
+)
+
+// DynamoDB's limits on one batch request, which the fake enforces on its
+// own, apart from the code under test.
+const (
+	maxBatchGet   = 100
+	maxBatchWrite = 25
 )
 
 // ErrUnexpected is the error of a call the test gave no answer for.
@@ -30,9 +44,12 @@ type DB struct {
 
 	// Table, if set, is the table every call must name.
 	Table string
-	// ConsistentReads makes a GetItem that is not a consistent read fail
-	// the test.
+	// ConsistentReads makes a GetItem or BatchGetItem that is not a
+	// consistent read fail the test.
 	ConsistentReads bool
+	// HashKey is the hash key attribute of the tables written with
+	// BatchWriteItem: the fake finds a put's key by it.
+	HashKey string
 
 	OnDescribeTable      func(*dynamodb.DescribeTableInput) (*dynamodb.DescribeTableOutput, error)
 	OnCreateTable        func(*dynamodb.CreateTableInput) (*dynamodb.CreateTableOutput, error)
@@ -45,6 +62,8 @@ type DB struct {
 	OnDeleteItem         func(*dynamodb.DeleteItemInput) (*dynamodb.DeleteItemOutput, error)
 	OnScan               func(*dynamodb.ScanInput) (*dynamodb.ScanOutput, error)
 	OnQuery              func(*dynamodb.QueryInput) (*dynamodb.QueryOutput, error)
+	OnBatchGetItem       func(*dynamodb.BatchGetItemInput) (*dynamodb.BatchGetItemOutput, error)
+	OnBatchWriteItem     func(*dynamodb.BatchWriteItemInput) (*dynamodb.BatchWriteItemOutput, error)
 
 	mu  sync.Mutex
 	ops []string
@@ -147,6 +166,132 @@ func (f *DB) Scan(ctx context.Context, in *dynamodb.ScanInput, _ ...func(*dynamo
 
 func (f *DB) Query(ctx context.Context, in *dynamodb.QueryInput, _ ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error) {
 	return answer(f, ctx, "Query", in.TableName, f.OnQuery, in)
+}
+
+// BatchGetItem refuses, as DynamoDB does, a request for no key, for more
+// than 100 keys, or for one key twice; the test's answer
+// may leave keys unprocessed (UnprocessedKeys) to make the caller retry.
+func (f *DB) BatchGetItem(ctx context.Context, in *dynamodb.BatchGetItemInput, _ ...func(*dynamodb.Options)) (*dynamodb.BatchGetItemOutput, error) {
+	f.T.Helper()
+	var tables []string
+	var keys []map[string]types.AttributeValue
+	for table, ka := range in.RequestItems {
+		tables = append(tables, table)
+		if f.ConsistentReads && !aws.ToBool(ka.ConsistentRead) {
+			f.T.Errorf("BatchGetItem of %s without ConsistentRead", table)
+		}
+		if len(ka.Keys) == 0 {
+			return nil, f.refuse(ctx, "BatchGetItem", tables, "no keys for table "+table)
+		}
+		keys = append(keys, ka.Keys...)
+	}
+	if msg := batchProblem(keys, maxBatchGet, "Too many items requested for the BatchGetItem call"); msg != "" {
+		return nil, f.refuse(ctx, "BatchGetItem", tables, msg)
+	}
+	if err := f.enterBatch(ctx, "BatchGetItem", tables, f.OnBatchGetItem == nil); err != nil {
+		return nil, err
+	}
+	return f.OnBatchGetItem(in)
+}
+
+// BatchWriteItem refuses, as DynamoDB does, a request of no write, of more
+// than 25 writes, or with a key written twice (HashKey
+// names the key of puts); the test's answer may leave writes unprocessed
+// (UnprocessedItems) to make the caller retry.
+func (f *DB) BatchWriteItem(ctx context.Context, in *dynamodb.BatchWriteItemInput, _ ...func(*dynamodb.Options)) (*dynamodb.BatchWriteItemOutput, error) {
+	f.T.Helper()
+	var tables []string
+	var keys []map[string]types.AttributeValue
+	for table, writes := range in.RequestItems {
+		tables = append(tables, table)
+		for _, w := range writes {
+			switch {
+			case (w.PutRequest == nil) == (w.DeleteRequest == nil):
+				return nil, f.refuse(ctx, "BatchWriteItem", tables, "a write request must hold exactly one of PutRequest and DeleteRequest")
+			case w.DeleteRequest != nil:
+				keys = append(keys, w.DeleteRequest.Key)
+			case f.HashKey == "":
+				f.T.Errorf("BatchWriteItem put into %s: the fake's HashKey is not set", table)
+				return nil, ErrUnexpected
+			default:
+				key, ok := w.PutRequest.Item[f.HashKey]
+				if !ok {
+					return nil, f.refuse(ctx, "BatchWriteItem", tables, "One of the required keys was not given a value")
+				}
+				keys = append(keys, map[string]types.AttributeValue{f.HashKey: key})
+			}
+		}
+	}
+	if msg := batchProblem(keys, maxBatchWrite, "Member must have length less than or equal to 25"); msg != "" {
+		return nil, f.refuse(ctx, "BatchWriteItem", tables, msg)
+	}
+	if err := f.enterBatch(ctx, "BatchWriteItem", tables, f.OnBatchWriteItem == nil); err != nil {
+		return nil, err
+	}
+	return f.OnBatchWriteItem(in)
+}
+
+// batchProblem is DynamoDB's refusal of a batch of keys, or "".
+func batchProblem(keys []map[string]types.AttributeValue, limit int, tooMany string) string {
+	switch {
+	case len(keys) == 0:
+		return "Member must have length greater than or equal to 1"
+	case len(keys) > limit:
+		return tooMany
+	}
+	seen := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		id := KeyString(k)
+		if seen[id] {
+			return "Provided list of item keys contains duplicates"
+		}
+		seen[id] = true
+	}
+	return ""
+}
+
+// KeyString renders an item's key, so that keys can be compared and used as
+// map keys.
+func KeyString(key map[string]types.AttributeValue) string {
+	var parts []string
+	for _, name := range slices.Sorted(maps.Keys(key)) {
+		switch v := key[name].(type) {
+		case *types.AttributeValueMemberS:
+			parts = append(parts, name+"=S:"+v.Value)
+		case *types.AttributeValueMemberN:
+			parts = append(parts, name+"=N:"+v.Value)
+		case *types.AttributeValueMemberB:
+			parts = append(parts, name+"=B:"+string(v.Value))
+		default:
+			parts = append(parts, fmt.Sprintf("%s=%T", name, v))
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// enterBatch is enter for a request naming several tables.
+func (f *DB) enterBatch(ctx context.Context, op string, tables []string, missing bool) error {
+	f.T.Helper()
+	var table *string
+	for _, name := range tables {
+		if f.Table != "" && name != f.Table {
+			table = aws.String(name) // enter reports it
+		}
+	}
+	if table == nil && len(tables) > 0 {
+		table = aws.String(tables[0])
+	}
+	return f.enter(ctx, op, table, missing)
+}
+
+// refuse records op as called and answers it with DynamoDB's
+// ValidationException.
+func (f *DB) refuse(ctx context.Context, op string, tables []string, msg string) error {
+	f.T.Helper()
+	if err := f.enterBatch(ctx, op, tables, false); err != nil {
+		return err
+	}
+	return &smithy.GenericAPIError{Code: "ValidationException", Message: msg, Fault: smithy.FaultClient}
 }
 
 // DescribeSeq answers DescribeTable with each of answers in turn (a
