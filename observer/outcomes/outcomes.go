@@ -26,10 +26,24 @@
 // never runs a command again; the first claim that takes it over (an expired
 // claim, a replayed dead letter) records its digest.
 //
-// Every state change is a single conditional write: dynalite, the local
-// emulator, has no transactions, and none are needed because each item is
-// only ever changed by the worker whose claim token it carries. The token is
-// drawn from a random per-Table nonce and the record claimed, so a worker
+// Commands that no worker can have started yet (the caller knows which) need
+// no claim: Peek reads the
+// items of many at once (BatchGetItem) and classifies each by Claim's own
+// rules: Unseen (no item under the id: run it), SeenDone (Claim would answer
+// a duplicate) or Contended (take a claim). RecordDone then writes the
+// outcomes of those run without a claim in bulk (BatchWriteItem): items equal
+// to what Claim and Finish leave, without a claim token, which everything
+// here reads as it reads claimed ones. Nothing fences such a run in the
+// table, so it can run twice: when it was in flight at a crash or a lost
+// lease (the next owner runs it again at once), or when its id was read on
+// two shards by two processes at the same moment (between one's Peek and the
+// other's recorded outcome; two different commands under one id in that
+// window leave one item, the later outcome).
+//
+// Every claim's state change is a single conditional write: dynalite, the
+// local emulator, has no transactions, and none are needed because each item
+// is only ever changed by the worker whose claim token it carries. The token
+// is drawn from a random per-Table nonce and the record claimed, so a worker
 // whose claim expired and was taken over cannot extend it or write an
 // outcome over the new owner's, even when both run under the same worker id
 // (a restarted process); and a worker that tries a claim again after losing
@@ -39,6 +53,7 @@
 // Lifecycle of an item:
 //
 //	absent --Claim--> in_progress --Finish--> done
+//	absent --RecordDone--> done (run without a claim: Peek saw no item)
 //	in_progress (claim expired: crash mid-call) --Claim--> in_progress (new token, attempts go on)
 //	in_progress --Release--> in_progress, expired at once (next Claim takes over)
 //	done, verdict dead_lettered, seen again at another shard/sequence (a replay) --Claim--> in_progress
