@@ -27,18 +27,17 @@
 // claim, a replayed dead letter) records its digest.
 //
 // Commands that no worker can have started yet (the caller knows which) need
-// no claim: Peek reads the
-// items of many at once (BatchGetItem) and classifies each by Claim's own
-// rules: Unseen (no item under the id: run it), SeenDone (Claim would answer
-// a duplicate) or Contended (take a claim). RecordDone then writes the
-// outcomes of those run without a claim in bulk (BatchWriteItem): items equal
-// to what Claim and Finish leave, without a claim token, which everything
-// here reads as it reads claimed ones. Nothing fences such a run in the
-// table, so it can run twice: when it was in flight at a crash or a lost
-// lease (the next owner runs it again at once), or when its id was read on
-// two shards by two processes at the same moment (between one's Peek and the
-// other's recorded outcome; two different commands under one id in that
-// window leave one item, the later outcome).
+// no claim: Peek reads the items of many at once (BatchGetItem) and
+// classifies each by Claim's own rules: Unseen (no item under the id: run
+// it), SeenDone (Claim would answer a duplicate) or Contended (take a claim).
+// RecordDone then writes the outcomes of those run without a claim in bulk
+// (BatchWriteItem): items equal to what Claim and Finish leave, without a
+// claim token, which everything here reads as it reads claimed ones. Nothing
+// fences such a run in the table, so it can run twice: when it was in flight
+// at a crash or a lost lease (the next owner runs it again at once), or when
+// its id was read on two shards by two processes at the same moment (between
+// one's Peek and the other's recorded outcome; two different commands under
+// one id in that window leave one item, the later outcome).
 //
 // Every claim's state change is a single conditional write: dynalite, the
 // local emulator, has no transactions, and none are needed because each item
