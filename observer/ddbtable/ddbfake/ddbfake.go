@@ -169,8 +169,8 @@ func (f *DB) Query(ctx context.Context, in *dynamodb.QueryInput, _ ...func(*dyna
 }
 
 // BatchGetItem refuses, as DynamoDB does, a request for no key, for more
-// than 100 keys, or for one key twice; the test's answer
-// may leave keys unprocessed (UnprocessedKeys) to make the caller retry.
+// than 100 keys, or for one key twice; the test's answer may leave keys
+// unprocessed (UnprocessedKeys) to make the caller retry.
 func (f *DB) BatchGetItem(ctx context.Context, in *dynamodb.BatchGetItemInput, _ ...func(*dynamodb.Options)) (*dynamodb.BatchGetItemOutput, error) {
 	f.T.Helper()
 	var tables []string
@@ -195,9 +195,9 @@ func (f *DB) BatchGetItem(ctx context.Context, in *dynamodb.BatchGetItemInput, _
 }
 
 // BatchWriteItem refuses, as DynamoDB does, a request of no write, of more
-// than 25 writes, or with a key written twice (HashKey
-// names the key of puts); the test's answer may leave writes unprocessed
-// (UnprocessedItems) to make the caller retry.
+// than 25 writes, or with a key written twice (HashKey names the key of
+// puts); the test's answer may leave writes unprocessed (UnprocessedItems)
+// to make the caller retry.
 func (f *DB) BatchWriteItem(ctx context.Context, in *dynamodb.BatchWriteItemInput, _ ...func(*dynamodb.Options)) (*dynamodb.BatchWriteItemOutput, error) {
 	f.T.Helper()
 	var tables []string
@@ -241,7 +241,7 @@ func batchProblem(keys []map[string]types.AttributeValue, limit int, tooMany str
 	}
 	seen := make(map[string]bool, len(keys))
 	for _, k := range keys {
-		id := KeyString(k)
+		id := keyString(k)
 		if seen[id] {
 			return "Provided list of item keys contains duplicates"
 		}
@@ -250,9 +250,9 @@ func batchProblem(keys []map[string]types.AttributeValue, limit int, tooMany str
 	return ""
 }
 
-// KeyString renders an item's key, so that keys can be compared and used as
+// keyString renders an item's key, so that keys can be compared and used as
 // map keys.
-func KeyString(key map[string]types.AttributeValue) string {
+func keyString(key map[string]types.AttributeValue) string {
 	var parts []string
 	for _, name := range slices.Sorted(maps.Keys(key)) {
 		switch v := key[name].(type) {
