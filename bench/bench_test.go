@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sauna-io/sauna/bench/sink"
 )
 
 func TestParseBench(t *testing.T) {
@@ -88,5 +90,24 @@ func TestBaselineArgsPassTheKCLSettings(t *testing.T) {
 	}
 	if d, err := time.ParseDuration(args[i+1]); err != nil || d != scaleKCLShardSync {
 		t.Errorf("-shard-sync %q: parses to %v (%v), want %v", args[i+1], d, err, scaleKCLShardSync)
+	}
+}
+
+func TestSteadyCounterCountsOncePerCommand(t *testing.T) {
+	c := newSteadyCounter("ds", 3, 7) // commands 0..6: key ds(i%3), n i/3
+	put := func(key string, n, done int64) { c.add(sink.Delivery{Key: key, N: n, DoneNanos: done}) }
+	put("ds1", 0, 50)  // command 1
+	put("ds0", 0, 20)  // command 0, earlier than the first report
+	put("ds0", 2, 90)  // command 6
+	put("ds1", 0, 95)  // command 1 again: a duplicate, and not the last delivery
+	put("ds2", 2, 99)  // command 8 is past the backlog
+	put("ds3", 0, 99)  // key outside the backlog
+	put("x1", 0, 99)   // another prefix
+	put("dsx", 0, 99)  // not a number
+	put("ds2", -1, 99) // warm-up style n
+	got := c.stats()
+	want := steadyStats{arrived: 3, dups: 1, stray: 5, first: 20, last: 90}
+	if got != want {
+		t.Errorf("stats = %+v, want %+v", got, want)
 	}
 }

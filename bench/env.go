@@ -22,6 +22,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
@@ -74,10 +75,7 @@ func newEnv(ctx context.Context, kinURL, ddbURL string, quick bool, kindsWanted 
 		runID: strconv.FormatInt(time.Now().Unix()%1_000_000, 10),
 		procs: map[*proc]struct{}{},
 	}
-	e.kin = kinesis.NewFromConfig(aws.Config{
-		Region:      "us-east-1",
-		Credentials: credentials.NewStaticCredentialsProvider("test", "test", ""),
-	}, func(o *kinesis.Options) { o.BaseEndpoint = aws.String(kinURL) })
+	e.kin = kinesis.NewFromConfig(awsConfig(), func(o *kinesis.Options) { o.BaseEndpoint = aws.String(kinURL) })
 	e.sink, err = sink.Listen("127.0.0.1:0", e.col.add, func(err error) { log.Printf("sink: %v", err) })
 	if err != nil {
 		return nil, err
@@ -85,6 +83,17 @@ func newEnv(ctx context.Context, kinURL, ddbURL string, quick bool, kindsWanted 
 	log.Printf("sink on %s; logs and configs under %s", e.sink.Addr(), tmp)
 	e.build(ctx)
 	return e, nil
+}
+
+// awsConfig is the SDK config of the harness's own clients: test
+// credentials; each client sets its emulator's endpoint.
+func awsConfig() aws.Config {
+	return aws.Config{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider("test", "test", "")}
+}
+
+// dynamo is a client of the DynamoDB emulator.
+func (e *env) dynamo() *dynamodb.Client {
+	return dynamodb.NewFromConfig(awsConfig(), func(o *dynamodb.Options) { o.BaseEndpoint = aws.String(e.ddbURL) })
 }
 
 // build compiles the consumers. A failed build only takes its consumer out
@@ -288,16 +297,22 @@ type delivery struct {
 	shard string // resolved shard id
 }
 
-// collector routes each report to the recorder of its consumer id; reports
+// listener takes the reports of one scenario run: a recorder keeps every
+// delivery, a steadyCounter (drain-steady) only counts them.
+type listener interface {
+	add(sink.Delivery)
+}
+
+// collector routes each report to the listener of its consumer id; reports
 // from consumers no scenario listens to any more are dropped.
 type collector struct {
 	mu   sync.Mutex
-	recs map[string]*recorder
+	recs map[string]listener
 }
 
-func newCollector() *collector { return &collector{recs: map[string]*recorder{}} }
+func newCollector() *collector { return &collector{recs: map[string]listener{}} }
 
-func (c *collector) listen(consumer string, r *recorder) {
+func (c *collector) listen(consumer string, r listener) {
 	c.mu.Lock()
 	c.recs[consumer] = r
 	c.mu.Unlock()
@@ -400,7 +415,7 @@ func (e *env) childEnv(extra ...string) []string {
 }
 
 // start launches a consumer whose reports go to r.
-func (e *env) start(ctx context.Context, sp spec, r *recorder) (*proc, error) {
+func (e *env) start(ctx context.Context, sp spec, r listener) (*proc, error) {
 	bin, ok := e.bins[sp.kind]
 	if !ok {
 		return nil, fmt.Errorf("%s is not built: %v", sp.kind, e.buildErr[sp.kind])

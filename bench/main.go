@@ -22,7 +22,7 @@ import (
 )
 
 // scenarioNames in report order.
-var scenarioNames = []string{"startup", "latency", "drain", "slow", "failover", "pipeline", "rss", "ingest", "replay", "rebalance", "rolling", "ddb-cost"}
+var scenarioNames = []string{"startup", "latency", "drain", "drain-steady", "slow", "failover", "pipeline", "rss", "ingest", "replay", "rebalance", "rolling", "ddb-cost"}
 
 func main() {
 	if err := run(); err != nil {
@@ -105,18 +105,19 @@ func run() error {
 }
 
 var scenarioFuncs = map[string]func(context.Context, *env) (*section, error){
-	"startup":   scenarioStartup,
-	"latency":   scenarioLatency,
-	"drain":     scenarioDrain,
-	"slow":      scenarioSlow,
-	"failover":  scenarioFailover,
-	"pipeline":  scenarioPipeline,
-	"rss":       scenarioRSS,
-	"ingest":    scenarioIngest,
-	"replay":    scenarioReplay,
-	"rebalance": scenarioRebalance,
-	"rolling":   scenarioRolling,
-	"ddb-cost":  scenarioDDBCost,
+	"startup":      scenarioStartup,
+	"latency":      scenarioLatency,
+	"drain":        scenarioDrain,
+	"drain-steady": scenarioDrainSteady,
+	"slow":         scenarioSlow,
+	"failover":     scenarioFailover,
+	"pipeline":     scenarioPipeline,
+	"rss":          scenarioRSS,
+	"ingest":       scenarioIngest,
+	"replay":       scenarioReplay,
+	"rebalance":    scenarioRebalance,
+	"rolling":      scenarioRolling,
+	"ddb-cost":     scenarioDDBCost,
 }
 
 func pick(list string, all []string, flagName string) ([]string, error) {

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
@@ -128,10 +127,7 @@ func replayRun(ctx context.Context, e *env, n int) (dry, put cell, err error) {
 // times, written with BatchWriteItem, because a million conditional writes
 // one at a time would take most of an hour on the emulator.
 func fillOutcomes(ctx context.Context, e *env, n int) (*outcomes.Table, time.Time, error) {
-	db := dynamodb.NewFromConfig(aws.Config{
-		Region:      "us-east-1",
-		Credentials: credentials.NewStaticCredentialsProvider("test", "test", ""),
-	}, func(o *dynamodb.Options) { o.BaseEndpoint = aws.String(e.ddbURL) })
+	db := e.dynamo()
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	name := e.name("outcomes")
 	tbl := outcomes.New(db, outcomes.Config{TableName: name, Observer: "bench", WorkerID: "bench",

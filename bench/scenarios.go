@@ -21,6 +21,8 @@ type limits struct {
 	latencyCount   int
 	drainCount     int
 	drainLimit     time.Duration
+	steadyCount    int           // drain-steady: the backlog
+	steadyLimit    time.Duration // drain-steady: per run, from process start
 	slowCount      int
 	slowLimit      time.Duration
 	slowBaseline   time.Duration
@@ -47,6 +49,7 @@ func (e *env) limits() limits {
 		warmupLimit:  150 * time.Second,
 		latencyCount: 400, latencyPeriod: 50 * time.Millisecond, latencyTail: 15 * time.Second,
 		drainCount: 40000, drainKeys: 2000, drainLimit: 120 * time.Second,
+		steadyCount: 400000, steadyLimit: 600 * time.Second,
 		slowCount: 8000, slowKeys: 200, slowLimit: 120 * time.Second, slowBaseline: 20 * time.Second,
 		firstLimit:    90 * time.Second,
 		failoverLimit: 90 * time.Second, failoverWarmup: 180 * time.Second, failoverPeriod: 100 * time.Millisecond,
@@ -60,6 +63,7 @@ func (e *env) limits() limits {
 		l.warmupLimit = 30 * time.Second
 		l.latencyCount, l.latencyTail = 60, 5*time.Second
 		l.drainCount, l.drainLimit = 4000, 40*time.Second
+		l.steadyCount, l.steadyLimit = 20000, 60*time.Second
 		l.slowCount, l.slowLimit, l.slowBaseline = 2000, 40*time.Second, 5*time.Second
 		l.firstLimit = 30 * time.Second
 		l.failoverLimit, l.failoverWarmup = 30*time.Second, 30*time.Second
@@ -460,17 +464,7 @@ func scenarioDrain(ctx context.Context, e *env) (*section, error) {
 	t.add(&row{metric: "last delivery after start (s)", cells: column(e, rs, res, "last")})
 	t.add(&row{metric: fmt.Sprintf("arrived of %d", l.drainCount), cells: column(e, rs, res, "arrived"), noRatio: true})
 	t.add(&row{metric: "duplicates", cells: column(e, rs, res, "dups"), noRatio: true})
-	off := slices.Index(runLabels(rs), "sauna (idempotency off)")
-	raw := slices.Index(runLabels(rs), kindRaw)
-	rate.target = ">= 80% of raw (idempotency off)"
-	switch {
-	case off < 0:
-	case raw < 0 || !rate.cells[raw].ok:
-		rate.verdict = "unknown: no raw ceiling measured"
-	default:
-		rate.verdict = atLeast(rate.cells[off], 0.8*rate.cells[raw].v, "commands/s") +
-			fmt.Sprintf(" (%.0f%% of raw)", 100*rate.cells[off].v/rate.cells[raw].v)
-	}
+	rawShareVerdict(rate, rs)
 	s.notes = append(s.notes, "The whole drain takes one to two seconds, so startup weighs in it: sauna creates its lease table and "+
 		"takes one lease per 0.1 s shard-sync pass (the KCL's one-lease-per-pass loop), so its last shard starts about 0.3 s after "+
 		"its first, while raw reads all shards at once. sauna also decodes every command and validates it against its JSON "+
