@@ -111,3 +111,45 @@ func TestSteadyCounterCountsOncePerCommand(t *testing.T) {
 		t.Errorf("stats = %+v, want %+v", got, want)
 	}
 }
+
+func TestTableDropsColumnsThatCanOnlyHoldDashes(t *testing.T) {
+	render := func(tb *table) []string {
+		var b strings.Builder
+		tb.markdown(&b)
+		return strings.Split(strings.TrimSpace(b.String()), "\n")
+	}
+	plain := &table{cols: []string{"1 worker", "3 workers"}}
+	plain.add(&row{metric: "requests per command", cells: []cell{num(2, "%.0f"), num(3, "%.0f")}, noRatio: true})
+	if got := render(plain)[0]; got != "| metric | 1 worker | 3 workers |" {
+		t.Errorf("no targets, no ratios: header %q", got)
+	}
+	full := &table{cols: []string{kindSauna, kindRaw}}
+	full.add(&row{metric: "rate", cells: []cell{num(8, "%.0f"), num(10, "%.0f")}, target: ">= 5", verdict: "met"})
+	full.add(&row{metric: "dups", cells: []cell{num(0, "%.0f"), num(0, "%.0f")}, noRatio: true})
+	lines := render(full)
+	if lines[0] != "| metric | sauna | raw | target | sauna vs target | sauna vs baselines |" {
+		t.Errorf("header %q", lines[0])
+	}
+	if lines[2] != "| rate | 8 | 10 | >= 5 | met | sauna is 0.80x raw |" || lines[3] != "| dups | 0 | 0 | - | - | - |" {
+		t.Errorf("rows %q", lines[2:])
+	}
+}
+
+func TestAtMostZero(t *testing.T) {
+	if got := atMost(num(0, "%.0f"), 0, "duplicates"); got != "met" {
+		t.Errorf("0 of at most 0: %q", got)
+	}
+	if got := atMost(num(3, "%.0f"), 0, "duplicates"); got != "missed: 3 duplicates" {
+		t.Errorf("3 of at most 0: %q", got)
+	}
+}
+
+func TestScaleColumnsNameTheKCLsSettings(t *testing.T) {
+	cols := scaleCols([]string{kindSauna, kindKCL, kindRaw})
+	if cols[1] == kindKCL || !strings.Contains(cols[1], "stealing") || !strings.Contains(cols[1], "2000 ms") {
+		t.Errorf("KCL column %q; want its lease stealing and shard sync named", cols[1])
+	}
+	if cols[0] != kindSauna || cols[2] != kindRaw {
+		t.Errorf("other columns renamed: %v", cols)
+	}
+}

@@ -70,6 +70,9 @@ func atMost(c cell, limit float64, unit string) string {
 	if c.v <= limit {
 		return "met"
 	}
+	if limit == 0 {
+		return fmt.Sprintf("missed: %s %s", c.text, unit)
+	}
 	return fmt.Sprintf("missed by %s %s (%.0f%% over)", trim(c.v-limit), unit, 100*(c.v-limit)/limit)
 }
 
@@ -165,20 +168,7 @@ func (rep *report) markdown() string {
 			fmt.Fprintf(&b, "**Not measured:** %s\n\n", s.failed)
 		}
 		for _, t := range s.tables {
-			b.WriteString("| metric | " + strings.Join(t.cols, " | ") + " | target | sauna vs target | sauna vs baselines |\n")
-			b.WriteString("|---|" + strings.Repeat("---|", len(t.cols)+3) + "\n")
-			for _, r := range t.rows {
-				cells := make([]string, len(r.cells))
-				for i, c := range r.cells {
-					cells[i] = c.text
-				}
-				tg, vd := r.target, r.verdict
-				if tg == "" {
-					tg, vd = "-", "-"
-				}
-				fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", r.metric, strings.Join(cells, " | "), tg, vd, orDash(t.ratios(r)))
-			}
-			b.WriteString("\n")
+			t.markdown(&b)
 		}
 		for _, n := range s.notes {
 			b.WriteString("- " + n + "\n")
@@ -190,6 +180,44 @@ func (rep *report) markdown() string {
 	fmt.Fprintf(&b, "Run took %s. Consumer logs and configs of this run were kept in `%s`.\n",
 		time.Since(rep.started).Round(time.Second), rep.logDir)
 	return b.String()
+}
+
+// markdown writes the table. The target columns appear only if a row has
+// a target, the ratio column only if a row has a ratio: a column that
+// could only hold dashes says nothing.
+func (t *table) markdown(b *strings.Builder) {
+	var hasTarget, hasRatio bool
+	for _, r := range t.rows {
+		hasTarget = hasTarget || r.target != ""
+		hasRatio = hasRatio || t.ratios(r) != ""
+	}
+	head := append([]string{"metric"}, t.cols...)
+	if hasTarget {
+		head = append(head, "target", "sauna vs target")
+	}
+	if hasRatio {
+		head = append(head, "sauna vs baselines")
+	}
+	b.WriteString("| " + strings.Join(head, " | ") + " |\n")
+	b.WriteString("|" + strings.Repeat("---|", len(head)) + "\n")
+	for _, r := range t.rows {
+		line := []string{r.metric}
+		for _, c := range r.cells {
+			line = append(line, c.text)
+		}
+		if hasTarget {
+			tg, vd := r.target, r.verdict
+			if tg == "" {
+				tg, vd = "-", "-"
+			}
+			line = append(line, tg, orDash(vd))
+		}
+		if hasRatio {
+			line = append(line, orDash(t.ratios(r)))
+		}
+		b.WriteString("| " + strings.Join(line, " | ") + " |\n")
+	}
+	b.WriteString("\n")
 }
 
 func orDash(s string) string {
