@@ -104,13 +104,13 @@ func scenarioDrainSteady(ctx context.Context, e *env) (*section, error) {
 			verdicts = append(verdicts, rn.label+": "+v)
 		}
 		if _, built := e.bins[rn.kind]; built && (!c.ok || int(c.v) < l.steadyCount) {
-			short = append(short, fmt.Sprintf("%s (%s)", rn.label, missing))
+			short = append(short, rn.label+": "+missing)
 		}
 	}
 	arrived.verdict = joinOr(verdicts, "-")
 	if len(short) > 0 {
-		s.notes = append(s.notes, "Not every command arrived within the limit for: "+strings.Join(short, ", ")+
-			"; their rate is over what arrived.")
+		s.notes = append(s.notes, "Not every command arrived within the limit ("+strings.Join(short, "; ")+
+			"); the rate of those runs is over what arrived.")
 	} else {
 		s.notes = append(s.notes, "Every command arrived in every run.")
 	}

@@ -150,8 +150,9 @@ func (rep *report) markdown() string {
 		"(shard sync 2000 ms, idle 250 ms, failover 10000 ms, maxInFlightPerShard 64, idempotency on). The probe waits " +
 		"`delayMillis`, then reports.\n" +
 		"- **kcl-defaults**: vmware-go-kcl-v2 v1.0.0 with its defaults (shard sync 60 s jittered 0.5-1.5x, idle 1000 ms, " +
-		"failover 10 s) except TRIM_HORIZON (rebalance and rolling also turn on lease stealing and shorten the shard sync, " +
-		"as their method says); records handled one after the other, the batch's last record checkpointed.\n" +
+		"failover 10 s) except TRIM_HORIZON; records handled one after the other, the batch's last record checkpointed. " +
+		"Rebalance and rolling turn on its lease stealing and shorten its shard sync, as their method says, and name its " +
+		"column `" + scaleKCLLabel + "`.\n" +
 		"- **harlow-defaults**: harlow/kinesis-consumer v0.5.0 `Scan` with its defaults (in-memory store, no leases, a poll " +
 		"every 250 ms, 10000 records per call) except TRIM_HORIZON.\n" +
 		"- **raw**: one goroutine per shard, GetRecords with Limit 10000 back to back, 250 ms pause only after an empty " +

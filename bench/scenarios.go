@@ -469,7 +469,7 @@ func scenarioDrain(ctx context.Context, e *env) (*section, error) {
 		"takes one lease per 0.1 s shard-sync pass (the KCL's one-lease-per-pass loop), so its last shard starts about 0.3 s after "+
 		"its first, while raw reads all shards at once. sauna also decodes every command and validates it against its JSON "+
 		"Schemas (section 6) on the same two cores that kinesalite needs; raw only parses the JSON. Runs vary by about 20% "+
-		"from one to the next on this machine.")
+		"from one to the next on this machine. Section 3b measures the rate of a backlog ten times as large without startup.")
 	buildNotes(e, s)
 	return s, nil
 }
@@ -530,7 +530,8 @@ func scenarioSlow(ctx context.Context, e *env) (*section, error) {
 			"(limit %s); commands/s per shard = the shard's commands / (its last - first delivery), reported as the mean "+
 			"over shards and the slowest shard. Baselines handle records serially, as a KCL or harlow user would: the same "+
 			"preload, measured for %s from their first delivery (waiting up to %s for it). Per-key order: n must increase "+
-			"per key in delivery order.", l.slowKeys, l.slowCount, secs(l.slowLimit), secs(l.slowBaseline), secs(l.firstLimit))}
+			"per key in delivery order. sauna runs once with idempotency off and once on (every command then claims and "+
+			"records its outcome in the outcome table).", l.slowKeys, l.slowCount, secs(l.slowLimit), secs(l.slowBaseline), secs(l.firstLimit))}
 	rs := e.runs(true)
 	res, err := perRun(ctx, e, s, "slow", rs, func(rn runSpec) (map[string]cell, error) { return slowRun(ctx, e, rn, l) })
 	if err != nil {
