@@ -1,9 +1,14 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"math/big"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -151,5 +156,41 @@ func TestScaleColumnsNameTheKCLsSettings(t *testing.T) {
 	}
 	if cols[0] != kindSauna || cols[2] != kindRaw {
 		t.Errorf("other columns renamed: %v", cols)
+	}
+}
+
+func TestInChunksCoversEveryIndexOnceAndStopsOnError(t *testing.T) {
+	var mu sync.Mutex
+	seen := make([]int, 1003)
+	err := inChunks(context.Background(), len(seen), 10, 4, func(_ context.Context, lo, hi int) error {
+		if hi-lo > 10 || lo >= hi {
+			return fmt.Errorf("chunk [%d, %d)", lo, hi)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for i := lo; i < hi; i++ {
+			seen[i]++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range seen {
+		if n != 1 {
+			t.Fatalf("index %d seen %d times", i, n)
+		}
+	}
+	boom := errors.New("boom")
+	var calls atomic.Int64
+	err = inChunks(context.Background(), 1000, 1, 2, func(context.Context, int, int) error {
+		calls.Add(1)
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Errorf("err = %v, want boom", err)
+	}
+	if c := calls.Load(); c > 2 {
+		t.Errorf("%d calls after the first error; each worker should stop at its first", c)
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -245,56 +244,27 @@ func (c *steadyCounter) stats() steadyStats {
 // their n order across writers, so this is for scenarios that do not check
 // order.
 func (e *env) preload(ctx context.Context, st *stream, count, writers int, cmd func(i int) cmdRef) (map[string]int, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		next     atomic.Int64
-		mu       sync.Mutex
-		perShard = map[string]int{}
-		firstErr error
-		wg       sync.WaitGroup
-	)
-	fail := func(err error) {
+	var mu sync.Mutex
+	perShard := map[string]int{}
+	err := inChunks(ctx, count, 500, writers, func(ctx context.Context, lo, hi int) error {
+		now := time.Now().UnixNano()
+		entries := make([]types.PutRecordsRequestEntry, 0, hi-lo)
+		for i := lo; i < hi; i++ {
+			c := cmd(i)
+			entries = append(entries, types.PutRecordsRequestEntry{PartitionKey: aws.String(c.key), Data: record(c.key, c.n, now)})
+		}
+		acked, err := e.putAll(ctx, st, entries)
+		if err != nil {
+			return err
+		}
 		mu.Lock()
-		if firstErr == nil {
-			firstErr = err
+		for sh, n := range acked {
+			perShard[sh] += n
 		}
 		mu.Unlock()
-		cancel()
-	}
-	for range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				start := int(next.Add(500)) - 500
-				if start >= count || ctx.Err() != nil {
-					return
-				}
-				now := time.Now().UnixNano()
-				entries := make([]types.PutRecordsRequestEntry, 0, 500)
-				for i := start; i < min(start+500, count); i++ {
-					c := cmd(i)
-					entries = append(entries, types.PutRecordsRequestEntry{PartitionKey: aws.String(c.key), Data: record(c.key, c.n, now)})
-				}
-				acked, err := e.putAll(ctx, st, entries)
-				if err != nil {
-					fail(err)
-					return
-				}
-				mu.Lock()
-				for sh, n := range acked {
-					perShard[sh] += n
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	if firstErr != nil {
-		return nil, firstErr
-	}
-	if err := ctx.Err(); err != nil {
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	total := 0

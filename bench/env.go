@@ -572,6 +572,34 @@ func writeJSON(path string, v any) error {
 	return os.WriteFile(path, append(b, '\n'), 0o600)
 }
 
+// inChunks calls fn for the chunks [lo, hi) of [0, n), at most chunk long,
+// from workers goroutines at once, and returns when all are done; the
+// first error stops the others and is returned.
+func inChunks(ctx context.Context, n, chunk, workers int, fn func(ctx context.Context, lo, hi int) error) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				lo := int(next.Add(int64(chunk))) - chunk
+				if lo >= n || ctx.Err() != nil {
+					return
+				}
+				if err := fn(ctx, lo, min(lo+chunk, n)); err != nil {
+					cancel(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return context.Cause(ctx)
+}
+
 // waitFor polls cond every 25 ms until it holds, the deadline passes (false,
 // nil), a process exits (error) or ctx ends.
 func waitFor(ctx context.Context, deadline time.Time, cond func() bool, procs ...*proc) (bool, error) {

@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -181,46 +179,30 @@ func fillOutcomes(ctx context.Context, e *env, n int) (*outcomes.Table, time.Tim
 		}
 		return 2 + i%2
 	}
-	const writers = 8
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, writers)
 	start := time.Now()
-	for range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				first := int(next.Add(25)) - 25
-				if first >= n || ctx.Err() != nil {
-					return
-				}
-				var reqs []ddbtypes.WriteRequest
-				for i := first; i < min(first+25, n); i++ {
-					item := maps.Clone(templates[kindOf(i)])
-					at := now.Add(-24*time.Hour + time.Duration(i)*24*time.Hour/time.Duration(n))
-					ts := &ddbtypes.AttributeValueMemberS{Value: at.Format("2006-01-02T15:04:05.000Z07:00")}
-					item[outcomes.AttrCommandID] = &ddbtypes.AttributeValueMemberS{Value: fmt.Sprintf("30000000-0000-4000-8000-%012d", i)}
-					item[outcomes.AttrSearchDay] = &ddbtypes.AttributeValueMemberS{Value: "bench#" + at.Format(time.DateOnly)}
-					// The index's range key and its companion, as the table
-					// names them (docs/operations.md).
-					item["firstAttempt"], item["lastAttempt"] = ts, ts
-					reqs = append(reqs, ddbtypes.WriteRequest{PutRequest: &ddbtypes.PutRequest{Item: item}})
-				}
-				for len(reqs) > 0 {
-					out, err := db.BatchWriteItem(ctx, &dynamodb.BatchWriteItemInput{RequestItems: map[string][]ddbtypes.WriteRequest{name: reqs}})
-					if err != nil {
-						errs <- err
-						return
-					}
-					reqs = out.UnprocessedItems[name]
-				}
+	err := inChunks(ctx, n, 25, 8, func(ctx context.Context, lo, hi int) error {
+		var reqs []ddbtypes.WriteRequest
+		for i := lo; i < hi; i++ {
+			item := maps.Clone(templates[kindOf(i)])
+			at := now.Add(-24*time.Hour + time.Duration(i)*24*time.Hour/time.Duration(n))
+			ts := &ddbtypes.AttributeValueMemberS{Value: at.Format("2006-01-02T15:04:05.000Z07:00")}
+			item[outcomes.AttrCommandID] = &ddbtypes.AttributeValueMemberS{Value: fmt.Sprintf("30000000-0000-4000-8000-%012d", i)}
+			item[outcomes.AttrSearchDay] = &ddbtypes.AttributeValueMemberS{Value: "bench#" + at.Format(time.DateOnly)}
+			// The index's range key and its companion, as the table
+			// names them (docs/operations.md).
+			item["firstAttempt"], item["lastAttempt"] = ts, ts
+			reqs = append(reqs, ddbtypes.WriteRequest{PutRequest: &ddbtypes.PutRequest{Item: item}})
+		}
+		for len(reqs) > 0 {
+			out, err := db.BatchWriteItem(ctx, &dynamodb.BatchWriteItemInput{RequestItems: map[string][]ddbtypes.WriteRequest{name: reqs}})
+			if err != nil {
+				return err
 			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+			reqs = out.UnprocessedItems[name]
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, now, err
 	}
 	log.Printf("replay: %d outcomes written in %.0f s", n, time.Since(start).Seconds())
