@@ -63,7 +63,7 @@ func (e *env) limits() limits {
 		l.warmupLimit = 30 * time.Second
 		l.latencyCount, l.latencyTail = 60, 5*time.Second
 		l.drainCount, l.drainLimit = 4000, 40*time.Second
-		l.steadyCount, l.steadyLimit = 20000, 60*time.Second
+		l.steadyCount, l.steadyLimit = 10000, 60*time.Second
 		l.slowCount, l.slowLimit, l.slowBaseline = 2000, 40*time.Second, 5*time.Second
 		l.firstLimit = 30 * time.Second
 		l.failoverLimit, l.failoverWarmup = 30*time.Second, 30*time.Second
