@@ -159,7 +159,8 @@ func (rep *report) markdown() string {
 		"read: the ceiling of what the emulator hands out.\n\n" +
 		"Every baseline parses the command JSON, sleeps the per-record delay (serially) and reports; sauna validates the " +
 		"command against its schemas and dispatches it to the probe. Each consumer is its own process, started fresh " +
-		"on a fresh stream and lease table for every measurement.\n\n")
+		"on a fresh stream and lease table for every measurement (drain-steady: one preloaded stream, read by every run " +
+		"with its own lease table).\n\n")
 	for _, s := range rep.sections {
 		fmt.Fprintf(&b, "## %s\n\n", s.title)
 		if s.method != "" {
