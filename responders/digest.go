@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"unsafe"
+
+	"github.com/sauna-io/sauna/schemas"
 )
 
 // Digest identifies what a command asks: the inner command's schema URI and
@@ -69,6 +71,8 @@ func digestOf(schema string, v any) string {
 	hex.Encode(out[:], w.sum[:])
 	clear(w.keys[:cap(w.keys)])
 	w.keys = w.keys[:0]
+	clear(w.members[:cap(w.members)])
+	w.members = w.members[:0]
 	canonicalPool.Put(w)
 	return string(out[:])
 }
@@ -80,8 +84,9 @@ type canonicalWriter struct {
 	buf [512]byte
 	n   int
 	// keys holds the sorted member names of the objects being written, the
-	// innermost last.
-	keys []string
+	// innermost last; members does the same for objects given as Members.
+	keys    []string
+	members []schemas.Member
 }
 
 var canonicalPool = sync.Pool{New: func() any { return &canonicalWriter{h: sha256.New()} }}
@@ -196,6 +201,24 @@ func (w *canonicalWriter) write(v any) {
 		}
 		w.putByte('}')
 		w.keys = w.keys[:base]
+	case *schemas.Members:
+		// treeParser's objects: their names are unique.
+		base := len(w.members)
+		w.members = append(w.members, *x...)
+		ms := w.members[base:]
+		slices.SortFunc(ms, func(a, b schemas.Member) int { return strings.Compare(a.Name, b.Name) })
+		w.putByte('{')
+		for i, m := range ms {
+			if i > 0 {
+				w.putByte(',')
+			}
+			w.writeString(m.Name)
+			w.putByte(':')
+			w.write(m.Value)
+		}
+		w.putByte('}')
+		clear(ms)
+		w.members = w.members[:base]
 	default:
 		// encoding/json with UseNumber, and treeParser, produce nothing else.
 		panic(fmt.Sprintf("command digest: unexpected %T", v))

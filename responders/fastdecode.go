@@ -75,10 +75,13 @@ func decodeFast(raw []byte) (*Command, error) {
 	if !ok || p.span == nil {
 		return nil, errSlowPath
 	}
-	key, err := schemas.ParseKey(inner.schema)
-	if err != nil {
+	// A URI that names no bundled JSON Schema is rejected or refused by
+	// decodeChecked, which words why.
+	v, ok := schemas.JSONValidatorOf(inner.schema)
+	if !ok {
 		return nil, errSlowPath
 	}
+	key := v.Key()
 	mod, ok := ForCommand(key)
 	if !ok || mod.Retired != "" {
 		return nil, errSlowPath
@@ -131,16 +134,15 @@ func treeSelfDescribing(v any) (treeSD, bool) {
 }
 
 // validTree is validate on a parsed value: nil, errSlowPath, or the
-// rejection of data that does not validate.
+// rejection of data that does not validate. The schema's URI leads straight
+// to its compiled validator: a URI that ParseKey refuses, or that names no
+// bundled JSON Schema, has none, and decodeChecked words its rejection.
 func validTree(part string, family schemas.Key, sd treeSD, id string) error {
-	key, err := schemas.ParseKey(sd.schema)
-	if err != nil {
+	v, ok := schemas.JSONValidatorOf(sd.schema)
+	if !ok || family.Vendor != "" && !family.SameRevision(v.Key()) {
 		return errSlowPath
 	}
-	if family.Vendor != "" && !family.SameRevision(key) || !schemas.Has(key) {
-		return errSlowPath
-	}
-	err = schemas.ValidateJSON(key, sd.data)
+	err := v.Validate(sd.data)
 	if err == nil {
 		return nil
 	}

@@ -69,7 +69,8 @@ type Module struct {
 	Decode func(schema schemas.Key, data json.RawMessage) (any, error)
 	// DecodeValue, if set, is Decode given also the data as it was decoded
 	// for validation (the value encoding/json gives for an any with
-	// UseNumber), which spares a second parse. It returns false whenever it
+	// UseNumber, except that every object is a *schemas.Members), which
+	// spares a second parse. It returns false whenever it
 	// cannot give exactly what Decode gives, which then decides.
 	DecodeValue func(schema schemas.Key, data json.RawMessage, value any) (any, bool)
 	// New builds a responder from its config. It must not do I/O or start

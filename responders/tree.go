@@ -11,14 +11,12 @@ import (
 
 // treeParser builds, in one pass and without reflection, the values the
 // JSON Schema validator takes: those encoding/json gives when decoding into
-// an any with UseNumber (map[string]any, []any, string, json.Number, bool,
-// nil), except that objects are schemas.Members, which the validator takes
-// as well, everywhere but in the one value at path want. That value, whose
-// objects are maps, outlives the parse (the command's digest and its
-// module's decoding read it); the rest of a record is only validated and
-// read by decodeFast, and a map would cost two allocations per object.
-// The parser also keeps the bytes of the value at want, so that part of a
-// record needs no second parse.
+// an any with UseNumber ([]any, string, json.Number, bool, nil), except that
+// objects are *schemas.Members, which the validator takes as well as maps.
+// Members cost no map per object: the few slabs that hold them are the
+// allocations, and the digest and the module's decoding read them in order
+// without hashing. The parser also keeps the bytes of the value at path
+// want, so that part of a record needs no second parse.
 //
 // It accepts exactly the documents json.Valid accepts, except that it gives
 // up on what it does not need to handle quickly: a repeated object key
@@ -34,15 +32,13 @@ type treeParser struct {
 	depth int
 	want  []string
 	span  []byte
-	// maps is set while the value at want is parsed.
-	maps bool
 	// stacks holds the members and elements of the objects and arrays being
 	// parsed, so that each is allocated once, at its final size.
 	stacks *treeStacks
 	// slab holds the members of the objects parsed so far, end to end, and
-	// heads the objects themselves: two allocations for the handful of
-	// small objects of a record (an object boxed in an any as a slice
-	// would cost one each).
+	// heads the objects themselves: two allocations for the dozen small
+	// objects of a record (an object boxed in an any as a slice would cost
+	// one each).
 	slab  []schemas.Member
 	heads []schemas.Members
 }
@@ -55,13 +51,14 @@ type treeStacks struct {
 
 var treeStacksPool = sync.Pool{New: func() any { return new(treeStacks) }}
 
-// slabMembers is the size of a slab: enough for the wrapper, envelope and
-// a few tags.
-const slabMembers = 32
+// slabMembers is the size of a slab: enough for the wrapper, the envelope
+// with a few tags, and a small command.
+const slabMembers = 48
 
 // slabObjects is the number of objects in a slab of heads: a record's
-// wrapper, envelope, execution, tags and command.
-const slabObjects = 8
+// wrapper, envelope, execution, tags and command, and a few objects of its
+// data.
+const slabObjects = 16
 
 // commonStrings are string values that nearly every record holds, already
 // boxed: each would otherwise cost an allocation per record. They are the
@@ -133,10 +130,6 @@ func (p *treeParser) value(on int) (any, bool) {
 	start := p.i
 	var v any
 	ok := false
-	if on == len(p.want) && !p.maps {
-		p.maps = true
-		defer func() { p.maps = false }()
-	}
 	switch c := p.b[p.i]; {
 	case c == '{':
 		v, ok = p.object(on)
@@ -211,17 +204,6 @@ func (p *treeParser) object(on int) (any, bool) {
 		clear(ms)
 		st.members = st.members[:base]
 	}()
-	if p.maps {
-		m := make(map[string]any, len(ms))
-		for _, e := range ms {
-			if _, dup := m[e.Name]; dup {
-				return nil, false
-			}
-			m[e.Name] = e.Value
-		}
-		return m, true
-	}
-	// Outside the value at want, the object as a *schemas.Members.
 	if hasRepeatedName(ms) {
 		return nil, false
 	}

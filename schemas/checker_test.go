@@ -119,7 +119,7 @@ func checkerKeys(t testing.TB) []Key {
 	}
 	var out []Key
 	for _, k := range Keys() {
-		if js.checkers[k] != nil {
+		if v := js.byKey[k]; v != nil && v.checker != nil {
 			out = append(out, k)
 		}
 	}
@@ -147,9 +147,9 @@ func sameAsLibrary(t testing.TB, keys []Key, doc []byte) {
 		walkValues(root, func(v any) {
 			members := asMembers(v)
 			for _, k := range keys {
-				libErr := js.byKey[k].Validate(v)
+				libErr := js.byKey[k].schema.Validate(v)
 				for _, in := range []any{v, members} {
-					got := js.checkers[k].check(in, 0)
+					got := js.byKey[k].checker.check(in, 0)
 					if got == unsure || (got == valid) != (libErr == nil) {
 						b, _ := json.Marshal(v)
 						t.Fatalf("%s: the checker says %v, the library %v, for %s (%T)", k, got, libErr, b, in)
@@ -229,13 +229,13 @@ func TestEveryCommandSchemaHasAChecker(t *testing.T) {
 		if k.Format != "jsonschema" || k == metaSchemaKey {
 			continue
 		}
-		if _, err := newChecker(js.byKey[k]); err != nil {
+		if _, err := newChecker(js.byKey[k].schema); err != nil {
 			t.Errorf("%s: %v", k, err)
 		}
 	}
 	// The meta-schema uses dependencies: the library alone validates
 	// against it, which shows that an unsupported keyword is refused.
-	if js.checkers[metaSchemaKey] != nil {
+	if js.byKey[metaSchemaKey].checker != nil {
 		t.Error("the meta-schema has a checker")
 	}
 }
@@ -253,7 +253,7 @@ func TestCheckerMatchesLibrary(t *testing.T) {
 // TestCheckerUnsure: values the checker cannot judge go to the library.
 func TestCheckerUnsure(t *testing.T) {
 	js := jsonSchemas()
-	env := js.checkers[Key{Vendor: "com.snowplowanalytics.sauna.commands", Name: "envelope", Format: "jsonschema", Model: 1}]
+	env := js.byKey[Key{Vendor: "com.snowplowanalytics.sauna.commands", Name: "envelope", Format: "jsonschema", Model: 1}].checker
 	for _, v := range []any{
 		int64(1),
 		map[string]any{"commandId": 1.5, "x": struct{}{}},

@@ -22,12 +22,27 @@ var metaSchemaKey = Key{Vendor: "com.snowplowanalytics.self-desc", Name: "schema
 func schemaURL(k Key) string { return igluCentral + k.Path() + "#" }
 
 type compiledJSONSchemas struct {
-	byKey map[Key]*jsonschema.Schema
-	// checkers holds the fast validator of each schema that has one (see
-	// checker).
-	checkers map[Key]*checker
-	err      error
+	byKey map[Key]*JSONValidator
+	// byURI holds the same validators under their keys' URIs, so that a
+	// command's schema URI leads to its validator in one lookup, without
+	// parsing it.
+	byURI map[string]*JSONValidator
+	err   error
 }
+
+// A JSONValidator is one bundled JSON Schema, compiled: what [ValidateJSON]
+// looks up by key, kept so that a caller that validates against the same
+// schema again and again looks it up once.
+type JSONValidator struct {
+	key    Key
+	schema *jsonschema.Schema
+	// checker is the schema's fast validator, when it has one (see
+	// checker).
+	checker *checker
+}
+
+// Key is the schema's key.
+func (v *JSONValidator) Key() Key { return v.key }
 
 var jsonSchemas = sync.OnceValue(compileJSONSchemas)
 
@@ -69,18 +84,20 @@ func compileJSONSchemas() compiledJSONSchemas {
 		}
 		jsKeys = append(jsKeys, k)
 	}
-	out := compiledJSONSchemas{byKey: make(map[Key]*jsonschema.Schema, len(jsKeys)), checkers: map[Key]*checker{}}
+	out := compiledJSONSchemas{byKey: make(map[Key]*JSONValidator, len(jsKeys)), byURI: make(map[string]*JSONValidator, len(jsKeys))}
 	for _, k := range jsKeys {
 		s, err := c.Compile(schemaURL(k))
 		if err != nil {
 			return compiledJSONSchemas{err: fmt.Errorf("schemas: compile %s: %w", k, err)}
 		}
-		out.byKey[k] = s
+		v := &JSONValidator{key: k, schema: s}
 		// A schema the checker cannot express is validated by the library
 		// alone.
 		if ch, err := newChecker(s); err == nil {
-			out.checkers[k] = ch
+			v.checker = ch
 		}
+		out.byKey[k] = v
+		out.byURI[k.String()] = v
 	}
 	return out
 }
@@ -109,15 +126,31 @@ func ValidateJSON(k Key, instance any) error {
 	if js.err != nil {
 		return js.err
 	}
-	s, ok := js.byKey[k]
+	v, ok := js.byKey[k]
 	if !ok {
 		return fmt.Errorf("%w %s", ErrUnknownSchema, k)
 	}
-	if ch := js.checkers[k]; ch != nil && ch.check(instance, 0) == valid {
+	return v.Validate(instance)
+}
+
+// JSONValidatorOf returns the validator of the bundled JSON Schema whose
+// key's URI is exactly uri ([Key.String]): false for any other string,
+// including a URI that is not canonical or names no bundled JSON Schema,
+// and when the bundled schemas do not compile ([ValidateJSON] says why).
+func JSONValidatorOf(uri string) (*JSONValidator, bool) {
+	js := jsonSchemas()
+	v, ok := js.byURI[uri]
+	return v, ok
+}
+
+// Validate is [ValidateJSON] against v's schema.
+func (v *JSONValidator) Validate(instance any) error {
+	if v.checker != nil && v.checker.check(instance, 0) == valid {
 		return nil
 	}
+	k := v.key
 	plain, _ := plainJSON(instance)
-	err := s.Validate(plain)
+	err := v.schema.Validate(plain)
 	if err == nil {
 		return nil
 	}

@@ -54,8 +54,8 @@ func bundledPatterns(t testing.TB, keep func(Key) bool) []string {
 		}
 	}
 	for k, s := range js.byKey {
-		if js.checkers[k] != nil && keep(k) {
-			walk(s)
+		if js.byKey[k].checker != nil && keep(k) {
+			walk(s.schema)
 		}
 	}
 	slices.Sort(out)

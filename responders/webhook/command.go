@@ -43,22 +43,23 @@ func Decode(_ schemas.Key, data json.RawMessage) (any, error) {
 	return &c, nil
 }
 
-// decodeValue is Decode on the data as decoded for validation. Only the
-// body is taken from the text, where it is found without a second parse.
+// decodeValue is Decode on the data as decoded for validation, whose objects
+// are *schemas.Members. Only the body is taken from the text, where it is
+// found without a second parse.
 func decodeValue(_ schemas.Key, data json.RawMessage, value any) (any, bool) {
-	m, ok := value.(map[string]any)
-	if !ok {
+	m, ok := value.(*schemas.Members)
+	if !ok || m == nil {
 		return nil, false
 	}
 	var c Command
-	for k, v := range m {
-		switch k {
+	for _, e := range *m {
+		switch e.Name {
 		case "body":
 			if c.Body, ok = responders.RawMember(data, "body"); !ok {
 				return nil, false
 			}
 		case "headers":
-			if c.Headers, ok = stringMap(v); !ok {
+			if c.Headers, ok = stringMap(e.Value); !ok {
 				return nil, false
 			}
 		default:
@@ -78,14 +79,17 @@ func stringMap(v any) (map[string]string, bool) {
 	switch t := v.(type) {
 	case nil:
 		return nil, true
-	case map[string]any:
-		out := make(map[string]string, len(t))
-		for k, e := range t {
-			s, ok := e.(string)
+	case *schemas.Members:
+		if t == nil {
+			return nil, false
+		}
+		out := make(map[string]string, len(*t))
+		for _, e := range *t {
+			s, ok := e.Value.(string)
 			if !ok {
 				return nil, false
 			}
-			out[k] = s
+			out[e.Name] = s
 		}
 		return out, true
 	}

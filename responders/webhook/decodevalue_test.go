@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/sauna-io/sauna/schemas"
 )
 
 // commandDatas are webhook command data, valid and not, for comparing
@@ -44,7 +46,7 @@ func checkDecodeValue(t *testing.T, data []byte) {
 	if err != nil {
 		return
 	}
-	got, ok := decodeValue(WebhookV1, data, v)
+	got, ok := decodeValue(WebhookV1, data, asMembers(v))
 	want, werr := Decode(WebhookV1, data)
 	if !ok {
 		return
@@ -57,12 +59,32 @@ func checkDecodeValue(t *testing.T, data []byte) {
 	}
 }
 
+// asMembers is v with its objects as *schemas.Members, as decodeValue is
+// given them.
+func asMembers(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		ms := make(schemas.Members, 0, len(x))
+		for k, e := range x {
+			ms = append(ms, schemas.Member{Name: k, Value: asMembers(e)})
+		}
+		return &ms
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = asMembers(e)
+		}
+		return out
+	}
+	return v
+}
+
 func TestDecodeValueIsDecode(t *testing.T) {
 	accepted := 0
 	for _, d := range commandDatas {
 		checkDecodeValue(t, []byte(d))
 		v, _ := jsonschema.UnmarshalJSON(bytes.NewReader([]byte(d)))
-		if _, ok := decodeValue(WebhookV1, []byte(d), v); ok {
+		if _, ok := decodeValue(WebhookV1, []byte(d), asMembers(v)); ok {
 			accepted++
 		}
 	}
