@@ -32,6 +32,8 @@ type treeParser struct {
 	depth int
 	want  []string
 	span  []byte
+	// highElems and highMembers are the longest the stacks grew.
+	highElems, highMembers int
 	// stacks holds the members and elements of the objects and arrays being
 	// parsed, so that each is allocated once, at its final size.
 	stacks *treeStacks
@@ -51,14 +53,16 @@ type treeStacks struct {
 
 var treeStacksPool = sync.Pool{New: func() any { return new(treeStacks) }}
 
-// slabMembers is the size of a slab: enough for the wrapper, the envelope
-// with a few tags, and a small command.
-const slabMembers = 48
+// slabMembers and slabObjects size the slabs that follow the first ones,
+// when those fill up; maxSlabMembers and maxSlabObjects bound the first.
+const (
+	slabMembers    = 32
+	slabObjects    = 8
+	maxSlabMembers = 256
+	maxSlabObjects = 64
+)
 
-// slabObjects is the number of objects in a slab of heads: a record's
-// wrapper, envelope, execution, tags and command, and a few objects of its
-// data.
-const slabObjects = 16
+var colonByte, braceByte = []byte{':'}, []byte{'{'}
 
 // commonStrings are string values that nearly every record holds, already
 // boxed: each would otherwise cost an allocation per record. They are the
@@ -91,12 +95,19 @@ const maxTreeDepth = 256
 // one the parser handles (see treeParser).
 func (p *treeParser) parse() (any, bool) {
 	p.s = string(p.b)
+	// Each member follows a ':' and each object opens with a '{' (those in
+	// strings only make the bound looser): the slabs are sized once, up to
+	// a bound that keeps a record of mostly colons from reserving many
+	// times its size.
+	p.slab = make([]schemas.Member, 0, min(bytes.Count(p.b, colonByte)+1, maxSlabMembers))
+	p.heads = make([]schemas.Members, 0, min(bytes.Count(p.b, braceByte)+1, maxSlabObjects))
 	p.stacks = treeStacksPool.Get().(*treeStacks)
 	defer func() {
-		// A parse that gave up leaves values behind on the stacks.
+		// The stacks are truncated as objects and arrays end, but keep the
+		// values they held up to their high-water marks.
 		st := p.stacks
-		clear(st.elems[:cap(st.elems)])
-		clear(st.members[:cap(st.members)])
+		clear(st.elems[:p.highElems])
+		clear(st.members[:p.highMembers])
 		st.elems, st.members = st.elems[:0], st.members[:0]
 		p.stacks = nil
 		treeStacksPool.Put(st)
@@ -191,6 +202,7 @@ func (p *treeParser) object(on int) (any, bool) {
 				return nil, false
 			}
 			st.members = append(st.members, schemas.Member{Name: k, Value: v})
+			p.highMembers = max(p.highMembers, len(st.members))
 			if end, ok := p.next('}'); !ok {
 				return nil, false
 			} else if end {
@@ -200,10 +212,7 @@ func (p *treeParser) object(on int) (any, bool) {
 	}
 	p.depth--
 	ms := st.members[base:]
-	defer func() {
-		clear(ms)
-		st.members = st.members[:base]
-	}()
+	st.members = st.members[:base]
 	if hasRepeatedName(ms) {
 		return nil, false
 	}
@@ -268,13 +277,13 @@ func (p *treeParser) array() (any, bool) {
 			return nil, false
 		}
 		st.elems = append(st.elems, v)
+		p.highElems = max(p.highElems, len(st.elems))
 		if end, ok := p.next(']'); !ok {
 			return nil, false
 		} else if end {
 			p.depth--
 			a := make([]any, len(st.elems)-base)
 			copy(a, st.elems[base:])
-			clear(st.elems[base:])
 			st.elems = st.elems[:base]
 			return a, true
 		}
