@@ -71,8 +71,7 @@ func digestOf(schema string, v any) string {
 	hex.Encode(out[:], w.sum[:])
 	clear(w.keys[:cap(w.keys)])
 	w.keys = w.keys[:0]
-	clear(w.members[:cap(w.members)])
-	w.members = w.members[:0]
+	w.order = w.order[:0]
 	canonicalPool.Put(w)
 	return string(out[:])
 }
@@ -84,9 +83,10 @@ type canonicalWriter struct {
 	buf [512]byte
 	n   int
 	// keys holds the sorted member names of the objects being written, the
-	// innermost last; members does the same for objects given as Members.
-	keys    []string
-	members []schemas.Member
+	// innermost last; order holds the indexes, in name order, of the
+	// members of objects given as Members (sorting them moves no pointers).
+	keys  []string
+	order []int
 }
 
 var canonicalPool = sync.Pool{New: func() any { return &canonicalWriter{h: sha256.New()} }}
@@ -203,22 +203,24 @@ func (w *canonicalWriter) write(v any) {
 		w.keys = w.keys[:base]
 	case *schemas.Members:
 		// treeParser's objects: their names are unique.
-		base := len(w.members)
-		w.members = append(w.members, *x...)
-		ms := w.members[base:]
-		slices.SortFunc(ms, func(a, b schemas.Member) int { return strings.Compare(a.Name, b.Name) })
+		ms := *x
+		base := len(w.order)
+		for i := range ms {
+			w.order = append(w.order, i)
+		}
+		order := w.order[base:]
+		slices.SortFunc(order, func(a, b int) int { return strings.Compare(ms[a].Name, ms[b].Name) })
 		w.putByte('{')
-		for i, m := range ms {
+		for i, at := range order {
 			if i > 0 {
 				w.putByte(',')
 			}
-			w.writeString(m.Name)
+			w.writeString(ms[at].Name)
 			w.putByte(':')
-			w.write(m.Value)
+			w.write(ms[at].Value)
 		}
 		w.putByte('}')
-		clear(ms)
-		w.members = w.members[:base]
+		w.order = w.order[:base]
 	default:
 		// encoding/json with UseNumber, and treeParser, produce nothing else.
 		panic(fmt.Sprintf("command digest: unexpected %T", v))

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -162,13 +161,19 @@ func checkCommandHeaders(h map[string]string) error {
 // fold to one: a receiver could take either value), and any name refused
 // says why.
 func checkNames(h map[string]string, refused func(folded string) string) error {
-	names := make([]string, 0, len(h))
+	// A command carries a few headers: their names, and the folded names
+	// seen so far, stay in arrays on the stack; a map takes over beyond.
+	var nameArr, foldedArr [8]string
+	names := nameArr[:0]
 	for name := range h {
 		names = append(names, name)
 	}
-	sort.Strings(names)
-	seen := make(map[string]string, len(names))
-	for _, name := range names {
+	slices.Sort(names)
+	var seen map[string]string
+	if len(names) > len(foldedArr) {
+		seen = make(map[string]string, len(names))
+	}
+	for i, name := range names {
 		if !isToken(name) {
 			return fmt.Errorf("%s is not a valid header name", quoteName(name))
 		}
@@ -179,10 +184,17 @@ func checkNames(h map[string]string, refused func(folded string) string) error {
 		if why := refused(folded); why != "" {
 			return fmt.Errorf("%s is refused: %s", quoteName(name), why)
 		}
-		if other, dup := seen[folded]; dup {
-			return fmt.Errorf("%q and %s name the same header", responders.Clip(other), quoteName(name))
+		if seen == nil {
+			if j := slices.Index(foldedArr[:i], folded); j >= 0 {
+				return fmt.Errorf("%q and %s name the same header", responders.Clip(names[j]), quoteName(name))
+			}
+			foldedArr[i] = folded
+		} else {
+			if other, dup := seen[folded]; dup {
+				return fmt.Errorf("%q and %s name the same header", responders.Clip(other), quoteName(name))
+			}
+			seen[folded] = name
 		}
-		seen[folded] = name
 		if i := strings.IndexFunc(h[name], invalidValueRune); i >= 0 {
 			return fmt.Errorf("the value of %s contains a control character at byte %d", quoteName(name), i)
 		}

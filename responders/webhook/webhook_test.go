@@ -305,6 +305,8 @@ func TestDecodeRejects(t *testing.T) {
 		"content length, folded":   {`{"body":1,"headers":{"Content_Length":"0"}}`, `"Content_Length" is reserved`},
 		"signature, folded":        {`{"body":1,"headers":{"X_Sauna_Signature":"sha256=00"}}`, `"X_Sauna_Signature" is reserved`},
 		"two names, one header":    {`{"body":1,"headers":{"X-User":"a","X_User":"b"}}`, `"X-User" and "X_User" name the same header`},
+		"two names among many": {`{"body":1,"headers":{"X-1":"","X-2":"","X-3":"","X-4":"","X-5":"","X-6":"","X-7":"","X-8":"","X-User":"a","X_User":"b"}}`,
+			`"X-User" and "X_User" name the same header`},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
