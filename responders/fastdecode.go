@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -220,6 +221,11 @@ func envelopeFromTree(v any) (*Command, bool) {
 // only through encoding/json's case-insensitive matching of struct fields.
 func exactMembers(m schemas.Members, fields []string) bool {
 	for _, e := range m {
+		// A name that is one of fields folds to none of the others, which
+		// fold differently from it.
+		if slices.Contains(fields, e.Name) {
+			continue
+		}
 		for _, f := range fields {
 			if e.Name != f && strings.EqualFold(e.Name, f) {
 				return false

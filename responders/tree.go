@@ -464,18 +464,25 @@ func RawMember(data []byte, name string) ([]byte, bool) {
 	}
 }
 
-// skipString moves past the string at p.i (its opening quote).
+// skipString moves past the string at p.i (its opening quote): to the first
+// quote after it that an odd number of backslashes does not escape.
 func (p *treeParser) skipString() bool {
-	for p.i++; p.i < len(p.b); p.i++ {
-		switch p.b[p.i] {
-		case '\\':
-			p.i++
-		case '"':
-			p.i++
+	for from := p.i + 1; ; {
+		q := bytes.IndexByte(p.b[from:], '"')
+		if q < 0 {
+			return false
+		}
+		q += from
+		slashes := 0
+		for q-1-slashes > p.i && p.b[q-1-slashes] == '\\' {
+			slashes++
+		}
+		if slashes%2 == 0 {
+			p.i = q + 1
 			return true
 		}
+		from = q + 1
 	}
-	return false
 }
 
 // skipValue moves past the value at p.i, counting brackets outside strings.

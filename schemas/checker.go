@@ -49,8 +49,11 @@ type checker struct {
 
 	minProps, maxProps int
 	required           []string
-	props              map[string]*checker
-	patternProps       []patternChecker
+	// props is properties; a few are looked up in propList, which is
+	// quicker than hashing the name.
+	props        map[string]*checker
+	propList     []namedChecker
+	patternProps []patternChecker
 	// additional is additionalProperties as a schema; noAdditional is
 	// additionalProperties: false.
 	additional   *checker
@@ -70,6 +73,14 @@ type checker struct {
 	allOf, anyOf, oneOf []*checker
 	not                 *checker
 }
+
+type namedChecker struct {
+	name string
+	c    *checker
+}
+
+// maxPropList is the most properties looked up in a list.
+const maxPropList = 8
 
 type patternChecker struct {
 	re matcher
@@ -190,6 +201,11 @@ func (b *checkerBuilder) build(s *jsonschema.Schema) (*checker, error) {
 		c.props = make(map[string]*checker, len(s.Properties))
 		for name, sub := range s.Properties {
 			c.props[name] = one(sub)
+		}
+		if len(c.props) <= maxPropList {
+			for name, sub := range c.props {
+				c.propList = append(c.propList, namedChecker{name, sub})
+			}
 		}
 	}
 	for re, sub := range s.PatternProperties {
@@ -452,7 +468,7 @@ func (c *checker) checkMembers(obj *Members, depth int) verdict {
 func (c *checker) checkMember(name string, v any, depth int) verdict {
 	r := valid
 	evaluated := false
-	if sub, ok := c.props[name]; ok {
+	if sub, ok := c.property(name); ok {
 		evaluated = true
 		if r = both(r, sub.check(v, depth)); r == invalid {
 			return r
@@ -474,6 +490,20 @@ func (c *checker) checkMember(name string, v any, depth int) verdict {
 		r = both(r, c.additional.check(v, depth))
 	}
 	return r
+}
+
+// property is the checker properties gives name, if any.
+func (c *checker) property(name string) (*checker, bool) {
+	if c.propList == nil {
+		sub, ok := c.props[name]
+		return sub, ok
+	}
+	for _, p := range c.propList {
+		if p.name == name {
+			return p.c, true
+		}
+	}
+	return nil, false
 }
 
 func (c *checker) checkArray(arr []any, depth int) verdict {

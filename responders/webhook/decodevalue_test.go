@@ -7,6 +7,8 @@ import (
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
+	"github.com/sauna-io/sauna/responders"
+	"github.com/sauna-io/sauna/responders/delivery/deliverytest"
 	"github.com/sauna-io/sauna/schemas"
 )
 
@@ -100,4 +102,46 @@ func FuzzDecodeValue(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		checkDecodeValue(t, data)
 	})
+}
+
+// TestDecodedRecordIsDecode decodes whole records, so that decodeValue gets
+// the data as the record's own parse gives it: the payload must be Decode's
+// of the command's data, and the digest the one of that data's second
+// parse.
+func TestDecodedRecordIsDecode(t *testing.T) {
+	accepted := 0
+	for _, d := range append(commandDatas,
+		`{"body":{"event":"deployed","service":"acme-web","owners":["ops","web"],"ok":true,"durationMs":1200},"headers":{"X-Request-Id":"req-1"}}`,
+		`{"headers":{"X-B":"2","X-A":"1"},"body":{"z":1,"a":{"y":[],"b":null}}}`,
+	) {
+		cmd, err := responders.Decode(deliverytest.Record(WebhookV1.String(), d))
+		if err != nil {
+			if _, derr := Decode(WebhookV1, []byte(d)); derr == nil && schemas.ValidateJSON(WebhookV1, asMembers(mustValue(t, d))) == nil {
+				t.Errorf("record refused (%v), its data is valid: %s", err, d)
+			}
+			continue
+		}
+		accepted++
+		want, err := Decode(WebhookV1, cmd.Data)
+		if err != nil || !reflect.DeepEqual(cmd.Payload, want) {
+			t.Errorf("payload %#v, Decode gives %#v (%v): %s", cmd.Payload, want, err, d)
+		}
+		got, err := cmd.Digest()
+		wantDigest, werr := responders.Digest(WebhookV1.String(), cmd.Data)
+		if err != nil || werr != nil || got != wantDigest {
+			t.Errorf("digest %s (%v), of the data %s (%v): %s", got, err, wantDigest, werr, d)
+		}
+	}
+	if accepted < 10 {
+		t.Errorf("only %d records accepted", accepted)
+	}
+}
+
+func mustValue(t *testing.T, d string) any {
+	t.Helper()
+	v, err := jsonschema.UnmarshalJSON(bytes.NewReader([]byte(d)))
+	if err != nil {
+		return nil
+	}
+	return v
 }
