@@ -87,7 +87,7 @@ func decodeFast(raw []byte) (*Command, error) {
 	if !ok || mod.Retired != "" {
 		return nil, errSlowPath
 	}
-	if err := validTree("command data", schemas.Key{}, inner, cmd.ID); err != nil {
+	if err := validAgainst("command data", v, inner.data, cmd.ID); err != nil {
 		return nil, err
 	}
 	cmd.Schema = key
@@ -143,7 +143,12 @@ func validTree(part string, family schemas.Key, sd treeSD, id string) error {
 	if !ok || family.Vendor != "" && !family.SameRevision(v.Key()) {
 		return errSlowPath
 	}
-	err := v.Validate(sd.data)
+	return validAgainst(part, v, sd.data, id)
+}
+
+// validAgainst is validTree once the schema is known.
+func validAgainst(part string, v *schemas.JSONValidator, data any, id string) error {
+	err := v.Validate(data)
 	if err == nil {
 		return nil
 	}
