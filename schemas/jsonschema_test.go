@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -230,6 +231,38 @@ func TestValidateJSONUnknownSchema(t *testing.T) {
 		if !errors.Is(err, ErrUnknownSchema) {
 			t.Errorf("ValidateJSON(%s) = %v, want ErrUnknownSchema", uri, err)
 		}
+	}
+}
+
+// TestJSONValidatorOfIsParseKey holds the lookup by URI to what ParseKey and
+// ValidateJSON say of the same string: a validator exactly for the URIs of
+// bundled JSON Schemas, and the one ValidateJSON uses.
+func TestJSONValidatorOfIsParseKey(t *testing.T) {
+	uris := []string{"", "iglu:", "iglu:com.acme/nothing/jsonschema/1-0-0"}
+	for _, k := range Keys() {
+		u := k.String()
+		uris = append(uris, u, u+" ", " "+u, strings.ToUpper(u), strings.Replace(u, "iglu:", "IGLU:", 1),
+			u[:len(u)-1]+"01", strings.Replace(u, "/jsonschema/", "/jsonschema//", 1), "iglu:"+k.Path()+"/")
+	}
+	found := 0
+	for _, u := range uris {
+		v, ok := JSONValidatorOf(u)
+		k, err := ParseKey(u)
+		want := err == nil && !errors.Is(ValidateJSON(k, nil), ErrUnknownSchema)
+		if ok != want || ok && v.Key() != k {
+			t.Errorf("JSONValidatorOf(%q) = %v, %v; ParseKey gives %v, %v", u, v, ok, k, err)
+			continue
+		}
+		if ok {
+			found++
+			instance := decodeJSON(t, `{"a":[1,"x",null]}`)
+			if got, want := fmt.Sprint(v.Validate(instance)), fmt.Sprint(ValidateJSON(k, instance)); got != want {
+				t.Errorf("%s: Validate = %s, ValidateJSON = %s", u, got, want)
+			}
+		}
+	}
+	if found < 10 {
+		t.Errorf("only %d validators found", found)
 	}
 }
 

@@ -47,10 +47,12 @@
 // only tells whether an instance is valid, without allocating, for the
 // keywords the bundled command schemas use. Whenever a checker does not say
 // "valid", the library validates again and its error is the one reported;
-// a schema with a keyword checkers do not implement has none. The schema
-// files stay the only statement of what is valid: tests hold each checker
-// to the library's answers on every command kept as testdata and on fuzzed
-// documents.
+// a schema with a keyword checkers do not implement has none. Each schema's
+// compiled form is kept with its checker as a [JSONValidator], which
+// [JSONValidatorOf] finds from the schema's URI in one lookup, without
+// parsing it. The schema files stay the only statement of what is valid:
+// tests hold each checker to the library's answers on every command kept as
+// testdata and on fuzzed documents.
 package schemas
 
 import (
