@@ -61,24 +61,19 @@ func checkDecodeValue(t *testing.T, data []byte) {
 	}
 }
 
-// asMembers is v with its objects as *schemas.Members, as decodeValue is
-// given them.
+// asMembers is v with its objects, outside arrays, as *schemas.Members:
+// decodeValue reads the command's object and its headers, and takes the
+// body from the text.
 func asMembers(v any) any {
-	switch x := v.(type) {
-	case map[string]any:
-		ms := make(schemas.Members, 0, len(x))
-		for k, e := range x {
-			ms = append(ms, schemas.Member{Name: k, Value: asMembers(e)})
-		}
-		return &ms
-	case []any:
-		out := make([]any, len(x))
-		for i, e := range x {
-			out[i] = asMembers(e)
-		}
-		return out
+	m, ok := v.(map[string]any)
+	if !ok {
+		return v
 	}
-	return v
+	ms := make(schemas.Members, 0, len(m))
+	for name, e := range m {
+		ms = append(ms, schemas.Member{Name: name, Value: asMembers(e)})
+	}
+	return &ms
 }
 
 func TestDecodeValueIsDecode(t *testing.T) {
