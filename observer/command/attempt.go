@@ -44,10 +44,28 @@ func (c *run) attempts() bool {
 			c.release()
 			return false
 		}
+		if c.fast && attempt > 1 {
+			// A retry is no longer a matter of milliseconds: the command
+			// is claimed like any other, so that no other worker runs it
+			// meanwhile and the attempts count.
+			switch c.convert() {
+			case claimStopped:
+				return false
+			case claimDuplicate:
+				return c.duplicate()
+			}
+		}
 		if !c.renew(attempt) {
 			return false
 		}
+		if c.fast {
+			c.Batcher.begin()
+			c.counted = true
+		}
 		v, after, err := c.send(attempt)
+		if v == responders.Retry {
+			c.uncount()
+		}
 		if v == responders.Retry && c.stopping() {
 			c.release()
 			return false
@@ -78,6 +96,22 @@ func (c *run) attempts() bool {
 		if last {
 			return c.giveUp(verdict.RetryBudgetExhausted, err)
 		}
+	}
+}
+
+// convert takes the claim of a command that ran its first attempt without
+// one.
+func (c *run) convert() claimResult {
+	c.fast = false
+	return c.claim()
+}
+
+// uncount tells the Batcher that this run will not record an outcome
+// through it soon.
+func (c *run) uncount() {
+	if c.counted {
+		c.counted = false
+		c.Batcher.abandon()
 	}
 }
 

@@ -1,11 +1,21 @@
 // Package command takes one command read by an observer to its final
-// outcome: decode the record, resolve the responder that serves it, take its
-// idempotency claim in the ledger, attempt it (the only place that waits and
-// retries), and settle it (the ledger's outcome, a dead letter, metrics and
-// the report). It knows of its source only what Runner holds: the
-// observer's names, the lease its records are read under, and where
-// outcomes go; admitting records, ordering them and checkpointing are the
-// source's (observer/kinesis).
+// outcome: prepare the record (decode it, resolve the responder that serves
+// it, digest it), settle it at once if the idempotency ledger holds it done,
+// take its claim unless it may run without one, attempt it (the only place
+// that waits and retries), and settle it (the ledger's outcome, a dead
+// letter, metrics and the report). It knows of its source only what Runner
+// holds: the observer's names, the lease its records are read under, and
+// where outcomes go; admitting records, checking them in the ledger in bulk
+// (Prepared.Peeked), ordering them and checkpointing are the source's
+// (observer/kinesis).
+//
+// A command the ledger had never seen when its source checked it (fresh:
+// PeekFresh) runs without a claim, fenced by the source's lease alone,
+// unless this process is running it (it waits, then claims it) or recorded
+// it within 2*PeekFresh (Memory); its outcome is written in bulk by the
+// observer's Batcher, and it is settled only once that write has landed. A
+// retryable first attempt takes a claim before the retry and goes on as a
+// claimed run. Everything else is claimed first, as after a takeover.
 package command
 
 import (
@@ -46,15 +56,20 @@ type Outcome struct {
 	Latency time.Duration
 }
 
-// Ledger is the idempotency ledger (outcomes.Table): a command is claimed
-// before it runs, its claim extended while it retries, and its outcome
-// recorded, so that a command delivered again is not run twice.
+// Ledger is the idempotency ledger (outcomes.Table). A command is checked
+// in bulk before it runs (Peek): one the ledger has never seen runs without
+// a claim and its outcome is recorded in bulk (RecordDone, through the
+// Batcher); any other is claimed before it runs, its claim extended while
+// it retries, and its outcome recorded (Finish), so that a command
+// delivered again is not run twice.
 type Ledger interface {
 	Claim(ctx context.Context, c outcomes.Claim) error
 	Extend(ctx context.Context, id outcomes.Identity) error
 	Finish(ctx context.Context, id outcomes.Identity, f outcomes.Final) error
 	Release(ctx context.Context, id outcomes.Identity) error
 	Reject(ctx context.Context, r outcomes.Rejection) error
+	Peek(ctx context.Context, claims []outcomes.Claim) ([]outcomes.Peeked, error)
+	RecordDone(ctx context.Context, done []outcomes.Done) error
 }
 
 // DeadLetters is the dead-letter stream (deadletter.Writer).
@@ -73,6 +88,10 @@ type Runner struct {
 	Dispatcher              *responders.Dispatcher
 	// Ledger is nil when the observer keeps no outcomes table.
 	Ledger Ledger
+	// Memory and Batcher are the observer's, shared by all its shards;
+	// without both every command takes a claim.
+	Memory  *Memory
+	Batcher *Batcher
 	// ClaimTimeout is how long a claim holds without an extension
 	// (zero: outcomes.DefaultClaimTimeout, as the table has it).
 	ClaimTimeout time.Duration
@@ -114,45 +133,71 @@ type run struct {
 	// expiry is at least ClaimTimeout after it.
 	claimed   bool
 	claimedAt time.Time
+	// fast is set while the run goes without a claim (its Peek found no
+	// item); counted while the Batcher counts it as about to record an
+	// outcome; recorded once the outcome is in the ledger.
+	fast, counted, recorded bool
 	// first is when the first attempt started.
 	first time.Time
 	// budgetLogged is set once the spent retry budget was logged.
 	budgetLogged bool
 }
 
-// Run takes rec to its final outcome and reports it. It returns false when
-// it had to stop first (a stop, a lost lease): the record is then
-// unfinished, and the source's next owner reads it again.
+// Run takes rec to its final outcome and reports it: Prepare, then
+// Execute. It returns false when it had to stop first (a stop, a lost
+// lease): the record is then unfinished, and the source's next owner reads
+// it again.
 func (r *Runner) Run(rec Record) bool {
-	c := run{Runner: r}
-	c.begin(rec)
-	if err := c.decode(rec.Data); err != nil {
-		return c.reject(err)
-	}
-	ctx, cancel := context.WithCancel(r.Hard)
-	defer cancel()
-	c.ctx = ctx
-	if r.Ledger != nil {
-		switch c.claim() {
-		case claimStopped:
-			return false
-		case claimDuplicate:
-			c.out.Verdict = verdict.Duplicate
-			c.Log.Info("command already executed; skipped", "seq", c.out.Sequence, "command_id", c.cmd.ID, "responder", c.cmd.Module)
-			c.Settled(c.out)
-			return true
-		}
-	}
-	return c.attempts()
+	p := r.Prepare(rec)
+	return r.Execute(&p)
 }
 
 // Reject ends rec, which can never run as sent (err says why), without
 // decoding it: a record the source found unreadable. Like Run, it returns
 // false when it had to stop first.
 func (r *Runner) Reject(rec Record, err error) bool {
+	p := r.Rejected(rec, err)
+	return r.Execute(&p)
+}
+
+// Execute takes a prepared record to its final outcome and reports it. A
+// command whose Peek found no item under its identity, fresh enough, runs
+// without a claim unless this process is running it or recorded it lately
+// (Memory); its first attempt is then fenced by the lease alone. A
+// retryable first attempt takes a claim before the retry and goes on as a
+// claimed run. Like Run, it returns false when it had to stop first.
+func (r *Runner) Execute(p *Prepared) bool {
 	c := run{Runner: r}
-	c.begin(rec)
-	return c.reject(err)
+	c.begin(p.rec)
+	c.load(p)
+	if p.err != nil {
+		return c.reject(p.err)
+	}
+	if r.Ledger != nil && !p.peekedAt.IsZero() && p.peeked.Seen == outcomes.SeenDone {
+		return c.duplicate()
+	}
+	ctx, cancel := context.WithCancel(r.Hard)
+	defer cancel()
+	c.ctx = ctx
+	if r.Ledger != nil {
+		if r.Memory != nil {
+			waited, recent, ok := r.Memory.enter(r.Intake, r.Lease, c.id)
+			if !ok {
+				return false
+			}
+			defer c.leave()
+			c.fast = r.Batcher != nil && !waited && !recent && p.fast(time.Now())
+		}
+		if !c.fast {
+			switch c.claim() {
+			case claimStopped:
+				return false
+			case claimDuplicate:
+				return c.duplicate()
+			}
+		}
+	}
+	return c.attempts()
 }
 
 func (c *run) begin(rec Record) {
@@ -163,29 +208,29 @@ func (c *run) begin(rec Record) {
 	}
 }
 
-// decode reads the command and resolves its responder, once: expired or
-// unroutable commands are rejected before anything is claimed, as nothing
-// would run them.
-func (c *run) decode(data []byte) error {
-	cmd, err := responders.Decode(data)
-	if err != nil {
-		return err
+// load takes what Prepare read of the command.
+func (c *run) load(p *Prepared) {
+	c.cmd, c.route = p.cmd, p.route
+	if c.cmd == nil {
+		return
 	}
-	c.cmd = cmd
-	c.out.CommandID, c.out.Responder = cmd.ID, cmd.Module
-	c.letter.CommandID, c.letter.CommandSchema, c.letter.Responder = cmd.ID, cmd.Schema.String(), cmd.Module
-	if c.route, err = c.Dispatcher.Resolve(cmd); err != nil {
-		return err
-	}
-	if c.Ledger != nil {
-		// Only the ledger needs it: a commandId names a command together
-		// with what it asks.
-		if c.out.Digest, err = cmd.Digest(); err != nil {
-			return &responders.RejectError{Reason: responders.ReasonInvalidData, CommandID: cmd.ID, Err: err}
-		}
-	}
-	c.id = outcomes.Identity{CommandID: cmd.ID, Digest: c.out.Digest}
-	return nil
+	c.out.CommandID, c.out.Responder, c.out.Digest = c.cmd.ID, c.cmd.Module, p.digest
+	c.letter.CommandID, c.letter.CommandSchema, c.letter.Responder = c.cmd.ID, p.schema, c.cmd.Module
+	c.id = outcomes.Identity{CommandID: c.cmd.ID, Digest: p.digest}
+}
+
+// leave ends a run registered in Memory.
+func (c *run) leave() {
+	c.uncount()
+	c.Memory.leave(c.id, c.recorded)
+}
+
+// duplicate settles a command the ledger holds as done.
+func (c *run) duplicate() bool {
+	c.out.Verdict = verdict.Duplicate
+	c.Log.Info("command already executed; skipped", "seq", c.out.Sequence, "command_id", c.cmd.ID, "responder", c.cmd.Module)
+	c.Settled(c.out)
+	return true
 }
 
 // stopping reports whether the run must not start a retry: the observer is

@@ -54,6 +54,17 @@ func (l *ledger) Claim(context.Context, outcomes.Claim) error      { return nil 
 func (l *ledger) Extend(context.Context, outcomes.Identity) error  { return nil }
 func (l *ledger) Release(context.Context, outcomes.Identity) error { return nil }
 func (l *ledger) Reject(context.Context, outcomes.Rejection) error { return nil }
+func (l *ledger) Peek(_ context.Context, cs []outcomes.Claim) ([]outcomes.Peeked, error) {
+	return make([]outcomes.Peeked, len(cs)), nil
+}
+func (l *ledger) RecordDone(_ context.Context, ds []outcomes.Done) error {
+	for _, d := range ds {
+		if err := l.Finish(context.Background(), d.Claim.Identity(), d.Final); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 func (l *ledger) Finish(_ context.Context, id outcomes.Identity, f outcomes.Final) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()

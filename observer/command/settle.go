@@ -14,10 +14,41 @@ import (
 // settle records the final outcome in the ledger, when there is one, and
 // reports it. It returns false when the run had to stop first.
 func (c *run) settle(reason string) bool {
-	if c.Ledger != nil && !c.record(reason) {
-		return false
+	if c.Ledger != nil {
+		recorded := false
+		if c.fast {
+			recorded = c.recordDone(reason)
+		} else {
+			recorded = c.record(reason)
+		}
+		if !recorded {
+			return false
+		}
+		c.recorded = true
 	}
 	c.Settled(c.out)
+	return true
+}
+
+// recordDone hands the outcome of a run made without a claim to the
+// Batcher and waits until it is written. It returns false when the run
+// must stop first (the observer's hard stop, a lost lease) or the write
+// failed for good: the command ran, and the record is read again by the
+// next owner (at least once, never lost); its outcome may still land.
+func (c *run) recordDone(reason string) bool {
+	d := outcomes.Done{
+		Claim: outcomes.Claim{
+			CommandID: c.cmd.ID, Digest: c.out.Digest, Schema: c.letter.CommandSchema,
+			Shard: c.Shard, Sequence: c.out.Sequence, Responder: c.cmd.Module,
+		},
+		Final: outcomes.Final{Verdict: c.out.Verdict, Attempts: c.out.Attempts, FirstAttempt: c.first, LastAttempt: time.Now(), Reason: reason},
+	}
+	bt := c.Batcher.add(d, c.counted)
+	c.counted = false
+	if ok, err := bt.wait(c.ctx, c.Lease.Lost); !ok {
+		c.Log.Warn("the command ran but its outcome is not recorded; leaving the record to be read again", "seq", c.out.Sequence, "command_id", c.out.CommandID, "err", err)
+		return false
+	}
 	return true
 }
 

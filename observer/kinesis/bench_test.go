@@ -46,6 +46,10 @@ func (c slowLedger) Finish(ctx context.Context, _ outcomes.Identity, _ outcomes.
 }
 func (c slowLedger) Release(context.Context, outcomes.Identity) error       { return nil }
 func (c slowLedger) Reject(ctx context.Context, _ outcomes.Rejection) error { return c.wait(ctx) }
+func (c slowLedger) Peek(ctx context.Context, cs []outcomes.Claim) ([]outcomes.Peeked, error) {
+	return make([]outcomes.Peeked, len(cs)), c.wait(ctx)
+}
+func (c slowLedger) RecordDone(ctx context.Context, _ []outcomes.Done) error { return c.wait(ctx) }
 
 // benchProcessor is one shard's processor with no AWS behind it: a fake
 // checkpointer, no dead-letter stream, and an idempotency ledger only when

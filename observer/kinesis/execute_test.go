@@ -30,6 +30,8 @@ type fakeLedger struct {
 	released []outcomes.Identity
 	claims   []outcomes.Claim
 	unheld   []outcomes.Identity // ended without being held: a bug
+	peeks    []int               // sizes of the Peek calls
+	batches  []int               // sizes of the RecordDone calls
 }
 
 func newFakeLedger() *fakeLedger {
@@ -93,6 +95,39 @@ func (f *fakeLedger) Reject(_ context.Context, r outcomes.Rejection) error {
 		}
 	}
 	f.done[outcomes.Identity{CommandID: r.CommandID}] = outcomes.Final{Verdict: verdict.Rejected, Reason: r.Reason}
+	return nil
+}
+
+// Peek classifies as outcomes.Table does: done (a duplicate), held or
+// refused (contended), or never seen.
+func (f *fakeLedger) Peek(_ context.Context, cs []outcomes.Claim) ([]outcomes.Peeked, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.peeks = append(f.peeks, len(cs))
+	res := make([]outcomes.Peeked, len(cs))
+	for i, c := range cs {
+		if _, ok := f.done[c.Identity()]; ok {
+			res[i] = outcomes.Peeked{Seen: outcomes.SeenDone, Duplicate: &outcomes.DuplicateError{Record: &outcomes.Record{CommandID: c.CommandID}}}
+		} else if f.held[c.Identity()] || f.elsewhre[c.CommandID] > 0 {
+			res[i].Seen = outcomes.Contended
+		}
+	}
+	return res, nil
+}
+
+// RecordDone records outcomes of commands run without a claim.
+func (f *fakeLedger) RecordDone(_ context.Context, ds []outcomes.Done) error {
+	// A DynamoDB round trip.
+	time.Sleep(5 * time.Millisecond)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.batches = append(f.batches, len(ds))
+	for _, d := range ds {
+		if f.held[d.Claim.Identity()] {
+			f.unheld = append(f.unheld, d.Claim.Identity())
+		}
+		f.done[d.Claim.Identity()] = d.Final
+	}
 	return nil
 }
 

@@ -36,6 +36,10 @@ func (freeLedger) Extend(context.Context, outcomes.Identity) error              
 func (freeLedger) Finish(context.Context, outcomes.Identity, outcomes.Final) error { return nil }
 func (freeLedger) Release(context.Context, outcomes.Identity) error                { return nil }
 func (freeLedger) Reject(context.Context, outcomes.Rejection) error                { return nil }
+func (freeLedger) Peek(_ context.Context, cs []outcomes.Claim) ([]outcomes.Peeked, error) {
+	return make([]outcomes.Peeked, len(cs)), nil
+}
+func (freeLedger) RecordDone(context.Context, []outcomes.Done) error { return nil }
 
 // webhookRecord is a webhook command as a producer would put it: a JSON body
 // of a few fields and one extra header, in the standard Sauna envelope.

@@ -1,0 +1,244 @@
+package command
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/sauna-io/sauna/observer/outcomes"
+)
+
+// Batching of the outcomes of runs made without a claim.
+const (
+	// BatchSize is the most outcomes one write carries (DynamoDB's
+	// BatchWriteItem limit).
+	BatchSize = 25
+	// batchLinger is the longest an outcome waits for others to share its
+	// write.
+	batchLinger = 20 * time.Millisecond
+	// maxWrites is the most writes in flight at once.
+	maxWrites = 4
+)
+
+// ErrBatcherStopped is the error of an outcome that could not be written
+// before its Batcher stopped.
+var ErrBatcherStopped = errors.New("outcome batcher stopped")
+
+// DoneWriter writes the outcomes of commands run without a claim
+// (outcomes.Table.RecordDone): durably, retrying until ctx ends.
+type DoneWriter interface {
+	RecordDone(ctx context.Context, done []outcomes.Done) error
+}
+
+// Batcher writes the outcomes of an observer's runs made without a claim,
+// many to a request. A run waits until its outcome is durably written
+// before it counts as settled, so the checkpoint never passes an outcome
+// that is not recorded. A write goes out when BatchSize outcomes are
+// queued; or at once when no such run is between its first attempt and its
+// outcome, since then nobody will join it soon (a lone command is recorded
+// without delay); or batchLinger after the oldest queued outcome. Up to
+// maxWrites are in flight. The queue holds only outcomes whose runs wait
+// for them, so it is bounded by the records the observer has in flight.
+//
+// One goroutine, started by Start and ended by Stop, owns the writes.
+type Batcher struct {
+	w   DoneWriter
+	log *slog.Logger
+
+	mu sync.Mutex
+	// cur collects outcomes until it is sealed; sealed wait for a write.
+	cur    *batch
+	sealed []*batch
+	// active counts the runs between their first attempt and their
+	// outcome.
+	active   int
+	stopping bool
+	stopped  bool
+
+	wake chan struct{}
+	// ctx ends the writes in flight; cancel is called by Stop at its
+	// deadline.
+	ctx      context.Context
+	cancel   context.CancelFunc
+	finished chan struct{}
+}
+
+// batch is the outcomes of one write, and its result: err is set before
+// done is closed.
+type batch struct {
+	items []outcomes.Done
+	first time.Time
+	done  chan struct{}
+	err   error
+}
+
+// NewBatcher returns a Batcher writing to w; call Start before use.
+func NewBatcher(w DoneWriter, log *slog.Logger) *Batcher {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Batcher{w: w, log: log, wake: make(chan struct{}, 1), ctx: ctx, cancel: cancel, finished: make(chan struct{})}
+}
+
+// Start starts the goroutine that writes the batches.
+func (b *Batcher) Start() { go b.loop() }
+
+// Stop writes what is queued and waits for the writes in flight until ctx
+// ends; then it abandons them (their runs see ErrBatcherStopped) and
+// returns once the goroutine has ended. Call it once every run has ended.
+func (b *Batcher) Stop(ctx context.Context) {
+	b.mu.Lock()
+	b.stopping = true
+	b.mu.Unlock()
+	b.poke()
+	select {
+	case <-b.finished:
+	case <-ctx.Done():
+		b.log.Warn("outcome writes did not finish in time; abandoning them (those commands stay unfinished and are read again)")
+		b.cancel()
+		<-b.finished
+	}
+	b.cancel()
+}
+
+// begin counts a run that is about to make its first attempt without a
+// claim: a batch lingers for it, as its outcome comes soon.
+func (b *Batcher) begin() {
+	b.mu.Lock()
+	b.active++
+	b.mu.Unlock()
+}
+
+// abandon uncounts a run counted by begin that will not queue an outcome
+// (it took a claim, or stopped).
+func (b *Batcher) abandon() {
+	b.mu.Lock()
+	b.active--
+	idle := b.active == 0 && b.cur != nil
+	b.mu.Unlock()
+	if idle {
+		b.poke()
+	}
+}
+
+// add queues d; counted says the run was counted by begin. The batch
+// returned is done once d is written, or could not be.
+func (b *Batcher) add(d outcomes.Done, counted bool) *batch {
+	b.mu.Lock()
+	if counted {
+		b.active--
+	}
+	if b.stopped {
+		b.mu.Unlock()
+		return failedBatch
+	}
+	if b.cur == nil {
+		b.cur = &batch{items: make([]outcomes.Done, 0, BatchSize), first: time.Now(), done: make(chan struct{})}
+	}
+	cur := b.cur
+	cur.items = append(cur.items, d)
+	poke := false
+	if len(cur.items) == BatchSize {
+		b.sealed = append(b.sealed, cur)
+		b.cur = nil
+		poke = true
+	} else {
+		poke = b.active == 0 || len(cur.items) == 1
+	}
+	b.mu.Unlock()
+	if poke {
+		b.poke()
+	}
+	return cur
+}
+
+// failedBatch is what add returns once the Batcher has stopped.
+var failedBatch = func() *batch {
+	b := &batch{done: make(chan struct{}), err: ErrBatcherStopped}
+	close(b.done)
+	return b
+}()
+
+func (b *Batcher) poke() {
+	select {
+	case b.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (b *Batcher) loop() {
+	defer close(b.finished)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	written := make(chan struct{}, maxWrites)
+	inFlight := 0
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		b.mu.Lock()
+		// While every write slot is taken, outcomes keep joining the
+		// current batch instead of waiting in small ones.
+		if cur := b.cur; cur != nil && (inFlight+len(b.sealed) < maxWrites || b.stopping) &&
+			(b.active <= 0 || b.stopping || time.Since(cur.first) >= batchLinger) {
+			b.sealed = append(b.sealed, cur)
+			b.cur = nil
+		}
+		var start []*batch
+		for len(b.sealed) > 0 && inFlight+len(start) < maxWrites {
+			start = append(start, b.sealed[0])
+			b.sealed[0] = nil
+			b.sealed = b.sealed[1:]
+		}
+		linger := time.Duration(-1)
+		if b.cur != nil && inFlight+len(start) < maxWrites {
+			linger = batchLinger - time.Since(b.cur.first)
+		}
+		done := b.stopping && b.cur == nil && len(b.sealed) == 0 && inFlight+len(start) == 0
+		if done {
+			b.stopped = true
+		}
+		b.mu.Unlock()
+		if done {
+			return
+		}
+		for _, bt := range start {
+			inFlight++
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				bt.err = b.w.RecordDone(b.ctx, bt.items)
+				if bt.err != nil {
+					b.log.Error("recording command outcomes failed; those commands stay unfinished and are read again", "commands", len(bt.items), "err", bt.err)
+				}
+				close(bt.done)
+				written <- struct{}{}
+			}()
+		}
+		var tick <-chan time.Time
+		if linger >= 0 {
+			timer.Reset(max(linger, 0))
+			tick = timer.C
+		}
+		select {
+		case <-b.wake:
+		case <-tick:
+		case <-written:
+			inFlight--
+		}
+	}
+}
+
+// wait waits until bt is written; false when it could not be, or when ctx
+// ended or the lease was lost first (the write may still land).
+func (bt *batch) wait(ctx context.Context, lost <-chan struct{}) (bool, error) {
+	select {
+	case <-bt.done:
+		return bt.err == nil, bt.err
+	case <-ctx.Done():
+		return false, ctx.Err()
+	case <-lost:
+		return false, errLeaseLost
+	}
+}
+
+var errLeaseLost = errors.New("lease lost")
