@@ -330,6 +330,32 @@ func TestFastPathSameCommandTwiceInOneProcess(t *testing.T) {
 	}
 }
 
+// Two different commands under one id in flight together in one process
+// both run, the second under a claim once the first is recorded, so that
+// its outcome is not written over the first's item.
+func TestFastPathOtherCommandSameIDTakesAClaim(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		gate := make(chan struct{})
+		f := newFastRunners(t, 1, func(string) error { <-gate; return nil })
+		first := f.prepare(t, f.runners[0], record(7, "first"))
+		other := f.prepare(t, f.runners[0], Record{Sequence: "8", PartitionKey: "other", Data: record(7, "other").Data})
+		var wg sync.WaitGroup
+		wg.Go(func() { f.runners[0].Execute(&first[0]) })
+		synctest.Wait()
+		wg.Go(func() { f.runners[0].Execute(&other[0]) })
+		synctest.Wait()
+		close(gate)
+		wg.Wait()
+		claims, _, batches := f.tab.counts()
+		if v := f.verdicts(); v[verdict.Executed] != 2 {
+			t.Errorf("verdicts %v, want both executed", v)
+		}
+		if claims != 1 || len(batches) != 1 {
+			t.Errorf("%d claims, outcome writes %v; want the first recorded in bulk, the other claimed", claims, batches)
+		}
+	})
+}
+
 // A command the ledger holds as done is settled as a duplicate without a
 // claim or a call; one whose Peek is older than PeekFresh when it starts
 // takes a claim.

@@ -4,51 +4,52 @@ import (
 	"context"
 	"sync"
 	"time"
-
-	"github.com/sauna-io/sauna/observer/outcomes"
 )
 
 // Memory is what an observer process knows of the commands its runs handle,
-// across all its shards: the identities being run now (flights) and those
+// across all its shards: the commands being run now (flights) and those
 // whose outcome it recorded lately (recent). A run without a claim trusts
 // a Peek that found no item; Memory covers what that Peek cannot see: a
 // second record of the command in flight in this process at the same time,
-// and an outcome this process recorded after the Peek was read. It lives
-// in memory only and is bounded: recent forgets an identity 2*PeekFresh
-// after its outcome, and flights hold only runs in progress. Safe for
-// concurrent use.
+// and an outcome this process recorded after the Peek was read. It goes by
+// commandId, not by identity: a different command under the same id, run
+// without a claim at the same time, would write its outcome over the
+// other's item, so it waits and takes a claim too, which records it beside
+// the first. It lives in memory only and is bounded: recent forgets an id
+// 2*PeekFresh after its outcome, and flights hold only runs in progress.
+// Safe for concurrent use.
 type Memory struct {
 	mu sync.Mutex
 	// flights maps the identities being run to the channel closed when
 	// that run ends; nil until a second run of the identity waits.
-	flights map[outcomes.Identity]chan struct{}
+	flights map[string]chan struct{}
 	// recent maps identities to when this process recorded their outcome;
 	// order lists them by that time, for pruning.
-	recent map[outcomes.Identity]time.Time
+	recent map[string]time.Time
 	order  []remembered
 	now    func() time.Time
 }
 
 type remembered struct {
-	id outcomes.Identity
+	id string
 	at time.Time
 }
 
 // NewMemory returns an empty Memory.
 func NewMemory() *Memory {
 	return &Memory{
-		flights: map[outcomes.Identity]chan struct{}{},
-		recent:  map[outcomes.Identity]time.Time{},
+		flights: map[string]chan struct{}{},
+		recent:  map[string]time.Time{},
 		now:     time.Now,
 	}
 }
 
-// enter registers a run of id, waiting while another run of id is in
-// flight in this process. waited is set when it had to wait, recent when
-// this process recorded id's outcome within 2*PeekFresh: either way the
-// run must take a claim. ok is false when ctx ended or the lease was lost
+// enter registers a run of commandId id, waiting while another run of id
+// is in flight in this process. waited is set when it had to wait, recent
+// when this process recorded an outcome under id within 2*PeekFresh:
+// either way the run must take a claim. ok is false when ctx ended or the lease was lost
 // during the wait; the run is then not registered.
-func (m *Memory) enter(ctx context.Context, lease Lease, id outcomes.Identity) (waited, recent, ok bool) {
+func (m *Memory) enter(ctx context.Context, lease Lease, id string) (waited, recent, ok bool) {
 	m.mu.Lock()
 	for {
 		ch, busy := m.flights[id]
@@ -77,7 +78,7 @@ func (m *Memory) enter(ctx context.Context, lease Lease, id outcomes.Identity) (
 
 // leave ends the run of id that entered; recorded is set when its outcome
 // is in the ledger.
-func (m *Memory) leave(id outcomes.Identity, recorded bool) {
+func (m *Memory) leave(id string, recorded bool) {
 	m.mu.Lock()
 	ch := m.flights[id]
 	delete(m.flights, id)

@@ -11,8 +11,8 @@
 //
 // A command the ledger had never seen when its source checked it (fresh:
 // PeekFresh) runs without a claim, fenced by the source's lease alone,
-// unless this process is running it (it waits, then claims it) or recorded
-// it within 2*PeekFresh (Memory); its outcome is written in bulk by the
+// unless this process is running a command under its id (it waits, then
+// claims it) or recorded one within 2*PeekFresh (Memory); its outcome is written in bulk by the
 // observer's Batcher, and it is settled only once that write has landed. A
 // retryable first attempt takes a claim before the retry and goes on as a
 // claimed run. Everything else is claimed first, as after a takeover.
@@ -162,8 +162,8 @@ func (r *Runner) Reject(rec Record, err error) bool {
 
 // Execute takes a prepared record to its final outcome and reports it. A
 // command whose Peek found no item under its identity, fresh enough, runs
-// without a claim unless this process is running it or recorded it lately
-// (Memory); its first attempt is then fenced by the lease alone. A
+// without a claim unless this process is running a command under its id or
+// recorded one lately (Memory); its first attempt is then fenced by the lease alone. A
 // retryable first attempt takes a claim before the retry and goes on as a
 // claimed run. Like Run, it returns false when it had to stop first.
 func (r *Runner) Execute(p *Prepared) bool {
@@ -181,7 +181,7 @@ func (r *Runner) Execute(p *Prepared) bool {
 	c.ctx = ctx
 	if r.Ledger != nil {
 		if r.Memory != nil {
-			waited, recent, ok := r.Memory.enter(r.Intake, r.Lease, c.id)
+			waited, recent, ok := r.Memory.enter(r.Intake, r.Lease, c.id.CommandID)
 			if !ok {
 				return false
 			}
@@ -222,7 +222,7 @@ func (c *run) load(p *Prepared) {
 // leave ends a run registered in Memory.
 func (c *run) leave() {
 	c.uncount()
-	c.Memory.leave(c.id, c.recorded)
+	c.Memory.leave(c.id.CommandID, c.recorded)
 }
 
 // duplicate settles a command the ledger holds as done.
