@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -85,10 +86,21 @@ type Observer struct {
 	// and handOver gives the lease to it after the final checkpoint.
 	handoff  func(shardID string) <-chan struct{}
 	handOver func(shardID string) error
+	// admit stores the highest sequence number admitted on a shard, and
+	// admitted is the one the previous owner stored (the lease table's
+	// Admit and Admitted); nil: every command takes a claim.
+	admit    func(shardID, seq string) error
+	admitted func(shardID string) string
 	// ledger is the idempotency ledger (nil: the outcomes table is off);
 	// deadLetters the dead-letter stream (nil: none).
 	ledger      command.Ledger
 	deadLetters command.DeadLetters
+	// memory and batcher serve every shard's commands when the ledger is
+	// on: the commands in flight and recorded lately, and the writer of
+	// the outcomes of commands run without a claim.
+	memory      *command.Memory
+	batcher     *command.Batcher
+	stopBatcher sync.Once
 	inFlight    atomic.Int64
 	// met is this run's metrics handle (nil without Options.Metrics), and
 	// stopSink ends its CloudWatch sink after a last flush.
@@ -136,8 +148,9 @@ func (o *Observer) Config() Config { return o.cfg }
 func (o *Observer) commandRunner(shard string, lease command.Lease, intake, hard context.Context, log *slog.Logger) command.Runner {
 	return command.Runner{
 		Observer: o.cfg.ID, Stream: o.cfg.StreamName, Shard: shard,
-		Dispatcher:   o.dispatch,
-		Ledger:       o.ledger,
+		Dispatcher: o.dispatch,
+		Ledger:     o.ledger,
+		Memory:     o.memory, Batcher: o.batcher,
 		ClaimTimeout: o.cfg.Idempotency.ClaimTimeout,
 		DeadLetters:  o.deadLetters, DeadLetterStream: o.cfg.DeadLetterStream,
 		RetryBudget: o.cfg.RetryBudget,
@@ -216,6 +229,7 @@ func (o *Observer) run(ctx context.Context, awsCfg aws.Config) error {
 	})
 	o.lost, o.leaseUntil = o.table.Lost, o.table.HeldUntil
 	o.handoff, o.handOver = o.table.HandoffRequested, o.table.HandOver
+	o.admit, o.admitted = o.table.Admit, o.table.Admitted
 	if err := o.table.Init(); err != nil {
 		return fmt.Errorf("observer %s: lease table: %w", o.cfg.ID, err)
 	}
@@ -259,6 +273,12 @@ func (o *Observer) run(ctx context.Context, awsCfg aws.Config) error {
 			return fmt.Errorf("observer %s: command table: %w", o.cfg.ID, err)
 		}
 		o.ledger = ledger
+		o.memory = command.NewMemory()
+		o.batcher = command.NewBatcher(ledger, o.log)
+		o.batcher.Start()
+		// Stopped by stop once the shards have drained; this covers the
+		// returns before.
+		defer o.stopOutcomes(0)
 	}
 	if s := o.cfg.DeadLetterStream; s != "" {
 		o.deadLetters = deadletter.NewWriter(kin, s, o.log)
@@ -313,6 +333,9 @@ func (o *Observer) stop(w *worker.Worker, stopIntake, stopHard context.CancelFun
 		select {
 		case <-done:
 			stopHard()
+			// The runs have ended: what they queued is written within
+			// what is left of the shutdown timeout.
+			o.stopOutcomes(o.opts.ShutdownTimeout - time.Since(start))
 			o.log.Info("observer stopped", "took", time.Since(start).Round(time.Millisecond))
 			return
 		case <-drain.C:
@@ -320,10 +343,24 @@ func (o *Observer) stop(w *worker.Worker, stopIntake, stopHard context.CancelFun
 			stopHard()
 		case <-deadline.C:
 			stopHard()
+			o.stopOutcomes(0)
 			o.log.Error("worker did not stop in time; abandoning it (its leases expire on their own)", "shutdown_timeout", o.opts.ShutdownTimeout)
 			return
 		}
 	}
+}
+
+// stopOutcomes stops the outcome batcher, giving the writes queued and in
+// flight up to within to finish; a second call does nothing.
+func (o *Observer) stopOutcomes(within time.Duration) {
+	if o.batcher == nil {
+		return
+	}
+	o.stopBatcher.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), max(within, 0))
+		defer cancel()
+		o.batcher.Stop(ctx)
+	})
 }
 
 // kclIdleMillis is the KCL's sleep after an empty read; its setter refuses 0.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/sauna-io/sauna/observer/backoff"
 	"github.com/sauna-io/sauna/observer/command"
 	"github.com/sauna-io/sauna/observer/kinesis/leases"
+	"github.com/sauna-io/sauna/observer/outcomes"
 	"github.com/sauna-io/sauna/responders"
 	"github.com/sauna-io/sauna/responders/fence"
 )
@@ -43,6 +45,10 @@ type shardProcessor struct {
 	// handedOver is set once the lease went to that peer; only the KCL's
 	// loop touches it.
 	handedOver bool
+	// mark is the admitted mark the previous owner of the shard left
+	// (leases.Table.Admitted): records up to it may have been started by
+	// that owner, and take a claim before they run.
+	mark string
 	// slots holds one token per admitted, unfinished record.
 	slots chan struct{}
 	wg    sync.WaitGroup
@@ -71,7 +77,8 @@ type shardProcessor struct {
 }
 
 type entry struct {
-	rec *types.Record
+	// cmd is the record prepared for its run (command.Prepared).
+	cmd command.Prepared
 	seq string
 	key string
 	// more is set when the next record of the batch has the same sequence
@@ -106,30 +113,62 @@ func (p *shardProcessor) Initialize(in *kcl.InitializationInput) {
 		from = aws.ToString(in.ExtendedSequenceNumber.SequenceNumber)
 		p.written = from
 	}
+	if p.o.admitted != nil {
+		p.mark = p.o.admitted(in.ShardId)
+	}
+	if p.mark != "" {
+		p.log.Info("shard acquired", "from", from, "admitted_by_previous_owner", p.mark)
+		return
+	}
 	p.log.Info("shard acquired", "from", from)
 }
 
 // ProcessRecords admits the batch and returns once every record of it is
-// admitted, so the KCL fetches the next batch while these still run. It
-// blocks while MaxInFlight records are unfinished, which bounds memory and
-// is the back-pressure on the stream. Then it paces the shard's reads.
+// admitted, so the KCL fetches the next batch while these still run. Records
+// are prepared (decoded, routed, digested) a chunk at a time, in parallel,
+// and with idempotency on a chunk's commands are checked in the ledger with
+// one request before any of them is admitted. It blocks while MaxInFlight
+// records are unfinished, which bounds memory and is the back-pressure on
+// the stream. Then it paces the shard's reads.
 func (p *shardProcessor) ProcessRecords(in *kcl.ProcessRecordsInput) {
 	if p.handedOver {
 		return
 	}
-	for i := range in.Records {
-		// Asked before each record: admit's select would pick at random
-		// between a free slot and the request.
+	recs := in.Records
+	var marked <-chan bool
+	if p.fastPath() && len(recs) > 0 {
+		// Stored before any record of the batch starts, while the first
+		// chunk is prepared and checked.
+		marked = p.admitMark(aws.ToString(recs[len(recs)-1].SequenceNumber))
+	}
+intake:
+	for from := 0; from < len(recs); from += chunkSize {
 		if p.isStopped() || p.handoffAsked() {
 			break
 		}
-		// The KCL hands over all user records of a KPL aggregate in one
-		// batch, one after the other, under the aggregate's sequence number.
-		more := i+1 < len(in.Records) && aws.ToString(in.Records[i+1].SequenceNumber) == aws.ToString(in.Records[i].SequenceNumber)
-		if !p.admit(&in.Records[i], more) {
-			p.drain()
-			break
+		chunk := p.prepare(recs, from, min(from+chunkSize, len(recs)))
+		p.peek(chunk)
+		if marked != nil {
+			ok := <-marked
+			marked = nil
+			if !ok {
+				break
+			}
 		}
+		for i := range chunk {
+			// Asked before each record: admit's select would pick at
+			// random between a free slot and the request.
+			if p.isStopped() || p.handoffAsked() {
+				break intake
+			}
+			if !p.admit(&chunk[i]) {
+				p.drain()
+				break intake
+			}
+		}
+	}
+	if marked != nil {
+		<-marked
 	}
 	if p.handoffAsked() {
 		p.handOver(in.Checkpointer)
@@ -137,6 +176,137 @@ func (p *shardProcessor) ProcessRecords(in *kcl.ProcessRecordsInput) {
 	}
 	p.checkpoint(in.Checkpointer, false)
 	p.pace(in)
+}
+
+// chunkSize is the most records prepared and checked in the ledger
+// together: one Peek reads at most 100 keys.
+const chunkSize = 100
+
+// prepareInline is the most records prepared on the KCL's goroutine; larger
+// chunks are spread over up to GOMAXPROCS goroutines.
+const prepareInline = 16
+
+// prepare makes entries of recs[from:to] and prepares their commands. The
+// KCL hands over all user records of a KPL aggregate in one batch, one
+// after the other, under the aggregate's sequence number: more marks those
+// followed by another of their aggregate.
+func (p *shardProcessor) prepare(recs []types.Record, from, to int) []entry {
+	es := make([]entry, to-from)
+	for i := range es {
+		r := &recs[from+i]
+		es[i].seq, es[i].key = aws.ToString(r.SequenceNumber), aws.ToString(r.PartitionKey)
+		es[i].more = from+i+1 < len(recs) && aws.ToString(recs[from+i+1].SequenceNumber) == es[i].seq
+	}
+	fill := func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			p.prepareOne(&es[i], recs[from+i].Data)
+		}
+	}
+	n := len(es)
+	workers := min(runtime.GOMAXPROCS(0), n/prepareInline)
+	if workers <= 1 {
+		fill(0, n)
+		return es
+	}
+	per := (n + workers - 1) / workers
+	var wg sync.WaitGroup
+	for lo := per; lo < n; lo += per {
+		wg.Go(func() { fill(lo, min(lo+per, n)) })
+	}
+	fill(0, per)
+	wg.Wait()
+	return es
+}
+
+// prepareOne prepares e's command. A KPL aggregate the KCL could not decode
+// was defused into a record of its own (kpl.go): it is rejected, its dead
+// letter carrying the original bytes.
+func (p *shardProcessor) prepareOne(e *entry, data []byte) {
+	rec := command.Record{Sequence: e.seq, PartitionKey: e.key, Data: data}
+	if orig, why, ok := IsDefusedAggregate(data); ok {
+		rec.Data = orig
+		e.cmd = p.commands.Rejected(rec, &responders.RejectError{Reason: responders.ReasonCorruptAggregate, Err: errors.New(why)})
+		return
+	}
+	e.cmd = p.commands.Prepare(rec)
+}
+
+// fastPath reports whether commands may run without a claim: the ledger
+// is on, and the shard's admitted mark is kept.
+func (p *shardProcessor) fastPath() bool {
+	o := p.o
+	return o.ledger != nil && o.memory != nil && o.batcher != nil && o.admit != nil
+}
+
+// peek checks the chunk's commands in the ledger with one request. Records
+// up to the previous owner's admitted mark are left out: that owner may
+// have started them without a claim, so they take one. A failed check
+// leaves them all to take claims.
+func (p *shardProcessor) peek(chunk []entry) {
+	if !p.fastPath() {
+		return
+	}
+	claims := make([]outcomes.Claim, 0, len(chunk))
+	idx := make([]int, 0, len(chunk))
+	for i := range chunk {
+		e := &chunk[i]
+		if p.mark != "" && !leases.Later(e.seq, p.mark) {
+			continue
+		}
+		if c, ok := e.cmd.Claim(p.shardID); ok {
+			claims = append(claims, c)
+			idx = append(idx, i)
+		}
+	}
+	if len(claims) == 0 {
+		return
+	}
+	ctx, cancel := p.lease.Context(p.intake)
+	defer cancel()
+	at := time.Now()
+	res, err := p.o.ledger.Peek(ctx, claims)
+	if err == nil && len(res) != len(claims) {
+		err = fmt.Errorf("%d answers for %d commands", len(res), len(claims))
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			p.log.Warn("checking commands in the idempotency table failed; they take claims", "commands", len(claims), "err", err)
+		}
+		return
+	}
+	for j, i := range idx {
+		chunk[i].cmd.Peeked(res[j], at)
+	}
+}
+
+// admitMark stores seq as the shard's admitted mark, in the background;
+// the channel tells whether it was stored. Records after the previous
+// owner's mark run without a claim: a worker that takes the shard over must
+// know which of them this one may have started.
+func (p *shardProcessor) admitMark(seq string) <-chan bool {
+	done := make(chan bool, 1)
+	go func() { done <- p.storeMark(seq) }()
+	return done
+}
+
+// storeMark writes the mark, retrying as a checkpoint write does, until it
+// is stored, the lease is lost (the shard stops), or intake ends.
+func (p *shardProcessor) storeMark(seq string) bool {
+	for attempt := 1; ; attempt++ {
+		err := p.o.admit(p.shardID, seq)
+		if err == nil {
+			return true
+		}
+		if errors.Is(err, leases.ErrLeaseLost) {
+			p.stop()
+			p.log.Warn("lease lost; this worker stops processing the shard", "err", err)
+			return false
+		}
+		p.log.Warn("storing the admitted mark failed; retrying", "err", err, "attempt", attempt)
+		if !p.lease.Sleep(p.intake, backoff.Policy{First: firstBackoff, Max: 5 * time.Second}.Delay(attempt)) {
+			return false
+		}
+	}
 }
 
 func (p *shardProcessor) handoffAsked() bool {
@@ -234,7 +404,7 @@ func (p *shardProcessor) pace(in *kcl.ProcessRecordsInput) {
 
 // admit waits for a free slot (and for the gate, while paused), then starts
 // the record or queues it behind the earlier records of its key.
-func (p *shardProcessor) admit(r *types.Record, more bool) bool {
+func (p *shardProcessor) admit(e *entry) bool {
 	if g := p.o.opts.Gate; g != nil && g.Paused() {
 		ctx, cancel := p.lease.Context(p.intake)
 		err := g.Wait(ctx)
@@ -252,7 +422,6 @@ func (p *shardProcessor) admit(r *types.Record, more bool) bool {
 	case <-p.handoff:
 		return false
 	}
-	e := &entry{rec: r, seq: aws.ToString(r.SequenceNumber), key: aws.ToString(r.PartitionKey), more: more}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.stopped || p.draining {
@@ -454,16 +623,12 @@ func (p *shardProcessor) run() {
 }
 
 // execute runs e's record to its final outcome; false when it had to stop
-// first. A KPL aggregate the KCL could not decode was defused into a record
-// of its own (kpl.go): it is rejected, its dead letter carrying the original
-// bytes.
+// first. What was prepared is let go: the entry stays until the checkpoint
+// passes it.
 func (p *shardProcessor) execute(e *entry) bool {
-	rec := command.Record{Sequence: e.seq, PartitionKey: e.key, Data: e.rec.Data}
-	if orig, why, ok := IsDefusedAggregate(rec.Data); ok {
-		rec.Data = orig
-		return p.commands.Reject(rec, &responders.RejectError{Reason: responders.ReasonCorruptAggregate, Err: errors.New(why)})
-	}
-	return p.commands.Run(rec)
+	final := p.commands.Execute(&e.cmd)
+	e.cmd = command.Prepared{}
+	return final
 }
 
 // leaseFence is the fence margin before the shard lease runs out by this

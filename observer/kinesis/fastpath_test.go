@@ -1,0 +1,179 @@
+package kinesis
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+
+	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+	kcl "github.com/vmware/vmware-go-kcl-v2/clientlibrary/interfaces"
+
+	"github.com/sauna-io/sauna/observer/command"
+	"github.com/sauna-io/sauna/observer/kinesis/leases"
+	"github.com/sauna-io/sauna/observer/outcomes"
+)
+
+// marks stands in for the lease table's admitted marks of one shard.
+type marks struct {
+	mu        sync.Mutex
+	inherited string
+	admits    []string
+	err       error
+}
+
+func (m *marks) admit(_, seq string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.admits = append(m.admits, seq)
+	return m.err
+}
+
+func (m *marks) admitted(string) string { return m.inherited }
+
+// withFastPath turns idempotency on with the fast path: ledger, the
+// process's memory and outcome batcher, and the shard's admitted marks.
+func withFastPath(t *testing.T, ledger *fakeLedger, m *marks) func(o *Observer) {
+	return func(o *Observer) {
+		o.ledger = ledger
+		o.memory = command.NewMemory()
+		o.batcher = command.NewBatcher(ledger, o.log)
+		o.batcher.Start()
+		t.Cleanup(func() { o.batcher.Stop(context.Background()) })
+		o.admit, o.admitted = m.admit, m.admitted
+	}
+}
+
+func (f *fakeLedger) claimedSeqs() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var s []string
+	for _, c := range f.claims {
+		s = append(s, c.Sequence)
+	}
+	slices.Sort(s)
+	return s
+}
+
+// A batch costs one admitted mark, one Peek per 100 records and outcome
+// writes of up to 25, and no claim.
+func TestFastPathCosts(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ledger, m := newFakeLedger(), &marks{}
+		h := newHarness(t, withFastPath(t, ledger, m), func(o *Observer) { o.cfg.MaxInFlight = 64 })
+		var recs []types.Record
+		for i := 1; i <= 250; i++ {
+			recs = append(recs, keyedRecord(fmt.Sprint(i), fmt.Sprintf("k%d", i%50), "hi"))
+		}
+		cp := &fakeCheckpointer{}
+		h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: recs})
+		h.p.Shutdown(&kcl.ShutdownInput{ShutdownReason: kcl.REQUESTED, Checkpointer: cp})
+		if got := len(h.results()); got != 250 {
+			t.Fatalf("%d outcomes, want 250", got)
+		}
+		if !slices.Equal(m.admits, []string{"250"}) {
+			t.Errorf("admitted marks %v, want [250]", m.admits)
+		}
+		if !slices.Equal(ledger.peeks, []int{100, 100, 50}) {
+			t.Errorf("Peek sizes %v, want [100 100 50]", ledger.peeks)
+		}
+		total := 0
+		for _, b := range ledger.batches {
+			total += b
+		}
+		t.Logf("outcome writes %v", ledger.batches)
+		if len(ledger.claims) != 0 || total != 250 || len(ledger.batches) >= 250/5 {
+			t.Errorf("%d claims, outcome writes %v; want none, and 250 outcomes in far fewer writes", len(ledger.claims), ledger.batches)
+		}
+		if cp.written[len(cp.written)-1] != "250" {
+			t.Errorf("checkpoints %v", cp.written)
+		}
+	})
+}
+
+// After a takeover, the records up to the previous owner's admitted mark
+// are claimed one by one (that owner may have started them without a
+// claim), and one it recorded done is not run again; those after the mark
+// run without a claim.
+func TestFastPathAfterTakeover(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ledger, m := newFakeLedger(), &marks{inherited: "3"}
+		h := newHarness(t, withFastPath(t, ledger, m))
+		recs := []types.Record{
+			keyedRecord("1", "a", "one"), keyedRecord("2", "b", "two"), keyedRecord("3", "c", "three"),
+			keyedRecord("4", "d", "four"), keyedRecord("5", "e", "five"),
+		}
+		ledger.done[identityOf(t, recs[1])] = outcomes.Final{Verdict: "executed"}
+		cp := &fakeCheckpointer{}
+		h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: recs})
+		h.p.Shutdown(&kcl.ShutdownInput{ShutdownReason: kcl.REQUESTED, Checkpointer: cp})
+		want := []string{"1=executed", "2=duplicate", "3=executed", "4=executed", "5=executed"}
+		if got := h.results(); !slices.Equal(got, want) {
+			t.Errorf("outcomes %v, want %v", got, want)
+		}
+		if got := ledger.claimedSeqs(); !slices.Equal(got, []string{"1", "2", "3"}) {
+			t.Errorf("claims for %v, want for the records up to the mark: [1 2 3]", got)
+		}
+		if !slices.Equal(ledger.peeks, []int{2}) {
+			t.Errorf("Peek sizes %v, want the two records after the mark", ledger.peeks)
+		}
+		if slices.Contains(h.resp.calls, "two") {
+			t.Error("a command recorded done by the previous owner ran again")
+		}
+		for _, seq := range []string{"4", "5"} {
+			if _, ok := ledger.doneFor(fmt.Sprintf("00000000-0000-4000-8000-%012s", seq)); !ok {
+				t.Errorf("command %s has no recorded outcome", seq)
+			}
+		}
+	})
+}
+
+// A refused admitted mark means another worker owns the shard: nothing of
+// the batch runs or is checkpointed.
+func TestFastPathMarkRefused(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ledger, m := newFakeLedger(), &marks{err: fmt.Errorf("admit: %w", leases.ErrLeaseLost)}
+		h := newHarness(t, withFastPath(t, ledger, m))
+		h.p.o.fatal = make(chan error, 1)
+		cp := &fakeCheckpointer{}
+		h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: []types.Record{slackRecord("1", "hi")}})
+		h.p.Shutdown(&kcl.ShutdownInput{ShutdownReason: kcl.REQUESTED, Checkpointer: cp})
+		if len(h.resp.calls) != 0 || len(h.results()) != 0 || len(cp.written) != 0 {
+			t.Errorf("calls %v, outcomes %v, checkpoints %v: nothing may run once the mark is refused", h.resp.calls, h.results(), cp.written)
+		}
+		if !h.p.isStopped() {
+			t.Error("the shard goes on after its lease was found lost")
+		}
+	})
+}
+
+// The same command put twice on one shard, under two keys so that both
+// are in flight together, runs once, without any claim but the second
+// record's, which finds it done.
+func TestFastPathSameIDOneShard(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ledger, m := newFakeLedger(), &marks{}
+		h := newHarness(t, withFastPath(t, ledger, m))
+		cp := &fakeCheckpointer{}
+		h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: []types.Record{
+			keyedRecord("1", "a", "same"), sameAs(keyedRecord("2", "b", "same"), "1"),
+		}})
+		h.p.Shutdown(&kcl.ShutdownInput{ShutdownReason: kcl.REQUESTED, Checkpointer: cp})
+		if got := h.results(); !slices.Equal(got, []string{"1=executed", "2=duplicate"}) {
+			t.Errorf("outcomes %v", got)
+		}
+		if len(h.resp.calls) != 1 {
+			t.Errorf("responder calls %v, want one", h.resp.calls)
+		}
+	})
+}
+
+// sameAs gives r the commandId keyedRecord gives to sequence number seq.
+func sameAs(r types.Record, seq string) types.Record {
+	id := fmt.Sprintf("00000000-0000-4000-8000-%012s", *r.SequenceNumber)
+	r.Data = []byte(strings.Replace(string(r.Data), id, fmt.Sprintf("00000000-0000-4000-8000-%012s", seq), 1))
+	return r
+}
