@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sauna-io/sauna/observer/backoff"
 	"github.com/sauna-io/sauna/observer/outcomes"
 )
 
@@ -206,10 +207,7 @@ func (b *Batcher) loop() {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				bt.err = b.w.RecordDone(b.ctx, bt.items)
-				if bt.err != nil {
-					b.log.Error("recording command outcomes failed; those commands stay unfinished and are read again", "commands", len(bt.items), "err", bt.err)
-				}
+				bt.err = b.write(bt.items)
 				close(bt.done)
 				written <- struct{}{}
 			}()
@@ -224,6 +222,27 @@ func (b *Batcher) loop() {
 		case <-tick:
 		case <-written:
 			inFlight--
+		}
+	}
+}
+
+// write writes items, retrying with backoff until it succeeds or the
+// Batcher is stopped: the items are puts of final outcomes, so a write
+// repeated after a lost answer changes nothing, and their runs wait for
+// them (or give up at their own stop).
+func (b *Batcher) write(items []outcomes.Done) error {
+	for attempt := 1; ; attempt++ {
+		err := b.w.RecordDone(b.ctx, items)
+		if err == nil {
+			return nil
+		}
+		if b.ctx.Err() != nil {
+			b.log.Error("recording command outcomes failed; those commands stay unfinished and are read again", "commands", len(items), "err", err)
+			return err
+		}
+		b.log.Warn("recording command outcomes failed; retrying", "commands", len(items), "attempt", attempt, "err", err)
+		if !backoff.Sleep(b.ctx, backoff.Policy{First: firstBackoff, Max: 5 * time.Second}.Delay(attempt)) {
+			return err
 		}
 	}
 }

@@ -26,6 +26,8 @@ type table struct {
 	batches []int // sizes of the RecordDone calls
 	// finishedBy tells how each outcome was written: "finish" or "batch".
 	finishedBy map[string]string
+	// failWrites is how many RecordDone calls fail first.
+	failWrites int
 }
 
 func newTable() *table {
@@ -84,6 +86,10 @@ func (t *table) RecordDone(_ context.Context, ds []outcomes.Done) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.batches = append(t.batches, len(ds))
+	if t.failWrites > 0 {
+		t.failWrites--
+		return errors.New("connection reset")
+	}
 	for _, d := range ds {
 		t.done[d.Claim.Identity()] = d.Final
 		t.finishedBy[d.Claim.CommandID] = "batch"
@@ -380,6 +386,21 @@ func TestFastPathSeenAndStale(t *testing.T) {
 		}
 		if v := f.verdicts(); v[verdict.Executed] != 1 || v[verdict.Duplicate] != 1 {
 			t.Errorf("verdicts %v", v)
+		}
+	})
+}
+
+// A failed outcome write is tried again; the run is settled once it lands.
+func TestFastPathOutcomeWriteRetried(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFastRunners(t, 1, func(string) error { return nil })
+		f.tab.failWrites = 2
+		ps := f.prepare(t, f.runners[0], record(1, "hello"))
+		if !f.runners[0].Execute(&ps[0]) {
+			t.Fatal("stopped short")
+		}
+		if _, _, batches := f.tab.counts(); len(batches) != 3 || f.tab.finishedBy[record(1, "").commandID()] != "batch" {
+			t.Errorf("outcome writes %v, recorded by %q; want the third write to record it", batches, f.tab.finishedBy)
 		}
 	})
 }
