@@ -38,10 +38,12 @@ type DoneWriter interface {
 // before it counts as settled, so the checkpoint never passes an outcome
 // that is not recorded. A write goes out when BatchSize outcomes are
 // queued; or at once when no such run is between its first attempt and its
-// outcome, since then nobody will join it soon (a lone command is recorded
-// without delay); or batchLinger after the oldest queued outcome. Up to
-// maxWrites are in flight. The queue holds only outcomes whose runs wait
-// for them, so it is bounded by the records the observer has in flight.
+// outcome and no write is out, since then nobody will join it soon (a lone
+// command is recorded without delay; while a write is out, the runs it
+// settles free slots for more); or batchLinger after the oldest queued
+// outcome. Up to maxWrites are in flight. The queue holds only outcomes
+// whose runs wait for them, so it is bounded by the records the observer
+// has in flight.
 //
 // One goroutine, started by Start and ended by Stop, owns the writes.
 type Batcher struct {
@@ -160,6 +162,15 @@ var failedBatch = func() *batch {
 	return b
 }()
 
+// curFirst is when the oldest outcome of the current batch was queued;
+// b.mu is held.
+func (b *Batcher) curFirst() time.Time {
+	if b.cur == nil {
+		return time.Time{}
+	}
+	return b.cur.first
+}
+
 func (b *Batcher) poke() {
 	select {
 	case b.wake <- struct{}{}:
@@ -177,10 +188,14 @@ func (b *Batcher) loop() {
 	defer timer.Stop()
 	for {
 		b.mu.Lock()
-		// While every write slot is taken, outcomes keep joining the
-		// current batch instead of waiting in small ones.
-		if cur := b.cur; cur != nil && (inFlight+len(b.sealed) < maxWrites || b.stopping) &&
-			(b.active <= 0 || b.stopping || time.Since(cur.first) >= batchLinger) {
+		// The current batch goes when no run is about to join it and no
+		// write is out (one that is will free slots, and so bring more
+		// outcomes, when it comes back), or once it lingered long enough;
+		// while every write slot is taken it keeps growing instead.
+		idle := b.active <= 0 && inFlight+len(b.sealed) == 0
+		lingered := inFlight+len(b.sealed) < maxWrites && time.Since(b.curFirst()) >= batchLinger
+		if b.cur != nil && (idle || lingered || b.stopping) {
+			cur := b.cur
 			b.sealed = append(b.sealed, cur)
 			b.cur = nil
 		}
