@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -38,14 +39,18 @@ import (
 
 // vendorLog stands in for a vendor: it counts the requests it received per
 // command (commandId and text). With a gate, it answers none until the gate
-// is closed.
+// is closed. It refuses the first request of each command refuseFirst
+// names with a 503, which does nothing at the vendor and is not counted as
+// received (tries counts every request).
 type vendorLog struct {
-	mu    sync.Mutex
-	calls map[string]int
-	gate  chan struct{}
+	mu          sync.Mutex
+	calls       map[string]int
+	tries       map[string]int
+	gate        chan struct{}
+	refuseFirst func(commandID string) bool
 }
 
-func newVendorLog() *vendorLog { return &vendorLog{calls: map[string]int{}} }
+func newVendorLog() *vendorLog { return &vendorLog{calls: map[string]int{}, tries: map[string]int{}} }
 
 func (v *vendorLog) Respond(ctx context.Context, c *responders.Command) error {
 	var d struct{ Text string }
@@ -53,6 +58,11 @@ func (v *vendorLog) Respond(ctx context.Context, c *responders.Command) error {
 		return responders.Permanent(err)
 	}
 	v.mu.Lock()
+	v.tries[c.ID+" "+d.Text]++
+	if v.refuseFirst != nil && v.refuseFirst(c.ID) && v.tries[c.ID+" "+d.Text] == 1 {
+		v.mu.Unlock()
+		return responders.Retryable(errors.New("HTTP 503"), 0)
+	}
 	v.calls[c.ID+" "+d.Text]++
 	v.mu.Unlock()
 	if v.gate != nil {
@@ -65,7 +75,15 @@ func (v *vendorLog) Respond(ctx context.Context, c *responders.Command) error {
 	return nil
 }
 
-// received is how many requests the vendor got for the command.
+// tried is how many requests the vendor got for the command, refused or
+// not.
+func (v *vendorLog) tried(commandID, text string) int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.tries[commandID+" "+text]
+}
+
+// received is how many requests the vendor took for the command.
 func (v *vendorLog) received(commandID, text string) int {
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -210,12 +228,16 @@ func TestIntegrationSameIDOneShard(t *testing.T) {
 
 // TestIntegrationSameIDTwoShards: a producer puts commands twice under one
 // commandId with partition keys routed to two shards, read by two workers
-// of one observer. The vendor answers nothing until both workers have
-// taken in every record, so that both copies are in flight together: a copy
-// claimed while its twin is being sent meets a live claim, one claimed
-// later a done command (the test does not fix which, and both happen).
-// Each command reaches the vendor once; a different command under a reused
-// id runs too, counted as a conflict.
+// of one observer. The copies on the first shard are put first; the vendor
+// refuses the first request of every command (a 503), so each of them takes
+// a claim before its retry, and answers nothing more until both workers
+// have taken in every record. The copies on the second shard, put while
+// their twins are claimed and being sent, meet a live claim, and are
+// skipped as done once their twins finish. Each command reaches the vendor
+// once; a different command under a reused id runs too, counted as a
+// conflict. (Two processes that read the two copies at the very same moment
+// may both run them: README's cost model says so; this test puts the
+// second copies once the first are claimed.)
 func TestIntegrationSameIDTwoShards(t *testing.T) {
 	env := useEmulators(t)
 	stream := emulator.UniqueName(t, "dup2")
@@ -228,7 +250,7 @@ func TestIntegrationSameIDTwoShards(t *testing.T) {
 	cfg := testConfig(id, stream)
 	cfg.ScaleOut.MaxLeasesPerWorker = 1
 	col, v := &collector{}, newVendorLog()
-	v.gate = make(chan struct{})
+	v.gate, v.refuseFirst = make(chan struct{}), func(string) bool { return true }
 	ms := []*metrics.Metrics{metrics.New(metrics.Options{}), metrics.New(metrics.Options{})}
 	stopA := startWorker(t, cfg, col, v, ms[0])
 	stopB := startWorker(t, cfg, col, v, ms[1])
@@ -236,20 +258,38 @@ func TestIntegrationSameIDTwoShards(t *testing.T) {
 	waitForLeases(t, env, id, 2)
 
 	const same, reused = 10, 5
-	for n := range same + reused {
-		for shard := range 2 {
-			text := "same"
-			if n >= same {
-				text = fmt.Sprintf("from shard %d", shard)
+	text := func(n, shard int) string {
+		if n >= same {
+			return fmt.Sprintf("from shard %d", shard)
+		}
+		return "same"
+	}
+	for shard := range 2 {
+		for n := range same + reused {
+			put(t, kin, stream, n, text(n, shard), fmt.Sprintf("key-%d-%d", n, shard), hashKeyOfShard(shard, 2))
+		}
+		if shard == 1 {
+			break
+		}
+		// Every first copy refused once and retried: claimed, and held at
+		// the vendor.
+		deadline := time.Now().Add(60 * time.Second)
+		for n := 0; n < same+reused; {
+			if v.tried(commandID(n), text(n, 0)) >= 2 {
+				n++
+				continue
 			}
-			put(t, kin, stream, n, text, fmt.Sprintf("key-%d-%d", n, shard), hashKeyOfShard(shard, 2))
+			if time.Now().After(deadline) {
+				t.Fatalf("command %d not retried within 60s; all: %s", n, v)
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 	}
 	// Taken in (and so in flight) by both, before anything has finished.
 	deadline := time.Now().Add(60 * time.Second)
-	for inFlight(ms[0]) < same+reused || inFlight(ms[1]) < same+reused {
+	for inFlight(ms[0])+inFlight(ms[1]) < 2*(same+reused) {
 		if time.Now().After(deadline) {
-			t.Fatalf("records in flight after 60s: %d and %d, want %d each", inFlight(ms[0]), inFlight(ms[1]), same+reused)
+			t.Fatalf("records in flight after 60s: %d and %d, want %d in all", inFlight(ms[0]), inFlight(ms[1]), 2*(same+reused))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -411,17 +451,19 @@ func (d *answerDropper) answersLost(id string) int {
 }
 
 // TestIntegrationLostWriteAnswer: the answers to writes of the outcomes
-// table are lost after the writes took effect: for one command the answer
-// to its first write (today its claim), for another to its second (today
-// its outcome), each once, which the SDK's own retry meets; for two more,
-// to three writes in a row, which outlast the SDK's retries (3 attempts)
-// so that the error reaches the worker. The first two were put twice, on
-// two keys that run concurrently; the other two once, so that no other
-// record of theirs can make up for one skipped. Each command reaches the
-// vendor exactly once and ends recorded as executed: a claim of unknown
-// fate is neither taken for a finished command (it would be lost) nor run
-// at once (another record of the command could run too); like the claim of
-// a crashed worker, it is left to expire and then taken over.
+// table are lost after the writes took effect. Commands run without a claim
+// have one write, their outcome in a bulk write: for command 1 its answer is
+// lost once, which the SDK's own retry meets; for command 3 three times in
+// a row, which outlasts the SDK's retries (3 attempts) so that the error
+// reaches the worker. Command 2 is put twice, on two keys that run
+// concurrently: its second write is the claim of its second record (which
+// must find it done), answered once too late. Command 4's first attempt is
+// refused by the vendor, so it takes a claim (write 1), extends it for the
+// retry (write 2) and records its outcome (write 3): the answers to writes 3
+// to 5 are lost, so the outcome's error reaches the worker. Each command
+// reaches the vendor exactly once and ends recorded as executed: a write of
+// unknown fate is neither taken for a finished command (it would be lost)
+// nor run again.
 func TestIntegrationLostWriteAnswer(t *testing.T) {
 	env := useEmulators(t)
 	stream := emulator.UniqueName(t, "lost")
@@ -429,9 +471,9 @@ func TestIntegrationLostWriteAnswer(t *testing.T) {
 	table := id + "-commands"
 	env.CreateStream(t, stream, 1)
 	kin := env.Kinesis(t)
-	lose := map[int][]int{1: {1}, 2: {2}, 3: {1, 2, 3}, 4: {2, 3, 4}}
+	lose := map[int][]int{1: {1}, 2: {2}, 3: {1, 2, 3}, 4: {3, 4, 5}}
 	const control = 5 // nothing lost
-	keys := map[int][]string{1: {"a", "b"}, 2: {"a", "b"}, 3: {"a"}, 4: {"a"}, control: {"a", "b"}}
+	keys := map[int][]string{1: {"a"}, 2: {"a", "b"}, 3: {"a"}, 4: {"a"}, control: {"a", "b"}}
 	nth := map[string][]int{}
 	for n, writes := range lose {
 		nth[commandID(n)] = writes
@@ -450,6 +492,7 @@ func TestIntegrationLostWriteAnswer(t *testing.T) {
 	// A claim of unknown fate is waited out: keep that short.
 	cfg.Idempotency.ClaimTimeout = 3 * time.Second
 	col, v := &collector{}, newVendorLog()
+	v.refuseFirst = func(id string) bool { return id == commandID(4) }
 	stop := startWorker(t, cfg, col, v, nil)
 	outs := col.waitFor(t, records, 120*time.Second)
 	if err := stop(); err != nil {
