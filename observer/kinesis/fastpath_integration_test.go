@@ -2,20 +2,13 @@ package kinesis
 
 // What idempotency costs in DynamoDB requests, through the real KCL worker,
 // the emulators and the outcomes and lease tables: a proxy in front of
-// dynalite counts the requests by operation and table.
+// dynalite counts the requests by operation and table (emulator.OpCounter).
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -29,81 +22,6 @@ import (
 	"github.com/sauna-io/sauna/observer/metrics"
 	"github.com/sauna-io/sauna/responders"
 )
-
-// ddbCounter is an HTTP proxy in front of DynamoDB that counts requests by
-// operation and table ("PutItem obs-commands"); a lease table write that
-// stores an admitted mark is counted as "Admit <table>" too.
-type ddbCounter struct {
-	URL string
-	mu  sync.Mutex
-	ops map[string]int
-}
-
-func newDDBCounter(t *testing.T, target string) *ddbCounter {
-	t.Helper()
-	up, err := url.Parse(target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &ddbCounter{ops: map[string]int{}}
-	rp := httputil.NewSingleHostReverseProxy(up)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(r.Body)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		c.count(r.Header.Get("X-Amz-Target"), body)
-		rp.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	c.URL = srv.URL
-	return c
-}
-
-func (c *ddbCounter) count(target string, body []byte) {
-	op := target[strings.LastIndexByte(target, '.')+1:]
-	var req struct {
-		TableName    string
-		RequestItems map[string]json.RawMessage
-	}
-	_ = json.Unmarshal(body, &req)
-	tables := []string{req.TableName}
-	if req.TableName == "" {
-		tables = tables[:0]
-		for name := range req.RequestItems {
-			tables = append(tables, name)
-		}
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, table := range tables {
-		c.ops[op+" "+table]++
-		if op == "UpdateItem" && bytes.Contains(body, []byte(`"AdmittedTo"`)) {
-			c.ops["Admit "+table]++
-		}
-	}
-}
-
-func (c *ddbCounter) snapshot() map[string]int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := make(map[string]int, len(c.ops))
-	for k, v := range c.ops {
-		out[k] = v
-	}
-	return out
-}
-
-// since is the requests counted after before was taken.
-func (c *ddbCounter) since(before map[string]int) map[string]int {
-	now := c.snapshot()
-	for k, v := range before {
-		now[k] -= v
-	}
-	return now
-}
 
 // putBatch puts commands first..first+n-1 with PutRecords, spread over keys
 // partition keys.
@@ -131,7 +49,8 @@ func putBatch(t *testing.T, kin *kds.Client, stream string, first, n, keys int, 
 // to 25 outcomes; no claim, no outcome update.
 func TestIntegrationFastPathCost(t *testing.T) {
 	env := useEmulators(t)
-	counter := newDDBCounter(t, env.DynamoDBURL)
+	counter := emulator.NewOpCounter(t, env.DynamoDBURL)
+	counter.Watch(`"AdmittedTo"`)
 	t.Setenv("AWS_ENDPOINT_URL_DYNAMODB", counter.URL)
 	stream := emulator.UniqueName(t, "cost")
 	id := emulator.UniqueName(t, "obs")
@@ -149,12 +68,12 @@ func TestIntegrationFastPathCost(t *testing.T) {
 	if executed := executedPerCommand(t, outs); len(executed) != n {
 		t.Fatalf("%d commands executed, want %d", len(executed), n)
 	}
-	ops := counter.snapshot()
-	t.Logf("DynamoDB requests: %v", ops)
-	if ops["PutItem "+table]+ops["UpdateItem "+table] != 0 {
-		t.Errorf("%d claims and %d outcome updates for %d new commands, want none", ops["PutItem "+table], ops["UpdateItem "+table], n)
+	t.Logf("DynamoDB requests: %v", counter.Counts())
+	if claims, updates := counter.CountOn("PutItem", table), counter.CountOn("UpdateItem", table); claims+updates != 0 {
+		t.Errorf("%d claims and %d outcome updates for %d new commands, want none", claims, updates, n)
 	}
-	reads, writes, marks := ops["BatchGetItem "+table], ops["BatchWriteItem "+table], ops["Admit "+id]
+	reads, writes := counter.CountOn("BatchGetItem", table), counter.CountOn("BatchWriteItem", table)
+	marks := counter.CountOn("UpdateItem", id, `"AdmittedTo"`)
 	// MaxRecords is 100: a batch is at most one Peek.
 	if reads < n/100 || reads > marks {
 		t.Errorf("%d BatchGetItems and %d admitted marks for %d commands; want one BatchGetItem per batch of at most 100", reads, marks, n)
@@ -197,7 +116,7 @@ func (h *heldVendor) Respond(ctx context.Context, c *responders.Command) error {
 // were; it checks none of them in bulk.
 func TestIntegrationTakeoverClaimsUpToTheMark(t *testing.T) {
 	env := useEmulators(t)
-	counter := newDDBCounter(t, env.DynamoDBURL)
+	counter := emulator.NewOpCounter(t, env.DynamoDBURL)
 	t.Setenv("AWS_ENDPOINT_URL_DYNAMODB", counter.URL)
 	stream := emulator.UniqueName(t, "mark")
 	id := emulator.UniqueName(t, "obs")
@@ -232,7 +151,7 @@ func TestIntegrationTakeoverClaimsUpToTheMark(t *testing.T) {
 	}
 
 	v.holding.Store(false)
-	before := counter.snapshot()
+	counter.Reset()
 	col2 := &collector{}
 	stop2 := runObserver(t, cfg, v, Options{OnOutcome: col2.add})
 	outs := col2.waitFor(t, len(texts), 60*time.Second)
@@ -255,13 +174,12 @@ func TestIntegrationTakeoverClaimsUpToTheMark(t *testing.T) {
 			t.Errorf("the vendor took command %d (%s) %d times, want once", i+1, text, got)
 		}
 	}
-	ops := counter.since(before)
-	t.Logf("DynamoDB requests of the second worker: %v", ops)
-	if claims := ops["PutItem "+table]; claims != len(texts) {
+	t.Logf("DynamoDB requests of the second worker: %v", counter.Counts())
+	if claims := counter.CountOn("PutItem", table); claims != len(texts) {
 		t.Errorf("%d claims, want one per record up to the inherited mark (%d)", claims, len(texts))
 	}
-	if ops["BatchGetItem "+table] != 0 {
-		t.Errorf("%d BatchGetItems: records up to the inherited mark are claimed, not checked in bulk", ops["BatchGetItem "+table])
+	if reads := counter.CountOn("BatchGetItem", table); reads != 0 {
+		t.Errorf("%d BatchGetItems: records up to the inherited mark are claimed, not checked in bulk", reads)
 	}
 	checkFinal(t, env, table, commandID(1), commandID(2), commandID(5))
 }

@@ -292,21 +292,7 @@ func (p *shardProcessor) admitMark(seq string) <-chan bool {
 // storeMark writes the mark, retrying as a checkpoint write does, until it
 // is stored, the lease is lost (the shard stops), or intake ends.
 func (p *shardProcessor) storeMark(seq string) bool {
-	for attempt := 1; ; attempt++ {
-		err := p.o.admit(p.shardID, seq)
-		if err == nil {
-			return true
-		}
-		if errors.Is(err, leases.ErrLeaseLost) {
-			p.stop()
-			p.log.Warn("lease lost; this worker stops processing the shard", "err", err)
-			return false
-		}
-		p.log.Warn("storing the admitted mark failed; retrying", "err", err, "attempt", attempt)
-		if !p.lease.Sleep(p.intake, backoff.Policy{First: firstBackoff, Max: 5 * time.Second}.Delay(attempt)) {
-			return false
-		}
-	}
+	return p.persist(p.intake, "storing the admitted mark", func() error { return p.o.admit(p.shardID, seq) })
 }
 
 func (p *shardProcessor) handoffAsked() bool {
@@ -564,8 +550,17 @@ func (p *shardProcessor) checkpoint(cp kcl.IRecordProcessorCheckpointer, final b
 // write stores seq (nil: SHARD_END), retrying until it succeeds, the lease
 // is lost, or the observer must stop.
 func (p *shardProcessor) write(cp kcl.IRecordProcessorCheckpointer, seq *string) bool {
+	return p.persist(p.hard, "checkpoint", func() error { return cp.Checkpoint(seq) })
+}
+
+// persist makes a write to the shard's lease item (what names it in logs),
+// retrying with backoff until it succeeds, ctx ends or the lease is lost. A
+// write refused because the lease is gone, or as a checkpoint regression
+// (retrying cannot help: the records stay uncheckpointed and are read again
+// by the next owner), stops the shard.
+func (p *shardProcessor) persist(ctx context.Context, what string, write func() error) bool {
 	for attempt := 1; ; attempt++ {
-		err := cp.Checkpoint(seq)
+		err := write()
 		if err == nil {
 			return true
 		}
@@ -575,14 +570,12 @@ func (p *shardProcessor) write(cp kcl.IRecordProcessorCheckpointer, seq *string)
 			return false
 		}
 		if errors.Is(err, leases.ErrCheckpointRegression) {
-			// Retrying cannot help; the records stay uncheckpointed and are
-			// read again by the next owner.
 			p.stop()
 			p.log.Error("checkpoint refused as a regression; stopping the shard", "err", err)
 			return false
 		}
-		p.log.Warn("checkpoint failed; retrying", "err", err, "attempt", attempt)
-		if !p.lease.Sleep(p.hard, backoff.Policy{First: firstBackoff, Max: 5 * time.Second}.Delay(attempt)) {
+		p.log.Warn(what+" failed; retrying", "err", err, "attempt", attempt)
+		if !p.lease.Sleep(ctx, backoff.Policy{First: firstBackoff, Max: 5 * time.Second}.Delay(attempt)) {
 			return false
 		}
 	}

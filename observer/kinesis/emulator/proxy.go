@@ -1,6 +1,10 @@
 package emulator
 
 import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -13,13 +17,15 @@ import (
 // OpCounter is an HTTP proxy in front of an emulator that counts the AWS
 // JSON operations passing through it (by their X-Amz-Target header), so
 // that a test can assert which calls a client made, e.g. that a search
-// never scans.
+// never scans. DynamoDB requests are also counted by the tables they name
+// (CountOn), and by the texts registered with Watch that their bodies hold.
 type OpCounter struct {
 	// URL is the proxy's endpoint, to use in place of the emulator's.
 	URL string
 
-	mu  sync.Mutex
-	ops map[string]int
+	mu      sync.Mutex
+	ops     map[string]int
+	watched []string
 }
 
 // NewOpCounter starts a counting proxy to target (an emulator endpoint),
@@ -33,13 +39,13 @@ func NewOpCounter(t testing.TB, target string) *OpCounter {
 	c := &OpCounter{ops: make(map[string]int)}
 	rp := httputil.NewSingleHostReverseProxy(u)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		op := r.Header.Get("X-Amz-Target")
-		if i := strings.LastIndexByte(op, '.'); i >= 0 {
-			op = op[i+1:]
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
 		}
-		c.mu.Lock()
-		c.ops[op]++
-		c.mu.Unlock()
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		c.count(r.Header.Get("X-Amz-Target"), body)
 		rp.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
@@ -47,11 +53,61 @@ func NewOpCounter(t testing.TB, target string) *OpCounter {
 	return c
 }
 
+func (c *OpCounter) count(target string, body []byte) {
+	op := target[strings.LastIndexByte(target, '.')+1:]
+	var req struct {
+		TableName    string
+		RequestItems map[string]json.RawMessage
+	}
+	_ = json.Unmarshal(body, &req)
+	var tables []string
+	if req.TableName != "" {
+		tables = append(tables, req.TableName)
+	}
+	for name := range req.RequestItems {
+		tables = append(tables, name)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ops[op]++
+	for _, table := range tables {
+		c.ops[op+" "+table]++
+		for _, text := range c.watched {
+			if bytes.Contains(body, []byte(text)) {
+				c.ops[op+" "+table+" "+text]++
+			}
+		}
+	}
+}
+
 // Count is how many times operation op (e.g. "Scan") went through.
 func (c *OpCounter) Count(op string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.ops[op]
+}
+
+// CountOn is how many requests of operation op named table; with text (see
+// Watch), only those whose body held it.
+func (c *OpCounter) CountOn(op, table string, text ...string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ops[strings.Join(append([]string{op, table}, text...), " ")]
+}
+
+// Watch counts, from now on, the requests whose body holds text (CountOn).
+func (c *OpCounter) Watch(text string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.watched = append(c.watched, text)
+}
+
+// Counts returns every count so far, keyed as CountOn's arguments joined
+// by spaces.
+func (c *OpCounter) Counts() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.ops)
 }
 
 // Reset forgets the counts so far.
