@@ -3,6 +3,7 @@ package command
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -419,6 +420,51 @@ func TestFastPathUnwrittenOutcomeIsNotSettled(t *testing.T) {
 			t.Errorf("outcomes reported %+v", f.settled)
 		}
 	})
+}
+
+// Memory remembers a recorded command for at least 2*PeekFresh and forgets
+// it within 4*PeekFresh, so that it does not grow with the commands run.
+func TestMemoryForgets(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := NewMemory()
+		lease := Lease{Lost: make(chan struct{})}
+		run := func(id string) (recent bool) {
+			_, recent, ok := m.enter(context.Background(), lease, id)
+			if !ok {
+				t.Fatal("enter refused")
+			}
+			m.leave(id, true)
+			return recent
+		}
+		// Ids of a's stripe, which rotates as they are recorded.
+		var same []string
+		for i := 0; len(same) < 2; i++ {
+			if id := fmt.Sprint("x", i); stripeOf(m, id) == stripeOf(m, "a") {
+				same = append(same, id)
+			}
+		}
+		run("a")
+		time.Sleep(2*PeekFresh - time.Second)
+		if !run("a") {
+			t.Error("forgotten before 2*PeekFresh")
+		}
+		time.Sleep(2*PeekFresh + time.Second)
+		run(same[0]) // rotates
+		time.Sleep(2*PeekFresh + time.Second)
+		run(same[1]) // rotates again: a's generation is dropped
+		if _, recent, _ := m.enter(context.Background(), lease, "a"); recent {
+			t.Error("remembered after 4*PeekFresh")
+		}
+		m.leave("a", false)
+		if fl, rec := m.size(); fl != 0 || rec != 2 {
+			t.Errorf("%d in flight, %d remembered; want 0 and %v", fl, rec, same)
+		}
+	})
+}
+
+func stripeOf(m *Memory, id string) *stripe {
+	s, _ := m.stripe(id)
+	return s
 }
 
 func (r Record) commandID() string {

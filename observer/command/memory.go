@@ -2,6 +2,7 @@ package command
 
 import (
 	"context"
+	"hash/maphash"
 	"sync"
 	"time"
 )
@@ -15,55 +16,76 @@ import (
 // commandId, not by identity: a different command under the same id, run
 // without a claim at the same time, would write its outcome over the
 // other's item, so it waits and takes a claim too, which records it beside
-// the first. It lives in memory only and is bounded: recent forgets an id
-// 2*PeekFresh after its outcome, and flights hold only runs in progress.
-// Safe for concurrent use.
+// the first. It lives in memory only and is bounded: an id is remembered
+// for at least 2*PeekFresh after its outcome and forgotten within
+// 4*PeekFresh, and flights hold only runs in progress. Safe for concurrent
+// use.
 type Memory struct {
-	mu sync.Mutex
-	// flights maps the identities being run to the channel closed when
-	// that run ends; nil until a second run of the identity waits.
-	flights map[string]chan struct{}
-	// recent maps identities to when this process recorded their outcome;
-	// order lists them by that time, for pruning.
-	recent map[string]time.Time
-	order  []remembered
-	now    func() time.Time
+	// Every run enters and leaves: ids are spread over stripes, each with
+	// its own lock, so that runs on all cores do not queue on one.
+	stripes [memoryStripes]stripe
+	seed    maphash.Seed
+	now     func() time.Time
 }
 
-type remembered struct {
-	id string
-	at time.Time
+const memoryStripes = 32
+
+type stripe struct {
+	mu sync.Mutex
+	// flights maps the ids being run to the channel closed when that run
+	// ends; nil until a second run of the id waits. Ids are kept as their
+	// 64-bit hashes: two ids that collide only cost one of them a claim.
+	flights map[uint64]chan struct{}
+	// recent and older hold the ids whose outcome this process recorded
+	// since the last rotation and during the generation before it; a
+	// rotation every 2*PeekFresh keeps an id for between 2 and 4 times
+	// PeekFresh, without a clock per id.
+	recent, older map[uint64]struct{}
+	rotated       time.Time
+	_             [64]byte // keeps each stripe's lock off its neighbours' cache line
 }
 
 // NewMemory returns an empty Memory.
 func NewMemory() *Memory {
-	return &Memory{
-		flights: map[string]chan struct{}{},
-		recent:  map[string]time.Time{},
-		now:     time.Now,
+	m := &Memory{seed: maphash.MakeSeed(), now: time.Now}
+	now := m.now()
+	for i := range m.stripes {
+		m.stripes[i] = stripe{flights: map[uint64]chan struct{}{}, recent: map[uint64]struct{}{}, rotated: now}
 	}
+	return m
+}
+
+// stripe is id's stripe and its key there.
+func (m *Memory) stripe(id string) (*stripe, uint64) {
+	h := maphash.String(m.seed, id)
+	return &m.stripes[h%memoryStripes], h
 }
 
 // enter registers a run of commandId id, waiting while another run of id
 // is in flight in this process. waited is set when it had to wait, recent
-// when this process recorded an outcome under id within 2*PeekFresh:
-// either way the run must take a claim. ok is false when ctx ended or the lease was lost
-// during the wait; the run is then not registered.
+// when this process recorded an outcome under id lately (at least within
+// 2*PeekFresh): either way the run must take a claim. ok is false when ctx
+// ended or the lease was lost during the wait; the run is then not
+// registered.
 func (m *Memory) enter(ctx context.Context, lease Lease, id string) (waited, recent, ok bool) {
-	m.mu.Lock()
+	s, key := m.stripe(id)
+	s.mu.Lock()
 	for {
-		ch, busy := m.flights[id]
+		ch, busy := s.flights[key]
 		if !busy {
-			m.flights[id] = nil
-			_, recent = m.recent[id]
-			m.mu.Unlock()
+			s.flights[key] = nil
+			_, recent = s.recent[key]
+			if !recent {
+				_, recent = s.older[key]
+			}
+			s.mu.Unlock()
 			return waited, recent, true
 		}
 		if ch == nil {
 			ch = make(chan struct{})
-			m.flights[id] = ch
+			s.flights[key] = ch
 		}
-		m.mu.Unlock()
+		s.mu.Unlock()
 		select {
 		case <-ch:
 		case <-ctx.Done():
@@ -72,49 +94,39 @@ func (m *Memory) enter(ctx context.Context, lease Lease, id string) (waited, rec
 			return waited, false, false
 		}
 		waited = true
-		m.mu.Lock()
+		s.mu.Lock()
 	}
 }
 
 // leave ends the run of id that entered; recorded is set when its outcome
 // is in the ledger.
 func (m *Memory) leave(id string, recorded bool) {
-	m.mu.Lock()
-	ch := m.flights[id]
-	delete(m.flights, id)
+	s, key := m.stripe(id)
+	s.mu.Lock()
+	ch := s.flights[key]
+	delete(s.flights, key)
 	if recorded {
-		now := m.now()
-		m.recent[id] = now
-		m.order = append(m.order, remembered{id: id, at: now})
-		m.prune(now)
+		if now := m.now(); now.Sub(s.rotated) >= 2*PeekFresh {
+			// Sized as the generation it follows: a steady flow of
+			// commands does not grow it again.
+			s.older, s.recent, s.rotated = s.recent, make(map[uint64]struct{}, len(s.recent)), now
+		}
+		s.recent[key] = struct{}{}
 	}
-	m.mu.Unlock()
+	s.mu.Unlock()
 	if ch != nil {
 		close(ch)
 	}
 }
 
-// prune forgets the outcomes recorded more than 2*PeekFresh ago; m.mu is
-// held.
-func (m *Memory) prune(now time.Time) {
-	n := 0
-	for n < len(m.order) && now.Sub(m.order[n].at) > 2*PeekFresh {
-		old := m.order[n]
-		if m.recent[old.id].Equal(old.at) {
-			delete(m.recent, old.id)
-		}
-		n++
-	}
-	if n == 0 {
-		return
-	}
-	clear(m.order[:n])
-	m.order = m.order[n:]
-}
-
-// size is the number of identities in flight and remembered.
+// size is the number of ids in flight and remembered.
 func (m *Memory) size() (flights, recent int) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return len(m.flights), len(m.recent)
+	for i := range m.stripes {
+		s := &m.stripes[i]
+		s.mu.Lock()
+		flights += len(s.flights)
+		recent += len(s.recent) + len(s.older)
+		s.mu.Unlock()
+	}
+	return flights, recent
 }

@@ -141,12 +141,28 @@ func (p *shardProcessor) ProcessRecords(in *kcl.ProcessRecordsInput) {
 		// chunk is prepared and checked.
 		marked = p.admitMark(aws.ToString(recs[len(recs)-1].SequenceNumber))
 	}
+	// The next chunk is prepared while this one is admitted: admission
+	// mostly waits for slots, and runners finishing meanwhile would
+	// otherwise wait for the next chunk's decoding.
+	var next func() []entry
+	if len(recs) > 0 {
+		next = p.prepareAhead(recs, 0)
+	}
+	defer func() {
+		if next != nil {
+			next()
+		}
+	}()
 intake:
 	for from := 0; from < len(recs); from += chunkSize {
+		chunk := next()
+		next = nil
+		if to := from + chunkSize; to < len(recs) {
+			next = p.prepareAhead(recs, to)
+		}
 		if p.isStopped() || p.handoffAsked() {
 			break
 		}
-		chunk := p.prepare(recs, from, min(from+chunkSize, len(recs)))
 		p.peek(chunk)
 		if marked != nil {
 			ok := <-marked
@@ -185,6 +201,20 @@ const chunkSize = 100
 // prepareInline is the most records prepared on the KCL's goroutine; larger
 // chunks are spread over up to GOMAXPROCS goroutines.
 const prepareInline = 16
+
+// prepareAhead prepares the chunk of recs starting at from in the
+// background, unless it is small; the function returned waits for it, and
+// must be called.
+func (p *shardProcessor) prepareAhead(recs []types.Record, from int) func() []entry {
+	to := min(from+chunkSize, len(recs))
+	if to-from <= prepareInline {
+		es := p.prepare(recs, from, to)
+		return func() []entry { return es }
+	}
+	done := make(chan []entry, 1)
+	go func() { done <- p.prepare(recs, from, to) }()
+	return func() []entry { return <-done }
+}
 
 // prepare makes entries of recs[from:to] and prepares their commands. The
 // KCL hands over all user records of a KPL aggregate in one batch, one
