@@ -1,8 +1,11 @@
 // Package kinesis runs one Sauna Kinesis observer: a KCL worker whose
 // DynamoDB lease table is named after the observer id, and a shard processor
-// that admits each shard's records, keeps their per-partition-key order,
-// fences them on the shard lease and checkpoints what is done; each record's
-// command is run by observer/command. It adds the guards the KCL library
+// that admits each shard's records (decoded a chunk at a time; with
+// idempotency on, after storing the shard's admitted mark and checking the
+// chunk's commands in the outcome table with one request), keeps their
+// per-partition-key order, fences them on the shard lease and checkpoints
+// what is done; each record's command is run by observer/command, with the
+// observer's memory of commands in flight and its outcome batcher. It adds the guards the KCL library
 // needs to neither lose nor repeat work (fenced checkpoints, bounded calls,
 // bounded shutdown and handover).
 package kinesis
