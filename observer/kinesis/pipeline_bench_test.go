@@ -26,9 +26,10 @@ type noopResponder struct{}
 
 func (noopResponder) Respond(context.Context, *responders.Command) error { return nil }
 
-// freeLedger is an idempotency table that answers at once: with it the
-// pipeline computes each command's digest and builds its claim and outcome,
-// as with idempotency on, while DynamoDB's own cost stays out.
+// freeLedger is an idempotency table that answers at once and has never
+// seen a command: with it the pipeline computes each command's digest,
+// checks it and records its outcome in bulk, as with idempotency on in
+// steady state, while DynamoDB's own cost stays out.
 type freeLedger struct{}
 
 func (freeLedger) Claim(context.Context, outcomes.Claim) error                     { return nil }
