@@ -162,8 +162,9 @@ func TestFastPathSameIDOneShard(t *testing.T) {
 			keyedRecord("1", "a", "same"), sameAs(keyedRecord("2", "b", "same"), "1"),
 		}})
 		h.p.Shutdown(&kcl.ShutdownInput{ShutdownReason: kcl.REQUESTED, Checkpointer: cp})
-		if got := h.results(); !slices.Equal(got, []string{"1=executed", "2=duplicate"}) {
-			t.Errorf("outcomes %v", got)
+		// Either may go first.
+		if got := h.results(); !slices.Equal(got, []string{"1=executed", "2=duplicate"}) && !slices.Equal(got, []string{"1=duplicate", "2=executed"}) {
+			t.Errorf("outcomes %v, want one executed and one duplicate", got)
 		}
 		if len(h.resp.calls) != 1 {
 			t.Errorf("responder calls %v, want one", h.resp.calls)
