@@ -208,13 +208,30 @@ func (s *dgSink) waitAll(t testing.TB, ids []string, timeout time.Duration) {
 // handlers throw), which is what a process killed in the middle of a write
 // leaves behind; the proxy reads every request whole before passing it on
 // and finishes the exchange even when its client is gone, so a kill -9
-// never reaches the emulator. It also counts requests by operation, and can
+// never reaches the emulator. It also counts requests by operation, can
 // hold back the answer to every command claim and check (a PutItem or a
-// BatchGetItem on an outcome table) after it was served.
+// BatchGetItem on an outcome table) after it was served, and can hold the
+// answer to one check until the test lets it go (holdNextCheck).
 type dgProxy struct {
 	*httptest.Server
 	mu  sync.Mutex
 	ops map[string]int
+	// held, when set, takes the body of the next command check, whose
+	// answer then waits for release to be closed.
+	held    chan []byte
+	release chan struct{}
+}
+
+// holdNextCheck holds the answer to the next command check (a BatchGetItem
+// on an outcome table): its body arrives on the channel returned once the
+// check was served, and its answer goes out once release is called.
+func (p *dgProxy) holdNextCheck() (<-chan []byte, func()) {
+	held, release := make(chan []byte, 1), make(chan struct{})
+	p.mu.Lock()
+	p.held, p.release = held, release
+	p.mu.Unlock()
+	var once sync.Once
+	return held, func() { once.Do(func() { close(release) }) }
 }
 
 func newDGProxy(t testing.TB, target string, claimDelay time.Duration) *dgProxy {
@@ -260,6 +277,16 @@ func newDGProxy(t testing.TB, target string, claimDelay time.Duration) *dgProxy 
 		}
 		if claimDelay > 0 && (op == "PutItem" || op == "BatchGetItem") && bytes.Contains(body, []byte(`-commands"`)) {
 			time.Sleep(claimDelay)
+		}
+		if op == "BatchGetItem" && bytes.Contains(body, []byte(`-commands"`)) {
+			p.mu.Lock()
+			held, release := p.held, p.release
+			p.held = nil
+			p.mu.Unlock()
+			if held != nil {
+				held <- body
+				<-release
+			}
 		}
 		for k, v := range resp.Header {
 			switch k {
@@ -339,6 +366,8 @@ func dgDB(t testing.TB, env emulator.Env) *dynamodb.Client {
 // dgLease is a shard's lease as stored.
 type dgLease struct {
 	owner, checkpoint string
+	// admitted is the shard's admitted mark.
+	admitted string
 }
 
 func dgLeases(ctx context.Context, db *dynamodb.Client, table string) (map[string]dgLease, error) {
@@ -354,7 +383,8 @@ func dgLeases(ctx context.Context, db *dynamodb.Client, table string) (map[strin
 		if !leases.IsLeaseKey(shard) {
 			continue
 		}
-		rows[shard] = dgLease{owner: dgString(item, "AssignedTo"), checkpoint: dgString(item, "Checkpoint")}
+		rows[shard] = dgLease{owner: dgString(item, "AssignedTo"), checkpoint: dgString(item, "Checkpoint"),
+			admitted: dgString(item, "AdmittedTo")}
 	}
 	return rows, nil
 }
@@ -991,12 +1021,18 @@ func TestDeliveryZombie(t *testing.T) {
 	// a distant DynamoDB: whenever the zombie freezes it holds commands
 	// admitted (or claimed) but not yet sent, the state in which a worker
 	// must not act on a claim or lease that lapsed while it was away.
-	slow := env
-	slow.DynamoDBURL = newDGProxy(t, env.DynamoDBURL, 100*time.Millisecond).URL
+	// One proxy per worker, so that the test can hold one worker's checks.
+	proxies := map[string]*dgProxy{}
+	slowEnv := func(label string) emulator.Env {
+		slow := env
+		proxies[label] = newDGProxy(t, env.DynamoDBURL, 100*time.Millisecond)
+		slow.DynamoDBURL = proxies[label].URL
+		return slow
+	}
 
 	// Together, so that they split the shards between them.
-	a := &dgWorker{label: "a", p: dgStartProcess(t, slow, sink.URL, "a", obs, "--log-level", "info")}
-	b := &dgWorker{label: "b", p: dgStartProcess(t, slow, sink.URL, "b", obs, "--log-level", "info")}
+	a := &dgWorker{label: "a", p: dgStartProcess(t, slowEnv("a"), sink.URL, "a", obs, "--log-level", "info")}
+	b := &dgWorker{label: "b", p: dgStartProcess(t, slowEnv("b"), sink.URL, "b", obs, "--log-level", "info")}
 	a.id, b.id = dgWorkerID(t, a.p), dgWorkerID(t, b.p)
 	// A stopped process ignores SIGTERM: resume it before the harness stops it.
 	t.Cleanup(func() {
@@ -1067,7 +1103,44 @@ func TestDeliveryZombie(t *testing.T) {
 	waitFor(t, giveUp, func() bool { return sink.distinct() >= 500 },
 		func() string { return fmt.Sprintf("500 commands executed (have %d)", sink.distinct()) })
 
+	// Frozen while it waits for the answer to a check of commands it has
+	// admitted (their shard's admitted mark covers them) and not sent: the
+	// state in which it must not act, once it wakes, on a lease that lapsed
+	// meanwhile, and in which the next owner must claim those records.
+	checks, release := proxies[zombie.label].holdNextCheck()
+	defer release()
+	var check []byte
+	select {
+	case check = <-checks:
+	case <-time.After(giveUp):
+		t.Fatalf("no check of commands from worker %s within %s", zombie.label, giveUp)
+	}
+	var pending []int
+	prodMu.Lock()
+	for i, c := range ids {
+		if bytes.Contains(check, []byte(`"`+c+`"`)) {
+			pending = append(pending, i)
+		}
+	}
+	prodMu.Unlock()
+	if len(pending) == 0 {
+		t.Fatalf("worker %s checked no command the test put: %s", zombie.label, check)
+	}
+	waitFor(t, giveUp, func() bool {
+		rows := dgMustLeases(t, env, id)
+		prodMu.Lock()
+		defer prodMu.Unlock()
+		for _, i := range pending {
+			if mark := rows[land[i].shard].admitted; mark == "" || dgSeqLess(mark, land[i].seq) {
+				return false
+			}
+		}
+		return true
+	}, func() string {
+		return fmt.Sprintf("the admitted mark to cover the %d commands worker %s checks", len(pending), zombie.label)
+	})
 	frozenAt := dgFreeze(t, zombie.p)
+	release()
 	// Everything the frozen worker may send when it wakes is under a lease
 	// or claim it took or renewed before now: its fence (at most the lease
 	// or claim duration after that write) is behind this.
