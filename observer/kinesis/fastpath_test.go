@@ -5,46 +5,35 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	kcl "github.com/vmware/vmware-go-kcl-v2/clientlibrary/interfaces"
 
 	"github.com/sauna-io/sauna/observer/command"
-	"github.com/sauna-io/sauna/observer/kinesis/leases"
 	"github.com/sauna-io/sauna/observer/outcomes"
 )
 
-// marks stands in for the lease table's admitted marks of one shard.
-type marks struct {
-	mu        sync.Mutex
-	inherited string
-	admits    []string
-	err       error
-}
-
-func (m *marks) admit(_, seq string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.admits = append(m.admits, seq)
-	return m.err
-}
-
-func (m *marks) admitted(string) string { return m.inherited }
-
 // withFastPath turns idempotency on with the fast path: ledger, the
-// process's memory and outcome batcher, and the shard's admitted marks.
-func withFastPath(t *testing.T, ledger *fakeLedger, m *marks) func(o *Observer) {
+// process's memory and outcome batcher, and when the shard's previous
+// lease ended (zero: it had none).
+func withFastPath(t *testing.T, ledger *fakeLedger, previousEnd time.Time) func(o *Observer) {
 	return func(o *Observer) {
 		o.ledger = ledger
 		o.memory = command.NewMemory()
 		o.batcher = command.NewBatcher(ledger, o.log)
 		o.batcher.Start()
 		t.Cleanup(func() { o.batcher.Stop(context.Background()) })
-		o.admit, o.admitted = m.admit, m.admitted
+		o.previousLeaseEnd = func(string) time.Time { return previousEnd }
 	}
+}
+
+// arrivedAt stamps r with its arrival in the stream.
+func arrivedAt(r types.Record, at time.Time) types.Record {
+	r.ApproximateArrivalTimestamp = &at
+	return r
 }
 
 func (f *fakeLedger) claimedSeqs() []string {
@@ -58,12 +47,12 @@ func (f *fakeLedger) claimedSeqs() []string {
 	return s
 }
 
-// A batch costs one admitted mark, one Peek per 100 records and outcome
-// writes of up to 25, and no claim.
+// A batch costs one Peek per 100 records and outcome writes of up to 25,
+// and no claim.
 func TestFastPathCosts(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		ledger, m := newFakeLedger(), &marks{}
-		h := newHarness(t, withFastPath(t, ledger, m), func(o *Observer) { o.cfg.MaxInFlight = 64 })
+		ledger := newFakeLedger()
+		h := newHarness(t, withFastPath(t, ledger, time.Time{}), func(o *Observer) { o.cfg.MaxInFlight = 64 })
 		var recs []types.Record
 		for i := 1; i <= 250; i++ {
 			recs = append(recs, keyedRecord(fmt.Sprint(i), fmt.Sprintf("k%d", i%50), "hi"))
@@ -73,9 +62,6 @@ func TestFastPathCosts(t *testing.T) {
 		h.p.Shutdown(&kcl.ShutdownInput{ShutdownReason: kcl.REQUESTED, Checkpointer: cp})
 		if got := len(h.results()); got != 250 {
 			t.Fatalf("%d outcomes, want 250", got)
-		}
-		if !slices.Equal(m.admits, []string{"250"}) {
-			t.Errorf("admitted marks %v, want [250]", m.admits)
 		}
 		if !slices.Equal(ledger.peeks, []int{100, 100, 50}) {
 			t.Errorf("Peek sizes %v, want [100 100 50]", ledger.peeks)
@@ -94,17 +80,22 @@ func TestFastPathCosts(t *testing.T) {
 	})
 }
 
-// After a takeover, the records up to the previous owner's admitted mark
-// are claimed one by one (that owner may have started them without a
-// claim), and one it recorded done is not run again; those after the mark
-// run without a claim.
+// After a takeover, the records that arrived before the previous lease
+// ended (give or take the clocks' skew) are claimed one by one, as its
+// owner may have started them without a claim, and so is one whose arrival
+// is unknown; one that owner recorded done is not run again. Those that
+// arrived later run without a claim.
 func TestFastPathAfterTakeover(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		ledger, m := newFakeLedger(), &marks{inherited: "3"}
-		h := newHarness(t, withFastPath(t, ledger, m))
+		ended := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+		ledger := newFakeLedger()
+		h := newHarness(t, withFastPath(t, ledger, ended))
 		recs := []types.Record{
-			keyedRecord("1", "a", "one"), keyedRecord("2", "b", "two"), keyedRecord("3", "c", "three"),
-			keyedRecord("4", "d", "four"), keyedRecord("5", "e", "five"),
+			arrivedAt(keyedRecord("1", "a", "one"), ended.Add(-time.Minute)),
+			arrivedAt(keyedRecord("2", "b", "two"), ended.Add(-time.Second)),
+			keyedRecord("3", "c", "three"),
+			arrivedAt(keyedRecord("4", "d", "four"), ended.Add(arrivalSkew+time.Millisecond)),
+			arrivedAt(keyedRecord("5", "e", "five"), ended.Add(time.Hour)),
 		}
 		ledger.done[identityOf(t, recs[1])] = outcomes.Final{Verdict: "executed"}
 		cp := &fakeCheckpointer{}
@@ -115,10 +106,10 @@ func TestFastPathAfterTakeover(t *testing.T) {
 			t.Errorf("outcomes %v, want %v", got, want)
 		}
 		if got := ledger.claimedSeqs(); !slices.Equal(got, []string{"1", "2", "3"}) {
-			t.Errorf("claims for %v, want for the records up to the mark: [1 2 3]", got)
+			t.Errorf("claims for %v, want for the records that may have been started: [1 2 3]", got)
 		}
 		if !slices.Equal(ledger.peeks, []int{2}) {
-			t.Errorf("Peek sizes %v, want the two records after the mark", ledger.peeks)
+			t.Errorf("Peek sizes %v, want the two records that arrived after the previous lease", ledger.peeks)
 		}
 		if slices.Contains(h.resp.calls, "two") {
 			t.Error("a command recorded done by the previous owner ran again")
@@ -131,32 +122,13 @@ func TestFastPathAfterTakeover(t *testing.T) {
 	})
 }
 
-// A refused admitted mark means another worker owns the shard: nothing of
-// the batch runs or is checkpointed.
-func TestFastPathMarkRefused(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		ledger, m := newFakeLedger(), &marks{err: fmt.Errorf("admit: %w", leases.ErrLeaseLost)}
-		h := newHarness(t, withFastPath(t, ledger, m))
-		h.p.o.fatal = make(chan error, 1)
-		cp := &fakeCheckpointer{}
-		h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: []types.Record{slackRecord("1", "hi")}})
-		h.p.Shutdown(&kcl.ShutdownInput{ShutdownReason: kcl.REQUESTED, Checkpointer: cp})
-		if len(h.resp.calls) != 0 || len(h.results()) != 0 || len(cp.written) != 0 {
-			t.Errorf("calls %v, outcomes %v, checkpoints %v: nothing may run once the mark is refused", h.resp.calls, h.results(), cp.written)
-		}
-		if !h.p.isStopped() {
-			t.Error("the shard goes on after its lease was found lost")
-		}
-	})
-}
-
 // The same command put twice on one shard, under two keys so that both
 // are in flight together, runs once, without any claim but the second
 // record's, which finds it done.
 func TestFastPathSameIDOneShard(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		ledger, m := newFakeLedger(), &marks{}
-		h := newHarness(t, withFastPath(t, ledger, m))
+		ledger := newFakeLedger()
+		h := newHarness(t, withFastPath(t, ledger, time.Time{}))
 		cp := &fakeCheckpointer{}
 		h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: []types.Record{
 			keyedRecord("1", "a", "same"), sameAs(keyedRecord("2", "b", "same"), "1"),

@@ -1,8 +1,8 @@
 // Package kinesis runs one Sauna Kinesis observer: a KCL worker whose
 // DynamoDB lease table is named after the observer id, and a shard processor
 // that admits each shard's records (decoded a chunk at a time; with
-// idempotency on, after storing the shard's admitted mark and checking the
-// chunk's commands in the outcome table with one request), keeps their
+// idempotency on, after checking the chunk's commands in the outcome table
+// with one request), keeps their
 // per-partition-key order, fences them on the shard lease and checkpoints
 // what is done; each record's command is run by observer/command, with the
 // observer's memory of commands in flight and its outcome batcher. It adds the guards the KCL library
@@ -89,11 +89,10 @@ type Observer struct {
 	// and handOver gives the lease to it after the final checkpoint.
 	handoff  func(shardID string) <-chan struct{}
 	handOver func(shardID string) error
-	// admit stores the highest sequence number admitted on a shard, and
-	// admitted is the one the previous owner stored (the lease table's
-	// Admit and Admitted); nil: every command takes a claim.
-	admit    func(shardID, seq string) error
-	admitted func(shardID string) string
+	// previousLeaseEnd is when the lease before this worker's on a shard
+	// ended (the lease table's PreviousLeaseEnd); nil: every command takes
+	// a claim.
+	previousLeaseEnd func(shardID string) time.Time
 	// ledger is the idempotency ledger (nil: the outcomes table is off);
 	// deadLetters the dead-letter stream (nil: none).
 	ledger      command.Ledger
@@ -232,7 +231,7 @@ func (o *Observer) run(ctx context.Context, awsCfg aws.Config) error {
 	})
 	o.lost, o.leaseUntil = o.table.Lost, o.table.HeldUntil
 	o.handoff, o.handOver = o.table.HandoffRequested, o.table.HandOver
-	o.admit, o.admitted = o.table.Admit, o.table.Admitted
+	o.previousLeaseEnd = o.table.PreviousLeaseEnd
 	if err := o.table.Init(); err != nil {
 		return fmt.Errorf("observer %s: lease table: %w", o.cfg.ID, err)
 	}

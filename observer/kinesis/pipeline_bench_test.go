@@ -88,7 +88,7 @@ func BenchmarkPipeline(b *testing.B) {
 	o.batcher = command.NewBatcher(freeLedger{}, o.log)
 	o.batcher.Start()
 	defer o.batcher.Stop(context.Background())
-	o.admit = func(string, string) error { return nil }
+	o.previousLeaseEnd = func(string) time.Time { return time.Time{} }
 	o.opts.OnOutcome = func(out command.Outcome) {
 		if out.Verdict == verdict.Executed {
 			executed.Add(1)

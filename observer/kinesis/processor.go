@@ -45,10 +45,11 @@ type shardProcessor struct {
 	// handedOver is set once the lease went to that peer; only the KCL's
 	// loop touches it.
 	handedOver bool
-	// mark is the admitted mark the previous owner of the shard left
-	// (leases.Table.Admitted): records up to it may have been started by
-	// that owner, and take a claim before they run.
-	mark string
+	// previousEnd is when the shard's previous lease ended (zero: it had
+	// none; leases.Table.PreviousLeaseEnd): records that arrived before
+	// then may have been started by that lease's owner, and take a claim
+	// before they run.
+	previousEnd time.Time
 	// slots holds one token per admitted, unfinished record.
 	slots chan struct{}
 	wg    sync.WaitGroup
@@ -81,6 +82,8 @@ type entry struct {
 	cmd command.Prepared
 	seq string
 	key string
+	// arrived is when Kinesis took the record in (zero: unknown).
+	arrived time.Time
 	// more is set when the next record of the batch has the same sequence
 	// number: the rest of a KPL aggregate follows, admitted or not yet.
 	more bool
@@ -113,11 +116,11 @@ func (p *shardProcessor) Initialize(in *kcl.InitializationInput) {
 		from = aws.ToString(in.ExtendedSequenceNumber.SequenceNumber)
 		p.written = from
 	}
-	if p.o.admitted != nil {
-		p.mark = p.o.admitted(in.ShardId)
+	if p.o.previousLeaseEnd != nil {
+		p.previousEnd = p.o.previousLeaseEnd(in.ShardId)
 	}
-	if p.mark != "" {
-		p.log.Info("shard acquired", "from", from, "admitted_by_previous_owner", p.mark)
+	if !p.previousEnd.IsZero() {
+		p.log.Info("shard acquired", "from", from, "previous_lease_end", p.previousEnd.UTC().Format(time.RFC3339Nano))
 		return
 	}
 	p.log.Info("shard acquired", "from", from)
@@ -135,12 +138,6 @@ func (p *shardProcessor) ProcessRecords(in *kcl.ProcessRecordsInput) {
 		return
 	}
 	recs := in.Records
-	var marked <-chan bool
-	if p.fastPath() && len(recs) > 0 {
-		// Stored before any record of the batch starts, while the first
-		// chunk is prepared and checked.
-		marked = p.admitMark(aws.ToString(recs[len(recs)-1].SequenceNumber))
-	}
 	// The next chunk is prepared while this one is admitted: admission
 	// mostly waits for slots, and runners finishing meanwhile would
 	// otherwise wait for the next chunk's decoding.
@@ -164,13 +161,6 @@ intake:
 			break
 		}
 		p.peek(chunk)
-		if marked != nil {
-			ok := <-marked
-			marked = nil
-			if !ok {
-				break
-			}
-		}
 		for i := range chunk {
 			// Asked before each record: admit's select would pick at
 			// random between a free slot and the request.
@@ -182,9 +172,6 @@ intake:
 				break intake
 			}
 		}
-	}
-	if marked != nil {
-		<-marked
 	}
 	if p.handoffAsked() {
 		p.handOver(in.Checkpointer)
@@ -225,6 +212,9 @@ func (p *shardProcessor) prepare(recs []types.Record, from, to int) []entry {
 	for i := range es {
 		r := &recs[from+i]
 		es[i].seq, es[i].key = aws.ToString(r.SequenceNumber), aws.ToString(r.PartitionKey)
+		if r.ApproximateArrivalTimestamp != nil {
+			es[i].arrived = *r.ApproximateArrivalTimestamp
+		}
 		es[i].more = from+i+1 < len(recs) && aws.ToString(recs[from+i+1].SequenceNumber) == es[i].seq
 	}
 	fill := func(lo, hi int) {
@@ -262,16 +252,32 @@ func (p *shardProcessor) prepareOne(e *entry, data []byte) {
 }
 
 // fastPath reports whether commands may run without a claim: the ledger
-// is on, and the shard's admitted mark is kept.
+// is on, and the end of the shard's previous lease is known.
 func (p *shardProcessor) fastPath() bool {
 	o := p.o
-	return o.ledger != nil && o.memory != nil && o.batcher != nil && o.admit != nil
+	return o.ledger != nil && o.memory != nil && o.batcher != nil && o.previousLeaseEnd != nil
+}
+
+// arrivalSkew is how far Kinesis's clock, which stamps a record's arrival,
+// and a worker's, which ends its lease, may disagree. Leases and claims
+// already assume clocks that agree to well within a lease.
+const arrivalSkew = 5 * time.Second
+
+// mayBeStarted reports whether the previous owner of the shard may have
+// started e without a claim: it read records only before its lease ended
+// by its own clock, so not one that arrived later. A record whose arrival
+// is unknown counts as started.
+func (p *shardProcessor) mayBeStarted(e *entry) bool {
+	if p.previousEnd.IsZero() {
+		return false
+	}
+	return e.arrived.IsZero() || !e.arrived.After(p.previousEnd.Add(arrivalSkew))
 }
 
 // peek checks the chunk's commands in the ledger with one request. Records
-// up to the previous owner's admitted mark are left out: that owner may
-// have started them without a claim, so they take one. A failed check
-// leaves them all to take claims.
+// the previous owner of the shard may have started without a claim
+// (mayBeStarted) are left out: they take one. A failed check leaves them
+// all to take claims.
 func (p *shardProcessor) peek(chunk []entry) {
 	if !p.fastPath() {
 		return
@@ -280,7 +286,7 @@ func (p *shardProcessor) peek(chunk []entry) {
 	idx := make([]int, 0, len(chunk))
 	for i := range chunk {
 		e := &chunk[i]
-		if p.mark != "" && !leases.Later(e.seq, p.mark) {
+		if p.mayBeStarted(e) {
 			continue
 		}
 		if c, ok := e.cmd.Claim(p.shardID); ok {
@@ -307,22 +313,6 @@ func (p *shardProcessor) peek(chunk []entry) {
 	for j, i := range idx {
 		chunk[i].cmd.Peeked(res[j], at)
 	}
-}
-
-// admitMark stores seq as the shard's admitted mark, in the background;
-// the channel tells whether it was stored. Records after the previous
-// owner's mark run without a claim: a worker that takes the shard over must
-// know which of them this one may have started.
-func (p *shardProcessor) admitMark(seq string) <-chan bool {
-	done := make(chan bool, 1)
-	go func() { done <- p.storeMark(seq) }()
-	return done
-}
-
-// storeMark writes the mark, retrying as a checkpoint write does, until it
-// is stored, the lease is lost (the shard stops), or intake ends.
-func (p *shardProcessor) storeMark(seq string) bool {
-	return p.persist(p.intake, "storing the admitted mark", func() error { return p.o.admit(p.shardID, seq) })
 }
 
 func (p *shardProcessor) handoffAsked() bool {

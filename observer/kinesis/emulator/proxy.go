@@ -18,14 +18,13 @@ import (
 // JSON operations passing through it (by their X-Amz-Target header), so
 // that a test can assert which calls a client made, e.g. that a search
 // never scans. DynamoDB requests are also counted by the tables they name
-// (CountOn), and by the texts registered with Watch that their bodies hold.
+// (CountOn).
 type OpCounter struct {
 	// URL is the proxy's endpoint, to use in place of the emulator's.
 	URL string
 
-	mu      sync.Mutex
-	ops     map[string]int
-	watched []string
+	mu  sync.Mutex
+	ops map[string]int
 }
 
 // NewOpCounter starts a counting proxy to target (an emulator endpoint),
@@ -72,11 +71,6 @@ func (c *OpCounter) count(target string, body []byte) {
 	c.ops[op]++
 	for _, table := range tables {
 		c.ops[op+" "+table]++
-		for _, text := range c.watched {
-			if bytes.Contains(body, []byte(text)) {
-				c.ops[op+" "+table+" "+text]++
-			}
-		}
 	}
 }
 
@@ -87,23 +81,15 @@ func (c *OpCounter) Count(op string) int {
 	return c.ops[op]
 }
 
-// CountOn is how many requests of operation op named table; with text (see
-// Watch), only those whose body held it.
-func (c *OpCounter) CountOn(op, table string, text ...string) int {
+// CountOn is how many requests of operation op named table.
+func (c *OpCounter) CountOn(op, table string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.ops[strings.Join(append([]string{op, table}, text...), " ")]
+	return c.ops[op+" "+table]
 }
 
-// Watch counts, from now on, the requests whose body holds text (CountOn).
-func (c *OpCounter) Watch(text string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.watched = append(c.watched, text)
-}
-
-// Counts returns every count so far, keyed as CountOn's arguments joined
-// by spaces.
+// Counts returns every count so far, keyed by operation, and by operation
+// and table joined by a space.
 func (c *OpCounter) Counts() map[string]int {
 	c.mu.Lock()
 	defer c.mu.Unlock()

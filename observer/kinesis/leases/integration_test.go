@@ -507,18 +507,15 @@ func TestIntegrationLineage(t *testing.T) {
 	if err := take(tbl, child); !errors.Is(err, ErrNotAcquired) {
 		t.Fatalf("child with a checkpointed parent: %v, want refusal", err)
 	}
-	if err := tbl.Admit(parent, "7"); err != nil {
-		t.Fatal(err)
-	}
 	if err := checkpointAt(tbl, parentShard, checkpoint.ShardEnd); err != nil {
 		t.Fatal(err)
 	}
 	if err := take(tbl, child); err != nil {
 		t.Fatalf("child after parent SHARD_END: %v", err)
 	}
-	// The child's records are its own: none was admitted by anyone.
-	if got := tbl.Admitted(child.ID); got != "" {
-		t.Errorf("child inherits the admitted mark %q", got)
+	// The child's records are its own: no earlier owner read any.
+	if end := tbl.PreviousLeaseEnd(child.ID); !end.IsZero() {
+		t.Errorf("child's previous lease ended at %s", end)
 	}
 	if got := e.item(t, name, child.ID)[attrParent]; got != parent {
 		t.Errorf("child's ParentShardId = %q, want %s", got, parent)

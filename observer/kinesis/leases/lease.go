@@ -38,13 +38,11 @@ type lease struct {
 	timeout    string // the LeaseTimeout we last wrote and know stored
 	pending    string // a LeaseTimeout we tried to write, outcome unknown (the call failed)
 	checkpoint string // the checkpoint we know stored
-	// inherited is AdmittedTo as stored when this lease was taken: records
-	// up to it may have been started by an earlier lease.
-	inherited string
-	admitted  string // the AdmittedTo we know stored while we hold the lease; "" when unknown or none
-	admitTry  string // an AdmittedTo we tried to write, outcome unknown (the call failed)
-	lost      chan struct{}
-	closeOnce sync.Once
+	// previousEnd is the LeaseTimeout stored when this lease was taken
+	// (zero: none): an earlier owner may have read records until then.
+	previousEnd time.Time
+	lost        chan struct{}
+	closeOnce   sync.Once
 	// handoff is closed when a renewal finds that handoffTo asked for the
 	// lease.
 	handoff   chan struct{}
@@ -268,17 +266,15 @@ func (t *Table) acquire(sl *slot, shard *par.ShardStatus) error {
 		}
 		return fmt.Errorf("lease table %q: acquire lease of shard %s: %w", t.cfg.TableName, shard.ID, err)
 	}
-	// The stored checkpoint and admitted mark as of our write: what the
-	// previous owner wrote after our read is included.
+	// The stored checkpoint as of our write: a checkpoint the previous
+	// owner wrote after our read is included.
 	stored := parseRow(out.Attributes)
 	l := &lease{shard: shard, timeout: newTimeout, checkpoint: stored.checkpoint, lost: make(chan struct{}),
-		handoff: make(chan struct{}), until: start.Add(t.cfg.LeaseDuration),
-		inherited: stored.admitted, admitted: stored.admitted}
-	if stored.admitted != "" && !isDecimal(stored.admitted) {
-		// Nothing comes after it, so every record of this lease counts as
-		// possibly started; the first Admit replaces it.
-		log.Warn("unreadable "+attrAdmitted+"; treating every record as possibly started", "admitted_to", stored.admitted)
-		l.admitted = ""
+		handoff: make(chan struct{}), until: start.Add(t.cfg.LeaseDuration)}
+	if tsOK {
+		// Our write was conditioned on this timeout (or on no owner, whose
+		// last timeout stays stored): no owner wrote a later one.
+		l.previousEnd = ts
 	}
 	t.mu.Lock()
 	sl.cur, sl.released = l, nil
@@ -292,7 +288,7 @@ func (t *Table) acquire(sl *slot, shard *par.ShardStatus) error {
 			sh.ParentShardId = parent
 		}
 	})
-	log.Info("lease acquired", "previous_owner", r.owner, "checkpoint", stored.checkpoint, "admitted_to", stored.admitted,
+	log.Info("lease acquired", "previous_owner", r.owner, "checkpoint", stored.checkpoint,
 		"lease_timeout", newTimeout, "handed_over", reserved)
 	if r.owner != "" && r.owner != me && t.cfg.OnHandoff != nil {
 		// Taken from an owner that stopped renewing (dead or frozen).
@@ -424,6 +420,20 @@ func (t *Table) lostErr(shardID, why string) error {
 	return fmt.Errorf("%w: lease table %q, shard %s, worker %q: %s", ErrLeaseLost, t.cfg.TableName, shardID, t.cfg.WorkerID, why)
 }
 
+// PreviousLeaseEnd is the LeaseTimeout stored on shardID when this worker
+// took its current lease (zero when there was none, or no lease is held):
+// an earlier owner may have read, and started, the shard's records that
+// arrived before then, and none that arrived later (it stops before its
+// lease ends by its own clock).
+func (t *Table) PreviousLeaseEnd(shardID string) time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if sl := t.slots[shardID]; sl != nil && sl.cur != nil {
+		return sl.cur.previousEnd
+	}
+	return time.Time{}
+}
+
 // CheckpointSequence stores shard's in-memory checkpoint (set by the KCL just
 // before; SHARD_END for a finished shard), fenced on this worker's lease
 // (AssignedTo and the exact LeaseTimeout). A refused write means another
@@ -504,12 +514,12 @@ func (t *Table) fenced(l *lease, what string, set func(*expr) string) error {
 
 // regresses tells whether writing next over stored moves the checkpoint
 // back: below the stored sequence number, or away from SHARD_END. What is
-// not a sequence number is not judged (see Later).
+// not a sequence number is not judged (see later).
 func regresses(stored, next string) bool {
 	if stored == checkpoint.ShardEnd {
 		return next != checkpoint.ShardEnd
 	}
-	return Later(stored, next)
+	return later(stored, next)
 }
 
 // FetchCheckpoint reads the shard's item (consistent read) into shard:

@@ -461,15 +461,13 @@ func TestRenewalLost(t *testing.T) {
 }
 
 // A renewal whose outcome is unknown (a timeout after the write landed) must
-// not make the next fenced write (a checkpoint, an admitted mark) report a
-// false loss.
+// not make the next fenced write (a checkpoint) report a false loss.
 func TestAmbiguousRenewal(t *testing.T) {
 	for _, tc := range []struct {
 		attr  string
 		write func(*Table, *par.ShardStatus) error
 	}{
 		{attrCheckpoint, func(tbl *Table, shard *par.ShardStatus) error { return checkpointAt(tbl, shard, "20") }},
-		{attrAdmitted, func(tbl *Table, _ *par.ShardStatus) error { return tbl.Admit(shard0, "20") }},
 	} {
 		t.Run(tc.attr, func(t *testing.T) {
 			f, shard, st := held(t, "")
@@ -851,7 +849,7 @@ func TestGetLeaseOwner(t *testing.T) {
 	}
 }
 
-// Numbers are compared by Later (TestLater); regresses adds SHARD_END.
+// Numbers are compared by later (TestLater); regresses adds SHARD_END.
 func TestRegresses(t *testing.T) {
 	for _, tc := range []struct {
 		stored, next string
@@ -868,5 +866,31 @@ func TestRegresses(t *testing.T) {
 		if got := regresses(tc.stored, tc.next); got != tc.want {
 			t.Errorf("regresses(%q, %q) = %v, want %v", tc.stored, tc.next, got, tc.want)
 		}
+	}
+}
+
+// A lease taken over records when the previous one ended: the records
+// that arrived before then may have been started by its owner.
+func TestPreviousLeaseEnd(t *testing.T) {
+	f, _, _ := held(t, "")
+	if end := f.tbl.PreviousLeaseEnd(shard0); !end.IsZero() {
+		t.Errorf("first lease of the shard: previous end %s, want none", end)
+	}
+
+	st := &store{items: items{shard0: {attrShardID: shard0, attrOwner: "other", attrTimeout: past, attrCheckpoint: "10"}}}
+	g := newFixture(t)
+	g.db.OnGetItem, g.db.OnUpdateItem = st.get, st.update
+	g.kin.listShards = shardList(shard0)
+	if err := g.tbl.GetLease(newShard(shard0, ""), "me"); err != nil {
+		t.Fatalf("take over an expired lease: %v", err)
+	}
+	if got, want := g.tbl.PreviousLeaseEnd(shard0), fakeNow.Add(-time.Second); !got.Equal(want) {
+		t.Errorf("previous end %s, want the expired lease's %s", got, want)
+	}
+	if err := g.tbl.RemoveLeaseOwner(shard0); err != nil {
+		t.Fatal(err)
+	}
+	if end := g.tbl.PreviousLeaseEnd(shard0); !end.IsZero() {
+		t.Errorf("after the release: %s, want none (no lease held)", end)
 	}
 }

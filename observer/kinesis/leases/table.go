@@ -19,9 +19,7 @@
 //
 // The table holds one item per shard, keyed by ShardID, with the KCL's
 // attributes (AssignedTo, LeaseTimeout, Checkpoint, ParentShardId,
-// ClaimRequest), the handoff attributes HandoffTo and HandoffAt, and
-// AdmittedTo, the highest sequence number an owner of the shard admitted
-// (see admit.go). Besides, sauna keeps items of its own, whose ShardID
+// ClaimRequest) and the handoff attributes HandoffTo and HandoffAt. Besides, sauna keeps items of its own, whose ShardID
 // contains '#' (IsLeaseKey): the metadata item "sauna#stream" that records
 // the stream and when the observer first started on it, and one census item
 // per live worker (see balance.go).
@@ -56,9 +54,6 @@ const (
 	attrClaim      = checkpoint.ClaimRequestKey   // ClaimRequest
 	attrStream     = "StreamName"
 	attrStarted    = "StartedAt" // RFC 3339, UTC: the first start against this table
-	// attrAdmitted is sauna's own shard attribute: the highest sequence
-	// number an owner of the shard admitted (see Admit). The KCL ignores it.
-	attrAdmitted = "AdmittedTo"
 
 	// MetadataKey is the ShardID of the item that binds the table to its
 	// stream and records the first start. Kinesis shard ids look like
@@ -351,7 +346,6 @@ type row struct {
 	exists                           bool
 	owner, timeout, checkpoint       string
 	parent, claim, handoff           string
-	admitted                         string
 	hasOwner, hasTimeout, hasCheckpt bool
 }
 
@@ -363,7 +357,6 @@ func parseRow(item map[string]types.AttributeValue) row {
 	r.parent, _ = str(item, attrParent)
 	r.claim, _ = str(item, attrClaim)
 	r.handoff, _ = str(item, attrHandoffTo)
-	r.admitted, _ = str(item, attrAdmitted)
 	return r
 }
 
