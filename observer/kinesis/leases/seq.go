@@ -5,8 +5,8 @@ import "strings"
 // later reports whether sequence number a comes after b. Sequence numbers
 // are decimal strings of any length (56 digits on AWS, small integers on
 // some emulators), compared as numbers. "" comes before every sequence
-// number; a string that is not one comes after none and has none after it,
-// so a mark that cannot be read lets no record pass it.
+// number; a string that is not one comes after none and has none after it:
+// what cannot be read is not judged.
 func later(a, b string) bool {
 	switch {
 	case !isDecimal(a):
