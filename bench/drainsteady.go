@@ -43,7 +43,8 @@ func scenarioDrainSteady(ctx context.Context, e *env) (*section, error) {
 			"both stamped by the consumer, so process start, lease taking and the first poll are outside the window; "+
 			"the first delivery after start is shown apart. Limit %s per run (then the rate is over what arrived). "+
 			"The harness counts deliveries (first and last time, one bit per command for duplicates) instead of keeping "+
-			"them. sauna runs once with idempotency off and once on.",
+			"them. sauna runs once with idempotency off and once on, its DynamoDB requests counted by the proxy of "+
+			"section 12 (`bench/ddbproxy.go`) over the whole run and divided by the commands that arrived.",
 			l.steadyCount, l.drainKeys, steadyWriters, l.steadyCount, secs(l.steadyLimit))}
 	st, err := e.createStream(ctx, 4)
 	if err != nil {
@@ -89,6 +90,12 @@ func scenarioDrainSteady(ctx context.Context, e *env) (*section, error) {
 	arrived := t.add(&row{metric: fmt.Sprintf("arrived of %d", l.steadyCount), cells: column(e, rs, res, "arrived"), noRatio: true,
 		target: fmt.Sprintf("all %d", l.steadyCount)})
 	t.add(&row{metric: "duplicates", cells: column(e, rs, res, "dups"), noRatio: true})
+	cost := t.add(&row{metric: "outcome-table DynamoDB requests per command", cells: column(e, rs, res, "outcome_reqs"), noRatio: true,
+		target: "<= 0.1 (idempotency on)"})
+	if on := slices.Index(runLabels(rs), "sauna (idempotency on)"); on >= 0 {
+		cost.verdict = worstAtMost(cost.cells[on:on+1], 0.1, "requests/command")
+	}
+	t.add(&row{metric: "lease-table DynamoDB requests per command", cells: column(e, rs, res, "lease_reqs"), noRatio: true})
 	var verdicts, short []string
 	for i, rn := range rs {
 		c := arrived.cells[i]
@@ -137,7 +144,18 @@ func rawShareVerdict(rate *row, rs []runSpec) {
 func steadyRun(ctx context.Context, e *env, st *stream, rn runSpec, l limits) (map[string]cell, error) {
 	c := newSteadyCounter(steadyPrefix, l.drainKeys, l.steadyCount)
 	app := e.name("app")
-	p, err := e.start(ctx, spec{kind: rn.kind, id: e.name(rn.kind), app: app, streams: []string{st.name}, idempotency: rn.idempotency}, c)
+	sp := spec{kind: rn.kind, id: e.name(rn.kind), app: app, streams: []string{st.name}, idempotency: rn.idempotency}
+	var px *ddbProxy
+	if rn.kind == kindSauna {
+		// Counted, to tell what the drain costs in DynamoDB requests.
+		var err error
+		if px, err = startDDBProxy(e.ddbURL); err != nil {
+			return nil, err
+		}
+		defer px.close()
+		sp.ddbURL = px.url()
+	}
+	p, err := e.start(ctx, sp, c)
 	if err != nil {
 		return nil, err
 	}
@@ -153,6 +171,20 @@ func steadyRun(ctx context.Context, e *env, st *stream, rn runSpec, l limits) (m
 	p.stop() // flushes the consumer's last reports; later duplicates count too
 	sc := c.stats()
 	m := map[string]cell{"arrived": num(float64(sc.arrived), "%.0f"), "dups": num(float64(sc.dups), "%.0f")}
+	if px != nil && sc.arrived > 0 {
+		var outcome, lease int64
+		for k, v := range px.snapshot() {
+			switch {
+			case k.kind == kindScanned:
+			case k.table == app+"-commands":
+				outcome += v
+			case k.table == app:
+				lease += v
+			}
+		}
+		m["outcome_reqs"] = num(float64(outcome)/float64(sc.arrived), "%.3f")
+		m["lease_reqs"] = num(float64(lease)/float64(sc.arrived), "%.3f")
+	}
 	if sc.stray > 0 {
 		log.Printf("drain-steady: %s: %d reports of commands not in the backlog", rn.label, sc.stray)
 		m["dups"] = text(fmt.Sprintf("%d (and %d reports of unknown commands)", sc.dups, sc.stray))
