@@ -20,7 +20,7 @@ const (
 	// write.
 	batchLinger = 20 * time.Millisecond
 	// maxWrites is the most writes in flight at once.
-	maxWrites = 4
+	maxWrites = 16
 )
 
 // ErrBatcherStopped is the error of an outcome that could not be written
