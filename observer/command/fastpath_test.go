@@ -202,7 +202,7 @@ func TestFastPathWritesNoClaim(t *testing.T) {
 		var wg sync.WaitGroup
 		for i := range ps {
 			wg.Go(func() {
-				if !f.runners[0].Execute(&ps[i]) {
+				if !f.runners[0].Execute(&ps[i], Turn{}) {
 					t.Errorf("record %d stopped short", i+1)
 				}
 			})
@@ -237,7 +237,7 @@ func TestFastPathLoneOutcomeWrittenAtOnce(t *testing.T) {
 		f := newFastRunners(t, 1, func(string) error { return nil })
 		ps := f.prepare(t, f.runners[0], record(1, "alone"))
 		start := time.Now()
-		if !f.runners[0].Execute(&ps[0]) {
+		if !f.runners[0].Execute(&ps[0], Turn{}) {
 			t.Fatal("stopped short")
 		}
 		if took := time.Since(start); took != 0 {
@@ -265,7 +265,7 @@ func TestFastPathRetryTakesAClaim(t *testing.T) {
 			return nil
 		})
 		ps := f.prepare(t, f.runners[0], record(1, "flaky"))
-		if !f.runners[0].Execute(&ps[0]) {
+		if !f.runners[0].Execute(&ps[0], Turn{}) {
 			t.Fatal("stopped short")
 		}
 		if len(claimsAtCall) != 2 || claimsAtCall[0] != 0 || claimsAtCall[1] != 1 {
@@ -312,15 +312,15 @@ func TestFastPathSameCommandTwiceInOneProcess(t *testing.T) {
 				first := f.prepare(t, f.runners[0], record(7, "same"))
 				second := f.prepare(t, f.runners[tc.shards-1], Record{Sequence: "8", PartitionKey: "other", Data: record(7, "same").Data})
 				var wg sync.WaitGroup
-				wg.Go(func() { f.runners[0].Execute(&first[0]) })
+				wg.Go(func() { f.runners[0].Execute(&first[0], Turn{}) })
 				if tc.concurrent {
 					synctest.Wait()
-					wg.Go(func() { f.runners[tc.shards-1].Execute(&second[0]) })
+					wg.Go(func() { f.runners[tc.shards-1].Execute(&second[0], Turn{}) })
 					synctest.Wait()
 					close(gate)
 				} else {
 					wg.Wait()
-					f.runners[tc.shards-1].Execute(&second[0])
+					f.runners[tc.shards-1].Execute(&second[0], Turn{})
 				}
 				wg.Wait()
 				if n, _ := calls.Load("same"); *n.(*int) != 1 {
@@ -347,9 +347,9 @@ func TestFastPathOtherCommandSameIDTakesAClaim(t *testing.T) {
 		first := f.prepare(t, f.runners[0], record(7, "first"))
 		other := f.prepare(t, f.runners[0], Record{Sequence: "8", PartitionKey: "other", Data: record(7, "other").Data})
 		var wg sync.WaitGroup
-		wg.Go(func() { f.runners[0].Execute(&first[0]) })
+		wg.Go(func() { f.runners[0].Execute(&first[0], Turn{}) })
 		synctest.Wait()
-		wg.Go(func() { f.runners[0].Execute(&other[0]) })
+		wg.Go(func() { f.runners[0].Execute(&other[0], Turn{}) })
 		synctest.Wait()
 		close(gate)
 		wg.Wait()
@@ -374,11 +374,11 @@ func TestFastPathSeenAndStale(t *testing.T) {
 		f.tab.done[done[0].identity()] = outcomes.Final{Verdict: verdict.Executed}
 		done = f.prepare(t, f.runners[0], record(1, "done"))
 		stale := f.prepare(t, f.runners[0], record(2, "stale"))
-		if !f.runners[0].Execute(&done[0]) {
+		if !f.runners[0].Execute(&done[0], Turn{}) {
 			t.Fatal("stopped short")
 		}
 		time.Sleep(PeekFresh + time.Second)
-		if !f.runners[0].Execute(&stale[0]) {
+		if !f.runners[0].Execute(&stale[0], Turn{}) {
 			t.Fatal("stopped short")
 		}
 		claims, _, batches := f.tab.counts()
@@ -397,7 +397,7 @@ func TestFastPathOutcomeWriteRetried(t *testing.T) {
 		f := newFastRunners(t, 1, func(string) error { return nil })
 		f.tab.failWrites = 2
 		ps := f.prepare(t, f.runners[0], record(1, "hello"))
-		if !f.runners[0].Execute(&ps[0]) {
+		if !f.runners[0].Execute(&ps[0], Turn{}) {
 			t.Fatal("stopped short")
 		}
 		if _, _, batches := f.tab.counts(); len(batches) != 3 || f.tab.finishedBy[record(1, "").commandID()] != "batch" {
@@ -413,7 +413,7 @@ func TestFastPathUnwrittenOutcomeIsNotSettled(t *testing.T) {
 		f := newFastRunners(t, 1, func(string) error { return nil })
 		f.batcher.Stop(context.Background())
 		ps := f.prepare(t, f.runners[0], record(1, "hello"))
-		if f.runners[0].Execute(&ps[0]) {
+		if f.runners[0].Execute(&ps[0], Turn{}) {
 			t.Error("settled without its outcome written")
 		}
 		if len(f.settled) != 0 {

@@ -118,6 +118,7 @@ type Runner struct {
 // run is one command's life; it lives on its runner's goroutine.
 type run struct {
 	*Runner
+	turn   Turn
 	out    Outcome
 	letter deadletter.Letter
 	cmd    *responders.Command
@@ -149,7 +150,7 @@ type run struct {
 // it again.
 func (r *Runner) Run(rec Record) bool {
 	p := r.Prepare(rec)
-	return r.Execute(&p)
+	return r.Execute(&p, Turn{})
 }
 
 // Reject ends rec, which can never run as sent (err says why), without
@@ -157,7 +158,7 @@ func (r *Runner) Run(rec Record) bool {
 // false when it had to stop first.
 func (r *Runner) Reject(rec Record, err error) bool {
 	p := r.Rejected(rec, err)
-	return r.Execute(&p)
+	return r.Execute(&p, Turn{})
 }
 
 // Execute takes a prepared record to its final outcome and reports it. A
@@ -165,9 +166,12 @@ func (r *Runner) Reject(rec Record, err error) bool {
 // without a claim unless this process is running a command under its id or
 // recorded one lately (Memory); its first attempt is then fenced by the lease alone. A
 // retryable first attempt takes a claim before the retry and goes on as a
-// claimed run. Like Run, it returns false when it had to stop first.
-func (r *Runner) Execute(p *Prepared) bool {
-	c := run{Runner: r}
+// claimed run. t places the record among the records of its key: the next
+// one may start once this command's effect is final, and this one's outcome
+// is recorded only after the previous one's. Like Run, it returns false
+// when it had to stop first.
+func (r *Runner) Execute(p *Prepared, t Turn) bool {
+	c := run{Runner: r, turn: t}
 	c.begin(p.rec)
 	c.load(p)
 	if p.err != nil {
@@ -229,6 +233,9 @@ func (c *run) leave() {
 func (c *run) duplicate() bool {
 	c.out.Verdict = verdict.Duplicate
 	c.Log.Info("command already executed; skipped", "seq", c.out.Sequence, "command_id", c.cmd.ID, "responder", c.cmd.Module)
+	if !c.conclude() {
+		return false
+	}
 	c.Settled(c.out)
 	return true
 }

@@ -12,8 +12,13 @@ import (
 )
 
 // settle records the final outcome in the ledger, when there is one, and
-// reports it. It returns false when the run had to stop first.
+// reports it, once the previous record of the key has its own recorded
+// (conclude). It returns false when the run had to stop first.
 func (c *run) settle(reason string) bool {
+	if !c.conclude() {
+		c.release()
+		return false
+	}
 	if c.Ledger != nil {
 		recorded := false
 		if c.fast {
@@ -82,7 +87,7 @@ func (c *run) giveUp(reason string, err error) bool {
 // searched). It returns false, leaving the record unfinished, when it had
 // to stop before both were written.
 func (c *run) reject(err error) bool {
-	if !c.rejectDeadLetter(err) {
+	if !c.rejectDeadLetter(err) || !c.conclude() {
 		return false
 	}
 	if c.Ledger != nil && c.out.CommandID != "" {

@@ -23,11 +23,20 @@ import (
 )
 
 // shardProcessor executes one shard's records concurrently while keeping
-// per-partition-key order: up to MaxInFlight records are admitted at once,
-// and a record starts only when every earlier record with its key is done.
-// The checkpoint only ever moves to the highest sequence number below which
-// every record has a final outcome. Once a record stops short (shutdown, a
-// lost lease) nothing after it is checkpointed: the next owner reads it again.
+// per-partition-key order: a record starts only once the command of every
+// earlier record with its key has its final effect (its verdict known, any
+// dead letter written: it is released), and the outcomes of a key's records
+// are recorded in the ledger in order (command.Turn). Up to MaxInFlight
+// records run at once, each holding a slot from admission to release, which
+// bounds the responder calls of the shard; a released record holds a token
+// of recording instead until its outcome is recorded (the outcome batcher's
+// write, a claim's Finish, a rejection), up to recordingPerSlot*MaxInFlight
+// of them, so that a slow outcome write neither holds a slot nor the next
+// command of a key. The checkpoint only ever moves to the highest sequence
+// number below which every record has a final, recorded outcome. Once a
+// record stops short (shutdown, a lost lease) nothing after it is
+// checkpointed, and the later records of its key that ran meanwhile record
+// nothing: the next owner reads them all again.
 type shardProcessor struct {
 	o       *Observer
 	shardID string
@@ -50,16 +59,22 @@ type shardProcessor struct {
 	// then may have been started by that lease's owner, and take a claim
 	// before they run.
 	previousEnd time.Time
-	// slots holds one token per admitted, unfinished record.
+	// slots holds one token per admitted record not yet released; taking
+	// one is admission's back-pressure.
 	slots chan struct{}
-	wg    sync.WaitGroup
+	// recording holds one token per released record whose outcome is not
+	// recorded yet, taken before its slot is freed: once it is full,
+	// releases wait, and so admission does.
+	recording chan struct{}
+	wg        sync.WaitGroup
 
 	mu sync.Mutex
 	// pending are the admitted records not yet passed by the checkpoint, in
 	// sequence order.
 	pending []*entry
-	// waiting holds, per partition key, the admitted records of that key in
-	// order; the first one is running.
+	// waiting holds, per partition key, the admitted, unfinished records of
+	// that key in order: those released, then one running, then those
+	// waiting for it.
 	waiting map[string][]*entry
 	// stopped is set once a record stopped without a final outcome.
 	stopped bool
@@ -87,16 +102,29 @@ type entry struct {
 	// more is set when the next record of the batch has the same sequence
 	// number: the rest of a KPL aggregate follows, admitted or not yet.
 	more bool
-	done bool
+	// released is set once its slot went back and the next record of its
+	// key may start; done once its outcome is final and recorded.
+	released, done bool
+	// end is told when its run ended (finish), for the next record of its
+	// key; prior is the end of the previous one, when that was unfinished
+	// as this one started.
+	end, prior *command.Mark
 }
+
+// recordingPerSlot is how many released records per slot may wait for
+// their outcome to be recorded: enough for the outcome writes of a
+// shard's slots to take several times a command's time before they hold
+// intake back.
+const recordingPerSlot = 4
 
 var _ kcl.IRecordProcessor = (*shardProcessor)(nil)
 
 func newShardProcessor(o *Observer) *shardProcessor {
 	return &shardProcessor{
-		o:       o,
-		slots:   make(chan struct{}, o.cfg.MaxInFlight),
-		waiting: map[string][]*entry{},
+		o:         o,
+		slots:     make(chan struct{}, o.cfg.MaxInFlight),
+		recording: make(chan struct{}, recordingPerSlot*o.cfg.MaxInFlight),
+		waiting:   map[string][]*entry{},
 	}
 }
 
@@ -435,17 +463,24 @@ func (p *shardProcessor) admit(e *entry) bool {
 		return false
 	}
 	p.pending = append(p.pending, e)
+	e.end = command.NewMark()
 	q := append(p.waiting[e.key], e)
 	p.waiting[e.key] = q
 	if len(q) == 1 {
-		p.start(e)
+		p.start(e, nil)
+	} else if prev := q[len(q)-2]; prev.released {
+		p.start(e, prev)
 	}
 	p.o.addInFlight(1)
 	return true
 }
 
-// start hands e to a runner at once (see runQueue); p.mu is held.
-func (p *shardProcessor) start(e *entry) {
+// start hands e to a runner at once (see runQueue), after prev (nil: no
+// unfinished record of its key); p.mu is held.
+func (p *shardProcessor) start(e, prev *entry) {
+	if prev != nil {
+		e.prior = prev.end
+	}
 	p.wg.Add(1)
 	p.runq.ready = append(p.runq.ready, e)
 	if p.runq.runners-int(p.runq.busy.Load()) < len(p.runq.ready) {
@@ -454,12 +489,46 @@ func (p *shardProcessor) start(e *entry) {
 	}
 }
 
-// finish records e's result, starts the next record of its key, and moves
-// the checkpoint candidate past the finished prefix.
+// release is called by e's run once its command's effect is final: it
+// takes a token of recording (waiting while too many outcomes are not
+// recorded yet), gives e's slot back and starts the next record of its key.
+// Stopping first leaves e holding its slot until it finishes.
+func (p *shardProcessor) release(e *entry) {
+	select {
+	case p.recording <- struct{}{}:
+	case <-p.hard.Done():
+		return
+	case <-p.lost:
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e.released = true
+	<-p.slots
+	if p.stopped {
+		return
+	}
+	q := p.waiting[e.key]
+	for i := range q[:len(q)-1] {
+		if q[i] == e {
+			p.start(q[i+1], e)
+			break
+		}
+	}
+}
+
+// finish records e's result, tells the next record of its key how e ended,
+// starts that record unless e's release did, and moves the checkpoint
+// candidate past the finished prefix.
 func (p *shardProcessor) finish(e *entry, final bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	<-p.slots
+	if e.released {
+		<-p.recording
+	} else {
+		<-p.slots
+	}
+	e.end.End(final)
 	p.o.addInFlight(-1)
 	if !final {
 		// e and everything after it stay unfinished: the next owner of the
@@ -474,13 +543,15 @@ func (p *shardProcessor) finish(e *entry, final bool) {
 		return
 	}
 	e.done = true
+	// The previous records of e's key finished first: e recorded its
+	// outcome only after they ended with theirs (command.Turn).
 	q := p.waiting[e.key][1:]
 	if len(q) == 0 {
 		delete(p.waiting, e.key)
 	} else {
 		p.waiting[e.key] = q
-		if !p.stopped {
-			p.start(q[0])
+		if !e.released && !p.stopped {
+			p.start(q[0], nil)
 		}
 	}
 	n := 0
@@ -639,7 +710,7 @@ func (p *shardProcessor) run() {
 // first. What was prepared is let go: the entry stays until the checkpoint
 // passes it.
 func (p *shardProcessor) execute(e *entry) bool {
-	final := p.commands.Execute(&e.cmd)
+	final := p.commands.Execute(&e.cmd, command.Turn{Released: func() { p.release(e) }, Prior: e.prior})
 	e.cmd = command.Prepared{}
 	return final
 }
