@@ -33,12 +33,14 @@
 //
 //   - observer/kinesis, processor.go: the KCL hands a batch to
 //     shardProcessor.ProcessRecords; admit waits for a free slot (at most
-//     maxInFlightPerShard records are unfinished) and queues the record
+//     maxInFlightPerShard records run at once) and queues the record
 //     behind the earlier records of its partition key; start gives it to a
 //     runner goroutine (run), which calls execute.
 //   - execute hands the record to the shard's command.Runner
-//     (observer/command, run.go): Run, or Reject for a KPL aggregate that
-//     could not be decoded (kpl.go).
+//     (observer/command, run.go, Execute; prepared at admission, or
+//     rejected for a KPL aggregate that could not be decoded, kpl.go), with
+//     its command.Turn: how to release its key, and the end of the previous
+//     record of the key.
 //   - run.go, Run: decode reads and validates the command
 //     (responders.Decode) and resolves its responder once
 //     (responders.Dispatcher.Resolve); a record that can never run is
@@ -52,12 +54,17 @@
 //     never shorter than the responder's Retry-After) and retried within the
 //     retry budget, the claim renewed before each retry (ledger.go, renew).
 //     This is the only place that waits and retries a command.
-//   - settle.go: settle records the outcome in the ledger (ledger.go,
-//     record); giveUp dead-letters (observer/deadletter) or fails a command
-//     that cannot succeed; the outcome, named by observer/verdict, goes to
-//     the metrics (observer/metrics) and Options.OnOutcome.
-//   - back in processor.go: finish starts the next record of the key and
-//     moves the checkpoint candidate past the finished prefix; checkpoint
-//     writes it at most once per checkpoint interval, and a final time at
-//     Shutdown or handOver.
+//   - settle.go: giveUp dead-letters (observer/deadletter) or fails a
+//     command that cannot succeed; settle, its effect now final, releases
+//     the key (turn.go, conclude: processor.go's release takes a token of
+//     recording, frees the slot and starts the next record of the key),
+//     waits until the previous record of the key has its outcome recorded,
+//     then records its own in the ledger (ledger.go, record; or the
+//     Batcher); the outcome, named by observer/verdict, goes to the metrics
+//     (observer/metrics) and Options.OnOutcome.
+//   - back in processor.go: finish frees the token (or the slot), tells
+//     the next record of the key how this one ended, and moves the
+//     checkpoint candidate past the finished prefix; checkpoint writes it
+//     at most once per checkpoint interval, and a final time at Shutdown or
+//     handOver.
 package observer

@@ -16,6 +16,14 @@
 // observer's Batcher, and it is settled only once that write has landed. A
 // retryable first attempt takes a claim before the retry and goes on as a
 // claimed run. Everything else is claimed first, as after a takeover.
+//
+// The source runs a partition key's records in order, one record at a time
+// up to its command's final effect: a run tells it once the verdict is
+// known and any dead letter written (Turn.Released), so that the next
+// record of the key starts while this one's outcome is still being
+// recorded, and records its outcome only after the previous record of the
+// key ended with its own recorded (Turn.Prior). A run stays registered in
+// Memory until its outcome is recorded.
 package command
 
 import (

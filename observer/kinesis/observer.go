@@ -3,8 +3,10 @@
 // that admits each shard's records (decoded a chunk at a time; with
 // idempotency on, after checking the chunk's commands in the outcome table
 // with one request), keeps their
-// per-partition-key order, fences them on the shard lease and checkpoints
-// what is done; each record's command is run by observer/command, with the
+// per-partition-key order (the next command of a key starts once the
+// previous one's effect is final; their outcomes are recorded in order),
+// fences them on the shard lease and checkpoints what is done and
+// recorded; each record's command is run by observer/command, with the
 // observer's memory of commands in flight and its outcome batcher. It adds the guards the KCL library
 // needs to neither lose nor repeat work (fenced checkpoints, bounded calls,
 // bounded shutdown and handover).
