@@ -159,8 +159,9 @@ func (p *shardProcessor) Initialize(in *kcl.InitializationInput) {
 // are prepared (decoded, routed, digested) a chunk at a time, in parallel,
 // and with idempotency on a chunk's commands are checked in the ledger with
 // one request before any of them is admitted. It blocks while MaxInFlight
-// records are unfinished, which bounds memory and is the back-pressure on
-// the stream. Then it paces the shard's reads.
+// records are not released (and releases wait while recordingPerSlot times
+// as many wait for their outcome write), which bounds memory and is the
+// back-pressure on the stream. Then it paces the shard's reads.
 func (p *shardProcessor) ProcessRecords(in *kcl.ProcessRecordsInput) {
 	if p.handedOver {
 		return
