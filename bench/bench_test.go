@@ -194,3 +194,42 @@ func TestInChunksCoversEveryIndexOnceAndStopsOnError(t *testing.T) {
 		t.Errorf("%d calls after the first error; each worker should stop at its first", c)
 	}
 }
+
+func TestCeilingRowsJudgeIdempotencyOnAndShowTheCeiling(t *testing.T) {
+	rs := []runSpec{{label: "sauna (idempotency off)", kind: kindSauna}, {label: labelIdemOn, kind: kindSauna}, {label: kindRaw, kind: kindRaw}}
+	tb := &table{cols: runLabels(rs)}
+	rate := tb.add(&row{metric: "commands/s", cells: []cell{num(8000, "%.0f"), num(3000, "%.0f"), num(9000, "%.0f")}})
+	rawShareVerdict(rate, rs)
+	s := &section{}
+	ceilingRows(tb, s, rate, &ddbCeiling{items: 40000, itemsPerS: 4000, peeks: 300, peekMs: 12.5})
+	if !strings.Contains(rate.target, ">= 6410 (idempotency on)") || !strings.Contains(rate.verdict, "idempotency on: missed by 3410") ||
+		!strings.HasPrefix(rate.verdict, "idempotency off: met") {
+		t.Errorf("target %q, verdict %q", rate.target, rate.verdict)
+	}
+	got := map[string][]string{}
+	for _, r := range tb.rows[1:] {
+		for _, c := range r.cells {
+			got[r.metric] = append(got[r.metric], c.text)
+		}
+	}
+	want := map[string][]string{
+		"dynalite ceiling: outcome items written per second (16 writers x 25, 40000 items)": {"-", "4000", "-"},
+		"dynalite: ms per Peek of 100 ids (serial, 300 Peeks)":                               {"-", "12.5", "-"},
+		"sauna (idempotency on) commands/s as % of that ceiling":                             {"-", "75%", "-"},
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("rows %v, want %v", got, want)
+	}
+	if len(s.notes) != 1 || !strings.Contains(s.notes[0], "dynalite writes at most 4000 outcome items/s") ||
+		!strings.Contains(s.notes[0], "sauna reached 75% of it") || !strings.Contains(s.notes[0], "above that ceiling") {
+		t.Errorf("notes %q", s.notes)
+	}
+
+	// Not measured: the verdict still stands, the row says why.
+	tb = &table{cols: runLabels(rs)}
+	rate = tb.add(&row{metric: "commands/s", cells: []cell{num(8000, "%.0f"), num(7000, "%.0f"), num(9000, "%.0f")}})
+	ceilingRows(tb, &section{}, rate, nil)
+	if rate.verdict != "met" || len(tb.rows) != 2 || tb.rows[1].cells[1].text != "not measured (see notes)" {
+		t.Errorf("verdict %q, rows %d", rate.verdict, len(tb.rows))
+	}
+}

@@ -68,7 +68,8 @@ func scenarioPipeline(ctx context.Context, e *env) (*section, error) {
 	l := e.limits()
 	s := &section{name: "pipeline", title: "6. Pipeline cost per command (in process, no emulator)",
 		method: fmt.Sprintf("`go test -run '^$' -bench '^BenchmarkPipeline$' -benchmem -count %d ./observer/kinesis/` in the "+
-			"sauna module: decode, validate, digest, route, claim and checkpoint bookkeeping per command with a no-op responder and an idempotency table that answers at once. Medians "+
+			"sauna module: decode, validate, digest, route, the bulk idempotency check and batched outcome write, and checkpoint "+
+			"bookkeeping per command with a no-op responder and an idempotency table that answers at once and has seen no command. Medians "+
 			"of the %d runs. A saturated shard delivers 2 MB/s, so it costs (2 MB/s / record-bytes) x ns/op / 1e9 of one core.",
 			l.pipelineCount, l.pipelineCount)}
 	if !slices.Contains(e.kinds, kindSauna) {

@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/sauna-io/sauna/observer/command"
+	"github.com/sauna-io/sauna/observer/outcomes"
+	"github.com/sauna-io/sauna/observer/verdict"
+	"github.com/sauna-io/sauna/responders"
+	"github.com/sauna-io/sauna/responders/webhook"
+)
+
+// ceilingWriters is how many outcome writes sauna has in flight at most:
+// maxWrites of the outcome Batcher (observer/command/batcher.go), which is
+// unexported there.
+const ceilingWriters = 16
+
+// peekSize is the most command ids one Peek reads in one BatchGetItem
+// (ddbtable.MaxBatchGet), as sauna peeks a batch of records.
+const peekSize = 100
+
+// idemOnTarget is the drain scenarios' target for sauna with idempotency on
+// (commands/s).
+const idemOnTarget = 6410
+
+// labelIdemOn is the column of sauna's idempotency-on run.
+const labelIdemOn = "sauna (idempotency on)"
+
+// ddbCeiling is what dynalite does for outcome writes and lookups without
+// sauna around them.
+type ddbCeiling struct {
+	items     int
+	itemsPerS float64
+	peeks     int
+	peekMs    float64 // mean wall time of one Peek of peekSize ids
+}
+
+// ceilingMethod says how measureCeiling works, for a scenario's method.
+func ceilingMethod(items, peeks int) string {
+	return fmt.Sprintf("Right before sauna's idempotency-on run (same emulator state), the harness measures dynalite's ceiling "+
+		"for outcome writes with the outcomes package sauna uses: on a fresh outcome table created as sauna creates it "+
+		"(outcomes.Table.Init), %d outcome items (executed, 1 attempt, a webhook command's schema and digest, a shard id and "+
+		"a 56-digit sequence number each) are written by %d concurrent loops of RecordDone calls of %d (command.BatchSize; "+
+		"%d is the outcome Batcher's most writes in flight, maxWrites in observer/command/batcher.go); items/s = items / "+
+		"wall time. Then %d Peeks of %d ids not in the table (as in a drain, where every command is new), one after "+
+		"the other: mean ms per Peek (one BatchGetItem each). The table is deleted before sauna starts.",
+		items, ceilingWriters, command.BatchSize, ceilingWriters, peeks, peekSize)
+}
+
+// measureCeiling writes n outcome items to a fresh outcome table as fast
+// as sauna's outcome Batcher could (ceilingWriters RecordDone calls of
+// command.BatchSize at once), then times peeks Peeks of peekSize unseen
+// ids; the table is dropped afterwards.
+func measureCeiling(ctx context.Context, e *env, n, peeks int) (ddbCeiling, error) {
+	name := e.name("ceiling") + "-commands"
+	tbl := outcomes.New(e.dynamo(), outcomes.Config{TableName: name, Observer: "bench-ceiling", WorkerID: "bench-ceiling",
+		Logger: slog.New(slog.DiscardHandler)})
+	if err := tbl.Init(ctx); err != nil {
+		return ddbCeiling{}, fmt.Errorf("outcome table: %w", err)
+	}
+	defer e.deleteTables(name)
+
+	schema := webhook.WebhookV1.String()
+	now := time.Now()
+	done := make([]outcomes.Done, n)
+	for i := range done {
+		body := fmt.Sprintf(`{"body":{"event":"deployed","service":"web-%d","build":%d},"headers":{"X-Request-Id":"r-%d"}}`, i%50, i, i)
+		digest, err := responders.Digest(schema, []byte(body))
+		if err != nil {
+			return ddbCeiling{}, err
+		}
+		done[i] = outcomes.Done{
+			Claim: outcomes.Claim{CommandID: uuidV4(), Digest: digest, Schema: schema, Responder: "webhook",
+				Shard: fmt.Sprintf("shardId-%012d", i%4), Sequence: fmt.Sprintf("4961%052d", i)},
+			Final: outcomes.Final{Verdict: verdict.Executed, Attempts: 1, FirstAttempt: now, LastAttempt: now},
+		}
+	}
+	start := time.Now()
+	err := inChunks(ctx, n, command.BatchSize, ceilingWriters, func(ctx context.Context, lo, hi int) error {
+		return tbl.RecordDone(ctx, done[lo:hi])
+	})
+	if err != nil {
+		return ddbCeiling{}, fmt.Errorf("record outcomes: %w", err)
+	}
+	took := time.Since(start)
+	c := ddbCeiling{items: n, itemsPerS: float64(n) / took.Seconds(), peeks: peeks}
+	log.Printf("ceiling: %d outcome items in %.1f s (%.0f/s)", n, took.Seconds(), c.itemsPerS)
+
+	claims := make([]outcomes.Claim, peekSize)
+	var total time.Duration
+	for range peeks {
+		for i := range claims {
+			claims[i] = outcomes.Claim{CommandID: uuidV4(), Digest: done[i%n].Claim.Digest, Schema: schema, Responder: "webhook"}
+		}
+		start := time.Now()
+		res, err := tbl.Peek(ctx, claims)
+		if err != nil {
+			return ddbCeiling{}, fmt.Errorf("peek: %w", err)
+		}
+		total += time.Since(start)
+		if i := slices.IndexFunc(res, func(p outcomes.Peeked) bool { return p.Seen != outcomes.Unseen }); i >= 0 {
+			return ddbCeiling{}, fmt.Errorf("peek: new id %s seen as %s", claims[i].CommandID, res[i].Seen)
+		}
+	}
+	if peeks > 0 {
+		c.peekMs = float64(total.Microseconds()) / 1000 / float64(peeks)
+		log.Printf("ceiling: %d peeks of %d ids, %.1f ms each", peeks, peekSize, c.peekMs)
+	}
+	// RecordDone returns once every item was processed; this only checks
+	// that what was written reads back as an outcome.
+	rec, err := tbl.Get(ctx, done[n-1].Claim.CommandID)
+	if err != nil {
+		return ddbCeiling{}, fmt.Errorf("read back: %w", err)
+	}
+	if rec.Verdict != verdict.Executed || rec.Status != outcomes.StatusDone {
+		return ddbCeiling{}, fmt.Errorf("read back: the last outcome written is %+v", rec)
+	}
+	return c, nil
+}
+
+// ceilingRun wraps a scenario's per-run function: before sauna's
+// idempotency-on run it measures dynalite's ceiling into *c (a failure
+// goes into the notes, the run still happens).
+func ceilingRun(ctx context.Context, e *env, s *section, items, peeks int, c **ddbCeiling, run func(runSpec) (map[string]cell, error)) func(runSpec) (map[string]cell, error) {
+	return func(rn runSpec) (map[string]cell, error) {
+		if rn.label == labelIdemOn {
+			log.Printf("%s: dynalite ceiling for %d outcome items", s.name, items)
+			got, err := measureCeiling(ctx, e, items, peeks)
+			switch {
+			case ctx.Err() != nil:
+				return nil, ctx.Err()
+			case err != nil:
+				log.Printf("%s: ceiling: %v", s.name, err)
+				s.notes = append(s.notes, fmt.Sprintf("dynalite ceiling: not measured: %v", err))
+			default:
+				*c = &got
+			}
+		}
+		return run(rn)
+	}
+}
+
+// ceilingRows adds the ceiling's rows to t, in sauna's idempotency-on column,
+// judges that column's rate against idemOnTarget and notes how far below
+// the ceiling it is. rate is the scenario's commands/s row.
+func ceilingRows(t *table, s *section, rate *row, c *ddbCeiling) {
+	on := slices.Index(t.cols, labelIdemOn)
+	if on < 0 {
+		return
+	}
+	only := func(v cell) []cell {
+		out := make([]cell, len(t.cols))
+		for i := range out {
+			out[i] = text("-")
+		}
+		out[on] = v
+		return out
+	}
+	onVerdict := atLeast(rate.cells[on], idemOnTarget, "commands/s")
+	if rate.verdict == "" {
+		rate.target, rate.verdict = fmt.Sprintf(">= %d (idempotency on)", idemOnTarget), onVerdict
+	} else {
+		rate.target += fmt.Sprintf("; >= %d (idempotency on)", idemOnTarget)
+		rate.verdict = "idempotency off: " + rate.verdict + "; idempotency on: " + onVerdict
+	}
+	if c == nil {
+		t.add(&row{metric: fmt.Sprintf("dynalite ceiling: outcome items written per second (%d writers x %d)", ceilingWriters, command.BatchSize),
+			cells: only(text("not measured (see notes)")), noRatio: true})
+		return
+	}
+	t.add(&row{metric: fmt.Sprintf("dynalite ceiling: outcome items written per second (%d writers x %d, %d items)", ceilingWriters, command.BatchSize, c.items),
+		cells: only(num(c.itemsPerS, "%.0f")), noRatio: true})
+	if c.peeks > 0 {
+		t.add(&row{metric: fmt.Sprintf("dynalite: ms per Peek of %d ids (serial, %d Peeks)", peekSize, c.peeks),
+			cells: only(num(c.peekMs, "%.1f")), noRatio: true})
+	}
+	share := text("- (no rate)")
+	if rate.cells[on].ok {
+		share = num(100*rate.cells[on].v/c.itemsPerS, "%.0f%%")
+	}
+	t.add(&row{metric: "sauna (idempotency on) commands/s as % of that ceiling", cells: only(share), noRatio: true})
+	n := fmt.Sprintf("dynalite writes at most %.0f outcome items/s on this machine (%d items, %d writers of %d, measured right "+
+		"before sauna's idempotency-on run)", c.itemsPerS, c.items, ceilingWriters, command.BatchSize)
+	if rate.cells[on].ok {
+		n += fmt.Sprintf("; sauna reached %s of it (%s commands/s), each command's outcome being one such item", share.text, rate.cells[on].text)
+	}
+	if idemOnTarget > c.itemsPerS {
+		n += fmt.Sprintf(". The target of %d commands/s with idempotency on is above that ceiling, so no consumer that records "+
+			"every outcome can meet it on this emulator", idemOnTarget)
+	}
+	s.notes = append(s.notes, n+".")
+}
