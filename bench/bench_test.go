@@ -214,8 +214,8 @@ func TestCeilingRowsJudgeIdempotencyOnAndShowTheCeiling(t *testing.T) {
 	}
 	want := map[string][]string{
 		"dynalite ceiling: outcome items written per second (16 writers x 25, 40000 items)": {"-", "4000", "-"},
-		"dynalite: ms per Peek of 100 ids (serial, 300 Peeks)":                               {"-", "12.5", "-"},
-		"sauna (idempotency on) commands/s as % of that ceiling":                             {"-", "75%", "-"},
+		"dynalite: ms per Peek of 100 ids (serial, 300 Peeks)":                              {"-", "12.5", "-"},
+		"sauna (idempotency on) commands/s as % of that ceiling":                            {"-", "75%", "-"},
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("rows %v, want %v", got, want)
