@@ -201,7 +201,7 @@ func TestCeilingRowsJudgeIdempotencyOnAndShowTheCeiling(t *testing.T) {
 	rate := tb.add(&row{metric: "commands/s", cells: []cell{num(8000, "%.0f"), num(3000, "%.0f"), num(9000, "%.0f")}})
 	rawShareVerdict(rate, rs)
 	s := &section{}
-	ceilingRows(tb, s, rate, &ddbCeiling{items: 40000, itemsPerS: 4000, peeks: 300, peekMs: 12.5})
+	ceilingRows(tb, s, rate, &ddbCeiling{items: 40000, itemsPerS: 4000, peeks: 300, peekMs: 12.5}, "window")
 	if !strings.Contains(rate.target, ">= 6410 (idempotency on)") || !strings.Contains(rate.verdict, "idempotency on: missed by 3410") ||
 		!strings.HasPrefix(rate.verdict, "idempotency off: met") {
 		t.Errorf("target %q, verdict %q", rate.target, rate.verdict)
@@ -228,7 +228,7 @@ func TestCeilingRowsJudgeIdempotencyOnAndShowTheCeiling(t *testing.T) {
 	// Not measured: the verdict still stands, the row says why.
 	tb = &table{cols: runLabels(rs)}
 	rate = tb.add(&row{metric: "commands/s", cells: []cell{num(8000, "%.0f"), num(7000, "%.0f"), num(9000, "%.0f")}})
-	ceilingRows(tb, &section{}, rate, nil)
+	ceilingRows(tb, &section{}, rate, nil, "window")
 	if rate.verdict != "met" || len(tb.rows) != 2 || tb.rows[1].cells[1].text != "not measured (see notes)" {
 		t.Errorf("verdict %q, rows %d", rate.verdict, len(tb.rows))
 	}

@@ -147,8 +147,9 @@ func ceilingRun(ctx context.Context, e *env, s *section, items, peeks int, c **d
 
 // ceilingRows adds the ceiling's rows to t, in sauna's idempotency-on column,
 // judges that column's rate against idemOnTarget and notes how far below
-// the ceiling it is. rate is the scenario's commands/s row.
-func ceilingRows(t *table, s *section, rate *row, c *ddbCeiling) {
+// the ceiling it is. rate is the scenario's commands/s row; window says
+// over what time it is measured.
+func ceilingRows(t *table, s *section, rate *row, c *ddbCeiling, window string) {
 	on := slices.Index(t.cols, labelIdemOn)
 	if on < 0 {
 		return
@@ -187,11 +188,12 @@ func ceilingRows(t *table, s *section, rate *row, c *ddbCeiling) {
 	n := fmt.Sprintf("dynalite writes at most %.0f outcome items/s on this machine (%d items, %d writers of %d, measured right "+
 		"before sauna's idempotency-on run)", c.itemsPerS, c.items, ceilingWriters, command.BatchSize)
 	if rate.cells[on].ok {
-		n += fmt.Sprintf("; sauna reached %s of it (%s commands/s), each command's outcome being one such item", share.text, rate.cells[on].text)
+		n += fmt.Sprintf("; sauna reached %s of it (%s commands/s, %s), each command's outcome being one such item", share.text,
+			rate.cells[on].text, window)
 	}
 	if idemOnTarget > c.itemsPerS {
-		n += fmt.Sprintf(". The target of %d commands/s with idempotency on is above that ceiling, so no consumer that records "+
-			"every outcome can meet it on this emulator", idemOnTarget)
+		n += fmt.Sprintf(". The target of %d commands/s with idempotency on is above that ceiling: sauna, which writes an "+
+			"outcome item per command with at most %d writes in flight, cannot meet it on this emulator", idemOnTarget, ceilingWriters)
 	}
 	s.notes = append(s.notes, n+".")
 }

@@ -44,7 +44,7 @@ func scenarioDrainSteady(ctx context.Context, e *env) (*section, error) {
 			"the first delivery after start is shown apart. Limit %s per run (then the rate is over what arrived). "+
 			"The harness counts deliveries (first and last time, one bit per command for duplicates) instead of keeping "+
 			"them. sauna runs once with idempotency off and once on, its DynamoDB requests counted by the proxy of "+
-			"section 12 (`bench/ddbproxy.go`) over the whole run and divided by the commands that arrived. %s",
+			"section 12 (`bench/ddbproxy.go`) over the whole run and divided by the commands that arrived. %s The ceiling's writes go to dynalite directly, not through the proxy.",
 			l.steadyCount, l.drainKeys, steadyWriters, l.steadyCount, secs(l.steadyLimit), ceilingMethod(l.steadyCount, l.ceilingPeeks))}
 	st, err := e.createStream(ctx, 4)
 	if err != nil {
@@ -87,7 +87,7 @@ func scenarioDrainSteady(ctx context.Context, e *env) (*section, error) {
 			share.cells[i] = num(100*c.v/rate.cells[raw].v, "%.0f%%")
 		}
 	}
-	ceilingRows(t, s, rate, ceil)
+	ceilingRows(t, s, rate, ceil, "first to last delivery")
 	t.add(&row{metric: "first delivery after start (s)", cells: column(e, rs, res, "first")})
 	t.add(&row{metric: "first to last delivery (s)", cells: column(e, rs, res, "window")})
 	arrived := t.add(&row{metric: fmt.Sprintf("arrived of %d", l.steadyCount), cells: column(e, rs, res, "arrived"), noRatio: true,

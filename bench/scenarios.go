@@ -469,7 +469,7 @@ func scenarioDrain(ctx context.Context, e *env) (*section, error) {
 	s.tables = []*table{t}
 	rate := t.add(&row{metric: "commands/s (start to last delivery)", cells: column(e, rs, res, "rate")})
 	rawShareVerdict(rate, rs)
-	ceilingRows(t, s, rate, ceil)
+	ceilingRows(t, s, rate, ceil, "from process start, so startup counts")
 	t.add(&row{metric: "first delivery after start (s)", cells: column(e, rs, res, "first")})
 	t.add(&row{metric: "last delivery after start (s)", cells: column(e, rs, res, "last")})
 	t.add(&row{metric: fmt.Sprintf("arrived of %d", l.drainCount), cells: column(e, rs, res, "arrived"), noRatio: true})
