@@ -8,6 +8,9 @@ import (
 	"slices"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+
 	"github.com/sauna-io/sauna/observer/command"
 	"github.com/sauna-io/sauna/observer/outcomes"
 	"github.com/sauna-io/sauna/observer/verdict"
@@ -48,7 +51,7 @@ func ceilingMethod(items, peeks int) string {
 		"a 56-digit sequence number each) are written by %d concurrent loops of RecordDone calls of %d (command.BatchSize; "+
 		"%d is the outcome Batcher's most writes in flight, maxWrites in observer/command/batcher.go); items/s = items / "+
 		"wall time. Then %d Peeks of %d ids not in the table (as in a drain, where every command is new), one after "+
-		"the other: mean ms per Peek (one BatchGetItem each). The table is deleted before sauna starts.",
+		"the other: mean ms per Peek (one BatchGetItem each). The table is deleted, and sauna starts once it is gone.",
 		items, ceilingWriters, command.BatchSize, ceilingWriters, peeks, peekSize)
 }
 
@@ -63,7 +66,10 @@ func measureCeiling(ctx context.Context, e *env, n, peeks int) (ddbCeiling, erro
 	if err := tbl.Init(ctx); err != nil {
 		return ddbCeiling{}, fmt.Errorf("outcome table: %w", err)
 	}
-	defer e.deleteTables(name)
+	// dynalite drops a table's items before it answers DeleteTable, which
+	// takes a while for hundreds of thousands: sauna's run starts once that
+	// is over, so the work does not land in it.
+	defer dropTable(e, name)
 
 	schema := webhook.WebhookV1.String()
 	now := time.Now()
@@ -196,4 +202,25 @@ func ceilingRows(t *table, s *section, rate *row, c *ddbCeiling, window string) 
 			"outcome item per command with at most %d writes in flight, cannot meet it on this emulator", idemOnTarget, ceilingWriters)
 	}
 	s.notes = append(s.notes, n+".")
+}
+
+// dropTable deletes a table and waits until it is gone; a failure is only
+// logged, as with deleteTables.
+func dropTable(e *env, name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	db := e.dynamo()
+	start := time.Now()
+	if _, err := db.DeleteTable(ctx, &dynamodb.DeleteTableInput{TableName: aws.String(name)}); err != nil {
+		log.Printf("delete table %s: %v", name, err)
+		return
+	}
+	w := dynamodb.NewTableNotExistsWaiter(db, func(o *dynamodb.TableNotExistsWaiterOptions) {
+		o.MinDelay, o.MaxDelay = 100*time.Millisecond, time.Second
+	})
+	if err := w.Wait(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(name)}, 5*time.Minute); err != nil {
+		log.Printf("delete table %s: %v", name, err)
+		return
+	}
+	log.Printf("deleted table %s in %.1f s", name, time.Since(start).Seconds())
 }
