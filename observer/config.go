@@ -311,7 +311,12 @@ func newResponder(e *Entry, mod responders.Module, n schemas.Normalised, log *sl
 		Logger:     log.With("responder", e.ID, "module", mod.Name),
 	})
 	if err != nil {
-		// Modules name the parameter in their message.
+		// A refused parameter is reported at its own path, with the message
+		// the module gave for it; anything else concerns the config as a
+		// whole.
+		if pe, ok := errors.AsType[*responders.ParamError](err); ok {
+			return nil, e.errorf("data."+pe.Path(), "%v", pe.Err)
+		}
 		return nil, e.errorf("data", "%v", err)
 	}
 	return r, nil

@@ -41,10 +41,48 @@ func (c Config) DecodeParameters(v any) error {
 	dec := json.NewDecoder(bytes.NewReader(c.Parameters))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("parameters: %w", err)
+		return &ParamError{Err: err}
 	}
 	return nil
 }
+
+// ParamError is a problem with one parameter of a responder config. New
+// returns it for every parameter it refuses, so that the problem is reported
+// at the parameter's path like any other config error
+// ("x.json: data.parameters.webhookUrl: must be an http(s) URL"); any other
+// error from New is reported at "data". Err's message must not quote the
+// value of a secret parameter (a URL that is a credential, a key, a header
+// value): it reaches logs and `sauna validate`'s output.
+type ParamError struct {
+	// Param is the parameter's path inside data.parameters, written as
+	// schemas.FieldError paths are: "webhookUrl", "headers[\"X-Api-Key\"]"
+	// for a map entry; "" is the parameters object itself.
+	Param string
+	Err   error
+}
+
+// ParamErrorf returns a *ParamError for param with fmt.Errorf(format,
+// args...) as its Err, so that %w wraps.
+func ParamErrorf(param, format string, args ...any) error {
+	return &ParamError{Param: param, Err: fmt.Errorf(format, args...)}
+}
+
+// Path is the parameter's path inside the config's data:
+// "parameters.webhookUrl".
+func (e *ParamError) Path() string {
+	switch {
+	case e.Param == "":
+		return "parameters"
+	case e.Param[0] == '[':
+		return "parameters" + e.Param
+	}
+	return "parameters." + e.Param
+}
+
+// Error reads "parameters.webhookUrl: message".
+func (e *ParamError) Error() string { return e.Path() + ": " + e.Err.Error() }
+
+func (e *ParamError) Unwrap() error { return e.Err }
 
 // Module describes one responder implementation.
 type Module struct {
@@ -75,7 +113,9 @@ type Module struct {
 	DecodeValue func(schema schemas.Key, data json.RawMessage, value any) (any, bool)
 	// New builds a responder from its config. It must not do I/O or start
 	// goroutines. It returns (nil, nil) when the config enables none of the
-	// module's actions (Sauna's "...Enabled": false flags).
+	// module's actions (Sauna's "...Enabled": false flags). A parameter it
+	// refuses is reported as a *ParamError naming the parameter (see
+	// ParamErrorf) rather than named in a plain error's message.
 	New func(cfg Config) (Responder, error)
 	// Retired, when non-empty, says why the service can no longer be used:
 	// its configs are refused and its commands rejected with this text.

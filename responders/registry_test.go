@@ -1,6 +1,7 @@
 package responders_test
 
 import (
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -54,5 +55,41 @@ func TestLookupAndListing(t *testing.T) {
 	k.Revision = 1
 	if _, ok := responders.ForCommand(k); ok {
 		t.Error("1-1-x must not match a 1-0-* responder")
+	}
+}
+
+func TestParamErrorNamesTheParameter(t *testing.T) {
+	cause := errors.New("missing")
+	tests := []struct {
+		err       error
+		path, msg string
+	}{
+		{responders.ParamErrorf("webhookUrl", "must be an http(s) URL"), "parameters.webhookUrl", "parameters.webhookUrl: must be an http(s) URL"},
+		{responders.ParamErrorf(`headers["X-Api-Key"]`, "reserved"), `parameters.headers["X-Api-Key"]`, `parameters.headers["X-Api-Key"]: reserved`},
+		{responders.ParamErrorf("apiKeyId", "%w", cause), "parameters.apiKeyId", "parameters.apiKeyId: missing"},
+		{&responders.ParamError{Err: cause}, "parameters", "parameters: missing"},
+	}
+	for _, tt := range tests {
+		pe, ok := errors.AsType[*responders.ParamError](tt.err)
+		if !ok {
+			t.Errorf("%v: %T is not a *ParamError", tt.err, tt.err)
+			continue
+		}
+		if pe.Path() != tt.path || tt.err.Error() != tt.msg {
+			t.Errorf("%v: path %q; want path %q, message %q", tt.err, pe.Path(), tt.path, tt.msg)
+		}
+	}
+	if !errors.Is(tests[2].err, cause) {
+		t.Errorf("%v does not wrap its cause", tests[2].err)
+	}
+}
+
+func TestDecodeParametersRefusalIsAParamError(t *testing.T) {
+	var p struct {
+		URL string `json:"url"`
+	}
+	err := responders.Config{Parameters: []byte(`{"url":"https://x.example","bogus":1}`)}.DecodeParameters(&p)
+	if pe, ok := errors.AsType[*responders.ParamError](err); !ok || pe.Path() != "parameters" || !strings.Contains(err.Error(), `unknown field "bogus"`) {
+		t.Errorf("DecodeParameters: %T %v", err, err)
 	}
 }

@@ -4,13 +4,14 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/sauna-io/sauna/responders"
 )
 
 // Limit is the request rate allowed towards one destination: Rate requests
@@ -73,7 +74,8 @@ func (o *OptionalRate) UnmarshalJSON(b []byte) error {
 	return json.Unmarshal(b, &o.Value)
 }
 
-// Limit resolves the parameters against the responder's default.
+// Limit resolves the parameters against the responder's default. A value it
+// refuses is a *responders.ParamError naming its parameter.
 func (p RateParams) Limit(def Limit) (Limit, error) {
 	l := def
 	switch r := p.RateLimitPerSecond; {
@@ -81,13 +83,13 @@ func (p RateParams) Limit(def Limit) (Limit, error) {
 	case r.Null:
 		l.Rate = rate.Inf
 	case !(r.Value > 0):
-		return Limit{}, fmt.Errorf("rateLimitPerSecond: must be greater than 0 (or null for no limit), got %v", r.Value)
+		return Limit{}, responders.ParamErrorf("rateLimitPerSecond", "must be greater than 0 (or null for no limit), got %v", r.Value)
 	default:
 		l.Rate = rate.Limit(r.Value)
 	}
 	if p.RateLimitBurst != nil {
 		if *p.RateLimitBurst < 1 {
-			return Limit{}, fmt.Errorf("rateLimitBurst: must be at least 1, got %d", *p.RateLimitBurst)
+			return Limit{}, responders.ParamErrorf("rateLimitBurst", "must be at least 1, got %d", *p.RateLimitBurst)
 		}
 		l.Burst = *p.RateLimitBurst
 	}
@@ -95,7 +97,7 @@ func (p RateParams) Limit(def Limit) (Limit, error) {
 		l.Burst = 1
 	}
 	if err := l.validate(); err != nil {
-		return Limit{}, errors.New("rateLimitPerSecond: " + err.Error())
+		return Limit{}, &responders.ParamError{Param: "rateLimitPerSecond", Err: err}
 	}
 	return l, nil
 }

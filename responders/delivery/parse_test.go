@@ -3,6 +3,7 @@ package delivery_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
 	"testing"
@@ -62,15 +63,17 @@ func TestRateParams(t *testing.T) {
 		params  string
 		want    delivery.Limit
 		wantErr string
+		// param is the ParamError's Param when Limit refuses the value.
+		param string
 	}{
-		{`{}`, def, ""},
-		{`{"rateLimitPerSecond": 2.5, "rateLimitBurst": 10}`, delivery.PerSecond(2.5, 10), ""},
-		{`{"rateLimitPerSecond": null, "rateLimitBurst": 3}`, delivery.Limit{Rate: rate.Inf, Burst: 3}, ""},
-		{`{"rateLimitBurst": 7}`, delivery.PerSecond(1, 7), ""},
-		{`{"rateLimitPerSecond": 0}`, delivery.Limit{}, "rateLimitPerSecond: must be greater than 0"},
-		{`{"rateLimitPerSecond": -1}`, delivery.Limit{}, "rateLimitPerSecond: must be greater than 0"},
-		{`{"rateLimitBurst": 0}`, delivery.Limit{}, "rateLimitBurst: must be at least 1"},
-		{`{"rateLimitPerSecond": "fast"}`, delivery.Limit{}, "cannot unmarshal"},
+		{`{}`, def, "", ""},
+		{`{"rateLimitPerSecond": 2.5, "rateLimitBurst": 10}`, delivery.PerSecond(2.5, 10), "", ""},
+		{`{"rateLimitPerSecond": null, "rateLimitBurst": 3}`, delivery.Limit{Rate: rate.Inf, Burst: 3}, "", ""},
+		{`{"rateLimitBurst": 7}`, delivery.PerSecond(1, 7), "", ""},
+		{`{"rateLimitPerSecond": 0}`, delivery.Limit{}, "parameters.rateLimitPerSecond: must be greater than 0", "rateLimitPerSecond"},
+		{`{"rateLimitPerSecond": -1}`, delivery.Limit{}, "parameters.rateLimitPerSecond: must be greater than 0", "rateLimitPerSecond"},
+		{`{"rateLimitBurst": 0}`, delivery.Limit{}, "parameters.rateLimitBurst: must be at least 1", "rateLimitBurst"},
+		{`{"rateLimitPerSecond": "fast"}`, delivery.Limit{}, "cannot unmarshal", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.params, func(t *testing.T) {
@@ -83,6 +86,9 @@ func TestRateParams(t *testing.T) {
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				if pe, ok := errors.AsType[*responders.ParamError](err); tt.param != "" && (!ok || pe.Param != tt.param) {
+					t.Errorf("err = %T: %v, want a *responders.ParamError for %q", err, err, tt.param)
 				}
 				return
 			}

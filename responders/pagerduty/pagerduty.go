@@ -93,11 +93,11 @@ func newPagerDuty(cfg responders.Config, o delivery.Options) (*PagerDuty, error)
 		base = *p.APIURL
 	}
 	if err := checkAPIURL(base); err != nil {
-		return nil, fmt.Errorf("parameters.apiUrl: %w", err)
+		return nil, &responders.ParamError{Param: "apiUrl", Err: err}
 	}
 	limit, err := p.Limit(DefaultLimit)
 	if err != nil {
-		return nil, fmt.Errorf("parameters.%w", err)
+		return nil, err
 	}
 	if cfg.ID == "" {
 		return nil, errors.New("config id is empty; it is the payload.source of every trigger")

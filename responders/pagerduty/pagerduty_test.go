@@ -2,6 +2,7 @@ package pagerduty
 
 import (
 	"bytes"
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -89,7 +90,9 @@ func TestNew(t *testing.T) {
 		endpoint string
 		limit    delivery.Limit
 		nilResp  bool
-		wantErr  string
+		// param is the ParamError's Param when New refuses the config.
+		param   string
+		wantErr string
 	}{
 		{
 			name:     "1-0-0 takes every default",
@@ -114,10 +117,10 @@ func TestNew(t *testing.T) {
 			file:    `{"schema":"iglu:com.snowplowanalytics.sauna.responders/PagerDutyConfig/avro/1-0-0","data":{"enabled":true,"id":"pd","parameters":{"createEventEnabled":false}}}`,
 			nilResp: true,
 		},
-		{name: "ftp URL", file: string(config("ftp://events.pagerduty.com", "")), wantErr: `parameters.apiUrl: must be an http(s) URL, got scheme "ftp"`},
-		{name: "query", file: string(config("https://events.pagerduty.com?x=1", "")), wantErr: "parameters.apiUrl: must be a base URL without credentials, query or fragment"},
-		{name: "no host", file: string(config("https:///v2", "")), wantErr: "parameters.apiUrl: has no host"},
-		{name: "negative rate", file: string(config("https://events.pagerduty.com", `,"rateLimitPerSecond":-2`)), wantErr: "parameters.rateLimitPerSecond"},
+		{name: "ftp URL", file: string(config("ftp://events.pagerduty.com", "")), param: "apiUrl", wantErr: `parameters.apiUrl: must be an http(s) URL, got scheme "ftp"`},
+		{name: "query", file: string(config("https://events.pagerduty.com?x=1", "")), param: "apiUrl", wantErr: "parameters.apiUrl: must be a base URL without credentials, query or fragment"},
+		{name: "no host", file: string(config("https:///v2", "")), param: "apiUrl", wantErr: "parameters.apiUrl: has no host"},
+		{name: "negative rate", file: string(config("https://events.pagerduty.com", `,"rateLimitPerSecond":-2`)), param: "rateLimitPerSecond", wantErr: "parameters.rateLimitPerSecond"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -126,6 +129,9 @@ func TestNew(t *testing.T) {
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				if pe, ok := errors.AsType[*responders.ParamError](err); !ok || pe.Param != tt.param {
+					t.Errorf("err = %T: %v, want a *responders.ParamError for %q", err, err, tt.param)
 				}
 				return
 			}

@@ -88,24 +88,24 @@ func newSendGrid(cfg responders.Config, o delivery.Options) (*SendGrid, error) {
 		return nil, err
 	}
 	if p.RecipientsEnabled {
-		return nil, errors.New("parameters.recipientsEnabled: the batch recipients responder (contact-database uploads from TSV files) is not built; set it to false")
+		return nil, responders.ParamErrorf("recipientsEnabled", "the batch recipients responder (contact-database uploads from TSV files) is not built; set it to false")
 	}
 	if p.EmailsEnabled == nil || !*p.EmailsEnabled {
 		return nil, nil
 	}
 	if err := checkAPIKey(p.APIKeyID); err != nil {
-		return nil, fmt.Errorf("parameters.apiKeyId: %w", err)
+		return nil, &responders.ParamError{Param: "apiKeyId", Err: err}
 	}
 	base := DefaultAPIURL
 	if p.APIURL != nil {
 		base = *p.APIURL
 	}
 	if err := checkAPIURL(base); err != nil {
-		return nil, fmt.Errorf("parameters.apiUrl: %w", err)
+		return nil, &responders.ParamError{Param: "apiUrl", Err: err}
 	}
 	limit, err := p.Limit(DefaultLimit)
 	if err != nil {
-		return nil, fmt.Errorf("parameters.%w", err)
+		return nil, err
 	}
 	o.Limit = limit
 	o.Logger = cfg.Logger

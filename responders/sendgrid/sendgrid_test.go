@@ -94,7 +94,9 @@ func TestNew(t *testing.T) {
 		endpoint string
 		limit    delivery.Limit
 		nilResp  bool
-		wantErr  string
+		// param is the ParamError's Param when New refuses the config.
+		param   string
+		wantErr string
 	}{
 		{name: "example", file: exampleConfig, endpoint: "https://api.sendgrid.com/v3/mail/send", limit: DefaultLimit},
 		{
@@ -117,19 +119,22 @@ func TestNew(t *testing.T) {
 		{
 			name:    "1-0-1 both flags",
 			file:    strings.Replace(v101, "%s", `{"recipientsEnabled":true,"emailsEnabled":true,"apiKeyId":"`+apiKey+`"}`, 1),
+			param:   "recipientsEnabled",
 			wantErr: "parameters.recipientsEnabled",
 		},
 		{
 			name:    "empty key",
 			file:    strings.Replace(v101, "%s", `{"recipientsEnabled":false,"emailsEnabled":true,"apiKeyId":""}`, 1),
+			param:   "apiKeyId",
 			wantErr: "parameters.apiKeyId: missing",
 		},
 		{
 			name:    "key with a line break",
 			file:    strings.Replace(v101, "%s", `{"recipientsEnabled":false,"emailsEnabled":true,"apiKeyId":"`+apiKey+`\r\nX-Evil: 1"}`, 1),
+			param:   "apiKeyId",
 			wantErr: "parameters.apiKeyId: contains a space, a control or a non-ASCII character at byte 40",
 		},
-		{name: "bad apiUrl", file: string(config("api.sendgrid.com", "")), wantErr: "parameters.apiUrl: must be an http(s) URL"},
+		{name: "bad apiUrl", file: string(config("api.sendgrid.com", "")), param: "apiUrl", wantErr: "parameters.apiUrl: must be an http(s) URL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -138,6 +143,9 @@ func TestNew(t *testing.T) {
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				if pe, ok := errors.AsType[*responders.ParamError](err); !ok || pe.Param != tt.param {
+					t.Errorf("err = %T: %v, want a *responders.ParamError for %q", err, err, tt.param)
 				}
 				if strings.Contains(err.Error(), "planted-test-key") {
 					t.Errorf("config error quotes the API key: %v", err)

@@ -84,11 +84,11 @@ func newSlack(cfg responders.Config, o delivery.Options) (*Slack, error) {
 		return nil, nil
 	}
 	if err := checkWebhookURL(p.WebhookURL); err != nil {
-		return nil, fmt.Errorf("parameters.webhookUrl: %w", err)
+		return nil, &responders.ParamError{Param: "webhookUrl", Err: err}
 	}
 	limit, err := p.Limit(DefaultLimit)
 	if err != nil {
-		return nil, fmt.Errorf("parameters.%w", err)
+		return nil, err
 	}
 	o.Limit = limit
 	o.Logger = cfg.Logger

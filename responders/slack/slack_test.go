@@ -92,6 +92,8 @@ func TestNew(t *testing.T) {
 		file    string
 		want    delivery.Limit
 		nilResp bool
+		// param is the ParamError's Param when New refuses the config.
+		param   string
 		wantErr string
 	}{
 		{
@@ -124,26 +126,31 @@ func TestNew(t *testing.T) {
 		{
 			name:    "not a URL",
 			file:    string(config("hooks.slack.com"+hookPath, "")),
+			param:   "webhookUrl",
 			wantErr: "parameters.webhookUrl: must be an http(s) URL",
 		},
 		{
 			name:    "empty URL",
 			file:    string(config("", "")),
+			param:   "webhookUrl",
 			wantErr: "parameters.webhookUrl: missing",
 		},
 		{
 			name:    "unparsable URL",
 			file:    string(config("https://hooks.slack.com:port"+hookPath, "")),
+			param:   "webhookUrl",
 			wantErr: "parameters.webhookUrl: not a valid URL",
 		},
 		{
 			name:    "zero rate",
 			file:    string(config("https://hooks.slack.com"+hookPath, `,"rateLimitPerSecond":0`)),
+			param:   "rateLimitPerSecond",
 			wantErr: "parameters.rateLimitPerSecond: must be greater than 0",
 		},
 		{
 			name:    "zero burst",
 			file:    string(config("https://hooks.slack.com"+hookPath, `,"rateLimitBurst":0`)),
+			param:   "rateLimitBurst",
 			wantErr: "parameters.rateLimitBurst: must be at least 1",
 		},
 	}
@@ -154,6 +161,9 @@ func TestNew(t *testing.T) {
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				if pe, ok := errors.AsType[*responders.ParamError](err); !ok || pe.Param != tt.param {
+					t.Errorf("err = %T: %v, want a *responders.ParamError for %q", err, err, tt.param)
 				}
 				if strings.Contains(err.Error(), "PlantedWebhookSecret42") {
 					t.Errorf("config error quotes the webhook secret: %v", err)

@@ -135,16 +135,17 @@ func foldName(name string) string {
 	return strings.ToLower(strings.ReplaceAll(name, "_", "-"))
 }
 
-// checkHeaders checks the headers of a config. It quotes header names but
-// never values, which may be secrets.
-func checkHeaders(h map[string]string) error {
+// checkHeaders checks the headers of a config, returning the name of the
+// header it refuses, if any. It quotes header names but never values, which
+// may be secrets.
+func checkHeaders(h map[string]string) (string, error) {
 	return checkNames(h, func(string) string { return "" })
 }
 
 // checkCommandHeaders checks the headers of a command: those of a config,
 // and none that commandRefused lists.
 func checkCommandHeaders(h map[string]string) error {
-	return checkNames(h, func(folded string) string {
+	_, err := checkNames(h, func(folded string) string {
 		if slices.Contains(commandRefused, folded) {
 			return "a command may not set it"
 		}
@@ -155,12 +156,14 @@ func checkCommandHeaders(h map[string]string) error {
 		}
 		return ""
 	})
+	return err
 }
 
 // checkNames refuses invalid, reserved and colliding names (two names that
 // fold to one: a receiver could take either value), and any name refused
-// says why.
-func checkNames(h map[string]string, refused func(folded string) string) error {
+// says why. It returns the name refused (the later one of a collision, in
+// sorted order) with the error.
+func checkNames(h map[string]string, refused func(folded string) string) (string, error) {
 	// A command carries a few headers: their names, and the folded names
 	// seen so far, stay in arrays on the stack; a map takes over beyond.
 	var nameArr, foldedArr [8]string
@@ -175,31 +178,31 @@ func checkNames(h map[string]string, refused func(folded string) string) error {
 	}
 	for i, name := range names {
 		if !isToken(name) {
-			return fmt.Errorf("%s is not a valid header name", quoteName(name))
+			return name, fmt.Errorf("%s is not a valid header name", quoteName(name))
 		}
 		folded := foldName(name)
 		if slices.Contains(reserved, folded) || strings.HasPrefix(folded, reservedPrefix) {
-			return fmt.Errorf("%s is reserved", quoteName(name))
+			return name, fmt.Errorf("%s is reserved", quoteName(name))
 		}
 		if why := refused(folded); why != "" {
-			return fmt.Errorf("%s is refused: %s", quoteName(name), why)
+			return name, fmt.Errorf("%s is refused: %s", quoteName(name), why)
 		}
 		if seen == nil {
 			if j := slices.Index(foldedArr[:i], folded); j >= 0 {
-				return fmt.Errorf("%q and %s name the same header", responders.Clip(names[j]), quoteName(name))
+				return name, fmt.Errorf("%q and %s name the same header", responders.Clip(names[j]), quoteName(name))
 			}
 			foldedArr[i] = folded
 		} else {
 			if other, dup := seen[folded]; dup {
-				return fmt.Errorf("%q and %s name the same header", responders.Clip(other), quoteName(name))
+				return name, fmt.Errorf("%q and %s name the same header", responders.Clip(other), quoteName(name))
 			}
 			seen[folded] = name
 		}
 		if i := strings.IndexFunc(h[name], invalidValueRune); i >= 0 {
-			return fmt.Errorf("the value of %s contains a control character at byte %d", quoteName(name), i)
+			return name, fmt.Errorf("the value of %s contains a control character at byte %d", quoteName(name), i)
 		}
 	}
-	return nil
+	return "", nil
 }
 
 // quoteName quotes a header name for an error, clipped: a command may carry

@@ -100,21 +100,21 @@ func newWebhook(cfg responders.Config, o delivery.Options) (*Webhook, error) {
 		return nil, err
 	}
 	if err := checkURL(p.URL); err != nil {
-		return nil, fmt.Errorf("parameters.url: %w", err)
+		return nil, &responders.ParamError{Param: "url", Err: err}
 	}
-	if err := checkHeaders(p.Headers); err != nil {
-		return nil, fmt.Errorf("parameters.headers: %w", err)
+	if name, err := checkHeaders(p.Headers); err != nil {
+		return nil, &responders.ParamError{Param: "headers[" + quoteName(name) + "]", Err: err}
 	}
 	timeout := DefaultTimeout
 	if p.TimeoutMillis != nil {
 		timeout = time.Duration(*p.TimeoutMillis) * time.Millisecond
 		if timeout <= 0 || timeout > maxTimeout {
-			return nil, fmt.Errorf("parameters.timeoutMillis: must be 1 to %d, got %d", maxTimeout.Milliseconds(), *p.TimeoutMillis)
+			return nil, responders.ParamErrorf("timeoutMillis", "must be 1 to %d, got %d", maxTimeout.Milliseconds(), *p.TimeoutMillis)
 		}
 	}
 	limit, err := p.Limit(DefaultLimit)
 	if err != nil {
-		return nil, fmt.Errorf("parameters.%w", err)
+		return nil, err
 	}
 	w := &Webhook{url: p.URL, headers: http.Header{}, folded: map[string]string{}}
 	for name, v := range p.Headers {
@@ -124,7 +124,7 @@ func newWebhook(cfg responders.Config, o delivery.Options) (*Webhook, error) {
 	}
 	if p.SigningSecret != nil {
 		if *p.SigningSecret == "" {
-			return nil, errors.New("parameters.signingSecret: empty; use null to send unsigned requests")
+			return nil, responders.ParamErrorf("signingSecret", "empty; use null to send unsigned requests")
 		}
 		w.secret = []byte(*p.SigningSecret)
 		w.secrets = append(w.secrets, *p.SigningSecret)

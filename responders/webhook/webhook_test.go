@@ -138,27 +138,31 @@ func TestCommandSchema(t *testing.T) {
 
 func TestNew(t *testing.T) {
 	tests := []struct {
-		name    string
-		params  string
-		url     string
+		name   string
+		params string
+		url    string
+		// param is the ParamError's Param when New refuses the config.
+		param   string
 		wantErr string
 		timeout time.Duration
 		limit   delivery.Limit
 	}{
 		{name: "defaults", url: "https://hooks.example.com/x", timeout: 10 * time.Second, limit: DefaultLimit},
 		{name: "long timeout and a limit", url: "https://hooks.example.com/x", params: `,"timeoutMillis":60000,"rateLimitPerSecond":3,"rateLimitBurst":1`, timeout: time.Minute, limit: delivery.PerSecond(3, 1)},
-		{name: "no URL", url: "", wantErr: "parameters.url: missing"},
-		{name: "relative URL", url: "/hooks/" + urlToken, wantErr: "parameters.url: must be an http(s) URL"},
-		{name: "file URL", url: "file:///etc/passwd", wantErr: "parameters.url: must be an http(s) URL"},
-		{name: "fragment", url: "https://hooks.example.com/x#" + urlToken, wantErr: "parameters.url: must not have a fragment"},
-		{name: "Content-Type is reserved", url: "https://h.example", params: `,"headers":{"content-type":"text/plain"}`, wantErr: `parameters.headers: "content-type" is reserved`},
-		{name: "X-Sauna-* is reserved", url: "https://h.example", params: `,"headers":{"X-Sauna-Signature":"forged"}`, wantErr: `parameters.headers: "X-Sauna-Signature" is reserved`},
-		{name: "Host is reserved", url: "https://h.example", params: `,"headers":{"Host":"internal"}`, wantErr: `"Host" is reserved`},
-		{name: "bad header name", url: "https://h.example", params: `,"headers":{"X Bad":"v"}`, wantErr: `"X Bad" is not a valid header name`},
-		{name: "header value with a line break", url: "https://h.example", params: `,"headers":{"Authorization":"` + authToken + `\r\nX: y"}`, wantErr: `the value of "Authorization" contains a control character at byte 36`},
-		{name: "zero timeout", url: "https://h.example", params: `,"timeoutMillis":0`, wantErr: "parameters.timeoutMillis: must be 1 to 300000, got 0"},
-		{name: "empty secret", url: "https://h.example", params: `,"signingSecret":""`, wantErr: "parameters.signingSecret: empty"},
-		{name: "zero rate", url: "https://h.example", params: `,"rateLimitPerSecond":0`, wantErr: "parameters.rateLimitPerSecond"},
+		{name: "no URL", url: "", param: "url", wantErr: "parameters.url: missing"},
+		{name: "relative URL", url: "/hooks/" + urlToken, param: "url", wantErr: "parameters.url: must be an http(s) URL"},
+		{name: "file URL", url: "file:///etc/passwd", param: "url", wantErr: "parameters.url: must be an http(s) URL"},
+		{name: "fragment", url: "https://hooks.example.com/x#" + urlToken, param: "url", wantErr: "parameters.url: must not have a fragment"},
+		{name: "Content-Type is reserved", url: "https://h.example", params: `,"headers":{"content-type":"text/plain"}`, param: `headers["content-type"]`, wantErr: `parameters.headers["content-type"]: "content-type" is reserved`},
+		{name: "X-Sauna-* is reserved", url: "https://h.example", params: `,"headers":{"X-Sauna-Signature":"forged"}`, param: `headers["X-Sauna-Signature"]`, wantErr: `parameters.headers["X-Sauna-Signature"]: "X-Sauna-Signature" is reserved`},
+		{name: "Host is reserved", url: "https://h.example", params: `,"headers":{"Accept":"*/*","Host":"internal"}`, param: `headers["Host"]`, wantErr: `"Host" is reserved`},
+		{name: "bad header name", url: "https://h.example", params: `,"headers":{"X Bad":"v"}`, param: `headers["X Bad"]`, wantErr: `"X Bad" is not a valid header name`},
+		{name: "colliding header names", url: "https://h.example", params: `,"headers":{"X-Api-Key":"` + authToken + `","X_Api_Key":"` + authToken + `"}`, param: `headers["X_Api_Key"]`, wantErr: `"X-Api-Key" and "X_Api_Key" name the same header`},
+		{name: "header value with a line break", url: "https://h.example", params: `,"headers":{"Authorization":"` + authToken + `\r\nX: y"}`, param: `headers["Authorization"]`, wantErr: `the value of "Authorization" contains a control character at byte 36`},
+		{name: "zero timeout", url: "https://h.example", params: `,"timeoutMillis":0`, param: "timeoutMillis", wantErr: "parameters.timeoutMillis: must be 1 to 300000, got 0"},
+		{name: "empty secret", url: "https://h.example", params: `,"signingSecret":""`, param: "signingSecret", wantErr: "parameters.signingSecret: empty"},
+		{name: "zero rate", url: "https://h.example", params: `,"rateLimitPerSecond":0`, param: "rateLimitPerSecond", wantErr: "parameters.rateLimitPerSecond: must be greater than 0"},
+		{name: "zero burst", url: "https://h.example", params: `,"rateLimitBurst":0`, param: "rateLimitBurst", wantErr: "parameters.rateLimitBurst: must be at least 1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -170,6 +174,9 @@ func TestNew(t *testing.T) {
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				if pe, ok := errors.AsType[*responders.ParamError](err); !ok || pe.Param != tt.param {
+					t.Errorf("err = %T: %v, want a *responders.ParamError for %q", err, err, tt.param)
 				}
 				for _, s := range []string{urlToken, "planted-auth-token"} {
 					if strings.Contains(err.Error(), s) {
