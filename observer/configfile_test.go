@@ -15,6 +15,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/sauna-io/sauna/observer/kinesis"
+	_ "github.com/sauna-io/sauna/responders/slack"
+	_ "github.com/sauna-io/sauna/responders/webhook"
 )
 
 // problemLines formats problems as "field: message" for comparisons.
@@ -42,6 +44,44 @@ func TestResponderIDsNeedNotBeTableNames(t *testing.T) {
 	_, probs = ParseFile("o.json", []byte(observerConfig("pd", "s", 10)), quiet)
 	if got := problemLines(probs); len(got) != 1 || !strings.HasPrefix(got[0], "data.id: \"pd\" is not usable as a DynamoDB table name") {
 		t.Errorf("observer id pd: %v", got)
+	}
+}
+
+// A parameter that a responder module refuses is reported at its own path,
+// like a problem the schema finds; any other refusal concerns data as a whole.
+func TestResponderParamErrorsNameTheParameter(t *testing.T) {
+	tests := []struct{ name, content, want string }{
+		{"fake module", responderConfig(t, "r", refuseParam), "data.parameters.appId: is refused"},
+		{"fake module, wrapped", responderConfig(t, "r", refuseWrappedParam), `data.parameters.nested["k"]: is refused`},
+		{"fake module, not a parameter", responderConfig(t, "r", refuseConfig), "data: the whole config is refused"},
+		{"slack", `{"schema":"iglu:io.sauna.responders/SlackConfig/avro/1-0-0",
+ "data":{"enabled":true,"id":"s","parameters":{"sendMessageEnabled":true,"webhookUrl":"hooks.slack.com/services/T/B/PlantedSecret"}}}`,
+			"data.parameters.webhookUrl: must be an http(s) URL"},
+		{"slack rate", `{"schema":"iglu:io.sauna.responders/SlackConfig/avro/1-0-0",
+ "data":{"enabled":true,"id":"s","parameters":{"sendMessageEnabled":true,"webhookUrl":"https://hooks.slack.com/services/T/B/PlantedSecret","rateLimitPerSecond":0}}}`,
+			"data.parameters.rateLimitPerSecond: must be greater than 0 (or null for no limit), got 0"},
+		{"webhook", `{"schema":"iglu:io.sauna.responders/WebhookConfig/avro/1-0-0",
+ "data":{"enabled":true,"id":"w","parameters":{"url":"file:///PlantedSecret","headers":{},"signingSecret":null}}}`,
+			"data.parameters.url: must be an http(s) URL"},
+		{"webhook header", `{"schema":"iglu:io.sauna.responders/WebhookConfig/avro/1-0-0",
+ "data":{"enabled":true,"id":"w","parameters":{"url":"https://h.example/PlantedSecret","headers":{"X-Api-Key":"PlantedSecret","X_Api_Key":"PlantedSecret"},"signingSecret":null}}}`,
+			`data.parameters.headers["X_Api_Key"]: "X-Api-Key" and "X_Api_Key" name the same header`},
+		{"webhook signing secret", `{"schema":"iglu:io.sauna.responders/WebhookConfig/avro/1-0-0",
+ "data":{"enabled":true,"id":"w","parameters":{"url":"https://h.example/PlantedSecret","headers":{},"signingSecret":""}}}`,
+			"data.parameters.signingSecret: empty; use null to send unsigned requests"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e, probs := ParseFile("r.json", []byte(tc.content), quiet)
+			if got := problemLines(probs); e != nil || len(got) != 1 || got[0] != tc.want {
+				t.Errorf("problems %q, want [%q]", got, tc.want)
+			}
+			for _, p := range probs {
+				if strings.Contains(p.String(), "PlantedSecret") {
+					t.Errorf("problem quotes a secret: %s", p)
+				}
+			}
+		})
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -35,6 +36,14 @@ var (
 	registerOnce sync.Once
 )
 
+// App ids the test module refuses: with a ParamError, with a wrapped one, and
+// with a plain error.
+const (
+	refuseParam        = "refuse-param"
+	refuseWrappedParam = "refuse-wrapped-param"
+	refuseConfig       = "refuse-config"
+)
+
 type fakeResponder struct {
 	appID  string
 	closed atomic.Bool
@@ -62,6 +71,15 @@ func responderConfig(t *testing.T, id, appID string) string {
 				}
 				if err := json.Unmarshal(cfg.Parameters, &p); err != nil {
 					return nil, err
+				}
+				// Some app ids make New refuse the config, as a module may.
+				switch p.AppID {
+				case refuseParam:
+					return nil, responders.ParamErrorf("appId", "is refused")
+				case refuseWrappedParam:
+					return nil, fmt.Errorf("building: %w", responders.ParamErrorf(`nested["k"]`, "is refused"))
+				case refuseConfig:
+					return nil, errors.New("the whole config is refused")
 				}
 				return &fakeResponder{appID: p.AppID}, nil
 			},

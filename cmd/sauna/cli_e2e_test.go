@@ -63,6 +63,27 @@ func TestCLIEndToEnd(t *testing.T) {
 	})
 }
 
+// TestValidateNamesRefusedParamsEndToEnd checks through the binary that a
+// parameter a responder refuses is reported at its path, as any other config
+// problem is, without the secret the parameter holds.
+func TestValidateNamesRefusedParamsEndToEnd(t *testing.T) {
+	var none emulator.Env
+	dir := t.TempDir()
+	slack := writeFile(t, dir, "slack.json", `{"schema":"iglu:io.sauna.responders/SlackConfig/avro/1-0-0",
+ "data":{"enabled":true,"id":"slack","parameters":{"sendMessageEnabled":true,"webhookUrl":"hooks.slack.com/services/T/B/PlantedSecret"}}}`)
+	webhook := writeFile(t, dir, "webhook.json", `{"schema":"iglu:io.sauna.responders/WebhookConfig/avro/1-0-0",
+ "data":{"enabled":true,"id":"webhook","parameters":{"url":"https://h.example/PlantedSecret","headers":{},"signingSecret":"","timeoutMillis":1000}}}`)
+	code, stdout, stderr := runCLI(t, none, "", "validate", dir)
+	want := slack + ": data.parameters.webhookUrl: must be an http(s) URL\n" +
+		webhook + ": data.parameters.signingSecret: empty; use null to send unsigned requests\n"
+	if code != 1 || stdout != want {
+		t.Errorf("exit %d\nstdout %q\nwant   %q\nstderr %q", code, stdout, want, stderr)
+	}
+	if strings.Contains(stdout+stderr, "PlantedSecret") {
+		t.Errorf("output quotes a secret:\n%s%s", stdout, stderr)
+	}
+}
+
 // TestVersionStamps builds the binary with the documented link-time stamp
 // and checks what `sauna version` prints, with and without it.
 func TestVersionStamps(t *testing.T) {

@@ -130,6 +130,31 @@ func TestValidateResponderIDs(t *testing.T) {
 	}
 }
 
+// A parameter a responder refuses is named by its path, as a problem the
+// schema finds is, and the output never quotes a secret.
+func TestValidateNamesRefusedResponderParameters(t *testing.T) {
+	dir := t.TempDir()
+	slack := write(t, dir, "slack.json", `{"schema":"iglu:io.sauna.responders/SlackConfig/avro/1-0-0",
+ "data":{"enabled":true,"id":"slack","parameters":{"sendMessageEnabled":true,"webhookUrl":"hooks.slack.com/services/T/B/PlantedSecret"}}}`)
+	webhook := write(t, dir, "webhook.json", `{"schema":"iglu:io.sauna.responders/WebhookConfig/avro/1-0-0",
+ "data":{"enabled":true,"id":"webhook","parameters":{"url":"https://h.example/PlantedSecret","headers":{"Content-Type":"PlantedSecret"},"signingSecret":null}}}`)
+	sendgrid := write(t, dir, "sendgrid.json", `{"schema":"iglu:io.sauna.responders/SendgridConfig/avro/1-0-0",
+ "data":{"enabled":true,"id":"sendgrid","parameters":{"recipientsEnabled":false,"emailsEnabled":true,"apiKeyId":"SG.Planted Secret"}}}`)
+	pd := write(t, dir, "pd.json", `{"schema":"iglu:io.sauna.responders/PagerDutyConfig/avro/1-0-0",
+ "data":{"enabled":true,"id":"pd","parameters":{"createEventEnabled":true,"apiUrl":"https://events.pagerduty.com","rateLimitPerSecond":1,"rateLimitBurst":0}}}`)
+	code, stdout, stderr := runIn(t, "validate", dir)
+	want := pd + ": data.parameters.rateLimitBurst: must be at least 1, got 0\n" +
+		sendgrid + ": data.parameters.apiKeyId: contains a space, a control or a non-ASCII character at byte 10\n" +
+		slack + ": data.parameters.webhookUrl: must be an http(s) URL\n" +
+		webhook + `: data.parameters.headers["Content-Type"]: "Content-Type" is reserved` + "\n"
+	if code != 1 || stdout != want {
+		t.Errorf("exit %d\nstdout %q\nwant   %q\nstderr %q", code, stdout, want, stderr)
+	}
+	if strings.Contains(stdout+stderr, "Planted") {
+		t.Errorf("output quotes a secret:\n%s%s", stdout, stderr)
+	}
+}
+
 func TestValidateWarnsAboutDeprecatedSchemas(t *testing.T) {
 	dir := t.TempDir()
 	f := write(t, dir, "slack.json", `{"schema":"iglu:com.snowplowanalytics.sauna.responders/SlackConfig/avro/1-0-1",
