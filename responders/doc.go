@@ -26,6 +26,19 @@
 // anything else, which is treated as retryable because losing a command is
 // worse than retrying it.
 //
+// Module.New refuses a parameter with a *ParamError naming it, so that
+// `sauna validate` and the reload log report it at its path like any other
+// config problem:
+//
+//	if err := checkURL(p.WebhookURL); err != nil {
+//		return nil, &responders.ParamError{Param: "webhookUrl", Err: err}
+//	}
+//	// x.json: data.parameters.webhookUrl: must be an http(s) URL
+//
+// or responders.ParamErrorf("timeoutMillis", "must be 1 to %d", max). Its
+// message never quotes a secret value. Any other error from New is reported
+// at the config's "data".
+//
 // A Dispatcher routes commands: Resolve finds a command's responder once
 // (or rejects the command: expired, no responder), and Send makes each
 // attempt of the resolved Route, checking the TTL just before the call and

@@ -48,9 +48,10 @@ func (c Config) DecodeParameters(v any) error {
 
 // ParamError is a problem with one parameter of a responder config. New
 // returns it for every parameter it refuses, so that the problem is reported
-// at the parameter's path like any other config error
+// at the parameter's path, with Err's message, like any other config error
 // ("x.json: data.parameters.webhookUrl: must be an http(s) URL"); any other
-// error from New is reported at "data". Err's message must not quote the
+// error from New is reported at "data". Context wrapped around a ParamError
+// is not reported, so Err says all there is to say. Err's message must not quote the
 // value of a secret parameter (a URL that is a credential, a key, a header
 // value): it reaches logs and `sauna validate`'s output.
 type ParamError struct {

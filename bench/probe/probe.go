@@ -99,11 +99,11 @@ func New(cfg responders.Config) (responders.Responder, error) {
 		return nil, err
 	}
 	if err := checkLoopback(p.Sink); err != nil {
-		return nil, fmt.Errorf("parameters.sink: %w", err)
+		return nil, &responders.ParamError{Param: "sink", Err: err}
 	}
 	delay := time.Duration(p.DelayMillis) * time.Millisecond
 	if delay < 0 || delay > maxDelay {
-		return nil, fmt.Errorf("parameters.delayMillis: must be 0 to %d, got %d", maxDelay.Milliseconds(), p.DelayMillis)
+		return nil, responders.ParamErrorf("delayMillis", "must be 0 to %d, got %d", maxDelay.Milliseconds(), p.DelayMillis)
 	}
 	id := os.Getenv(ConsumerEnv)
 	if id == "" {

@@ -3,6 +3,7 @@ package probe
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -61,14 +62,19 @@ func TestProbeCommandReachesTheSink(t *testing.T) {
 
 func TestProbeConfigErrors(t *testing.T) {
 	for _, c := range []struct {
-		cfg  responders.Config
-		want string
+		cfg   responders.Config
+		param string
+		want  string
 	}{
-		{config("192.0.2.1:9", 0), "parameters.sink: 192.0.2.1 is not a loopback address"},
-		{config("127.0.0.1:9", -1), "parameters.delayMillis: must be 0 to"},
+		{config("192.0.2.1:9", 0), "sink", "parameters.sink: 192.0.2.1 is not a loopback address"},
+		{config("127.0.0.1:9", -1), "delayMillis", "parameters.delayMillis: must be 0 to"},
 	} {
-		if _, err := New(c.cfg); err == nil || !strings.Contains(err.Error(), c.want) {
+		_, err := New(c.cfg)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("New: %v, want an error containing %q", err, c.want)
+		}
+		if pe, ok := errors.AsType[*responders.ParamError](err); !ok || pe.Param != c.param {
+			t.Errorf("New: %T %v, want a *responders.ParamError for %q", err, err, c.param)
 		}
 	}
 }
