@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/sauna-io/sauna/schemas"
 )
@@ -40,9 +39,7 @@ var errSlowPath = errors.New("not decoded on the fast path")
 // checks before that point has passed here, on the same values, so
 // validating again there would only double the cost of a hostile record.
 func decodeFast(raw []byte) (*Command, error) {
-	if !utf8.Valid(raw) {
-		return nil, errSlowPath
-	}
+	// The parser gives up on a record that is not UTF-8.
 	p := treeParser{b: raw, want: commandDataPath}
 	root, ok := p.parse()
 	if !ok {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/sauna-io/sauna/schemas"
 )
@@ -21,7 +22,7 @@ import (
 // It accepts exactly the documents json.Valid accepts, except that it gives
 // up on what it does not need to handle quickly: a repeated object key
 // (encoding/json merges or overwrites those depending on the target type),
-// or nesting deeper than maxTreeDepth. Callers then take the slow path,
+// nesting deeper than maxTreeDepth, or bytes that are not UTF-8. Callers then take the slow path,
 // which decides and words the error.
 type treeParser struct {
 	b []byte
@@ -320,55 +321,75 @@ func (p *treeParser) next(closing byte) (end, ok bool) {
 	return false, false
 }
 
-// str parses the string at p.i (its opening quote). The input is known to
-// be valid UTF-8, so a string without escapes is its bytes as they are; one
-// with escapes is left to encoding/json, whose treatment of odd escapes (lone
-// surrogates) the result must match.
+// plainByte marks the bytes a string holds as they are, which str skips
+// in one tight loop: printable ASCII but the quote and the backslash.
+var plainByte = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
+// str parses the string at p.i (its opening quote). A string without
+// escapes is its bytes as they are; one with escapes is left to
+// encoding/json, whose treatment of odd escapes (lone surrogates) the result
+// must match. The record is not checked for UTF-8 beforehand: only strings
+// may hold bytes beyond ASCII, so each string that does is checked here.
 func (p *treeParser) str() (string, bool) {
+	b := p.b
 	start := p.i
-	p.i++
-	escaped := false
-	for p.i < len(p.b) {
-		c := p.b[p.i]
-		switch {
+	i := start + 1
+	escaped, wide := false, false
+	for {
+		for i < len(b) && plainByte[b[i]] {
+			i++
+		}
+		if i >= len(b) {
+			return "", false
+		}
+		switch c := b[i]; {
 		case c == '"':
-			p.i++
+			i++
+			p.i = i
+			if wide && !utf8.Valid(b[start:i]) {
+				return "", false
+			}
 			if escaped {
 				var s string
-				if json.Unmarshal(p.b[start:p.i], &s) != nil {
+				if json.Unmarshal(b[start:i], &s) != nil {
 					return "", false
 				}
 				return s, true
 			}
-			return p.s[start+1 : p.i-1], true
+			return p.s[start+1 : i-1], true
 		case c == '\\':
 			escaped = true
-			if p.i+1 >= len(p.b) {
+			if i+1 >= len(b) {
 				return "", false
 			}
-			switch p.b[p.i+1] {
+			switch b[i+1] {
 			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				p.i += 2
+				i += 2
 			case 'u':
-				if p.i+6 > len(p.b) {
+				if i+6 > len(b) {
 					return "", false
 				}
-				for _, h := range p.b[p.i+2 : p.i+6] {
+				for _, h := range b[i+2 : i+6] {
 					if !isHex(h) {
 						return "", false
 					}
 				}
-				p.i += 6
+				i += 6
 			default:
 				return "", false
 			}
 		case c < 0x20:
 			return "", false
 		default:
-			p.i++
+			wide = true
+			i++
 		}
 	}
-	return "", false
 }
 
 func isHex(c byte) bool {

@@ -153,8 +153,15 @@ func (a *anchoredRun) MatchString(s string) bool {
 	i := 0
 	for k := range a.steps {
 		step := &a.steps[k]
-		n := 0
-		for i < len(s) {
+		start := i
+		if step.repeated {
+			// The ASCII run in one tight loop: patterns meet mostly
+			// ASCII names and URIs.
+			for i < len(s) && s[i] < utf8.RuneSelf && step.ascii[s[i]>>6]&(1<<(s[i]&63)) != 0 {
+				i++
+			}
+		}
+		for i < len(s) && (i == start || step.repeated) {
 			r, size := rune(s[i]), 1
 			if r >= utf8.RuneSelf {
 				r, size = utf8.DecodeRuneInString(s[i:])
@@ -163,11 +170,8 @@ func (a *anchoredRun) MatchString(s string) bool {
 				break
 			}
 			i += size
-			if n++; !step.repeated {
-				break
-			}
 		}
-		if n == 0 && !step.optional {
+		if i == start && !step.optional {
 			return false
 		}
 	}
