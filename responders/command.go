@@ -83,6 +83,15 @@ type Command struct {
 	uri string
 }
 
+// SchemaURI is Schema.String(), without building it again when the record's
+// own spelling was kept.
+func (c *Command) SchemaURI() string {
+	if c.uri != "" {
+		return c.uri
+	}
+	return c.Schema.String()
+}
+
 // Expired reports whether the command's time to live has passed at now:
 // strictly more than timeToLive milliseconds since whenCreated. A command
 // created in the future has a negative age and does not expire.

@@ -118,13 +118,9 @@ func (w *canonicalWriter) putString(s string) {
 // Digest is the digest of the command's inner schema and data.
 func (c *Command) Digest() (string, error) {
 	if c.hasTree {
-		uri := c.uri
-		if uri == "" {
-			uri = c.Schema.String()
-		}
-		return digestOf(uri, c.dataTree), nil
+		return digestOf(c.SchemaURI(), c.dataTree), nil
 	}
-	return Digest(c.Schema.String(), c.Data)
+	return Digest(c.SchemaURI(), c.Data)
 }
 
 // Identify reads a record's commandId and the Digest of its inner command,

@@ -93,7 +93,8 @@ func decodeFast(raw []byte) (*Command, error) {
 	cmd.Module = mod.Name
 	cmd.dataTree, cmd.hasTree, cmd.uri = inner.data, true, inner.schema
 	if mod.DecodeValue != nil {
-		if pl, ok := mod.DecodeValue(key, cmd.Data, inner.data); ok {
+		data := CommandData{Raw: cmd.Data, Value: inner.data, members: p.members}
+		if pl, ok := mod.DecodeValue(key, data); ok {
 			cmd.Payload = pl
 			return cmd, nil
 		}
@@ -235,4 +236,32 @@ func exactMembers(m schemas.Members, fields []string) bool {
 		}
 	}
 	return true
+}
+
+// CommandData is a command's data as Decode parsed it, for
+// Module.DecodeValue.
+type CommandData struct {
+	// Raw is the data exactly as received.
+	Raw json.RawMessage
+	// Value is Raw decoded: the value encoding/json gives for an any with
+	// UseNumber, except that every object is a *schemas.Members.
+	Value any
+	// members are where the values of Value's members lie in Raw, when
+	// the parse kept them.
+	members []rawSpan
+}
+
+// Member returns the text of member name of the data, an object, exactly as
+// it appears in Raw; false when the data is not an object or has no such
+// member.
+func (d CommandData) Member(name string) ([]byte, bool) {
+	if d.members == nil {
+		return RawMember(d.Raw, name)
+	}
+	for _, m := range d.members {
+		if m.name == name {
+			return d.Raw[m.lo:m.hi], true
+		}
+	}
+	return nil, false
 }

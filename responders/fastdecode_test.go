@@ -267,3 +267,36 @@ func TestRawMember(t *testing.T) {
 		}
 	}
 }
+
+// A record's parse keeps where the members of its command's data lie:
+// CommandData.Member gives their text as it is in the data.
+func TestCommandDataMember(t *testing.T) {
+	for _, c := range []struct {
+		data, name, want string
+		ok               bool
+	}{
+		{`{"body":{"a":[1,"}"]},"x":2}`, "body", `{"a":[1,"}"]}`, true},
+		{`{"body":{"a":[1,"}"]},"x":2}`, "x", `2`, true},
+		{` { "x" : "\"body\"" , "body" : -1.5e3 } `, "body", `-1.5e3`, true},
+		{` { "x" : "\"body\"" , "body" : -1.5e3 } `, "x", `"\"body\""`, true},
+		{`{"body":"a \"q\" \\"}`, "body", `"a \"q\" \\"`, true},
+		{`{"body":null}`, "body", `null`, true},
+		{`{"b\u006fdy":[]}`, "body", `[]`, true},
+		{`{"x":[{"body":1}]}`, "body", ``, false},
+		{`{"x":{"body":1}}`, "body", ``, false},
+		{`{}`, "body", ``, false},
+		{`[1]`, "body", ``, false},
+		{`"body"`, "body", ``, false},
+	} {
+		raw := `{"schema":"iglu:a/b/jsonschema/1-0-0","data":{"envelope":{},"command":{"schema":"iglu:x/y/jsonschema/1-0-0","data":` + c.data + `}}}`
+		p := treeParser{b: []byte(raw), want: commandDataPath}
+		if _, ok := p.parse(); !ok || string(p.span) != strings.TrimSpace(c.data) && string(p.span) != c.data {
+			t.Fatalf("parse of %s: %v, span %s", raw, ok, p.span)
+		}
+		data := CommandData{Raw: p.span, members: p.members}
+		got, ok := data.Member(c.name)
+		if ok != c.ok || string(got) != c.want {
+			t.Errorf("%s: Member(%q) = %s, %v; want %s, %v", c.data, c.name, got, ok, c.want, c.ok)
+		}
+	}
+}

@@ -106,12 +106,10 @@ type Module struct {
 	// form once, at decode time, so a malformed command is rejected before it
 	// is dispatched. Its result is Command.Payload.
 	Decode func(schema schemas.Key, data json.RawMessage) (any, error)
-	// DecodeValue, if set, is Decode given also the data as it was decoded
-	// for validation (the value encoding/json gives for an any with
-	// UseNumber, except that every object is a *schemas.Members), which
-	// spares a second parse. It returns false whenever it
+	// DecodeValue, if set, is Decode given the data as it was decoded for
+	// validation, which spares a second parse. It returns false whenever it
 	// cannot give exactly what Decode gives, which then decides.
-	DecodeValue func(schema schemas.Key, data json.RawMessage, value any) (any, bool)
+	DecodeValue func(schema schemas.Key, data CommandData) (any, bool)
 	// New builds a responder from its config. It must not do I/O or start
 	// goroutines. It returns (nil, nil) when the config enables none of the
 	// module's actions (Sauna's "...Enabled": false flags). A parameter it

@@ -33,6 +33,9 @@ type treeParser struct {
 	depth int
 	want  []string
 	span  []byte
+	// members are where the values of the members of the object at want
+	// lie in span, when it is an object with members.
+	members []rawSpan
 	// highElems and highMembers are the longest the stacks grew.
 	highElems, highMembers int
 	// stacks holds the members and elements of the objects and arrays being
@@ -175,10 +178,19 @@ func (p *treeParser) literal(lit string) bool {
 	return true
 }
 
+// rawSpan is where the value of member name of an object lies in the
+// object's text: [lo, hi).
+type rawSpan struct {
+	name   string
+	lo, hi int
+}
+
 func (p *treeParser) object(on int) (any, bool) {
 	if p.depth++; p.depth > maxTreeDepth {
 		return nil, false
 	}
+	open := p.i
+	wanted := on == len(p.want)
 	p.i++
 	p.ws()
 	st := p.stacks
@@ -198,9 +210,16 @@ func (p *treeParser) object(on int) (any, bool) {
 			if on >= 0 && on < len(p.want) && k == p.want[on] {
 				next = on + 1
 			}
+			from := p.i
 			v, ok := p.value(next)
 			if !ok {
 				return nil, false
+			}
+			if wanted {
+				if p.members == nil {
+					p.members = make([]rawSpan, 0, 4)
+				}
+				p.members = append(p.members, rawSpan{name: k, lo: from - open, hi: p.i - open})
 			}
 			st.members = append(st.members, schemas.Member{Name: k, Value: v})
 			p.highMembers = max(p.highMembers, len(st.members))

@@ -49,7 +49,7 @@ func (p *Prepared) decode(r *Runner) error {
 	if err != nil {
 		return err
 	}
-	p.cmd, p.schema = cmd, cmd.Schema.String()
+	p.cmd, p.schema = cmd, cmd.SchemaURI()
 	if p.route, err = r.Dispatcher.Resolve(cmd); err != nil {
 		return err
 	}

@@ -43,10 +43,10 @@ func Decode(_ schemas.Key, data json.RawMessage) (any, error) {
 }
 
 // decodeValue is Decode on the data as decoded for validation, whose objects
-// are *schemas.Members. Only the body is taken from the text, where it is
-// found without a second parse.
-func decodeValue(_ schemas.Key, data json.RawMessage, value any) (any, bool) {
-	m, ok := value.(*schemas.Members)
+// are *schemas.Members. Only the body is taken from the text, where the
+// record's parse found it.
+func decodeValue(_ schemas.Key, data responders.CommandData) (any, bool) {
+	m, ok := data.Value.(*schemas.Members)
 	if !ok || m == nil {
 		return nil, false
 	}
@@ -54,7 +54,7 @@ func decodeValue(_ schemas.Key, data json.RawMessage, value any) (any, bool) {
 	for _, e := range *m {
 		switch e.Name {
 		case "body":
-			if c.Body, ok = responders.RawMember(data, "body"); !ok {
+			if c.Body, ok = data.Member("body"); !ok {
 				return nil, false
 			}
 		case "headers":

@@ -48,7 +48,7 @@ func checkDecodeValue(t *testing.T, data []byte) {
 	if err != nil {
 		return
 	}
-	got, ok := decodeValue(WebhookV1, data, asMembers(v))
+	got, ok := decodeValue(WebhookV1, responders.CommandData{Raw: data, Value: asMembers(v)})
 	want, werr := Decode(WebhookV1, data)
 	if !ok {
 		return
@@ -81,7 +81,7 @@ func TestDecodeValueIsDecode(t *testing.T) {
 	for _, d := range commandDatas {
 		checkDecodeValue(t, []byte(d))
 		v, _ := jsonschema.UnmarshalJSON(bytes.NewReader([]byte(d)))
-		if _, ok := decodeValue(WebhookV1, []byte(d), asMembers(v)); ok {
+		if _, ok := decodeValue(WebhookV1, responders.CommandData{Raw: []byte(d), Value: asMembers(v)}); ok {
 			accepted++
 		}
 	}
@@ -108,6 +108,11 @@ func TestDecodedRecordIsDecode(t *testing.T) {
 	for _, d := range append(commandDatas,
 		`{"body":{"event":"deployed","service":"acme-web","owners":["ops","web"],"ok":true,"durationMs":1200},"headers":{"X-Request-Id":"req-1"}}`,
 		`{"headers":{"X-B":"2","X-A":"1"},"body":{"z":1,"a":{"y":[],"b":null}}}`,
+		" {\n \"headers\" : {\"X-A\":\"1\"} ,\t\"body\" : [1, {\"a\":\"}\"}, \"\\\"\"] } ",
+		`{"body":"a \"q\" \\"}`,
+		`{"b\u006fdy":{"x":1}}`,
+		`{"body":null}`,
+		`{"body":-1.5e3 }`,
 	) {
 		cmd, err := responders.Decode(deliverytest.Record(WebhookV1.String(), d))
 		if err != nil {
