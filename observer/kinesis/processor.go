@@ -215,28 +215,61 @@ intake:
 const chunkSize = 100
 
 // prepareInline is the most records prepared on the KCL's goroutine; larger
-// chunks are spread over up to GOMAXPROCS goroutines.
+// chunks are prepared by up to GOMAXPROCS goroutines, the KCL's joining them
+// once it needs the chunk.
 const prepareInline = 16
 
-// prepareAhead prepares the chunk of recs starting at from in the
-// background, unless it is small; the function returned waits for it, and
-// must be called.
+// prepareAhead starts preparing the chunk of recs starting at from, in the
+// background unless it is small. The function returned waits for it, and
+// must be called: its caller prepares the records no one took yet rather
+// than wait idle for them.
 func (p *shardProcessor) prepareAhead(recs []types.Record, from int) func() []entry {
 	to := min(from+chunkSize, len(recs))
-	if to-from <= prepareInline {
-		es := p.prepare(recs, from, to)
-		return func() []entry { return es }
+	c := &preparing{p: p, recs: recs, from: from, es: p.entries(recs, from, to)}
+	n := to - from
+	if n <= prepareInline {
+		c.work()
+		return func() []entry { return c.es }
 	}
-	done := make(chan []entry, 1)
-	go func() { done <- p.prepare(recs, from, to) }()
-	return func() []entry { return <-done }
+	for range min(runtime.GOMAXPROCS(0), n/prepareInline) {
+		c.wg.Go(c.work)
+	}
+	return func() []entry {
+		c.work()
+		c.wg.Wait()
+		return c.es
+	}
 }
 
-// prepare makes entries of recs[from:to] and prepares their commands. The
-// KCL hands over all user records of a KPL aggregate in one batch, one
+// preparing is a chunk being prepared. Each goroutine on it takes the next
+// record no one took, so that they all finish within one record of each
+// other: with fixed shares, one that the runners slowed down would keep the
+// chunk, and so the runners, waiting while the others sat idle.
+type preparing struct {
+	p    *shardProcessor
+	recs []types.Record
+	from int
+	es   []entry
+	next atomic.Int64
+	wg   sync.WaitGroup
+}
+
+// work prepares records of the chunk until none is left to take.
+func (c *preparing) work() {
+	for {
+		i := int(c.next.Add(1) - 1)
+		if i >= len(c.es) {
+			return
+		}
+		c.p.prepareOne(&c.es[i], c.recs[c.from+i].Data)
+	}
+}
+
+// entries makes entries of recs[from:to], their commands not yet prepared.
+// The KCL hands over all user records of a KPL aggregate in one batch, one
 // after the other, under the aggregate's sequence number: more marks those
 // followed by another of their aggregate.
-func (p *shardProcessor) prepare(recs []types.Record, from, to int) []entry {
+func (p *shardProcessor) entries(recs []types.Record, from, to int) []entry {
 	es := make([]entry, to-from)
 	for i := range es {
 		r := &recs[from+i]
@@ -246,24 +279,6 @@ func (p *shardProcessor) prepare(recs []types.Record, from, to int) []entry {
 		}
 		es[i].more = from+i+1 < len(recs) && aws.ToString(recs[from+i+1].SequenceNumber) == es[i].seq
 	}
-	fill := func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			p.prepareOne(&es[i], recs[from+i].Data)
-		}
-	}
-	n := len(es)
-	workers := min(runtime.GOMAXPROCS(0), n/prepareInline)
-	if workers <= 1 {
-		fill(0, n)
-		return es
-	}
-	per := (n + workers - 1) / workers
-	var wg sync.WaitGroup
-	for lo := per; lo < n; lo += per {
-		wg.Go(func() { fill(lo, min(lo+per, n)) })
-	}
-	fill(0, per)
-	wg.Wait()
 	return es
 }
 
