@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/sauna-io/sauna/schemas"
 )
@@ -133,7 +135,18 @@ func (m Module) Configs() schemas.ConfigSchemas {
 var (
 	registryMu sync.RWMutex
 	modules    = map[string]Module{}
+	// byCommand maps each command schema's revision (Addition zero) to its
+	// module. It is replaced whole on Register, so that ForCommand, called
+	// for every record, reads it without the lock.
+	byCommand atomic.Pointer[map[schemas.Key]*Module]
 )
+
+// revision is k without its addition: every key ForCommand matches to k
+// has it.
+func revision(k schemas.Key) schemas.Key {
+	k.Addition = 0
+	return k
+}
 
 // Register makes a responder module available. It panics on an empty name, a
 // missing constructor, a duplicate name, or a config or command schema that
@@ -165,6 +178,14 @@ func Register(m Module) {
 		}
 	}
 	modules[m.Name] = m
+	index := map[schemas.Key]*Module{}
+	if old := byCommand.Load(); old != nil {
+		maps.Copy(index, *old)
+	}
+	for _, k := range m.Commands {
+		index[revision(k)] = &m
+	}
+	byCommand.Store(&index)
 }
 
 // Modules lists the registered modules sorted by name.
@@ -204,13 +225,9 @@ func ForConfig(k schemas.Key) (Module, bool) {
 
 // ForCommand finds the module that serves a command schema.
 func ForCommand(k schemas.Key) (Module, bool) {
-	registryMu.RLock()
-	defer registryMu.RUnlock()
-	for _, m := range modules {
-		for _, c := range m.Commands {
-			if c.SameRevision(k) {
-				return m, true
-			}
+	if index := byCommand.Load(); index != nil {
+		if m, ok := (*index)[revision(k)]; ok {
+			return *m, true
 		}
 	}
 	return Module{}, false

@@ -33,6 +33,33 @@ func TestRegisterRefusesMistakes(t *testing.T) {
 	if _, err := responders.Lookup("x-dupcmd"); err == nil {
 		t.Error("a refused module was registered")
 	}
+	if m, ok := responders.ForCommand(slackCmd); !ok || m.Name != "fakeslack" {
+		t.Errorf("after a refused claim, ForCommand(%s) = %q %v; want fakeslack", slackCmd, m.Name, ok)
+	}
+}
+
+// A module registered after others serves its commands at once, and only
+// those.
+func TestForCommandFindsLaterModules(t *testing.T) {
+	k := schemas.Key{Vendor: "io.sauna.test", Name: "later", Format: "jsonschema", Model: 1}
+	if _, err := responders.Lookup("x-later"); err != nil { // not registered by an earlier -count
+		if _, ok := responders.ForCommand(k); ok {
+			t.Fatalf("ForCommand(%s) before any module serves it", k)
+		}
+		responders.Register(responders.Module{Name: "x-later", Commands: []schemas.Key{k},
+			New: func(responders.Config) (responders.Responder, error) { return nil, nil }})
+	}
+	k.Addition = 2
+	if m, ok := responders.ForCommand(k); !ok || m.Name != "x-later" {
+		t.Errorf("ForCommand(%s) = %q %v; want x-later", k, m.Name, ok)
+	}
+	if m, ok := responders.ForCommand(slackCmd); !ok || m.Name != "fakeslack" {
+		t.Errorf("ForCommand(%s) = %q %v; want fakeslack", slackCmd, m.Name, ok)
+	}
+	k.Model = 2
+	if m, ok := responders.ForCommand(k); ok {
+		t.Errorf("ForCommand(%s) = %q; no module serves model 2", k, m.Name)
+	}
 }
 
 func TestLookupAndListing(t *testing.T) {
