@@ -3,6 +3,7 @@ package responders
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -297,6 +298,30 @@ func TestCommandDataMember(t *testing.T) {
 		got, ok := data.Member(c.name)
 		if ok != c.ok || string(got) != c.want {
 			t.Errorf("%s: Member(%q) = %s, %v; want %s, %v", c.data, c.name, got, ok, c.want, c.ok)
+		}
+	}
+}
+
+// The parse sizes its slabs by the records it parsed last: a record with
+// more members and objects than those still decodes whole, and so does a
+// smaller one after it.
+func TestDecodeFastAfterSmallerAndLargerRecords(t *testing.T) {
+	record := func(body string) []byte {
+		return []byte(`{"schema":"iglu:com.snowplowanalytics.sauna.commands/command/jsonschema/1-0-0","data":{"envelope":` +
+			`{"schema":"iglu:com.snowplowanalytics.sauna.commands/envelope/jsonschema/1-0-0",` +
+			`"data":{"commandId":"3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44","whenCreated":"2017-06-29T10:15:00Z",` +
+			`"execution":{"semantics":"AT_LEAST_ONCE","timeToLive":null},"tags":{}}},"command":` +
+			`{"schema":"iglu:io.sauna.commands/webhook/jsonschema/1-0-0","data":{"body":` + body + `}}}}`)
+	}
+	var large strings.Builder
+	large.WriteString(`{"a":0`)
+	for i := range 300 {
+		fmt.Fprintf(&large, `,"m%d":{"n":%d,"o":{}}`, i, i)
+	}
+	large.WriteString(`}`)
+	for _, body := range []string{`1`, `1`, `1`, large.String(), `{"x":{"y":{}}}`, large.String(), `1`} {
+		if !checkSame(t, record(body)) {
+			t.Fatalf("took the slow path: %.80s", body)
 		}
 	}
 }

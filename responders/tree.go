@@ -38,6 +38,8 @@ type treeParser struct {
 	members []rawSpan
 	// highElems and highMembers are the longest the stacks grew.
 	highElems, highMembers int
+	// keptMembers and keptObjects count what keep kept.
+	keptMembers, keptObjects int
 	// stacks holds the members and elements of the objects and arrays being
 	// parsed, so that each is allocated once, at its final size.
 	stacks *treeStacks
@@ -53,6 +55,11 @@ type treeParser struct {
 type treeStacks struct {
 	elems   []any
 	members []schemas.Member
+	// keptMembers and keptObjects are the most members and objects recent
+	// parses kept, lowered by one at each parse: the slabs' sizes for the
+	// next. The records of a stream mostly share their shape, which
+	// counting colons and braces (strings hold some) overestimates.
+	keptMembers, keptObjects int
 }
 
 var treeStacksPool = sync.Pool{New: func() any { return new(treeStacks) }}
@@ -100,12 +107,19 @@ const maxTreeDepth = 256
 func (p *treeParser) parse() (any, bool) {
 	p.s = string(p.b)
 	// Each member follows a ':' and each object opens with a '{' (those in
-	// strings only make the bound looser): the slabs are sized once, up to
-	// a bound that keeps a record of mostly colons from reserving many
-	// times its size.
-	p.slab = make([]schemas.Member, 0, min(bytes.Count(p.b, colonByte)+1, maxSlabMembers))
-	p.heads = make([]schemas.Members, 0, min(bytes.Count(p.b, braceByte)+1, maxSlabObjects))
-	p.stacks = treeStacksPool.Get().(*treeStacks)
+	// strings only make the bound looser): the slabs are sized once, to
+	// that bound or to what recent parses kept if less, and up to a bound
+	// that keeps a record of mostly colons from reserving many times its
+	// size. A record larger than the recent ones takes more slabs.
+	st := treeStacksPool.Get().(*treeStacks)
+	members := min(bytes.Count(p.b, colonByte)+1, maxSlabMembers)
+	objects := min(bytes.Count(p.b, braceByte)+1, maxSlabObjects)
+	if st.keptObjects > 0 {
+		members, objects = min(members, st.keptMembers), min(objects, st.keptObjects)
+	}
+	p.slab = make([]schemas.Member, 0, members)
+	p.heads = make([]schemas.Members, 0, objects)
+	p.stacks = st
 	defer func() {
 		// The stacks are truncated as objects and arrays end, but keep the
 		// values they held up to their high-water marks.
@@ -122,7 +136,12 @@ func (p *treeParser) parse() (any, bool) {
 		return nil, false
 	}
 	p.ws()
-	return v, p.i == len(p.b)
+	if p.i != len(p.b) {
+		return nil, false
+	}
+	st.keptMembers = max(p.keptMembers, st.keptMembers-1)
+	st.keptObjects = max(p.keptObjects, st.keptObjects-1)
+	return v, true
 }
 
 func (p *treeParser) ws() {
@@ -248,6 +267,8 @@ func (p *treeParser) keep(ms []schemas.Member) *schemas.Members {
 	}
 	from := len(p.slab)
 	p.slab = append(p.slab, ms...)
+	p.keptMembers += len(ms)
+	p.keptObjects++
 	if len(p.heads) == cap(p.heads) {
 		p.heads = make([]schemas.Members, 0, slabObjects)
 	}
