@@ -18,7 +18,58 @@ type Command struct {
 	// Body is sent byte for byte as it appears in the command.
 	Body json.RawMessage `json:"body"`
 	// Headers are added to the request; see checkHeaders for what is refused.
-	Headers map[string]string `json:"headers,omitempty"`
+	Headers Headers `json:"headers,omitempty"`
+}
+
+// Header is one request header.
+type Header struct {
+	Name, Value string
+}
+
+// Headers are request headers in name order, each name once. In JSON they
+// are an object of string values, as a map[string]string is: they are kept
+// apart only because a command carries a few, which a map would cost more
+// to hold and to go through.
+type Headers []Header
+
+// headersOf is m in name order; nil when m is.
+func headersOf(m map[string]string) Headers {
+	if m == nil {
+		return nil
+	}
+	h := make(Headers, 0, len(m))
+	for name, v := range m {
+		h = append(h, Header{Name: name, Value: v})
+	}
+	h.sort()
+	return h
+}
+
+func (h Headers) sort() {
+	slices.SortFunc(h, func(a, b Header) int { return strings.Compare(a.Name, b.Name) })
+}
+
+// UnmarshalJSON reads h as encoding/json reads a map[string]string: null
+// leaves it nil, a repeated name keeps its last value.
+func (h *Headers) UnmarshalJSON(b []byte) error {
+	var m map[string]string
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	*h = headersOf(m)
+	return nil
+}
+
+// MarshalJSON writes h as the object it was read from.
+func (h Headers) MarshalJSON() ([]byte, error) {
+	if h == nil {
+		return []byte("null"), nil
+	}
+	m := make(map[string]string, len(h))
+	for _, e := range h {
+		m[e.Name] = e.Value
+	}
+	return json.Marshal(m)
 }
 
 // Decode parses webhook command data, refusing a missing body and headers
@@ -58,7 +109,7 @@ func decodeValue(_ schemas.Key, data responders.CommandData) (any, bool) {
 				return nil, false
 			}
 		case "headers":
-			if c.Headers, ok = stringMap(e.Value); !ok {
+			if c.Headers, ok = headersValue(e.Value); !ok {
 				return nil, false
 			}
 		default:
@@ -72,9 +123,10 @@ func decodeValue(_ schemas.Key, data responders.CommandData) (any, bool) {
 	return &c, true
 }
 
-// stringMap is what encoding/json makes of v for a map[string]string: null
-// leaves it nil, and an empty object makes an empty map.
-func stringMap(v any) (map[string]string, bool) {
+// headersValue is what Headers.UnmarshalJSON makes of v: null leaves it
+// nil, and an empty object makes empty headers. The parse that gave v
+// refused repeated names.
+func headersValue(v any) (Headers, bool) {
 	switch t := v.(type) {
 	case nil:
 		return nil, true
@@ -82,14 +134,15 @@ func stringMap(v any) (map[string]string, bool) {
 		if t == nil {
 			return nil, false
 		}
-		out := make(map[string]string, len(*t))
+		out := make(Headers, 0, len(*t))
 		for _, e := range *t {
 			s, ok := e.Value.(string)
 			if !ok {
 				return nil, false
 			}
-			out[e.Name] = s
+			out = append(out, Header{Name: e.Name, Value: s})
 		}
+		out.sort()
 		return out, true
 	}
 	return nil, false
@@ -139,12 +192,12 @@ func foldName(name string) string {
 // header it refuses, if any. It quotes header names but never values, which
 // may be secrets.
 func checkHeaders(h map[string]string) (string, error) {
-	return checkNames(h, func(string) string { return "" })
+	return checkNames(headersOf(h), func(string) string { return "" })
 }
 
 // checkCommandHeaders checks the headers of a command: those of a config,
 // and none that commandRefused lists.
-func checkCommandHeaders(h map[string]string) error {
+func checkCommandHeaders(h Headers) error {
 	_, err := checkNames(h, func(folded string) string {
 		if slices.Contains(commandRefused, folded) {
 			return "a command may not set it"
@@ -162,21 +215,17 @@ func checkCommandHeaders(h map[string]string) error {
 // checkNames refuses invalid, reserved and colliding names (two names that
 // fold to one: a receiver could take either value), and any name refused
 // says why. It returns the name refused (the later one of a collision, in
-// sorted order) with the error.
-func checkNames(h map[string]string, refused func(folded string) string) (string, error) {
-	// A command carries a few headers: their names, and the folded names
-	// seen so far, stay in arrays on the stack; a map takes over beyond.
-	var nameArr, foldedArr [8]string
-	names := nameArr[:0]
-	for name := range h {
-		names = append(names, name)
-	}
-	slices.Sort(names)
+// name order) with the error.
+func checkNames(h Headers, refused func(folded string) string) (string, error) {
+	// A command carries a few headers: the folded names seen so far stay in
+	// an array on the stack; a map takes over beyond.
+	var foldedArr [8]string
 	var seen map[string]string
-	if len(names) > len(foldedArr) {
-		seen = make(map[string]string, len(names))
+	if len(h) > len(foldedArr) {
+		seen = make(map[string]string, len(h))
 	}
-	for i, name := range names {
+	for i, e := range h {
+		name := e.Name
 		if !isToken(name) {
 			return name, fmt.Errorf("%s is not a valid header name", quoteName(name))
 		}
@@ -189,7 +238,7 @@ func checkNames(h map[string]string, refused func(folded string) string) (string
 		}
 		if seen == nil {
 			if j := slices.Index(foldedArr[:i], folded); j >= 0 {
-				return name, fmt.Errorf("%q and %s name the same header", responders.Clip(names[j]), quoteName(name))
+				return name, fmt.Errorf("%q and %s name the same header", responders.Clip(h[j].Name), quoteName(name))
 			}
 			foldedArr[i] = folded
 		} else {
@@ -198,7 +247,7 @@ func checkNames(h map[string]string, refused func(folded string) string) (string
 			}
 			seen[folded] = name
 		}
-		if i := strings.IndexFunc(h[name], invalidValueRune); i >= 0 {
+		if i := strings.IndexFunc(e.Value, invalidValueRune); i >= 0 {
 			return name, fmt.Errorf("the value of %s contains a control character at byte %d", quoteName(name), i)
 		}
 	}

@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"bytes"
+	"encoding/json"
 	"reflect"
 	"testing"
 
@@ -144,4 +145,33 @@ func mustValue(t *testing.T, d string) any {
 		return nil
 	}
 	return v
+}
+
+// Headers read and write as the JSON object encoding/json makes of a
+// map[string]string, and hold it in name order.
+func TestHeadersJSON(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want Headers
+		out  string
+	}{
+		{`{"headers":{"X-B":"2","X-A":"1"}}`, Headers{{"X-A", "1"}, {"X-B", "2"}}, `{"X-A":"1","X-B":"2"}`},
+		{`{"headers":{"X-A":"1","X-A":"2"}}`, Headers{{"X-A", "2"}}, `{"X-A":"2"}`},
+		{`{"headers":{}}`, Headers{}, `{}`},
+		{`{"headers":null}`, nil, `null`},
+		{`{}`, nil, `null`},
+	} {
+		var c2 Command
+		if err := json.Unmarshal([]byte(c.in), &c2); err != nil || !reflect.DeepEqual(c2.Headers, c.want) {
+			t.Errorf("%s: headers %#v (%v), want %#v", c.in, c2.Headers, err, c.want)
+			continue
+		}
+		if out, err := json.Marshal(c2.Headers); err != nil || string(out) != c.out {
+			t.Errorf("%s: written back as %s (%v), want %s", c.in, out, err, c.out)
+		}
+	}
+	var c2 Command
+	if err := json.Unmarshal([]byte(`{"headers":{"X-A":1}}`), &c2); err == nil {
+		t.Errorf("a header of value 1 was read: %#v", c2.Headers)
+	}
 }

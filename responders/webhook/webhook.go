@@ -171,11 +171,11 @@ func (w *Webhook) Respond(ctx context.Context, cmd *responders.Command) error {
 		return responders.Permanent(err)
 	}
 	h := w.headers.Clone()
-	for name, v := range c.Headers {
-		if cfg, set := w.folded[foldName(name)]; set {
-			return responders.Permanent(fmt.Errorf("command header %q: the config sets %q", name, cfg))
+	for _, e := range c.Headers {
+		if cfg, set := w.folded[foldName(e.Name)]; set {
+			return responders.Permanent(fmt.Errorf("command header %q: the config sets %q", e.Name, cfg))
 		}
-		h.Set(name, v)
+		h.Set(e.Name, e.Value)
 	}
 	h.Set("Content-Type", "application/json")
 	if cmd.ID != "" {
