@@ -38,15 +38,37 @@ type RejectError struct {
 	Reason Reason
 	// CommandID is set when the envelope was readable.
 	CommandID string
-	Err       error
+	// Pointer is the JSON Pointer (RFC 6901) into the whole record of the
+	// part or field at fault, such as "/data/envelope/data/whenCreated" or
+	// "/data/command/schema"; "" is the record as a whole. When Err wraps a
+	// *schemas.ValidationError, Pointer is the validated data and each
+	// cause's Path is relative to it. Callers find the field here, never in
+	// the wording of Err, which may change.
+	Pointer string
+	Err     error
 }
 
 func (e *RejectError) Error() string { return string(e.Reason) + ": " + e.Err.Error() }
 func (e *RejectError) Unwrap() error { return e.Err }
 
-func reject(reason Reason, id string, format string, args ...any) *RejectError {
-	return &RejectError{Reason: reason, CommandID: id, Err: fmt.Errorf(format, args...)}
+func reject(reason Reason, id, pointer string, format string, args ...any) *RejectError {
+	return &RejectError{Reason: reason, CommandID: id, Pointer: pointer, Err: fmt.Errorf(format, args...)}
 }
+
+// part is a self-describing part of a record: its name in rejections, and
+// the JSON Pointer of the part in the record.
+type part struct{ name, at string }
+
+// The three self-describing parts of a record. The wrapper is called
+// "command" in rejections, as Sauna calls it.
+var (
+	wrapperPart  = part{name: "command", at: ""}
+	envelopePart = part{name: "envelope", at: "/data/envelope"}
+	commandPart  = part{name: "command data", at: "/data/command"}
+)
+
+func (p part) schemaPointer() string { return p.at + "/schema" }
+func (p part) dataPointer() string   { return p.at + "/data" }
 
 // The outer wrapper and the envelope are matched as 1-0-*: later additions
 // validate only if bundled, as in Sauna.
@@ -130,23 +152,24 @@ const MaxNumberLen = 64
 // what this accepts, and leaves everything else to it.
 func decodeChecked(raw []byte) (*Command, error) {
 	if !utf8.Valid(raw) {
-		return nil, reject(ReasonInvalidJSON, "", "record is not valid UTF-8")
+		return nil, reject(ReasonInvalidJSON, "", "", "record is not valid UTF-8")
 	}
 	if !json.Valid(raw) {
-		return nil, reject(ReasonInvalidJSON, "", "record is not a single JSON value: %v", jsonSyntaxError(raw))
+		return nil, reject(ReasonInvalidJSON, "", "", "record is not a single JSON value: %v", jsonSyntaxError(raw))
 	}
 	if hasLongNumber(raw) {
-		path, n := longNumber(raw)
+		pointer, n := longNumber(raw)
+		path := pointer
 		if path == "" {
 			path = "(root)"
 		}
-		return nil, reject(ReasonInvalidData, commandIDOf(raw), "record: %s: a number of %d characters; at most %d are accepted", path, n, MaxNumberLen)
+		return nil, reject(ReasonInvalidData, commandIDOf(raw), pointer, "record: %s: a number of %d characters; at most %d are accepted", path, n, MaxNumberLen)
 	}
 	outer, err := splitSelfDescribing(raw)
 	if err != nil {
-		return nil, reject(ReasonNotSelfDescribing, "", "record: %v", err)
+		return nil, reject(ReasonNotSelfDescribing, "", "", "record: %v", err)
 	}
-	if err := validate("command", commandFamily, outer, ""); err != nil {
+	if err := validate(wrapperPart, commandFamily, outer, ""); err != nil {
 		return nil, err
 	}
 	var parts struct {
@@ -154,13 +177,13 @@ func decodeChecked(raw []byte) (*Command, error) {
 		Command  json.RawMessage `json:"command"`
 	}
 	if err := json.Unmarshal(outer.Data, &parts); err != nil {
-		return nil, reject(ReasonInvalidData, "", "command: %v", err)
+		return nil, reject(ReasonInvalidData, "", wrapperPart.dataPointer(), "command: %v", err)
 	}
 	envSD, err := splitSelfDescribing(parts.Envelope)
 	if err != nil {
-		return nil, reject(ReasonNotSelfDescribing, "", "envelope: %v", err)
+		return nil, reject(ReasonNotSelfDescribing, "", envelopePart.at, "envelope: %v", err)
 	}
-	if err := validate("envelope", envelopeFamily, envSD, ""); err != nil {
+	if err := validate(envelopePart, envelopeFamily, envSD, ""); err != nil {
 		return nil, err
 	}
 	cmd, err := decodeEnvelope(envSD.Data)
@@ -169,20 +192,20 @@ func decodeChecked(raw []byte) (*Command, error) {
 	}
 	inner, err := splitSelfDescribing(parts.Command)
 	if err != nil {
-		return nil, reject(ReasonNotSelfDescribing, cmd.ID, "command: %v", err)
+		return nil, reject(ReasonNotSelfDescribing, cmd.ID, commandPart.at, "command: %v", err)
 	}
 	key, err := schemas.ParseKey(inner.Schema)
 	if err != nil {
-		return nil, reject(ReasonNotSelfDescribing, cmd.ID, "command.schema: %s", Clip(err.Error()))
+		return nil, reject(ReasonNotSelfDescribing, cmd.ID, commandPart.schemaPointer(), "command.schema: %s", Clip(err.Error()))
 	}
 	mod, ok := ForCommand(key)
 	if !ok {
-		return nil, reject(ReasonUnknownSchema, cmd.ID, "no responder serves command schema %s", key)
+		return nil, reject(ReasonUnknownSchema, cmd.ID, commandPart.schemaPointer(), "no responder serves command schema %s", key)
 	}
 	if mod.Retired != "" {
-		return nil, reject(ReasonRetired, cmd.ID, "%s: %s", key, mod.Retired)
+		return nil, reject(ReasonRetired, cmd.ID, commandPart.schemaPointer(), "%s: %s", key, mod.Retired)
 	}
-	if err := validate("command data", key, inner, cmd.ID); err != nil {
+	if err := validate(commandPart, key, inner, cmd.ID); err != nil {
 		return nil, err
 	}
 	cmd.Schema = key
@@ -191,7 +214,7 @@ func decodeChecked(raw []byte) (*Command, error) {
 	if mod.Decode != nil {
 		p, err := mod.Decode(key, inner.Data)
 		if err != nil {
-			return nil, reject(ReasonInvalidData, cmd.ID, "command data (%s): %s", key, Clip(err.Error()))
+			return nil, reject(ReasonInvalidData, cmd.ID, commandPart.dataPointer(), "command data (%s): %s", key, Clip(err.Error()))
 		}
 		cmd.Payload = p
 	}
@@ -226,37 +249,38 @@ func splitSelfDescribing(raw json.RawMessage) (selfDescribing, error) {
 
 // validate checks that sd names a bundled schema of the expected family (the
 // zero family accepts any) and that its data is valid against it.
-func validate(part string, family schemas.Key, sd selfDescribing, id string) error {
+func validate(p part, family schemas.Key, sd selfDescribing, id string) error {
 	key, err := schemas.ParseKey(sd.Schema)
 	if err != nil {
-		return reject(ReasonNotSelfDescribing, id, "%s.schema: %s", part, Clip(err.Error()))
+		return reject(ReasonNotSelfDescribing, id, p.schemaPointer(), "%s.schema: %s", p.name, Clip(err.Error()))
 	}
 	if family.Vendor != "" && !family.SameRevision(key) {
-		return reject(ReasonUnknownSchema, id, "%s.schema: %s is not %s", part, key, familyString(family))
+		return reject(ReasonUnknownSchema, id, p.schemaPointer(), "%s.schema: %s is not %s", p.name, key, familyString(family))
 	}
 	if !schemas.Has(key) {
-		return reject(ReasonUnknownSchema, id, "%s.schema: %s is not bundled", part, key)
+		return reject(ReasonUnknownSchema, id, p.schemaPointer(), "%s.schema: %s is not bundled", p.name, key)
 	}
 	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(sd.Data))
 	if err != nil {
-		return reject(ReasonInvalidJSON, id, "%s.data: %v", part, err)
+		return reject(ReasonInvalidJSON, id, p.dataPointer(), "%s.data: %v", p.name, err)
 	}
 	if err := schemas.ValidateJSON(key, v); err != nil {
-		return invalid(part, id, err)
+		return invalid(p, id, err)
 	}
 	return nil
 }
 
-// invalid is the rejection of a part that does not validate. Each cause
-// quotes at most MaxQuoted bytes of the value at fault.
-func invalid(part, id string, err error) *RejectError {
+// invalid is the rejection of a part that does not validate; the causes'
+// paths are relative to the part's data. Each cause quotes at most MaxQuoted
+// bytes of the value at fault.
+func invalid(p part, id string, err error) *RejectError {
 	var ve *schemas.ValidationError
 	if errors.As(err, &ve) {
 		for i := range ve.Causes {
 			ve.Causes[i].Message = clipQuoted(ve.Causes[i].Message)
 		}
 	}
-	return reject(ReasonInvalidData, id, "%s: %w", part, err)
+	return reject(ReasonInvalidData, id, p.dataPointer(), "%s: %w", p.name, err)
 }
 
 // clipQuoted clips each value the validator quotes ('...') in msg, keeping
@@ -414,11 +438,11 @@ func decodeEnvelope(data json.RawMessage) (*Command, error) {
 		Tags map[string]string `json:"tags"`
 	}
 	if err := json.Unmarshal(data, &env); err != nil {
-		return nil, reject(ReasonInvalidData, "", "envelope: %v", err)
+		return nil, reject(ReasonInvalidData, "", envelopePart.dataPointer(), "envelope: %v", err)
 	}
 	created, err := ParseTimestamp(env.WhenCreated)
 	if err != nil {
-		return nil, reject(ReasonInvalidData, env.CommandID, "envelope.whenCreated: %v", err)
+		return nil, reject(ReasonInvalidData, env.CommandID, envelopePart.dataPointer()+"/whenCreated", "envelope.whenCreated: %v", err)
 	}
 	return &Command{
 		ID:               env.CommandID,

@@ -103,28 +103,32 @@ func TestDecodeRejections(t *testing.T) {
 		// want is a fragment the error must contain, naming what is wrong.
 		want string
 		id   bool
+		// pointer is where in the record the fault is, whatever the wording.
+		pointer string
 	}{
-		{"empty", ``, responders.ReasonInvalidJSON, "not a single JSON value", false},
-		{"broken json", `{"schema":`, responders.ReasonInvalidJSON, "unexpected EOF", false},
-		{"trailing data", wrap(slackInner) + ` {}`, responders.ReasonInvalidJSON, "", false},
-		{"not utf-8", "{\"schema\":\"\xff\"}", responders.ReasonInvalidJSON, "UTF-8", false},
-		{"array", `[1,2]`, responders.ReasonNotSelfDescribing, "schema", false},
-		{"no data", `{"schema":"iglu:com.snowplowanalytics.sauna.commands/command/jsonschema/1-0-0"}`, responders.ReasonNotSelfDescribing, `missing "data"`, false},
-		{"extra field", `{"schema":"iglu:a/b/jsonschema/1-0-0","data":{},"x":1}`, responders.ReasonNotSelfDescribing, `"x"`, false},
-		{"bad iglu uri", `{"schema":"http://example.com/x","data":{}}`, responders.ReasonNotSelfDescribing, "command.schema", false},
-		{"other outer schema", `{"schema":"iglu:com.acme/thing/jsonschema/1-0-0","data":{}}`, responders.ReasonUnknownSchema, "com.acme/thing", false},
-		{"outer addition not bundled", strings.Replace(wrap(slackInner), "command/jsonschema/1-0-0", "command/jsonschema/1-0-9", 1), responders.ReasonUnknownSchema, "not bundled", false},
-		{"outer missing command", `{"schema":"iglu:com.snowplowanalytics.sauna.commands/command/jsonschema/1-0-0","data":{"envelope":{"schema":"iglu:a/b/jsonschema/1-0-0","data":{}}}}`, responders.ReasonInvalidData, "command", false},
-		{"bad uuid", strings.Replace(wrap(slackInner), "3f2a6c1e-8d4b", "not-a-uuid", 1), responders.ReasonInvalidData, "commandId", false},
-		{"bad semantics", strings.Replace(wrap(slackInner), "AT_LEAST_ONCE", "EXACTLY_ONCE", 1), responders.ReasonInvalidData, "semantics", false},
-		{"bad date", string(record(`"yesterday"`, "null", slackInner)), responders.ReasonInvalidData, "whenCreated", false},
-		{"unknown command", wrap(`{"schema":"iglu:com.acme/launch/jsonschema/1-0-0","data":{}}`), responders.ReasonUnknownSchema, "com.acme/launch", true},
-		{"command 1-1-0", wrap(strings.Replace(slackInner, "1-0-0", "1-1-0", 1)), responders.ReasonUnknownSchema, "1-1-0", true},
-		{"command addition not bundled", wrap(strings.Replace(slackInner, "1-0-0", "1-0-7", 1)), responders.ReasonUnknownSchema, "not bundled", true},
-		{"invalid data", wrap(`{"schema":"iglu:com.slack.sauna.commands/send_message/jsonschema/1-0-0","data":{"channel":"#ops"}}`), responders.ReasonInvalidData, "command data", true},
-		{"unknown field", wrap(`{"schema":"iglu:com.slack.sauna.commands/send_message/jsonschema/1-0-0","data":{"text":"x","bogus":1}}`), responders.ReasonInvalidData, "bogus", true},
-		{"module refuses", wrap(`{"schema":"iglu:com.slack.sauna.commands/send_message/jsonschema/1-0-0","data":{"text":"refuse me"}}`), responders.ReasonInvalidData, "refused by the module", true},
-		{"retired", wrap(`{"schema":"iglu:com.hipchat.sauna.commands/send_room_notification/jsonschema/1-0-0","data":{"roomIdOrName":"ops","message":"x"}}`), responders.ReasonRetired, "shut down", true},
+		{"empty", ``, responders.ReasonInvalidJSON, "not a single JSON value", false, ""},
+		{"broken json", `{"schema":`, responders.ReasonInvalidJSON, "unexpected EOF", false, ""},
+		{"trailing data", wrap(slackInner) + ` {}`, responders.ReasonInvalidJSON, "", false, ""},
+		{"not utf-8", "{\"schema\":\"\xff\"}", responders.ReasonInvalidJSON, "UTF-8", false, ""},
+		{"array", `[1,2]`, responders.ReasonNotSelfDescribing, "schema", false, ""},
+		{"no data", `{"schema":"iglu:com.snowplowanalytics.sauna.commands/command/jsonschema/1-0-0"}`, responders.ReasonNotSelfDescribing, `missing "data"`, false, ""},
+		{"extra field", `{"schema":"iglu:a/b/jsonschema/1-0-0","data":{},"x":1}`, responders.ReasonNotSelfDescribing, `"x"`, false, ""},
+		{"bad iglu uri", `{"schema":"http://example.com/x","data":{}}`, responders.ReasonNotSelfDescribing, "command.schema", false, "/schema"},
+		{"other outer schema", `{"schema":"iglu:com.acme/thing/jsonschema/1-0-0","data":{}}`, responders.ReasonUnknownSchema, "com.acme/thing", false, "/schema"},
+		{"outer addition not bundled", strings.Replace(wrap(slackInner), "command/jsonschema/1-0-0", "command/jsonschema/1-0-9", 1), responders.ReasonUnknownSchema, "not bundled", false, "/schema"},
+		{"outer missing command", `{"schema":"iglu:com.snowplowanalytics.sauna.commands/command/jsonschema/1-0-0","data":{"envelope":{"schema":"iglu:a/b/jsonschema/1-0-0","data":{}}}}`, responders.ReasonInvalidData, "command", false, "/data"},
+		{"bad uuid", strings.Replace(wrap(slackInner), "3f2a6c1e-8d4b", "not-a-uuid", 1), responders.ReasonInvalidData, "commandId", false, "/data/envelope/data"},
+		{"bad semantics", strings.Replace(wrap(slackInner), "AT_LEAST_ONCE", "EXACTLY_ONCE", 1), responders.ReasonInvalidData, "semantics", false, "/data/envelope/data"},
+		{"bad date", string(record(`"yesterday"`, "null", slackInner)), responders.ReasonInvalidData, "whenCreated", false, "/data/envelope/data"},
+		{"unknown command", wrap(`{"schema":"iglu:com.acme/launch/jsonschema/1-0-0","data":{}}`), responders.ReasonUnknownSchema, "com.acme/launch", true, "/data/command/schema"},
+		{"command 1-1-0", wrap(strings.Replace(slackInner, "1-0-0", "1-1-0", 1)), responders.ReasonUnknownSchema, "1-1-0", true, "/data/command/schema"},
+		{"command addition not bundled", wrap(strings.Replace(slackInner, "1-0-0", "1-0-7", 1)), responders.ReasonUnknownSchema, "not bundled", true, "/data/command/schema"},
+		{"invalid data", wrap(`{"schema":"iglu:com.slack.sauna.commands/send_message/jsonschema/1-0-0","data":{"channel":"#ops"}}`), responders.ReasonInvalidData, "command data", true, "/data/command/data"},
+		{"unknown field", wrap(`{"schema":"iglu:com.slack.sauna.commands/send_message/jsonschema/1-0-0","data":{"text":"x","bogus":1}}`), responders.ReasonInvalidData, "bogus", true, "/data/command/data"},
+		{"module refuses", wrap(`{"schema":"iglu:com.slack.sauna.commands/send_message/jsonschema/1-0-0","data":{"text":"refuse me"}}`), responders.ReasonInvalidData, "refused by the module", true, "/data/command/data"},
+		{"bad command uri", wrap(`{"schema":"iglu:com.acme/launch/jsonschema/0-0-0","data":{}}`), responders.ReasonNotSelfDescribing, "command.schema", true, "/data/command/schema"},
+		{"leap second", string(record(`"2016-12-31T23:59:60Z"`, "null", slackInner)), responders.ReasonInvalidData, "whenCreated", true, "/data/envelope/data/whenCreated"},
+		{"retired", wrap(`{"schema":"iglu:com.hipchat.sauna.commands/send_room_notification/jsonschema/1-0-0","data":{"roomIdOrName":"ops","message":"x"}}`), responders.ReasonRetired, "shut down", true, "/data/command/schema"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -138,6 +142,9 @@ func TestDecodeRejections(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("error %q does not mention %q", err, tc.want)
+			}
+			if rej.Pointer != tc.pointer {
+				t.Errorf("pointer %q, want %q (%v)", rej.Pointer, tc.pointer, err)
 			}
 			if tc.id != (rej.CommandID != "") {
 				t.Errorf("command id %q known=%v, want known=%v", rej.CommandID, rej.CommandID != "", tc.id)
@@ -183,8 +190,8 @@ func TestDispatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	var rej *responders.RejectError
-	if _, err := d.Dispatch(t.Context(), cmd); !errors.As(err, &rej) || rej.Reason != responders.ReasonNoResponder {
-		t.Fatalf("without responder: %v", err)
+	if _, err := d.Dispatch(t.Context(), cmd); !errors.As(err, &rej) || rej.Reason != responders.ReasonNoResponder || rej.Pointer != "/data/command/schema" {
+		t.Fatalf("without responder: %v (pointer %q)", err, rej.Pointer)
 	}
 	r := &recorder{}
 	d.Replace(map[string]responders.Enabled{"fakeslack": {ID: "slack", Module: "fakeslack", Responder: r}})
@@ -192,8 +199,8 @@ func TestDispatch(t *testing.T) {
 		t.Fatalf("dispatch: %v %v %d", e, err, len(r.got))
 	}
 	now = now.Add(time.Millisecond)
-	if _, err := d.Dispatch(t.Context(), cmd); !errors.As(err, &rej) || rej.Reason != responders.ReasonExpired {
-		t.Fatalf("expired: %v", err)
+	if _, err := d.Dispatch(t.Context(), cmd); !errors.As(err, &rej) || rej.Reason != responders.ReasonExpired || rej.Pointer != "/data/envelope/data/execution/timeToLive" {
+		t.Fatalf("expired: %v (pointer %q)", err, rej.Pointer)
 	}
 	if len(r.got) != 1 {
 		t.Errorf("an expired command reached the responder")
@@ -269,15 +276,18 @@ func TestClassify(t *testing.T) {
 func TestDecodeRefusesHugeNumbers(t *testing.T) {
 	huge := strings.Repeat("9", 300_000)
 	tests := map[string]struct {
-		raw  []byte
-		want string
+		raw     []byte
+		want    string
+		pointer string
 	}{
 		"timeToLive": {record(`"2017-06-29T10:15:00Z"`, huge, slackInner),
-			"invalid_data: record: /data/envelope/data/execution/timeToLive: a number of 300000 characters; at most 64 are accepted"},
+			"invalid_data: record: /data/envelope/data/execution/timeToLive: a number of 300000 characters; at most 64 are accepted",
+			"/data/envelope/data/execution/timeToLive"},
 		"a fraction in the command data": {record(`"2017-06-29T10:15:00Z"`, "null",
 			`{"schema":"iglu:com.slack.sauna.commands/send_message/jsonschema/1-0-0","data":{"text":"hi","n~/":[1,-0.`+strings.Repeat("1", 64)+`]}}`),
-			"invalid_data: record: /data/command/data/n~0~1/1: a number of 67 characters; at most 64 are accepted"},
-		"the record itself": {[]byte(huge), "invalid_data: record: (root): a number of 300000 characters"},
+			"invalid_data: record: /data/command/data/n~0~1/1: a number of 67 characters; at most 64 are accepted",
+			"/data/command/data/n~0~1/1"},
+		"the record itself": {[]byte(huge), "invalid_data: record: (root): a number of 300000 characters", ""},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -285,6 +295,9 @@ func TestDecodeRefusesHugeNumbers(t *testing.T) {
 			var rej *responders.RejectError
 			if !errors.As(err, &rej) || rej.Reason != responders.ReasonInvalidData || !strings.HasPrefix(err.Error(), tt.want) {
 				t.Fatalf("Decode = %.300v\nwant %s", err, tt.want)
+			}
+			if rej.Pointer != tt.pointer {
+				t.Errorf("pointer %q, want %q", rej.Pointer, tt.pointer)
 			}
 			if want := "3f2a6c1e-8d4b-4a7e-9c2f-5b1d0e7a9c44"; name != "the record itself" && rej.CommandID != want {
 				t.Errorf("the rejection names command %q, want %q", rej.CommandID, want)

@@ -73,7 +73,7 @@ func (d *Dispatcher) resolve(cmd *Command, set *map[string]Enabled) (Route, erro
 	}
 	e, ok := (*set)[cmd.Module]
 	if !ok || e.Responder == nil {
-		return Route{}, reject(ReasonNoResponder, cmd.ID, "no enabled %s responder config for %s", cmd.Module, cmd.Schema)
+		return Route{}, reject(ReasonNoResponder, cmd.ID, commandPart.schemaPointer(), "no enabled %s responder config for %s", cmd.Module, cmd.Schema)
 	}
 	return Route{Command: cmd, Enabled: e, set: set}, nil
 }
@@ -82,7 +82,7 @@ func (d *Dispatcher) expired(cmd *Command) error {
 	if !cmd.Expired(d.now()) {
 		return nil
 	}
-	return reject(ReasonExpired, cmd.ID, "time to live %d ms exceeded: created %s, now %s",
+	return reject(ReasonExpired, cmd.ID, envelopePart.dataPointer()+"/execution/timeToLive", "time to live %d ms exceeded: created %s, now %s",
 		*cmd.TimeToLiveMillis, cmd.Created.Format(time.RFC3339Nano), d.now().UTC().Format(time.RFC3339Nano))
 }
 

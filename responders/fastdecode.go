@@ -49,7 +49,7 @@ func decodeFast(raw []byte) (*Command, error) {
 	if !ok {
 		return nil, errSlowPath
 	}
-	if err := validTree("command", commandFamily, outer, ""); err != nil {
+	if err := validTree(wrapperPart, commandFamily, outer, ""); err != nil {
 		return nil, err
 	}
 	parts, ok := outer.data.(*schemas.Members)
@@ -61,7 +61,7 @@ func decodeFast(raw []byte) (*Command, error) {
 	if !ok {
 		return nil, errSlowPath
 	}
-	if err := validTree("envelope", envelopeFamily, env, ""); err != nil {
+	if err := validTree(envelopePart, envelopeFamily, env, ""); err != nil {
 		return nil, err
 	}
 	cmd, ok := envelopeFromTree(env.data)
@@ -84,7 +84,7 @@ func decodeFast(raw []byte) (*Command, error) {
 	if !ok || mod.Retired != "" {
 		return nil, errSlowPath
 	}
-	if err := validAgainst("command data", v, inner.data, cmd.ID); err != nil {
+	if err := validAgainst(commandPart, v, inner.data, cmd.ID); err != nil {
 		return nil, err
 	}
 	cmd.Schema = key
@@ -136,22 +136,22 @@ func treeSelfDescribing(v any) (treeSD, bool) {
 // rejection of data that does not validate. The schema's URI leads straight
 // to its compiled validator: a URI that ParseKey refuses, or that names no
 // bundled JSON Schema, has none, and decodeChecked words its rejection.
-func validTree(part string, family schemas.Key, sd treeSD, id string) error {
+func validTree(p part, family schemas.Key, sd treeSD, id string) error {
 	v, ok := schemas.JSONValidatorOf(sd.schema)
 	if !ok || family.Vendor != "" && !family.SameRevision(v.Key()) {
 		return errSlowPath
 	}
-	return validAgainst(part, v, sd.data, id)
+	return validAgainst(p, v, sd.data, id)
 }
 
 // validAgainst is validTree once the schema is known.
-func validAgainst(part string, v *schemas.JSONValidator, data any, id string) error {
+func validAgainst(p part, v *schemas.JSONValidator, data any, id string) error {
 	err := v.Validate(data)
 	if err == nil {
 		return nil
 	}
 	if ve := (*schemas.ValidationError)(nil); errors.As(err, &ve) {
-		return invalid(part, id, err)
+		return invalid(p, id, err)
 	}
 	return errSlowPath
 }

@@ -163,74 +163,35 @@ func (d Decoder) wrap(inner []byte, now time.Time, id string) []byte {
 }
 
 // rejectErrors turns a decoding rejection into item errors whose fields
-// point into what the client sent (the wrapper, or the bare command).
+// point into what the client sent (the wrapper, or the bare command). The
+// fields come from the rejection's typed pointer, never from its wording.
 func rejectErrors(err error, bare bool) []ItemError {
-	var ve *schemas.ValidationError
-	if errors.As(err, &ve) {
-		base := "/data/command/data"
-		switch {
-		case ve.Key.Name == "command" && ve.Key.Vendor == "com.snowplowanalytics.sauna.commands":
-			base = "/data"
-		case ve.Key.Name == "envelope" && ve.Key.Vendor == "com.snowplowanalytics.sauna.commands":
-			base = "/data/envelope/data"
-		case bare:
-			base = "/data"
-		}
-		out := make([]ItemError, 0, len(ve.Causes))
-		for _, c := range ve.Causes {
-			out = append(out, ItemError{Field: base + c.Path, Message: c.Message})
-		}
-		return out
-	}
 	var rej *responders.RejectError
 	if !errors.As(err, &rej) {
 		return []ItemError{{Message: err.Error()}}
 	}
-	msg := rej.Err.Error()
-	if ptr, ok := recordPointer(msg); ok {
-		if bare {
-			// The bare command is the wrapper's /data/command.
-			rest, inside := strings.CutPrefix(ptr, "/data/command")
-			ptr = ""
-			if inside {
-				ptr = rest
-			}
+	var ve *schemas.ValidationError
+	if errors.As(rej.Err, &ve) {
+		out := make([]ItemError, 0, len(ve.Causes))
+		for _, c := range ve.Causes {
+			out = append(out, ItemError{Field: sentPointer(rej.Pointer+c.Path, bare), Message: c.Message})
 		}
-		return []ItemError{{Field: ptr, Message: string(rej.Reason) + ": " + msg}}
+		return out
 	}
-	field := ""
-	for _, p := range rejectParts {
-		if strings.HasPrefix(msg, p.prefix) {
-			field = p.full
-			if bare {
-				field = p.bare
-			}
-			break
-		}
-	}
-	return []ItemError{{Field: field, Message: string(rej.Reason) + ": " + msg}}
+	return []ItemError{{Field: sentPointer(rej.Pointer, bare), Message: string(rej.Reason) + ": " + rej.Err.Error()}}
 }
 
-// rejectParts maps the part a decoding rejection names to where it is in a
-// full command and in a bare one; longer prefixes first.
-var rejectParts = []struct{ prefix, full, bare string }{
-	{"envelope.whenCreated", "/data/envelope/data/whenCreated", ""},
-	{"envelope.schema", "/data/envelope/schema", ""},
-	{"envelope", "/data/envelope", ""},
-	{"command.schema", "/data/command/schema", "/schema"},
-	{"command data", "/data/command/data", "/data"},
-	{"no responder serves", "/data/command/schema", "/schema"},
-	{"iglu:", "/data/command/schema", "/schema"}, // a retired schema
-	{"command", "/data/command", ""},
-}
-
-// recordPointer reads the JSON Pointer of a rejection that names a place
-// in the whole record ("record: /data/...: ...").
-func recordPointer(msg string) (string, bool) {
-	rest, ok := strings.CutPrefix(msg, "record: /")
-	if !ok {
-		return "", false
+// sentPointer maps a JSON Pointer into the whole record to one into what the
+// client sent: the same for a full command; for a bare command, which is the
+// record's /data/command, the rest of the pointer, or "" (the whole command)
+// for a place in the envelope the ingest wrote itself.
+func sentPointer(ptr string, bare bool) string {
+	if !bare {
+		return ptr
 	}
-	ptr, _, ok := strings.Cut(rest, ": ")
-	return "/" + ptr, ok
+	rest, ok := strings.CutPrefix(ptr, "/data/command")
+	if !ok || rest != "" && rest[0] != '/' {
+		return ""
+	}
+	return rest
 }

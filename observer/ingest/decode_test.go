@@ -17,6 +17,9 @@ func slackInner(text string) string {
 	return fmt.Sprintf(`{"schema":"iglu:com.slack.sauna.commands/send_message/jsonschema/1-0-0","data":{"text":%q,"channel":"#ops"}}`, text)
 }
 
+// hipchatInner is a command of a retired module.
+const hipchatInner = `{"schema":"iglu:com.hipchat.sauna.commands/send_room_notification/jsonschema/1-0-0","data":{"roomIdOrName":"ops","message":"x"}}`
+
 func fullCommand(id string, created time.Time, ttl string, inner string) string {
 	return fmt.Sprintf(`{"schema":"iglu:com.snowplowanalytics.sauna.commands/command/jsonschema/1-0-0","data":{`+
 		`"envelope":{"schema":"iglu:com.snowplowanalytics.sauna.commands/envelope/jsonschema/1-0-0","data":{`+
@@ -107,6 +110,17 @@ func TestDecodeErrors(t *testing.T) {
 			[]ItemError{{Index: 0, Field: "/data/n"}}},
 		{"long number in a full command", strings.Replace(fullCommand("55555555-5555-4555-8555-555555555555", fixedNow, "null", slackInner("x")), `"timeToLive":null`, `"timeToLive":`+strings.Repeat("1", 80), 1), false,
 			[]ItemError{{Index: 0, Field: "/data/envelope/data/execution/timeToLive"}}},
+		{"full with a leap second", strings.Replace(fullCommand("66666666-6666-4666-8666-666666666666", fixedNow, "null", slackInner("x")), "2026-12-06T12:00:00Z", "2016-12-31T23:59:60Z", 1), false,
+			[]ItemError{{Index: 0, Field: "/data/envelope/data/whenCreated"}}},
+		{"full with a bad inner schema", fullCommand("77777777-7777-4777-8777-777777777777", fixedNow, "null", `{"schema":"iglu:com.acme/launch/jsonschema/0-0-0","data":{}}`), false,
+			[]ItemError{{Index: 0, Field: "/data/command/schema"}}},
+		{"full with an unknown inner", fullCommand("88888888-8888-4888-8888-888888888888", fixedNow, "null", `{"schema":"iglu:com.acme/launch/jsonschema/1-0-0","data":{}}`), false,
+			[]ItemError{{Index: 0, Field: "/data/command/schema"}}},
+		{"full with a retired inner", fullCommand("99999999-9999-4999-8999-999999999999", fixedNow, "null", hipchatInner), false,
+			[]ItemError{{Index: 0, Field: "/data/command/schema"}}},
+		{"bare retired", hipchatInner, false, []ItemError{{Index: 0, Field: "/schema"}}},
+		{"wrapper revision not bundled", strings.Replace(fullCommand("aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa", fixedNow, "null", slackInner("x")), "command/jsonschema/1-0-0", "command/jsonschema/1-0-9", 1), false,
+			[]ItemError{{Index: 0, Field: "/schema"}}},
 		{"expired", expired, false, []ItemError{{Index: 0, Field: "/data/envelope/data/execution/timeToLive"}}},
 		{"second line bad", slackInner("ok") + "\n" + `{"schema":"iglu:com.acme/launch/jsonschema/1-0-0","data":{}}`, true,
 			[]ItemError{{Index: 1, Field: "/schema"}}},
