@@ -132,10 +132,12 @@ type run struct {
 	cmd    *responders.Command
 	route  responders.Route
 	id     outcomes.Identity
-	// ctx ends with Hard: a call that has started is let finish even if the
+	// ctx is Hard: a call that has started is let finish even if the
 	// lease is lost meanwhile, as its claim still fences the command and
 	// cutting it short after the vendor acted would leave no outcome and
-	// run it again.
+	// run it again. Nothing ends a run's context on its own, so the run
+	// derives none (a context per command cost two allocations); whatever
+	// a call derives from it, the call cancels itself.
 	ctx context.Context
 	// claimed is set once the ledger's claim is held; claimedAt is when it
 	// was last taken or extended, read before the write: the ledger's
@@ -188,9 +190,7 @@ func (r *Runner) Execute(p *Prepared, t Turn) bool {
 	if r.Ledger != nil && !p.peekedAt.IsZero() && p.peeked.Seen == outcomes.SeenDone {
 		return c.duplicate()
 	}
-	ctx, cancel := context.WithCancel(r.Hard)
-	defer cancel()
-	c.ctx = ctx
+	c.ctx = r.Hard
 	if r.Ledger != nil {
 		if r.Memory != nil {
 			waited, recent, ok := r.Memory.enter(r.Intake, r.Lease, c.id.CommandID)
