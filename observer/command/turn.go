@@ -1,5 +1,7 @@
 package command
 
+import "sync"
+
 // Turn is a record's place among the records of its partition key, which
 // its source runs in order (Execute). The command of the next record of the
 // key may start once this one's effect is final (Released); the outcomes of
@@ -8,13 +10,15 @@ package command
 // of the key was recorded. The zero Turn is a record with nothing to tell
 // and nothing to wait for.
 type Turn struct {
-	// Released, when set, is called once the command's effect is final:
+	// Released, when set, is told once the command's effect is final:
 	// its verdict is known and any dead letter written (or it is a
 	// duplicate), before its outcome is recorded. The source may then start
 	// the next record of the key; this one stays unfinished until it
-	// returns. It may block, as back-pressure on the source, and is called
-	// at most once: not at all by a run that stops before.
-	Released func()
+	// returns. It may block, as back-pressure on the source, and is told
+	// at most once: not at all by a run that stops before. An interface
+	// rather than a func, so that a source passes what it already holds
+	// (its record's entry) instead of a closure per command.
+	Released Releaser
 	// Prior is the end of the previous record of the key, when that one
 	// is still unfinished (nil: none is). This run records its outcome only
 	// once Prior ended with its own recorded; if Prior ended without one,
@@ -22,22 +26,51 @@ type Turn struct {
 	Prior *Mark
 }
 
+// Releaser is told once a command's effect is final (Turn.Released).
+type Releaser interface{ Release() }
+
+// ReleaseFunc is a func as a Releaser.
+type ReleaseFunc func()
+
+// Release calls f.
+func (f ReleaseFunc) Release() { f() }
+
 // Mark is the end of one record's run, as the next record of its key waits
-// for it.
+// for it. The zero Mark is that of a run that has not ended; a source keeps
+// one in each record's own state, and a Mark is not copied once in use.
 type Mark struct {
+	mu sync.Mutex
+	// ended and recorded are set once, by End.
+	ended, recorded bool
+	// done is made only when a run has to wait for this one (most records
+	// of a key end before the next one concludes), and closed by End.
 	done chan struct{}
-	// recorded is set before done is closed.
-	recorded bool
 }
 
 // NewMark returns the mark of a run that has not ended.
-func NewMark() *Mark { return &Mark{done: make(chan struct{})} }
+func NewMark() *Mark { return &Mark{} }
 
 // End marks the run ended; recorded tells whether it ended with its outcome
 // final and recorded (Execute returned true). Call it once.
 func (m *Mark) End(recorded bool) {
-	m.recorded = recorded
-	close(m.done)
+	m.mu.Lock()
+	m.ended, m.recorded = true, recorded
+	done := m.done
+	m.mu.Unlock()
+	if done != nil {
+		close(done)
+	}
+}
+
+// state returns whether the run ended and with its outcome recorded; if it
+// has not ended, done is closed once it does (recorded is then read again).
+func (m *Mark) state() (ended, recorded bool, done <-chan struct{}) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.ended && m.done == nil {
+		m.done = make(chan struct{})
+	}
+	return m.ended, m.recorded, m.done
 }
 
 // conclude is reached once the command's effect is final. It tells the
@@ -50,28 +83,28 @@ func (m *Mark) End(recorded bool) {
 // write lingers for it.
 func (c *run) conclude() bool {
 	if c.turn.Released != nil {
-		c.turn.Released()
+		c.turn.Released.Release()
 		c.turn.Released = nil
 	}
 	prior := c.turn.Prior
 	if prior == nil {
 		return true
 	}
-	select {
-	case <-prior.done:
-	default:
+	ended, recorded, done := prior.state()
+	if !ended {
 		c.uncount()
 		select {
-		case <-prior.done:
+		case <-done:
 		case <-c.Hard.Done():
 			return false
 		case <-c.Lease.Lost:
 			return false
 		}
+		_, recorded, _ = prior.state()
 	}
-	if !prior.recorded {
+	if !recorded {
 		c.Log.Info("an earlier command of the partition key has no recorded outcome; leaving the record to be read again after it",
 			"seq", c.out.Sequence, "command_id", c.out.CommandID)
 	}
-	return prior.recorded
+	return recorded
 }

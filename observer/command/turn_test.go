@@ -29,7 +29,7 @@ func TestTurnRecordsAfterThePriorRecord(t *testing.T) {
 				var wg sync.WaitGroup
 				var ok bool
 				wg.Go(func() {
-					ok = f.runners[0].Execute(&ps[0], Turn{Released: func() { released.Store(true) }, Prior: prior})
+					ok = f.runners[0].Execute(&ps[0], Turn{Released: ReleaseFunc(func() { released.Store(true) }), Prior: prior})
 				})
 				synctest.Wait()
 				if !released.Load() {
@@ -91,6 +91,31 @@ func TestTurnPriorUnrecordedStopsTheRun(t *testing.T) {
 				}
 				if fl, _ := f.memory.size(); fl != 0 {
 					t.Errorf("%d commands left in flight", fl)
+				}
+			})
+		})
+	}
+}
+
+// A run whose prior record of the key ended before it concluded goes on at
+// once on that record's result: it records its outcome after a recorded
+// one, and stops short after one without.
+func TestTurnPriorEndedBeforeConclude(t *testing.T) {
+	for _, recorded := range []bool{true, false} {
+		name := map[bool]string{true: "recorded", false: "unrecorded"}[recorded]
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				f := newFastRunners(t, 1, func(string) error { return nil })
+				ps := f.prepare(t, f.runners[0], record(1, "later"))
+				prior := NewMark()
+				prior.End(recorded)
+				released := false
+				ok := f.runners[0].Execute(&ps[0], Turn{Released: ReleaseFunc(func() { released = true }), Prior: prior})
+				if ok != recorded || !released {
+					t.Fatalf("Execute = %v, released %v; want %v, released", ok, released, recorded)
+				}
+				if n := len(f.settled); n != map[bool]int{true: 1, false: 0}[recorded] {
+					t.Errorf("%d outcomes reported", n)
 				}
 			})
 		})

@@ -93,6 +93,8 @@ type shardProcessor struct {
 }
 
 type entry struct {
+	// p is the shard's processor, told of the entry's release.
+	p *shardProcessor
 	// cmd is the record prepared for its run (command.Prepared).
 	cmd command.Prepared
 	seq string
@@ -108,8 +110,13 @@ type entry struct {
 	// end is told when its run ended (finish), for the next record of its
 	// key; prior is the end of the previous one, when that was unfinished
 	// as this one started.
-	end, prior *command.Mark
+	end   command.Mark
+	prior *command.Mark
 }
+
+// Release is e's run telling that its command's effect is final
+// (command.Turn.Released).
+func (e *entry) Release() { e.p.release(e) }
 
 // recordingPerSlot is how many released records per slot may wait for
 // their outcome to be recorded: enough for the outcome writes of a
@@ -273,6 +280,7 @@ func (p *shardProcessor) entries(recs []types.Record, from, to int) []entry {
 	es := make([]entry, to-from)
 	for i := range es {
 		r := &recs[from+i]
+		es[i].p = p
 		es[i].seq, es[i].key = aws.ToString(r.SequenceNumber), aws.ToString(r.PartitionKey)
 		if r.ApproximateArrivalTimestamp != nil {
 			es[i].arrived = *r.ApproximateArrivalTimestamp
@@ -479,7 +487,6 @@ func (p *shardProcessor) admit(e *entry) bool {
 		return false
 	}
 	p.pending = append(p.pending, e)
-	e.end = command.NewMark()
 	q := append(p.waiting[e.key], e)
 	p.waiting[e.key] = q
 	if len(q) == 1 {
@@ -495,7 +502,7 @@ func (p *shardProcessor) admit(e *entry) bool {
 // unfinished record of its key); p.mu is held.
 func (p *shardProcessor) start(e, prev *entry) {
 	if prev != nil {
-		e.prior = prev.end
+		e.prior = &prev.end
 	}
 	p.wg.Add(1)
 	p.runq.ready = append(p.runq.ready, e)
@@ -726,7 +733,7 @@ func (p *shardProcessor) run() {
 // first. What was prepared is let go: the entry stays until the checkpoint
 // passes it.
 func (p *shardProcessor) execute(e *entry) bool {
-	final := p.commands.Execute(&e.cmd, command.Turn{Released: func() { p.release(e) }, Prior: e.prior})
+	final := p.commands.Execute(&e.cmd, command.Turn{Released: e, Prior: e.prior})
 	e.cmd = command.Prepared{}
 	return final
 }
