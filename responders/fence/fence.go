@@ -56,7 +56,22 @@ type fences struct {
 // applies: the earliest one is in force.
 func With(ctx context.Context, until func() time.Time) context.Context {
 	outer, _ := ctx.Value(key{}).(*fences)
-	return context.WithValue(ctx, key{}, &fences{outer: outer, until: until})
+	return &fenced{Context: ctx, fences: fences{outer: outer, until: until}}
+}
+
+// fenced is ctx carrying its fences, in one allocation where
+// context.WithValue and the fences would take two: an observer fences every
+// attempt of every command.
+type fenced struct {
+	context.Context
+	fences fences
+}
+
+func (c *fenced) Value(k any) any {
+	if k == (key{}) {
+		return &c.fences
+	}
+	return c.Context.Value(k)
 }
 
 // Until returns the fence in force on ctx, and false when ctx has none.

@@ -95,3 +95,25 @@ func TestWallClockFence(t *testing.T) {
 		t.Errorf("wall-clock fence just passed: %v", err)
 	}
 }
+
+// A fenced context is its parent in every other respect: the parent's
+// values, its end, and contexts derived from it end with it.
+func TestFencedKeepsTheParent(t *testing.T) {
+	type other struct{}
+	parent, cancel := context.WithCancel(context.WithValue(t.Context(), other{}, "kept"))
+	ctx := fence.With(parent, func() time.Time { return time.Now().Add(time.Hour) })
+	if v := ctx.Value(other{}); v != "kept" {
+		t.Errorf("parent's value = %v", v)
+	}
+	child, stop := context.WithCancel(ctx)
+	defer stop()
+	cancel()
+	select {
+	case <-child.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("a context derived from a fenced one did not end with its parent")
+	}
+	if ctx.Err() != context.Canceled {
+		t.Errorf("Err = %v, want Canceled", ctx.Err())
+	}
+}
