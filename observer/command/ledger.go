@@ -48,8 +48,7 @@ func (c *run) claim() claimResult {
 // the claim is half way to its timeout. It returns false when the run must
 // stop, having released the claim where another worker may take it.
 func (c *run) renew(attempt int) bool {
-	stale := time.Since(c.claimedAt) > c.ClaimTimeout/2
-	if !c.claimed || attempt == 1 && !stale {
+	if !c.claimed || attempt == 1 && time.Since(c.claimedAt) <= c.ClaimTimeout/2 {
 		return true
 	}
 	extending := time.Now()
