@@ -121,7 +121,7 @@ func (c *run) send(attempt int) (responders.Verdict, time.Duration, error) {
 	c.out.Attempts = attempt
 	actx := c.fence()
 	start := time.Now()
-	err := fence.Check(actx)
+	err := fence.CheckAt(actx, start)
 	if err == nil {
 		err = c.Dispatcher.Send(actx, &c.route)
 	}

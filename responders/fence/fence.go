@@ -96,7 +96,20 @@ func Check(ctx context.Context) error {
 	if !ok {
 		return nil
 	}
-	now := time.Now()
+	return check(t, time.Now())
+}
+
+// CheckAt is Check as of now, a reading of time.Now the caller has just
+// taken (to time a call from the same moment).
+func CheckAt(ctx context.Context, now time.Time) error {
+	t, ok := Until(ctx)
+	if !ok {
+		return nil
+	}
+	return check(t, now)
+}
+
+func check(t, now time.Time) error {
 	if passed(t, now) {
 		return &PassedError{Fence: t, At: now}
 	}

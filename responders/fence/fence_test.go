@@ -117,3 +117,19 @@ func TestFencedKeepsTheParent(t *testing.T) {
 		t.Errorf("Err = %v, want Canceled", ctx.Err())
 	}
 }
+
+// CheckAt judges the fence as of the time it is given.
+func TestCheckAt(t *testing.T) {
+	until := time.Now().Add(time.Minute)
+	ctx := fence.With(t.Context(), func() time.Time { return until })
+	if err := fence.CheckAt(ctx, until.Add(-time.Second)); err != nil {
+		t.Errorf("CheckAt before the fence = %v", err)
+	}
+	var pe *fence.PassedError
+	if err := fence.CheckAt(ctx, until); !errors.As(err, &pe) || !pe.At.Equal(until) {
+		t.Errorf("CheckAt at the fence = %v, want a *PassedError at %v", err, until)
+	}
+	if err := fence.CheckAt(t.Context(), until); err != nil {
+		t.Errorf("CheckAt without a fence = %v", err)
+	}
+}
