@@ -429,11 +429,11 @@ func TestMemoryForgets(t *testing.T) {
 		m := NewMemory()
 		lease := Lease{Lost: make(chan struct{})}
 		run := func(id string) (recent bool) {
-			_, recent, ok := m.enter(context.Background(), lease, id)
+			_, recent, ok := m.enter(context.Background(), lease, m.key(id))
 			if !ok {
 				t.Fatal("enter refused")
 			}
-			m.leave(id, true)
+			m.leave(m.key(id), true)
 			return recent
 		}
 		// Ids of a's stripe, which rotates as they are recorded.
@@ -452,10 +452,10 @@ func TestMemoryForgets(t *testing.T) {
 		run(same[0]) // rotates
 		time.Sleep(2*PeekFresh + time.Second)
 		run(same[1]) // rotates again: a's generation is dropped
-		if _, recent, _ := m.enter(context.Background(), lease, "a"); recent {
+		if _, recent, _ := m.enter(context.Background(), lease, m.key("a")); recent {
 			t.Error("remembered after 4*PeekFresh")
 		}
-		m.leave("a", false)
+		m.leave(m.key("a"), false)
 		if fl, rec := m.size(); fl != 0 || rec != 2 {
 			t.Errorf("%d in flight, %d remembered; want 0 and %v", fl, rec, same)
 		}
@@ -463,8 +463,7 @@ func TestMemoryForgets(t *testing.T) {
 }
 
 func stripeOf(m *Memory, id string) *stripe {
-	s, _ := m.stripe(id)
-	return s
+	return m.stripe(m.key(id))
 }
 
 func (r Record) commandID() string {

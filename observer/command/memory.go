@@ -55,20 +55,21 @@ func NewMemory() *Memory {
 	return m
 }
 
-// stripe is id's stripe and its key there.
-func (m *Memory) stripe(id string) (*stripe, uint64) {
-	h := maphash.String(m.seed, id)
-	return &m.stripes[h%memoryStripes], h
-}
+// key is commandId id's key in Memory: taken once per run, for its enter
+// and its leave.
+func (m *Memory) key(id string) uint64 { return maphash.String(m.seed, id) }
 
-// enter registers a run of commandId id, waiting while another run of id
-// is in flight in this process. waited is set when it had to wait, recent
-// when this process recorded an outcome under id lately (at least within
+// stripe is key's stripe.
+func (m *Memory) stripe(key uint64) *stripe { return &m.stripes[key%memoryStripes] }
+
+// enter registers a run of the commandId of key, waiting while another run
+// of it is in flight in this process. waited is set when it had to wait,
+// recent when this process recorded an outcome under it lately (at least within
 // 2*PeekFresh): either way the run must take a claim. ok is false when ctx
 // ended or the lease was lost during the wait; the run is then not
 // registered.
-func (m *Memory) enter(ctx context.Context, lease Lease, id string) (waited, recent, ok bool) {
-	s, key := m.stripe(id)
+func (m *Memory) enter(ctx context.Context, lease Lease, key uint64) (waited, recent, ok bool) {
+	s := m.stripe(key)
 	s.mu.Lock()
 	for {
 		ch, busy := s.flights[key]
@@ -98,10 +99,10 @@ func (m *Memory) enter(ctx context.Context, lease Lease, id string) (waited, rec
 	}
 }
 
-// leave ends the run of id that entered; recorded is set when its outcome
+// leave ends the run of key that entered; recorded is set when its outcome
 // is in the ledger.
-func (m *Memory) leave(id string, recorded bool) {
-	s, key := m.stripe(id)
+func (m *Memory) leave(key uint64, recorded bool) {
+	s := m.stripe(key)
 	s.mu.Lock()
 	ch := s.flights[key]
 	delete(s.flights, key)

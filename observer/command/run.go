@@ -132,6 +132,8 @@ type run struct {
 	cmd    *responders.Command
 	route  responders.Route
 	id     outcomes.Identity
+	// memKey is the commandId's key in Memory, once the run entered it.
+	memKey uint64
 	// ctx is Hard: a call that has started is let finish even if the
 	// lease is lost meanwhile, as its claim still fences the command and
 	// cutting it short after the vendor acted would leave no outcome and
@@ -193,7 +195,8 @@ func (r *Runner) Execute(p *Prepared, t Turn) bool {
 	c.ctx = r.Hard
 	if r.Ledger != nil {
 		if r.Memory != nil {
-			waited, recent, ok := r.Memory.enter(r.Intake, r.Lease, c.id.CommandID)
+			c.memKey = r.Memory.key(c.id.CommandID)
+			waited, recent, ok := r.Memory.enter(r.Intake, r.Lease, c.memKey)
 			if !ok {
 				return false
 			}
@@ -234,7 +237,7 @@ func (c *run) load(p *Prepared) {
 // leave ends a run registered in Memory.
 func (c *run) leave() {
 	c.uncount()
-	c.Memory.leave(c.id.CommandID, c.recorded)
+	c.Memory.leave(c.memKey, c.recorded)
 }
 
 // duplicate settles a command the ledger holds as done.
