@@ -542,10 +542,8 @@ func (p *shardProcessor) release(e *entry) {
 
 // finish records e's result, tells the next record of its key how e ended,
 // starts that record unless e's release did, and moves the checkpoint
-// candidate past the finished prefix.
+// candidate past the finished prefix; p.mu is held.
 func (p *shardProcessor) finish(e *entry, final bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	if e.released {
 		<-p.recording
 	} else {
@@ -721,9 +719,10 @@ func (p *shardProcessor) run() {
 		p.mu.Unlock()
 		final := p.execute(e)
 		p.runq.busy.Add(-1)
+		// One hold of p.mu finishes this record and takes the next.
+		p.mu.Lock()
 		p.finish(e, final)
 		p.wg.Done()
-		p.mu.Lock()
 	}
 	p.runq.runners--
 	p.mu.Unlock()
