@@ -505,8 +505,8 @@ func (p *shardProcessor) start(e, prev *entry) {
 		e.prior = &prev.end
 	}
 	p.wg.Add(1)
-	p.runq.ready = append(p.runq.ready, e)
-	if p.runq.runners-int(p.runq.busy.Load()) < len(p.runq.ready) {
+	p.runq.add(e)
+	if p.runq.runners-int(p.runq.busy.Load()) < p.runq.waiting() {
 		p.runq.runners++
 		go p.run()
 	}
@@ -700,8 +700,12 @@ func (p *shardProcessor) persist(ctx context.Context, what string, write func() 
 // their grown stacks: a fresh goroutine per record spent about a sixth of
 // its CPU growing its stack through decoding and validation.
 type runQueue struct {
-	// ready, runners: guarded by shardProcessor.mu.
+	// ready[head:] wait for a runner; ready, head, runners: guarded by
+	// shardProcessor.mu. Taken from the front by head, so that the array
+	// is reused once the queue empties rather than a new one made as
+	// records are started one by one.
 	ready   []*entry
+	head    int
 	runners int
 	// busy counts the runners holding a record. A runner stops counting
 	// before it finishes its record, so that the record finish starts next
@@ -709,12 +713,35 @@ type runQueue struct {
 	busy atomic.Int32
 }
 
+// add queues e for a runner. A full array is compacted before it grows:
+// one that never empties does not grow with what was taken from it.
+func (q *runQueue) add(e *entry) {
+	if q.head > 0 && len(q.ready) == cap(q.ready) {
+		n := copy(q.ready, q.ready[q.head:])
+		clear(q.ready[n:])
+		q.ready, q.head = q.ready[:n], 0
+	}
+	q.ready = append(q.ready, e)
+}
+
+// waiting is the number of started records no runner took yet.
+func (q *runQueue) waiting() int { return len(q.ready) - q.head }
+
+// take returns the first record waiting; there is one.
+func (q *runQueue) take() *entry {
+	e := q.ready[q.head]
+	q.ready[q.head] = nil
+	q.head++
+	if q.head == len(q.ready) {
+		q.ready, q.head = q.ready[:0], 0
+	}
+	return e
+}
+
 func (p *shardProcessor) run() {
 	p.mu.Lock()
-	for len(p.runq.ready) > 0 {
-		e := p.runq.ready[0]
-		p.runq.ready[0] = nil
-		p.runq.ready = p.runq.ready[1:]
+	for p.runq.waiting() > 0 {
+		e := p.runq.take()
 		p.runq.busy.Add(1)
 		p.mu.Unlock()
 		final := p.execute(e)

@@ -479,3 +479,42 @@ func TestHandoverDrainIsBounded(t *testing.T) {
 		}
 	})
 }
+
+// The run queue hands records out in the order they were started, whether
+// it empties between them or is compacted as it fills, and its array does
+// not grow with what was taken from it.
+func TestRunQueueOrder(t *testing.T) {
+	var q runQueue
+	es := make([]entry, 100)
+	next, want := 0, 0
+	take := func(n int) {
+		for range n {
+			if e := q.take(); e != &es[want] {
+				t.Fatalf("took %s, want %d", e.seq, want)
+			}
+			want++
+		}
+	}
+	for i := range es {
+		es[i].seq = fmt.Sprint(i)
+	}
+	add := func(n int) {
+		for range n {
+			q.add(&es[next])
+			next++
+		}
+	}
+	add(3)
+	take(3) // empties
+	for range 20 {
+		add(4)
+		take(3) // never empties: one stays behind
+	}
+	if q.waiting() != 20 || cap(q.ready) > 64 {
+		t.Errorf("%d waiting in an array of %d", q.waiting(), cap(q.ready))
+	}
+	take(20)
+	if q.waiting() != 0 {
+		t.Errorf("%d waiting", q.waiting())
+	}
+}
