@@ -471,14 +471,25 @@ func (p *shardProcessor) admit(e *entry) bool {
 			return false
 		}
 	}
+	// A stop is looked for first, then a free slot, each on its own: a
+	// select of several channels locks them all, and the lost and stop
+	// channels are every runner's; the select waits only when no slot is
+	// free.
+	if closed(p.intake.Done()) || closed(p.lost) || closed(p.handoff) {
+		return false
+	}
 	select {
 	case p.slots <- struct{}{}:
-	case <-p.intake.Done():
-		return false
-	case <-p.lost:
-		return false
-	case <-p.handoff:
-		return false
+	default:
+		select {
+		case p.slots <- struct{}{}:
+		case <-p.intake.Done():
+			return false
+		case <-p.lost:
+			return false
+		case <-p.handoff:
+			return false
+		}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -517,12 +528,21 @@ func (p *shardProcessor) start(e, prev *entry) {
 // recorded yet), gives e's slot back and starts the next record of its key.
 // Stopping first leaves e holding its slot until it finishes.
 func (p *shardProcessor) release(e *entry) {
+	// As in admit: the stop first, then a free token, the select only when
+	// there is none.
+	if closed(p.hard.Done()) || closed(p.lost) {
+		return
+	}
 	select {
 	case p.recording <- struct{}{}:
-	case <-p.hard.Done():
-		return
-	case <-p.lost:
-		return
+	default:
+		select {
+		case p.recording <- struct{}{}:
+		case <-p.hard.Done():
+			return
+		case <-p.lost:
+			return
+		}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -598,6 +618,17 @@ func (p *shardProcessor) finish(e *entry, final bool) {
 	p.candidate = last
 	clear(p.pending[:n])
 	p.pending = p.pending[n:]
+}
+
+// closed reports whether ch is closed (nil: never), without the lock a
+// select of several channels takes on each.
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 func (p *shardProcessor) isStopped() bool {
