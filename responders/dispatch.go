@@ -79,7 +79,8 @@ func (d *Dispatcher) resolve(cmd *Command, set *map[string]Enabled) (Route, erro
 }
 
 func (d *Dispatcher) expired(cmd *Command) error {
-	if !cmd.Expired(d.now()) {
+	// Without a time to live the clock is not read at all.
+	if cmd.TimeToLiveMillis == nil || !cmd.Expired(d.now()) {
 		return nil
 	}
 	return reject(ReasonExpired, cmd.ID, envelopePart.dataPointer()+"/execution/timeToLive", "time to live %d ms exceeded: created %s, now %s",
