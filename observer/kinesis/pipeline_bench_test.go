@@ -31,9 +31,10 @@ func (noopResponder) Respond(context.Context, *responders.Command) error { retur
 // freeLedger is an idempotency table that answers at once and has never
 // seen a command: with it the pipeline computes each command's digest,
 // checks it and records its outcome in bulk, as with idempotency on in
-// steady state, while DynamoDB's own cost stays out. claims, when set,
-// counts the commands that took a claim rather than the bulk path.
-type freeLedger struct{ claims *atomic.Int64 }
+// steady state, while DynamoDB's own cost stays out. claims and writes,
+// when set, count the commands that took a claim rather than the bulk
+// path, and the bulk writes of outcomes.
+type freeLedger struct{ claims, writes *atomic.Int64 }
 
 func (l freeLedger) Claim(context.Context, outcomes.Claim) error {
 	if l.claims != nil {
@@ -48,7 +49,12 @@ func (freeLedger) Reject(context.Context, outcomes.Rejection) error             
 func (freeLedger) Peek(_ context.Context, cs []outcomes.Claim) ([]outcomes.Peeked, error) {
 	return make([]outcomes.Peeked, len(cs)), nil
 }
-func (freeLedger) RecordDone(context.Context, []outcomes.Done) error { return nil }
+func (l freeLedger) RecordDone(context.Context, []outcomes.Done) error {
+	if l.writes != nil {
+		l.writes.Add(1)
+	}
+	return nil
+}
 
 // webhookRecord is a webhook command as a producer would put it: a JSON body
 // of a few fields and one extra header, in the standard Sauna envelope.
@@ -94,9 +100,9 @@ func benchPipeline(b *testing.B, claimed bool) {
 	created := time.Now().In(time.FixedZone("", 3600))
 	d := responders.NewDispatcher(nil)
 	d.Replace(map[string]responders.Enabled{"webhook": {ID: "webhook", Module: "webhook", Responder: noopResponder{}}})
-	var executed, other, claims atomic.Int64
+	var executed, other, claims, writes atomic.Int64
 	o := benchObserver(64, d)
-	ledger := freeLedger{claims: &claims}
+	ledger := freeLedger{claims: &claims, writes: &writes}
 	o.ledger = ledger
 	o.memory = command.NewMemory()
 	o.batcher = command.NewBatcher(ledger, o.log)
@@ -126,6 +132,7 @@ func benchPipeline(b *testing.B, claimed bool) {
 		waitFor(b, func() bool { return executed.Load() == int64(len(pool)) })
 		executed.Store(0)
 		claims.Store(0)
+		writes.Store(0)
 		b.ReportAllocs()
 		b.ResetTimer()
 		for done := 0; done < b.N; {
@@ -176,6 +183,7 @@ func benchPipeline(b *testing.B, claimed bool) {
 	}
 	b.ReportMetric(float64(c)/float64(b.N), "claims/op")
 	b.ReportMetric(float64(len(recs.template)), "record-bytes")
+	b.ReportMetric(float64(writes.Load())/float64(b.N), "writes/op")
 }
 
 // uniqueRecords makes webhook records with a commandId and sequence number
