@@ -136,7 +136,11 @@ func (b *Batcher) add(d outcomes.Done, counted bool) *batch {
 		return failedBatch
 	}
 	if b.cur == nil {
-		b.cur = &batch{items: make([]outcomes.Done, 0, BatchSize), first: time.Now(), done: make(chan struct{})}
+		// Room for d and the runs that may join it (those between their
+		// first attempt and their outcome), not BatchSize: a batch often
+		// goes with one or two outcomes, and BatchSize of them is 4.6 kB.
+		// One that gets more grows.
+		b.cur = &batch{items: make([]outcomes.Done, 0, min(BatchSize, b.active+1)), first: time.Now(), done: make(chan struct{})}
 	}
 	cur := b.cur
 	cur.items = append(cur.items, d)
