@@ -125,7 +125,8 @@ func (c *run) send(attempt int) (responders.Verdict, time.Duration, error) {
 	if err == nil {
 		err = c.Dispatcher.Send(actx, &c.route)
 	}
-	took := time.Since(start)
+	c.last = time.Now()
+	took := c.last.Sub(start)
 	c.out.Latency += took
 	v, after := responders.Classify(err)
 	c.Attempted(c.cmd.Module, v, took)
@@ -139,7 +140,10 @@ func (c *run) send(attempt int) (responders.Verdict, time.Duration, error) {
 func (c *run) fence() context.Context {
 	leaseFence := c.Lease.Fence
 	if !c.claimed {
-		return fence.With(c.ctx, leaseFence)
+		if c.ctx != c.Hard {
+			return fence.With(c.ctx, leaseFence)
+		}
+		return c.leaseFencedContext()
 	}
 	claimEnd := c.claimEnd()
 	return fence.With(c.ctx, func() time.Time {
@@ -148,6 +152,19 @@ func (c *run) fence() context.Context {
 		}
 		return claimEnd
 	})
+}
+
+// leaseFencedContext is Hard fenced by the lease alone, shared by the runs:
+// the fence is a function of the lease, evaluated at every check, so one
+// context serves every attempt made without a claim.
+func (c *run) leaseFencedContext() context.Context {
+	if f := c.leaseFenced.Load(); f != nil {
+		return f.ctx
+	}
+	f := &fencedContext{ctx: fence.With(c.Hard, c.Lease.Fence)}
+	// Runs racing here make equal contexts: whichever is kept serves.
+	c.leaseFenced.CompareAndSwap(nil, f)
+	return f.ctx
 }
 
 // failed ends a command that failed for good. A rejection (the TTL passed or

@@ -29,6 +29,7 @@ package command
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/sauna-io/sauna/observer/deadletter"
@@ -121,7 +122,15 @@ type Runner struct {
 	// final outcome; both are required, and neither may block.
 	Attempted func(module string, v responders.Verdict, took time.Duration)
 	Settled   func(Outcome)
+
+	// leaseFenced is Hard fenced by the lease alone: the context of every
+	// attempt made without a claim, the same for all of them, so made once
+	// (by the first such attempt) rather than once per attempt.
+	leaseFenced atomic.Pointer[fencedContext]
 }
+
+// fencedContext holds a context for an atomic.Pointer.
+type fencedContext struct{ ctx context.Context }
 
 // run is one command's life; it lives on its runner's goroutine.
 type run struct {
@@ -150,8 +159,9 @@ type run struct {
 	// item); counted while the Batcher counts it as about to record an
 	// outcome; recorded once the outcome is in the ledger.
 	fast, counted, recorded bool
-	// first is when the first attempt started.
-	first time.Time
+	// first is when the first attempt started, last when the latest one
+	// ended.
+	first, last time.Time
 	// budgetLogged is set once the spent retry budget was logged.
 	budgetLogged bool
 }

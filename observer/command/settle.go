@@ -41,12 +41,17 @@ func (c *run) settle(reason string) bool {
 // failed for good: the command ran, and the record is read again by the
 // next owner (at least once, never lost); its outcome may still land.
 func (c *run) recordDone(reason string) bool {
+	// The outcome is the last attempt's: it settles as that attempt ends.
+	last := c.last
+	if last.IsZero() {
+		last = time.Now()
+	}
 	d := outcomes.Done{
 		Claim: outcomes.Claim{
 			CommandID: c.cmd.ID, Digest: c.out.Digest, Schema: c.letter.CommandSchema,
 			Shard: c.Shard, Sequence: c.out.Sequence, Responder: c.cmd.Module,
 		},
-		Final: outcomes.Final{Verdict: c.out.Verdict, Attempts: c.out.Attempts, FirstAttempt: c.first, LastAttempt: time.Now(), Reason: reason},
+		Final: outcomes.Final{Verdict: c.out.Verdict, Attempts: c.out.Attempts, FirstAttempt: c.first, LastAttempt: last, Reason: reason},
 	}
 	bt := c.Batcher.add(d, c.counted)
 	c.counted = false
