@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -85,8 +86,6 @@ type Command struct {
 	Created time.Time
 	// TimeToLiveMillis is nil when the command never expires.
 	TimeToLiveMillis *int64
-	// Tags is the envelope's free-form metadata.
-	Tags map[string]string
 	// Schema is the inner command's schema; it picks the responder.
 	Schema schemas.Key
 	// Data is the inner command's data exactly as received.
@@ -103,6 +102,25 @@ type Command struct {
 	// uri is Schema as the record spells it, which is Schema.String()
 	// (ParseKey accepts only the canonical spelling), when set.
 	uri string
+	// tags are the envelope's tags as encoding/json decoded them, or
+	// tagMembers their members as parsed (every value a string): the map
+	// is built only when asked for, as nothing on a command's way to its
+	// responder reads it.
+	tags       map[string]string
+	tagMembers *schemas.Members
+}
+
+// Tags returns the envelope's free-form metadata: nil when the envelope has
+// none (or null), else a map the caller may keep and change.
+func (c *Command) Tags() map[string]string {
+	if c.tagMembers == nil {
+		return maps.Clone(c.tags)
+	}
+	tags := make(map[string]string, len(*c.tagMembers))
+	for _, e := range *c.tagMembers {
+		tags[e.Name] = e.Value.(string)
+	}
+	return tags
 }
 
 // SchemaURI is Schema.String(), without building it again when the record's
@@ -448,7 +466,7 @@ func decodeEnvelope(data json.RawMessage) (*Command, error) {
 		ID:               env.CommandID,
 		Created:          created,
 		TimeToLiveMillis: env.Execution.TimeToLive,
-		Tags:             env.Tags,
+		tags:             env.Tags,
 	}, nil
 }
 

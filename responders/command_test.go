@@ -89,8 +89,13 @@ func TestDecodeValid(t *testing.T) {
 	if string(cmd.Data) != `{"text":"hello","channel":"#ops"}` {
 		t.Errorf("data not kept as received: %s", cmd.Data)
 	}
-	if cmd.Tags["source"] != "test" {
-		t.Errorf("tags %v", cmd.Tags)
+	if cmd.Tags()["source"] != "test" {
+		t.Errorf("tags %v", cmd.Tags())
+	}
+	// Each call gives a map of its own.
+	cmd.Tags()["source"] = "changed"
+	if got := cmd.Tags(); len(got) != 1 || got["source"] != "test" {
+		t.Errorf("tags after a caller changed its copy: %v", got)
 	}
 }
 

@@ -197,18 +197,15 @@ func envelopeFromTree(v any) (*Command, bool) {
 	default:
 		return nil, false
 	}
-	var tags map[string]string
 	switch t := field(m, "tags").(type) {
 	case nil:
 	case *schemas.Members:
-		tags = make(map[string]string, len(*t))
 		for _, e := range *t {
-			s, ok := e.Value.(string)
-			if !ok {
+			if _, ok := e.Value.(string); !ok {
 				return nil, false
 			}
-			tags[e.Name] = s
 		}
+		cmd.tagMembers = t
 	default:
 		return nil, false
 	}
@@ -216,7 +213,7 @@ func envelopeFromTree(v any) (*Command, bool) {
 	if err != nil {
 		return nil, false
 	}
-	cmd.ID, cmd.Created, cmd.Tags = id, created, tags
+	cmd.ID, cmd.Created = id, created
 	return cmd, true
 }
 

@@ -104,7 +104,12 @@ func checkSame(t testing.TB, raw []byte) bool {
 	if fast.uri != fast.Schema.String() {
 		t.Fatalf("decodeFast kept the schema URI %q for %s", fast.uri, fast.Schema)
 	}
+	// Tags are kept as parsed, and built on demand.
+	if ft, st := fast.Tags(), slow.Tags(); !reflect.DeepEqual(ft, st) || (ft == nil) != (st == nil) {
+		t.Fatalf("decodeFast gives tags %#v, decodeChecked %#v:\n%s", ft, st, raw)
+	}
 	fast.dataTree, fast.hasTree, fast.uri = nil, false, ""
+	fast.tagMembers, fast.tags, slow.tags = nil, nil, nil
 	if !reflect.DeepEqual(fast, slow) {
 		t.Fatalf("decodeFast and decodeChecked disagree:\n%#v\n%#v\n%s", fast, slow, raw)
 	}

@@ -33,7 +33,6 @@ const maxResponderDelay = delivery.MaxVendorDelay
 // attempts calls the responder until the command is done, fails for good
 // or runs out of retry budget, waiting between attempts; then it settles.
 func (c *run) attempts() bool {
-	c.first = time.Now()
 	for attempt := 1; ; attempt++ {
 		// No new side effect once the source may belong to another worker:
 		// a worker that was frozen wakes before any renewal tells it so.
@@ -121,6 +120,9 @@ func (c *run) send(attempt int) (responders.Verdict, time.Duration, error) {
 	c.out.Attempts = attempt
 	actx := c.fence()
 	start := time.Now()
+	if attempt == 1 {
+		c.first = start
+	}
 	err := fence.CheckAt(actx, start)
 	if err == nil {
 		err = c.Dispatcher.Send(actx, &c.route)

@@ -159,8 +159,8 @@ type run struct {
 	// item); counted while the Batcher counts it as about to record an
 	// outcome; recorded once the outcome is in the ledger.
 	fast, counted, recorded bool
-	// first is when the first attempt started, last when the latest one
-	// ended.
+	// first is when the first attempt's call started (send), last when
+	// the latest one ended.
 	first, last time.Time
 	// budgetLogged is set once the spent retry budget was logged.
 	budgetLogged bool
