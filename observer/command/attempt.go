@@ -163,7 +163,7 @@ func (c *run) leaseFencedContext() context.Context {
 	if f := c.leaseFenced.Load(); f != nil {
 		return f.ctx
 	}
-	f := &fencedContext{ctx: fence.With(c.Hard, c.Lease.Fence)}
+	f := &sharedContext{ctx: fence.With(c.Hard, c.Lease.Fence)}
 	// Runs racing here make equal contexts: whichever is kept serves.
 	c.leaseFenced.CompareAndSwap(nil, f)
 	return f.ctx

@@ -56,9 +56,12 @@ type Batcher struct {
 	sealed []*batch
 	// active counts the runs between their first attempt and their
 	// outcome.
-	active   int
-	stopping bool
-	stopped  bool
+	active int
+	// inFlight counts the loop's writes out; alone the runs writing their
+	// outcome themselves (see add).
+	inFlight, alone int
+	stopping        bool
+	stopped         bool
 
 	wake chan struct{}
 	// ctx ends the writes in flight; cancel is called by Stop at its
@@ -125,15 +128,25 @@ func (b *Batcher) abandon() {
 }
 
 // add queues d; counted says the run was counted by begin. The batch
-// returned is done once d is written, or could not be.
-func (b *Batcher) add(d outcomes.Done, counted bool) *batch {
+// returned is done once d is written, or could not be. When the run may
+// write d itself (mayAlone) and d would go at once in a write of its own
+// (nothing is queued or being written, and no run is about to join it),
+// alone is set instead: the run writes it (writeAlone) rather than hand it
+// to the loop's goroutine and wait, which spares a lone outcome the loop's
+// wake-up, a goroutine and the run's wait.
+func (b *Batcher) add(d outcomes.Done, counted, mayAlone bool) (bt *batch, alone bool) {
 	b.mu.Lock()
 	if counted {
 		b.active--
 	}
 	if b.stopped {
 		b.mu.Unlock()
-		return failedBatch
+		return failedBatch, false
+	}
+	if mayAlone && b.cur == nil && b.active <= 0 && b.inFlight+b.alone+len(b.sealed) == 0 {
+		b.alone++
+		b.mu.Unlock()
+		return nil, true
 	}
 	if b.cur == nil {
 		// Room for d and the runs that may join it (those between their
@@ -156,7 +169,24 @@ func (b *Batcher) add(d outcomes.Done, counted bool) *batch {
 	if poke {
 		b.poke()
 	}
-	return cur
+	return cur, false
+}
+
+// writeAlone writes d, which add let its run write itself, retrying until
+// it succeeds or ctx ends. ctx ends at the run's hard stop or once its
+// lease is lost (Runner.HardOrLost), when the run would stop waiting for a
+// batch.
+// Outcomes queued meanwhile waited for this write, as for any write out.
+func (b *Batcher) writeAlone(ctx context.Context, d outcomes.Done) error {
+	err := b.write(ctx, []outcomes.Done{d})
+	b.mu.Lock()
+	b.alone--
+	poke := b.cur != nil || b.stopping
+	b.mu.Unlock()
+	if poke {
+		b.poke()
+	}
+	return err
 }
 
 // failedBatch is what add returns once the Batcher has stopped.
@@ -187,16 +217,20 @@ func (b *Batcher) loop() {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	written := make(chan struct{}, maxWrites)
-	inFlight := 0
+	// returned counts the writes back since b.inFlight was last updated.
+	returned := 0
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
 		b.mu.Lock()
+		b.inFlight -= returned
+		returned = 0
+		inFlight := b.inFlight
 		// The current batch goes when no run is about to join it and no
 		// write is out (one that is will free slots, and so bring more
 		// outcomes, when it comes back), or once it lingered long enough;
 		// while every write slot is taken it keeps growing instead.
-		idle := b.active <= 0 && inFlight+len(b.sealed) == 0
+		idle := b.active <= 0 && inFlight+b.alone+len(b.sealed) == 0
 		lingered := inFlight+len(b.sealed) < maxWrites && time.Since(b.curFirst()) >= batchLinger
 		if b.cur != nil && (idle || lingered || b.stopping) {
 			cur := b.cur
@@ -213,20 +247,20 @@ func (b *Batcher) loop() {
 		if b.cur != nil && inFlight+len(start) < maxWrites {
 			linger = batchLinger - time.Since(b.cur.first)
 		}
-		done := b.stopping && b.cur == nil && len(b.sealed) == 0 && inFlight+len(start) == 0
+		done := b.stopping && b.cur == nil && len(b.sealed) == 0 && inFlight+len(start)+b.alone == 0
 		if done {
 			b.stopped = true
 		}
+		b.inFlight += len(start)
 		b.mu.Unlock()
 		if done {
 			return
 		}
 		for _, bt := range start {
-			inFlight++
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				bt.err = b.write(bt.items)
+				bt.err = b.write(b.ctx, bt.items)
 				close(bt.done)
 				written <- struct{}{}
 			}()
@@ -240,27 +274,28 @@ func (b *Batcher) loop() {
 		case <-b.wake:
 		case <-tick:
 		case <-written:
-			inFlight--
+			returned++
 		}
 	}
 }
 
-// write writes items, retrying with backoff until it succeeds or the
-// Batcher is stopped: the items are puts of final outcomes, so a write
+// write writes items, retrying with backoff until it succeeds or ctx ends
+// (the Batcher's, ended once it is stopped; or that of a run writing its
+// outcome alone): the items are puts of final outcomes, so a write
 // repeated after a lost answer changes nothing, and their runs wait for
 // them (or give up at their own stop).
-func (b *Batcher) write(items []outcomes.Done) error {
+func (b *Batcher) write(ctx context.Context, items []outcomes.Done) error {
 	for attempt := 1; ; attempt++ {
-		err := b.w.RecordDone(b.ctx, items)
+		err := b.w.RecordDone(ctx, items)
 		if err == nil {
 			return nil
 		}
-		if b.ctx.Err() != nil {
+		if ctx.Err() != nil {
 			b.log.Error("recording command outcomes failed; those commands stay unfinished and are read again", "commands", len(items), "err", err)
 			return err
 		}
 		b.log.Warn("recording command outcomes failed; retrying", "commands", len(items), "attempt", attempt, "err", err)
-		if !backoff.Sleep(b.ctx, backoff.Policy{First: firstBackoff, Max: 5 * time.Second}.Delay(attempt)) {
+		if !backoff.Sleep(ctx, backoff.Policy{First: firstBackoff, Max: 5 * time.Second}.Delay(attempt)) {
 			return err
 		}
 	}

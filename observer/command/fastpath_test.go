@@ -107,12 +107,14 @@ func (t *table) counts() (claims, peeks int, batches []int) {
 // fastRunners are the runners of shards of one observer process, sharing
 // its Memory and Batcher, with tab as ledger and respond as responder.
 type fastRunners struct {
-	tab      *table
-	memory   *Memory
-	batcher  *Batcher
-	mu       sync.Mutex
-	settled  []Outcome
-	runners  []*Runner
+	tab     *table
+	memory  *Memory
+	batcher *Batcher
+	mu      sync.Mutex
+	settled []Outcome
+	runners []*Runner
+	// lost are the runners' lease-lost channels.
+	lost     []chan struct{}
 	finished chan struct{}
 }
 
@@ -125,11 +127,16 @@ func newFastRunners(t *testing.T, shards int, respond answer) *fastRunners {
 	f.batcher.Start()
 	t.Cleanup(func() { f.batcher.Stop(context.Background()) })
 	for i := range shards {
+		lost := make(chan struct{})
+		f.lost = append(f.lost, lost)
+		lease := Lease{Lost: lost, Fence: func() time.Time { return time.Now().Add(time.Hour) }}
+		hardOrLost, cancel := lease.Context(context.Background())
+		t.Cleanup(cancel)
 		f.runners = append(f.runners, &Runner{
 			Observer: "obs", Stream: "s", Shard: "shard-" + string(rune('a'+i)),
 			Dispatcher: d, Ledger: f.tab, Memory: f.memory, Batcher: f.batcher,
-			Lease:  Lease{Lost: make(chan struct{}), Fence: func() time.Time { return time.Now().Add(time.Hour) }},
-			Intake: context.Background(), Hard: context.Background(),
+			Lease:  lease,
+			Intake: context.Background(), Hard: context.Background(), HardOrLost: hardOrLost,
 			Log:       log,
 			Attempted: func(string, responders.Verdict, time.Duration) {},
 			Settled: func(o Outcome) {
@@ -245,6 +252,32 @@ func TestFastPathLoneOutcomeWrittenAtOnce(t *testing.T) {
 		}
 		if _, _, batches := f.tab.counts(); len(batches) != 1 || batches[0] != 1 {
 			t.Errorf("outcome writes %v, want one of 1", batches)
+		}
+	})
+}
+
+// A lone outcome is written by its own run, under the run's stop: once the
+// lease is lost, the run stops retrying a failing write and leaves the
+// record unfinished, and no write of it goes on after.
+func TestFastPathLoneOutcomeWriteEndsWithTheLease(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFastRunners(t, 1, func(string) error { return nil })
+		f.tab.failWrites = 1000
+		r := f.runners[0]
+		ps := f.prepare(t, r, record(1, "alone"))
+		final := make(chan bool)
+		go func() { final <- r.Execute(&ps[0], Turn{}) }()
+		time.Sleep(time.Second) // the write failed and is retried
+		synctest.Wait()
+		close(f.lost[0])
+		if <-final {
+			t.Fatal("the run finished without its outcome recorded")
+		}
+		synctest.Wait()
+		_, _, before := f.tab.counts()
+		time.Sleep(time.Minute)
+		if _, _, after := f.tab.counts(); len(after) != len(before) || len(before) < 2 {
+			t.Errorf("outcome writes %v before the lease was lost, %v a minute after", before, after)
 		}
 	})
 }

@@ -117,7 +117,13 @@ type Runner struct {
 	// wait for a claim or a lease, starts after it; a first attempt still
 	// does. Hard ends when work in flight must be abandoned.
 	Intake, Hard context.Context
-	Log          *slog.Logger
+	// HardOrLost is Hard ended also once the lease is lost
+	// (Lease.Context(Hard)), one for the whole source, or nil. When set, a
+	// run whose outcome would go alone in a write makes that write itself
+	// under it rather than wait for the Batcher's goroutine (Batcher.add);
+	// it ends as the run would stop waiting.
+	HardOrLost context.Context
+	Log        *slog.Logger
 	// Attempted is told of every responder call, Settled of every record's
 	// final outcome; both are required, and neither may block.
 	Attempted func(module string, v responders.Verdict, took time.Duration)
@@ -126,11 +132,11 @@ type Runner struct {
 	// leaseFenced is Hard fenced by the lease alone: the context of every
 	// attempt made without a claim, the same for all of them, so made once
 	// (by the first such attempt) rather than once per attempt.
-	leaseFenced atomic.Pointer[fencedContext]
+	leaseFenced atomic.Pointer[sharedContext]
 }
 
-// fencedContext holds a context for an atomic.Pointer.
-type fencedContext struct{ ctx context.Context }
+// sharedContext holds a context the runs share, for an atomic.Pointer.
+type sharedContext struct{ ctx context.Context }
 
 // run is one command's life; it lives on its runner's goroutine.
 type run struct {

@@ -53,9 +53,17 @@ func (c *run) recordDone(reason string) bool {
 		},
 		Final: outcomes.Final{Verdict: c.out.Verdict, Attempts: c.out.Attempts, FirstAttempt: c.first, LastAttempt: last, Reason: reason},
 	}
-	bt := c.Batcher.add(d, c.counted)
+	bt, alone := c.Batcher.add(d, c.counted, c.HardOrLost != nil)
 	c.counted = false
-	if ok, err := bt.wait(c.ctx, c.Lease.Lost); !ok {
+	var ok bool
+	var err error
+	if alone {
+		err = c.Batcher.writeAlone(c.HardOrLost, d)
+		ok = err == nil
+	} else {
+		ok, err = bt.wait(c.ctx, c.Lease.Lost)
+	}
+	if !ok {
 		c.Log.Warn("the command ran but its outcome is not recorded; leaving the record to be read again", "seq", c.out.Sequence, "command_id", c.out.CommandID, "err", err)
 		return false
 	}

@@ -149,7 +149,7 @@ func (o *Observer) Config() Config { return o.cfg }
 // commandRunner is what runs the commands of one shard: the observer's
 // dispatcher, ledger, dead-letter stream and metrics, under the shard's
 // lease and contexts.
-func (o *Observer) commandRunner(shard string, lease command.Lease, intake, hard context.Context, log *slog.Logger) command.Runner {
+func (o *Observer) commandRunner(shard string, lease command.Lease, intake, hard, hardOrLost context.Context, log *slog.Logger) command.Runner {
 	return command.Runner{
 		Observer: o.cfg.ID, Stream: o.cfg.StreamName, Shard: shard,
 		Dispatcher: o.dispatch,
@@ -159,7 +159,7 @@ func (o *Observer) commandRunner(shard string, lease command.Lease, intake, hard
 		DeadLetters:  o.deadLetters, DeadLetterStream: o.cfg.DeadLetterStream,
 		RetryBudget: o.cfg.RetryBudget,
 		Lease:       lease,
-		Intake:      intake, Hard: hard,
+		Intake:      intake, Hard: hard, HardOrLost: hardOrLost,
 		Log:       log,
 		Attempted: o.countAttempt,
 		Settled:   o.report,

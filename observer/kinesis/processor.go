@@ -47,6 +47,10 @@ type shardProcessor struct {
 	// when a handover's drain runs out of time.
 	intake, hard         context.Context
 	stopIntake, stopHard context.CancelFunc
+	// hardOrLost is hard ended also once the lease is lost, for the runs'
+	// own outcome writes (command.Runner.HardOrLost), on the fast path; it
+	// ends with hard.
+	hardOrLost context.Context
 	// commands runs the shard's records, one command each.
 	commands command.Runner
 	// handoff is closed when a peer asks for the shard (nil: never).
@@ -145,7 +149,11 @@ func (p *shardProcessor) Initialize(in *kcl.InitializationInput) {
 	p.lease = command.Lease{Lost: p.lost, Fence: p.leaseFence}
 	p.intake, p.stopIntake = context.WithCancel(p.o.intake)
 	p.hard, p.stopHard = context.WithCancel(p.o.hard)
-	p.commands = p.o.commandRunner(in.ShardId, p.lease, p.intake, p.hard, p.log)
+	if p.fastPath() {
+		// Its cancel is left to hard's, which Shutdown calls.
+		p.hardOrLost, _ = p.lease.Context(p.hard)
+	}
+	p.commands = p.o.commandRunner(in.ShardId, p.lease, p.intake, p.hard, p.hardOrLost, p.log)
 	from := "initial position"
 	if in.ExtendedSequenceNumber != nil && aws.ToString(in.ExtendedSequenceNumber.SequenceNumber) != "" {
 		from = aws.ToString(in.ExtendedSequenceNumber.SequenceNumber)
