@@ -45,7 +45,9 @@ type DoneWriter interface {
 // whose runs wait for them, so it is bounded by the records the observer
 // has in flight.
 //
-// One goroutine, started by Start and ended by Stop, owns the writes.
+// One goroutine, started by Start and ended by Stop, owns the writes of
+// queued outcomes. An outcome that would go at once and alone is written
+// by its own run instead (add, writeAlone), which waits for it anyway.
 type Batcher struct {
 	w   DoneWriter
 	log *slog.Logger
