@@ -233,3 +233,37 @@ func TestCeilingRowsJudgeIdempotencyOnAndShowTheCeiling(t *testing.T) {
 		t.Errorf("verdict %q, rows %d", rate.verdict, len(tb.rows))
 	}
 }
+
+func TestProcCPU(t *testing.T) {
+	// A command name with spaces and parentheses; utime 250, stime 50 ticks.
+	stat := "4242 (node (x) y) S 1 4242 4242 0 -1 4194304 100 0 0 0 250 50 0 0 20 0 11 0 1000 2000 300"
+	if got, ok := procCPU(stat); !ok || got != 3*time.Second {
+		t.Errorf("procCPU = %v, %v; want 3s", got, ok)
+	}
+	if _, ok := procCPU("4242 (node) S 1"); ok {
+		t.Errorf("procCPU of a short line is ok")
+	}
+	if got := (cpuMark{}).perUnit(10); got != 0 {
+		t.Errorf("perUnit of an unread mark = %v, want 0", got)
+	}
+}
+
+func TestCeilingRowsShowDynaliteCPU(t *testing.T) {
+	rs := []runSpec{{label: labelIdemOn, kind: kindSauna}}
+	tb := &table{cols: runLabels(rs)}
+	rate := tb.add(&row{metric: "commands/s", cells: []cell{num(3000, "%.0f")}})
+	ceilingRows(tb, &section{}, rate, &ddbCeiling{items: 40000, itemsPerS: 4000, cpuItemUs: 190, cpuPeekIDUs: 41, cpuCommandUs: 236}, "window")
+	got := map[string]string{}
+	for _, r := range tb.rows[1:] {
+		got[r.metric] = r.cells[0].text
+	}
+	for metric, want := range map[string]string{
+		"dynalite CPU per outcome item written (µs, ceiling)":  "190",
+		"dynalite CPU per id peeked (µs, ceiling)":             "41",
+		"dynalite CPU per command of this run (µs, whole run)": "236",
+	} {
+		if got[metric] != want {
+			t.Errorf("%s = %q, want %q (rows %v)", metric, got[metric], want, got)
+		}
+	}
+}

@@ -5,7 +5,11 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -41,6 +45,11 @@ type ddbCeiling struct {
 	itemsPerS float64
 	peeks     int
 	peekMs    float64 // mean wall time of one Peek of peekSize ids
+
+	// dynalite's own CPU time (0 when unknown) per outcome item written,
+	// per id peeked, and per command of sauna's idempotency-on run: unlike
+	// rates, these hardly change with what else runs on the machine.
+	cpuItemUs, cpuPeekIDUs, cpuCommandUs float64
 }
 
 // ceilingMethod says how measureCeiling works, for a scenario's method.
@@ -51,7 +60,10 @@ func ceilingMethod(items, peeks int) string {
 		"a 56-digit sequence number each) are written by %d concurrent loops of RecordDone calls of %d (command.BatchSize; "+
 		"%d is the outcome Batcher's most writes in flight, maxWrites in observer/command/batcher.go); items/s = items / "+
 		"wall time. Then %d Peeks of %d ids not in the table (as in a drain, where every command is new), one after "+
-		"the other: mean ms per Peek (one BatchGetItem each). The table is deleted, and sauna starts once it is gone.",
+		"the other: mean ms per Peek (one BatchGetItem each). The table is deleted, and sauna starts once it is gone. "+
+		"Beside the rates, dynalite's own CPU time (user and system, from /proc, when scripts/bench.sh started it) per item "+
+		"written and per id peeked, which depend much less than rates on what else the shared machine runs; in drain also "+
+		"per command over sauna's whole idempotency-on run (writes, peeks, leases, checkpoints).",
 		items, ceilingWriters, command.BatchSize, ceilingWriters, peeks, peekSize)
 }
 
@@ -87,6 +99,7 @@ func measureCeiling(ctx context.Context, e *env, n, peeks int) (ddbCeiling, erro
 		}
 	}
 	start := time.Now()
+	cpu := dynaliteCPU()
 	err := inChunks(ctx, n, command.BatchSize, ceilingWriters, func(ctx context.Context, lo, hi int) error {
 		return tbl.RecordDone(ctx, done[lo:hi])
 	})
@@ -94,11 +107,12 @@ func measureCeiling(ctx context.Context, e *env, n, peeks int) (ddbCeiling, erro
 		return ddbCeiling{}, fmt.Errorf("record outcomes: %w", err)
 	}
 	took := time.Since(start)
-	c := ddbCeiling{items: n, itemsPerS: float64(n) / took.Seconds(), peeks: peeks}
-	log.Printf("ceiling: %d outcome items in %.1f s (%.0f/s)", n, took.Seconds(), c.itemsPerS)
+	c := ddbCeiling{items: n, itemsPerS: float64(n) / took.Seconds(), peeks: peeks, cpuItemUs: cpu.perUnit(n)}
+	log.Printf("ceiling: %d outcome items in %.1f s (%.0f/s), dynalite CPU %.0f µs per item", n, took.Seconds(), c.itemsPerS, c.cpuItemUs)
 
 	claims := make([]outcomes.Claim, peekSize)
 	var total time.Duration
+	cpu = dynaliteCPU()
 	for range peeks {
 		for i := range claims {
 			claims[i] = outcomes.Claim{CommandID: uuidV4(), Digest: done[i%n].Claim.Digest, Schema: schema, Responder: "webhook"}
@@ -115,7 +129,8 @@ func measureCeiling(ctx context.Context, e *env, n, peeks int) (ddbCeiling, erro
 	}
 	if peeks > 0 {
 		c.peekMs = float64(total.Microseconds()) / 1000 / float64(peeks)
-		log.Printf("ceiling: %d peeks of %d ids, %.1f ms each", peeks, peekSize, c.peekMs)
+		c.cpuPeekIDUs = cpu.perUnit(peeks * peekSize)
+		log.Printf("ceiling: %d peeks of %d ids, %.1f ms each, dynalite CPU %.0f µs per id", peeks, peekSize, c.peekMs, c.cpuPeekIDUs)
 	}
 	// RecordDone returns once every item was processed; this only checks
 	// that what was written reads back as an outcome.
@@ -131,24 +146,95 @@ func measureCeiling(ctx context.Context, e *env, n, peeks int) (ddbCeiling, erro
 
 // ceilingRun wraps a scenario's per-run function: before sauna's
 // idempotency-on run it measures dynalite's ceiling into *c (a failure
-// goes into the notes, the run still happens).
-func ceilingRun(ctx context.Context, e *env, s *section, items, peeks int, c **ddbCeiling, run func(runSpec) (map[string]cell, error)) func(runSpec) (map[string]cell, error) {
+// goes into the notes, the run still happens). With perCommand, dynalite's
+// CPU time over that run, divided by items (the run's commands), goes into
+// the ceiling too: only for runs that make no other DynamoDB work, such as
+// dropping a large table.
+func ceilingRun(ctx context.Context, e *env, s *section, items, peeks int, perCommand bool, c **ddbCeiling, run func(runSpec) (map[string]cell, error)) func(runSpec) (map[string]cell, error) {
 	return func(rn runSpec) (map[string]cell, error) {
-		if rn.label == labelIdemOn {
-			log.Printf("%s: dynalite ceiling for %d outcome items", s.name, items)
-			got, err := measureCeiling(ctx, e, items, peeks)
-			switch {
-			case ctx.Err() != nil:
-				return nil, ctx.Err()
-			case err != nil:
-				log.Printf("%s: ceiling: %v", s.name, err)
-				s.notes = append(s.notes, fmt.Sprintf("dynalite ceiling: not measured: %v", err))
-			default:
-				*c = &got
-			}
+		if rn.label != labelIdemOn {
+			return run(rn)
 		}
-		return run(rn)
+		log.Printf("%s: dynalite ceiling for %d outcome items", s.name, items)
+		got, err := measureCeiling(ctx, e, items, peeks)
+		switch {
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		case err != nil:
+			log.Printf("%s: ceiling: %v", s.name, err)
+			s.notes = append(s.notes, fmt.Sprintf("dynalite ceiling: not measured: %v", err))
+		default:
+			*c = &got
+		}
+		cpu := dynaliteCPU()
+		res, err := run(rn)
+		if err == nil && perCommand && *c != nil {
+			(*c).cpuCommandUs = cpu.perUnit(items)
+			log.Printf("%s: dynalite CPU %.0f µs per command over sauna's run", s.name, (*c).cpuCommandUs)
+		}
+		return res, err
 	}
+}
+
+// clockTicks is the unit of utime and stime in /proc/<pid>/stat
+// (USER_HZ), 100 on every Linux that Go supports.
+const clockTicks = 100
+
+// cpuMark is dynalite's CPU time at some moment; ok is false when it cannot
+// be read (no EMULATORS_DIR, as when the emulators were started by hand, or
+// no /proc).
+type cpuMark struct {
+	at time.Duration
+	ok bool
+}
+
+// dynaliteCPU reads the CPU time (user and system) dynalite has used so
+// far: its pid is in the state dir of scripts/emulators/emulators.sh.
+func dynaliteCPU() cpuMark {
+	dir := os.Getenv("EMULATORS_DIR")
+	if dir == "" {
+		return cpuMark{}
+	}
+	pid, err := os.ReadFile(filepath.Join(dir, "dynamodb.pid"))
+	if err != nil {
+		return cpuMark{}
+	}
+	stat, err := os.ReadFile(filepath.Join("/proc", strings.TrimSpace(string(pid)), "stat"))
+	if err != nil {
+		return cpuMark{}
+	}
+	used, ok := procCPU(string(stat))
+	return cpuMark{at: used, ok: ok}
+}
+
+// procCPU is utime+stime of a /proc/<pid>/stat line. The command name,
+// in parentheses, may hold spaces, so fields count from its end.
+func procCPU(stat string) (time.Duration, bool) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, false
+	}
+	// After the name: state is field 3, utime 14, stime 15.
+	f := strings.Fields(stat[i+1:])
+	if len(f) < 13 {
+		return 0, false
+	}
+	u, err1 := strconv.ParseInt(f[11], 10, 64)
+	s, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, false
+	}
+	return time.Duration(u+s) * time.Second / clockTicks, true
+}
+
+// perUnit is dynalite's CPU time since m, in µs per unit of n; 0 when
+// either reading failed.
+func (m cpuMark) perUnit(n int) float64 {
+	now := dynaliteCPU()
+	if !m.ok || !now.ok || n <= 0 {
+		return 0
+	}
+	return float64((now.at - m.at).Microseconds()) / float64(n)
 }
 
 // ceilingRows adds the ceiling's rows to t, in sauna's idempotency-on column,
@@ -185,6 +271,15 @@ func ceilingRows(t *table, s *section, rate *row, c *ddbCeiling, window string) 
 	if c.peeks > 0 {
 		t.add(&row{metric: fmt.Sprintf("dynalite: ms per Peek of %d ids (serial, %d Peeks)", peekSize, c.peeks),
 			cells: only(num(c.peekMs, "%.1f")), noRatio: true})
+	}
+	if c.cpuItemUs > 0 {
+		t.add(&row{metric: "dynalite CPU per outcome item written (µs, ceiling)", cells: only(num(c.cpuItemUs, "%.0f")), noRatio: true})
+	}
+	if c.cpuPeekIDUs > 0 {
+		t.add(&row{metric: "dynalite CPU per id peeked (µs, ceiling)", cells: only(num(c.cpuPeekIDUs, "%.0f")), noRatio: true})
+	}
+	if c.cpuCommandUs > 0 {
+		t.add(&row{metric: "dynalite CPU per command of this run (µs, whole run)", cells: only(num(c.cpuCommandUs, "%.0f")), noRatio: true})
 	}
 	share := text("- (no rate)")
 	if rate.cells[on].ok {

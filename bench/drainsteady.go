@@ -66,7 +66,7 @@ func scenarioDrainSteady(ctx context.Context, e *env) (*section, error) {
 
 	rs := e.runs(true)
 	var ceil *ddbCeiling
-	res, err := perRun(ctx, e, s, "drain-steady", rs, ceilingRun(ctx, e, s, l.steadyCount, l.ceilingPeeks, &ceil,
+	res, err := perRun(ctx, e, s, "drain-steady", rs, ceilingRun(ctx, e, s, l.steadyCount, l.ceilingPeeks, false, &ceil,
 		func(rn runSpec) (map[string]cell, error) { return steadyRun(ctx, e, st, rn, l) }))
 	if err != nil {
 		return nil, err

@@ -460,7 +460,7 @@ func scenarioDrain(ctx context.Context, e *env) (*section, error) {
 			ceilingMethod(l.drainCount, l.ceilingPeeks))}
 	rs := e.runs(true)
 	var ceil *ddbCeiling
-	res, err := perRun(ctx, e, s, "drain", rs, ceilingRun(ctx, e, s, l.drainCount, l.ceilingPeeks, &ceil,
+	res, err := perRun(ctx, e, s, "drain", rs, ceilingRun(ctx, e, s, l.drainCount, l.ceilingPeeks, true, &ceil,
 		func(rn runSpec) (map[string]cell, error) { return drainRun(ctx, e, rn, l) }))
 	if err != nil {
 		return nil, err
