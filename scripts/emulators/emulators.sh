@@ -52,7 +52,7 @@ alive() {
 marker_for() {
   case $1 in
     kinesis) echo kinesalite-local.js ;;
-    dynamodb) echo dynalite ;;
+    dynamodb) echo dynalite-local.js ;;
     moto) echo moto_server ;;
   esac
 }
@@ -120,7 +120,7 @@ launch() {
         </dev/null >"$logf" 2>&1 &
       ;;
     dynamodb)
-      node "$here/node_modules/dynalite/cli.js" --host 127.0.0.1 --port "$port" \
+      node "$here/dynalite-local.js" --host 127.0.0.1 --port "$port" \
         --createTableMs 0 --deleteTableMs 0 --updateTableMs 0 \
         </dev/null >"$logf" 2>&1 &
       ;;

@@ -16,6 +16,7 @@ const path = require('path');
 const kinesaliteDir = path.dirname(require.resolve('kinesalite/package.json'));
 const minimist = require(require.resolve('minimist', { paths: [kinesaliteDir] }));
 const kinesalite = require('kinesalite');
+const { tolerateClientAborts } = require('./client-aborts');
 
 const opts = minimist(process.argv.slice(2), { string: ['host', 'path'] });
 
@@ -46,6 +47,8 @@ if (process.pid === 1) {
   process.on('SIGINT', () => process.exit(130));
   process.on('SIGTERM', () => process.exit(143));
 }
+
+tolerateClientAborts('kinesalite-local');
 
 const server = kinesalite(opts);
 server.on('error', (err) => {

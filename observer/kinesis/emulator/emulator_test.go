@@ -5,6 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/url"
 	"regexp"
 	"testing"
 	"time"
@@ -256,4 +259,65 @@ func TestPutRecordsBatches(t *testing.T) {
 			t.Fatalf("sequence numbers out of order at %d: %s then %s", i, a, b)
 		}
 	}
+}
+
+// TestEmulatorsSurviveAbortedRequests: an SDK call cancelled while its body
+// is being sent closes the connection mid-request. kinesalite and dynalite
+// rethrow that as an uncaught error and die, which would fail every other
+// test sharing them; scripts/emulators runs both so that they drop such a
+// request and keep serving.
+func TestEmulatorsSurviveAbortedRequests(t *testing.T) {
+	env := emulator.Require(t)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	check := map[string]func() error{
+		env.KinesisURL: func() error {
+			_, err := env.Kinesis(t).ListStreams(ctx, &kinesis.ListStreamsInput{})
+			return err
+		},
+		env.DynamoDBURL: func() error {
+			_, err := env.DynamoDB(t).ListTables(ctx, &dynamodb.ListTablesInput{})
+			return err
+		},
+	}
+	for endpoint, alive := range check {
+		for i := range 5 {
+			abortMidBody(t, endpoint)
+			if err := alive(); err != nil {
+				t.Fatalf("%s stopped answering after a request aborted mid-body (round %d): %v", endpoint, i, err)
+			}
+		}
+	}
+}
+
+// abortMidBody sends a request's headers and part of its body, then ends the
+// connection, and returns once the server has closed its side: by then the
+// server has seen the request and its abort.
+func abortMidBody(t *testing.T, endpoint string) {
+	t.Helper()
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		t.Fatalf("endpoint %q: %v", endpoint, err)
+	}
+	conn, err := net.DialTimeout("tcp", u.Host, 5*time.Second)
+	if err != nil {
+		t.Fatalf("dial %s: %v", u.Host, err)
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(30 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	req := "POST / HTTP/1.1\r\nHost: " + u.Host + "\r\n" +
+		"Content-Type: application/x-amz-json-1.1\r\n" +
+		"X-Amz-Target: Kinesis_20131202.ListStreams\r\n" +
+		"Content-Length: 100\r\n\r\n{\"Limit\":"
+	if _, err := io.WriteString(conn, req); err != nil {
+		t.Fatalf("write to %s: %v", u.Host, err)
+	}
+	if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatalf("close write to %s: %v", u.Host, err)
+	}
+	// Whatever the server answers (an error status, or nothing), it closes
+	// the connection once it has dealt with the incomplete request.
+	_, _ = io.Copy(io.Discard, conn)
 }
