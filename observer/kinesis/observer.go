@@ -212,7 +212,11 @@ func (o *Observer) Run(ctx context.Context) error {
 func (o *Observer) run(ctx context.Context, awsCfg aws.Config) error {
 	guard := newAggregateGuard(o.log, o.opts.OnCorruptAggregate)
 	stopping := make(chan struct{})
-	pacer := newSyncPacer(o.cfg.ShardSyncInterval, stopping)
+	// A fresh census scan tells whether back-to-back passes would race a
+	// peer for leases the balancing shares out (syncPacer).
+	pacer := newSyncPacer(o.cfg.ShardSyncInterval, stopping, func(ctx context.Context) bool {
+		return o.table.Refresh(ctx) == nil && o.table.Alone()
+	})
 	// The KCL's client carries the pacer; ours (lineage checks, dead
 	// letters) must never wait on it.
 	kclKin := kds.NewFromConfig(awsCfg, func(opt *kds.Options) {
@@ -226,6 +230,7 @@ func (o *Observer) run(ctx context.Context, awsCfg aws.Config) error {
 		LeaseDuration: o.cfg.LeaseDuration,
 		Logger:        o.log,
 		OnAvailable:   pacer.wake,
+		OnAcquired:    pacer.acquired,
 		Balance:       o.cfg.ScaleOut.Balance,
 		MaxLeases:     o.cfg.ScaleOut.MaxLeasesPerWorker,
 		TakesPerPass:  o.cfg.ScaleOut.TakesPerPass,
@@ -375,9 +380,10 @@ func (o *Observer) kclConfig(log *kclLogger) *kclcfg.KinesisClientLibConfigurati
 	k := kclcfg.NewKinesisClientLibConfig(c.ID, c.StreamName, c.Region, o.workerID).
 		WithTableName(c.ID).
 		WithMaxRecords(c.MaxRecords).
-		// Passes run fast only while there are leases to take; syncPacer
-		// stretches them to ShardSyncInterval once the worker is settled.
-		WithShardSyncIntervalMillis(fastSyncMillis).
+		// syncPacer alone decides when a pass starts: at once after a
+		// lease taken by a worker alone, fast while there are leases to
+		// take, ShardSyncInterval once the worker is settled.
+		WithShardSyncIntervalMillis(kclSyncMillis).
 		// The processor paces reads itself (shardProcessor.pace); the
 		// KCL's own idle sleep would only add to the latency.
 		WithIdleTimeBetweenReadsInMillis(kclIdleMillis).

@@ -105,6 +105,22 @@ func (t *Table) Snapshot() View {
 	return t.view
 }
 
+// Alone reports whether the last scan found no live worker but this one
+// (no census item, no live lease of another owner); false before any scan.
+func (t *Table) Alone() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.view.At.IsZero() {
+		return false
+	}
+	for w := range t.view.Workers {
+		if w != t.cfg.WorkerID {
+			return false
+		}
+	}
+	return true
+}
+
 // Leave marks this worker as stopping: its leases, when released, are
 // reserved for live peers, and its census item is deleted so peers stop
 // counting it. It is best effort (a failed delete expires on its own).

@@ -130,6 +130,48 @@ func TestBalanceOnceSettled(t *testing.T) {
 	}
 }
 
+// Alone is what the observer's shard-sync pacing asks before it runs the
+// next pass at once: false before any scan, and false as soon as the scan
+// finds a peer in the census or holding a live lease.
+func TestAlone(t *testing.T) {
+	f := newScanFixture(t, time.Second, 10*time.Second)
+	if f.tbl.Alone() {
+		t.Fatal("Alone before any scan")
+	}
+	steps := []struct {
+		name   string
+		change func()
+		want   bool
+	}{
+		{"only this worker", nil, true},
+		{"a peer holds a live lease", func() {
+			f.set("shardId-1", map[string]string{attrShardID: "shardId-1", attrOwner: "peer", attrTimeout: formatTimeout(fakeNow.Add(time.Hour))})
+		}, false},
+		{"the peer's lease expired", func() {
+			f.set("shardId-1", map[string]string{attrShardID: "shardId-1", attrOwner: "peer", attrTimeout: formatTimeout(fakeNow.Add(-time.Second))})
+		}, true},
+		{"a peer joins the census", func() {
+			f.set(CensusPrefix+"peer", map[string]string{attrShardID: CensusPrefix + "peer", attrWorker: "peer",
+				attrExpires: formatTimeout(fakeNow.Add(time.Hour))})
+		}, false},
+		{"its census item expired", func() {
+			f.set(CensusPrefix+"peer", map[string]string{attrShardID: CensusPrefix + "peer", attrWorker: "peer",
+				attrExpires: formatTimeout(fakeNow.Add(-time.Second))})
+		}, true},
+	}
+	for _, st := range steps {
+		if st.change != nil {
+			st.change()
+		}
+		if err := f.tbl.Refresh(t.Context()); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		if got := f.tbl.Alone(); got != st.want {
+			t.Errorf("%s: Alone() = %v, want %v (view %+v)", st.name, got, st.want, f.tbl.Snapshot())
+		}
+	}
+}
+
 // What a settled worker must see soon kicks a scan: a lease it may take
 // found by the shard-sync pass, and a handoff request from a worker it does
 // not know yet.

@@ -294,6 +294,9 @@ func (t *Table) acquire(sl *slot, shard *par.ShardStatus) error {
 		// Taken from an owner that stopped renewing (dead or frozen).
 		t.cfg.OnHandoff("expired")
 	}
+	if t.cfg.OnAcquired != nil {
+		t.cfg.OnAcquired()
+	}
 	return nil
 }
 

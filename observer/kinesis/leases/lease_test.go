@@ -186,6 +186,8 @@ func TestGetLeaseAcquire(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t)
+			acquired := 0
+			f.tbl.cfg.OnAcquired = func() { acquired++ }
 			stored := items{}
 			if tc.stored != nil {
 				stored[shard0] = tc.stored
@@ -224,10 +226,16 @@ func TestGetLeaseAcquire(t *testing.T) {
 				if !isClosed(f.tbl.Lost(shard0)) {
 					t.Error("Lost open without a lease")
 				}
+				if acquired != 0 {
+					t.Errorf("OnAcquired called %d times for a refusal", acquired)
+				}
 				return
 			}
 			if err != nil {
 				t.Fatalf("GetLease: %v", err)
+			}
+			if acquired != 1 {
+				t.Errorf("OnAcquired called %d times for one acquisition, want 1", acquired)
 			}
 			if shard.AssignedTo != "me" || formatTimeout(shard.LeaseTimeout) != newTimeout || shard.Checkpoint != tc.wantCP {
 				t.Errorf("shard after acquisition: owner %q timeout %s checkpoint %q; want me, %s, %q",

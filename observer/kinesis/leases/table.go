@@ -86,6 +86,11 @@ type Config struct {
 	// may be taken: FetchCheckpoint found it unowned or its lease expired,
 	// or this worker released it. It must not block.
 	OnAvailable func()
+	// OnAcquired, if set, is called after this worker acquired a lease,
+	// before GetLease returns. The KCL takes one lease per shard-sync pass;
+	// the observer uses this to start the next pass without waiting. It must
+	// not block.
+	OnAcquired func()
 
 	// Optional tuning; zero values take the defaults above.
 	TableWaitTimeout  time.Duration // how long Init waits for the table to become ACTIVE
@@ -128,6 +133,7 @@ type Table struct {
 
 	mu            sync.Mutex
 	started       time.Time
+	initialized   bool // Init succeeded once
 	slots         map[string]*slot
 	lastLeaseSync time.Time
 	view          View           // the last census scan
@@ -200,8 +206,17 @@ func (t *Table) Started() time.Time {
 }
 
 // Init makes sure the table exists, is ACTIVE and belongs to the configured
-// stream. It is idempotent: the KCL calls it again in Worker.Start.
+// stream. Once it has succeeded, later calls return at once: the KCL calls
+// it again in Worker.Start, right after the observer's own call, and the
+// table and its binding cannot have changed in between in a way a second
+// look would catch any better than the lease writes that follow.
 func (t *Table) Init() error {
+	t.mu.Lock()
+	done := t.initialized
+	t.mu.Unlock()
+	if done {
+		return nil
+	}
 	switch {
 	case t.cfg.TableName == "":
 		return errors.New("lease table: empty table name")
@@ -234,6 +249,7 @@ func (t *Table) Init() error {
 	}
 	t.mu.Lock()
 	t.started = started
+	t.initialized = true
 	t.mu.Unlock()
 	return nil
 }

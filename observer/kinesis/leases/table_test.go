@@ -233,6 +233,34 @@ func TestInit(t *testing.T) {
 	}
 }
 
+// The KCL calls Init again in Worker.Start, right after the observer did:
+// once Init has succeeded, it calls nothing more; a failed Init is tried
+// again in full.
+func TestInitOnce(t *testing.T) {
+	f := newFixture(t)
+	f.db.OnDescribeTable = ddbfake.DescribeSeq(errors.New("InternalServerError"), tableDesc(types.TableStatusActive))
+	f.db.OnPutItem = func(*dynamodb.PutItemInput) (*dynamodb.PutItemOutput, error) { return &dynamodb.PutItemOutput{}, nil }
+	if err := f.tbl.Init(); err == nil {
+		t.Fatal("Init succeeded although DescribeTable failed")
+	}
+	if err := f.tbl.Init(); err != nil {
+		t.Fatalf("Init after a failed one: %v", err)
+	}
+	want := []string{"DescribeTable", "DescribeTable", "PutItem"}
+	if diff := cmp.Diff(want, f.db.Ops()); diff != "" {
+		t.Fatalf("calls of the first two Inits (-want +got):\n%s", diff)
+	}
+	if err := f.tbl.Init(); err != nil {
+		t.Fatalf("Init after a successful one: %v", err)
+	}
+	if diff := cmp.Diff(want, f.db.Ops()); diff != "" {
+		t.Errorf("Init after a successful one called DynamoDB (-want +got):\n%s", diff)
+	}
+	if !f.tbl.Started().Equal(fakeNow) {
+		t.Errorf("Started() = %v, want %v", f.tbl.Started(), fakeNow)
+	}
+}
+
 func TestInitValidatesConfig(t *testing.T) {
 	for _, tc := range []struct {
 		name string
