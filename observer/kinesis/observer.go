@@ -239,6 +239,32 @@ func (o *Observer) run(ctx context.Context, awsCfg aws.Config) error {
 	o.lost, o.leaseUntil = o.table.Lost, o.table.HeldUntil
 	o.handoff, o.handOver = o.table.HandoffRequested, o.table.HandOver
 	o.previousLeaseEnd = o.table.PreviousLeaseEnd
+	// The outcome table is made ready while the lease table is: neither
+	// needs the other, and the first pass needs both.
+	var ledger *outcomes.Table
+	var ledgerErr error
+	ledgerDone := make(chan struct{})
+	if c := o.cfg.Idempotency; c.Enabled {
+		ledger = outcomes.New(NewDynamoDBClient(awsCfg), outcomes.Config{
+			TableName:    c.TableName,
+			Observer:     o.cfg.ID,
+			WorkerID:     o.workerID,
+			Retention:    c.Retention,
+			ClaimTimeout: c.ClaimTimeout,
+			Logger:       o.log,
+			OnConflict:   o.conflict,
+		})
+		initCtx, cancelInit := context.WithCancel(ctx)
+		go func() {
+			defer close(ledgerDone)
+			ledgerErr = ledger.Init(initCtx)
+		}()
+		// A return on a lease table error must not leave the call running.
+		defer func() {
+			cancelInit()
+			<-ledgerDone
+		}()
+	}
 	if err := o.table.Init(); err != nil {
 		return fmt.Errorf("observer %s: lease table: %w", o.cfg.ID, err)
 	}
@@ -268,17 +294,9 @@ func (o *Observer) run(ctx context.Context, awsCfg aws.Config) error {
 			leave()
 		}
 	}()
-	if c := o.cfg.Idempotency; c.Enabled {
-		ledger := outcomes.New(NewDynamoDBClient(awsCfg), outcomes.Config{
-			TableName:    c.TableName,
-			Observer:     o.cfg.ID,
-			WorkerID:     o.workerID,
-			Retention:    c.Retention,
-			ClaimTimeout: c.ClaimTimeout,
-			Logger:       o.log,
-			OnConflict:   o.conflict,
-		})
-		if err := ledger.Init(ctx); err != nil {
+	if ledger != nil {
+		<-ledgerDone
+		if err := ledgerErr; err != nil {
 			return fmt.Errorf("observer %s: command table: %w", o.cfg.ID, err)
 		}
 		o.ledger = ledger
