@@ -475,8 +475,8 @@ func scenarioDrain(ctx context.Context, e *env) (*section, error) {
 	t.add(&row{metric: fmt.Sprintf("arrived of %d", l.drainCount), cells: column(e, rs, res, "arrived"), noRatio: true})
 	t.add(&row{metric: "duplicates", cells: column(e, rs, res, "dups"), noRatio: true})
 	s.notes = append(s.notes, "The whole drain takes one to two seconds, so startup weighs in it: sauna creates its lease table and "+
-		"takes one lease per 0.1 s shard-sync pass (the KCL's one-lease-per-pass loop), so its last shard starts about 0.3 s after "+
-		"its first, while raw reads all shards at once. sauna also decodes every command and validates it against its JSON "+
+		"takes one lease per shard-sync pass (the KCL's one-lease-per-pass loop; alone, it runs the passes back to back), so its "+
+		"last shard starts after its first, while raw reads all shards at once. sauna also decodes every command and validates it against its JSON "+
 		"Schemas (section 6) on the same two cores that kinesalite needs; raw only parses the JSON. Runs vary by about 20% "+
 		"from one to the next on this machine. Section 3b measures the rate of a backlog ten times as large without startup.")
 	buildNotes(e, s)
