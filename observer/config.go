@@ -340,7 +340,8 @@ func decodeStrict(content []byte, v any) error {
 
 // Snapshot is the validated content of a config directory.
 type Snapshot struct {
-	// Entries are the enabled, valid configs, sorted by file name.
+	// Entries are the configs that would run, in the order their files
+	// were given (a directory's are sorted by name).
 	Entries []*Entry
 	// Disabled are the files whose config is not enabled.
 	Disabled []string
@@ -369,40 +370,54 @@ func ListConfigFiles(dir string) ([]string, error) {
 // NoConfigFiles is the warning about a config directory without config files.
 const NoConfigFiles = "no config files in the config directory (" + ConfigFileRule + ")"
 
-// Assemble parses the given files and applies the rules that span files:
+// Assemble parses the given files and decides which of them would run as
+// the first rescan of 'sauna run' decides it, through the same plan a
+// reload makes (with nothing running yet), so that the two never disagree:
 // ids are unique across enabled configs, and each responder module has at
-// most one enabled config. The first file (by name) keeps its place; the
-// later one is refused with a message naming both.
+// most one enabled config. Between files in conflict the first by name
+// keeps its place, whatever the order files are given in; the later one is
+// refused with a message naming both. A file given twice counts once. The
+// entries that would not run are closed.
 func Assemble(files []string, contents map[string][]byte, log *slog.Logger, snap *Snapshot) *Snapshot {
 	if snap == nil {
 		snap = &Snapshot{}
 	}
-	var o owners
+	var order []string
+	scanned := make([]scannedFile, 0, len(files))
 	for _, f := range files {
 		content, ok := contents[f]
-		if !ok {
+		if !ok || slices.Contains(order, f) {
 			continue
 		}
-		e, probs := ParseFile(f, content, log)
-		snap.Problems = append(snap.Problems, probs...)
-		if e == nil {
-			if len(probs) > 0 && probs[0].Warning {
-				snap.Disabled = append(snap.Disabled, f)
-			}
-			continue
+		order = append(order, f)
+		sf := scannedFile{File: f, Hash: sha256.Sum256(content)}
+		sf.Entry, sf.Problems = ParseFile(f, content, log)
+		if sf.Entry == nil {
+			sf.ID = peekID(content)
 		}
-		if !e.Enabled {
-			snap.Disabled = append(snap.Disabled, f)
-			closeEntry(e)
-			continue
+		scanned = append(scanned, sf)
+	}
+	p := plan(nil, scanned)
+	for _, e := range p.Discard {
+		closeEntry(e)
+	}
+	probs := map[string][]Problem{}
+	for _, n := range p.Warned {
+		probs[n.File] = append(probs[n.File], n.Problems...)
+	}
+	for _, n := range p.Disabled {
+		probs[n.File] = append(probs[n.File], n.Problems...)
+		snap.Disabled = append(snap.Disabled, n.File)
+	}
+	for _, rf := range p.Refused {
+		probs[rf.File] = append(probs[rf.File], rf.Problems...)
+	}
+	runs := p.next()
+	for _, f := range order {
+		snap.Problems = append(snap.Problems, probs[f]...)
+		if e := runs[f]; e != nil {
+			snap.Entries = append(snap.Entries, e)
 		}
-		if p, taken := o.conflict(e); taken {
-			snap.Problems = append(snap.Problems, p)
-			closeEntry(e)
-			continue
-		}
-		o.take(e)
-		snap.Entries = append(snap.Entries, e)
 	}
 	return snap
 }

@@ -363,3 +363,18 @@ func restrict(a, b any) any {
 	}
 	return b
 }
+
+// Between two configs with one id, validate refuses the one 'sauna run'
+// refuses (the later by name), whatever order the files are given in.
+func TestValidateRefusesWhatRunRefuses(t *testing.T) {
+	dir := t.TempDir()
+	a := write(t, dir, "a.json", observerJSON("obs.x"))
+	b := write(t, dir, "b.json", observerJSON("obs.x"))
+	for _, args := range [][]string{{dir}, {a, b}, {b, a}} {
+		code, stdout, stderr := runIn(t, append([]string{"validate"}, args...)...)
+		want := b + `: data.id: id "obs.x" is already used by ` + a + "; ids must be unique across enabled configs\n"
+		if code != 1 || stdout != want || !strings.Contains(stderr, a+": ok") || strings.Contains(stderr, b+": ok") {
+			t.Errorf("validate %v: exit %d\nstdout %q, want %q\nstderr %q", args, code, stdout, want, stderr)
+		}
+	}
+}
