@@ -113,27 +113,16 @@ func (s *syncPacer) pause(ctx context.Context, last time.Time, busy, took bool) 
 	switch {
 	case last.IsZero():
 		return 0
-	case took && s.solo != nil && s.alone(ctx):
+	case took && s.solo != nil && s.solo(ctx):
+		// Not cut short when the observer stops: one scan, bounded by
+		// the lease table's call timeout, that the worker's shutdown
+		// waits for like the rest of the pass.
 		return 0
 	case busy:
 		return s.fast()
 	default:
 		return s.interval
 	}
-}
-
-// alone asks solo, abandoning the scan when the observer stops.
-func (s *syncPacer) alone(ctx context.Context) bool {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		select {
-		case <-s.stopping:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	return s.solo(ctx)
 }
 
 // wait sleeps until last+d; a wake shortens a longer wait to fastSync after
