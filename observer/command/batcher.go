@@ -45,6 +45,18 @@ type DoneWriter interface {
 // whose runs wait for them, so it is bounded by the records the observer
 // has in flight.
 //
+// An outcome may be queued after another (a partition key's previous one,
+// Turn): it joins that outcome's batch while that is still the current
+// one, and is otherwise parked on it until its write has landed; then the
+// outcomes parked on it, as many of the key as became ready meanwhile,
+// join the current batch together (or become it, or go alone when they do
+// not fit), so that a key's waiting outcomes share a write instead of
+// taking a round trip each. If that write failed, the parked outcomes fail
+// with it, unwritten. A write carrying several outcomes of a key is not
+// atomic: DynamoDB may apply a later one and return an earlier one
+// unprocessed (outcomes.Table.RecordDone then writes it again at once),
+// and a crash before that leaves the later one recorded alone.
+//
 // One goroutine, started by Start and ended by Stop, owns the writes of
 // queued outcomes. An outcome that would go at once and alone is written
 // by its own run instead (add, writeAlone), which waits for it anyway.
@@ -80,6 +92,13 @@ type batch struct {
 	first time.Time
 	done  chan struct{}
 	err   error
+	// Under the Batcher's mu: landed is set once the write ended (err
+	// tells how); parked while the batch waits for the write of the batch
+	// it hangs from (as that one's next) before it is queued; next holds
+	// the outcomes parked on this batch. moved is set, before done is
+	// closed, when the batch's outcomes joined the current batch instead.
+	landed, parked bool
+	next, moved    *batch
 }
 
 // NewBatcher returns a Batcher writing to w; call Start before use.
@@ -135,8 +154,11 @@ func (b *Batcher) abandon() {
 // (nothing is queued or being written, and no run is about to join it),
 // alone is set instead: the run writes it (writeAlone) rather than hand it
 // to the loop's goroutine and wait, which spares a lone outcome the loop's
-// wake-up, a goroutine and the run's wait.
-func (b *Batcher) add(d outcomes.Done, counted, mayAlone bool) (bt *batch, alone bool) {
+// wake-up, a goroutine and the run's wait. after, when not nil, is the
+// batch of an outcome that must be written before d: d joins it while it
+// is the current batch or parked, is parked on it while it waits for its
+// write, and fails with it if that write failed.
+func (b *Batcher) add(d outcomes.Done, counted, mayAlone bool, after *batch) (bt *batch, alone bool) {
 	b.mu.Lock()
 	if counted {
 		b.active--
@@ -144,6 +166,28 @@ func (b *Batcher) add(d outcomes.Done, counted, mayAlone bool) (bt *batch, alone
 	if b.stopped {
 		b.mu.Unlock()
 		return failedBatch, false
+	}
+	for after != nil && after.moved != nil {
+		after = after.moved
+	}
+	if after != nil && after != b.cur && (!after.landed || after.err != nil) {
+		if after.landed {
+			b.mu.Unlock()
+			return after, false
+		}
+		// Parked: join the first batch hanging from after that has room.
+		// Each of them is parked until the one before it landed, so d is
+		// written in the same write as after or a later one.
+		p := after
+		for !p.parked || len(p.items) == BatchSize {
+			if p.next == nil {
+				p.next = &batch{parked: true, done: make(chan struct{})}
+			}
+			p = p.next
+		}
+		p.items = append(p.items, d)
+		b.mu.Unlock()
+		return p, false
 	}
 	if mayAlone && b.cur == nil && b.active <= 0 && b.inFlight+b.alone+len(b.sealed) == 0 {
 		b.alone++
@@ -193,7 +237,7 @@ func (b *Batcher) writeAlone(ctx context.Context, d outcomes.Done) error {
 
 // failedBatch is what add returns once the Batcher has stopped.
 var failedBatch = func() *batch {
-	b := &batch{done: make(chan struct{}), err: ErrBatcherStopped}
+	b := &batch{done: make(chan struct{}), err: ErrBatcherStopped, landed: true}
 	close(b.done)
 	return b
 }()
@@ -262,8 +306,7 @@ func (b *Batcher) loop() {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				bt.err = b.write(b.ctx, bt.items)
-				close(bt.done)
+				b.landed(bt, b.write(b.ctx, bt.items))
 				written <- struct{}{}
 			}()
 		}
@@ -278,6 +321,55 @@ func (b *Batcher) loop() {
 		case <-written:
 			returned++
 		}
+	}
+}
+
+// landed ends bt's write with err: the outcomes parked on it are queued
+// to go at once, or fail with it.
+func (b *Batcher) landed(bt *batch, err error) {
+	b.mu.Lock()
+	bt.err, bt.landed = err, true
+	next := bt.next
+	bt.next = nil
+	if next != nil && err == nil {
+		b.unpark(next)
+	}
+	for next != nil && err != nil {
+		// next fails unwritten, and with it what hangs from it.
+		failed := next
+		next, failed.next = failed.next, nil
+		failed.parked = false
+		failed.err, failed.landed = err, true
+		close(failed.done)
+	}
+	b.mu.Unlock()
+	close(bt.done)
+}
+
+// unpark queues n, whose outcomes waited for the write that just landed:
+// it becomes the current batch, or joins it when both fit in one write
+// (unless both hold parked outcomes of their own), or else goes alone;
+// b.mu is held.
+func (b *Batcher) unpark(n *batch) {
+	n.parked = false
+	cur := b.cur
+	switch {
+	case cur == nil:
+		n.first = time.Now()
+		b.cur = n
+	case len(cur.items)+len(n.items) <= BatchSize && (n.next == nil || cur.next == nil):
+		cur.items = append(cur.items, n.items...)
+		if n.next != nil {
+			cur.next = n.next
+		}
+		n.items, n.next, n.moved = nil, nil, cur
+		close(n.done)
+		if len(cur.items) == BatchSize {
+			b.sealed = append(b.sealed, cur)
+			b.cur = nil
+		}
+	default:
+		b.sealed = append(b.sealed, n)
 	}
 }
 
@@ -306,13 +398,19 @@ func (b *Batcher) write(ctx context.Context, items []outcomes.Done) error {
 // wait waits until bt is written; false when it could not be, or when ctx
 // ended or the lease was lost first (the write may still land).
 func (bt *batch) wait(ctx context.Context, lost <-chan struct{}) (bool, error) {
-	select {
-	case <-bt.done:
-		return bt.err == nil, bt.err
-	case <-ctx.Done():
-		return false, ctx.Err()
-	case <-lost:
-		return false, errLeaseLost
+	for {
+		select {
+		case <-bt.done:
+			if bt.moved != nil {
+				bt = bt.moved
+				continue
+			}
+			return bt.err == nil, bt.err
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-lost:
+			return false, errLeaseLost
+		}
 	}
 }
 

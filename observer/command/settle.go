@@ -15,18 +15,15 @@ import (
 // reports it, once the previous record of the key has its own recorded
 // (conclude). It returns false when the run had to stop first.
 func (c *run) settle(reason string) bool {
+	if c.Ledger != nil && c.fast {
+		return c.settleDone(reason)
+	}
 	if !c.conclude() {
 		c.release()
 		return false
 	}
 	if c.Ledger != nil {
-		recorded := false
-		if c.fast {
-			recorded = c.recordDone(reason)
-		} else {
-			recorded = c.record(reason)
-		}
-		if !recorded {
+		if !c.record(reason) {
 			return false
 		}
 		c.recorded = true
@@ -35,12 +32,22 @@ func (c *run) settle(reason string) bool {
 	return true
 }
 
-// recordDone hands the outcome of a run made without a claim to the
-// Batcher and waits until it is written. It returns false when the run
-// must stop first (the observer's hard stop, a lost lease) or the write
-// failed for good: the command ran, and the record is read again by the
-// next owner (at least once, never lost); its outcome may still land.
-func (c *run) recordDone(reason string) bool {
+// settleDone settles a run made without a claim: it tells the source the
+// key is released, hands its outcome to the Batcher once the previous
+// record of the key ended recorded or queued its own there (behind it:
+// a key's outcomes are written in order, several to a write when they
+// wait), waits until it is written, and then until the previous record
+// ended with its outcome recorded. It returns false when the run must stop
+// first (the observer's hard stop, a lost lease), the write failed for
+// good, or the previous record ended unrecorded: the command ran, and the
+// record is read again by the next owner (at least once, never lost); its
+// outcome may still land, after the previous one's.
+func (c *run) settleDone(reason string) bool {
+	c.releaseKey()
+	after, ok := c.awaitPrior(true)
+	if !ok {
+		return false
+	}
 	// The outcome is the last attempt's: it settles as that attempt ends.
 	last := c.last
 	if last.IsZero() {
@@ -53,20 +60,33 @@ func (c *run) recordDone(reason string) bool {
 		},
 		Final: outcomes.Final{Verdict: c.out.Verdict, Attempts: c.out.Attempts, FirstAttempt: c.first, LastAttempt: last, Reason: reason},
 	}
-	bt, alone := c.Batcher.add(d, c.counted, c.HardOrLost != nil)
+	bt, alone := c.Batcher.add(d, c.counted, c.HardOrLost != nil, after)
 	c.counted = false
-	var ok bool
 	var err error
 	if alone {
+		// Written by this run, in no batch: the next record of the key
+		// waits for this one to end rather than queue behind it.
 		err = c.Batcher.writeAlone(c.HardOrLost, d)
 		ok = err == nil
 	} else {
+		if c.turn.Mark != nil {
+			c.turn.Mark.queue(bt)
+		}
 		ok, err = bt.wait(c.ctx, c.Lease.Lost)
 	}
 	if !ok {
 		c.Log.Warn("the command ran but its outcome is not recorded; leaving the record to be read again", "seq", c.out.Sequence, "command_id", c.out.CommandID, "err", err)
 		return false
 	}
+	if after != nil {
+		// Written after the previous record's outcome: that run ends
+		// soon, and this one counts as recorded only if it did.
+		if _, ok := c.awaitPrior(false); !ok {
+			return false
+		}
+	}
+	c.recorded = true
+	c.Settled(c.out)
 	return true
 }
 

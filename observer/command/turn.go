@@ -20,10 +20,19 @@ type Turn struct {
 	// (its record's entry) instead of a closure per command.
 	Released Releaser
 	// Prior is the end of the previous record of the key, when that one
-	// is still unfinished (nil: none is). This run records its outcome only
-	// once Prior ended with its own recorded; if Prior ended without one,
-	// this run ends unfinished too.
+	// is still unfinished (nil: none is). This run's outcome is written
+	// only after Prior's: once Prior ended with its own recorded or, for an
+	// outcome written by the Batcher, behind Prior's in the Batcher
+	// (Batcher.add). It counts as recorded only once Prior ended with its
+	// own recorded; if Prior ended without one, this run ends unfinished
+	// too.
 	Prior *Mark
+	// Mark, when set, is this run's own end, which the next record of the
+	// key has as its Prior: the run tells it when its outcome is queued in
+	// the Batcher, so that the next one's queues behind it without waiting
+	// for this run to end. The source ends it (Mark.End) once the run
+	// returned.
+	Mark *Mark
 }
 
 // Releaser is told once a command's effect is final (Turn.Released).
@@ -42,8 +51,12 @@ type Mark struct {
 	mu sync.Mutex
 	// ended and recorded are set once, by End.
 	ended, recorded bool
+	// queued is the Batcher's batch holding the run's outcome, once it
+	// was handed to the Batcher.
+	queued *batch
 	// done is made only when a run has to wait for this one (most records
-	// of a key end before the next one concludes), and closed by End.
+	// of a key end before the next one concludes), and closed at the
+	// next change: by queue or End.
 	done chan struct{}
 }
 
@@ -62,15 +75,28 @@ func (m *Mark) End(recorded bool) {
 	}
 }
 
-// state returns whether the run ended and with its outcome recorded; if it
-// has not ended, done is closed once it does (recorded is then read again).
-func (m *Mark) state() (ended, recorded bool, done <-chan struct{}) {
+// queue tells that the run's outcome is queued in bt.
+func (m *Mark) queue(bt *batch) {
+	m.mu.Lock()
+	m.queued = bt
+	done := m.done
+	m.done = nil
+	m.mu.Unlock()
+	if done != nil {
+		close(done)
+	}
+}
+
+// state returns whether the run ended and with its outcome recorded, and
+// the batch its outcome is queued in (nil: none yet); if it has not ended,
+// done is closed at its next change (the state is then read again).
+func (m *Mark) state() (ended, recorded bool, queued *batch, done <-chan struct{}) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !m.ended && m.done == nil {
 		m.done = make(chan struct{})
 	}
-	return m.ended, m.recorded, m.done
+	return m.ended, m.recorded, m.queued, m.done
 }
 
 // conclude is reached once the command's effect is final. It tells the
@@ -82,29 +108,48 @@ func (m *Mark) state() (ended, recorded bool, done <-chan struct{}) {
 // without a claim is uncounted in the Batcher while it waits, so that no
 // write lingers for it.
 func (c *run) conclude() bool {
+	c.releaseKey()
+	_, ok := c.awaitPrior(false)
+	return ok
+}
+
+// releaseKey tells the source that the command's effect is final
+// (Turn.Released).
+func (c *run) releaseKey() {
 	if c.turn.Released != nil {
 		c.turn.Released.Release()
 		c.turn.Released = nil
 	}
+}
+
+// awaitPrior waits until the previous record of the key ended or, when
+// queued is set, until it queued its outcome in the Batcher, which it then
+// returns. ok is false when that record ended without its outcome recorded,
+// or this run had to stop first (a hard stop, a lost lease).
+func (c *run) awaitPrior(queued bool) (after *batch, ok bool) {
 	prior := c.turn.Prior
 	if prior == nil {
-		return true
+		return nil, true
 	}
-	ended, recorded, done := prior.state()
-	if !ended {
+	for {
+		ended, recorded, bt, done := prior.state()
+		if ended {
+			if !recorded {
+				c.Log.Info("an earlier command of the partition key has no recorded outcome; leaving the record to be read again after it",
+					"seq", c.out.Sequence, "command_id", c.out.CommandID)
+			}
+			return nil, recorded
+		}
+		if queued && bt != nil {
+			return bt, true
+		}
 		c.uncount()
 		select {
 		case <-done:
 		case <-c.Hard.Done():
-			return false
+			return nil, false
 		case <-c.Lease.Lost:
-			return false
+			return nil, false
 		}
-		_, recorded, _ = prior.state()
 	}
-	if !recorded {
-		c.Log.Info("an earlier command of the partition key has no recorded outcome; leaving the record to be read again after it",
-			"seq", c.out.Sequence, "command_id", c.out.CommandID)
-	}
-	return recorded
 }

@@ -1,12 +1,18 @@
 package command
 
 import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/sauna-io/sauna/observer/outcomes"
 	"github.com/sauna-io/sauna/observer/verdict"
 )
 
@@ -120,4 +126,175 @@ func TestTurnPriorEndedBeforeConclude(t *testing.T) {
 			})
 		})
 	}
+}
+
+// gatedWriter holds the first write until gate is closed (or its context
+// ends), then writes to w; calls counts the writes begun.
+type gatedWriter struct {
+	w    DoneWriter
+	gate chan struct{}
+	mu   sync.Mutex
+	n    int
+}
+
+func (g *gatedWriter) RecordDone(ctx context.Context, ds []outcomes.Done) error {
+	g.mu.Lock()
+	g.n++
+	first := g.n == 1
+	g.mu.Unlock()
+	if first {
+		select {
+		case <-g.gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return g.w.RecordDone(ctx, ds)
+}
+
+func (g *gatedWriter) calls() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.n
+}
+
+// chain runs ps as consecutive records of one key on r, each started once
+// the previous one released its key, as the source does, and then waited
+// for until it blocks (on its outcome's write, or on its prior): each run's
+// Mark is the next one's Prior, and is ended when its run returns. Call it
+// in a synctest bubble.
+func chain(r *Runner, ps []Prepared, wg *sync.WaitGroup, ok []bool) {
+	var prior *Mark
+	for i := range ps {
+		mark := NewMark()
+		released := make(chan struct{})
+		wg.Go(func() {
+			ok[i] = r.Execute(&ps[i], Turn{Released: ReleaseFunc(func() { close(released) }), Prior: prior, Mark: mark})
+			mark.End(ok[i])
+		})
+		<-released
+		synctest.Wait()
+		prior = mark
+	}
+}
+
+// The outcomes of a key that become ready while the write of the key's
+// previous outcome is out wait for it in the Batcher, and then go
+// together, in one write: the key's outcomes are written in order, without
+// a round trip each.
+func TestTurnChainSharesAWrite(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFastRunners(t, 1, func(string) error { return nil })
+		g := &gatedWriter{w: f.tab, gate: make(chan struct{})}
+		b := NewBatcher(g, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		b.Start()
+		t.Cleanup(func() { b.Stop(context.Background()) })
+		r := f.runners[0]
+		r.Batcher = b
+		// Every outcome goes through the loop, as when others are queued or
+		// out: none is written by its own run.
+		r.HardOrLost = nil
+		ps := f.prepare(t, r, record(1, "a"), record(2, "b"), record(3, "c"))
+		var wg sync.WaitGroup
+		ok := make([]bool, len(ps))
+		chain(r, ps, &wg, ok)
+		synctest.Wait()
+		if n := g.calls(); n != 1 {
+			t.Fatalf("%d writes begun while the key's first outcome was being written, want 1", n)
+		}
+		if len(f.settled) != 0 {
+			t.Fatalf("reported %v before the key's first outcome was written", f.settled)
+		}
+		close(g.gate)
+		wg.Wait()
+		for i, o := range ok {
+			if !o {
+				t.Fatalf("run %d stopped short", i)
+			}
+		}
+		if _, _, batches := f.tab.counts(); !slices.Equal(batches, []int{1, 2}) {
+			t.Errorf("writes of %v outcomes, want [1 2]: the first, then the two that waited for it", batches)
+		}
+		if v := f.verdicts(); v[verdict.Executed] != 3 {
+			t.Errorf("verdicts %v", v)
+		}
+	})
+}
+
+// When the write of a key's outcome fails for good, the outcomes that wait
+// for it in the Batcher are not written and their runs stop short: none is
+// recorded after an unrecorded one.
+func TestTurnChainFailsWithItsPrior(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFastRunners(t, 1, func(string) error { return nil })
+		g := &gatedWriter{w: f.tab, gate: make(chan struct{})}
+		b := NewBatcher(g, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		b.Start()
+		r := f.runners[0]
+		r.Batcher = b
+		// Every outcome goes through the loop, as when others are queued or
+		// out: none is written by its own run.
+		r.HardOrLost = nil
+		ps := f.prepare(t, r, record(1, "a"), record(2, "b"), record(3, "c"))
+		var wg sync.WaitGroup
+		ok := make([]bool, len(ps))
+		chain(r, ps, &wg, ok)
+		synctest.Wait()
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		b.Stop(ctx) // abandons the write out, and what waits for it
+		wg.Wait()
+		for i, o := range ok {
+			if o {
+				t.Errorf("run %d ended final", i)
+			}
+		}
+		if n := g.calls(); n != 1 {
+			t.Errorf("%d writes begun, want the abandoned one alone", n)
+		}
+		if len(f.tab.finishedBy) != 0 || len(f.settled) != 0 {
+			t.Errorf("recorded %v, reported %v; want nothing", f.tab.finishedBy, f.settled)
+		}
+	})
+}
+
+// Outcomes parked on a write that lands join the current batch when they
+// fit in it, and their runs learn of that batch's write: no write of their
+// own.
+func TestBatcherParkedJoinTheCurrentBatch(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tab := newTable()
+		g := &gatedWriter{w: tab, gate: make(chan struct{})}
+		b := NewBatcher(g, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		b.Start()
+		defer b.Stop(context.Background())
+		done := func(n int) outcomes.Done {
+			return outcomes.Done{
+				Claim: outcomes.Claim{CommandID: fmt.Sprint("cmd-", n), Digest: "d", Shard: "s", Sequence: fmt.Sprint(n)},
+				Final: outcomes.Final{Verdict: verdict.Executed},
+			}
+		}
+		first, _ := b.add(done(1), false, false, nil) // alone: written at once
+		synctest.Wait()
+		b.begin() // a run about to finish: the current batch lingers for it
+		parked, _ := b.add(done(2), false, false, first)
+		cur, _ := b.add(done(3), false, false, nil)
+		if parked == cur || parked == first {
+			t.Fatal("an outcome queued after one whose write is out went into a batch that is not parked")
+		}
+		close(g.gate)
+		synctest.Wait()
+		b.abandon()
+		for i, bt := range []*batch{first, parked, cur} {
+			if ok, err := bt.wait(context.Background(), nil); !ok {
+				t.Fatalf("outcome %d: %v", i+1, err)
+			}
+		}
+		if _, _, batches := tab.counts(); !slices.Equal(batches, []int{1, 2}) {
+			t.Errorf("writes of %v outcomes, want [1 2]", batches)
+		}
+		if n := g.calls(); n != 2 {
+			t.Errorf("%d writes, want 2", n)
+		}
+	})
 }

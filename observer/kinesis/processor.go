@@ -798,7 +798,7 @@ func (p *shardProcessor) run() {
 // first. What was prepared is let go: the entry stays until the checkpoint
 // passes it.
 func (p *shardProcessor) execute(e *entry) bool {
-	final := p.commands.Execute(&e.cmd, command.Turn{Released: e, Prior: e.prior})
+	final := p.commands.Execute(&e.cmd, command.Turn{Released: e, Prior: e.prior, Mark: &e.end})
 	e.cmd = command.Prepared{}
 	return final
 }
