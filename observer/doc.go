@@ -39,8 +39,8 @@
 //   - execute hands the record to the shard's command.Runner
 //     (observer/command, run.go, Execute; prepared at admission, or
 //     rejected for a KPL aggregate that could not be decoded, kpl.go), with
-//     its command.Turn: how to release its key, and the end of the previous
-//     record of the key.
+//     its command.Turn: how to release its key, the end of the previous
+//     record of the key, and its own.
 //   - run.go, Run: decode reads and validates the command
 //     (responders.Decode) and resolves its responder once
 //     (responders.Dispatcher.Resolve); a record that can never run is
@@ -59,9 +59,14 @@
 //     the key (turn.go, conclude: processor.go's release takes a token of
 //     recording, frees the slot and starts the next record of the key),
 //     waits until the previous record of the key has its outcome recorded,
-//     then records its own in the ledger (ledger.go, record; or the
-//     Batcher); the outcome, named by observer/verdict, goes to the metrics
-//     (observer/metrics) and Options.OnOutcome.
+//     then records its own in the ledger (ledger.go, record); a run without
+//     a claim (settleDone) hands its outcome to the Batcher as soon as the
+//     previous record's is queued there, behind it (batcher.go: written in
+//     the same write or a later one, several of a key to a write while
+//     they wait), and counts as recorded once it is written and the
+//     previous record ended recorded; the outcome, named by
+//     observer/verdict, goes to the metrics (observer/metrics) and
+//     Options.OnOutcome.
 //   - back in processor.go: finish frees the token (or the slot), tells
 //     the next record of the key how this one ended, and moves the
 //     checkpoint candidate past the finished prefix; checkpoint writes it

@@ -22,8 +22,10 @@
 // known and any dead letter written (Turn.Released), so that the next
 // record of the key starts while this one's outcome is still being
 // recorded, and records its outcome only after the previous record of the
-// key ended with its own recorded (Turn.Prior). A run stays registered in
-// Memory until its outcome is recorded.
+// key ended with its own recorded (Turn.Prior) or, written by the Batcher,
+// behind the previous record's outcome there (Turn.Mark): a key's waiting
+// outcomes then share a write. A run stays registered in Memory until its
+// outcome is recorded.
 package command
 
 import (

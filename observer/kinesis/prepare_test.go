@@ -1,14 +1,19 @@
 package kinesis
 
 import (
+	"context"
 	"fmt"
+	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	kcl "github.com/vmware/vmware-go-kcl-v2/clientlibrary/interfaces"
 
+	"github.com/sauna-io/sauna/observer/command"
+	"github.com/sauna-io/sauna/observer/outcomes"
 	"github.com/sauna-io/sauna/responders"
 )
 
@@ -42,4 +47,65 @@ func TestPrepareAheadPreparesEveryRecord(t *testing.T) {
 			}
 		}
 	}
+}
+
+// countingLedger is a freeLedger that counts its Peeks and the commands
+// they asked about.
+type countingLedger struct {
+	freeLedger
+	mu            sync.Mutex
+	peeks, peeked int
+}
+
+func (l *countingLedger) Peek(ctx context.Context, cs []outcomes.Claim) ([]outcomes.Peeked, error) {
+	l.mu.Lock()
+	l.peeks++
+	l.peeked += len(cs)
+	l.mu.Unlock()
+	return l.freeLedger.Peek(ctx, cs)
+}
+
+func (l *countingLedger) counts() (peeks, peeked int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.peeks, l.peeked
+}
+
+// A chunk prepared ahead is also checked in the ledger ahead, with one
+// Peek, before anyone waits for it: the next chunk's lookup is made while
+// the current one is admitted, not between them.
+func TestPrepareAheadPeeksInTheBackground(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := responders.NewDispatcher(nil)
+		d.Replace(map[string]responders.Enabled{"webhook": {ID: "webhook", Module: "webhook", Responder: noopResponder{}}})
+		o := benchObserver(64, d)
+		ledger := &countingLedger{}
+		o.ledger = ledger
+		o.memory = command.NewMemory()
+		o.batcher = command.NewBatcher(ledger, o.log)
+		o.previousLeaseEnd = func(string) time.Time { return time.Time{} }
+		hard, stop := context.WithCancel(context.Background())
+		defer stop() // ends what the shard derived from it
+		o.hard = hard
+		p := newShardProcessor(o)
+		p.Initialize(&kcl.InitializationInput{ShardId: "shardId-000000000000"})
+		recs := make([]types.Record, chunkSize)
+		for i := range recs {
+			recs[i] = webhookRecord(i, 7, time.Now())
+		}
+		next := p.prepareAhead(recs, 0)
+		synctest.Wait()
+		if peeks, peeked := ledger.counts(); peeks != 1 || peeked != chunkSize {
+			t.Fatalf("before the chunk was asked for: %d Peeks of %d commands, want 1 of %d", peeks, peeked, chunkSize)
+		}
+		es := next()
+		if peeks, _ := ledger.counts(); peeks != 1 {
+			t.Errorf("%d Peeks once the chunk was taken, want 1", peeks)
+		}
+		for i := range es {
+			if c, ok := es[i].cmd.Claim(p.shardID); !ok || c.CommandID == "" {
+				t.Fatalf("entry %d not prepared", i)
+			}
+		}
+	})
 }

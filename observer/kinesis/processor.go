@@ -204,7 +204,6 @@ intake:
 		if p.isStopped() || p.handoffAsked() {
 			break
 		}
-		p.peek(chunk)
 		for i := range chunk {
 			// Asked before each record: admit's select would pick at
 			// random between a free slot and the request.
@@ -234,13 +233,16 @@ const chunkSize = 100
 // once it needs the chunk.
 const prepareInline = 16
 
-// prepareAhead starts preparing the chunk of recs starting at from, in the
-// background unless it is small. The function returned waits for it, and
-// must be called: its caller prepares the records no one took yet rather
-// than wait idle for them.
+// prepareAhead starts preparing the chunk of recs starting at from, and
+// checking its commands in the ledger (peek), in the background unless it
+// is small: the next chunk's lookup is then made while this one is
+// admitted, rather than between them, when the shard's slots would run dry
+// for a ledger round trip. The function returned waits for it, and must be
+// called: its caller prepares the records no one took yet rather than wait
+// idle for them.
 func (p *shardProcessor) prepareAhead(recs []types.Record, from int) func() []entry {
 	to := min(from+chunkSize, len(recs))
-	c := &preparing{p: p, recs: recs, from: from, es: p.entries(recs, from, to)}
+	c := &preparing{p: p, recs: recs, from: from, es: p.entries(recs, from, to), peeked: make(chan struct{})}
 	n := to - from
 	if n <= prepareInline {
 		c.work()
@@ -252,6 +254,7 @@ func (p *shardProcessor) prepareAhead(recs []types.Record, from int) func() []en
 	return func() []entry {
 		c.work()
 		c.wg.Wait()
+		<-c.peeked
 		return c.es
 	}
 }
@@ -266,7 +269,11 @@ type preparing struct {
 	from int
 	es   []entry
 	next atomic.Int64
-	wg   sync.WaitGroup
+	// prepared counts the records prepared; the goroutine preparing the
+	// last one checks the chunk in the ledger and then closes peeked.
+	prepared atomic.Int64
+	peeked   chan struct{}
+	wg       sync.WaitGroup
 }
 
 // work prepares records of the chunk until none is left to take.
@@ -277,6 +284,10 @@ func (c *preparing) work() {
 			return
 		}
 		c.p.prepareOne(&c.es[i], c.recs[c.from+i].Data)
+		if int(c.prepared.Add(1)) == len(c.es) {
+			c.p.peek(c.es)
+			close(c.peeked)
+		}
 	}
 }
 
