@@ -32,7 +32,9 @@
 // One Kinesis record goes through the code in this order:
 //
 //   - observer/kinesis, processor.go: the KCL hands a batch to
-//     shardProcessor.ProcessRecords; admit waits for a free slot (at most
+//     shardProcessor.ProcessRecords, which prepares its records and checks
+//     them in the ledger 100 at a time, the next 100 while it admits these
+//     (prepareAhead, peek); admit waits for a free slot (at most
 //     maxInFlightPerShard records run at once) and queues the record
 //     behind the earlier records of its partition key; start gives it to a
 //     runner goroutine (run), which calls execute.
