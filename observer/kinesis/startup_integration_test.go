@@ -1,13 +1,8 @@
 package kinesis
 
 import (
-	"bytes"
 	"encoding/json"
-	"io"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -26,20 +21,9 @@ func TestIntegrationTablesReadyTogether(t *testing.T) {
 	id := emulator.UniqueName(t, "obs")
 	outcomeTable := id + "-commands"
 
-	target, err := url.Parse(env.DynamoDBURL)
-	if err != nil {
-		t.Fatal(err)
-	}
 	outcomeSeen := make(chan struct{})
 	var seenOnce sync.Once
-	rp := httputil.NewSingleHostReverseProxy(target)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(r.Body)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
+	proxy := emulator.NewProxy(t, env.DynamoDBURL, func(r *http.Request, body []byte) {
 		var req struct{ TableName string }
 		_ = json.Unmarshal(body, &req)
 		switch {
@@ -49,13 +33,10 @@ func TestIntegrationTablesReadyTogether(t *testing.T) {
 			select {
 			case <-outcomeSeen:
 			case <-r.Context().Done():
-				return
 			}
 		}
-		rp.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	t.Setenv("AWS_ENDPOINT_URL_DYNAMODB", srv.URL)
+	})
+	t.Setenv("AWS_ENDPOINT_URL_DYNAMODB", proxy)
 
 	env.CreateStream(t, stream, 1)
 	putBatch(t, env.Kinesis(t), stream, 1, 1, 1, "hi")

@@ -31,11 +31,24 @@ type OpCounter struct {
 // stopped when the test ends.
 func NewOpCounter(t testing.TB, target string) *OpCounter {
 	t.Helper()
+	c := &OpCounter{ops: make(map[string]int)}
+	c.URL = NewProxy(t, target, func(r *http.Request, body []byte) {
+		c.count(r.Header.Get("X-Amz-Target"), body)
+	})
+	return c
+}
+
+// NewProxy starts an HTTP proxy to target (an emulator endpoint), stopped
+// when the test ends, and returns its URL. before sees every request with
+// its whole body before it is passed on, and may hold it there (e.g. until
+// another request has arrived); the request's context ends when its client
+// gives up.
+func NewProxy(t testing.TB, target string, before func(r *http.Request, body []byte)) string {
+	t.Helper()
 	u, err := url.Parse(target)
 	if err != nil {
 		t.Fatalf("emulator: proxy target %q: %v", target, err)
 	}
-	c := &OpCounter{ops: make(map[string]int)}
 	rp := httputil.NewSingleHostReverseProxy(u)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(r.Body)
@@ -44,12 +57,11 @@ func NewOpCounter(t testing.TB, target string) *OpCounter {
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
-		c.count(r.Header.Get("X-Amz-Target"), body)
+		before(r, body)
 		rp.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
-	c.URL = srv.URL
-	return c
+	return srv.URL
 }
 
 func (c *OpCounter) count(target string, body []byte) {
