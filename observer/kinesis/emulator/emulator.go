@@ -9,7 +9,8 @@
 //
 // The emulators have no reset, so every test names its streams and tables
 // with [UniqueName]. [NewOpCounter] puts a counting proxy in front of one,
-// for tests that assert which operations a client made.
+// for tests that assert which operations a client made; [NewProxy] one that
+// lets a test see or hold each request.
 package emulator
 
 import (
