@@ -16,7 +16,7 @@ const path = require('path');
 const kinesaliteDir = path.dirname(require.resolve('kinesalite/package.json'));
 const minimist = require(require.resolve('minimist', { paths: [kinesaliteDir] }));
 const kinesalite = require('kinesalite');
-const { tolerateClientAborts } = require('./client-aborts');
+const { serveLocal } = require('./serve-local');
 
 const opts = minimist(process.argv.slice(2), { string: ['host', 'path'] });
 
@@ -35,29 +35,4 @@ if (opts.help) {
   process.exit(0);
 }
 
-const host = opts.host || '127.0.0.1';
-const port = Number(opts.port === undefined ? 4567 : opts.port);
-if (!Number.isInteger(port) || port < 0 || port > 65535) {
-  console.error('kinesalite-local: invalid --port %j', opts.port);
-  process.exit(2);
-}
-
-// As PID 1 (e.g. in a container) Node ignores SIGINT/SIGTERM unless handled.
-if (process.pid === 1) {
-  process.on('SIGINT', () => process.exit(130));
-  process.on('SIGTERM', () => process.exit(143));
-}
-
-tolerateClientAborts('kinesalite-local');
-
-const server = kinesalite(opts);
-server.on('error', (err) => {
-  // EADDRINUSE and friends: exit non-zero so the start script sees the death
-  // and prints this line from the log.
-  console.error('kinesalite-local: cannot listen on %s:%d: %s', host, port, err.code || err.message);
-  process.exit(1);
-});
-server.listen(port, host, () => {
-  const addr = server.address();
-  console.log('kinesalite listening on http://%s:%d', addr.address, addr.port);
-});
+serveLocal('kinesalite-local', 'kinesalite', opts, 4567, kinesalite);
