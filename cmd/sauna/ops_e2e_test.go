@@ -138,16 +138,27 @@ func TestOperationsEndToEnd(t *testing.T) {
    "headers":{"Authorization":%q},"signingSecret":%q,"timeoutMillis":5000,
    "rateLimitPerSecond":null,"rateLimitBurst":5}}}`, "http://127.0.0.1:1/hook?token="+hookToken, "Bearer "+hookAuth, hookSigning))
 
-	p := startSauna(t, env, dir)
+	// DynamoDB answers nothing until /readyz was asked once: the observer
+	// cannot have taken a lease by then, whatever the machine's speed.
+	leasesHeld := make(chan struct{})
+	heldEnv := env
+	heldEnv.DynamoDBURL = emulator.NewProxy(t, env.DynamoDBURL, func(r *http.Request, _ []byte) {
+		select {
+		case <-leasesHeld:
+		case <-r.Context().Done():
+		}
+	})
+	p := startSauna(t, heldEnv, dir)
 	base := p.adminURL(t)
 
-	// The listener is up before any observer runs: not ready yet.
+	// The listener is up before any observer holds a lease: not ready yet.
 	if code, body := httpDo(t, "GET", base+"/readyz"); code != http.StatusServiceUnavailable {
 		t.Errorf("/readyz before the leases: %d %q, want 503", code, body)
 	}
 	if code, _ := httpDo(t, "GET", base+"/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz: %d", code)
 	}
+	close(leasesHeld)
 	waitFor(t, giveUp, func() bool {
 		code, _ := httpDo(t, "GET", base+"/readyz")
 		return code == http.StatusOK
