@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -265,5 +267,178 @@ func TestCeilingRowsShowDynaliteCPU(t *testing.T) {
 		if got[metric] != want {
 			t.Errorf("%s = %q, want %q (rows %v)", metric, got[metric], want, got)
 		}
+	}
+}
+
+func TestParseEmulatorEnv(t *testing.T) {
+	// What scripts/emulators/emulators.sh env prints with WITH_MOTO=0.
+	out := `export AWS_ACCESS_KEY_ID=test
+export AWS_REGION=us-east-1
+export AWS_ENDPOINT_URL_KINESIS=http://127.0.0.1:38689
+export AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:33857
+export SAUNA_TEST_KINESIS_ENDPOINT=http://127.0.0.1:38689
+unset AWS_ENDPOINT_URL_CLOUDWATCH SAUNA_TEST_CLOUDWATCH_ENDPOINT
+`
+	kin, ddb, err := parseEmulatorEnv(out)
+	if err != nil || kin != "http://127.0.0.1:38689" || ddb != "http://127.0.0.1:33857" {
+		t.Fatalf("parseEmulatorEnv = %q, %q, %v", kin, ddb, err)
+	}
+	if _, _, err := parseEmulatorEnv("export AWS_ENDPOINT_URL_KINESIS=http://127.0.0.1:1\n"); err == nil ||
+		!strings.Contains(err.Error(), "AWS_ENDPOINT_URL_DYNAMODB") {
+		t.Errorf("no DynamoDB endpoint: err = %v", err)
+	}
+	if _, _, err := parseEmulatorEnv("export AWS_ENDPOINT_URL_KINESIS=https://kinesis.us-east-1.amazonaws.com\n" +
+		"export AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:2\n"); err == nil || !strings.Contains(err.Error(), "loopback") {
+		t.Errorf("an AWS endpoint: err = %v", err)
+	}
+}
+
+func TestOwnedName(t *testing.T) {
+	for name, want := range map[string]bool{
+		"bench-4242-7":            true,
+		"app-4242-12-commands":    true, // sauna's outcome table
+		"ceiling-4242-3-commands": true,
+		"bench-42420-7":           false, // another harness run
+		"bench-14242-7":           false,
+		"orders":                  false,
+	} {
+		if got := ownedName(name, "4242"); got != want {
+			t.Errorf("ownedName(%q) = %v, want %v", name, got, want)
+		}
+	}
+}
+
+// fakeEmulators writes a script that answers stop, start and env as
+// scripts/emulators/emulators.sh does, each start on new ports, and logs
+// every call to $EMULATORS_DIR/calls.
+func fakeEmulators(t *testing.T) (script, calls string) {
+	t.Helper()
+	dir := t.TempDir()
+	t.Setenv("EMULATORS_DIR", dir)
+	script = filepath.Join(dir, "emulators.sh")
+	body := `#!/bin/sh
+echo "$1" >>"$EMULATORS_DIR/calls"
+case $1 in
+  start) echo $((100 + $(grep -c start "$EMULATORS_DIR/calls"))) >"$EMULATORS_DIR/dynamodb.pid" ;;
+  env)
+    n=$(grep -c start "$EMULATORS_DIR/calls")
+    echo "export AWS_ENDPOINT_URL_KINESIS=http://127.0.0.1:1000$n"
+    echo "export AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:2000$n"
+    ;;
+esac
+`
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return script, filepath.Join(dir, "calls")
+}
+
+func readCalls(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	return strings.Join(strings.Fields(string(b)), ",")
+}
+
+func TestFreshRestartsTheEmulatorsOnceTouched(t *testing.T) {
+	script, calls := fakeEmulators(t)
+	e := &env{emulators: script}
+	e.setEndpoints("http://127.0.0.1:1", "http://127.0.0.1:2")
+	ctx := context.Background()
+
+	// Untouched since they were started: nothing to do.
+	if err := e.fresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := readCalls(t, calls); got != "" || e.restarts != 0 {
+		t.Fatalf("untouched emulators: calls %q, %d restarts", got, e.restarts)
+	}
+
+	e.touch()
+	if err := e.fresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := readCalls(t, calls); got != "stop,start,env" {
+		t.Fatalf("calls %q, want stop,start,env", got)
+	}
+	if e.kinURL != "http://127.0.0.1:10001" || e.ddbURL != "http://127.0.0.1:20001" || e.restarts != 1 {
+		t.Fatalf("after a restart: kinesis %s, dynamodb %s, %d restarts", e.kinURL, e.ddbURL, e.restarts)
+	}
+	// Consumers started from now on get the new endpoints.
+	if env := strings.Join(e.childEnv(), " "); !strings.Contains(env, "AWS_ENDPOINT_URL_KINESIS=http://127.0.0.1:10001") ||
+		!strings.Contains(env, "AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:20001") {
+		t.Errorf("child env %s", env)
+	}
+
+	if err := e.fresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := readCalls(t, calls); got != "stop,start,env" {
+		t.Fatalf("a second fresh with nothing in between restarted again: calls %q", got)
+	}
+
+	// A DynamoDB client is a way in: the next fresh restarts again.
+	_ = e.dynamo()
+	if err := e.fresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := readCalls(t, calls); got != "stop,start,env,stop,start,env" || e.ddbURL != "http://127.0.0.1:20002" {
+		t.Fatalf("calls %q, dynamodb %s", got, e.ddbURL)
+	}
+
+	// A script that fails leaves the emulators marked as not fresh.
+	e.emulators = filepath.Join(filepath.Dir(script), "missing.sh")
+	e.touch()
+	if err := e.fresh(ctx); err == nil || !strings.Contains(err.Error(), "restart the emulators") {
+		t.Fatalf("missing script: err = %v", err)
+	}
+	if !e.dirty.Load() {
+		t.Error("a failed restart marked the emulators fresh")
+	}
+}
+
+func TestCPUMarkOfARestartedDynalite(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("EMULATORS_DIR", dir)
+	pidFile := filepath.Join(dir, "dynamodb.pid")
+	// The test process stands in for dynalite: its /proc stat is real.
+	if err := os.WriteFile(pidFile, []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m := dynaliteCPU()
+	if !m.ok {
+		t.Skip("no /proc here")
+	}
+	for i := 0; i < 2_000_000; i++ { // some CPU time, so the difference is not 0 by chance
+		_ = fmt.Sprint(i)
+	}
+	if got := m.perUnit(1); got <= 0 {
+		t.Errorf("perUnit of the same process = %v, want > 0", got)
+	}
+	if err := os.WriteFile(pidFile, []byte(fmt.Sprintf("%d\n", os.Getppid())), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.perUnit(1); got != 0 {
+		t.Errorf("perUnit across a restart (another pid) = %v, want 0", got)
+	}
+}
+
+func TestFreshMethodSaysHowAndHowOften(t *testing.T) {
+	r := freshMethod("restarted", 12, 4)
+	for _, want := range []string{"empty emulators", "emulators.sh stop", "12 restarts in this run", "drain-steady", "(4 times in this run)"} {
+		if !strings.Contains(r, want) {
+			t.Errorf("restarted: %q lacks %q", r, want)
+		}
+	}
+	m := freshMethod("emptied", 0, 9)
+	for _, want := range []string{"emptied emulators", "-emulators", "(9 times in this run)", "drain-steady"} {
+		if !strings.Contains(m, want) {
+			t.Errorf("emptied: %q lacks %q", m, want)
+		}
+	}
+	if strings.Contains(m, "restarts in this run") {
+		t.Errorf("emptied: %q speaks of restarts", m)
 	}
 }

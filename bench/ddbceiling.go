@@ -184,27 +184,30 @@ const clockTicks = 100
 // be read (no EMULATORS_DIR, as when the emulators were started by hand, or
 // no /proc).
 type cpuMark struct {
-	at time.Duration
-	ok bool
+	pid string
+	at  time.Duration
+	ok  bool
 }
 
 // dynaliteCPU reads the CPU time (user and system) dynalite has used so
-// far: its pid is in the state dir of scripts/emulators/emulators.sh.
+// far: its pid is in the state dir of scripts/emulators/emulators.sh, read
+// anew each time because the harness restarts the emulators.
 func dynaliteCPU() cpuMark {
 	dir := os.Getenv("EMULATORS_DIR")
 	if dir == "" {
 		return cpuMark{}
 	}
-	pid, err := os.ReadFile(filepath.Join(dir, "dynamodb.pid"))
+	b, err := os.ReadFile(filepath.Join(dir, "dynamodb.pid"))
 	if err != nil {
 		return cpuMark{}
 	}
-	stat, err := os.ReadFile(filepath.Join("/proc", strings.TrimSpace(string(pid)), "stat"))
+	pid := strings.TrimSpace(string(b))
+	stat, err := os.ReadFile(filepath.Join("/proc", pid, "stat"))
 	if err != nil {
 		return cpuMark{}
 	}
 	used, ok := procCPU(string(stat))
-	return cpuMark{at: used, ok: ok}
+	return cpuMark{pid: pid, at: used, ok: ok}
 }
 
 // procCPU is utime+stime of a /proc/<pid>/stat line. The command name,
@@ -228,10 +231,11 @@ func procCPU(stat string) (time.Duration, bool) {
 }
 
 // perUnit is dynalite's CPU time since m, in µs per unit of n; 0 when
-// either reading failed.
+// either reading failed or dynalite was restarted in between (two
+// processes' times do not subtract).
 func (m cpuMark) perUnit(n int) float64 {
 	now := dynaliteCPU()
-	if !m.ok || !now.ok || n <= 0 {
+	if !m.ok || !now.ok || now.pid != m.pid || n <= 0 {
 		return 0
 	}
 	return float64((now.at - m.at).Microseconds()) / float64(n)
@@ -300,7 +304,7 @@ func ceilingRows(t *table, s *section, rate *row, c *ddbCeiling, window string) 
 }
 
 // dropTable deletes a table and waits until it is gone; a failure is only
-// logged, as with deleteTables.
+// logged: the next fresh deletes what is left.
 func dropTable(e *env, name string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

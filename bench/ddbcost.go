@@ -56,7 +56,11 @@ func scenarioDDBCost(ctx context.Context, e *env) (*section, error) {
 	for i, rn := range runs {
 		labels[i] = rn.label
 		log.Printf("ddb-cost: %s", rn.label)
-		m, err := costMeasure(ctx, e, rn, l)
+		var m map[string]cell
+		err := e.fresh(ctx)
+		if err == nil {
+			m, err = costMeasure(ctx, e, rn, l)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log"
 	"slices"
@@ -12,8 +11,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
-	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
@@ -39,7 +36,8 @@ func scenarioDrainSteady(ctx context.Context, e *env) (*section, error) {
 		method: fmt.Sprintf("4 shards, one stream with %d commands on %d keys, preloaded once by %d concurrent loops of "+
 			"PutRecords with 500 records each (failed entries retried; the preload counts the acknowledged entries and "+
 			"must reach %d). Every run reads that same stream from TRIM_HORIZON with its own fresh consumer id, lease "+
-			"table and (sauna, idempotency on) outcome table. commands/s = commands arrived / (last - first delivery), "+
+			"table and (sauna, idempotency on) outcome table; the tables of the run before are deleted, and gone, before it "+
+			"starts (the emulators are not restarted between these runs, which would lose the stream). commands/s = commands arrived / (last - first delivery), "+
 			"both stamped by the consumer, so process start, lease taking and the first poll are outside the window; "+
 			"the first delivery after start is shown apart. Limit %s per run (then the rate is over what arrived). "+
 			"The harness counts deliveries (first and last time, one bit per command for duplicates) instead of keeping "+
@@ -50,8 +48,6 @@ func scenarioDrainSteady(ctx context.Context, e *env) (*section, error) {
 	if err != nil {
 		return nil, err
 	}
-	// kinesalite keeps streams in memory and the backlog is hundreds of MB.
-	defer e.deleteStream(st)
 	t0 := time.Now()
 	perShard, err := e.preload(ctx, st, l.steadyCount, steadyWriters, func(i int) cmdRef {
 		return cmdRef{key: steadyPrefix + strconv.Itoa(i%l.drainKeys), n: int64(i / l.drainKeys)}
@@ -67,7 +63,7 @@ func scenarioDrainSteady(ctx context.Context, e *env) (*section, error) {
 	rs := e.runs(true)
 	var ceil *ddbCeiling
 	res, err := perRun(ctx, e, s, "drain-steady", rs, ceilingRun(ctx, e, s, l.steadyCount, l.ceilingPeeks, false, &ceil,
-		func(rn runSpec) (map[string]cell, error) { return steadyRun(ctx, e, st, rn, l) }))
+		func(rn runSpec) (map[string]cell, error) { return steadyRun(ctx, e, st, rn, l) }), st)
 	if err != nil {
 		return nil, err
 	}
@@ -163,11 +159,6 @@ func steadyRun(ctx context.Context, e *env, st *stream, rn runSpec, l limits) (m
 		return nil, err
 	}
 	defer p.stop()
-	if rn.kind == kindSauna {
-		// The outcome table of an idempotency-on run holds an item per
-		// command; dynalite keeps it in memory for the rest of the suite.
-		defer e.deleteTables(app, app+"-commands")
-	}
 	if _, err := waitFor(ctx, p.start.Add(l.steadyLimit), func() bool { return c.stats().arrived >= l.steadyCount }, p); err != nil {
 		return nil, err
 	}
@@ -356,28 +347,4 @@ func shardCounts(st *stream, perShard map[string]int) string {
 		parts = append(parts, fmt.Sprintf("%s: %d", id, perShard[id]))
 	}
 	return strings.Join(parts, ", ")
-}
-
-// deleteStream drops a stream the scenario is done with; a failure only
-// costs emulator memory, so it is logged.
-func (e *env) deleteStream(st *stream) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := e.kin.DeleteStream(ctx, &kinesis.DeleteStreamInput{StreamName: aws.String(st.name)}); err != nil {
-		log.Printf("delete stream %s: %v", st.name, err)
-	}
-}
-
-// deleteTables drops DynamoDB tables a run is done with, skipping those
-// that do not exist; as with deleteStream, a failure is only logged.
-func (e *env) deleteTables(names ...string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	db := e.dynamo()
-	for _, n := range names {
-		var missing *ddbtypes.ResourceNotFoundException
-		if _, err := db.DeleteTable(ctx, &dynamodb.DeleteTableInput{TableName: aws.String(n)}); err != nil && !errors.As(err, &missing) {
-			log.Printf("delete table %s: %v", n, err)
-		}
-	}
 }

@@ -50,6 +50,13 @@ type env struct {
 	kinds          []string
 	tmp            string // logs, configs and binaries
 
+	// emulators is scripts/emulators/emulators.sh when the harness may
+	// restart the emulators it names by $EMULATORS_DIR; empty, it only
+	// deletes what it created (fresh.go).
+	emulators         string
+	dirty             atomic.Bool // the emulators may hold state since they were last made fresh
+	restarts, emptied int         // how often fresh restarted or emptied them
+
 	bins     map[string]string // kind -> binary
 	buildErr map[string]error  // kind -> why it cannot run
 
@@ -63,19 +70,21 @@ type env struct {
 	procs map[*proc]struct{}
 }
 
-func newEnv(ctx context.Context, kinURL, ddbURL string, quick bool, kindsWanted []string) (*env, error) {
+func newEnv(ctx context.Context, kinURL, ddbURL, emulators string, quick bool, kindsWanted []string) (*env, error) {
 	tmp, err := os.MkdirTemp("", "sauna-bench-")
 	if err != nil {
 		return nil, err
 	}
 	e := &env{
-		kinURL: kinURL, ddbURL: ddbURL, quick: quick, kinds: kindsWanted, tmp: tmp,
+		emulators: emulators, quick: quick, kinds: kindsWanted, tmp: tmp,
 		bins: map[string]string{}, buildErr: map[string]error{},
 		col:   newCollector(),
 		runID: strconv.FormatInt(time.Now().Unix()%1_000_000, 10),
 		procs: map[*proc]struct{}{},
 	}
-	e.kin = kinesis.NewFromConfig(awsConfig(), func(o *kinesis.Options) { o.BaseEndpoint = aws.String(kinURL) })
+	e.setEndpoints(kinURL, ddbURL)
+	// Emulators handed over may hold anything; the first fresh sees to it.
+	e.dirty.Store(true)
 	e.sink, err = sink.Listen("127.0.0.1:0", e.col.add, func(err error) { log.Printf("sink: %v", err) })
 	if err != nil {
 		return nil, err
@@ -93,6 +102,7 @@ func awsConfig() aws.Config {
 
 // dynamo is a client of the DynamoDB emulator.
 func (e *env) dynamo() *dynamodb.Client {
+	e.touch()
 	return dynamodb.NewFromConfig(awsConfig(), func(o *dynamodb.Options) { o.BaseEndpoint = aws.String(e.ddbURL) })
 }
 
@@ -149,8 +159,9 @@ func (e *env) close() {
 	e.sink.Close()
 }
 
-// name returns a fresh name for a stream, lease table or consumer id: the
-// emulators have no reset, so nothing is ever reused.
+// name returns a fresh name for a stream, lease table or consumer id:
+// nothing is reused even when the emulators are emptied rather than
+// restarted, and the run id marks what this harness run created.
 func (e *env) name(prefix string) string {
 	return fmt.Sprintf("%s-%s-%d", prefix, e.runID, e.seq.Add(1))
 }
@@ -169,6 +180,7 @@ type shardRange struct {
 }
 
 func (e *env) createStream(ctx context.Context, shards int) (*stream, error) {
+	e.touch()
 	name := e.name("bench")
 	if _, err := e.kin.CreateStream(ctx, &kinesis.CreateStreamInput{StreamName: aws.String(name), ShardCount: aws.Int32(int32(shards))}); err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", name, err)
@@ -450,6 +462,7 @@ func (e *env) start(ctx context.Context, sp spec, r listener) (*proc, error) {
 	// before the harness has stopped them itself.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	p := &proc{kind: sp.kind, id: sp.id, log: logf.Name(), cmd: cmd, exited: make(chan struct{}), e: e}
+	e.touch()
 	e.col.listen(sp.id, r)
 	p.start = time.Now()
 	if err := cmd.Start(); err != nil {

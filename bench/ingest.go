@@ -76,7 +76,11 @@ func scenarioIngest(ctx context.Context, e *env) (*section, error) {
 	var rates, p50s, p99s []cell
 	for i, run := range runs {
 		log.Printf("ingest: %s", cols[i])
-		res, err := run()
+		var res ingestResult
+		err := e.fresh(ctx)
+		if err == nil {
+			res, err = run()
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()

@@ -38,6 +38,9 @@ func run() error {
 		quick     = flag.Bool("quick", false, "smaller counts and shorter limits, for a smoke run")
 		consumers = flag.String("consumers", strings.Join(kinds, ","), "comma-separated subset of: "+strings.Join(kinds, ", "))
 		nOutcomes = flag.Int("outcomes", 0, "items in the replay scenario's outcome table (default 100000, 5000 with -quick)")
+		emulators = flag.String("emulators", "", "scripts/emulators/emulators.sh that started the emulators under $EMULATORS_DIR: "+
+			"restart them before every measurement (scripts/bench.sh sets it); without it, every stream and table the harness "+
+			"created is deleted instead")
 	)
 	flag.Parse()
 	log.SetFlags(log.Ltime)
@@ -61,12 +64,16 @@ func run() error {
 		return err
 	}
 
+	if *emulators != "" && os.Getenv("EMULATORS_DIR") == "" {
+		return errors.New("-emulators needs EMULATORS_DIR, the state dir the emulators were started with")
+	}
+
 	// A second signal falls through to the default action and ends the
 	// process at once; the children die with it (Pdeathsig).
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	e, err := newEnv(ctx, kinURL, ddbURL, *quick, kindsWanted)
+	e, err := newEnv(ctx, kinURL, ddbURL, *emulators, *quick, kindsWanted)
 	if err != nil {
 		return err
 	}
@@ -83,7 +90,11 @@ func run() error {
 			break
 		}
 		log.Printf("=== scenario %s", name)
-		sec, err := scenarioFuncs[name](ctx, e)
+		err := e.fresh(ctx)
+		var sec *section
+		if err == nil {
+			sec, err = scenarioFuncs[name](ctx, e)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				break
@@ -97,10 +108,17 @@ func run() error {
 		return errors.New("interrupted; no report written")
 	}
 	rep.logDir = e.tmp
+	rep.fresh, rep.restarts, rep.emptied = e.freshMode(), e.restarts, e.emptied
 	if err := os.WriteFile(*out, []byte(rep.markdown()), 0o644); err != nil {
 		return err
 	}
 	log.Printf("report written to %s", *out)
+	if e.emulators == "" {
+		// Leave emulators the harness did not start as it found them.
+		if err := e.fresh(ctx); err != nil {
+			log.Printf("bench: %v", err)
+		}
+	}
 	return nil
 }
 
@@ -147,14 +165,23 @@ func loopbackEnv(names ...string) (string, error) {
 		if raw == "" {
 			continue
 		}
-		u, err := url.Parse(raw)
-		if err != nil {
-			return "", fmt.Errorf("%s: %w", n, err)
-		}
-		if ip := net.ParseIP(u.Hostname()); u.Hostname() != "localhost" && (ip == nil || !ip.IsLoopback()) {
-			return "", fmt.Errorf("%s=%s is not a loopback address; the benchmark only talks to local emulators", n, raw)
+		if err := loopbackURL(n, raw); err != nil {
+			return "", err
 		}
 		return raw, nil
 	}
 	return "", fmt.Errorf("%s not set: start the emulators and eval \"$(scripts/emulators/emulators.sh env)\", or use scripts/bench.sh", names[0])
+}
+
+// loopbackURL refuses an endpoint (named by the variable it came from)
+// that is not on loopback.
+func loopbackURL(name, raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	if ip := net.ParseIP(u.Hostname()); u.Hostname() != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return fmt.Errorf("%s=%s is not a loopback address; the benchmark only talks to local emulators", name, raw)
+	}
+	return nil
 }

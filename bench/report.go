@@ -18,6 +18,10 @@ type report struct {
 	environment []string
 	sections    []*section
 	logDir      string
+	// fresh is how the emulators were made fresh (env.freshMode), restarts
+	// and emptied how often.
+	fresh             string
+	restarts, emptied int
 }
 
 // section is one scenario's part of the report.
@@ -159,8 +163,8 @@ func (rep *report) markdown() string {
 		"read: the ceiling of what the emulator hands out.\n\n" +
 		"Every baseline parses the command JSON, sleeps the per-record delay (serially) and reports; sauna validates the " +
 		"command against its schemas and dispatches it to the probe. Each consumer is its own process, started fresh " +
-		"on a fresh stream and lease table for every measurement (drain-steady: one preloaded stream, read by every run " +
-		"with its own lease table).\n\n")
+		"on a fresh stream and lease table for every measurement.\n\n")
+	b.WriteString(freshMethod(rep.fresh, rep.restarts, rep.emptied) + "\n\n")
 	for _, s := range rep.sections {
 		fmt.Fprintf(&b, "## %s\n\n", s.title)
 		if s.method != "" {
@@ -182,6 +186,26 @@ func (rep *report) markdown() string {
 	fmt.Fprintf(&b, "Run took %s. Consumer logs and configs of this run were kept in `%s`.\n",
 		time.Since(rep.started).Round(time.Second), rep.logDir)
 	return b.String()
+}
+
+// freshMethod says how every measurement got the same emulator state.
+func freshMethod(mode string, restarts, emptied int) string {
+	steady := "The exception is drain-steady, whose runs all read one preloaded stream: before each of its runs every " +
+		"table of the run before (lease and outcome tables) is deleted and waited for until gone, the stream kept"
+	if mode == "restarted" {
+		steady += fmt.Sprintf(" (%d times in this run).", emptied)
+		return "**Every measurement starts on empty emulators.** Before every consumer's run and every scenario, the harness " +
+			"stops kinesalite and dynalite and starts them again (`scripts/emulators/emulators.sh stop` and `start` in the " +
+			"state dir `scripts/bench.sh` made, then the new endpoints from `emulators.sh env`; " +
+			fmt.Sprintf("%d restarts in this run), ", restarts) +
+			"so no run finds the streams, tables and items of the runs and scenarios before it, and every consumer is " +
+			"measured on the same emulator state whatever the order; each run starts on emulator processes just started. " +
+			steady
+	}
+	return "**Every measurement starts on emptied emulators.** The harness was not given the emulators to restart " +
+		"(`-emulators`, which `scripts/bench.sh` passes), so before every consumer's run and every scenario it deletes every " +
+		fmt.Sprintf("stream and table it created and waits until they are gone (%d times in this run); ", emptied) +
+		"the emulator processes, and what others put in them, stay. " + steady + "."
 }
 
 // markdown writes the table. The target columns appear only if a row has

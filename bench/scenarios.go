@@ -82,9 +82,9 @@ func (e *env) limits() limits {
 
 func secs(d time.Duration) string { return fmt.Sprintf("%.0f s", d.Seconds()) }
 
-// perKind runs one measurement for every consumer kind and fills a row.
-// A consumer that is not built, or whose run fails, gets a text cell; only
-// a cancelled ctx aborts the scenario.
+// perKind runs one measurement for every consumer kind, each on fresh
+// emulators, and fills a row. A consumer that is not built, or whose run
+// fails, gets a text cell; only a cancelled ctx aborts the scenario.
 func perKind(ctx context.Context, e *env, s *section, label string, fn func(kind string) (cell, error)) ([]cell, error) {
 	cells := make([]cell, len(e.kinds))
 	for i, k := range e.kinds {
@@ -93,7 +93,11 @@ func perKind(ctx context.Context, e *env, s *section, label string, fn func(kind
 			continue
 		}
 		log.Printf("%s: %s", label, k)
-		c, err := fn(k)
+		err := e.fresh(ctx)
+		var c cell
+		if err == nil {
+			c, err = fn(k)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
@@ -393,7 +397,9 @@ func runLabels(rs []runSpec) []string {
 	return out
 }
 
-func perRun(ctx context.Context, e *env, s *section, label string, rs []runSpec, fn func(runSpec) (map[string]cell, error)) ([]map[string]cell, error) {
+// perRun runs fn for every run of rs, each on fresh emulators but for
+// the streams in keep, which every run reads.
+func perRun(ctx context.Context, e *env, s *section, label string, rs []runSpec, fn func(runSpec) (map[string]cell, error), keep ...*stream) ([]map[string]cell, error) {
 	out := make([]map[string]cell, len(rs))
 	for i, rn := range rs {
 		if _, ok := e.bins[rn.kind]; !ok {
@@ -401,7 +407,11 @@ func perRun(ctx context.Context, e *env, s *section, label string, rs []runSpec,
 			continue
 		}
 		log.Printf("%s: %s", label, rn.label)
-		m, err := fn(rn)
+		err := e.fresh(ctx, keep...)
+		var m map[string]cell
+		if err == nil {
+			m, err = fn(rn)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()

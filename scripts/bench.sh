@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the benchmark suite (bench/, its own Go module) against fresh local
-# emulators and writes docs/benchmarks.md. Arguments go to the harness, e.g.
+# Runs the benchmark suite (bench/, its own Go module) against local
+# emulators, restarted empty before every measurement, and writes
+# docs/benchmarks.md. Arguments go to the harness, e.g.
 #   scripts/bench.sh -quick
 #   scripts/bench.sh -scenarios startup,latency -consumers sauna,raw
 set -euo pipefail
@@ -29,4 +30,7 @@ eval "$("$emulators" env)"
 export AWS_EC2_METADATA_DISABLED=true
 
 cd "$root/bench"
-go run . -out ../docs/benchmarks.md "$@"
+# -emulators: the harness restarts the emulators (same EMULATORS_DIR) before
+# every measurement, so none inherits what earlier ones left in them; the
+# EXIT trap then stops whichever processes the state dir names last.
+go run . -out ../docs/benchmarks.md -emulators "$emulators" "$@"
