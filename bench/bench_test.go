@@ -432,6 +432,9 @@ func TestFreshMethodSaysHowAndHowOften(t *testing.T) {
 			t.Errorf("restarted: %q lacks %q", r, want)
 		}
 	}
+	if r := freshMethod("restarted", 3, 0); strings.Contains(r, "times in this run") {
+		t.Errorf("restarted without drain-steady: %q counts its emptyings", r)
+	}
 	m := freshMethod("emptied", 0, 9)
 	for _, want := range []string{"emptied emulators", "-emulators", "(9 times in this run)", "drain-steady"} {
 		if !strings.Contains(m, want) {

@@ -193,13 +193,18 @@ func freshMethod(mode string, restarts, emptied int) string {
 	steady := "The exception is drain-steady, whose runs all read one preloaded stream: before each of its runs every " +
 		"table of the run before (lease and outcome tables) is deleted and waited for until gone, the stream kept"
 	if mode == "restarted" {
-		steady += fmt.Sprintf(" (%d times in this run).", emptied)
+		if emptied > 0 {
+			steady += fmt.Sprintf(" (%d times in this run)", emptied)
+		}
+		steady += "."
 		return "**Every measurement starts on empty emulators.** Before every consumer's run and every scenario, the harness " +
 			"stops kinesalite and dynalite and starts them again (`scripts/emulators/emulators.sh stop` and `start` in the " +
 			"state dir `scripts/bench.sh` made, then the new endpoints from `emulators.sh env`; " +
 			fmt.Sprintf("%d restarts in this run), ", restarts) +
 			"so no run finds the streams, tables and items of the runs and scenarios before it, and every consumer is " +
-			"measured on the same emulator state whatever the order; each run starts on emulator processes just started. " +
+			"measured on the same emulator state whatever the order; each run starts on emulator processes just started " +
+			"(sauna's idempotency-on run in drain and drain-steady right after the dynalite ceiling measured on them, as " +
+			"their method says). " +
 			steady
 	}
 	return "**Every measurement starts on emptied emulators.** The harness was not given the emulators to restart " +
