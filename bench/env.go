@@ -48,6 +48,7 @@ type env struct {
 	quick          bool
 	outcomes       int // -outcomes: items of the replay scenario's outcome table; 0 means the default
 	kinds          []string
+	saunaIdem      string // -sauna-idempotency: both, off or on
 	tmp            string // logs, configs and binaries
 
 	// emulators is scripts/emulators/emulators.sh when the harness may

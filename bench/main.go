@@ -41,6 +41,7 @@ func run() error {
 		emulators = flag.String("emulators", "", "scripts/emulators/emulators.sh that started the emulators under $EMULATORS_DIR: "+
 			"restart them before every measurement (scripts/bench.sh sets it); without it, every stream and table the harness "+
 			"created is deleted instead")
+		saunaIdem = flag.String("sauna-idempotency", "both", "sauna's runs in scenarios that run it with idempotency off and on: both, off or on")
 	)
 	flag.Parse()
 	log.SetFlags(log.Ltime)
@@ -78,6 +79,12 @@ func run() error {
 		return err
 	}
 	e.outcomes = *nOutcomes
+	switch *saunaIdem {
+	case "both", "off", "on":
+		e.saunaIdem = *saunaIdem
+	default:
+		return fmt.Errorf("-sauna-idempotency: %q is not both, off or on", *saunaIdem)
+	}
 	defer e.close()
 
 	rep := &report{quick: *quick, started: time.Now()}
