@@ -49,6 +49,7 @@ type env struct {
 	outcomes       int // -outcomes: items of the replay scenario's outcome table; 0 means the default
 	kinds          []string
 	saunaIdem      string // -sauna-idempotency: both, off or on
+	cpuProfiles    string // -sauna-cpuprofile: directory for sauna's CPU profiles; empty: none
 	tmp            string // logs, configs and binaries
 
 	// emulators is scripts/emulators/emulators.sh when the harness may
@@ -448,6 +449,9 @@ func (e *env) start(ctx context.Context, sp spec, r listener) (*proc, error) {
 		}
 		args = []string{"run", "--config-dir", dir, "--log-format", "json", "--admin-addr", "127.0.0.1:0"}
 		extra = append(extra, probe.ConsumerEnv+"="+sp.id)
+		if e.cpuProfiles != "" {
+			extra = append(extra, "SAUNA_BENCH_CPUPROFILE="+filepath.Join(e.cpuProfiles, sp.id+".pprof"))
+		}
 		if sp.ddbURL != "" {
 			// Later entries win (os/exec keeps the last of duplicates).
 			extra = append(extra, "AWS_ENDPOINT_URL_DYNAMODB="+sp.ddbURL)

@@ -41,6 +41,7 @@ func run() error {
 		emulators = flag.String("emulators", "", "scripts/emulators/emulators.sh that started the emulators under $EMULATORS_DIR: "+
 			"restart them before every measurement (scripts/bench.sh sets it); without it, every stream and table the harness "+
 			"created is deleted instead")
+		cpuProf   = flag.String("sauna-cpuprofile", "", "directory to write a CPU profile of each sauna run into (<run id>.pprof, its first 15 s)")
 		saunaIdem = flag.String("sauna-idempotency", "both", "sauna's runs in scenarios that run it with idempotency off and on: both, off or on")
 	)
 	flag.Parse()
@@ -79,6 +80,7 @@ func run() error {
 		return err
 	}
 	e.outcomes = *nOutcomes
+	e.cpuProfiles = *cpuProf
 	switch *saunaIdem {
 	case "both", "off", "on":
 		e.saunaIdem = *saunaIdem
