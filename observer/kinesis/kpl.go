@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	kds "github.com/aws/aws-sdk-go-v2/service/kinesis"
@@ -70,9 +71,13 @@ func IsDefusedAggregate(data []byte) (orig []byte, why string, ok bool) {
 // so it reaches the processor as one plain record that is rejected, and
 // dead-lettered, with its original bytes; its checkpoint passes only after
 // that verdict, like any record's.
+//
+// Knowing the shard of every read, it also keeps the shards' read budget
+// (readBudget) up to date, when it has one.
 type aggregateGuard struct {
 	log     *slog.Logger
 	onError func(shard, first, last string)
+	budget  *readBudget
 
 	mu sync.Mutex
 	// shards maps live shard iterators to their shard, since GetRecords
@@ -90,6 +95,11 @@ func newAggregateGuard(log *slog.Logger, onError func(shard, first, last string)
 func (g *aggregateGuard) apply(stack *middleware.Stack) error {
 	return stack.Initialize.Add(middleware.InitializeMiddlewareFunc("SaunaAggregateGuard",
 		func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
+			if req, ok := in.Parameters.(*kds.GetRecordsInput); ok && g.budget != nil {
+				// The KCL calls GetRecords right after its budget check
+				// passed, which charged the previous read.
+				g.budget.reading(g.shardOf(aws.ToString(req.ShardIterator)), time.Now())
+			}
 			out, md, err := next.HandleInitialize(ctx, in)
 			if err != nil {
 				return out, md, err
@@ -98,15 +108,28 @@ func (g *aggregateGuard) apply(stack *middleware.Stack) error {
 			case *kds.GetShardIteratorOutput:
 				if req, ok := in.Parameters.(*kds.GetShardIteratorInput); ok {
 					g.track(aws.ToString(res.ShardIterator), aws.ToString(req.ShardId), "")
+					// Only a KCL consumer starting on the shard asks this
+					// client for an iterator: its budget starts full.
+					g.budget.started(aws.ToString(req.ShardId))
 				}
 			case *kds.GetRecordsOutput:
 				if req, ok := in.Parameters.(*kds.GetRecordsInput); ok {
 					shard := g.track(aws.ToString(res.NextShardIterator), "", aws.ToString(req.ShardIterator))
 					g.inspect(shard, res.Records)
+					// After inspect: the KCL counts the bytes it is handed,
+					// and a defused aggregate keeps its length.
+					g.budget.answered(shard, res.Records, time.Now())
 				}
 			}
 			return out, md, err
 		}), middleware.After)
+}
+
+// shardOf is the shard of a live iterator ("" when unknown).
+func (g *aggregateGuard) shardOf(iterator string) string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.shards[iterator]
 }
 
 // track records that iterator next belongs to shard (or to the shard of

@@ -102,8 +102,11 @@ type Observer struct {
 	// memory and batcher serve every shard's commands when the ledger is
 	// on: the commands in flight and recorded lately, and the writer of
 	// the outcomes of commands run without a claim.
-	memory      *command.Memory
-	batcher     *command.Batcher
+	memory  *command.Memory
+	batcher *command.Batcher
+	// budget follows the KCL's read budget of each shard (nil: not
+	// followed), for the processor to hold a read the KCL would refuse.
+	budget      *readBudget
 	stopBatcher sync.Once
 	inFlight    atomic.Int64
 	// met is this run's metrics handle (nil without Options.Metrics), and
@@ -211,6 +214,8 @@ func (o *Observer) Run(ctx context.Context) error {
 
 func (o *Observer) run(ctx context.Context, awsCfg aws.Config) error {
 	guard := newAggregateGuard(o.log, o.opts.OnCorruptAggregate)
+	o.budget = newReadBudget()
+	guard.budget = o.budget
 	stopping := make(chan struct{})
 	// A fresh census scan tells whether back-to-back passes would race a
 	// peer for leases the balancing shares out (syncPacer).

@@ -459,13 +459,15 @@ func (p *shardProcessor) awaitDrain() {
 // five-reads-per-second limiter into a stall of up to a second; that is where
 // its latency tail comes from. The KCL's idle sleep is therefore set to
 // almost nothing (see kclConfig) and this is the only pause. A full batch
-// means the shard is behind: the next read goes at once, and the KCL's
-// limiter keeps that within Kinesis's five reads per second.
+// means the shard is behind: the next read goes as soon as the KCL's read
+// budget allows it (readBudget), rather than after the whole seconds the KCL
+// would sleep once it is short, and the KCL's limiter keeps that within
+// Kinesis's five reads per second.
 func (p *shardProcessor) pace(in *kcl.ProcessRecordsInput) {
-	if in.CacheEntryTime == nil || len(in.Records) >= p.o.cfg.MaxRecords {
-		return
+	wait := p.o.budget.wait(p.shardID, time.Now())
+	if in.CacheEntryTime != nil && len(in.Records) < p.o.cfg.MaxRecords {
+		wait = max(wait, time.Until(in.CacheEntryTime.Add(p.o.cfg.IdleBetweenReads)))
 	}
-	wait := time.Until(in.CacheEntryTime.Add(p.o.cfg.IdleBetweenReads))
 	if wait <= 0 {
 		return
 	}
@@ -669,6 +671,9 @@ func (p *shardProcessor) stop() {
 }
 
 func (p *shardProcessor) Shutdown(in *kcl.ShutdownInput) {
+	// The KCL's consumer of the shard ends with this call; another one
+	// starts a budget of its own.
+	defer p.o.budget.forget(p.shardID)
 	// Whatever the reason, the records already admitted finish first (or
 	// stop at the drain deadline); only then is the final checkpoint known.
 	p.wg.Wait()
