@@ -49,7 +49,7 @@ func scenarioDrainSteady(ctx context.Context, e *env) (*section, error) {
 		return nil, err
 	}
 	t0 := time.Now()
-	perShard, err := e.preload(ctx, st, l.steadyCount, steadyWriters, func(i int) cmdRef {
+	perShard, perShardBytes, err := e.preload(ctx, st, l.steadyCount, steadyWriters, func(i int) cmdRef {
 		return cmdRef{key: steadyPrefix + strconv.Itoa(i%l.drainKeys), n: int64(i / l.drainKeys)}
 	})
 	if err != nil {
@@ -120,8 +120,53 @@ func scenarioDrainSteady(ctx context.Context, e *env) (*section, error) {
 	} else {
 		s.notes = append(s.notes, "Every command arrived in every run.")
 	}
+	if n := readLimitNote(st, perShard, perShardBytes, l.steadyCount, rate, rs); n != "" {
+		s.notes = append(s.notes, n)
+	}
 	buildNotes(e, s)
 	return s, nil
+}
+
+// Kinesis's GetRecords limit per shard: 2 MB/s, a single read of up to 10 MB
+// (the next reads are then refused until the rate is back within the limit).
+const (
+	shardReadBytesPerSecond = 2_000_000
+	shardReadBurstBytes     = 10_000_000
+	steadyMaxRecords        = 10000 // maxRecords of every consumer here
+)
+
+// readLimitNote tells how fast a consumer that keeps every shard within
+// Kinesis's read limit, as sauna's KCL does and kinesalite does not, could
+// drain the backlog at best: its largest shard (in bytes) needs its bytes
+// beyond a 10 MB burst and one batch (read before the first delivery) at
+// 2 MB/s.
+func readLimitNote(st *stream, perShard, perShardBytes map[string]int, count int, rate *row, rs []runSpec) string {
+	var big string
+	for _, id := range st.shardIDs() {
+		if big == "" || perShardBytes[id] > perShardBytes[big] {
+			big = id
+		}
+	}
+	if big == "" || perShard[big] == 0 {
+		return ""
+	}
+	b := perShardBytes[big]
+	batch := b / perShard[big] * min(steadyMaxRecords, perShard[big])
+	secs := float64(b-shardReadBurstBytes-batch) / shardReadBytesPerSecond
+	if secs <= 0 {
+		return ""
+	}
+	ceiling := float64(count) / secs
+	note := fmt.Sprintf("Kinesis serves a shard at most 2 MB/s through GetRecords, after a read of up to 10 MB. sauna reads "+
+		"through the KCL's polling consumer, which keeps every shard within that on the client; kinesalite does not "+
+		"enforce it, and raw and harlow read as fast as it answers. The largest shard, %s, holds %.1f MB of record "+
+		"data: beyond a 10 MB burst and one batch of %d records (%.1f MB, read before the first delivery) it needs "+
+		"%.1f s at 2 MB/s, so a consumer within the limit drains this backlog at about %.0f commands/s at most",
+		big, float64(b)/1e6, min(steadyMaxRecords, perShard[big]), float64(batch)/1e6, secs, ceiling)
+	if raw := slices.Index(runLabels(rs), kindRaw); raw >= 0 && rate.cells[raw].ok && rate.cells[raw].v > 0 {
+		note += fmt.Sprintf(", %.0f%% of raw's rate in this run", 100*ceiling/rate.cells[raw].v)
+	}
+	return note + "."
 }
 
 // rawShareVerdict judges sauna's idempotency-off rate against 80% of raw's,
@@ -270,9 +315,10 @@ func (c *steadyCounter) stats() steadyStats {
 // command was acknowledged exactly once. Commands of one key may land out of
 // their n order across writers, so this is for scenarios that do not check
 // order.
-func (e *env) preload(ctx context.Context, st *stream, count, writers int, cmd func(i int) cmdRef) (map[string]int, error) {
+// It returns the commands and the bytes of record data acknowledged per shard.
+func (e *env) preload(ctx context.Context, st *stream, count, writers int, cmd func(i int) cmdRef) (map[string]int, map[string]int, error) {
 	var mu sync.Mutex
-	perShard := map[string]int{}
+	perShard, perShardBytes := map[string]int{}, map[string]int{}
 	err := inChunks(ctx, count, 500, writers, func(ctx context.Context, lo, hi int) error {
 		now := time.Now().UnixNano()
 		entries := make([]types.PutRecordsRequestEntry, 0, hi-lo)
@@ -280,42 +326,43 @@ func (e *env) preload(ctx context.Context, st *stream, count, writers int, cmd f
 			c := cmd(i)
 			entries = append(entries, types.PutRecordsRequestEntry{PartitionKey: aws.String(c.key), Data: record(c.key, c.n, now)})
 		}
-		acked, err := e.putAll(ctx, st, entries)
+		acked, sizes, err := e.putAll(ctx, st, entries)
 		if err != nil {
 			return err
 		}
 		mu.Lock()
 		for sh, n := range acked {
 			perShard[sh] += n
+			perShardBytes[sh] += sizes[sh]
 		}
 		mu.Unlock()
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	total := 0
 	for _, n := range perShard {
 		total += n
 	}
 	if total != count {
-		return perShard, fmt.Errorf("%d entries acknowledged, want %d", total, count)
+		return perShard, perShardBytes, fmt.Errorf("%d entries acknowledged, want %d", total, count)
 	}
-	return perShard, nil
+	return perShard, perShardBytes, nil
 }
 
 // putAll puts one PutRecords batch, putting again only the entries that
 // failed (a failed entry was not written), and counts the acknowledged
-// entries per shard.
-func (e *env) putAll(ctx context.Context, st *stream, entries []types.PutRecordsRequestEntry) (map[string]int, error) {
-	acked := map[string]int{}
+// entries and their bytes of data per shard.
+func (e *env) putAll(ctx context.Context, st *stream, entries []types.PutRecordsRequestEntry) (acked, sizes map[string]int, err error) {
+	acked, sizes = map[string]int{}, map[string]int{}
 	for attempt := 1; len(entries) > 0; attempt++ {
-		out, err := e.kin.PutRecords(ctx, &kinesis.PutRecordsInput{StreamName: aws.String(st.name), Records: entries})
-		if err != nil {
-			return nil, fmt.Errorf("PutRecords: %w", err)
+		out, perr := e.kin.PutRecords(ctx, &kinesis.PutRecordsInput{StreamName: aws.String(st.name), Records: entries})
+		if perr != nil {
+			return nil, nil, fmt.Errorf("PutRecords: %w", perr)
 		}
 		if len(out.Records) != len(entries) {
-			return nil, fmt.Errorf("PutRecords: %d results for %d entries", len(out.Records), len(entries))
+			return nil, nil, fmt.Errorf("PutRecords: %d results for %d entries", len(out.Records), len(entries))
 		}
 		var retry []types.PutRecordsRequestEntry
 		var lastErr string
@@ -326,18 +373,19 @@ func (e *env) putAll(ctx context.Context, st *stream, entries []types.PutRecords
 				continue
 			}
 			acked[aws.ToString(r.ShardId)]++
+			sizes[aws.ToString(r.ShardId)] += len(entries[i].Data)
 		}
 		if len(retry) > 0 && attempt == 10 {
-			return nil, fmt.Errorf("PutRecords: %d entries still failing after %d attempts (%s)", len(retry), attempt, lastErr)
+			return nil, nil, fmt.Errorf("PutRecords: %d entries still failing after %d attempts (%s)", len(retry), attempt, lastErr)
 		}
 		if len(retry) > 0 {
 			if err := sleepCtx(ctx, time.Duration(attempt)*50*time.Millisecond); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		}
 		entries = retry
 	}
-	return acked, nil
+	return acked, sizes, nil
 }
 
 // shardCounts lists the acknowledged entries per shard in shard order.
