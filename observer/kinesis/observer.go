@@ -226,6 +226,7 @@ func (o *Observer) run(ctx context.Context, awsCfg aws.Config) error {
 	// letters) must never wait on it.
 	kclKin := kds.NewFromConfig(awsCfg, func(opt *kds.Options) {
 		opt.APIOptions = append(opt.APIOptions, guard.apply, pacer.apply)
+		withRecordsProtocol(opt)
 	})
 	kin := kds.NewFromConfig(awsCfg)
 	o.table = leases.New(NewDynamoDBClient(awsCfg), kin, leases.Config{
