@@ -62,11 +62,18 @@ func (p *recordsProtocol) DeserializeResponse(ctx context.Context, schema *smith
 	}
 	var dec recordsAnswer
 	if err := dec.decode(body); err != nil {
-		resp.Body = io.NopCloser(bytes.NewReader(body))
+		// Closing it still closes the connection's body, which returns the
+		// connection to the client's pool.
+		resp.Body = readCloser{bytes.NewReader(body), resp.Body}
 		return p.ClientProtocol.DeserializeResponse(ctx, schema, types, resp, out)
 	}
 	o.Records, o.NextShardIterator, o.MillisBehindLatest = dec.Records, dec.NextShardIterator, dec.MillisBehindLatest
 	return nil
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
 }
 
 // recordsAnswer is what recordsProtocol decodes of an answer.

@@ -167,3 +167,31 @@ func BenchmarkGetRecordsAnswer(b *testing.B) {
 		})
 	}
 }
+
+// closeCounter is a body that counts its Close calls.
+type closeCounter struct {
+	io.Reader
+	closed *int
+}
+
+func (c closeCounter) Close() error { *c.closed++; return nil }
+
+// The connection's body is closed whether the answer was decoded here or
+// by the SDK: an unclosed one would keep its connection out of the pool.
+func TestRecordsProtocolClosesTheBody(t *testing.T) {
+	for _, body := range []string{`{"Records":[]}`, `{"Records":[null]}`} {
+		closed := 0
+		client := &http.Client{Transport: roundTrip(func(r *http.Request) (*http.Response, error) {
+			return &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"application/x-amz-json-1.1"}},
+				ContentLength: int64(len(body)), Body: closeCounter{strings.NewReader(body), &closed}, Request: r}, nil
+		})}
+		kin := kds.New(kds.Options{Region: "us-east-1", HTTPClient: client, BaseEndpoint: aws.String("http://127.0.0.1:1"),
+			Credentials: aws.AnonymousCredentials{}}, withRecordsProtocol)
+		if _, err := kin.GetRecords(context.Background(), &kds.GetRecordsInput{ShardIterator: aws.String("it")}); err != nil {
+			t.Fatal(err)
+		}
+		if closed == 0 {
+			t.Errorf("%s: body not closed", body)
+		}
+	}
+}
