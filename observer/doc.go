@@ -31,7 +31,11 @@
 //
 // One Kinesis record goes through the code in this order:
 //
-//   - observer/kinesis, processor.go: the KCL hands a batch to
+//   - observer/kinesis: the KCL's Kinesis client decodes the GetRecords
+//     answer holding it (getrecords.go, recordsProtocol), and the aggregate
+//     guard inspects the batch for KPL aggregates the KCL would drop and
+//     follows the shard's read budget (kpl.go, readbudget.go).
+//   - processor.go: the KCL hands a batch to
 //     shardProcessor.ProcessRecords, which prepares its records and checks
 //     them in the ledger 100 at a time, the next 100 while it admits these
 //     (prepareAhead, peek); admit waits for a free slot (at most
@@ -73,5 +77,6 @@
 //     the next record of the key how this one ended, and moves the
 //     checkpoint candidate past the finished prefix; checkpoint writes it
 //     at most once per checkpoint interval, and a final time at Shutdown or
-//     handOver.
+//     handOver; pace then holds the shard's next read for the idle interval
+//     after a short batch, or while the KCL's read budget is short.
 package observer
