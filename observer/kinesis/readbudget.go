@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+	"github.com/vmware/vmware-go-kcl-v2/clientlibrary/worker"
 )
 
 // Kinesis serves a shard at most 2 MB/s through GetRecords; a read of up to
@@ -30,10 +31,10 @@ type readBudget struct {
 	shards map[string]*shardBudget
 }
 
-// The KCL's constants (vmware-go-kcl-v2 worker.MaxBytes, MaxBytesPerSecond).
+// The KCL's own constants, so that the budget cannot drift from its.
 const (
-	readBurstBytes     = 10_000_000
-	readBytesPerSecond = 2_000_000
+	readBurstBytes     = worker.MaxBytes
+	readBytesPerSecond = worker.MaxBytesPerSecond
 )
 
 // readBudgetSlack is added to every wait: the KCL checks its budget a
