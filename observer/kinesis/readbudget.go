@@ -31,7 +31,7 @@ type readBudget struct {
 	shards map[string]*shardBudget
 }
 
-// The KCL's own constants, so that the budget cannot drift from its.
+// The KCL's own constants, so that the budget cannot drift from the KCL's.
 const (
 	readBurstBytes     = worker.MaxBytes
 	readBytesPerSecond = worker.MaxBytesPerSecond
