@@ -41,7 +41,7 @@ func scenarioDrainSteady(ctx context.Context, e *env) (*section, error) {
 			"both stamped by the consumer, so process start, lease taking and the first poll are outside the window; "+
 			"the first delivery after start is shown apart. Limit %s per run (then the rate is over what arrived). "+
 			"The harness counts deliveries (first and last time, one bit per command for duplicates) instead of keeping "+
-			"them. sauna runs once with idempotency off and once on, its DynamoDB requests counted by the proxy of "+
+			"them, and reads each consumer's CPU time (user and system) when its process has exited. sauna runs once with idempotency off and once on, its DynamoDB requests counted by the proxy of "+
 			"section 12 (`bench/ddbproxy.go`) over the whole run and divided by the commands that arrived. %s The ceiling's writes go to dynalite directly, not through the proxy.",
 			l.steadyCount, l.drainKeys, steadyWriters, l.steadyCount, secs(l.steadyLimit), ceilingMethod(l.steadyCount, l.ceilingPeeks))}
 	st, err := e.createStream(ctx, 4)
@@ -86,6 +86,8 @@ func scenarioDrainSteady(ctx context.Context, e *env) (*section, error) {
 	ceilingRows(t, s, rate, ceil, "first to last delivery")
 	t.add(&row{metric: "first delivery after start (s)", cells: column(e, rs, res, "first")})
 	t.add(&row{metric: "first to last delivery (s)", cells: column(e, rs, res, "window")})
+	// CPU time depends much less than rates on what else the machine runs.
+	t.add(&row{metric: "consumer CPU per command (µs, user and system, whole process)", cells: column(e, rs, res, "cpu")})
 	arrived := t.add(&row{metric: fmt.Sprintf("arrived of %d", l.steadyCount), cells: column(e, rs, res, "arrived"), noRatio: true,
 		target: fmt.Sprintf("all %d", l.steadyCount)})
 	t.add(&row{metric: "duplicates", cells: column(e, rs, res, "dups"), noRatio: true})
@@ -210,6 +212,9 @@ func steadyRun(ctx context.Context, e *env, st *stream, rn runSpec, l limits) (m
 	p.stop() // flushes the consumer's last reports; later duplicates count too
 	sc := c.stats()
 	m := map[string]cell{"arrived": num(float64(sc.arrived), "%.0f"), "dups": num(float64(sc.dups), "%.0f")}
+	if ps := p.cmd.ProcessState; ps != nil && sc.arrived > 0 {
+		m["cpu"] = num(float64((ps.UserTime()+ps.SystemTime()).Microseconds())/float64(sc.arrived), "%.1f")
+	}
 	if px != nil && sc.arrived > 0 {
 		var outcome, lease int64
 		for k, v := range px.snapshot() {
