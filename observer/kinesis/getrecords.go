@@ -44,11 +44,11 @@ func withRecordsProtocol(o *kds.Options) {
 	o.Protocol = &recordsProtocol{ClientProtocol: o.Protocol}
 }
 
-func (p *recordsProtocol) DeserializeResponse(ctx context.Context, schema *smithy.OperationSchema, types *smithy.TypeRegistry,
+func (p *recordsProtocol) DeserializeResponse(ctx context.Context, schema *smithy.OperationSchema, reg *smithy.TypeRegistry,
 	resp *smithyhttp.Response, out smithy.Deserializable) error {
 	o, ok := out.(*kds.GetRecordsOutput)
 	if !ok || resp.StatusCode < 200 || resp.StatusCode >= 300 || resp.ContentLength <= 0 || resp.ContentLength > maxRecordsBody {
-		return p.ClientProtocol.DeserializeResponse(ctx, schema, types, resp, out)
+		return p.ClientProtocol.DeserializeResponse(ctx, schema, reg, resp, out)
 	}
 	bp, _ := p.bufs.Get().(*[]byte)
 	if bp == nil || cap(*bp) < int(resp.ContentLength) {
@@ -65,12 +65,13 @@ func (p *recordsProtocol) DeserializeResponse(ctx context.Context, schema *smith
 		// Closing it still closes the connection's body, which returns the
 		// connection to the client's pool.
 		resp.Body = readCloser{bytes.NewReader(body), resp.Body}
-		return p.ClientProtocol.DeserializeResponse(ctx, schema, types, resp, out)
+		return p.ClientProtocol.DeserializeResponse(ctx, schema, reg, resp, out)
 	}
 	o.Records, o.NextShardIterator, o.MillisBehindLatest = dec.Records, dec.NextShardIterator, dec.MillisBehindLatest
 	return nil
 }
 
+// readCloser reads one thing and closes another.
 type readCloser struct {
 	io.Reader
 	io.Closer
