@@ -447,18 +447,18 @@ func TestFreshMethodSaysHowAndHowOften(t *testing.T) {
 }
 
 // The read-limit note names the largest shard in bytes and the best rate a
-// consumer within 2 MB/s per shard (after a 10 MB burst and one batch) can
-// reach on the backlog, against raw's.
+// consumer within 2 MB/s per shard (beyond 10 MB and two batches) can reach
+// on the backlog, against raw's.
 func TestReadLimitNote(t *testing.T) {
 	st := &stream{shards: []shardRange{{id: "s0"}, {id: "s1"}}}
 	perShard := map[string]int{"s0": 50_000, "s1": 60_000}
 	// s1: 60,000 commands of 500 bytes = 30 MB; a batch of 10,000 is 5 MB:
-	// (30 - 10 - 5) MB at 2 MB/s = 7.5 s for 110,000 commands.
+	// (30 - 10 - 2*5) MB at 2 MB/s = 5 s for 110,000 commands.
 	perShardBytes := map[string]int{"s0": 25_000_000, "s1": 30_000_000}
 	rs := []runSpec{{label: "sauna (idempotency off)", kind: kindSauna}, {label: kindRaw, kind: kindRaw}}
 	rate := &row{cells: []cell{num(14000, "%.0f"), num(29333.3, "%.0f")}}
 	got := readLimitNote(st, perShard, perShardBytes, 110_000, rate, rs)
-	for _, want := range []string{"s1, holds 30.0 MB", "10000 records (5.0 MB", "7.5 s at 2 MB/s", "about 14667 commands/s at most", "50% of raw's rate"} {
+	for _, want := range []string{"s1, holds 30.0 MB", "10000 records (5.0 MB each)", "5.0 s at 2 MB/s", "about 22000 commands/s at most", "75% of raw's rate"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("note %q\nlacks %q", got, want)
 		}

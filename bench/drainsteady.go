@@ -138,10 +138,12 @@ const (
 )
 
 // readLimitNote tells how fast a consumer that keeps every shard within
-// Kinesis's read limit, as sauna's KCL does and kinesalite does not, could
-// drain the backlog at best: its largest shard (in bytes) needs its bytes
-// beyond a 10 MB burst and one batch (read before the first delivery) at
-// 2 MB/s.
+// Kinesis's read limit the way sauna's KCL does could drain the backlog at
+// best. The KCL's budget starts at 10 MB, grows by 2 MB/s, and is charged
+// each read's bytes when the next read is made, so a shard's last read is
+// made once the budget covers all but its last two reads: the largest shard
+// (in bytes) needs its bytes beyond 10 MB and two full batches at 2 MB/s
+// from its first read, which comes before the first delivery.
 func readLimitNote(st *stream, perShard, perShardBytes map[string]int, count int, rate *row, rs []runSpec) string {
 	var big string
 	for _, id := range st.shardIDs() {
@@ -154,16 +156,17 @@ func readLimitNote(st *stream, perShard, perShardBytes map[string]int, count int
 	}
 	b := perShardBytes[big]
 	batch := b / perShard[big] * min(steadyMaxRecords, perShard[big])
-	secs := float64(b-shardReadBurstBytes-batch) / shardReadBytesPerSecond
+	secs := float64(b-shardReadBurstBytes-2*batch) / shardReadBytesPerSecond
 	if secs <= 0 {
 		return ""
 	}
 	ceiling := float64(count) / secs
 	note := fmt.Sprintf("Kinesis serves a shard at most 2 MB/s through GetRecords, after a read of up to 10 MB. sauna reads "+
-		"through the KCL's polling consumer, which keeps every shard within that on the client; kinesalite does not "+
-		"enforce it, and raw and harlow read as fast as it answers. The largest shard, %s, holds %.1f MB of record "+
-		"data: beyond a 10 MB burst and one batch of %d records (%.1f MB, read before the first delivery) it needs "+
-		"%.1f s at 2 MB/s, so a consumer within the limit drains this backlog at about %.0f commands/s at most",
+		"through the KCL's polling consumer, which keeps every shard within that on the client (a budget of 10 MB that "+
+		"grows by 2 MB/s, charged each read's bytes when the next read is made); kinesalite does not enforce the limit, "+
+		"and raw and harlow read as fast as it answers. The largest shard, %s, holds %.1f MB of record data: beyond the "+
+		"10 MB and two batches of %d records (%.1f MB each) it needs %.1f s at 2 MB/s from its first read, so a consumer "+
+		"within the limit drains this backlog at about %.0f commands/s at most",
 		big, float64(b)/1e6, min(steadyMaxRecords, perShard[big]), float64(batch)/1e6, secs, ceiling)
 	if raw := slices.Index(runLabels(rs), kindRaw); raw >= 0 && rate.cells[raw].ok && rate.cells[raw].v > 0 {
 		note += fmt.Sprintf(", %.0f%% of raw's rate in this run", 100*ceiling/rate.cells[raw].v)
