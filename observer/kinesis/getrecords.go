@@ -283,6 +283,9 @@ func (r *reader) records(out *[]types.Record, size int) error {
 
 // rawString reads a string and returns its bytes between the quotes, and
 // whether they hold an escape. A control character is left to the SDK.
+// Escapes are checked by the callers that keep an escaped string (str has
+// encoding/json unescape it, skip checks them), which keeps this loop, run
+// over every string of an answer, as short as it can be.
 func (r *reader) rawString() (raw []byte, escaped bool, err error) {
 	if !r.byte('"') {
 		return nil, false, errNotPlain
@@ -303,6 +306,36 @@ func (r *reader) rawString() (raw []byte, escaped bool, err error) {
 		r.i++
 	}
 	return nil, false, errNotPlain
+}
+
+// validEscapes reports whether every escape in the bytes of a string is one
+// of JSON's.
+func validEscapes(raw []byte) bool {
+	for i := 0; i < len(raw); i++ {
+		if raw[i] != '\\' {
+			continue
+		}
+		if i+1 >= len(raw) {
+			return false
+		}
+		switch raw[i+1] {
+		case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+			i++
+		case 'u':
+			if i+6 > len(raw) {
+				return false
+			}
+			for _, c := range raw[i+2 : i+6] {
+				if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+					return false
+				}
+			}
+			i += 5
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // str reads a string; one with escapes is unescaped as encoding/json does
@@ -404,7 +437,11 @@ func (r *reader) skip(depth int) error {
 	}
 	switch c := r.b[r.i]; {
 	case c == '"':
-		_, _, err := r.rawString()
+		// The SDK fails on an invalid escape even in a member it skips.
+		raw, escaped, err := r.rawString()
+		if err == nil && escaped && !validEscapes(raw) {
+			return errNotPlain
+		}
 		return err
 	case c == '{':
 		return r.object(func([]byte) error { return r.skip(depth + 1) })

@@ -49,6 +49,9 @@ var getRecordsBodies = []struct {
 	{"trailing garbage", `{"Records":[]} x`, false},
 	{"not an object", `[]`, false},
 	{"string timestamp", `{"Records":[{"ApproximateArrivalTimestamp":"1"}]}`, false},
+	{"invalid escape in an unknown member", `{"Records":[],"X":"\q"}`, false},
+	{"short unicode escape in an unknown member", `{"Records":[{"Data":"eA==","X":["\u00"]}]}`, false},
+	{"escape at the end", `{"Records":[],"X":"\`, false},
 }
 
 // recordsClient answers its calls with bodies, one after the other.
