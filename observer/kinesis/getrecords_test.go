@@ -3,6 +3,7 @@ package kinesis
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	kds "github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+	"github.com/aws/smithy-go"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 )
@@ -195,6 +197,37 @@ func TestRecordsProtocolClosesTheBody(t *testing.T) {
 		}
 		if closed == 0 {
 			t.Errorf("%s: body not closed", body)
+		}
+	}
+}
+
+// An error answer is the SDK's to decode, even one whose body would pass
+// for a plain answer with no records and no iterator (which reads as a
+// closed shard).
+func TestRecordsProtocolLeavesErrorsToTheSDK(t *testing.T) {
+	for _, c := range []struct {
+		status     int
+		body, code string
+	}{
+		{400, `{"__type":"ExpiredIteratorException","message":"Iterator expired"}`, "ExpiredIteratorException"},
+		{400, `{"__type":"ProvisionedThroughputExceededException","message":"Rate exceeded"}`, "ProvisionedThroughputExceededException"},
+		{500, `{"__type":"InternalFailure"}`, "InternalFailure"},
+		{503, `{}`, "UnknownError"},
+	} {
+		client := &http.Client{Transport: roundTrip(func(r *http.Request) (*http.Response, error) {
+			return &http.Response{StatusCode: c.status, Header: http.Header{"Content-Type": {"application/x-amz-json-1.1"}},
+				ContentLength: int64(len(c.body)), Body: io.NopCloser(strings.NewReader(c.body)), Request: r}, nil
+		})}
+		kin := kds.New(kds.Options{Region: "us-east-1", HTTPClient: client, BaseEndpoint: aws.String("http://127.0.0.1:1"),
+			Credentials: aws.AnonymousCredentials{}, RetryMaxAttempts: 1}, withRecordsProtocol)
+		_, err := kin.GetRecords(context.Background(), &kds.GetRecordsInput{ShardIterator: aws.String("it")})
+		var apiErr smithy.APIError
+		if !errors.As(err, &apiErr) || apiErr.ErrorCode() != c.code {
+			t.Errorf("%d %s: err %v, want an API error %s", c.status, c.body, err, c.code)
+		}
+		var expired *types.ExpiredIteratorException
+		if errors.As(err, &expired) != (c.code == "ExpiredIteratorException") {
+			t.Errorf("%d %s: err %T", c.status, c.body, err)
 		}
 	}
 }
