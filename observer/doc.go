@@ -41,7 +41,8 @@
 //     (prepareAhead, peek); admit waits for a free slot (at most
 //     maxInFlightPerShard records run at once) and queues the record
 //     behind the earlier records of its partition key; start gives it to a
-//     runner goroutine (run), which calls execute.
+//     runner goroutine (run: one parked since its last record, or a new
+//     one), which calls execute.
 //   - execute hands the record to the shard's command.Runner
 //     (observer/command, run.go, Execute; prepared at admission, or
 //     rejected for a KPL aggregate that could not be decoded, kpl.go), with

@@ -537,10 +537,22 @@ func (p *shardProcessor) start(e, prev *entry) {
 		e.prior = &prev.end
 	}
 	p.wg.Add(1)
-	p.runq.add(e)
-	if p.runq.runners-int(p.runq.busy.Load()) < p.runq.waiting() {
-		p.runq.runners++
-		go p.run()
+	q := &p.runq
+	q.add(e)
+	if q.runners-int(q.busy.Load())-len(q.idle) < q.waiting() {
+		if n := len(q.idle); n > 0 {
+			wake := q.idle[n-1]
+			q.idle[n-1] = nil
+			q.idle = q.idle[:n-1]
+			wake <- struct{}{}
+		} else {
+			q.runners++
+			go p.run()
+			if q.watch == nil && !q.ended {
+				q.watch = make(chan struct{})
+				go p.watchEnd(q.watch)
+			}
+		}
 	}
 }
 
@@ -599,6 +611,7 @@ func (p *shardProcessor) finish(e *entry, final bool) {
 		// must be a fresh worker of ours: this one would never checkpoint
 		// the shard again.
 		p.stopped = true
+		p.endRunners()
 		if !p.lease.Done(p.intake) {
 			p.o.fail(fmt.Errorf("shard %s stopped at sequence number %s without an outcome", p.shardID, e.seq))
 		}
@@ -661,12 +674,14 @@ func (p *shardProcessor) isStopped() bool {
 func (p *shardProcessor) drain() {
 	p.mu.Lock()
 	p.draining = true
+	p.endRunners()
 	p.mu.Unlock()
 }
 
 func (p *shardProcessor) stop() {
 	p.mu.Lock()
 	p.stopped = true
+	p.endRunners()
 	p.mu.Unlock()
 }
 
@@ -677,6 +692,7 @@ func (p *shardProcessor) Shutdown(in *kcl.ShutdownInput) {
 	// Whatever the reason, the records already admitted finish first (or
 	// stop at the drain deadline); only then is the final checkpoint known.
 	p.wg.Wait()
+	// Ending hard also ends the shard's runners, parked by now (run).
 	defer p.stopHard()
 	defer p.stopIntake()
 	switch in.ShutdownReason {
@@ -749,19 +765,35 @@ func (p *shardProcessor) persist(ctx context.Context, what string, write func() 
 }
 
 // runQueue passes started records to runner goroutines. A runner takes
-// records until none is left, then ends; one is started whenever a record
-// would otherwise wait for a busy runner, so every started record runs at
-// once, as with a goroutine per record. Reusing runners under load keeps
-// their grown stacks: a fresh goroutine per record spent about a sixth of
-// its CPU growing its stack through decoding and validation.
+// records until none is left, then parks on a channel of its own until a
+// record is started for it. Runners end (endRunners) once the shard
+// stopped or drains, or, told by watchEnd, once hard ended (Shutdown ends
+// it once every record finished, a stop or an expired drain earlier) or
+// the lease is lost or released: the KCL may leave a shard without a
+// Shutdown, but never with its lease. A parked runner is woken, or a new
+// one started, whenever a record would otherwise wait for a busy runner, so
+// every started record runs at once, as with a goroutine per record, and
+// there are never more runners than records that ran at once. Runners park
+// rather than end because a fresh goroutine grows its stack through a run:
+// ended whenever the queue ran dry, which it does several times a batch, a
+// runner was started for about every other record, and growing stacks took
+// about a tenth of the shard's CPU. The runner parked last is woken first:
+// its stack is the likeliest not to have been shrunk by the collector since.
 type runQueue struct {
-	// ready[head:] wait for a runner; ready, head, runners: guarded by
+	// ready[head:] wait for a runner; every field but busy is guarded by
 	// shardProcessor.mu. Taken from the front by head, so that the array
 	// is reused once the queue empties rather than a new one made as
 	// records are started one by one.
 	ready   []*entry
 	head    int
 	runners int
+	// idle holds the wake channels of the parked runners, the runner
+	// parked last at the end.
+	idle []chan struct{}
+	// ended is set once runners end rather than park (endRunners); watch,
+	// made with the first runner, ends its watchEnd.
+	ended bool
+	watch chan struct{}
 	// busy counts the runners holding a record. A runner stops counting
 	// before it finishes its record, so that the record finish starts next
 	// (the next one of its key, usually) goes to it, not to a new runner.
@@ -794,19 +826,66 @@ func (q *runQueue) take() *entry {
 }
 
 func (p *shardProcessor) run() {
+	q := &p.runq
+	wake := make(chan struct{}, 1)
 	p.mu.Lock()
-	for p.runq.waiting() > 0 {
-		e := p.runq.take()
-		p.runq.busy.Add(1)
+	for {
+		for q.waiting() > 0 {
+			e := q.take()
+			q.busy.Add(1)
+			p.mu.Unlock()
+			final := p.execute(e)
+			q.busy.Add(-1)
+			// One hold of p.mu finishes this record and takes the next.
+			p.mu.Lock()
+			p.finish(e, final)
+			p.wg.Done()
+		}
+		if q.ended {
+			break
+		}
+		q.idle = append(q.idle, wake)
 		p.mu.Unlock()
-		final := p.execute(e)
-		p.runq.busy.Add(-1)
-		// One hold of p.mu finishes this record and takes the next.
+		<-wake
 		p.mu.Lock()
-		p.finish(e, final)
-		p.wg.Done()
 	}
-	p.runq.runners--
+	q.runners--
+	p.mu.Unlock()
+}
+
+// endRunners ends the parked runners, and those that would park, once the
+// shard stopped or drains or its consumer ended: it starts no record after,
+// or the last few, each of which then starts a runner of its own; p.mu is
+// held.
+func (p *shardProcessor) endRunners() {
+	q := &p.runq
+	if q.ended {
+		return
+	}
+	q.ended = true
+	for i, wake := range q.idle {
+		wake <- struct{}{}
+		q.idle[i] = nil
+	}
+	q.idle = q.idle[:0]
+	if q.watch != nil {
+		close(q.watch)
+	}
+}
+
+// watchEnd ends the runners once hard ends or the lease is lost or
+// released, unless endRunners did first (stop closed). Runners park on
+// their own channel alone: a select with these, shared by every runner and
+// run of the shard, spent more on its locks than parking saved.
+func (p *shardProcessor) watchEnd(stop <-chan struct{}) {
+	select {
+	case <-p.hard.Done():
+	case <-p.lost:
+	case <-stop:
+		return
+	}
+	p.mu.Lock()
+	p.endRunners()
 	p.mu.Unlock()
 }
 

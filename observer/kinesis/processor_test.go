@@ -480,6 +480,55 @@ func TestHandoverDrainIsBounded(t *testing.T) {
 	})
 }
 
+// A shard's runners outlive the records they ran, parked for its next
+// ones, and end with the shard: at its Shutdown, once its lease is lost, or
+// once it stopped or drains for a handover.
+func TestRunnersParkAndEndWithTheShard(t *testing.T) {
+	for _, end := range []string{"shutdown", "lost", "stopped", "handover"} {
+		t.Run(end, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				h := newHarness(t)
+				asked := make(chan struct{})
+				h.p.handoff = asked
+				h.p.o.handOver = func(string) error { return nil }
+				runners := func() (n, idle int) {
+					h.p.mu.Lock()
+					defer h.p.mu.Unlock()
+					return h.p.runq.runners, len(h.p.runq.idle)
+				}
+				cp := &fakeCheckpointer{}
+				// One record a batch: one runner runs them all, parked
+				// between them.
+				for _, seq := range []string{"1", "2", "3"} {
+					h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: []types.Record{keyedRecord(seq, "k"+seq, "m"+seq)}})
+					synctest.Wait()
+					if n, idle := runners(); n != 1 || idle != 1 {
+						t.Fatalf("%d runners, %d of them parked, once record %s ran: want one, parked", n, idle, seq)
+					}
+				}
+				switch end {
+				case "shutdown":
+					h.p.Shutdown(&kcl.ShutdownInput{ShutdownReason: kcl.REQUESTED, Checkpointer: cp})
+				case "lost":
+					close(h.lost)
+				case "stopped":
+					h.p.stop()
+				case "handover":
+					close(asked)
+					h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp})
+				}
+				synctest.Wait()
+				if n, _ := runners(); n != 0 {
+					t.Errorf("%d runners left after the shard's end (%s)", n, end)
+				}
+				if got := len(h.results()); got != 3 {
+					t.Errorf("%d outcomes, want 3", got)
+				}
+			})
+		})
+	}
+}
+
 // The run queue hands records out in the order they were started, whether
 // it empties between them or is compacted as it fills, and its array does
 // not grow with what was taken from it.
