@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"strconv"
 	"sync"
@@ -48,7 +49,7 @@ func (p *recordsProtocol) DeserializeResponse(ctx context.Context, schema *smith
 	resp *smithyhttp.Response, out smithy.Deserializable) error {
 	o, ok := out.(*kds.GetRecordsOutput)
 	if !ok || resp.StatusCode < 200 || resp.StatusCode >= 300 || resp.ContentLength <= 0 || resp.ContentLength > maxRecordsBody {
-		return p.ClientProtocol.DeserializeResponse(ctx, schema, reg, resp, out)
+		return p.sdkDeserialize(ctx, schema, reg, resp, out)
 	}
 	bp, _ := p.bufs.Get().(*[]byte)
 	if bp == nil || cap(*bp) < int(resp.ContentLength) {
@@ -65,10 +66,25 @@ func (p *recordsProtocol) DeserializeResponse(ctx context.Context, schema *smith
 		// Closing it still closes the connection's body, which returns the
 		// connection to the client's pool.
 		resp.Body = readCloser{bytes.NewReader(body), resp.Body}
-		return p.ClientProtocol.DeserializeResponse(ctx, schema, reg, resp, out)
+		return p.sdkDeserialize(ctx, schema, reg, resp, out)
 	}
 	o.Records, o.NextShardIterator, o.MillisBehindLatest = dec.Records, dec.NextShardIterator, dec.MillisBehindLatest
 	return nil
+}
+
+// sdkDeserialize is the SDK's decoder, with its panics made errors: it
+// panics on some malformed answers (a record's ApproximateArrivalTimestamp
+// of "NaN"), and a panic in the KCL's reading goroutine would end the
+// whole process, every observer with it, where an error fails one read,
+// which the KCL retries.
+func (p *recordsProtocol) sdkDeserialize(ctx context.Context, schema *smithy.OperationSchema, reg *smithy.TypeRegistry,
+	resp *smithyhttp.Response, out smithy.Deserializable) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &smithy.DeserializationError{Err: fmt.Errorf("the SDK's decoder failed on the answer: %v", r)}
+		}
+	}()
+	return p.ClientProtocol.DeserializeResponse(ctx, schema, reg, resp, out)
 }
 
 // readCloser reads one thing and closes another.

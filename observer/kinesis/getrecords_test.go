@@ -231,3 +231,20 @@ func TestRecordsProtocolLeavesErrorsToTheSDK(t *testing.T) {
 		}
 	}
 }
+
+// An answer the SDK's decoder panics on fails the read with a
+// deserialization error instead of ending the process.
+func TestRecordsProtocolFailsWhereTheSDKPanics(t *testing.T) {
+	body := []byte(`{"Records":[{"ApproximateArrivalTimestamp":"NaN"}]}`)
+	if o := getRecordsWith(answeringClient(false), body); o.panicked == nil {
+		t.Fatalf("the SDK alone no longer panics on %s (err %v): this test checks nothing", body, o.err)
+	}
+	o := getRecordsWith(answeringClient(true), body)
+	if o.panicked != nil {
+		t.Fatalf("panicked: %v", o.panicked)
+	}
+	var de *smithy.DeserializationError
+	if !errors.As(o.err, &de) || !strings.Contains(o.err.Error(), "NaN") {
+		t.Fatalf("err %v, want a deserialization error naming the value", o.err)
+	}
+}
