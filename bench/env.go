@@ -451,6 +451,9 @@ func (e *env) start(ctx context.Context, sp spec, r listener) (*proc, error) {
 		extra = append(extra, probe.ConsumerEnv+"="+sp.id)
 		if e.cpuProfiles != "" {
 			extra = append(extra, "SAUNA_BENCH_CPUPROFILE="+filepath.Join(e.cpuProfiles, sp.id+".pprof"))
+			if secs := os.Getenv("SAUNA_BENCH_CPUPROFILE_SECONDS"); secs != "" {
+				extra = append(extra, "SAUNA_BENCH_CPUPROFILE_SECONDS="+secs)
+			}
 		}
 		if sp.ddbURL != "" {
 			// Later entries win (os/exec keeps the last of duplicates).

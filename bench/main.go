@@ -41,7 +41,7 @@ func run() error {
 		emulators = flag.String("emulators", "", "scripts/emulators/emulators.sh that started the emulators under $EMULATORS_DIR: "+
 			"restart them before every measurement (scripts/bench.sh sets it); without it, every stream and table the harness "+
 			"created is deleted instead")
-		cpuProf   = flag.String("sauna-cpuprofile", "", "directory to write a CPU profile of each sauna run into (<run id>.pprof, its first 15 s)")
+		cpuProf   = flag.String("sauna-cpuprofile", "", "directory to write a CPU profile of each sauna run into (<run id>.pprof, its first 15 s, or SAUNA_BENCH_CPUPROFILE_SECONDS: a run that ends sooner leaves an empty file)")
 		saunaIdem = flag.String("sauna-idempotency", "both", "sauna's runs in scenarios that run it with idempotency off and on: both, off or on")
 	)
 	flag.Parse()
