@@ -536,25 +536,30 @@ func (t *Table) putNew(ctx context.Context, key string, c Claim, now time.Time, 
 // identity, where it was read, who runs it, and when it was first attempted
 // (where Search finds it).
 func (t *Table) newItem(key string, c Claim, first time.Time) map[string]types.AttributeValue {
-	item := map[string]types.AttributeValue{
-		AttrCommandID:    s(key),
-		attrDigest:       s(c.Digest),
-		attrOwner:        s(t.cfg.WorkerID),
-		attrFirstAttempt: s(formatTime(first)),
-		AttrSearchDay:    s(t.searchDay(first)),
-	}
+	// Sized for the whole item its callers complete (a done item has 16
+	// attributes at most): an outcome write builds thousands of these a
+	// second, and a map that grows while filled is rebuilt on the way.
+	item := make(map[string]types.AttributeValue, itemAttrs)
+	item[AttrCommandID] = s(key)
+	item[attrDigest] = s(c.Digest)
+	item[attrOwner] = s(t.cfg.WorkerID)
+	item[attrFirstAttempt] = s(formatTime(first))
+	item[AttrSearchDay] = s(t.searchDay(first))
 	// DynamoDB Local and older emulators reject empty strings; an absent
 	// attribute reads back as "" anyway.
-	for name, v := range map[string]string{
-		attrObserver: t.cfg.Observer, attrShard: c.Shard, attrSequence: c.Sequence, attrResponder: c.Responder,
-		attrSchema: c.Schema,
+	for _, a := range [...]struct{ name, v string }{
+		{attrObserver, t.cfg.Observer}, {attrShard, c.Shard}, {attrSequence, c.Sequence}, {attrResponder, c.Responder},
+		{attrSchema, c.Schema},
 	} {
-		if v != "" {
-			item[name] = s(v)
+		if a.v != "" {
+			item[a.name] = s(a.v)
 		}
 	}
 	return item
 }
+
+// itemAttrs is the most attributes newItem's callers give an item.
+const itemAttrs = 16
 
 // takeOver replaces an expired claim, or reopens a dead-lettered command, in
 // one write fenced on exactly the state that was read.
