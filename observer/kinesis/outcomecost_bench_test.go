@@ -35,7 +35,7 @@ func processCPU(b *testing.B) time.Duration {
 // sequence number). Beside the wall time (which is mostly dynalite's), it
 // reports this process's CPU time per command, the client's share: the
 // request building, signing, encoding and decoding, and the HTTP exchange,
-// through the HTTP client an observer uses (LoadAWS).
+// through the DynamoDB client an observer uses (LoadAWS, NewDynamoDBClient).
 func BenchmarkITOutcomeCost(b *testing.B) {
 	env := emulator.Require(b)
 	// LoadAWS's config without the shared config files, which a developer's
@@ -46,11 +46,11 @@ func BenchmarkITOutcomeCost(b *testing.B) {
 		HTTPClient:                  newHTTPClient(),
 		RequestMinCompressSizeBytes: 10240,
 	}
-	url := env.DynamoDBURL
-	if url == "" {
+	if env.DynamoDBURL == "" {
 		b.Fatal("no DynamoDB endpoint")
 	}
-	db := dynamodb.NewFromConfig(cfg, func(o *dynamodb.Options) { o.BaseEndpoint = aws.String(url) })
+	cfg.BaseEndpoint = aws.String(env.DynamoDBURL)
+	db := NewDynamoDBClient(cfg)
 	name := emulator.UniqueName(b, "outcomes-cost")
 	b.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
