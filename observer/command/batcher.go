@@ -260,8 +260,19 @@ func (b *Batcher) poke() {
 
 func (b *Batcher) loop() {
 	defer close(b.finished)
+	// The writes go to writer goroutines that stay for the next write
+	// rather than end: a fresh goroutine grows its stack through the SDK's
+	// call of every write, which cost about a sixth of a write's CPU. There
+	// are never more writers than writes that were out at once (at most
+	// maxWrites, so a write is never left waiting in jobs for a writer);
+	// they end once jobs is closed, when the loop ends.
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	jobs := make(chan *batch, maxWrites)
+	writers := 0
+	defer func() {
+		close(jobs)
+		wg.Wait()
+	}()
 	written := make(chan struct{}, maxWrites)
 	// returned counts the writes back since b.inFlight was last updated.
 	returned := 0
@@ -302,13 +313,16 @@ func (b *Batcher) loop() {
 		if done {
 			return
 		}
+		for ; writers < inFlight+len(start); writers++ {
+			wg.Go(func() {
+				for bt := range jobs {
+					b.landed(bt, b.write(b.ctx, bt.items))
+					written <- struct{}{}
+				}
+			})
+		}
 		for _, bt := range start {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				b.landed(bt, b.write(b.ctx, bt.items))
-				written <- struct{}{}
-			}()
+			jobs <- bt
 		}
 		var tick <-chan time.Time
 		if linger >= 0 {

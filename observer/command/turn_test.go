@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -295,6 +297,51 @@ func TestBatcherParkedJoinTheCurrentBatch(t *testing.T) {
 		}
 		if n := g.calls(); n != 2 {
 			t.Errorf("%d writes, want 2", n)
+		}
+	})
+}
+
+// goroutineWriter records on which goroutine each write runs.
+type goroutineWriter struct {
+	mu  sync.Mutex
+	ids []string
+}
+
+func (w *goroutineWriter) RecordDone(context.Context, []outcomes.Done) error {
+	buf := make([]byte, 64)
+	buf = buf[:runtime.Stack(buf, false)]
+	id, _, _ := strings.Cut(strings.TrimPrefix(string(buf), "goroutine "), " ")
+	w.mu.Lock()
+	w.ids = append(w.ids, id)
+	w.mu.Unlock()
+	return nil
+}
+
+// Writes made one after the other run on one writer goroutine, which waits
+// for the next rather than ends (a fresh one grows its stack through every
+// write).
+func TestBatcherWritersStay(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := &goroutineWriter{}
+		b := NewBatcher(w, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		b.Start()
+		defer b.Stop(context.Background())
+		for i := range 4 {
+			bt, alone := b.add(outcomes.Done{
+				Claim: outcomes.Claim{CommandID: fmt.Sprint("cmd-", i), Digest: "d", Shard: "s", Sequence: fmt.Sprint(i)},
+				Final: outcomes.Final{Verdict: verdict.Executed},
+			}, false, false, nil)
+			if alone {
+				t.Fatal("an outcome its run may not write was left to it")
+			}
+			if ok, err := bt.wait(context.Background(), nil); !ok {
+				t.Fatalf("outcome %d: %v", i, err)
+			}
+		}
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if len(w.ids) != 4 || len(slices.Compact(slices.Clone(w.ids))) != 1 {
+			t.Errorf("writes ran on goroutines %v, want 4 writes on one", w.ids)
 		}
 	})
 }
