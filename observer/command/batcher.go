@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sauna-io/sauna/observer/backoff"
@@ -69,8 +70,11 @@ type Batcher struct {
 	cur    *batch
 	sealed []*batch
 	// active counts the runs between their first attempt and their
-	// outcome.
-	active int
+	// outcome. It is not under mu: every run counts itself in (begin), and
+	// a lock taken for that alone had the runs of all shards queue on mu.
+	// A count read under mu is as current as one that mu guarded, since a
+	// run could count itself in just after mu was let go.
+	active atomic.Int64
 	// inFlight counts the loop's writes out; alone the runs writing their
 	// outcome themselves (see add).
 	inFlight, alone int
@@ -130,18 +134,16 @@ func (b *Batcher) Stop(ctx context.Context) {
 
 // begin counts a run that is about to make its first attempt without a
 // claim: a batch lingers for it, as its outcome comes soon.
-func (b *Batcher) begin() {
-	b.mu.Lock()
-	b.active++
-	b.mu.Unlock()
-}
+func (b *Batcher) begin() { b.active.Add(1) }
 
 // abandon uncounts a run counted by begin that will not queue an outcome
 // (it took a claim, or stopped).
 func (b *Batcher) abandon() {
+	if b.active.Add(-1) != 0 {
+		return
+	}
 	b.mu.Lock()
-	b.active--
-	idle := b.active == 0 && b.cur != nil
+	idle := b.cur != nil
 	b.mu.Unlock()
 	if idle {
 		b.poke()
@@ -160,8 +162,9 @@ func (b *Batcher) abandon() {
 // write, and fails with it if that write failed.
 func (b *Batcher) add(d outcomes.Done, counted, mayAlone bool, after *batch) (bt *batch, alone bool) {
 	b.mu.Lock()
+	active := b.active.Load()
 	if counted {
-		b.active--
+		active = b.active.Add(-1)
 	}
 	if b.stopped {
 		b.mu.Unlock()
@@ -189,7 +192,7 @@ func (b *Batcher) add(d outcomes.Done, counted, mayAlone bool, after *batch) (bt
 		b.mu.Unlock()
 		return p, false
 	}
-	if mayAlone && b.cur == nil && b.active <= 0 && b.inFlight+b.alone+len(b.sealed) == 0 {
+	if mayAlone && b.cur == nil && active <= 0 && b.inFlight+b.alone+len(b.sealed) == 0 {
 		b.alone++
 		b.mu.Unlock()
 		return nil, true
@@ -199,7 +202,7 @@ func (b *Batcher) add(d outcomes.Done, counted, mayAlone bool, after *batch) (bt
 		// first attempt and their outcome), not BatchSize: a batch often
 		// goes with one or two outcomes, and BatchSize of them is 4.6 kB.
 		// One that gets more grows.
-		b.cur = &batch{items: make([]outcomes.Done, 0, min(BatchSize, b.active+1)), first: time.Now(), done: make(chan struct{})}
+		b.cur = &batch{items: make([]outcomes.Done, 0, min(BatchSize, int(active)+1)), first: time.Now(), done: make(chan struct{})}
 	}
 	cur := b.cur
 	cur.items = append(cur.items, d)
@@ -209,7 +212,7 @@ func (b *Batcher) add(d outcomes.Done, counted, mayAlone bool, after *batch) (bt
 		b.cur = nil
 		poke = true
 	} else {
-		poke = b.active == 0 || len(cur.items) == 1
+		poke = active == 0 || len(cur.items) == 1
 	}
 	b.mu.Unlock()
 	if poke {
@@ -287,7 +290,7 @@ func (b *Batcher) loop() {
 		// write is out (one that is will free slots, and so bring more
 		// outcomes, when it comes back), or once it lingered long enough;
 		// while every write slot is taken it keeps growing instead.
-		idle := b.active <= 0 && inFlight+b.alone+len(b.sealed) == 0
+		idle := b.active.Load() <= 0 && inFlight+b.alone+len(b.sealed) == 0
 		lingered := inFlight+len(b.sealed) < maxWrites && time.Since(b.curFirst()) >= batchLinger
 		if b.cur != nil && (idle || lingered || b.stopping) {
 			cur := b.cur
