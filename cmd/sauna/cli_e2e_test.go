@@ -87,6 +87,7 @@ func TestValidateNamesRefusedParamsEndToEnd(t *testing.T) {
 // TestVersionStamps builds the binary with the documented link-time stamp
 // and checks what `sauna version` prints, with and without it.
 func TestVersionStamps(t *testing.T) {
+	parallel(t)
 	bin := filepath.Join(t.TempDir(), "sauna")
 	// -buildvcs=auto: a GOFLAGS default of false must not hide what a plain
 	// go build in a checkout records.

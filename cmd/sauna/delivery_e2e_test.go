@@ -729,6 +729,8 @@ func dgCheckOutcomeCLI(t *testing.T, env emulator.Env, table string, ids ...stri
 // only duplicates are commands in flight at a kill, and none of the last
 // commands a victim sent and recorded done reaches the receiver again.
 func TestDeliveryCrash(t *testing.T) {
+	// The longest test starts with the parallel phase, without a slot
+	// (see TestMain).
 	t.Parallel()
 	env := emulator.Require(t)
 	started := time.Now()
@@ -1005,7 +1007,7 @@ func dgCheckMonotonic(t *testing.T, samples []dgLeaseSample) {
 // shards, no checkpoint ever moves back, no lease flips back to it, and no
 // command runs more often than the outcome table's claims explain.
 func TestDeliveryZombie(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	env := emulator.Require(t)
 	started := time.Now()
 	const shards = 4
@@ -1456,12 +1458,12 @@ func (b *dgBlackHole) close() {
 // a black hole from the start; (c) Kinesis turns into a black hole while the
 // worker holds every lease.
 func TestDeliveryShutdownBounded(t *testing.T) {
-	t.Parallel()
+	t.Parallel() // the subtests take the slots
 	env := emulator.Require(t)
 	const limit = 20 * time.Second
 
 	t.Run("hung receiver", func(t *testing.T) {
-		t.Parallel()
+		parallel(t)
 		const shards = 4
 		stream := emulator.UniqueName(t, "hang")
 		id := "com.acme." + emulator.UniqueName(t, "obs")
@@ -1564,7 +1566,7 @@ func TestDeliveryShutdownBounded(t *testing.T) {
 	})
 
 	t.Run("black-hole Kinesis from the start", func(t *testing.T) {
-		t.Parallel()
+		parallel(t)
 		stream := emulator.UniqueName(t, "bh")
 		id := "com.acme." + emulator.UniqueName(t, "obs")
 		hole := newDGBlackHole(t, "")
@@ -1583,7 +1585,7 @@ func TestDeliveryShutdownBounded(t *testing.T) {
 	})
 
 	t.Run("Kinesis turns into a black hole", func(t *testing.T) {
-		t.Parallel()
+		parallel(t)
 		const shards = 4
 		stream := emulator.UniqueName(t, "bh2")
 		id := "com.acme." + emulator.UniqueName(t, "obs")

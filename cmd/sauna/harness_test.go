@@ -4,23 +4,27 @@ package main
 // loopback, with local HTTP servers standing in for vendor APIs.
 //
 // Parallel tests: a test that spends most of its time waiting out leases,
-// drain timeouts or black holes calls t.Parallel, so that those waits
-// overlap. Such a test shares nothing mutable: its streams and observer ids
-// come from emulator.UniqueName (so its lease and outcome tables are its
-// own), its receivers and proxies are its own httptest servers, and every
-// sauna process takes a free admin port. Its assertions must hold on a
+// drain timeouts or black holes, or that is short and shares nothing, calls
+// parallel (see TestMain), so that those waits overlap. Such a test shares
+// nothing mutable: its streams and observer ids come from
+// emulator.UniqueName (so its lease and outcome tables are its own), its
+// receivers and proxies are its own httptest servers, and every sauna
+// process takes a free admin port. Its assertions must hold on a
 // machine made busier by its neighbours, so they name what the design
 // guarantees (fences, claims, checkpoints), never how fast it happened.
 // A test whose verdict needs every live worker to renew its leases in time
 // (TestScaleOut: nothing runs twice without idempotency) or a tight gap
 // between requests (TestDeliveryOutage: Retry-After) stays sequential, and
-// runs while no parallel test loads the emulators.
+// runs while no parallel test loads the emulators; so does one that frees a
+// port for the process to take (TestIngestReadiness), which a neighbour
+// asking for a free port could get first.
 
 import (
 	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -36,6 +40,55 @@ import (
 
 	"github.com/sauna-io/sauna/observer/kinesis/emulator"
 )
+
+// go test runs GOMAXPROCS parallel tests at a time unless told otherwise:
+// two on a 2-core machine, and in no set order. These tests spend much of
+// their time waiting on sauna processes and the emulators, and the longest
+// (TestDeliveryCrash) bounds the whole parallel phase, so without an
+// explicit -parallel TestMain lifts go test's limit and the tests take
+// turns by their own rule: TestDeliveryCrash starts at once (t.Parallel),
+// every other parallel test waits for one of parallelSlots (parallel).
+// A parent whose body only starts parallel subtests calls t.Parallel: its
+// subtests take the slots. With -parallel given, go test's limit alone
+// applies.
+func TestMain(m *testing.M) {
+	flag.Parse()
+	given := false
+	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.parallel" })
+	if f := flag.Lookup("test.parallel"); f != nil && !given {
+		if err := f.Value.Set("1000"); err != nil {
+			fmt.Fprintln(os.Stderr, "setting -test.parallel:", err)
+			os.Exit(2)
+		}
+		slots = make(chan struct{}, parallelSlots)
+	}
+	os.Exit(m.Run())
+}
+
+// parallelSlots is how many parallel tests run beside TestDeliveryCrash:
+// enough that their lease, drain and black-hole waits overlap, few enough
+// not to bury a 2-core machine under sauna processes.
+const parallelSlots = 3
+
+// slots holds a token for each running parallel test (nil: -parallel was
+// given, go test limits them).
+var slots chan struct{}
+
+// parallel is t.Parallel for a test that takes one of parallelSlots; it
+// holds it until the test's last cleanup, after its processes stopped.
+func parallel(t *testing.T) {
+	t.Helper()
+	t.Parallel()
+	if slots == nil {
+		return
+	}
+	start := time.Now()
+	slots <- struct{}{}
+	t.Cleanup(func() { <-slots })
+	if waited := time.Since(start); waited >= 10*time.Millisecond {
+		t.Logf("waited %s for a parallel slot", waited.Round(time.Millisecond))
+	}
+}
 
 var (
 	buildOnce sync.Once

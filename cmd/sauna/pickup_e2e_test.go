@@ -74,7 +74,7 @@ func dgSecs(d time.Duration) float64 { return d.Round(time.Millisecond).Seconds(
 // tests, so a whole-package run measures a busy machine; run it alone
 // (-run TestDeliveryPickupAndFailover) for figures worth quoting.
 func TestDeliveryPickupAndFailover(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	env := emulator.Require(t)
 	started := time.Now()
 	const shards = 16

@@ -21,6 +21,7 @@ import (
 // too (dead-lettered commands may run again), but a command that had run
 // would be skipped; new ids make the replay independent of what ran.
 func TestReplayAfterConfigFix(t *testing.T) {
+	parallel(t)
 	env := emulator.Require(t)
 	stream, dlq := emulator.UniqueName(t, "live"), emulator.UniqueName(t, "dlq")
 	id := "com.acme." + emulator.UniqueName(t, "obs")

@@ -421,10 +421,10 @@ func (p *dlvProducer) count() int {
 // the KCL's own behaviour would skip what the children received before they
 // were picked up.
 func TestDeliveryReshard(t *testing.T) {
-	t.Parallel()
+	t.Parallel() // the subtests take the slots
 	for _, position := range []string{"TRIM_HORIZON", "LATEST"} {
 		t.Run(position, func(t *testing.T) {
-			t.Parallel()
+			parallel(t)
 			testDeliveryReshard(t, position)
 		})
 	}

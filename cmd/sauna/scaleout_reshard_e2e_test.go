@@ -19,7 +19,7 @@ import (
 // parents (both parents of the merge) finished, and the two processes hold
 // two of the four open shards each at the end.
 func TestScaleOutReshard(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	env := emulator.Require(t)
 	const shards = 4
 	stream := emulator.UniqueName(t, "scale-reshard")
