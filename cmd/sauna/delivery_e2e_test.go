@@ -5,20 +5,22 @@ package main
 // receiver saw, by the lease table and by the command outcome table.
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"math/big"
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -212,14 +214,14 @@ func (s *dgSink) waitAll(t testing.TB, ids []string, timeout time.Duration) {
 // handlers throw), which is what a process killed in the middle of a write
 // leaves behind; the proxy reads every request whole before passing it on
 // and finishes the exchange even when its client is gone, so a kill -9
-// never reaches the emulator. It also counts requests by operation, can
-// hold back the answer to every command claim and check (a PutItem or a
-// BatchGetItem on an outcome table) after it was served, and can hold the
-// answer to one check until the test lets it go (holdNextCheck).
+// never reaches the emulator (shieldproxy does that much outside the test
+// binary). It can also hold back the answer to every command claim and
+// check (a PutItem or a BatchGetItem on an outcome table) after it was
+// served, and hold the answer to one check until the test lets it go
+// (holdNextCheck).
 type dgProxy struct {
 	*httptest.Server
-	mu  sync.Mutex
-	ops map[string]int
+	mu sync.Mutex
 	// held, when set, takes the body of the next command check, whose
 	// answer then waits for release to be closed.
 	held    chan []byte
@@ -241,15 +243,12 @@ func (p *dgProxy) holdNextCheck() (<-chan []byte, func()) {
 func newDGProxy(t testing.TB, target string, claimDelay time.Duration) *dgProxy {
 	t.Helper()
 	client := &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 64}}
-	p := &dgProxy{ops: map[string]int{}}
+	p := &dgProxy{}
 	p.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		op := r.Header.Get("X-Amz-Target")
 		if i := strings.LastIndex(op, "."); i >= 0 {
 			op = op[i+1:]
 		}
-		p.mu.Lock()
-		p.ops[op]++
-		p.mu.Unlock()
 		body, err := io.ReadAll(r.Body)
 		if err != nil {
 			return
@@ -306,20 +305,77 @@ func newDGProxy(t testing.TB, target string, claimDelay time.Duration) *dgProxy 
 	return p
 }
 
-func (p *dgProxy) snapshot() map[string]int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return maps.Clone(p.ops)
-}
-
 // dgShielded routes a sauna process's Kinesis and DynamoDB calls through
-// their own dgProxy each.
-func dgShielded(t testing.TB, env emulator.Env) (emulator.Env, *dgProxy) {
+// a shieldproxy process each (see cmd/sauna/internal/shieldproxy: what
+// dgProxy does, outside the test binary), and returns the DynamoDB one.
+func dgShielded(t testing.TB, env emulator.Env) (emulator.Env, *dgShield) {
 	t.Helper()
-	ddb := newDGProxy(t, env.DynamoDBURL, 0)
-	env.KinesisURL = newDGProxy(t, env.KinesisURL, 0).URL
+	ddb := startShield(t, env.DynamoDBURL)
+	env.KinesisURL = startShield(t, env.KinesisURL).URL
 	env.DynamoDBURL = ddb.URL
 	return env, ddb
+}
+
+// dgShield is a running shieldproxy.
+type dgShield struct {
+	URL string
+}
+
+var shieldBin builtBin
+
+func startShield(t testing.TB, target string) *dgShield {
+	t.Helper()
+	cmd := exec.Command(shieldBin.path(t, "shieldproxy", "./internal/shieldproxy"), "-target", target)
+	cmd.Env = []string{}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	// It serves until its stdin closes: at the end of the test, or when
+	// the test binary dies.
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	// Registered before the processes that use it start, so it runs after
+	// they stopped: every exchange they began is finished.
+	t.Cleanup(func() {
+		stdin.Close()
+		select {
+		case <-done:
+		case <-time.After(time.Minute):
+			_ = cmd.Process.Kill()
+			<-done
+			t.Errorf("shieldproxy for %s did not exit within a minute of its stdin closing", target)
+		}
+	})
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	go func() {
+		defer close(done)
+		_, _ = io.Copy(io.Discard, stdout)
+		_ = cmd.Wait()
+	}()
+	if err != nil {
+		t.Fatalf("shieldproxy for %s: %v: %s", target, err, stderr.String())
+	}
+	return &dgShield{URL: strings.TrimSpace(line)}
+}
+
+// snapshot is the number of requests the proxy has seen, by operation.
+func (s *dgShield) snapshot(t testing.TB) map[string]int {
+	t.Helper()
+	code, body := httpDo(t, "GET", s.URL+"/shieldproxy/ops")
+	var ops map[string]int
+	if err := json.Unmarshal([]byte(body), &ops); code != http.StatusOK || err != nil {
+		t.Fatalf("shieldproxy ops: %d %v %s", code, err, body)
+	}
+	return ops
 }
 
 // dgLanding is where PutRecords placed a record.

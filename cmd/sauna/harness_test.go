@@ -90,31 +90,40 @@ func parallel(t *testing.T) {
 	}
 }
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
+// builtBin is a binary of this module built once per test run.
+type builtBin struct {
+	once sync.Once
+	bin  string
+	err  error
+}
+
+// path builds pkg (relative to this directory) as name on first use.
+func (b *builtBin) path(t testing.TB, name, pkg string) string {
+	t.Helper()
+	b.once.Do(func() {
+		dir, err := os.MkdirTemp("", name+"-bin-")
+		if err != nil {
+			b.err = err
+			return
+		}
+		b.bin = filepath.Join(dir, name)
+		out, err := exec.Command("go", "build", "-o", b.bin, pkg).CombinedOutput()
+		if err != nil {
+			b.err = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+		}
+	})
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.bin
+}
+
+var saunaBin builtBin
 
 // sauna returns the path of a freshly built binary, built once per test run.
 func sauna(t testing.TB) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "sauna-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "sauna")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
+	return saunaBin.path(t, "sauna", ".")
 }
 
 // emulatorEnv is the environment a sauna process needs to reach the emulators

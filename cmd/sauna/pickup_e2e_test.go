@@ -108,9 +108,9 @@ func TestDeliveryPickupAndFailover(t *testing.T) {
 	// A fixed window is the measurement itself here, not a wait for a
 	// condition.
 	const window = 5 * time.Second
-	before := counter.snapshot()
+	before := counter.snapshot(t)
 	time.Sleep(window)
-	after := counter.snapshot()
+	after := counter.snapshot(t)
 	m.SteadyWindow = window.Seconds()
 	m.SteadyOps = map[string]int{}
 	reads, writes := 0, 0
