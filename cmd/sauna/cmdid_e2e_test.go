@@ -53,7 +53,6 @@ func innerData(t *testing.T, record string) any {
 // mapped, and the two later commands are reported as id conflicts. The same
 // three again are duplicates: nothing more is sent.
 func TestEndToEndSaunaTestCommands(t *testing.T) {
-	parallel(t)
 	env := emulator.Require(t)
 	started := time.Now()
 	stream := emulator.UniqueName(t, "cmdid")

@@ -21,7 +21,6 @@ import (
 // not and are logged with their reason; SIGTERM exits cleanly with the
 // finished work checkpointed.
 func TestEndToEnd(t *testing.T) {
-	parallel(t)
 	env := emulator.Require(t)
 	stream := emulator.UniqueName(t, "e2e")
 	id := "com.acme." + emulator.UniqueName(t, "obs")

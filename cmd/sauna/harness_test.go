@@ -8,16 +8,22 @@ package main
 // parallel (see TestMain), so that those waits overlap. Such a test shares
 // nothing mutable: its streams and observer ids come from
 // emulator.UniqueName (so its lease and outcome tables are its own), its
-// receivers and proxies are its own httptest servers, and every sauna
-// process takes a free admin port. Its assertions must hold on a
-// machine made busier by its neighbours, so they name what the design
-// guarantees (fences, claims, checkpoints), never how fast it happened.
-// A test whose verdict needs every live worker to renew its leases in time
-// (TestScaleOut: nothing runs twice without idempotency) or a tight gap
-// between requests (TestDeliveryOutage: Retry-After) stays sequential, and
-// runs while no parallel test loads the emulators; so does one that frees a
-// port for the process to take (TestIngestReadiness), which a neighbour
-// asking for a free port could get first.
+// receivers and proxies are its own (httptest servers, shieldproxy
+// processes), and every sauna process takes a free admin port. Its
+// assertions must hold on a machine made busier by its neighbours, so they
+// name what the design guarantees (fences, claims, checkpoints), never how
+// fast it happened.
+//
+// A test whose verdict needs every live worker to renew its 3 s leases in
+// time stays sequential, and runs while no parallel test loads the machine:
+// nothing may run twice without idempotency (TestScaleOut,
+// TestReloadEndToEnd, the exact deliveries of TestEndToEnd and
+// TestEndToEndSaunaTestCommands), a lapsed fence must not eat a 3 s retry
+// budget (TestHostileInput), /status must count the shards held
+// (TestOperationsEndToEnd). So does one that needs a tight gap between
+// requests (TestDeliveryOutage: Retry-After), and one that frees a port for
+// the process to take (TestIngestReadiness), which a neighbour asking for a
+// free port could get first.
 
 import (
 	"bufio"

@@ -40,7 +40,6 @@ type hostileRequest struct {
 // asking for 27 hours is dead-lettered when the 3 s retry budget ends,
 // without another request.
 func TestHostileInput(t *testing.T) {
-	parallel(t)
 	env := emulator.Require(t)
 	stream := emulator.UniqueName(t, "hostile")
 	dlq := emulator.UniqueName(t, "hostile-dlq")

@@ -103,7 +103,6 @@ func promSum(body, name string, want map[string]string) float64 {
 // /status describes the daemon, the CloudWatch sink publishes to moto, and
 // no planted secret leaves the process through the log or the endpoints.
 func TestOperationsEndToEnd(t *testing.T) {
-	parallel(t)
 	env := emulator.Require(t)
 	stream := emulator.UniqueName(t, "ops")
 	id := "com.acme." + emulator.UniqueName(t, "obs")

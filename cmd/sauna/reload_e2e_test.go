@@ -129,7 +129,6 @@ func allOwnedBy(owners map[string]string, shards int, worker string) bool {
 // and added back, a change only SIGHUP reveals. The process is never
 // restarted.
 func TestReloadEndToEnd(t *testing.T) {
-	parallel(t)
 	env := emulator.Require(t)
 	const shards = 2
 	stream := emulator.UniqueName(t, "reload")
