@@ -1514,12 +1514,12 @@ func (b *dgBlackHole) close() {
 // a black hole from the start; (c) Kinesis turns into a black hole while the
 // worker holds every lease.
 func TestDeliveryShutdownBounded(t *testing.T) {
-	t.Parallel() // the subtests take the slots
+	t.Parallel()
 	env := emulator.Require(t)
 	const limit = 20 * time.Second
 
 	t.Run("hung receiver", func(t *testing.T) {
-		parallel(t)
+		t.Parallel() // timers, little CPU: no slot (see TestMain)
 		const shards = 4
 		stream := emulator.UniqueName(t, "hang")
 		id := "com.acme." + emulator.UniqueName(t, "obs")
@@ -1622,7 +1622,7 @@ func TestDeliveryShutdownBounded(t *testing.T) {
 	})
 
 	t.Run("black-hole Kinesis from the start", func(t *testing.T) {
-		parallel(t)
+		t.Parallel() // timers, little CPU: no slot (see TestMain)
 		stream := emulator.UniqueName(t, "bh")
 		id := "com.acme." + emulator.UniqueName(t, "obs")
 		hole := newDGBlackHole(t, "")
@@ -1641,7 +1641,7 @@ func TestDeliveryShutdownBounded(t *testing.T) {
 	})
 
 	t.Run("Kinesis turns into a black hole", func(t *testing.T) {
-		parallel(t)
+		t.Parallel() // timers, little CPU: no slot (see TestMain)
 		const shards = 4
 		stream := emulator.UniqueName(t, "bh2")
 		id := "com.acme." + emulator.UniqueName(t, "obs")

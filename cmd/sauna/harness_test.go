@@ -53,10 +53,12 @@ import (
 // (TestDeliveryCrash) bounds the whole parallel phase, so without an
 // explicit -parallel TestMain lifts go test's limit and the tests take
 // turns by their own rule: TestDeliveryCrash starts at once (t.Parallel),
-// every other parallel test waits for one of parallelSlots (parallel).
-// A parent whose body only starts parallel subtests calls t.Parallel: its
-// subtests take the slots. With -parallel given, go test's limit alone
-// applies.
+// and so do the subtests of TestDeliveryShutdownBounded, which spend their
+// time waiting out sauna's 10 s drain and 15 s shutdown timers and use
+// little CPU; every other parallel test waits for one of parallelSlots
+// (parallel). A parent whose body only starts parallel subtests calls
+// t.Parallel: its subtests take the slots. With -parallel given, go test's
+// limit alone applies.
 func TestMain(m *testing.M) {
 	flag.Parse()
 	given := false
@@ -71,9 +73,9 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// parallelSlots is how many parallel tests run beside TestDeliveryCrash:
-// enough that their lease, drain and black-hole waits overlap, few enough
-// not to bury a 2-core machine under sauna processes.
+// parallelSlots is how many other parallel tests run beside those that
+// start at once: enough that their lease and claim waits overlap, few
+// enough not to bury a 2-core machine under sauna processes.
 const parallelSlots = 3
 
 // slots holds a token for each running parallel test (nil: -parallel was
