@@ -39,6 +39,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	kintypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
+	"github.com/sauna-io/sauna/cmd/sauna/internal/shield"
 	"github.com/sauna-io/sauna/observer/kinesis/emulator"
 	"github.com/sauna-io/sauna/observer/kinesis/leases"
 )
@@ -209,13 +210,9 @@ func (s *dgSink) waitAll(t testing.TB, ids []string, timeout time.Duration) {
 	})
 }
 
-// dgProxy stands between sauna processes and an emulator. kinesalite and
-// dynalite crash on a request whose body stops short (their request error
-// handlers throw), which is what a process killed in the middle of a write
-// leaves behind; the proxy reads every request whole before passing it on
-// and finishes the exchange even when its client is gone, so a kill -9
-// never reaches the emulator (shieldproxy does that much outside the test
-// binary). It can also hold back the answer to every command claim and
+// dgProxy stands between sauna processes and an emulator, a
+// shield.Forwarder inside the test binary (shieldproxy is one outside it).
+// It can also hold back the answer to every command claim and
 // check (a PutItem or a BatchGetItem on an outcome table) after it was
 // served, and hold the answer to one check until the test lets it go
 // (holdNextCheck).
@@ -242,42 +239,9 @@ func (p *dgProxy) holdNextCheck() (<-chan []byte, func()) {
 
 func newDGProxy(t testing.TB, target string, claimDelay time.Duration) *dgProxy {
 	t.Helper()
-	client := &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 64}}
 	p := &dgProxy{}
-	p.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		op := r.Header.Get("X-Amz-Target")
-		if i := strings.LastIndex(op, "."); i >= 0 {
-			op = op[i+1:]
-		}
-		body, err := io.ReadAll(r.Body)
-		if err != nil {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 30*time.Second)
-		defer cancel()
-		out, err := http.NewRequestWithContext(ctx, r.Method, target+r.URL.RequestURI(), bytes.NewReader(body))
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		for k, v := range r.Header {
-			switch k {
-			case "Connection", "Content-Length", "Transfer-Encoding":
-			default:
-				out.Header[k] = v
-			}
-		}
-		resp, err := client.Do(out)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		answer, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
+	f := &shield.Forwarder{Target: target, Client: &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 64}}}
+	f.Answered = func(op string, body []byte) {
 		if claimDelay > 0 && (op == "PutItem" || op == "BatchGetItem") && bytes.Contains(body, []byte(`-commands"`)) {
 			time.Sleep(claimDelay)
 		}
@@ -291,16 +255,8 @@ func newDGProxy(t testing.TB, target string, claimDelay time.Duration) *dgProxy 
 				<-release
 			}
 		}
-		for k, v := range resp.Header {
-			switch k {
-			case "Connection", "Content-Length", "Transfer-Encoding":
-			default:
-				w.Header()[k] = v
-			}
-		}
-		w.WriteHeader(resp.StatusCode)
-		_, _ = w.Write(answer)
-	}))
+	}
+	p.Server = httptest.NewServer(f)
 	t.Cleanup(p.Close)
 	return p
 }

@@ -1,9 +1,6 @@
 // Command shieldproxy stands between sauna processes and one emulator in
-// cmd/sauna's end-to-end tests. kinesalite and dynalite crash on a request
-// whose body stops short (their request error handlers throw), which is
-// what a process killed in the middle of a write leaves behind; the proxy
-// reads every request whole before passing it on and finishes the exchange
-// even when its client is gone, so a kill -9 never reaches the emulator.
+// cmd/sauna's end-to-end tests, so that a kill -9 never reaches the
+// emulator (package shield says how).
 //
 // It is a program of its own rather than a server inside the test binary
 // because the tests run with -race, which makes the test binary's HTTP work
@@ -18,7 +15,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -31,6 +27,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/sauna-io/sauna/cmd/sauna/internal/shield"
 )
 
 func main() {
@@ -45,8 +43,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "shieldproxy:", err)
 		os.Exit(1)
 	}
-	p := &proxy{target: strings.TrimSuffix(*target, "/"), ops: map[string]int{},
-		client: &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 64}}}
+	p := &proxy{ops: map[string]int{}, Forwarder: shield.Forwarder{Target: strings.TrimSuffix(*target, "/"),
+		Client: &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 64}}}}
 	srv := &http.Server{Handler: p, ReadHeaderTimeout: 30 * time.Second}
 	fmt.Printf("http://%s\n", ln.Addr())
 	go func() {
@@ -64,10 +62,9 @@ func main() {
 }
 
 type proxy struct {
-	target string
-	client *http.Client
-	mu     sync.Mutex
-	ops    map[string]int
+	shield.Forwarder
+	mu  sync.Mutex
+	ops map[string]int
 }
 
 func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -79,49 +76,8 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_ = json.NewEncoder(w).Encode(ops)
 		return
 	}
-	op := r.Header.Get("X-Amz-Target")
-	if i := strings.LastIndex(op, "."); i >= 0 {
-		op = op[i+1:]
-	}
 	p.mu.Lock()
-	p.ops[op]++
+	p.ops[shield.Op(r)]++
 	p.mu.Unlock()
-	body, err := io.ReadAll(r.Body)
-	if err != nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 30*time.Second)
-	defer cancel()
-	out, err := http.NewRequestWithContext(ctx, r.Method, p.target+r.URL.RequestURI(), bytes.NewReader(body))
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadGateway)
-		return
-	}
-	for k, v := range r.Header {
-		switch k {
-		case "Connection", "Content-Length", "Transfer-Encoding":
-		default:
-			out.Header[k] = v
-		}
-	}
-	resp, err := p.client.Do(out)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadGateway)
-		return
-	}
-	answer, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadGateway)
-		return
-	}
-	for k, v := range resp.Header {
-		switch k {
-		case "Connection", "Content-Length", "Transfer-Encoding":
-		default:
-			w.Header()[k] = v
-		}
-	}
-	w.WriteHeader(resp.StatusCode)
-	_, _ = w.Write(answer)
+	p.Forwarder.ServeHTTP(w, r)
 }
