@@ -309,7 +309,11 @@ func TestSupervisorRunFollowsDirectory(t *testing.T) {
 		return e.Responder.(*fakeResponder).appID
 	}
 	waitUntil(t, "the first responder", func() bool { return appID() == "app-1" })
-	f.write("r.json", responderConfig(t, "resp.one", "app-2"))
+	// Replaced whole (a write in place shows the file empty for a moment,
+	// which a stall past the 50 ms quiet period would have refused): this
+	// test follows changes, TestWatchEditorSaves the ways editors write.
+	f.write(".r.json.new", responderConfig(t, "resp.one", "app-2"))
+	must(t, os.Rename(f.path(".r.json.new"), f.path("r.json")))
 	waitUntil(t, "the changed responder", func() bool { return appID() == "app-2" })
 
 	n := s.ReloadStatus().Rescans

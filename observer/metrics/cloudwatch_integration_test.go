@@ -276,14 +276,12 @@ func TestCloudWatchSinkUnreachable(t *testing.T) {
 				_ = cw.Run(ctx)
 			}()
 
-			var slowest time.Duration
 			maxSeen := 0
 			deadline := time.Now().Add(20 * time.Second)
 			for cw.Stats().Dropped == 0 || cw.Stats().PutErrors < 3 {
 				if time.Now().After(deadline) {
 					t.Fatalf("no drops after 20 s: %+v", cw.Stats())
 				}
-				start := time.Now()
 				for _, s := range shards {
 					k.RecordGetRecordsTime(s, 5)
 					k.IncrRecordsProcessed(s, 10)
@@ -295,7 +293,6 @@ func TestCloudWatchSinkUnreachable(t *testing.T) {
 				r.Attempt(responders.Done, time.Millisecond)
 				r.Count(verdict.Executed, "")
 				o.AddInFlight(-1)
-				slowest = max(slowest, time.Since(start))
 				maxSeen = max(maxSeen, cw.Stats().Buffered)
 				time.Sleep(time.Millisecond)
 			}
@@ -309,11 +306,9 @@ func TestCloudWatchSinkUnreachable(t *testing.T) {
 			if st.Sent != 0 {
 				t.Errorf("sent %d datums to an unreachable endpoint", st.Sent)
 			}
-			// Microseconds in practice; the bound leaves room for the race
-			// detector and a loaded machine, and is far below a put timeout.
-			if slowest > 100*time.Millisecond {
-				t.Errorf("a recording round took %v while CloudWatch was unreachable", slowest)
-			}
+			// That recording never waits on an unreachable CloudWatch is
+			// TestRecordingNeverWaitsOnCloudWatch's, exactly (synctest): a
+			// wall-clock bound here would only measure the machine.
 			if got := mustSample(t, m.Registry(), "sauna_cloudwatch_datums_dropped_total", map[string]string{LabelObserver: "obs", LabelReason: "overflow"}); got != float64(st.Dropped) || got == 0 {
 				t.Errorf("dropped counter %v, stats %+v", got, st)
 			}
