@@ -111,52 +111,62 @@ func wait(t *testing.T, b *Batch) []Result {
 }
 
 // Records submitted while every sender is busy share the next call.
+// Under synctest, Wait lets the collector take every queued record before
+// the first call answers: otherwise a collector descheduled with the last
+// record still queued could find the sender free and send without it.
 func TestProducerBatchesConcurrentRequests(t *testing.T) {
-	f := &fakeKinesis{gate: make(chan struct{}), arrived: make(chan struct{}, 10)}
-	p := startProducer(t, f, ProducerOptions{MaxConcurrent: 1, MaxQueued: 1000})
-	far := time.Now().Add(time.Minute)
-	first := submit(t, p, far, "a")
-	<-f.arrived
-	// The first call is held at the gate; these queue behind it.
-	var later []*Batch
-	for i := range 20 {
-		later = append(later, submit(t, p, far, fmt.Sprint("k", i)))
-	}
-	f.gate <- struct{}{} // the first call answers
-	if r := wait(t, first); r[0].State != StateAccepted {
-		t.Fatalf("first %+v", r)
-	}
-	close(f.gate)
-	for _, b := range later {
-		if r := wait(t, b); r[0].State != StateAccepted || r[0].SequenceNumber == "" {
-			t.Fatalf("result %+v", r)
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeKinesis{gate: make(chan struct{}), arrived: make(chan struct{}, 10)}
+		p := startProducer(t, f, ProducerOptions{MaxConcurrent: 1, MaxQueued: 1000})
+		far := time.Now().Add(time.Minute)
+		first := submit(t, p, far, "a")
+		<-f.arrived
+		// The first call is held at the gate; these queue behind it.
+		var later []*Batch
+		for i := range 20 {
+			later = append(later, submit(t, p, far, fmt.Sprint("k", i)))
 		}
-	}
-	calls := f.callKeys()
-	if len(calls) != 2 || len(calls[1]) != 20 {
-		t.Errorf("calls %v; want the 20 queued records in one second call", calls)
-	}
+		synctest.Wait()
+		f.gate <- struct{}{} // the first call answers
+		if r := wait(t, first); r[0].State != StateAccepted {
+			t.Fatalf("first %+v", r)
+		}
+		close(f.gate)
+		for _, b := range later {
+			if r := wait(t, b); r[0].State != StateAccepted || r[0].SequenceNumber == "" {
+				t.Fatalf("result %+v", r)
+			}
+		}
+		calls := f.callKeys()
+		if len(calls) != 2 || len(calls[1]) != 20 {
+			t.Errorf("calls %v; want the 20 queued records in one second call", calls)
+		}
+	})
 }
 
 // Only the records a call reports as failed are sent again.
+// The clock is synctest's, so the linger cannot end between the request's
+// records being queued, which would split them over two calls.
 func TestProducerResendsOnlyFailedRecords(t *testing.T) {
-	f := &fakeKinesis{answer: func(call int, key string) string {
-		if call == 0 && key == "b" {
-			return "ProvisionedThroughputExceededException"
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeKinesis{answer: func(call int, key string) string {
+			if call == 0 && key == "b" {
+				return "ProvisionedThroughputExceededException"
+			}
+			return ""
+		}}
+		p := startProducer(t, f, ProducerOptions{Linger: 5 * time.Millisecond})
+		res := wait(t, submit(t, p, time.Now().Add(time.Minute), "a", "b", "c"))
+		for i, r := range res {
+			if r.State != StateAccepted {
+				t.Errorf("record %d: %+v", i, r)
+			}
 		}
-		return ""
-	}}
-	p := startProducer(t, f, ProducerOptions{Linger: 5 * time.Millisecond})
-	res := wait(t, submit(t, p, time.Now().Add(time.Minute), "a", "b", "c"))
-	for i, r := range res {
-		if r.State != StateAccepted {
-			t.Errorf("record %d: %+v", i, r)
+		calls := f.callKeys()
+		if len(calls) != 2 || fmt.Sprint(calls[1]) != "[b]" {
+			t.Errorf("calls %v; want [a b c] then [b]", calls)
 		}
-	}
-	calls := f.callKeys()
-	if len(calls) != 2 || fmt.Sprint(calls[1]) != "[b]" {
-		t.Errorf("calls %v; want [a b c] then [b]", calls)
-	}
+	})
 }
 
 // Throttled past the deadline: the record is settled as throttled and not
@@ -181,13 +191,20 @@ func TestProducerThrottledUntilDeadline(t *testing.T) {
 }
 
 // A call that gets no answer makes the outcome unknown, not "not put".
+// The clock is synctest's: on the real one a stall past the deadline before
+// the first call leaves the record never sent, which is "not put".
 func TestProducerUnansweredCallIsUnknown(t *testing.T) {
-	f := &fakeKinesis{callErr: func(call int) error { return fmt.Errorf("connection reset") }}
-	p := startProducer(t, f, ProducerOptions{})
-	res := wait(t, submit(t, p, time.Now().Add(100*time.Millisecond), "a"))
-	if res[0].State != StateUnknown {
-		t.Fatalf("result %+v", res[0])
-	}
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeKinesis{callErr: func(call int) error { return fmt.Errorf("connection reset") }}
+		p := startProducer(t, f, ProducerOptions{})
+		res := wait(t, submit(t, p, time.Now().Add(100*time.Millisecond), "a"))
+		if res[0].State != StateUnknown {
+			t.Fatalf("result %+v", res[0])
+		}
+		if len(f.callKeys()) == 0 {
+			t.Fatal("no PutRecords call before the deadline")
+		}
+	})
 }
 
 func TestProducerQueueFull(t *testing.T) {
