@@ -173,13 +173,15 @@ func TestServerTokenReload(t *testing.T) {
 	}
 }
 
+// Records throttled until the put deadline are answered 429, and so is a
+// request over its token's rate.
 func TestServerRateLimitAndThrottling(t *testing.T) {
 	cfg := testConfig(t)
-	cfg.Tokens[0].RatePerSecond = 0.001
+	cfg.Tokens = append(cfg.Tokens, Token{Name: "slow", SHA256: sha256Of("slow-token"), RatePerSecond: 0.001})
 	cfg.PutTimeout = 200 * time.Millisecond
 	f := &fakeKinesis{answer: func(int, string) string { return "ProvisionedThroughputExceededException" }}
 	ts := startServer(t, cfg, f)
-	code, h, body := post(t, ts.url, "s3cret-token", "application/json", slackInner("x"))
+	code, h, body := postUntilSent(t, ts, "s3cret-token")
 	if code != 429 || h.Get("Retry-After") == "" {
 		t.Fatalf("throttled put: %d %v", code, body)
 	}
@@ -187,10 +189,34 @@ func TestServerRateLimitAndThrottling(t *testing.T) {
 	if len(failed) != 1 || failed[0].(map[string]any)["state"] != "throttled" {
 		t.Errorf("failed records %v", body)
 	}
-	code, h, _ = post(t, ts.url, "s3cret-token", "application/json", slackInner("x"))
-	if code != 429 || h.Get("Retry-After") == "" {
-		t.Errorf("over the token's rate: %d", code)
+	// The first request of the rate-limited token takes its burst, whatever
+	// became of its put; the second is refused before any put.
+	post(t, ts.url, "slow-token", "application/json", slackInner("x"))
+	calls := len(f.callKeys())
+	code, h, body = post(t, ts.url, "slow-token", "application/json", slackInner("x"))
+	if msg, _ := body["error"].(string); code != 429 || h.Get("Retry-After") == "" || !strings.Contains(msg, "rate limit") {
+		t.Errorf("over the token's rate: %d %v", code, body)
 	}
+	if n := len(f.callKeys()); n != calls {
+		t.Errorf("%d PutRecords calls for a request over its token's rate", n-calls)
+	}
+}
+
+// postUntilSent posts one command until a PutRecords call carried it and
+// returns that answer. Under load the put deadline can pass before the
+// producer first sends a record, which is then answered "not put" and says
+// nothing about how an answered call is read.
+func postUntilSent(t *testing.T, ts *testServer, token string) (int, http.Header, map[string]any) {
+	t.Helper()
+	for range 50 {
+		calls := len(ts.fake.callKeys())
+		code, h, body := post(t, ts.url, token, "application/json", slackInner("x"))
+		if len(ts.fake.callKeys()) > calls {
+			return code, h, body
+		}
+	}
+	t.Fatal("no request was sent to Kinesis before its put deadline in 50 tries")
+	return 0, nil, nil
 }
 
 func sha256Of(s string) [32]byte { return sha256.Sum256([]byte(s)) }
@@ -221,7 +247,7 @@ func TestServerUnknownOutcome(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.PutTimeout = 200 * time.Millisecond
 	ts := startServer(t, cfg, &fakeKinesis{callErr: func(int) error { return io.ErrUnexpectedEOF }})
-	code, h, body := post(t, ts.url, "s3cret-token", "application/json", slackInner("x"))
+	code, h, body := postUntilSent(t, ts, "s3cret-token")
 	failed, _ := body["failed"].([]any)
 	if code != 503 || h.Get("Retry-After") == "" || len(failed) != 1 || failed[0].(map[string]any)["state"] != "unknown" {
 		t.Errorf("unanswered put: %d %v", code, body)
