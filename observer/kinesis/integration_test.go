@@ -39,15 +39,21 @@ func useEmulators(t *testing.T) emulator.Env {
 	return env
 }
 
+// testConfig is an observer that polls often. No test using it waits for a
+// lease or a claim to lapse (each worker stops cleanly, releasing its
+// leases), so both last long enough that a stalled worker (GC pause, CPU
+// starvation on a busy machine) keeps them: with a 3 s lease a renewal late
+// by a second passed the fence, and a worker could record an outcome after
+// its lease had lapsed. Renewals stay frequent.
 func testConfig(id, stream string) Config {
 	return Config{
 		ID: id, StreamName: stream, Region: "us-east-1", MaxRecords: 100,
 		InitialPosition:   PositionTrimHorizon,
 		MaxInFlight:       16,
 		RetryBudget:       time.Minute,
-		Idempotency:       Idempotency{Enabled: true, TableName: id + "-commands", Retention: 24 * time.Hour, ClaimTimeout: 10 * time.Second},
+		Idempotency:       Idempotency{Enabled: true, TableName: id + "-commands", Retention: 24 * time.Hour, ClaimTimeout: 30 * time.Second},
 		ShardSyncInterval: 300 * time.Millisecond, IdleBetweenReads: 250 * time.Millisecond,
-		LeaseDuration: 3 * time.Second, LeaseRefresh: time.Second, ParentShardPoll: 500 * time.Millisecond,
+		LeaseDuration: 30 * time.Second, LeaseRefresh: time.Second, ParentShardPoll: 500 * time.Millisecond,
 	}
 }
 
