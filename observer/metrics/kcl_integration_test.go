@@ -74,8 +74,11 @@ func TestKCLWorkerDrivesTheAdapter(t *testing.T) {
 	})
 	log := slog.New(slog.DiscardHandler)
 	workerID := "test-host:" + table
+	// One worker that must gain each lease exactly once: the lease outlasts
+	// any stall of its renewals, which would otherwise let it lapse and be
+	// gained again.
 	tbl := leases.New(db, kin, leases.Config{TableName: table, StreamName: stream, WorkerID: workerID,
-		LeaseDuration: 3 * time.Second, CallTimeout: 5 * time.Second, Logger: log})
+		LeaseDuration: 30 * time.Second, CallTimeout: 5 * time.Second, Logger: log})
 	if err := tbl.Init(); err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +91,7 @@ func TestKCLWorkerDrivesTheAdapter(t *testing.T) {
 		WithInitialPositionInStream(kclcfg.TRIM_HORIZON).
 		WithShardSyncIntervalMillis(300).
 		WithIdleTimeBetweenReadsInMillis(250).
-		WithFailoverTimeMillis(3000).
+		WithFailoverTimeMillis(30000).
 		WithLeaseRefreshWaitTime(1000).
 		WithMonitoringService(mon).
 		WithLogger(quietLogger{})
