@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -212,52 +213,53 @@ func TestScanKicks(t *testing.T) {
 }
 
 // A settled balancer stretches its period: over a run that a fixed period
-// would fill with about 100 scans it makes only a handful. A slow machine
-// can only make fewer.
+// would fill with about 100 scans it makes only a handful. The clock is
+// synctest's, so the run lasts 0.5 s of the balancer's time however slow
+// the machine.
 func TestBalancerBacksOffWhenSettled(t *testing.T) {
-	f := newScanFixture(t, 5*time.Millisecond, 50*time.Millisecond)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		f.tbl.RunBalancer(ctx, func() {}, nil)
-	}()
-	time.Sleep(500 * time.Millisecond)
-	cancel()
-	<-done
-	if n := f.scans.Load(); n < 1 || n > 30 {
-		t.Errorf("%d scans in 0.5 s of a settled balancer (5 ms doubling to 50 ms), want 1 to 30 (a fixed 5 ms period makes about 100)", n)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		f := newScanFixture(t, 5*time.Millisecond, 50*time.Millisecond)
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			f.tbl.RunBalancer(ctx, func() {}, nil)
+		}()
+		time.Sleep(500 * time.Millisecond)
+		cancel()
+		<-done
+		if n := f.scans.Load(); n < 1 || n > 30 {
+			t.Errorf("%d scans in 0.5 s of a settled balancer (5 ms doubling to 50 ms), want 1 to 30 (a fixed 5 ms period makes about 100)", n)
+		}
+	})
 }
 
 // After it has stretched its period, a kick brings the next scan forward
-// instead of leaving it for the stretched period.
+// instead of leaving it for the stretched period. The clock is synctest's:
+// a second after the kick is a second of the balancer's time.
 func TestBalancerKickScansSoon(t *testing.T) {
-	f := newScanFixture(t, 5*time.Millisecond, time.Hour)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		f.tbl.RunBalancer(ctx, func() {}, nil)
-	}()
-	defer func() { cancel(); <-done }()
-	// After 10 settled scans the period is 5 ms x 2^9 = 2.56 s at least.
-	deadline := time.Now().Add(30 * time.Second)
-	for f.scans.Load() < 10 {
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d scans in 30 s", f.scans.Load())
+	synctest.Test(t, func(t *testing.T) {
+		f := newScanFixture(t, 5*time.Millisecond, time.Hour)
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			f.tbl.RunBalancer(ctx, func() {}, nil)
+		}()
+		defer func() { cancel(); <-done }()
+		// After 10 settled scans the period is 5 ms x 2^9 = 2.56 s at least.
+		for start := time.Now(); f.scans.Load() < 10; time.Sleep(time.Millisecond) {
+			if time.Since(start) > time.Hour {
+				t.Fatalf("only %d scans in an hour", f.scans.Load())
+			}
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	before := f.scans.Load()
-	kickedAt := time.Now()
-	f.tbl.kickScan()
-	for f.scans.Load() == before {
-		if time.Since(kickedAt) > 2*time.Second {
-			t.Fatal("no scan within 2 s of a kick; the stretched period is at least 2.56 s")
+		before := f.scans.Load()
+		f.tbl.kickScan()
+		time.Sleep(time.Second)
+		if f.scans.Load() == before {
+			t.Fatal("no scan within 1 s of a kick; the stretched period is at least 2.56 s")
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	})
 }
 
 // The KCL's pass calls FetchCheckpoint and then GetLease for every shard
