@@ -11,13 +11,17 @@ import (
 	"github.com/sauna-io/sauna/observer/internal/testlog"
 )
 
+// balancedTable is a worker in the census. Nothing in these tests waits for
+// a lease or a census entry to expire, so both last a minute: a test slowed
+// by a busy machine past a shorter one would find a worker it just saw gone
+// from the census, or a lease it expects live expired.
 func (e itEnv) balancedTable(t *testing.T, name, stream, worker string) *Table {
 	t.Helper()
 	tbl := New(e.db, e.kin, Config{
 		TableName:     name,
 		StreamName:    stream,
 		WorkerID:      worker,
-		LeaseDuration: 10 * time.Second,
+		LeaseDuration: time.Minute,
 		CallTimeout:   5 * time.Second,
 		Logger:        testlog.Logger(t).With("worker", worker),
 		Balance:       true,
