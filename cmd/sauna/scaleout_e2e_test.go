@@ -14,9 +14,14 @@ import (
 	"github.com/sauna-io/sauna/observer/kinesis/emulator"
 )
 
-// scaleConfig is a KinesisObserverConfig 1-0-0 observer with fast lease timings, balancing on
+// scaleConfig is a KinesisObserverConfig 1-0-0 observer with fast polling, balancing on
 // (the default) and idempotency off: only the lease protocol keeps a
-// command from running twice.
+// command from running twice. Its 15 s lease is long enough that a worker
+// stalled by a busy machine keeps it (with a 3 s lease a renewal a couple
+// of seconds late let a peer take the shard and run again what the stalled
+// worker had run but not checkpointed, which these tests count as running
+// twice), and short enough for a killed worker's leases to lapse within
+// the test.
 func scaleConfig(id, stream string) string {
 	return fmt.Sprintf(`{"schema":"iglu:io.sauna.observers/KinesisObserverConfig/avro/1-0-0",
  "data":{"enabled":true,"id":%q,"parameters":{
@@ -24,7 +29,7 @@ func scaleConfig(id, stream string) string {
    "kinesis":{"region":"us-east-1","streamName":%q,"maxRecords":100,
               "initialPosition":"TRIM_HORIZON","initialPositionModifiers":null,
               "shardSyncIntervalMillis":2000,"idleTimeBetweenReadsMillis":250,
-              "failoverTimeMillis":3000,"leaseRefreshMillis":1000,"parentShardPollMillis":500},
+              "failoverTimeMillis":15000,"leaseRefreshMillis":1000,"parentShardPollMillis":500},
    "delivery":{"maxInFlightPerShard":16,"retryBudgetMillis":300000,"deadLetterStream":null,
                "idempotency":{"enabled":false,"tableName":null,"retentionDays":1,"claimTimeoutMillis":5000}},
    "cloudwatch":{"enabled":false,"namespace":null,"flushIntervalMillis":10000}}}}`, id, stream)
@@ -171,11 +176,12 @@ func TestScaleOut(t *testing.T) {
 
 	checkScaleVisibility(t, env, id, stream, cfg, live, shards)
 
-	// kill -9: the victim's leases expire (3 s) and the others take them.
+	// kill -9: the victim's leases and census entry expire (15 s) and the
+	// others take its shards.
 	victim := live[0]
 	killed := time.Now()
 	dgKill9(t, victim.p)
-	waitShares(t, env, id, shards, live[1:], 30*time.Second)
+	waitShares(t, env, id, shards, live[1:], 90*time.Second)
 
 	ids, keys, land := prod.finish(t)
 	sink.waitAll(t, ids, 60*time.Second)
