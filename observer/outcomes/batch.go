@@ -225,7 +225,11 @@ func (t *Table) doneItem(d Done, now time.Time) map[string]types.AttributeValue 
 	}
 	// A claim counts one attempt.
 	item[attrAttempts] = n(int64(max(f.Attempts, 1)))
-	item[attrLastAttempt] = s(formatTime(latest(first, f.LastAttempt)))
+	// Stored to the millisecond (formatTime truncates): a last attempt in
+	// the first one's millisecond is left out, and read back as the first.
+	if last := latest(first, f.LastAttempt); !sameMilli(first, last) {
+		item[attrLastAttempt] = s(formatTime(last))
+	}
 	item[AttrExpiresAt] = n(now.Add(t.cfg.Retention).Unix())
 	return item
 }

@@ -8,6 +8,12 @@
 // observer and UTC day of their first attempt, sorted by that time, which
 // `sauna outcomes` queries (Search) without ever scanning the table.
 //
+// An item stores nothing its other attributes already say, since every
+// attribute costs on each write, and the index copies each item whole: the
+// observer is read from searchDay, and a last attempt in the first one's
+// millisecond is left out and read as the first. Items of older versions,
+// which stored both, read as before.
+//
 // A command is identified by its commandId and the digest of what it asks
 // (responders.Digest): producers written for Sauna, which never
 // de-duplicated, may give one id to several commands. The first command seen
@@ -96,7 +102,7 @@ import (
 const (
 	AttrCommandID    = "commandId" // the hash key: the commandId, or "<commandId>#<digest>" for a conflict
 	AttrExpiresAt    = "expiresAt" // the TTL attribute, epoch seconds
-	attrObserver     = "observer"
+	attrObserver     = "observer"  // written by Reject and older versions; elsewhere searchDay holds it (observerOf)
 	attrShard        = "shard"
 	attrSequence     = "sequence"
 	attrResponder    = "responder"
@@ -108,7 +114,7 @@ const (
 	attrClaimedUntil = "claimedUntil" // epoch milliseconds
 	attrAttempts     = "attempts"
 	attrFirstAttempt = "firstAttempt" // RFC 3339, UTC, fixed width: the index's range key
-	attrLastAttempt  = "lastAttempt"  // RFC 3339, UTC
+	attrLastAttempt  = "lastAttempt"  // RFC 3339, UTC; absent when equal to firstAttempt
 	attrDigest       = "digest"       // responders.Digest of the command; absent in older items
 	attrSchema       = "schema"       // the inner command's schema URI
 	attrConflicts    = "conflicts"    // string set of the other digests under the id, on the first item
@@ -515,7 +521,7 @@ func (t *Table) putNew(ctx context.Context, key string, c Claim, now time.Time, 
 	item[attrToken] = s(tok)
 	item[attrClaimedUntil] = millis(now.Add(t.cfg.ClaimTimeout))
 	item[attrAttempts] = n(1)
-	item[attrLastAttempt] = s(formatTime(now))
+	// lastAttempt is now, which is firstAttempt: left out (see parseRecord).
 	item[AttrExpiresAt] = n(now.Add(t.cfg.Retention).Unix())
 	var e ddbtable.Expr
 	ctx, cancel := t.callCtx(ctx)
@@ -534,9 +540,11 @@ func (t *Table) putNew(ctx context.Context, key string, c Claim, now time.Time, 
 
 // newItem is what the first write of c's item at key records of it: its
 // identity, where it was read, who runs it, and when it was first attempted
-// (where Search finds it).
+// (where Search finds it). The observer is not written: searchDay holds it
+// (observerOf), and every attribute an item does without is work saved on
+// each of the thousands of outcome writes a second a busy table takes.
 func (t *Table) newItem(key string, c Claim, first time.Time) map[string]types.AttributeValue {
-	// Sized for the whole item its callers complete (a done item has 16
+	// Sized for the whole item its callers complete (a done item has 15
 	// attributes at most): an outcome write builds thousands of these a
 	// second, and a map that grows while filled is rebuilt on the way.
 	item := make(map[string]types.AttributeValue, itemAttrs)
@@ -548,7 +556,7 @@ func (t *Table) newItem(key string, c Claim, first time.Time) map[string]types.A
 	// DynamoDB Local and older emulators reject empty strings; an absent
 	// attribute reads back as "" anyway.
 	for _, a := range [...]struct{ name, v string }{
-		{attrObserver, t.cfg.Observer}, {attrShard, c.Shard}, {attrSequence, c.Sequence}, {attrResponder, c.Responder},
+		{attrShard, c.Shard}, {attrSequence, c.Sequence}, {attrResponder, c.Responder},
 		{attrSchema, c.Schema},
 	} {
 		if a.v != "" {
@@ -559,7 +567,7 @@ func (t *Table) newItem(key string, c Claim, first time.Time) map[string]types.A
 }
 
 // itemAttrs is the most attributes newItem's callers give an item.
-const itemAttrs = 16
+const itemAttrs = 15
 
 // takeOver replaces an expired claim, or reopens a dead-lettered command, in
 // one write fenced on exactly the state that was read.
@@ -579,7 +587,9 @@ func (t *Table) takeOver(ctx context.Context, key string, c Claim, rec *Record, 
 	u.SetExpr(attrFirstAttempt, "if_not_exists(%s, %s)", u.Name(attrFirstAttempt), u.Value("now", s(formatTime(now))))
 	u.Set(attrLastAttempt, s(formatTime(now)))
 	u.Set(AttrExpiresAt, n(now.Add(t.cfg.Retention).Unix()))
-	u.SetOrRemove(attrObserver, t.cfg.Observer)
+	// searchDay, set above, names this observer: an observer attribute of
+	// an older item or of a rejection would only contradict it.
+	u.Remove(attrObserver)
 	u.SetOrRemove(attrShard, c.Shard)
 	u.SetOrRemove(attrSequence, c.Sequence)
 	u.SetOrRemove(attrResponder, c.Responder)
@@ -681,7 +691,11 @@ func (t *Table) Finish(ctx context.Context, id Identity, f Final) error {
 	if !first.IsZero() {
 		u.Set(attrFirstAttempt, s(formatTime(first)))
 	}
-	if !last.IsZero() {
+	switch {
+	case !first.IsZero() && sameMilli(first, last):
+		// As RecordDone leaves it: read back as the first attempt.
+		u.Remove(attrLastAttempt)
+	case !last.IsZero():
 		u.Set(attrLastAttempt, s(formatTime(last)))
 	}
 	u.Set(AttrExpiresAt, n(now.Add(t.cfg.Retention).Unix()))
@@ -829,6 +843,10 @@ func parseRecord(item map[string]types.AttributeValue) *Record {
 		r.Conflicts = slices.Sorted(slices.Values(v.Value))
 	}
 	r.Observer, _ = str(item, attrObserver)
+	if r.Observer == "" {
+		day, _ := str(item, AttrSearchDay)
+		r.Observer = observerOf(day)
+	}
 	r.Shard, _ = str(item, attrShard)
 	r.Sequence, _ = str(item, attrSequence)
 	r.Responder, _ = str(item, attrResponder)
@@ -842,6 +860,11 @@ func parseRecord(item map[string]types.AttributeValue) *Record {
 	}
 	r.FirstAttempt = parseTime(item, attrFirstAttempt)
 	r.LastAttempt = parseTime(item, attrLastAttempt)
+	if _, ok := item[attrLastAttempt]; !ok {
+		// Left out where it equals the first attempt; items of older
+		// versions always have both or neither.
+		r.LastAttempt = r.FirstAttempt
+	}
 	if v, ok := num(item, attrClaimedUntil); ok {
 		r.ClaimedUntil = time.UnixMilli(v).UTC()
 	}
@@ -849,6 +872,20 @@ func parseRecord(item map[string]types.AttributeValue) *Record {
 		r.ExpiresAt = time.Unix(v, 0).UTC()
 	}
 	return r
+}
+
+// observerOf is the observer id in a searchDay value ("<observer>#<day>"),
+// "" when day is not one.
+func observerOf(day string) string {
+	const dayLen = len(time.DateOnly)
+	i := len(day) - dayLen - 1
+	if i < 0 || day[i] != '#' {
+		return ""
+	}
+	if _, err := time.Parse(time.DateOnly, day[i+1:]); err != nil {
+		return ""
+	}
+	return day[:i]
 }
 
 func parseTime(item map[string]types.AttributeValue, name string) time.Time {
@@ -877,6 +914,12 @@ func millis(ts time.Time) types.AttributeValue { return n(ts.UnixMilli()) }
 // formatTime keeps milliseconds, the precision of claimedUntil, so that the
 // times shown side by side agree.
 func formatTime(ts time.Time) string { return ts.UTC().Format("2006-01-02T15:04:05.000Z07:00") }
+
+// sameMilli reports whether a and b are stored as the same time: formatTime
+// keeps milliseconds, truncated.
+func sameMilli(a, b time.Time) bool {
+	return a.Truncate(time.Millisecond).Equal(b.Truncate(time.Millisecond))
+}
 
 func earliest(a, b time.Time) time.Time {
 	switch {
