@@ -239,8 +239,10 @@ type Final struct {
 	Reason                    string // why it failed or was dead-lettered; never secrets
 }
 
-// Record is one item as stored. Times are zero when absent; ClaimedUntil is
-// only meaningful while Status is StatusInProgress.
+// Record is one item as stored, with what the item leaves out filled in:
+// Observer from searchDay, LastAttempt from FirstAttempt. Times are zero
+// when absent; ClaimedUntil is only meaningful while Status is
+// StatusInProgress.
 type Record struct {
 	CommandID, Observer, Shard, Sequence, Responder string
 	Status, Reason, Owner                           string
