@@ -118,7 +118,7 @@ func (c *Command) Tags() map[string]string {
 	}
 	tags := make(map[string]string, len(*c.tagMembers))
 	for _, e := range *c.tagMembers {
-		tags[e.Name] = e.Value.(string)
+		tags[e.Name], _ = schemas.StringOf(e.Value)
 	}
 	return tags
 }

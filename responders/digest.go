@@ -165,8 +165,13 @@ func (w *canonicalWriter) write(v any) {
 		}
 	case json.Number:
 		w.writeNumber(string(x))
+	case *json.Number:
+		// treeParser's numbers and strings.
+		w.writeNumber(string(*x))
 	case string:
 		w.writeString(x)
+	case *string:
+		w.writeString(*x)
 	case []any:
 		w.putByte('[')
 		for i, e := range x {

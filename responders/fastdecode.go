@@ -121,7 +121,7 @@ func treeSelfDescribing(v any) (treeSD, bool) {
 		return treeSD{}, false
 	}
 	schema, _ := m.Get("schema")
-	s, ok := schema.(string)
+	s, ok := schemas.StringOf(schema)
 	if !ok {
 		return treeSD{}, false
 	}
@@ -166,11 +166,11 @@ func envelopeFromTree(v any) (*Command, bool) {
 		v, _ := m.Get(name)
 		return v
 	}
-	id, ok := field(m, "commandId").(string)
+	id, ok := schemas.StringOf(field(m, "commandId"))
 	if !ok {
 		return nil, false
 	}
-	when, ok := field(m, "whenCreated").(string)
+	when, ok := schemas.StringOf(field(m, "whenCreated"))
 	if !ok {
 		return nil, false
 	}
@@ -184,9 +184,11 @@ func envelopeFromTree(v any) (*Command, bool) {
 		ttl int64
 	}{}
 	cmd := &withTTL.cmd
-	switch t := field(exec, "timeToLive").(type) {
-	case nil:
-	case json.Number:
+	if ttl := field(exec, "timeToLive"); ttl != nil {
+		t, ok := schemas.NumberOf(ttl)
+		if !ok {
+			return nil, false
+		}
 		// What encoding/json does for an int64 field.
 		n, err := strconv.ParseInt(string(t), 10, 64)
 		if err != nil {
@@ -194,14 +196,12 @@ func envelopeFromTree(v any) (*Command, bool) {
 		}
 		withTTL.ttl = n
 		cmd.TimeToLiveMillis = &withTTL.ttl
-	default:
-		return nil, false
 	}
 	switch t := field(m, "tags").(type) {
 	case nil:
 	case *schemas.Members:
 		for _, e := range *t {
-			if _, ok := e.Value.(string); !ok {
+			if _, ok := schemas.StringOf(e.Value); !ok {
 				return nil, false
 			}
 		}
@@ -241,7 +241,9 @@ type CommandData struct {
 	// Raw is the data exactly as received.
 	Raw json.RawMessage
 	// Value is Raw decoded: the value encoding/json gives for an any with
-	// UseNumber, except that every object is a *schemas.Members.
+	// UseNumber, except that every object is a *schemas.Members, and a
+	// string or number may be a *string or *json.Number
+	// (schemas.StringOf, schemas.NumberOf).
 	Value any
 	// members are where the values of Value's members lie in Raw, when
 	// the parse kept them.

@@ -13,10 +13,12 @@ import (
 // treeParser builds, in one pass and without reflection, the values the
 // JSON Schema validator takes: those encoding/json gives when decoding into
 // an any with UseNumber ([]any, string, json.Number, bool, nil), except that
-// objects are *schemas.Members, which the validator takes as well as maps.
-// Members cost no map per object: the few slabs that hold them are the
-// allocations, and the digest and the module's decoding read them in order
-// without hashing. The parser also keeps the bytes of the value at path
+// objects are *schemas.Members, strings *string (but for a few common
+// ones, boxed once for all records) and numbers *json.Number, which the
+// validator takes as well (schemas.StringOf). Members cost no map per
+// object, and a string or number no allocation of its own: the few slabs
+// that hold them are the allocations, and the digest and the module's
+// decoding read them in order without hashing. The parser also keeps the bytes of the value at path
 // want, so that part of a record needs no second parse.
 //
 // It accepts exactly the documents json.Valid accepts, except that it gives
@@ -49,6 +51,12 @@ type treeParser struct {
 	// one each).
 	slab  []schemas.Member
 	heads []schemas.Members
+	// strs and nums hold the strings and numbers parsed so far, which the
+	// tree points to.
+	strs []string
+	nums []json.Number
+	// keptStrings and keptNumbers count them.
+	keptStrings, keptNumbers int
 }
 
 // treeStacks are a parse's scratch space, reused from one parse to the next.
@@ -60,6 +68,9 @@ type treeStacks struct {
 	// next. The records of a stream mostly share their shape, which
 	// counting colons and braces (strings hold some) overestimates.
 	keptMembers, keptObjects int
+	// keptStrings and keptNumbers are the same for the strings and numbers
+	// slabs, whose first sizes nothing counts more cheaply.
+	keptStrings, keptNumbers int
 }
 
 var treeStacksPool = sync.Pool{New: func() any { return new(treeStacks) }}
@@ -69,6 +80,8 @@ var treeStacksPool = sync.Pool{New: func() any { return new(treeStacks) }}
 const (
 	slabMembers    = 32
 	slabObjects    = 8
+	slabStrings    = 16
+	slabNumbers    = 8
 	maxSlabMembers = 256
 	maxSlabObjects = 64
 )
@@ -88,14 +101,40 @@ var commonStrings = sync.OnceValue(func() map[string]any {
 	return m
 })
 
-// boxString is s as an any.
-func boxString(s string) any {
+// boxString is s as an any: a common string boxed once, else a pointer
+// into the strings slab.
+func (p *treeParser) boxString(s string) any {
 	if strings.HasPrefix(s, "iglu:") || s == "AT_LEAST_ONCE" {
 		if v, ok := commonStrings()[s]; ok {
 			return v
 		}
 	}
-	return s
+	if len(p.strs) == cap(p.strs) {
+		// A full slab stays as it is, the strings already returned
+		// pointing into it.
+		n := slabStrings
+		if p.strs == nil && p.stacks.keptStrings > 0 {
+			n = p.stacks.keptStrings
+		}
+		p.strs = make([]string, 0, n)
+	}
+	p.strs = append(p.strs, s)
+	p.keptStrings++
+	return &p.strs[len(p.strs)-1]
+}
+
+// boxNumber is n as an any: a pointer into the numbers slab.
+func (p *treeParser) boxNumber(n json.Number) any {
+	if len(p.nums) == cap(p.nums) {
+		size := slabNumbers
+		if p.nums == nil && p.stacks.keptNumbers > 0 {
+			size = p.stacks.keptNumbers
+		}
+		p.nums = make([]json.Number, 0, size)
+	}
+	p.nums = append(p.nums, n)
+	p.keptNumbers++
+	return &p.nums[len(p.nums)-1]
 }
 
 // maxTreeDepth is far below encoding/json's own limit: a command nested this
@@ -141,6 +180,8 @@ func (p *treeParser) parse() (any, bool) {
 	}
 	st.keptMembers = max(p.keptMembers, st.keptMembers-1)
 	st.keptObjects = max(p.keptObjects, st.keptObjects-1)
+	st.keptStrings = max(p.keptStrings, st.keptStrings-1)
+	st.keptNumbers = max(p.keptNumbers, st.keptNumbers-1)
 	return v, true
 }
 
@@ -172,7 +213,7 @@ func (p *treeParser) value(on int) (any, bool) {
 	case c == '"':
 		var s string
 		if s, ok = p.str(); ok {
-			v = boxString(s)
+			v = p.boxString(s)
 		}
 	case c == 't':
 		v, ok = true, p.literal("true")
@@ -469,7 +510,7 @@ func (p *treeParser) number() (any, bool) {
 	if p.i-start > MaxNumberLen {
 		return nil, false
 	}
-	return json.Number(p.s[start:p.i]), true
+	return p.boxNumber(json.Number(p.s[start:p.i])), true
 }
 
 // digits skips one or more decimal digits.

@@ -305,7 +305,9 @@ func unsupportedKeyword(s *jsonschema.Schema) string {
 
 // typeOf is the JSON type of a decoded value, as the library sees it, for
 // the values checkers handle: those of jsonschema.UnmarshalJSON and of
-// encoding/json into an any. Other values are not handled (false).
+// encoding/json into an any, and the *Members, *string and *json.Number
+// a decoder may give instead (see [StringOf]). Other values are not handled
+// (false).
 func typeOf(v any) (typeSet, bool) {
 	switch x := v.(type) {
 	case nil:
@@ -321,6 +323,10 @@ func typeOf(v any) (typeSet, bool) {
 		return typeNumber, true
 	case string:
 		return typeString, true
+	case *string:
+		return typeString, x != nil
+	case *json.Number:
+		return typeNumber, x != nil
 	case []any:
 		return typeArray, true
 	case map[string]any:
@@ -364,9 +370,10 @@ func (c *checker) check(v any, depth int) verdict {
 		}
 	}
 	if c.format != nil {
-		s, isString := v.(string)
+		s, isString := StringOf(v)
 		if !isString || c.formatOK == nil || !c.formatOK(s) {
-			if c.format.Validate(v) != nil {
+			// The library's formats know no pointers.
+			if plain, _ := plainJSON(v); c.format.Validate(plain) != nil {
 				return invalid
 			}
 		}
@@ -387,7 +394,9 @@ func (c *checker) check(v any, depth int) verdict {
 		r = both(r, c.checkArray(x, depth))
 	case string:
 		r = both(r, c.checkString(x))
-	case json.Number, float64:
+	case *string:
+		r = both(r, c.checkString(*x))
+	case json.Number, *json.Number, float64:
 		if c.numeric {
 			r = unsure
 		}
@@ -402,13 +411,15 @@ func (c *checker) checkEnum(v any, t typeSet) verdict {
 	if c.enumTypes&t == 0 {
 		return invalid
 	}
-	switch x := v.(type) {
-	case string:
+	if x, ok := StringOf(v); ok {
 		for _, e := range c.enum {
 			if s, ok := e.(string); ok && s == x {
 				return valid
 			}
 		}
+		return invalid
+	}
+	switch x := v.(type) {
 	case bool:
 		for _, e := range c.enum {
 			if b, ok := e.(bool); ok && b == x {
@@ -615,6 +626,8 @@ func isInteger(v any) verdict {
 		return invalid
 	case json.Number:
 		return integerLiteral(string(x))
+	case *json.Number:
+		return integerLiteral(string(*x))
 	}
 	return unsure
 }

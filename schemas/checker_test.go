@@ -164,9 +164,14 @@ func (v verdict) String() string {
 	return [...]string{valid: "valid", unsure: "unsure", invalid: "invalid"}[v]
 }
 
-// asMembers is v with every object as Members.
+// asMembers is v with every object as Members, and every string and
+// json.Number as a pointer to it, as a decoder may give them.
 func asMembers(v any) any {
 	switch x := v.(type) {
+	case string:
+		return &x
+	case json.Number:
+		return &x
 	case map[string]any:
 		out := make(Members, 0, len(x))
 		for k, e := range x {
@@ -297,6 +302,10 @@ func TestValidateJSONValidDoesNotAllocate(t *testing.T) {
 		}
 		if a := testing.AllocsPerRun(10, func() { _ = ValidateJSON(k, data) }); a != 0 {
 			t.Errorf("validating a valid %s allocates %v times", k, a)
+		}
+		members := asMembers(data)
+		if a := testing.AllocsPerRun(10, func() { _ = ValidateJSON(k, members) }); a != 0 {
+			t.Errorf("validating a valid %s as Members and pointers allocates %v times", k, a)
 		}
 		n++
 	}

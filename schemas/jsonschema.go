@@ -115,7 +115,8 @@ func (offlineLoader) Load(url string) (any, error) {
 // instance is a decoded JSON value: the result of jsonschema.UnmarshalJSON,
 // or of encoding/json decoding into an any (preferably with UseNumber, so
 // that large integers keep their precision), where any object may also be
-// a *[Members]. An unknown key gives an error
+// a *[Members], any string a *string and any json.Number a *json.Number
+// ([StringOf]). An unknown key gives an error
 // wrapping [ErrUnknownSchema]; an invalid instance gives a *[ValidationError].
 //
 // A valid instance is recognised by the schema's checker when it has one,

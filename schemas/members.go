@@ -1,5 +1,7 @@
 package schemas
 
+import "encoding/json"
+
 // Member is one member of a JSON object.
 type Member struct {
 	Name  string
@@ -12,6 +14,37 @@ type Member struct {
 // building a map for each. It is a pointer in an instance so that a decoder
 // can box it in an any without an allocation.
 type Members []Member
+
+// StringOf returns the string v holds: a string, or a non-nil *string.
+// [ValidateJSON] takes a *string wherever it takes a string, and a
+// *json.Number wherever it takes a json.Number, so that a decoder can keep
+// the scalars it reads in a slab of its own: boxing a string or a number
+// in an any costs an allocation each, boxing a pointer none.
+func StringOf(v any) (string, bool) {
+	switch x := v.(type) {
+	case string:
+		return x, true
+	case *string:
+		if x != nil {
+			return *x, true
+		}
+	}
+	return "", false
+}
+
+// NumberOf returns the number v holds: a json.Number, or a non-nil
+// *json.Number (see [StringOf]).
+func NumberOf(v any) (json.Number, bool) {
+	switch x := v.(type) {
+	case json.Number:
+		return x, true
+	case *json.Number:
+		if x != nil {
+			return *x, true
+		}
+	}
+	return "", false
+}
 
 // Get returns the value of member name; m may be nil.
 func (m *Members) Get(name string) (any, bool) {
@@ -26,11 +59,22 @@ func (m *Members) Get(name string) (any, bool) {
 	return nil, false
 }
 
-// plainJSON is v with every Members turned into a map[string]any, for the
-// library, which knows only maps. Maps and arrays that hold no Members are
-// not copied.
+// plainJSON is v with every Members turned into a map[string]any, and
+// every *string and *json.Number into the value it points to, for the
+// library, which knows only those. Maps and arrays that hold none of them
+// are not copied.
 func plainJSON(v any) (any, bool) {
 	switch x := v.(type) {
+	case *string:
+		if x == nil {
+			return v, false
+		}
+		return *x, true
+	case *json.Number:
+		if x == nil {
+			return v, false
+		}
+		return *x, true
 	case *Members:
 		if x == nil {
 			// A nil pointer in an any is no JSON value: the library says so.

@@ -136,7 +136,7 @@ func headersValue(v any) (Headers, bool) {
 		}
 		out := make(Headers, 0, len(*t))
 		for _, e := range *t {
-			s, ok := e.Value.(string)
+			s, ok := schemas.StringOf(e.Value)
 			if !ok {
 				return nil, false
 			}
