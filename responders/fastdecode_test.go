@@ -1,9 +1,11 @@
 package responders
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/bits"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -327,6 +329,40 @@ func TestDecodeFastAfterSmallerAndLargerRecords(t *testing.T) {
 	for _, body := range []string{`1`, `1`, `1`, large.String(), `{"x":{"y":{}}}`, large.String(), `1`} {
 		if !checkSame(t, record(body)) {
 			t.Fatalf("took the slow path: %.80s", body)
+		}
+	}
+}
+
+// TestNotPlain: notPlain finds in eight bytes the first that plainByte
+// does not hold plain, whatever byte sits at any place among plain or
+// other bytes.
+func TestNotPlain(t *testing.T) {
+	fillers := []byte{'a', ' ', '~', 0x7f, 0x1f, 0x80, 0xff, '"', '\\', 0, 0x21}
+	for _, fill := range fillers {
+		for _, fill2 := range fillers {
+			for c := range 256 {
+				for at := range 8 {
+					for at2 := range 8 {
+						var w [8]byte
+						for i := range w {
+							w[i] = fill
+						}
+						w[at2] = fill2
+						w[at] = byte(c)
+						first := 8
+						for i, b := range w {
+							if !plainByte[b] {
+								first = i
+								break
+							}
+						}
+						m := notPlain(binary.LittleEndian.Uint64(w[:]))
+						if got := bits.TrailingZeros64(m) / 8; got != first {
+							t.Fatalf("notPlain(%q) = %#x: first byte not plain at %d, want %d", w, m, got, first)
+						}
+					}
+				}
+			}
 		}
 	}
 }

@@ -2,7 +2,9 @@ package responders
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
+	"math/bits"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -411,6 +413,20 @@ var plainByte = func() (t [256]bool) {
 	return t
 }()
 
+// notPlain finds, in a few operations rather than eight lookups, the bytes
+// of the little-endian word w that are not plain (plainByte): the lowest
+// byte whose high bit it sets is the first such byte, and it is zero when
+// there is none. Records are mostly the text of strings.
+func notPlain(w uint64) uint64 {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	// (x - lo*n) &^ x sets the high bit of the lowest byte of x below n
+	// (n <= 0x80), and of none under it: only a borrow from that byte
+	// sets those above it. x ^ lo*c has a zero byte where x has c. A byte
+	// of w from 0x80 up sets its own high bit.
+	q, bs := w^'"'*lo, w^'\\'*lo
+	return ((w-0x20*lo)&^w | (q-lo)&^q | (bs-lo)&^bs | w) & hi
+}
+
 // str parses the string at p.i (its opening quote). A string without
 // escapes is its bytes as they are; one with escapes is left to
 // encoding/json, whose treatment of odd escapes (lone surrogates) the result
@@ -422,6 +438,13 @@ func (p *treeParser) str() (string, bool) {
 	i := start + 1
 	escaped, wide := false, false
 	for {
+		for i+8 <= len(b) {
+			if m := notPlain(binary.LittleEndian.Uint64(b[i:])); m != 0 {
+				i += bits.TrailingZeros64(m) / 8
+				break
+			}
+			i += 8
+		}
 		for i < len(b) && plainByte[b[i]] {
 			i++
 		}
