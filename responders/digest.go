@@ -10,6 +10,7 @@ import (
 	"hash"
 	"io"
 	"math/big"
+	"math/bits"
 	"slices"
 	"strconv"
 	"strings"
@@ -234,11 +235,23 @@ func (w *canonicalWriter) writeString(s string) {
 	const hexDigits = "0123456789abcdef"
 	w.putByte('"')
 	run := 0
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c != '"' && c != '\\' && c >= 0x20 {
-			continue
+	for i := 0; ; i++ {
+		// Eight bytes at a time up to the first to escape, then one at a
+		// time in the last word.
+		for i+8 <= len(s) {
+			if m := mustEscape(stringWord(s[i:])); m != 0 {
+				i += bits.TrailingZeros64(m) / 8
+				break
+			}
+			i += 8
 		}
+		for i < len(s) && s[i] != '"' && s[i] != '\\' && s[i] >= 0x20 {
+			i++
+		}
+		if i == len(s) {
+			break
+		}
+		c := s[i]
 		w.putString(s[run:i])
 		run = i + 1
 		if c < 0x20 {
@@ -252,6 +265,14 @@ func (w *canonicalWriter) writeString(s string) {
 	}
 	w.putString(s[run:])
 	w.putByte('"')
+}
+
+// stringWord is the first eight bytes of s as a little-endian word: one
+// load, which the compiler makes of these eight.
+func stringWord(s string) uint64 {
+	_ = s[7]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
 }
 
 // writeCanonicalNumber writes a JSON number as its exact decimal value in

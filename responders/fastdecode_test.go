@@ -1,6 +1,7 @@
 package responders
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -334,8 +335,8 @@ func TestDecodeFastAfterSmallerAndLargerRecords(t *testing.T) {
 }
 
 // TestNotPlain: notPlain finds in eight bytes the first that plainByte
-// does not hold plain, whatever byte sits at any place among plain or
-// other bytes.
+// does not hold plain, and mustEscape the first that JSON escapes in a
+// string, whatever byte sits at any place among plain or other bytes.
 func TestNotPlain(t *testing.T) {
 	fillers := []byte{'a', ' ', '~', 0x7f, 0x1f, 0x80, 0xff, '"', '\\', 0, 0x21}
 	for _, fill := range fillers {
@@ -349,16 +350,22 @@ func TestNotPlain(t *testing.T) {
 						}
 						w[at2] = fill2
 						w[at] = byte(c)
-						first := 8
+						first, firstEscaped := 8, 8
 						for i, b := range w {
-							if !plainByte[b] {
+							if !plainByte[b] && first == 8 {
 								first = i
-								break
+							}
+							if (b < 0x20 || b == '"' || b == '\\') && firstEscaped == 8 {
+								firstEscaped = i
 							}
 						}
 						m := notPlain(binary.LittleEndian.Uint64(w[:]))
 						if got := bits.TrailingZeros64(m) / 8; got != first {
 							t.Fatalf("notPlain(%q) = %#x: first byte not plain at %d, want %d", w, m, got, first)
+						}
+						m = mustEscape(binary.LittleEndian.Uint64(w[:]))
+						if got := bits.TrailingZeros64(m) / 8; got != firstEscaped {
+							t.Fatalf("mustEscape(%q) = %#x: first byte to escape at %d, want %d", w, m, got, firstEscaped)
 						}
 					}
 				}
@@ -366,3 +373,52 @@ func TestNotPlain(t *testing.T) {
 		}
 	}
 }
+
+// TestCanonicalWriteString: the digest's string escaping, which skips
+// words, escapes exactly what a byte at a time does, wherever the bytes
+// to escape fall among words.
+func TestCanonicalWriteString(t *testing.T) {
+	escape := func(s string) string {
+		var b strings.Builder
+		b.WriteByte('"')
+		for i := 0; i < len(s); i++ {
+			switch c := s[i]; {
+			case c < 0x20:
+				fmt.Fprintf(&b, `\u%04x`, c)
+			case c == '"' || c == '\\':
+				b.WriteByte('\\')
+				b.WriteByte(c)
+			default:
+				b.WriteByte(c)
+			}
+		}
+		b.WriteByte('"')
+		return b.String()
+	}
+	var out bytes.Buffer
+	w := &canonicalWriter{h: nopHash{&out}}
+	for n := range 26 {
+		for _, c := range []byte{'"', '\\', 0, 0x1f, 0x7f, 0x80, 0xc3, 'a'} {
+			for at := range n {
+				s := []byte(strings.Repeat("abcdefgh", 4)[:n])
+				s[at] = c
+				if at+3 < n {
+					s[at+3] = '\\'
+				}
+				out.Reset()
+				w.writeString(string(s))
+				w.flush()
+				if got, want := out.String(), escape(string(s)); got != want {
+					t.Fatalf("writeString(%q) wrote %s, want %s", s, got, want)
+				}
+			}
+		}
+	}
+}
+
+// nopHash is a hash.Hash that only keeps what is written to it.
+type nopHash struct{ *bytes.Buffer }
+
+func (nopHash) Sum(b []byte) []byte { return b }
+func (nopHash) Size() int           { return 0 }
+func (nopHash) BlockSize() int      { return 1 }

@@ -418,13 +418,19 @@ var plainByte = func() (t [256]bool) {
 // byte whose high bit it sets is the first such byte, and it is zero when
 // there is none. Records are mostly the text of strings.
 func notPlain(w uint64) uint64 {
+	// A byte of w from 0x80 up sets its own high bit.
+	return mustEscape(w) | w&0x8080808080808080
+}
+
+// mustEscape is notPlain for the bytes JSON must escape in a string: the
+// quote, the backslash and the controls below 0x20.
+func mustEscape(w uint64) uint64 {
 	const lo, hi = 0x0101010101010101, 0x8080808080808080
 	// (x - lo*n) &^ x sets the high bit of the lowest byte of x below n
 	// (n <= 0x80), and of none under it: only a borrow from that byte
-	// sets those above it. x ^ lo*c has a zero byte where x has c. A byte
-	// of w from 0x80 up sets its own high bit.
+	// sets those above it. x ^ lo*c has a zero byte where x has c.
 	q, bs := w^'"'*lo, w^'\\'*lo
-	return ((w-0x20*lo)&^w | (q-lo)&^q | (bs-lo)&^bs | w) & hi
+	return ((w-0x20*lo)&^w | (q-lo)&^q | (bs-lo)&^bs) & hi
 }
 
 // str parses the string at p.i (its opening quote). A string without
