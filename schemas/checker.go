@@ -243,7 +243,7 @@ func (b *checkerBuilder) build(s *jsonschema.Schema) (*checker, error) {
 		c.maxLen = *s.MaxLength
 	}
 	if s.Pattern != nil {
-		c.pattern = fastPattern(s.Pattern)
+		c.pattern = memoURIs(fastPattern(s.Pattern))
 	}
 	c.allOf, c.anyOf, c.oneOf = many(s.AllOf), many(s.AnyOf), many(s.OneOf)
 	c.not = one(s.Not)

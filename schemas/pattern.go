@@ -3,6 +3,7 @@ package schemas
 import (
 	"regexp"
 	"regexp/syntax"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -176,4 +177,37 @@ func (a *anchoredRun) MatchString(s string) bool {
 		}
 	}
 	return i == len(s)
+}
+
+// uriMemo is a pattern with its verdict on the URI of each bundled schema,
+// found once: records name those URIs again and again (every command names
+// three), and the wrapper schemas match each against a pattern.
+type uriMemo struct {
+	m     matcher
+	known map[string]bool
+}
+
+// memoURIs is m with its verdicts on the bundled schemas' URIs kept, when
+// it matches any of them; else m.
+func memoURIs(m matcher) matcher {
+	known := make(map[string]bool, len(keys))
+	matches := false
+	for _, k := range keys {
+		uri := k.String()
+		known[uri] = m.MatchString(uri)
+		matches = matches || known[uri]
+	}
+	if !matches {
+		return m
+	}
+	return &uriMemo{m: m, known: known}
+}
+
+func (u *uriMemo) MatchString(s string) bool {
+	if strings.HasPrefix(s, "iglu:") {
+		if v, ok := u.known[s]; ok {
+			return v
+		}
+	}
+	return u.m.MatchString(s)
 }

@@ -129,3 +129,28 @@ func FuzzAnchoredRun(f *testing.F) {
 	}
 	f.Fuzz(sameMatch)
 }
+
+// TestURIMemo: a pattern with its verdicts on the bundled schemas' URIs
+// kept answers as the regular expression does, on those URIs and on
+// strings that only resemble them.
+func TestURIMemo(t *testing.T) {
+	memos := 0
+	for _, expr := range bundledPatterns(t, func(Key) bool { return true }) {
+		re := regexp.MustCompile(expr)
+		m := memoURIs(fastPattern(re))
+		if _, ok := m.(*uriMemo); ok {
+			memos++
+		}
+		for _, k := range keys {
+			uri := k.String()
+			for _, s := range []string{uri, uri + "\n", uri[:len(uri)-1], strings.Replace(uri, "/", "//", 1), strings.ToUpper(uri), "x" + uri} {
+				if got, want := m.MatchString(s), re.MatchString(s); got != want {
+					t.Errorf("%s on %q: %v, want %v", expr, s, got, want)
+				}
+			}
+		}
+	}
+	if memos == 0 {
+		t.Error("no bundled pattern keeps its verdicts on URIs: the wrapper schemas' iglu pattern should")
+	}
+}
