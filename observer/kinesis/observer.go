@@ -91,6 +91,9 @@ type Observer struct {
 	// and handOver gives the lease to it after the final checkpoint.
 	handoff  func(shardID string) <-chan struct{}
 	handOver func(shardID string) error
+	// abandon releases the lease on a shard whose consumer stopped short
+	// (the lease table's Abandon); nil: the observer restarts instead.
+	abandon func(shardID string) error
 	// previousLeaseEnd is when the lease before this worker's on a shard
 	// ended (the lease table's PreviousLeaseEnd); nil: every command takes
 	// a claim.
@@ -244,6 +247,7 @@ func (o *Observer) run(ctx context.Context, awsCfg aws.Config) error {
 	})
 	o.lost, o.leaseUntil = o.table.Lost, o.table.HeldUntil
 	o.handoff, o.handOver = o.table.HandoffRequested, o.table.HandOver
+	o.abandon = o.table.Abandon
 	o.previousLeaseEnd = o.table.PreviousLeaseEnd
 	// The outcome table is made ready while the lease table is: neither
 	// needs the other, and the first pass needs both.

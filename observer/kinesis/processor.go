@@ -36,7 +36,11 @@ import (
 // number below which every record has a final, recorded outcome. Once a
 // record stops short (shutdown, a lost lease) nothing after it is
 // checkpointed, and the later records of its key that ran meanwhile record
-// nothing: the next owner reads them all again.
+// nothing: the next owner reads them all again. A record that stops short
+// while the lease is held and the observer runs (its claim was taken over,
+// its outcome could not be written) ends the shard's consumer alone: its
+// lease is released after the last checkpoint (abandon), for a new
+// consumer, here or elsewhere, to read the shard again from there.
 type shardProcessor struct {
 	o       *Observer
 	shardID string
@@ -55,9 +59,16 @@ type shardProcessor struct {
 	commands command.Runner
 	// handoff is closed when a peer asks for the shard (nil: never).
 	handoff <-chan struct{}
-	// handedOver is set once the lease went to that peer; only the KCL's
-	// loop touches it.
+	// handedOver is set once the lease went to that peer, or was released
+	// (abandon); only the KCL's loop touches it.
 	handedOver bool
+	// unfinished is closed once a record stopped without a final outcome
+	// while the lease was held and the observer ran (stopShort): the KCL's
+	// loop then releases the lease (abandon). unfinishedAt is that record's
+	// sequence number, set before; guarded by mu.
+	unfinished     chan struct{}
+	unfinishedAt   string
+	unfinishedOnce sync.Once
 	// previousEnd is when the shard's previous lease ended (zero: it had
 	// none; leases.Table.PreviousLeaseEnd): records that arrived before
 	// then may have been started by that lease's owner, and take a claim
@@ -132,10 +143,11 @@ var _ kcl.IRecordProcessor = (*shardProcessor)(nil)
 
 func newShardProcessor(o *Observer) *shardProcessor {
 	return &shardProcessor{
-		o:         o,
-		slots:     make(chan struct{}, o.cfg.MaxInFlight),
-		recording: make(chan struct{}, recordingPerSlot*o.cfg.MaxInFlight),
-		waiting:   map[string][]*entry{},
+		o:          o,
+		slots:      make(chan struct{}, o.cfg.MaxInFlight),
+		recording:  make(chan struct{}, recordingPerSlot*o.cfg.MaxInFlight),
+		waiting:    map[string][]*entry{},
+		unfinished: make(chan struct{}),
 	}
 }
 
@@ -215,6 +227,10 @@ intake:
 				break intake
 			}
 		}
+	}
+	if closed(p.unfinished) {
+		p.abandon(in.Checkpointer)
+		return
 	}
 	if p.handoffAsked() {
 		p.handOver(in.Checkpointer)
@@ -429,6 +445,56 @@ func (p *shardProcessor) handOver(cp kcl.IRecordProcessorCheckpointer) {
 	}
 }
 
+// abandon ends the shard's consumer after a record stopped without a final
+// outcome while the lease was held: this consumer will never checkpoint
+// past it, so only a new one can settle it. Like a handover it lets the
+// admitted records finish (bounded by the drain timeout), writes the last
+// checkpoint, which stays below that record, and then releases the lease
+// (leases.Table.Abandon), so that this worker or another takes the shard at
+// its next shard-sync pass and reads it again from that checkpoint. The
+// next owner takes claims for the records this worker may have started
+// (PreviousLeaseEnd), so whether the command runs again is the claim's to
+// decide: nothing runs twice for this. The other shards go on untouched.
+// Only a release that fails, with the lease still held, falls back on
+// restarting the observer.
+func (p *shardProcessor) abandon(cp kcl.IRecordProcessorCheckpointer) {
+	p.drain()
+	start := time.Now()
+	p.awaitDrain()
+	p.checkpoint(cp, true)
+	p.mu.Lock()
+	seq := p.unfinishedAt
+	p.mu.Unlock()
+	p.handedOver = true
+	// The observer's intake, not the shard's, which a drain that ran out
+	// of time ended.
+	if p.lease.Done(p.o.intake) {
+		// Stopping, or the lease went meanwhile: the KCL's consumer ends
+		// anyway, and the next owner reads from the same checkpoint.
+		return
+	}
+	var err error
+	if p.o.abandon == nil {
+		err = errors.New("the lease cannot be released on its own")
+	} else {
+		err = p.o.abandon(p.shardID)
+	}
+	switch {
+	case err == nil:
+		p.o.countHandoff(handoffReleased)
+		p.log.Warn("a record stopped without an outcome; the shard's lease is released for it to be read again from the checkpoint",
+			"seq", seq, "checkpoint", p.written, "drain", time.Since(start).Round(time.Millisecond),
+			"reason", "its command stopped short while the lease was held (its claim taken over, or its outcome or dead letter not written)")
+	case errors.Is(err, leases.ErrLeaseLost):
+		p.log.Warn("a record stopped without an outcome, and the shard's lease is gone; the next owner reads it again from the checkpoint",
+			"seq", seq, "checkpoint", p.written, "err", err)
+	default:
+		p.log.Error("a record stopped without an outcome, and the shard's lease could not be released; restarting the observer",
+			"seq", seq, "checkpoint", p.written, "err", err)
+		p.o.fail(fmt.Errorf("shard %s stopped at sequence number %s without an outcome, and its lease could not be released: %w", p.shardID, seq, err))
+	}
+}
+
 // awaitDrain waits for every admitted record to finish, for at most the
 // drain timeout, as a stop does. Then it ends the shard's intake and work in
 // flight: those records stop short, release their command claims, and stay
@@ -478,6 +544,7 @@ func (p *shardProcessor) pace(in *kcl.ProcessRecordsInput) {
 	case <-p.intake.Done():
 	case <-p.lost:
 	case <-p.handoff:
+	case <-p.unfinished:
 	}
 }
 
@@ -496,7 +563,7 @@ func (p *shardProcessor) admit(e *entry) bool {
 	// select of several channels locks them all, and the lost and stop
 	// channels are every runner's; the select waits only when no slot is
 	// free.
-	if closed(p.intake.Done()) || closed(p.lost) || closed(p.handoff) {
+	if closed(p.intake.Done()) || closed(p.lost) || closed(p.handoff) || closed(p.unfinished) {
 		return false
 	}
 	select {
@@ -509,6 +576,8 @@ func (p *shardProcessor) admit(e *entry) bool {
 		case <-p.lost:
 			return false
 		case <-p.handoff:
+			return false
+		case <-p.unfinished:
 			return false
 		}
 	}
@@ -608,12 +677,13 @@ func (p *shardProcessor) finish(e *entry, final bool) {
 		// e and everything after it stay unfinished: the next owner of the
 		// shard re-reads them from the checkpoint. Unless the observer is
 		// stopping or the shard moved to another worker, that next owner
-		// must be a fresh worker of ours: this one would never checkpoint
-		// the shard again.
+		// must be a new consumer of the shard: this one would never
+		// checkpoint it again. The KCL's loop releases the lease for one
+		// (abandon).
 		p.stopped = true
 		p.endRunners()
 		if !p.lease.Done(p.intake) {
-			p.o.fail(fmt.Errorf("shard %s stopped at sequence number %s without an outcome", p.shardID, e.seq))
+			p.stopShort(e.seq)
 		}
 		return
 	}
@@ -653,6 +723,19 @@ func (p *shardProcessor) finish(e *entry, final bool) {
 	clear(p.pending[:n])
 	p.pending = p.pending[n:]
 }
+
+// stopShort tells the KCL's loop, once, that the record at seq stopped
+// without a final outcome while the lease was held; p.mu is held.
+func (p *shardProcessor) stopShort(seq string) {
+	p.unfinishedOnce.Do(func() {
+		p.unfinishedAt = seq
+		close(p.unfinished)
+	})
+}
+
+// handoffReleased is the handoff metric's kind for a lease released after
+// a record stopped without an outcome (abandon).
+const handoffReleased = "released"
 
 // closed reports whether ch is closed (nil: never), without the lock a
 // select of several channels takes on each.

@@ -567,3 +567,84 @@ func TestRunQueueOrder(t *testing.T) {
 		t.Errorf("%d waiting", q.waiting())
 	}
 }
+
+// A record that stops without an outcome while the lease is held ends its
+// shard's consumer alone: the records admitted with it finish, the last
+// checkpoint stays below it, the lease is released once, and the consumer
+// reads nothing more. Only a release that fails with the lease still held
+// restarts the observer.
+func TestUnfinishedRecordReleasesTheShard(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		release error
+		restart bool
+	}{
+		{"released", nil, false},
+		{"lease gone", fmt.Errorf("%w: taken", leases.ErrLeaseLost), false},
+		{"release failed", errors.New("dynamodb down"), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				h := newHarness(t, func(o *Observer) {
+					o.deadLetters = &fakeDeadLetters{fail: true}
+					o.fatal = make(chan error, 1)
+				})
+				var released []string
+				var checkpointsAtRelease []string
+				cp := &fakeCheckpointer{}
+				h.p.o.abandon = func(shard string) error {
+					released = append(released, shard)
+					checkpointsAtRelease = slices.Clone(cp.written)
+					return tc.release
+				}
+				slow := make(chan struct{})
+				h.resp.reply = func(_ context.Context, text string, _ int) error {
+					if text == "slow" {
+						<-slow
+					}
+					return nil
+				}
+				h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: []types.Record{
+					keyedRecord("1", "a", "fine"), keyedRecord("2", "b", "slow"), rawRecord("3", "not json"),
+					keyedRecord("4", "c", "after"),
+				}})
+				synctest.Wait()
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: []types.Record{keyedRecord("5", "d", "later")}})
+				}()
+				synctest.Wait()
+				if len(released) != 0 {
+					t.Errorf("lease released while record 2 still ran")
+				}
+				close(slow)
+				<-done
+				h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: []types.Record{keyedRecord("6", "e", "later")}})
+				h.p.Shutdown(&kcl.ShutdownInput{ShutdownReason: kcl.REQUESTED, Checkpointer: cp})
+				if !slices.Equal(released, []string{"shardId-000000000001"}) {
+					t.Errorf("leases released: %v, want the shard's once", released)
+				}
+				// 1 may be written first, as the first batch's checkpoint.
+				if n := len(checkpointsAtRelease); n == 0 || checkpointsAtRelease[n-1] != "2" || !slices.Equal(cp.written, checkpointsAtRelease) {
+					t.Errorf("checkpoints %v (%v at the release), want to end at 2, below the unfinished record 3, before the release", cp.written, checkpointsAtRelease)
+				}
+				for _, r := range h.results() {
+					if r == "5=executed" || r == "6=executed" {
+						t.Errorf("outcomes %v: a record read after the shard stopped ran", h.results())
+					}
+				}
+				select {
+				case err := <-h.p.o.fatal:
+					if !tc.restart {
+						t.Errorf("observer restart requested: %v", err)
+					}
+				default:
+					if tc.restart {
+						t.Error("a lease that could not be released must restart the observer")
+					}
+				}
+			})
+		})
+	}
+}

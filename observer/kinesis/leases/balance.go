@@ -684,6 +684,38 @@ func (t *Table) HandOver(shardID string) error {
 	return nil
 }
 
+// Abandon ends this worker's lease on shardID at once, fenced on it, so
+// that any worker, this one included, may take the shard at its next
+// shard-sync pass and read it again from its checkpoint. The caller has
+// written its last checkpoint and runs nothing more of the shard: a
+// record stopped without an outcome, and only a new consumer may read it
+// again. The LeaseTimeout stays: the next owner takes claims for the
+// records this worker may have started (PreviousLeaseEnd). The lease
+// counts as lost from here (Lost is closed), so the KCL's consumer ends at
+// its next renewal. ErrLeaseLost means the lease was gone already; any
+// other error leaves it held.
+func (t *Table) Abandon(shardID string) error {
+	sl := t.slot(shardID)
+	sl.op.Lock()
+	defer sl.op.Unlock()
+	l := t.current(sl)
+	if l == nil || l.ended() {
+		return t.lostErr(shardID, "release after the lease ended")
+	}
+	err := t.fenced(l, "release lease of shard "+shardID, func(e *expr) string {
+		return "REMOVE " + e.name(attrOwner)
+	})
+	if err != nil {
+		return err
+	}
+	l.end()
+	t.shardLog(shardID).Info("lease released for the shard to be read again", "checkpoint", l.checkpoint)
+	if t.cfg.OnAvailable != nil {
+		t.cfg.OnAvailable()
+	}
+	return nil
+}
+
 // reserve releases our lease (exact timeout mine) and keeps it for worker to
 // until one lease duration from now.
 func (t *Table) reserve(shardID, mine, to string) error {
