@@ -1,0 +1,350 @@
+package kinesis
+
+// A record whose command stops without an outcome while its shard's lease
+// is held, through the real KCL worker and the emulators: the claim of its
+// command is taken over by another worker while it is retried. Only that
+// shard stops; it is read again from its checkpoint and the command runs
+// once, when the other worker lets its claim go.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/sauna-io/sauna/observer/command"
+	"github.com/sauna-io/sauna/observer/kinesis/emulator"
+	"github.com/sauna-io/sauna/observer/metrics"
+	"github.com/sauna-io/sauna/observer/outcomes"
+	"github.com/sauna-io/sauna/observer/verdict"
+	"github.com/sauna-io/sauna/responders"
+)
+
+// logEvents keeps the messages logged, with the shard they name.
+type logEvents struct {
+	slog.Handler
+	shard string
+	log   *eventLog
+}
+
+type eventLog struct {
+	mu     sync.Mutex
+	events []logEvent
+}
+
+type logEvent struct{ msg, shard string }
+
+func (h logEvents) Handle(ctx context.Context, r slog.Record) error {
+	shard := h.shard
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "shard" {
+			shard = a.Value.String()
+		}
+		return true
+	})
+	h.log.mu.Lock()
+	h.log.events = append(h.log.events, logEvent{r.Message, shard})
+	h.log.mu.Unlock()
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h logEvents) WithAttrs(as []slog.Attr) slog.Handler {
+	shard := h.shard
+	for _, a := range as {
+		if a.Key == "shard" {
+			shard = a.Value.String()
+		}
+	}
+	return logEvents{Handler: h.Handler.WithAttrs(as), shard: shard, log: h.log}
+}
+
+func (h logEvents) WithGroup(g string) slog.Handler {
+	return logEvents{Handler: h.Handler.WithGroup(g), shard: h.shard, log: h.log}
+}
+
+// count is how many times msg was logged about shard ("": any).
+func (l *eventLog) count(msg, shard string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, e := range l.events {
+		if e.msg == msg && (shard == "" || e.shard == shard) {
+			n++
+		}
+	}
+	return n
+}
+
+// takeoverVendor stands in for a vendor. The command at the front of the
+// test is refused (a 503, which does nothing at the vendor) until the test
+// lets it through; before it answers the second refusal, its claim is taken
+// over (onSecond). A gated command is held until its gate is closed.
+type takeoverVendor struct {
+	mu       sync.Mutex
+	tries    map[string]int
+	received map[string]int
+	refused  string
+	through  chan struct{}
+	onSecond func() error
+	gated    string
+	gate     chan struct{}
+	atGate   chan struct{}
+}
+
+func (v *takeoverVendor) Respond(ctx context.Context, c *responders.Command) error {
+	var d struct{ Text string }
+	if err := json.Unmarshal(c.Data, &d); err != nil {
+		return responders.Permanent(err)
+	}
+	v.mu.Lock()
+	v.tries[c.ID]++
+	try := v.tries[c.ID]
+	v.mu.Unlock()
+	switch c.ID {
+	case v.refused:
+		select {
+		case <-v.through:
+		default:
+			if try == 2 {
+				if err := v.onSecond(); err != nil {
+					return responders.Permanent(fmt.Errorf("taking the claim over: %w", err))
+				}
+			}
+			return responders.Retryable(errors.New("HTTP 503"), 0)
+		}
+	case v.gated:
+		close(v.atGate)
+		select {
+		case <-v.gate:
+		case <-ctx.Done():
+			return responders.Retryable(ctx.Err(), 0)
+		}
+	}
+	v.mu.Lock()
+	v.received[c.ID]++
+	v.mu.Unlock()
+	return nil
+}
+
+func (v *takeoverVendor) got(id string) (tries, received int) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.tries[id], v.received[id]
+}
+
+// handoffsCounted is sauna_kinesis_lease_handoffs_total{kind} of m.
+func handoffsCounted(t *testing.T, m *metrics.Metrics, kind string) float64 {
+	t.Helper()
+	mfs, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != "sauna_kinesis_lease_handoffs_total" {
+			continue
+		}
+		for _, s := range mf.GetMetric() {
+			for _, l := range s.GetLabel() {
+				if l.GetName() == "kind" && l.GetValue() == kind {
+					sum += s.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return sum
+}
+
+// TestIntegrationUnfinishedRecordStopsItsShardAlone: one worker reads two
+// shards. On shard 1 a command is held at the vendor; on shard 0 command X
+// is refused twice, and before the second refusal another worker takes
+// its claim over (as after this worker was frozen past the claim's
+// lifetime), so X stops without an outcome at its next try. Shard 0's
+// lease is released and taken again, and its consumer reads again from its
+// checkpoint, below X; meanwhile shard 1 is not touched: its held command
+// finishes in one attempt, the records put on it are delivered, its lease
+// is never given up, and the observer does not restart. X's new delivery
+// waits for the other worker's claim, which is then let go, and X runs and
+// settles once; every other command reaches the vendor once.
+func TestIntegrationUnfinishedRecordStopsItsShardAlone(t *testing.T) {
+	env := useEmulators(t)
+	stream := emulator.UniqueName(t, "abandon")
+	id := emulator.UniqueName(t, "obs")
+	table := id + "-commands"
+	env.CreateStream(t, stream, 2)
+	kin := env.Kinesis(t)
+	db := env.DynamoDB(t)
+	const shard0, shard1 = "shardId-000000000000", "shardId-000000000001"
+
+	cfg := testConfig(id, stream)
+	// Long enough that a loaded machine cannot lapse a lease or a claim:
+	// the shard is given up by the release alone.
+	cfg.LeaseDuration, cfg.LeaseRefresh = 30*time.Second, time.Second
+	cfg.Idempotency.ClaimTimeout = time.Minute
+	x, held := commandID(1), commandID(100)
+
+	// The other worker, with a claim that outlives the test unless let go.
+	thief := outcomes.New(db, outcomes.Config{TableName: table, Observer: id, WorkerID: "other-worker", ClaimTimeout: time.Hour})
+	var stolen outcomes.Identity
+	takeOver := func() error {
+		ctx := context.Background()
+		rec, err := thief.Get(ctx, x)
+		if err != nil {
+			return err
+		}
+		if rec.Status != outcomes.StatusInProgress {
+			return fmt.Errorf("command %s is %s, want claimed", x, rec.Status)
+		}
+		// As if the claim had run out while its worker was frozen.
+		_, err = db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+			TableName:                 aws.String(table),
+			Key:                       map[string]types.AttributeValue{outcomes.AttrCommandID: &types.AttributeValueMemberS{Value: x}},
+			UpdateExpression:          aws.String("SET claimedUntil = :past"),
+			ExpressionAttributeValues: map[string]types.AttributeValue{":past": &types.AttributeValueMemberN{Value: fmt.Sprint(time.Now().Add(-time.Second).UnixMilli())}},
+		})
+		if err != nil {
+			return err
+		}
+		stolen = outcomes.Identity{CommandID: x, Digest: rec.Digest}
+		return thief.Claim(ctx, outcomes.Claim{CommandID: x, Digest: rec.Digest, Schema: rec.Schema,
+			Shard: rec.Shard, Sequence: rec.Sequence, Responder: rec.Responder})
+	}
+	v := &takeoverVendor{tries: map[string]int{}, received: map[string]int{},
+		refused: x, through: make(chan struct{}), onSecond: takeOver,
+		gated: held, gate: make(chan struct{}), atGate: make(chan struct{})}
+
+	events := &eventLog{}
+	col, m := &collector{}, metrics.New(metrics.Options{})
+	d := responders.NewDispatcher(nil)
+	d.Replace(map[string]responders.Enabled{"testslack": {ID: "slack", Module: "testslack", Responder: v}})
+	o := New(cfg, d, Options{
+		OnOutcome: col.add, Metrics: m,
+		Logger: slog.New(logEvents{Handler: testLogHandler(), log: events}),
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- o.Run(ctx) }()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("observer: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("observer did not stop within 30s")
+		}
+	}
+	t.Cleanup(stop)
+	// await polls cond until it holds; the observer must run all along.
+	// The bound only keeps a broken build from hanging the suite.
+	await := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(3 * time.Minute)
+		for !cond() {
+			select {
+			case err := <-done:
+				stopped = true
+				t.Fatalf("observer stopped while waiting for %s: %v", what, err)
+			case <-time.After(20 * time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("still waiting for %s", what)
+			}
+		}
+	}
+	outcomesOf := func(id string) []command.Outcome {
+		var outs []command.Outcome
+		for _, o := range col.snapshot() {
+			if o.CommandID == id {
+				outs = append(outs, o)
+			}
+		}
+		return outs
+	}
+
+	// Shard 1's command is held at the vendor first.
+	put(t, kin, stream, 100, "held", "held", hashKeyOfShard(1, 2))
+	await("shard 1's command at the vendor", func() bool { return closed(v.atGate) })
+	// Shard 0: X, and commands before and after it, of other keys.
+	put(t, kin, stream, 2, "before", "b", hashKeyOfShard(0, 2))
+	put(t, kin, stream, 1, "x", "x", hashKeyOfShard(0, 2))
+	put(t, kin, stream, 3, "after", "a", hashKeyOfShard(0, 2))
+	const released = "a record stopped without an outcome; the shard's lease is released for it to be read again from the checkpoint"
+	await("shard 0 released", func() bool { return events.count(released, shard0) == 1 })
+	await("shard 0 read again", func() bool { return events.count("shard acquired", shard0) == 2 })
+
+	// Shard 1 went on: its held command finishes in its first attempt, and
+	// new records are delivered.
+	close(v.gate)
+	for n := 101; n <= 103; n++ {
+		put(t, kin, stream, n, "later", fmt.Sprint("later-", n), hashKeyOfShard(1, 2))
+	}
+	await("shard 1's records", func() bool {
+		for n := 100; n <= 103; n++ {
+			if len(outcomesOf(commandID(n))) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	if outs := outcomesOf(held); outs[0].Verdict != verdict.Executed || outs[0].Attempts != 1 {
+		t.Errorf("shard 1's held command: %s after %d attempts, want executed after 1", outs[0].Verdict, outs[0].Attempts)
+	}
+	if len(outcomesOf(x)) != 0 {
+		t.Fatalf("command X settled while another worker held its claim: %+v", outcomesOf(x))
+	}
+
+	// The other worker lets the claim go: X's new delivery takes it and runs.
+	close(v.through)
+	if err := thief.Release(context.Background(), stolen); err != nil {
+		t.Fatal(err)
+	}
+	// Record 3, read again behind X, settles again, as a duplicate.
+	await("command X settled", func() bool { return len(outcomesOf(x)) > 0 && len(outcomesOf(commandID(3))) == 2 })
+	stop()
+
+	if outs := outcomesOf(x); len(outs) != 1 || outs[0].Verdict != verdict.Executed {
+		t.Errorf("command X settled %+v, want executed once", outs)
+	}
+	for _, n := range []int{1, 2, 3, 100, 101, 102, 103} {
+		if _, got := v.got(commandID(n)); got != 1 {
+			t.Errorf("the vendor took command %d %d times, want once", n, got)
+		}
+	}
+	if tries, _ := v.got(x); tries != 3 {
+		t.Errorf("command X tried %d times, want 3 (two refusals, then the run after the release)", tries)
+	}
+	executed := executedPerCommand(t, col.snapshot())
+	for _, n := range []int{1, 2, 3, 100, 101, 102, 103} {
+		if executed[commandID(n)] != 1 {
+			t.Errorf("command %d reported executed %d times, want once", n, executed[commandID(n)])
+		}
+	}
+	if got := events.count("observer started", ""); got != 1 {
+		t.Errorf("observer started %d times, want once", got)
+	}
+	if got := events.count("shard acquired", shard1); got != 1 {
+		t.Errorf("shard 1 acquired %d times, want once: it must not stop for shard 0", got)
+	}
+	if got := events.count(released, ""); got != 1 {
+		t.Errorf("released-shard message logged %d times, want once (for shard 0)", got)
+	}
+	if got := handoffsCounted(t, m, handoffReleased); got != 1 {
+		t.Errorf("sauna_kinesis_lease_handoffs_total{kind=%q} = %v, want 1", handoffReleased, got)
+	}
+	checkFinal(t, env, table, x, commandID(2), commandID(3), held)
+}
