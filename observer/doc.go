@@ -77,7 +77,19 @@
 //   - back in processor.go: finish frees the token (or the slot), tells
 //     the next record of the key how this one ended, and moves the
 //     checkpoint candidate past the finished prefix; checkpoint writes it
-//     at most once per checkpoint interval, and a final time at Shutdown or
-//     handOver; pace then holds the shard's next read for the idle interval
-//     after a short batch, or while the KCL's read budget is short.
+//     at most once per checkpoint interval, and a final time at Shutdown,
+//     handOver or abandon; pace then holds the shard's next read for the
+//     idle interval after a short batch, or while the KCL's read budget is
+//     short.
+//   - a record that ends without a final outcome (Execute returned false)
+//     while the lease is held and the observer runs (its claim was taken
+//     over, its outcome or dead letter could not be written) stops its
+//     shard: finish marks it stopped (stopShort), and at the KCL's next
+//     ProcessRecords, abandon drains what was admitted, writes the last
+//     checkpoint (below that record) and releases the lease
+//     (leases.Table.Abandon). The KCL's consumer ends at its next renewal,
+//     and a later shard-sync pass, here or in another process, takes the
+//     shard and reads it again from the checkpoint, the new owner's claims
+//     deciding whether the command runs. The observer's other shards go
+//     on; only a release that fails restarts the observer (Observer.fail).
 package observer

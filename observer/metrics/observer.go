@@ -200,8 +200,8 @@ func (o *Observer) SetLeases(leases []LeaseState, workers int) {
 	o.leases, o.workers = leases, workers
 }
 
-// CountHandoff counts one lease moved between workers; kind is "graceful"
-// or "expired".
+// CountHandoff counts one lease moved between workers; kind is "graceful",
+// "expired" or "released".
 func (o *Observer) CountHandoff(kind string) {
 	o.m.handoffs.WithLabelValues(o.id, o.stream, kind).Inc()
 }
