@@ -61,6 +61,18 @@ type DoneWriter interface {
 // One goroutine, started by Start and ended by Stop, owns the writes of
 // queued outcomes. An outcome that would go at once and alone is written
 // by its own run instead (add, writeAlone), which waits for it anyway.
+//
+// The writes are puts that nothing conditions in the table, so each is
+// fenced on the leases its outcomes were run under (fenced): an outcome is
+// written only while its lease is held, before its fence, by this
+// worker's clock, and a write in flight ends at the earliest fence of its
+// outcomes. A worker that was frozen with outcomes queued, or whose writes
+// kept failing until its lease ran out, would otherwise land them after
+// the shard's next owner claimed the command again, over its claim (which
+// then fails) or its outcome. An outcome whose lease is past its fence
+// waits for a renewal that comes late; one whose lease is known lost is
+// dropped, and its run, which stops waiting once the lease is lost, ends
+// unrecorded: the next owner reads it again and claims it.
 type Batcher struct {
 	w   DoneWriter
 	log *slog.Logger
@@ -93,9 +105,11 @@ type Batcher struct {
 // done is closed.
 type batch struct {
 	items []outcomes.Done
-	first time.Time
-	done  chan struct{}
-	err   error
+	// leases holds the lease each of items was run under, in step with it.
+	leases []Lease
+	first  time.Time
+	done   chan struct{}
+	err    error
 	// Under the Batcher's mu: landed is set once the write ended (err
 	// tells how); parked while the batch waits for the write of the batch
 	// it hangs from (as that one's next) before it is queued; next holds
@@ -160,7 +174,7 @@ func (b *Batcher) abandon() {
 // batch of an outcome that must be written before d: d joins it while it
 // is the current batch or parked, is parked on it while it waits for its
 // write, and fails with it if that write failed.
-func (b *Batcher) add(d outcomes.Done, counted, mayAlone bool, after *batch) (bt *batch, alone bool) {
+func (b *Batcher) add(d outcomes.Done, l Lease, counted, mayAlone bool, after *batch) (bt *batch, alone bool) {
 	b.mu.Lock()
 	active := b.active.Load()
 	if counted {
@@ -189,6 +203,7 @@ func (b *Batcher) add(d outcomes.Done, counted, mayAlone bool, after *batch) (bt
 			p = p.next
 		}
 		p.items = append(p.items, d)
+		p.leases = append(p.leases, l)
 		b.mu.Unlock()
 		return p, false
 	}
@@ -202,10 +217,12 @@ func (b *Batcher) add(d outcomes.Done, counted, mayAlone bool, after *batch) (bt
 		// first attempt and their outcome), not BatchSize: a batch often
 		// goes with one or two outcomes, and BatchSize of them is 4.6 kB.
 		// One that gets more grows.
-		b.cur = &batch{items: make([]outcomes.Done, 0, min(BatchSize, int(active)+1)), first: time.Now(), done: make(chan struct{})}
+		n := min(BatchSize, int(active)+1)
+		b.cur = &batch{items: make([]outcomes.Done, 0, n), leases: make([]Lease, 0, n), first: time.Now(), done: make(chan struct{})}
 	}
 	cur := b.cur
 	cur.items = append(cur.items, d)
+	cur.leases = append(cur.leases, l)
 	poke := false
 	if len(cur.items) == BatchSize {
 		b.sealed = append(b.sealed, cur)
@@ -221,13 +238,13 @@ func (b *Batcher) add(d outcomes.Done, counted, mayAlone bool, after *batch) (bt
 	return cur, false
 }
 
-// writeAlone writes d, which add let its run write itself, retrying until
-// it succeeds or ctx ends. ctx ends at the run's hard stop or once its
-// lease is lost (Runner.HardOrLost), when the run would stop waiting for a
-// batch.
+// writeAlone writes d, run under lease l, which add let its run write
+// itself, retrying until it succeeds or ctx ends. ctx ends at the run's
+// hard stop or once its lease is lost (Runner.HardOrLost), when the run
+// would stop waiting for a batch.
 // Outcomes queued meanwhile waited for this write, as for any write out.
-func (b *Batcher) writeAlone(ctx context.Context, d outcomes.Done) error {
-	err := b.write(ctx, []outcomes.Done{d})
+func (b *Batcher) writeAlone(ctx context.Context, d outcomes.Done, l Lease) error {
+	err := b.write(ctx, []outcomes.Done{d}, []Lease{l})
 	b.mu.Lock()
 	b.alone--
 	poke := b.cur != nil || b.stopping
@@ -319,7 +336,7 @@ func (b *Batcher) loop() {
 		for ; writers < inFlight+len(start); writers++ {
 			wg.Go(func() {
 				for bt := range jobs {
-					b.landed(bt, b.write(b.ctx, bt.items))
+					b.landed(bt, b.write(b.ctx, bt.items, bt.leases))
 					written <- struct{}{}
 				}
 			})
@@ -376,10 +393,11 @@ func (b *Batcher) unpark(n *batch) {
 		b.cur = n
 	case len(cur.items)+len(n.items) <= BatchSize && (n.next == nil || cur.next == nil):
 		cur.items = append(cur.items, n.items...)
+		cur.leases = append(cur.leases, n.leases...)
 		if n.next != nil {
 			cur.next = n.next
 		}
-		n.items, n.next, n.moved = nil, nil, cur
+		n.items, n.leases, n.next, n.moved = nil, nil, nil, cur
 		close(n.done)
 		if len(cur.items) == BatchSize {
 			b.sealed = append(b.sealed, cur)
@@ -390,14 +408,37 @@ func (b *Batcher) unpark(n *batch) {
 	}
 }
 
-// write writes items, retrying with backoff until it succeeds or ctx ends
-// (the Batcher's, ended once it is stopped; or that of a run writing its
-// outcome alone): the items are puts of final outcomes, so a write
-// repeated after a lost answer changes nothing, and their runs wait for
-// them (or give up at their own stop).
-func (b *Batcher) write(ctx context.Context, items []outcomes.Done) error {
+// write writes items, run under leases, retrying with backoff until it
+// succeeds or ctx ends (the Batcher's, ended once it is stopped; or that
+// of a run writing its outcome alone): the items are puts of final
+// outcomes, so a write repeated after a lost answer changes nothing, and
+// their runs wait for them (or give up at their own stop). Each try writes
+// only the items whose leases are held, and ends at the earliest of their
+// fences (fenced).
+func (b *Batcher) write(ctx context.Context, items []outcomes.Done, leases []Lease) error {
 	for attempt := 1; ; attempt++ {
-		err := b.w.RecordDone(ctx, items)
+		live, until, err := fenced(ctx, items, leases)
+		if err != nil {
+			b.log.Error("recording command outcomes stopped; those commands stay unfinished and are read again", "commands", len(items), "err", err)
+			return err
+		}
+		if dropped := len(items) - len(live); dropped > 0 {
+			b.log.Warn("not recording command outcomes whose shard lease is lost; the shard's next owner reads those commands again",
+				"commands", dropped)
+			if len(live) == 0 {
+				return errLeaseLost
+			}
+			items, leases = live, nil
+		}
+		wctx, cancel := ctx, context.CancelFunc(nil)
+		if !until.IsZero() {
+			wctx, cancel = context.WithDeadline(ctx, until)
+		}
+		err = b.w.RecordDone(wctx, items)
+		fenceHit := wctx.Err() != nil
+		if cancel != nil {
+			cancel()
+		}
 		if err == nil {
 			return nil
 		}
@@ -405,10 +446,65 @@ func (b *Batcher) write(ctx context.Context, items []outcomes.Done) error {
 			b.log.Error("recording command outcomes failed; those commands stay unfinished and are read again", "commands", len(items), "err", err)
 			return err
 		}
+		if fenceHit {
+			// A lease fence passed during the write: look at the leases
+			// again at once.
+			b.log.Warn("recording command outcomes reached a shard lease's fence; retrying under the leases held", "commands", len(items), "attempt", attempt, "err", err)
+			continue
+		}
 		b.log.Warn("recording command outcomes failed; retrying", "commands", len(items), "attempt", attempt, "err", err)
 		if !backoff.Sleep(ctx, backoff.Policy{First: firstBackoff, Max: 5 * time.Second}.Delay(attempt)) {
 			return err
 		}
+	}
+}
+
+// fenced returns the items whose leases are held, waiting while a lease
+// is past its fence but not known lost (a renewal that comes late, as
+// Lease.Await), and the earliest fence of those leases (zero: none fences
+// them). leases nil, or a Lease without Fence, fences nothing. live is
+// items itself when no item is dropped. err is set once ctx ended.
+func fenced(ctx context.Context, items []outcomes.Done, leases []Lease) (live []outcomes.Done, until time.Time, err error) {
+	var kept []outcomes.Done
+	for i := range items {
+		var l Lease
+		if leases != nil {
+			l = leases[i]
+		}
+		held := true
+		if l.Fence != nil {
+			f := l.Fence()
+			if !time.Now().Before(f) && !f.IsZero() && !isClosed(l.Lost) && l.Await(ctx) {
+				f = l.Fence()
+			}
+			if err := ctx.Err(); err != nil {
+				return nil, time.Time{}, err
+			}
+			held = !isClosed(l.Lost) && time.Now().Before(f)
+			if held && (until.IsZero() || f.Before(until)) {
+				until = f
+			}
+		}
+		switch {
+		case !held && kept == nil:
+			kept = append(make([]outcomes.Done, 0, len(items)-1), items[:i]...)
+		case held && kept != nil:
+			kept = append(kept, items[i])
+		}
+	}
+	if kept == nil {
+		return items, until, nil
+	}
+	return kept, until, nil
+}
+
+// isClosed reports whether ch is closed (nil: never).
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -421,6 +517,11 @@ func (bt *batch) wait(ctx context.Context, lost <-chan struct{}) (bool, error) {
 			if bt.moved != nil {
 				bt = bt.moved
 				continue
+			}
+			if bt.err == nil && isClosed(lost) {
+				// The write may have left out this outcome, whose lease
+				// was lost (fenced).
+				return false, errLeaseLost
 			}
 			return bt.err == nil, bt.err
 		case <-ctx.Done():

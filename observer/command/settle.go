@@ -60,13 +60,13 @@ func (c *run) settleDone(reason string) bool {
 		},
 		Final: outcomes.Final{Verdict: c.out.Verdict, Attempts: c.out.Attempts, FirstAttempt: c.first, LastAttempt: last, Reason: reason},
 	}
-	bt, alone := c.Batcher.add(d, c.counted, c.HardOrLost != nil, after)
+	bt, alone := c.Batcher.add(d, c.Lease, c.counted, c.HardOrLost != nil, after)
 	c.counted = false
 	var err error
 	if alone {
 		// Written by this run, in no batch: the next record of the key
 		// waits for this one to end rather than queue behind it.
-		err = c.Batcher.writeAlone(c.HardOrLost, d)
+		err = c.Batcher.writeAlone(c.HardOrLost, d, c.Lease)
 		ok = err == nil
 	} else {
 		if c.turn.Mark != nil {

@@ -171,7 +171,11 @@ type Done struct {
 //
 // The puts are unconditional: RecordDone is for commands Peek saw Unseen, so
 // the item is new unless another process recorded the same id meanwhile,
-// which the later write wins. An invalid Done fails the whole call before
+// which the later write wins. Nothing here keeps a worker that lost the
+// lease its command ran under from putting its outcome over the claim or
+// outcome of the next owner, which claims the command again: the caller
+// writes only while it holds that lease, and ends the call at the lease's
+// fence (command.Batcher). An invalid Done fails the whole call before
 // anything is written; any other error may leave some items written, and
 // writing them again is harmless.
 func (t *Table) RecordDone(ctx context.Context, done []Done) error {
