@@ -44,12 +44,17 @@ func (l *kclLogger) Errorf(format string, args ...any) { l.logf(errorfLevel(args
 // logs every refused lease renewal as an error before it stops the shard's
 // consumer, but a refusal is the lease table working as designed: the
 // shard finished (its children go on), or another worker holds the lease
-// now. Only other errors stay errors.
+// now. A renewal of a lease that had already ended (lost, handed over or
+// released for the shard to be read again, each logged as it happened) is
+// the consumer's way of ending. Only other errors stay errors.
 func errorfLevel(args []any) slog.Level {
 	for _, a := range args {
 		err, ok := a.(error)
 		if !ok {
 			continue
+		}
+		if errors.Is(err, leases.ErrLeaseLost) && strings.Contains(err.Error(), leases.RenewalAfterEndText) {
+			return slog.LevelDebug
 		}
 		var refused *leases.NotAcquiredError
 		if errors.As(err, &refused) {
@@ -67,6 +72,8 @@ func errorfLevel(args []any) slog.Level {
 // error, so the refusal is recognised by the text NotAcquiredError always has.
 func refusedLeaseLevel(msg string) slog.Level {
 	switch {
+	case strings.Contains(msg, leases.RenewalAfterEndText):
+		return slog.LevelDebug
 	case !strings.Contains(msg, leases.NotAcquiredText):
 		return slog.LevelError
 	case strings.Contains(msg, leases.ShardFinishedText):

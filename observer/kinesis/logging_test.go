@@ -23,6 +23,8 @@ func TestKCLErrorLinesAboutRefusedLeasesAreNotErrors(t *testing.T) {
 		{"shard finished", finished, "level=DEBUG"},
 		{"shard finished, wrapped", fmt.Errorf("renew: %w", finished), "level=DEBUG"},
 		{"held by another worker", held, "level=WARN"},
+		{"renewal after the lease ended", fmt.Errorf("%w: shard s: %s", leases.ErrLeaseLost, leases.RenewalAfterEndText), "level=DEBUG"},
+		{"lease lost otherwise", fmt.Errorf("%w: shard s: owned by worker b", leases.ErrLeaseLost), "level=ERROR"},
 		{"anything else", errors.New("connection reset"), "level=ERROR"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -47,6 +49,7 @@ func TestKCLLogrusLinesAboutRefusedLeasesAreNotErrors(t *testing.T) {
 	}{
 		{finished, slog.LevelDebug},
 		{held, slog.LevelWarn},
+		{fmt.Errorf("%w: shard s: %s", leases.ErrLeaseLost, leases.RenewalAfterEndText), slog.LevelDebug},
 		{errors.New("connection reset"), slog.LevelError},
 	} {
 		msg := fmt.Sprintf(format, "shardId-000000000001", "a", c.err)

@@ -67,6 +67,12 @@ const (
 	ShardFinishedText = "shard is finished (SHARD_END)"
 )
 
+// RenewalAfterEndText is in the error of a renewal of a lease that had
+// already ended (lost, handed over or abandoned; the end was logged then):
+// the KCL's consumer of the shard ends on it, and logs it as an error, by
+// text alone through logrus.
+const RenewalAfterEndText = "renewal after the lease was lost"
+
 func (e *NotAcquiredError) Unwrap() error { return ErrNotAcquired }
 
 // As lets errors.As(err, &checkpoint.ErrLeaseNotAcquired{}) succeed: that

@@ -303,7 +303,7 @@ func (t *Table) acquire(sl *slot, shard *par.ShardStatus) error {
 func (t *Table) renew(l *lease) error {
 	shard := l.shard
 	if l.ended() {
-		return t.lostErr(shard.ID, "renewal after the lease was lost")
+		return t.lostErr(shard.ID, RenewalAfterEndText)
 	}
 	me := t.cfg.WorkerID
 	for attempt := 0; ; attempt++ {
