@@ -94,6 +94,10 @@ type Batcher struct {
 	stopped         bool
 
 	wake chan struct{}
+	// fences holds the contexts of writes that end at a lease's fence
+	// (fencedContext).
+	fenceMu sync.Mutex
+	fences  []fenceContext
 	// ctx ends the writes in flight; cancel is called by Stop at its
 	// deadline.
 	ctx      context.Context
@@ -430,15 +434,12 @@ func (b *Batcher) write(ctx context.Context, items []outcomes.Done, leases []Lea
 			}
 			items, leases = live, nil
 		}
-		wctx, cancel := ctx, context.CancelFunc(nil)
+		wctx := ctx
 		if !until.IsZero() {
-			wctx, cancel = context.WithDeadline(ctx, until)
+			wctx = b.fencedContext(ctx, until)
 		}
 		err = b.w.RecordDone(wctx, items)
 		fenceHit := wctx.Err() != nil
-		if cancel != nil {
-			cancel()
-		}
 		if err == nil {
 			return nil
 		}
@@ -457,6 +458,52 @@ func (b *Batcher) write(ctx context.Context, items []outcomes.Done, leases []Lea
 			return err
 		}
 	}
+}
+
+// fenceContext is parent ended at until.
+type fenceContext struct {
+	parent context.Context
+	until  time.Time
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// maxFenceContexts bounds the fence contexts kept: a few per shard whose
+// outcomes are being written, each until its lease is renewed.
+const maxFenceContexts = 64
+
+// fencedContext returns parent ended at until, the fence of a lease. The
+// writes under one lease share a context until the lease is renewed: made
+// for each write, with its timer, it cost several allocations a command.
+// A context evicted while a write uses it ends that write early, which is
+// then tried again.
+func (b *Batcher) fencedContext(parent context.Context, until time.Time) context.Context {
+	b.fenceMu.Lock()
+	defer b.fenceMu.Unlock()
+	kept := b.fences[:0]
+	var found context.Context
+	for _, f := range b.fences {
+		if f.ctx.Err() != nil {
+			f.cancel()
+			continue
+		}
+		if found == nil && f.parent == parent && f.until.Equal(until) {
+			found = f.ctx
+		}
+		kept = append(kept, f)
+	}
+	clear(b.fences[len(kept):])
+	b.fences = kept
+	if found != nil {
+		return found
+	}
+	if len(b.fences) == maxFenceContexts {
+		b.fences[0].cancel()
+		b.fences = append(b.fences[:0], b.fences[1:]...)
+	}
+	ctx, cancel := context.WithDeadline(parent, until)
+	b.fences = append(b.fences, fenceContext{parent: parent, until: until, ctx: ctx, cancel: cancel})
+	return ctx
 }
 
 // fenced returns the items whose leases are held, waiting while a lease

@@ -71,12 +71,15 @@ func benchProcessor(maxInFlight int, resp responders.Responder, ledger command.L
 // leases never end and its log is discarded.
 func benchObserver(maxInFlight int, d *responders.Dispatcher) *Observer {
 	never := make(chan struct{})
+	// A lease table's lease runs out at a time it stores, moved on at each
+	// renewal, not at a time that moves with every look.
+	until := time.Now().Add(time.Hour)
 	return &Observer{
 		cfg:        Config{ID: "bench", StreamName: "bench", MaxInFlight: maxInFlight},
 		dispatch:   d,
 		log:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 		lost:       func(string) <-chan struct{} { return never },
-		leaseUntil: func(string) time.Time { return time.Now().Add(time.Hour) },
+		leaseUntil: func(string) time.Time { return until },
 		intake:     context.Background(),
 		hard:       context.Background(),
 		fatal:      make(chan error, 1),
