@@ -453,8 +453,9 @@ func (p *shardProcessor) handOver(cp kcl.IRecordProcessorCheckpointer) {
 // (leases.Table.Abandon), so that this worker or another takes the shard at
 // its next shard-sync pass and reads it again from that checkpoint. The
 // next owner takes claims for the records this worker may have started
-// (PreviousLeaseEnd), so whether the command runs again is the claim's to
-// decide: nothing runs twice for this. The other shards go on untouched.
+// (PreviousLeaseEnd), so whether a command runs again is the claim's to
+// decide, as after any failover, and as it was when a stop of the whole
+// observer gave the shard up instead. The other shards go on untouched.
 // Only a release that fails, with the lease still held, falls back on
 // restarting the observer.
 func (p *shardProcessor) abandon(cp kcl.IRecordProcessorCheckpointer) {
