@@ -175,7 +175,8 @@ type Done struct {
 // lease its command ran under from putting its outcome over the claim or
 // outcome of the next owner, which claims the command again: the caller
 // writes only while it holds that lease, and ends the call at the lease's
-// fence (command.Batcher). An invalid Done fails the whole call before
+// fence (command.Batcher); after that it writes the outcome with
+// RecordDoneIfAbsent. An invalid Done fails the whole call before
 // anything is written; any other error may leave some items written, and
 // writing them again is harmless.
 func (t *Table) RecordDone(ctx context.Context, done []Done) error {
@@ -190,19 +191,11 @@ func (t *Table) RecordDone(ctx context.Context, done []Done) error {
 	keys := make([]string, len(done))
 	var errs []error
 	for i, d := range done {
-		c := d.Claim
-		switch {
-		case c.CommandID == "":
-			errs = append(errs, fmt.Errorf("outcomes: record done %d: empty command id", i))
-			continue
-		case c.Digest == "":
-			errs = append(errs, fmt.Errorf("outcomes: record %s: empty digest", c.CommandID))
-			continue
-		case !final(d.Final.Verdict):
-			errs = append(errs, fmt.Errorf("outcomes: record %s: unknown verdict %q", c.CommandID, d.Final.Verdict))
+		if err := checkDone(i, d); err != nil {
+			errs = append(errs, err)
 			continue
 		}
-		keys[i] = c.CommandID
+		keys[i] = d.Claim.CommandID
 		puts[i] = types.WriteRequest{PutRequest: &types.PutRequest{Item: t.doneItem(d, now)}}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -216,6 +209,59 @@ func (t *Table) RecordDone(ctx context.Context, done []Done) error {
 		if err := t.batchWrite(ctx, req); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// ErrItemExists is RecordDoneIfAbsent's answer when an item holds the
+// command's id already.
+var ErrItemExists = errors.New("an item holds the command's id already")
+
+// RecordDoneIfAbsent records one command run without a claim, as RecordDone
+// would (the same item), but only where no item holds its id: a single
+// PutItem conditioned on the id's absence, with CallTimeout, not retried.
+// It is for an outcome its writer may no longer put unconditionally: the
+// worker lost the shard lease the command ran under, and the shard's next
+// owner may have claimed the command (or recorded it) since. Where an item
+// exists it stays, and the answer matches ErrItemExists (errors.Is): that
+// owner's claim or outcome, or this worker's own earlier write, whose
+// answer may have been lost.
+func (t *Table) RecordDoneIfAbsent(ctx context.Context, d Done) error {
+	if t.cfg.WorkerID == "" {
+		return fmt.Errorf("outcomes table %q: record: empty worker id", t.cfg.TableName)
+	}
+	if err := checkDone(0, d); err != nil {
+		return err
+	}
+	var e ddbtable.Expr
+	ctx, cancel := t.callCtx(ctx)
+	defer cancel()
+	_, err := t.db.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName:                aws.String(t.cfg.TableName),
+		Item:                     t.doneItem(d, t.now()),
+		ConditionExpression:      aws.String("attribute_not_exists(" + e.Name(AttrCommandID) + ")"),
+		ExpressionAttributeNames: e.Names,
+	})
+	if isConditionFailed(err) {
+		return fmt.Errorf("outcomes table %q: record %s: %w", t.cfg.TableName, d.Claim.CommandID, ErrItemExists)
+	}
+	if err != nil {
+		return fmt.Errorf("outcomes table %q: record %s: %w", t.cfg.TableName, d.Claim.CommandID, err)
+	}
+	return nil
+}
+
+// checkDone refuses a Done no item can be written for; i is its place in
+// a RecordDone call.
+func checkDone(i int, d Done) error {
+	c := d.Claim
+	switch {
+	case c.CommandID == "":
+		return fmt.Errorf("outcomes: record done %d: empty command id", i)
+	case c.Digest == "":
+		return fmt.Errorf("outcomes: record %s: empty digest", c.CommandID)
+	case !final(d.Final.Verdict):
+		return fmt.Errorf("outcomes: record %s: unknown verdict %q", c.CommandID, d.Final.Verdict)
 	}
 	return nil
 }
