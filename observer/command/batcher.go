@@ -29,9 +29,12 @@ const (
 var ErrBatcherStopped = errors.New("outcome batcher stopped")
 
 // DoneWriter writes the outcomes of commands run without a claim
-// (outcomes.Table.RecordDone): durably, retrying until ctx ends.
+// (outcomes.Table): RecordDone in bulk and unconditionally, durably,
+// retrying until ctx ends; RecordDoneIfAbsent one, only where no item holds
+// its id, answering an error matching outcomes.ErrItemExists where one does.
 type DoneWriter interface {
 	RecordDone(ctx context.Context, done []outcomes.Done) error
+	RecordDoneIfAbsent(ctx context.Context, d outcomes.Done) error
 }
 
 // Batcher writes the outcomes of an observer's runs made without a claim,
@@ -62,17 +65,24 @@ type DoneWriter interface {
 // queued outcomes. An outcome that would go at once and alone is written
 // by its own run instead (add, writeAlone), which waits for it anyway.
 //
-// The writes are puts that nothing conditions in the table, so each is
-// fenced on the leases its outcomes were run under (fenced): an outcome is
-// written only while its lease is held, before its fence, by this
+// The bulk writes are puts that nothing conditions in the table, so each
+// is fenced on the leases its outcomes were run under (fenced): an outcome
+// goes in one only while its lease is held, before its fence, by this
 // worker's clock, and a write in flight ends at the earliest fence of its
 // outcomes. A worker that was frozen with outcomes queued, or whose writes
 // kept failing until its lease ran out, would otherwise land them after
 // the shard's next owner claimed the command again, over its claim (which
 // then fails) or its outcome. An outcome whose lease is past its fence
-// waits for a renewal that comes late; one whose lease is known lost is
-// dropped, and its run, which stops waiting once the lease is lost, ends
-// unrecorded: the next owner reads it again and claims it.
+// waits for a renewal that comes late. One whose lease is known lost is
+// still written, but alone and only where no item holds its id
+// (RecordDoneIfAbsent, writeLost), under the Batcher's own stop rather
+// than the lease's fence: its command ran (Peek found no item for it), so
+// an item there now is the next owner's claim or outcome, which stays,
+// and where there is none the outcome spares the next owner running the
+// command again. Its run stops waiting once the lease is lost and ends
+// unrecorded, as the shard is the next owner's to checkpoint; a run that
+// was writing its outcome itself hands it to the loop's goroutine
+// (writeAlone).
 type Batcher struct {
 	w   DoneWriter
 	log *slog.Logger
@@ -245,13 +255,22 @@ func (b *Batcher) add(d outcomes.Done, l Lease, counted, mayAlone bool, after *b
 // writeAlone writes d, run under lease l, which add let its run write
 // itself, retrying until it succeeds or ctx ends. ctx ends at the run's
 // hard stop or once its lease is lost (Runner.HardOrLost), when the run
-// would stop waiting for a batch.
+// would stop waiting for a batch. When it ended with the lease lost, d
+// goes to the loop's goroutine, which writes it where no item holds its id
+// (writeLost) under the Batcher's context, as it would have in a batch;
+// the run ends unrecorded all the same.
 // Outcomes queued meanwhile waited for this write, as for any write out.
 func (b *Batcher) writeAlone(ctx context.Context, d outcomes.Done, l Lease) error {
-	err := b.write(ctx, []outcomes.Done{d}, []Lease{l})
+	lost, err := b.write(ctx, []outcomes.Done{d}, []Lease{l})
 	b.mu.Lock()
+	if len(lost) > 0 {
+		// Queued before alone is let go, so that the loop has not ended:
+		// it ends only once nothing is queued and no run writes alone.
+		b.sealed = append(b.sealed, &batch{items: lost, leases: []Lease{l}, first: time.Now(), done: make(chan struct{})})
+		err = errLeaseLost
+	}
 	b.alone--
-	poke := b.cur != nil || b.stopping
+	poke := b.cur != nil || b.stopping || len(b.sealed) > 0
 	b.mu.Unlock()
 	if poke {
 		b.poke()
@@ -340,7 +359,14 @@ func (b *Batcher) loop() {
 		for ; writers < inFlight+len(start); writers++ {
 			wg.Go(func() {
 				for bt := range jobs {
-					b.landed(bt, b.write(b.ctx, bt.items, bt.leases))
+					lost, err := b.write(b.ctx, bt.items, bt.leases)
+					if len(lost) > 0 {
+						// Before the batch lands: the outcomes parked on
+						// it, of the same keys and so under the same
+						// leases, are written after these.
+						b.writeLost(b.ctx, lost)
+					}
+					b.landed(bt, err)
 					written <- struct{}{}
 				}
 			})
@@ -416,23 +442,30 @@ func (b *Batcher) unpark(n *batch) {
 // succeeds or ctx ends (the Batcher's, ended once it is stopped; or that
 // of a run writing its outcome alone): the items are puts of final
 // outcomes, so a write repeated after a lost answer changes nothing, and
-// their runs wait for them (or give up at their own stop). Each try writes
-// only the items whose leases are held, and ends at the earliest of their
-// fences (fenced).
-func (b *Batcher) write(ctx context.Context, items []outcomes.Done, leases []Lease) error {
+// their runs wait for them (or give up at their own stop). Each try puts
+// in bulk only the items whose leases are held, and ends at the earliest
+// of their fences (fenced). The items whose leases are lost, before or
+// during the write (a write that ctx ended as they were lost included),
+// are returned for writeLost, not written: err says how the others went,
+// nil when there were none.
+func (b *Batcher) write(ctx context.Context, items []outcomes.Done, leases []Lease) (lost []outcomes.Done, err error) {
 	for attempt := 1; ; attempt++ {
-		live, until, err := fenced(ctx, items, leases)
+		live, liveLeases, gone, until, err := fenced(ctx, items, leases)
 		if err != nil {
-			b.log.Error("recording command outcomes stopped; those commands stay unfinished and are read again", "commands", len(items), "err", err)
-			return err
-		}
-		if dropped := len(items) - len(live); dropped > 0 {
-			b.log.Warn("not recording command outcomes whose shard lease is lost; the shard's next owner reads those commands again",
-				"commands", dropped)
-			if len(live) == 0 {
-				return errLeaseLost
+			if allLost(leases) {
+				return append(lost, items...), nil
 			}
-			items, leases = live, nil
+			b.log.Error("recording command outcomes stopped; those commands stay unfinished and are read again", "commands", len(items), "err", err)
+			return lost, err
+		}
+		if len(gone) > 0 {
+			b.log.Info("the shard lease of command outcomes is lost; recording them only where no item holds their ids",
+				"commands", len(gone))
+			lost = append(lost, gone...)
+			items, leases = live, liveLeases
+			if len(items) == 0 {
+				return lost, nil
+			}
 		}
 		wctx := ctx
 		if !until.IsZero() {
@@ -441,11 +474,14 @@ func (b *Batcher) write(ctx context.Context, items []outcomes.Done, leases []Lea
 		err = b.w.RecordDone(wctx, items)
 		fenceHit := wctx.Err() != nil
 		if err == nil {
-			return nil
+			return lost, nil
 		}
 		if ctx.Err() != nil {
+			if allLost(leases) {
+				return append(lost, items...), nil
+			}
 			b.log.Error("recording command outcomes failed; those commands stay unfinished and are read again", "commands", len(items), "err", err)
-			return err
+			return lost, err
 		}
 		if fenceHit {
 			// A lease fence passed during the write: look at the leases
@@ -455,7 +491,57 @@ func (b *Batcher) write(ctx context.Context, items []outcomes.Done, leases []Lea
 		}
 		b.log.Warn("recording command outcomes failed; retrying", "commands", len(items), "attempt", attempt, "err", err)
 		if !backoff.Sleep(ctx, backoff.Policy{First: firstBackoff, Max: 5 * time.Second}.Delay(attempt)) {
-			return err
+			if allLost(leases) {
+				return append(lost, items...), nil
+			}
+			return lost, err
+		}
+	}
+}
+
+// allLost reports whether every one of leases is known lost (none: false).
+func allLost(leases []Lease) bool {
+	for _, l := range leases {
+		if !isClosed(l.Lost) {
+			return false
+		}
+	}
+	return len(leases) > 0
+}
+
+// writeLost writes items, whose leases are lost, one by one and in order,
+// each only where no item holds its id (RecordDoneIfAbsent), retrying
+// with backoff until it is written or found present, or ctx ends. No
+// fence ends these writes: the condition keeps them off whatever the
+// shard's next owner wrote. An item found present is that owner's claim
+// or outcome (or this worker's own, from a bulk write cut off at the fence
+// after it landed): the answer expected, not a failure.
+func (b *Batcher) writeLost(ctx context.Context, items []outcomes.Done) {
+	for i, d := range items {
+		for attempt := 1; ; attempt++ {
+			err := b.w.RecordDoneIfAbsent(ctx, d)
+			if err == nil {
+				b.log.Info("recorded the outcome of a command whose shard lease is lost, as no item held its id",
+					"shard", d.Claim.Shard, "seq", d.Claim.Sequence, "command_id", d.Claim.CommandID)
+				break
+			}
+			if errors.Is(err, outcomes.ErrItemExists) {
+				b.log.Info("not recording the outcome of a command whose shard lease is lost: an item holds its id already (the next owner's claim or outcome, or this worker's earlier write)",
+					"shard", d.Claim.Shard, "seq", d.Claim.Sequence, "command_id", d.Claim.CommandID)
+				break
+			}
+			if ctx.Err() != nil {
+				b.log.Error("recording the outcomes of commands whose shard lease is lost stopped; the shard's next owner reads them again",
+					"commands", len(items)-i, "err", err)
+				return
+			}
+			b.log.Warn("recording the outcome of a command whose shard lease is lost failed; retrying",
+				"shard", d.Claim.Shard, "seq", d.Claim.Sequence, "command_id", d.Claim.CommandID, "attempt", attempt, "err", err)
+			if !backoff.Sleep(ctx, backoff.Policy{First: firstBackoff, Max: 5 * time.Second}.Delay(attempt)) {
+				b.log.Error("recording the outcomes of commands whose shard lease is lost stopped; the shard's next owner reads them again",
+					"commands", len(items)-i, "err", err)
+				return
+			}
 		}
 	}
 }
@@ -506,13 +592,16 @@ func (b *Batcher) fencedContext(parent context.Context, until time.Time) context
 	return ctx
 }
 
-// fenced returns the items whose leases are held, waiting while a lease
-// is past its fence but not known lost (a renewal that comes late, as
-// Lease.Await), and the earliest fence of those leases (zero: none fences
-// them). leases nil, or a Lease without Fence, fences nothing. live is
-// items itself when no item is dropped. err is set once ctx ended.
-func fenced(ctx context.Context, items []outcomes.Done, leases []Lease) (live []outcomes.Done, until time.Time, err error) {
+// fenced splits items into those whose leases are held (live, with
+// their leases) and those whose leases are lost (gone), waiting while a
+// lease is past its fence but not known lost (a renewal that comes late,
+// as Lease.Await), and returns the earliest fence of the held leases
+// (zero: none fences them). leases nil, or a Lease without Fence, fences
+// nothing. live and liveLeases are items and leases themselves when gone
+// is empty. err is set once ctx ended.
+func fenced(ctx context.Context, items []outcomes.Done, leases []Lease) (live []outcomes.Done, liveLeases []Lease, gone []outcomes.Done, until time.Time, err error) {
 	var kept []outcomes.Done
+	var keptLeases []Lease
 	for i := range items {
 		var l Lease
 		if leases != nil {
@@ -525,7 +614,7 @@ func fenced(ctx context.Context, items []outcomes.Done, leases []Lease) (live []
 				f = l.Fence()
 			}
 			if err := ctx.Err(); err != nil {
-				return nil, time.Time{}, err
+				return nil, nil, nil, time.Time{}, err
 			}
 			held = !isClosed(l.Lost) && time.Now().Before(f)
 			if held && (until.IsZero() || f.Before(until)) {
@@ -533,16 +622,25 @@ func fenced(ctx context.Context, items []outcomes.Done, leases []Lease) (live []
 			}
 		}
 		switch {
-		case !held && kept == nil:
-			kept = append(make([]outcomes.Done, 0, len(items)-1), items[:i]...)
-		case held && kept != nil:
+		case !held:
+			if gone == nil {
+				kept = append(make([]outcomes.Done, 0, len(items)-1), items[:i]...)
+				if leases != nil {
+					keptLeases = append(make([]Lease, 0, len(items)-1), leases[:i]...)
+				}
+			}
+			gone = append(gone, items[i])
+		case gone != nil:
 			kept = append(kept, items[i])
+			if leases != nil {
+				keptLeases = append(keptLeases, l)
+			}
 		}
 	}
-	if kept == nil {
-		return items, until, nil
+	if gone == nil {
+		return items, leases, nil, until, nil
 	}
-	return kept, until, nil
+	return kept, keptLeases, gone, until, nil
 }
 
 // isClosed reports whether ch is closed (nil: never).
@@ -566,8 +664,9 @@ func (bt *batch) wait(ctx context.Context, lost <-chan struct{}) (bool, error) {
 				continue
 			}
 			if bt.err == nil && isClosed(lost) {
-				// The write may have left out this outcome, whose lease
-				// was lost (fenced).
+				// The bulk write left out this outcome, whose lease was
+				// lost (fenced), and wrote it only where no item held
+				// its id (writeLost): it may be another's.
 				return false, errLeaseLost
 			}
 			return bt.err == nil, bt.err

@@ -98,6 +98,17 @@ func (t *table) RecordDone(_ context.Context, ds []outcomes.Done) error {
 	return nil
 }
 
+func (t *table) RecordDoneIfAbsent(_ context.Context, d outcomes.Done) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.done[d.Claim.Identity()]; ok || t.held[d.Claim.Identity()] {
+		return outcomes.ErrItemExists
+	}
+	t.done[d.Claim.Identity()] = d.Final
+	t.finishedBy[d.Claim.CommandID] = "if_absent"
+	return nil
+}
+
 func (t *table) counts() (claims, peeks int, batches []int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -154,6 +154,10 @@ func (g *gatedWriter) RecordDone(ctx context.Context, ds []outcomes.Done) error 
 	return g.w.RecordDone(ctx, ds)
 }
 
+func (g *gatedWriter) RecordDoneIfAbsent(ctx context.Context, d outcomes.Done) error {
+	return g.w.RecordDoneIfAbsent(ctx, d)
+}
+
 func (g *gatedWriter) calls() int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -315,6 +319,10 @@ func (w *goroutineWriter) RecordDone(context.Context, []outcomes.Done) error {
 	w.ids = append(w.ids, id)
 	w.mu.Unlock()
 	return nil
+}
+
+func (w *goroutineWriter) RecordDoneIfAbsent(ctx context.Context, d outcomes.Done) error {
+	return w.RecordDone(ctx, []outcomes.Done{d})
 }
 
 // Writes made one after the other run on one writer goroutine, which waits

@@ -131,6 +131,16 @@ func (f *fakeLedger) RecordDone(_ context.Context, ds []outcomes.Done) error {
 	return nil
 }
 
+func (f *fakeLedger) RecordDoneIfAbsent(_ context.Context, d outcomes.Done) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.done[d.Claim.Identity()]; ok || f.held[d.Claim.Identity()] {
+		return outcomes.ErrItemExists
+	}
+	f.done[d.Claim.Identity()] = d.Final
+	return nil
+}
+
 // identityOf is the identity the processor claims a record under.
 func identityOf(t *testing.T, r types.Record) outcomes.Identity {
 	t.Helper()

@@ -56,6 +56,10 @@ func (l freeLedger) RecordDone(context.Context, []outcomes.Done) error {
 	return nil
 }
 
+func (l freeLedger) RecordDoneIfAbsent(ctx context.Context, d outcomes.Done) error {
+	return l.RecordDone(ctx, []outcomes.Done{d})
+}
+
 // webhookRecord is a webhook command as a producer would put it: a JSON body
 // of a few fields and one extra header, in the standard Sauna envelope.
 // It was created at created, with a time to live of an hour.
