@@ -70,7 +70,8 @@
 //     a claim (settleDone) hands its outcome to the Batcher as soon as the
 //     previous record's is queued there, behind it (batcher.go: written in
 //     the same write or a later one, several of a key to a write while
-//     they wait), and counts as recorded once it is written and the
+//     they wait; fenced on the lease, and once it is lost written alone,
+//     only where no item holds the id), and counts as recorded once it is written and the
 //     previous record ended recorded; the outcome, named by
 //     observer/verdict, goes to the metrics (observer/metrics) and
 //     Options.OnOutcome.
