@@ -140,29 +140,6 @@ func (v *takeoverVendor) got(id string) (tries, received int) {
 	return v.tries[id], v.received[id]
 }
 
-// handoffsCounted is sauna_kinesis_lease_handoffs_total{kind} of m.
-func handoffsCounted(t *testing.T, m *metrics.Metrics, kind string) float64 {
-	t.Helper()
-	mfs, err := m.Registry().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != "sauna_kinesis_lease_handoffs_total" {
-			continue
-		}
-		for _, s := range mf.GetMetric() {
-			for _, l := range s.GetLabel() {
-				if l.GetName() == "kind" && l.GetValue() == kind {
-					sum += s.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return sum
-}
-
 // TestIntegrationUnfinishedRecordStopsItsShardAlone: one worker reads two
 // shards. On shard 1 a command is held at the vendor; on shard 0 command X
 // is refused twice, and before the second refusal another worker takes
@@ -345,7 +322,7 @@ func TestIntegrationUnfinishedRecordStopsItsShardAlone(t *testing.T) {
 	if got := events.count(released, ""); got != 1 {
 		t.Errorf("released-shard message logged %d times, want once (for shard 0)", got)
 	}
-	if got := handoffsCounted(t, m, handoffReleased); got != 1 {
+	if got := counterSum(t, m, "sauna_kinesis_lease_handoffs_total", "kind", handoffReleased); got != 1 {
 		t.Errorf("sauna_kinesis_lease_handoffs_total{kind=%q} = %v, want 1", handoffReleased, got)
 	}
 	checkFinal(t, env, table, x, commandID(2), commandID(3), held)

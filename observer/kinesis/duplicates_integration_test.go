@@ -124,24 +124,27 @@ func conflictsCounted(t *testing.T, id string, ms ...*metrics.Metrics) float64 {
 	t.Helper()
 	var sum float64
 	for _, m := range ms {
-		sum += conflictsIn(t, m, id)
+		sum += counterSum(t, m, "sauna_command_id_conflicts_total", "observer", id)
 	}
 	return sum
 }
 
-func conflictsIn(t *testing.T, m *metrics.Metrics, id string) float64 {
+// counterSum is the sum of counter name's series in m whose label has
+// value.
+func counterSum(t *testing.T, m *metrics.Metrics, name, label, value string) float64 {
+	t.Helper()
 	mfs, err := m.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var sum float64
 	for _, mf := range mfs {
-		if mf.GetName() != "sauna_command_id_conflicts_total" {
+		if mf.GetName() != name {
 			continue
 		}
 		for _, s := range mf.GetMetric() {
 			for _, l := range s.GetLabel() {
-				if l.GetName() == "observer" && l.GetValue() == id {
+				if l.GetName() == label && l.GetValue() == value {
 					sum += s.GetCounter().GetValue()
 				}
 			}
