@@ -83,6 +83,11 @@ type DoneWriter interface {
 // unrecorded, as the shard is the next owner's to checkpoint; a run that
 // was writing its outcome itself hands it to the loop's goroutine
 // (writeAlone).
+//
+// The Batcher also takes over the Finish of a claimed run that had to end
+// before its outcome landed (finishLate): its command ran, and Finish,
+// fenced on the claim, is tried until it lands, the claim is found taken
+// over or expires, or Stop's deadline.
 type Batcher struct {
 	w   DoneWriter
 	log *slog.Logger
@@ -100,8 +105,10 @@ type Batcher struct {
 	// inFlight counts the loop's writes out; alone the runs writing their
 	// outcome themselves (see add).
 	inFlight, alone int
-	stopping        bool
-	stopped         bool
+	// finishing counts the late Finishes of claimed runs (finishLate).
+	finishing int
+	stopping  bool
+	stopped   bool
 
 	wake chan struct{}
 	// fences holds the contexts of writes that end at a lease's fence
@@ -142,8 +149,8 @@ func NewBatcher(w DoneWriter, log *slog.Logger) *Batcher {
 // Start starts the goroutine that writes the batches.
 func (b *Batcher) Start() { go b.loop() }
 
-// Stop writes what is queued and waits for the writes in flight until ctx
-// ends; then it abandons them (their runs see ErrBatcherStopped) and
+// Stop writes what is queued and waits for the writes in flight, late
+// Finishes included, until ctx ends; then it abandons them (their runs see ErrBatcherStopped) and
 // returns once the goroutine has ended. Call it once every run has ended.
 func (b *Batcher) Stop(ctx context.Context) {
 	b.mu.Lock()
@@ -347,7 +354,7 @@ func (b *Batcher) loop() {
 		if b.cur != nil && inFlight+len(start) < maxWrites {
 			linger = batchLinger - time.Since(b.cur.first)
 		}
-		done := b.stopping && b.cur == nil && len(b.sealed) == 0 && inFlight+len(start)+b.alone == 0
+		done := b.stopping && b.cur == nil && len(b.sealed) == 0 && inFlight+len(start)+b.alone+b.finishing == 0
 		if done {
 			b.stopped = true
 		}

@@ -74,11 +74,16 @@ func (c *run) renew(attempt int) bool {
 // claimEnd is when this worker must stop sending under its claim: the
 // fence margin before the claim runs out by its own clock.
 func (c *run) claimEnd() time.Time {
-	timeout := c.ClaimTimeout
-	if timeout <= 0 {
-		timeout = outcomes.DefaultClaimTimeout // as the ledger has it
-	}
+	timeout := c.claimTimeout()
 	return c.claimedAt.Add(timeout - fence.Margin(timeout))
+}
+
+// claimTimeout is how long a claim holds without an extension.
+func (c *run) claimTimeout() time.Duration {
+	if c.ClaimTimeout <= 0 {
+		return outcomes.DefaultClaimTimeout // as the ledger has it
+	}
+	return c.ClaimTimeout
 }
 
 // release gives the claim up, best effort and outside the run's context
@@ -93,9 +98,19 @@ func (c *run) release() {
 	_ = c.Ledger.Release(rctx, c.id)
 }
 
+// claimExpiry is when the claim runs out by this worker's clock: the
+// ledger's expiry is at least this late (claimedAt is read before the write).
+func (c *run) claimExpiry() time.Time { return c.claimedAt.Add(c.claimTimeout()) }
+
 // record records the final outcome in the ledger, retrying: the claim must
-// not be left to expire, or the command would run again. It returns false,
-// having released the claim, when the run had to stop first.
+// not be left to expire, or the command would run again. It returns false
+// when the run had to stop first (a lost lease, the hard stop). The command
+// ran all the same, so the claim is not released, which would let the
+// shard's next owner claim it and run it again at once: the Batcher, which
+// outlives the run, goes on trying Finish (finishLate). Finish is fenced on
+// this worker's claim token, so it lands only while no other worker has
+// taken the claim over, which keeps it off the next owner's claim or
+// outcome. Only without a Batcher to hand it to is the claim released.
 func (c *run) record(reason string) bool {
 	f := outcomes.Final{Verdict: c.out.Verdict, Attempts: c.out.Attempts, FirstAttempt: c.first, LastAttempt: time.Now(), Reason: reason}
 	for attempt := 1; ; attempt++ {
@@ -111,8 +126,15 @@ func (c *run) record(reason string) bool {
 		}
 		c.Log.Warn("recording the command outcome failed; retrying", "command_id", c.out.CommandID, "err", err)
 		if !c.Lease.Sleep(c.Hard, backoff.Policy{First: firstBackoff, Max: 5 * time.Second}.Delay(attempt)) {
-			// The command ran; without its outcome a restart runs it again
-			// once the claim expires. At least once, never lost.
+			if c.Batcher != nil && c.Batcher.finishLate(lateFinish{
+				ledger: c.Ledger, id: c.id, final: f, expires: c.claimExpiry(),
+				shard: c.Shard, seq: c.out.Sequence,
+			}) {
+				return false
+			}
+			// No one can try again: the claim is let go for the next
+			// owner to run the command again at once rather than after
+			// the claim expires. At least once, never lost.
 			c.release()
 			return false
 		}

@@ -100,7 +100,9 @@ type Runner struct {
 	// Ledger is nil when the observer keeps no outcomes table.
 	Ledger Ledger
 	// Memory and Batcher are the observer's, shared by all its shards;
-	// without both every command takes a claim.
+	// without both every command takes a claim. The Batcher also records
+	// the outcome of a claimed run that had to end first; without it, such
+	// a run releases its claim.
 	Memory  *Memory
 	Batcher *Batcher
 	// ClaimTimeout is how long a claim holds without an extension

@@ -1,0 +1,103 @@
+package command
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/sauna-io/sauna/observer/backoff"
+	"github.com/sauna-io/sauna/observer/outcomes"
+)
+
+// lateFinish is the outcome of a claimed command whose run had to end
+// before its Finish landed (record): the command ran, and its claim is
+// still this worker's until it expires.
+type lateFinish struct {
+	ledger Ledger
+	id     outcomes.Identity
+	final  outcomes.Final
+	// expires is when the claim runs out by this worker's clock, which
+	// the ledger's expiry is never before.
+	expires    time.Time
+	shard, seq string
+}
+
+// finishLate tries f's Finish again, on a goroutine of the Batcher's own,
+// with backoff, until it lands, finds the claim taken over, the claim
+// expires or the Batcher's context ends (Stop's deadline); Stop waits for
+// it. It returns false, starting nothing, once the Batcher has stopped.
+// There is one such goroutine per run that handed its outcome over, and
+// each ends by its claim's expiry: they are as many as the claimed runs
+// that were recording outcomes when their lease was lost or the hard stop
+// came. They hold none of the write slots of the bulk outcomes.
+func (b *Batcher) finishLate(f lateFinish) bool {
+	b.mu.Lock()
+	if b.stopped {
+		b.mu.Unlock()
+		return false
+	}
+	b.finishing++
+	b.mu.Unlock()
+	go func() {
+		b.retryFinish(f)
+		b.mu.Lock()
+		b.finishing--
+		poke := b.stopping && b.finishing == 0
+		b.mu.Unlock()
+		if poke {
+			b.poke()
+		}
+	}()
+	return true
+}
+
+// retryFinish is finishLate's goroutine. Each try is Finish, fenced on the
+// claim token: where another worker took the claim over (only possible once
+// it expired) the write fails and changes nothing. That fence, not the
+// clock, keeps the outcome off the next owner's claim, so a try that starts
+// just before the expiry and lands after it is safe, and the expiry only
+// bounds the retries: after it the next owner may take the claim over and
+// run the command, recording its own outcome. The claim is released only
+// once the retries end without an outcome, past its expiry or at Stop's
+// deadline: by then releasing changes nothing in the table that expiry has
+// not, and it lets the ledger forget the claim, which it would otherwise
+// keep refusing this process's later claims of the command for.
+func (b *Batcher) retryFinish(f lateFinish) {
+	log := b.log.With("shard", f.shard, "seq", f.seq, "command_id", f.id.CommandID)
+	retries, cancel := context.WithDeadline(b.ctx, f.expires)
+	defer cancel()
+	for attempt := 1; ; attempt++ {
+		err := f.ledger.Finish(b.ctx, f.id, f.final)
+		switch {
+		case err == nil:
+			log.Info("recorded the outcome of a claimed command after its run ended (shard lease lost or hard stop)",
+				"verdict", f.final.Verdict, "attempts", attempt)
+			return
+		case errors.Is(err, outcomes.ErrClaimedElsewhere):
+			// Expected once the claim expired: the new owner records the
+			// outcome.
+			log.Info("not recording the outcome of a claimed command after its run ended: another worker took its claim over",
+				"verdict", f.final.Verdict)
+			return
+		case errors.Is(err, outcomes.ErrNotClaimed):
+			log.Error("cannot record the outcome of a claimed command after its run ended", "err", err)
+			return
+		}
+		if retries.Err() == nil {
+			log.Warn("recording the outcome of a claimed command after its run ended failed; retrying until its claim expires",
+				"attempt", attempt, "claim_expires", f.expires.UTC(), "err", err)
+		}
+		if !backoff.Sleep(retries, backoff.Policy{First: firstBackoff, Max: 5 * time.Second}.Delay(attempt)) {
+			if b.ctx.Err() != nil {
+				log.Error("recording the outcome of a claimed command stopped with the observer; the shard's next owner runs it again once its claim expires", "err", err)
+			} else {
+				log.Warn("the claim of a command expired before its outcome could be recorded; the shard's next owner runs it again", "err", err)
+			}
+			// Past the expiry the write changes nothing another worker can
+			// tell; after Stop's deadline it is not even sent (b.ctx ended),
+			// and the claim is forgotten here all the same.
+			_ = f.ledger.Release(b.ctx, f.id)
+			return
+		}
+	}
+}
