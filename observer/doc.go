@@ -66,7 +66,10 @@
 //     the key (turn.go, conclude: processor.go's release takes a token of
 //     recording, frees the slot and starts the next record of the key),
 //     waits until the previous record of the key has its outcome recorded,
-//     then records its own in the ledger (ledger.go, record); a run without
+//     then records its own in the ledger (ledger.go, record; a run that
+//     must end first, its lease lost or at the hard stop, keeps its claim
+//     and hands the Finish, fenced on the claim, to the Batcher:
+//     latefinish.go); a run without
 //     a claim (settleDone) hands its outcome to the Batcher as soon as the
 //     previous record's is queued there, behind it (batcher.go: written in
 //     the same write or a later one, several of a key to a write while
