@@ -183,11 +183,7 @@ func TestLateFinishClaimTakenOver(t *testing.T) {
 // for all that.
 func TestLateFinishEndsAtClaimExpiry(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		failing := make([]error, 1000)
-		for i := range failing {
-			failing[i] = errors.New("service unavailable")
-		}
-		led := &claims{landed: map[string]outcomes.Final{}, finishErrs: failing}
+		led := &claims{landed: map[string]outcomes.Final{}, finishErrs: unavailable(1000)}
 		r, b, _ := claimedRunner(t, led, slog.New(slog.NewTextHandler(io.Discard, nil)))
 		r.Run(record(1, "lose"))
 		b.Stop(context.Background())
@@ -211,11 +207,7 @@ func TestLateFinishEndsAtClaimExpiry(t *testing.T) {
 // Stop's deadline ends the retries before the claim expires.
 func TestLateFinishEndsWithTheBatcher(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		failing := make([]error, 1000)
-		for i := range failing {
-			failing[i] = errors.New("service unavailable")
-		}
-		led := &claims{landed: map[string]outcomes.Final{}, finishErrs: failing}
+		led := &claims{landed: map[string]outcomes.Final{}, finishErrs: unavailable(1000)}
 		r, b, _ := claimedRunner(t, led, slog.New(slog.NewTextHandler(io.Discard, nil)))
 		r.Run(record(1, "lose"))
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -252,4 +244,13 @@ func TestLeaseLostBeforeAnOutcomeReleases(t *testing.T) {
 			t.Errorf("%d releases, %d Finishes, %d calls; want the claim released, no Finish, one call", len(led.releases), len(led.finishes), *calls)
 		}
 	})
+}
+
+// unavailable is n answers of a ledger that cannot be reached.
+func unavailable(n int) []error {
+	errs := make([]error, n)
+	for i := range errs {
+		errs[i] = errors.New("service unavailable")
+	}
+	return errs
 }
