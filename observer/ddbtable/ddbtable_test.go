@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -254,25 +255,30 @@ func TestEnsureDefaults(t *testing.T) {
 }
 
 // The caller's context bounds the whole call, the wait included.
+// TestEnsureCanceled runs in a synctest bubble, where time moves only when
+// every goroutine waits: the wait must end at its context's deadline, not
+// at WaitTimeout, whatever the machine's load.
 func TestEnsureCanceled(t *testing.T) {
-	var logs bytes.Buffer
-	spec := testSpec(&logs)
-	spec.WaitTimeout = time.Minute
-	db := newDB(t, testCallTimeout)
-	db.OnDescribeTable = ddbfake.DescribeSeq(desc(types.TableStatusCreating))
-	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
-	defer cancel()
-	start := time.Now()
-	_, err := Ensure(ctx, db, spec)
-	if err == nil || !strings.HasPrefix(err.Error(), `test table "tbl": wait for ACTIVE: `) {
-		t.Fatalf("Ensure: %v, want a failed wait", err)
-	}
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("Ensure: %v, want it to wrap context.DeadlineExceeded", err)
-	}
-	if d := time.Since(start); d > 10*time.Second {
-		t.Errorf("Ensure returned after %v, long after its context ended", d)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		var logs bytes.Buffer
+		spec := testSpec(&logs)
+		spec.WaitTimeout = time.Minute
+		db := newDB(t, testCallTimeout)
+		db.OnDescribeTable = ddbfake.DescribeSeq(desc(types.TableStatusCreating))
+		ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		_, err := Ensure(ctx, db, spec)
+		if err == nil || !strings.HasPrefix(err.Error(), `test table "tbl": wait for ACTIVE: `) {
+			t.Fatalf("Ensure: %v, want a failed wait", err)
+		}
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Ensure: %v, want it to wrap context.DeadlineExceeded", err)
+		}
+		if d := time.Since(start); d != 50*time.Millisecond {
+			t.Errorf("Ensure returned %v after it started, want it at its context's deadline (50ms)", d)
+		}
+	})
 }
 
 func TestCheckHashKey(t *testing.T) {
