@@ -3,6 +3,7 @@ package command
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"time"
 
 	"github.com/sauna-io/sauna/observer/backoff"
@@ -10,36 +11,54 @@ import (
 )
 
 // lateFinish is the outcome of a claimed command whose run had to end
-// before its Finish landed (record): the command ran, and its claim is
-// still this worker's until it expires.
+// before its Finish landed (record), or before the previous record of its
+// key ended (settle): the command ran, and its claim is still this
+// worker's until it expires.
 type lateFinish struct {
 	ledger Ledger
 	id     outcomes.Identity
 	final  outcomes.Final
 	// expires is when the claim runs out by this worker's clock, which
 	// the ledger's expiry is never before.
-	expires    time.Time
+	expires time.Time
+	// prior is the end of the previous record of the key, when its
+	// outcome was not known yet as the run ended: Finish waits for it to
+	// be recorded, as a key's outcomes are recorded in order.
+	prior      *Mark
 	shard, seq string
+}
+
+// lateResult is how a late Finish ended, for the next record of the key
+// whose own late Finish waits for it (Mark.awaitOutcome).
+type lateResult struct {
+	// recorded is set before done is closed: whether Finish landed.
+	recorded bool
+	done     chan struct{}
 }
 
 // finishLate tries f's Finish again, on a goroutine of the Batcher's own,
 // with backoff, until it lands, finds the claim taken over, the claim
 // expires or the Batcher's context ends (Stop's deadline); Stop waits for
-// it. It returns false, starting nothing, once the Batcher has stopped.
-// There is one such goroutine per run that handed its outcome over, and
-// each ends by its claim's expiry: they are as many as the claimed runs
-// that were recording outcomes when their lease was lost or the hard stop
-// came. They hold none of the write slots of the bulk outcomes.
-func (b *Batcher) finishLate(f lateFinish) bool {
+// it. When f has a prior, that record's outcome is awaited first, within
+// the same bounds. It returns how the Finish ends, or nil, starting
+// nothing, once the Batcher has stopped. There is one such goroutine per
+// run that handed its outcome over, and each ends by its claim's expiry:
+// they are as many as the claimed runs that were recording outcomes, or
+// waiting to, when their lease was lost or the hard stop came. They hold
+// none of the write slots of the bulk outcomes. Each waits only for the
+// one of an earlier record of its key, so none waits in a cycle.
+func (b *Batcher) finishLate(f lateFinish) *lateResult {
 	b.mu.Lock()
 	if b.stopped {
 		b.mu.Unlock()
-		return false
+		return nil
 	}
 	b.finishing++
 	b.mu.Unlock()
+	late := &lateResult{done: make(chan struct{})}
 	go func() {
-		b.retryFinish(f)
+		late.recorded = b.retryFinish(f)
+		close(late.done)
 		b.mu.Lock()
 		b.finishing--
 		poke := b.stopping && b.finishing == 0
@@ -48,7 +67,7 @@ func (b *Batcher) finishLate(f lateFinish) bool {
 			b.poke()
 		}
 	}()
-	return true
+	return late
 }
 
 // retryFinish is finishLate's goroutine. Each try is Finish, fenced on the
@@ -61,27 +80,33 @@ func (b *Batcher) finishLate(f lateFinish) bool {
 // once the retries end without an outcome, past its expiry or at Stop's
 // deadline: by then releasing changes nothing in the table that expiry has
 // not, and it lets the ledger forget the claim, which it would otherwise
-// keep refusing this process's later claims of the command for.
-func (b *Batcher) retryFinish(f lateFinish) {
+// keep refusing this process's later claims of the command for. It
+// reports whether the outcome landed.
+func (b *Batcher) retryFinish(f lateFinish) (recorded bool) {
 	log := b.log.With("shard", f.shard, "seq", f.seq, "command_id", f.id.CommandID)
 	retries, cancel := context.WithDeadline(b.ctx, f.expires)
 	defer cancel()
+	if f.prior != nil && !b.priorRecorded(retries, f, log) {
+		_ = f.ledger.Release(b.ctx, f.id)
+		return false
+	}
 	for attempt := 1; ; attempt++ {
 		err := f.ledger.Finish(b.ctx, f.id, f.final)
 		switch {
 		case err == nil:
 			log.Info("recorded the outcome of a claimed command after its run ended (shard lease lost or hard stop)",
 				"verdict", f.final.Verdict, "attempts", attempt)
-			return
+			return true
 		case errors.Is(err, outcomes.ErrClaimedElsewhere):
 			// Expected once the claim expired: the new owner records the
-			// outcome.
+			// outcome. It runs the command again, so the next record of
+			// the key must too (recorded false), after it.
 			log.Info("not recording the outcome of a claimed command after its run ended: another worker took its claim over",
 				"verdict", f.final.Verdict)
-			return
+			return false
 		case errors.Is(err, outcomes.ErrNotClaimed):
 			log.Error("cannot record the outcome of a claimed command after its run ended", "err", err)
-			return
+			return false
 		}
 		if retries.Err() == nil {
 			log.Warn("recording the outcome of a claimed command after its run ended failed; retrying until its claim expires",
@@ -97,7 +122,28 @@ func (b *Batcher) retryFinish(f lateFinish) {
 			// tell; after Stop's deadline it is not even sent (b.ctx ended),
 			// and the claim is forgotten here all the same.
 			_ = f.ledger.Release(b.ctx, f.id)
-			return
+			return false
 		}
 	}
+}
+
+// priorRecorded waits, until retries ends, for the outcome of f's prior
+// record of the key, and reports whether it was recorded. Where it was
+// not, that record is read and run again, and so must f's, after it: the
+// caller releases the claim, as a run that learns of it in time does
+// (settle).
+func (b *Batcher) priorRecorded(retries context.Context, f lateFinish, log *slog.Logger) bool {
+	recorded, err := f.prior.awaitOutcome(retries)
+	switch {
+	case recorded:
+		return true
+	case err == nil:
+		log.Info("an earlier command of the partition key has no recorded outcome; releasing the claim of this one, which runs again after it",
+			"verdict", f.final.Verdict)
+	case b.ctx.Err() != nil:
+		log.Error("waiting for an earlier command of the partition key stopped with the observer; the shard's next owner runs this one again once its claim expires")
+	default:
+		log.Warn("the claim of a command expired before an earlier command of its partition key had its outcome recorded; the shard's next owner runs it again")
+	}
+	return false
 }

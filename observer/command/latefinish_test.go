@@ -222,7 +222,7 @@ func TestLateFinishEndsWithTheBatcher(t *testing.T) {
 			t.Errorf("Finish at %v after the retries ended at %v", last, led.releases[0])
 		}
 		// Nothing is started once the Batcher stopped: a run releases.
-		if b.finishLate(lateFinish{ledger: led, id: outcomes.Identity{CommandID: "x"}, expires: time.Now().Add(time.Minute)}) {
+		if b.finishLate(lateFinish{ledger: led, id: outcomes.Identity{CommandID: "x"}, expires: time.Now().Add(time.Minute)}) != nil {
 			t.Error("a late Finish was taken by a stopped Batcher")
 		}
 	})

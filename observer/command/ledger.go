@@ -112,7 +112,7 @@ func (c *run) claimExpiry() time.Time { return c.claimedAt.Add(c.claimTimeout())
 // taken the claim over, which keeps it off the next owner's claim or
 // outcome. Only without a Batcher to hand it to is the claim released.
 func (c *run) record(reason string) bool {
-	f := outcomes.Final{Verdict: c.out.Verdict, Attempts: c.out.Attempts, FirstAttempt: c.first, LastAttempt: time.Now(), Reason: reason}
+	f := c.final(reason)
 	for attempt := 1; ; attempt++ {
 		err := c.Ledger.Finish(c.ctx, c.id, f)
 		if err == nil {
@@ -126,17 +126,42 @@ func (c *run) record(reason string) bool {
 		}
 		c.Log.Warn("recording the command outcome failed; retrying", "command_id", c.out.CommandID, "err", err)
 		if !c.Lease.Sleep(c.Hard, backoff.Policy{First: firstBackoff, Max: 5 * time.Second}.Delay(attempt)) {
-			if c.Batcher != nil && c.Batcher.finishLate(lateFinish{
-				ledger: c.Ledger, id: c.id, final: f, expires: c.claimExpiry(),
-				shard: c.Shard, seq: c.out.Sequence,
-			}) {
-				return false
+			// The previous record of the key ended recorded (conclude):
+			// nothing to wait for.
+			if !c.finishLate(f, nil) {
+				c.release()
 			}
-			// No one can try again: the claim is let go for the next
-			// owner to run the command again at once rather than after
-			// the claim expires. At least once, never lost.
-			c.release()
 			return false
 		}
 	}
+}
+
+// final is the outcome the ledger records.
+func (c *run) final(reason string) outcomes.Final {
+	return outcomes.Final{Verdict: c.out.Verdict, Attempts: c.out.Attempts, FirstAttempt: c.first, LastAttempt: time.Now(), Reason: reason}
+}
+
+// finishLate hands the claimed run's Finish of f to the Batcher, which
+// outlives the run: after prior's outcome is known (nil: nothing to wait
+// for), it Finishes f or releases the claim (Batcher.finishLate). The run's
+// own Mark tells the next record of the key to wait for that. It returns
+// false, handing nothing, when the run holds no claim or there is no
+// Batcher to hand it to, or it stopped: no one can try again then, and the
+// caller lets the claim go for the next owner to run the command again at
+// once rather than after the claim expires. At least once, never lost.
+func (c *run) finishLate(f outcomes.Final, prior *Mark) bool {
+	if !c.claimed || c.Batcher == nil {
+		return false
+	}
+	late := c.Batcher.finishLate(lateFinish{
+		ledger: c.Ledger, id: c.id, final: f, expires: c.claimExpiry(), prior: prior,
+		shard: c.Shard, seq: c.out.Sequence,
+	})
+	if late == nil {
+		return false
+	}
+	if c.turn.Mark != nil {
+		c.turn.Mark.handOff(late)
+	}
+	return true
 }

@@ -264,7 +264,7 @@ func (c *run) leave() {
 func (c *run) duplicate() bool {
 	c.out.Verdict = verdict.Duplicate
 	c.Log.Info("command already executed; skipped", "seq", c.out.Sequence, "command_id", c.cmd.ID, "responder", c.cmd.Module)
-	if !c.conclude() {
+	if c.conclude() != priorRecorded {
 		return false
 	}
 	c.Settled(c.out)

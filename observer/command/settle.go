@@ -13,13 +13,29 @@ import (
 
 // settle records the final outcome in the ledger, when there is one, and
 // reports it, once the previous record of the key has its own recorded
-// (conclude). It returns false when the run had to stop first.
+// (conclude). It returns false when the run had to stop first, or the
+// previous record ended unrecorded.
+//
+// The command ran either way. After a previous record that ended
+// unrecorded the claim is released: that record runs again, and this one
+// after it, so that the key's last effect stays its latest command's. When
+// this run must stop before it knows how the previous record ends, its
+// claim is kept, as record keeps it: releasing it would let the shard's
+// next owner claim and run the command again at once. The Batcher then
+// learns how the previous record ends, and Finishes or releases this one
+// as this run would have (finishLate).
 func (c *run) settle(reason string) bool {
 	if c.Ledger != nil && c.fast {
 		return c.settleDone(reason)
 	}
-	if !c.conclude() {
+	switch c.conclude() {
+	case priorUnrecorded:
 		c.release()
+		return false
+	case priorUnknown:
+		if !c.finishLate(c.final(reason), c.turn.Prior) {
+			c.release()
+		}
 		return false
 	}
 	if c.Ledger != nil {
@@ -44,8 +60,8 @@ func (c *run) settle(reason string) bool {
 // outcome may still land, after the previous one's.
 func (c *run) settleDone(reason string) bool {
 	c.releaseKey()
-	after, ok := c.awaitPrior(true)
-	if !ok {
+	after, end := c.awaitPrior(true)
+	if end != priorRecorded {
 		return false
 	}
 	// The outcome is the last attempt's: it settles as that attempt ends.
@@ -62,6 +78,7 @@ func (c *run) settleDone(reason string) bool {
 	}
 	bt, alone := c.Batcher.add(d, c.Lease, c.counted, c.HardOrLost != nil, after)
 	c.counted = false
+	var ok bool
 	var err error
 	if alone {
 		// Written by this run, in no batch: the next record of the key
@@ -81,7 +98,7 @@ func (c *run) settleDone(reason string) bool {
 	if after != nil {
 		// Written after the previous record's outcome: that run ends
 		// soon, and this one counts as recorded only if it did.
-		if _, ok := c.awaitPrior(false); !ok {
+		if _, end := c.awaitPrior(false); end != priorRecorded {
 			return false
 		}
 	}
@@ -120,7 +137,7 @@ func (c *run) giveUp(reason string, err error) bool {
 // searched). It returns false, leaving the record unfinished, when it had
 // to stop before both were written.
 func (c *run) reject(err error) bool {
-	if !c.rejectDeadLetter(err) || !c.conclude() {
+	if !c.rejectDeadLetter(err) || c.conclude() != priorRecorded {
 		return false
 	}
 	if c.Ledger != nil && c.out.CommandID != "" {

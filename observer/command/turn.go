@@ -1,6 +1,9 @@
 package command
 
-import "sync"
+import (
+	"context"
+	"sync"
+)
 
 // Turn is a record's place among the records of its partition key, which
 // its source runs in order (Execute). The command of the next record of the
@@ -25,7 +28,9 @@ type Turn struct {
 	// outcome written by the Batcher, behind Prior's in the Batcher
 	// (Batcher.add). It counts as recorded only once Prior ended with its
 	// own recorded; if Prior ended without one, this run ends unfinished
-	// too.
+	// too. A claimed run that must stop before Prior's outcome is known
+	// keeps its claim, and the Batcher records its outcome after Prior's
+	// lands, or releases the claim once Prior's will not (finishLate).
 	Prior *Mark
 	// Mark, when set, is this run's own end, which the next record of the
 	// key has as its Prior: the run tells it when its outcome is queued in
@@ -54,6 +59,11 @@ type Mark struct {
 	// queued is the Batcher's batch holding the run's outcome, once it
 	// was handed to the Batcher.
 	queued *batch
+	// late is set, before End, by a claimed run that ran its command and
+	// handed its Finish to the Batcher (finishLate): it ends unrecorded,
+	// but its outcome may still land, and the next record's late Finish
+	// waits for that (awaitOutcome).
+	late *lateResult
 	// done is made only when a run has to wait for this one (most records
 	// of a key end before the next one concludes), and closed at the
 	// next change: by queue or End.
@@ -87,30 +97,76 @@ func (m *Mark) queue(bt *batch) {
 	}
 }
 
-// state returns whether the run ended and with its outcome recorded, and
-// the batch its outcome is queued in (nil: none yet); if it has not ended,
-// done is closed at its next change (the state is then read again).
-func (m *Mark) state() (ended, recorded bool, queued *batch, done <-chan struct{}) {
+// handOff tells that the run's Finish goes on in the Batcher, as late.
+func (m *Mark) handOff(late *lateResult) {
+	m.mu.Lock()
+	m.late = late
+	m.mu.Unlock()
+}
+
+// state returns whether the run ended and with its outcome recorded, the
+// batch its outcome is queued in (nil: none yet), and its late Finish
+// (handOff); if it has not ended, done is closed at its next change (the
+// state is then read again).
+func (m *Mark) state() (ended, recorded bool, queued *batch, late *lateResult, done <-chan struct{}) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !m.ended && m.done == nil {
 		m.done = make(chan struct{})
 	}
-	return m.ended, m.recorded, m.queued, m.done
+	return m.ended, m.recorded, m.queued, m.late, m.done
 }
+
+// awaitOutcome waits until the run ended and, when it handed its Finish
+// to the Batcher, until that Finish ended; recorded tells whether its
+// outcome is recorded. It returns ctx's error if ctx ends first.
+func (m *Mark) awaitOutcome(ctx context.Context) (recorded bool, err error) {
+	for {
+		ended, recorded, _, late, done := m.state()
+		if ended && (recorded || late == nil) {
+			return recorded, nil
+		}
+		if ended {
+			done = late.done
+		}
+		select {
+		case <-done:
+			if ended {
+				return late.recorded, nil
+			}
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+	}
+}
+
+// priorEnd is how the previous record of a key ended, as a run waiting for
+// it learns.
+type priorEnd int
+
+const (
+	// priorRecorded: it ended with its outcome recorded (or there is none).
+	priorRecorded priorEnd = iota
+	// priorUnrecorded: it ended without, and its record is read again.
+	priorUnrecorded
+	// priorUnknown: this run had to stop first (a hard stop, a lost
+	// lease), or the previous record's outcome is still being recorded, in
+	// the Batcher, after its run ended (Mark.handOff).
+	priorUnknown
+)
 
 // conclude is reached once the command's effect is final. It tells the
 // source (Turn.Released), which may start the next record of the key,
-// then waits for the previous record of the key to end. It returns false
-// when that record ended without its outcome recorded, or this run had to
-// stop first (a hard stop, a lost lease): this run then records nothing
-// either, and its record is read again after the earlier one. A run
-// without a claim is uncounted in the Batcher while it waits, so that no
-// write lingers for it.
-func (c *run) conclude() bool {
+// then waits for the previous record of the key to end. Unless that record
+// ended with its outcome recorded, this run records nothing itself: after
+// one that ended without, its record is read again after the earlier one;
+// when it is unknown yet, a claimed run hands its outcome to the Batcher
+// (settle). A run without a claim is uncounted in the Batcher while it
+// waits, so that no write lingers for it.
+func (c *run) conclude() priorEnd {
 	c.releaseKey()
-	_, ok := c.awaitPrior(false)
-	return ok
+	_, end := c.awaitPrior(false)
+	return end
 }
 
 // releaseKey tells the source that the command's effect is final
@@ -124,32 +180,35 @@ func (c *run) releaseKey() {
 
 // awaitPrior waits until the previous record of the key ended or, when
 // queued is set, until it queued its outcome in the Batcher, which it then
-// returns. ok is false when that record ended without its outcome recorded,
-// or this run had to stop first (a hard stop, a lost lease).
-func (c *run) awaitPrior(queued bool) (after *batch, ok bool) {
+// returns (with priorRecorded). A previous record whose run ended while its
+// Finish went on in the Batcher is priorUnknown: its run ended as it had
+// to stop, which this run does as well.
+func (c *run) awaitPrior(queued bool) (after *batch, end priorEnd) {
 	prior := c.turn.Prior
 	if prior == nil {
-		return nil, true
+		return nil, priorRecorded
 	}
 	for {
-		ended, recorded, bt, done := prior.state()
-		if ended {
-			if !recorded {
-				c.Log.Info("an earlier command of the partition key has no recorded outcome; leaving the record to be read again after it",
-					"seq", c.out.Sequence, "command_id", c.out.CommandID)
-			}
-			return nil, recorded
-		}
-		if queued && bt != nil {
-			return bt, true
+		ended, recorded, bt, late, done := prior.state()
+		switch {
+		case ended && recorded:
+			return nil, priorRecorded
+		case ended && late != nil:
+			return nil, priorUnknown
+		case ended:
+			c.Log.Info("an earlier command of the partition key has no recorded outcome; leaving the record to be read again after it",
+				"seq", c.out.Sequence, "command_id", c.out.CommandID)
+			return nil, priorUnrecorded
+		case queued && bt != nil:
+			return bt, priorRecorded
 		}
 		c.uncount()
 		select {
 		case <-done:
 		case <-c.Hard.Done():
-			return nil, false
+			return nil, priorUnknown
 		case <-c.Lease.Lost:
-			return nil, false
+			return nil, priorUnknown
 		}
 	}
 }
