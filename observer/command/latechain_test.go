@@ -218,3 +218,38 @@ func TestPriorUnrecordedReleasesTheClaim(t *testing.T) {
 		}
 	})
 }
+
+// A late Finish waits for the previous record of its key no longer than
+// its claim holds, by this worker's clock, nor past Stop's deadline: then
+// the claim is released, unfinished, and nothing is recorded out of order.
+func TestLateFinishAwaitsThePriorWithinItsBounds(t *testing.T) {
+	for _, deadline := range []bool{false, true} {
+		name := map[bool]string{false: "claim expiry", true: "stop deadline"}[deadline]
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				led := &keyedClaims{down: map[string]error{}}
+				r, b, stop := keyedRunner(t, led, false)
+				var wg sync.WaitGroup
+				var ok bool
+				start := time.Now()
+				startAfter(r, record(2, "hello"), NewMark(), &wg, &ok) // a prior that never ends
+				stop()
+				wg.Wait()
+				ctx := context.Background()
+				if deadline {
+					var cancel context.CancelFunc
+					ctx, cancel = context.WithTimeout(ctx, 3*time.Second)
+					defer cancel()
+				}
+				b.Stop(ctx)
+				took := time.Since(start)
+				if ev, want := led.log(), []string{"release " + cmdID(2)}; !slices.Equal(ev, want) {
+					t.Errorf("ledger saw %q, want %q", ev, want)
+				}
+				if want := map[bool]time.Duration{false: lateClaimTimeout, true: 3 * time.Second}[deadline]; took != want {
+					t.Errorf("released after %v, want %v", took, want)
+				}
+			})
+		})
+	}
+}
