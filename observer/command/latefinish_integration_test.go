@@ -3,6 +3,9 @@ package command
 import (
 	"context"
 	"errors"
+	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -129,5 +132,154 @@ func TestITLateFinishKeepsTheClaim(t *testing.T) {
 	}
 	if dup.Record.Verdict != verdict.Executed || dup.Record.Owner != "worker-a" {
 		t.Errorf("recorded %+v; want executed by worker-a", dup.Record)
+	}
+}
+
+// heldFinishes fails every Finish (the update that writes status done)
+// until gate is closed, and then logs the commands whose Finish landed, in
+// order; other writes go through.
+type heldFinishes struct {
+	ddbtable.Client
+	gate   chan struct{}
+	mu     sync.Mutex
+	landed []string
+}
+
+func (u *heldFinishes) UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error) {
+	finish := false
+	for _, v := range in.ExpressionAttributeValues {
+		if s, ok := v.(*types.AttributeValueMemberS); ok && s.Value == outcomes.StatusDone {
+			finish = true
+		}
+	}
+	if !finish {
+		return u.Client.UpdateItem(ctx, in, opts...)
+	}
+	select {
+	case <-u.gate:
+	default:
+		return nil, errors.New("connection reset by peer")
+	}
+	out, err := u.Client.UpdateItem(ctx, in, opts...)
+	if err == nil {
+		var key []string
+		for _, v := range in.Key {
+			if s, ok := v.(*types.AttributeValueMemberS); ok {
+				key = append(key, s.Value)
+			}
+		}
+		u.mu.Lock()
+		u.landed = append(u.landed, strings.Join(key, " "))
+		u.mu.Unlock()
+	}
+	return out, err
+}
+
+// TestITLateFinishFollowsThePrior, on dynalite: two claimed commands of one
+// key ran; the first one's Finish is failing, the second waits for it, when
+// the lease is lost. Neither claim is released (the next owner's Claims
+// wait), and once the ledger answers, the Batcher Finishes the first, then
+// the second: the next owner finds both done instead of running them again.
+func TestITLateFinishFollowsThePrior(t *testing.T) {
+	env := emulator.Require(t)
+	db := env.DynamoDB(t)
+	name := emulator.UniqueName(t, "latechain")
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, _ = db.DeleteTable(ctx, &dynamodb.DeleteTableInput{TableName: aws.String(name)})
+	})
+	log := testlog.Logger(t)
+	table := func(worker string, c ddbtable.Client) *outcomes.Table {
+		return outcomes.New(c, outcomes.Config{TableName: name, Observer: "obs", WorkerID: worker, Logger: log.With("worker", worker)})
+	}
+	wrapped := &heldFinishes{Client: db, gate: make(chan struct{})}
+	a, b := table("worker-a", wrapped), table("worker-b", db)
+	if err := a.Init(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+
+	lost := make(chan struct{})
+	var calls atomic.Int32
+	d := responders.NewDispatcher(nil)
+	d.Replace(map[string]responders.Enabled{"cmdslack": {ID: "slack", Module: "cmdslack", Responder: answer(func(string) error {
+		calls.Add(1)
+		return nil
+	})}})
+	batcher := NewBatcher(a, log)
+	batcher.Start()
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			close(wrapped.gate)
+			batcher.Stop(context.Background())
+		}
+	})
+	r := &Runner{
+		Observer: "obs", Stream: "s", Shard: "shardId-000000000001",
+		Dispatcher: d, Ledger: a, Batcher: batcher, ClaimTimeout: outcomes.DefaultClaimTimeout,
+		Lease:  Lease{Lost: lost, Fence: func() time.Time { return time.Now().Add(time.Hour) }},
+		Intake: context.Background(), Hard: context.Background(),
+		Log:       log,
+		Attempted: func(string, responders.Verdict, time.Duration) {},
+		Settled:   func(o Outcome) { t.Errorf("settled %+v after the lease was lost", o) },
+	}
+
+	// The records of one key, each started once the one before released
+	// its key, as the source runs them.
+	var wg sync.WaitGroup
+	var prior *Mark
+	var claims []outcomes.Claim
+	ok := make([]bool, 2)
+	for i := range ok {
+		p := r.Prepare(record(i+1, "hello"))
+		claim, prepared := p.Claim(r.Shard)
+		if !prepared {
+			t.Fatalf("prepare: %v", p.err)
+		}
+		claims = append(claims, claim)
+		mark, released := NewMark(), make(chan struct{})
+		wg.Go(func() {
+			ok[i] = r.Execute(&p, Turn{Released: ReleaseFunc(func() { close(released) }), Prior: prior, Mark: mark})
+			mark.End(ok[i])
+		})
+		<-released
+		prior = mark
+	}
+	close(lost)
+	wg.Wait()
+	if ok[0] || ok[1] {
+		t.Fatalf("runs ended recorded %v, though the lease was lost before their outcomes were", ok)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Fatalf("%d responder calls, want 2", n)
+	}
+
+	// The next owner of the shard reads the records: their claims are
+	// live, not released.
+	for i, claim := range claims {
+		if err := b.Claim(t.Context(), claim); !errors.Is(err, outcomes.ErrClaimedElsewhere) {
+			t.Fatalf("the next owner's Claim of command %d while the first Finish fails = %v, want ErrClaimedElsewhere", i+1, err)
+		}
+	}
+	close(wrapped.gate)
+	stopped = true
+	batcher.Stop(context.Background())
+
+	wrapped.mu.Lock()
+	landed := slices.Clone(wrapped.landed)
+	wrapped.mu.Unlock()
+	if len(landed) != 2 || !strings.Contains(landed[0], claims[0].CommandID) || !strings.Contains(landed[1], claims[1].CommandID) {
+		t.Errorf("Finishes landed for %q; want command 1's, then command 2's", landed)
+	}
+	for i, claim := range claims {
+		err := b.Claim(t.Context(), claim)
+		var dup *outcomes.DuplicateError
+		if !errors.As(err, &dup) {
+			t.Fatalf("the next owner's Claim of command %d after the late Finishes = %v, want a duplicate", i+1, err)
+		}
+		if dup.Record.Verdict != verdict.Executed || dup.Record.Owner != "worker-a" {
+			t.Errorf("command %d recorded %+v; want executed by worker-a", i+1, dup.Record)
+		}
 	}
 }
