@@ -66,10 +66,17 @@
 //     the key (turn.go, conclude: processor.go's release takes a token of
 //     recording, frees the slot and starts the next record of the key),
 //     waits until the previous record of the key has its outcome recorded,
-//     then records its own in the ledger (ledger.go, record; a run that
-//     must end first, its lease lost or at the hard stop, keeps its claim
-//     and hands the Finish, fenced on the claim, to the Batcher:
-//     latefinish.go); a run without
+//     then records its own in the ledger (ledger.go, record). After a
+//     previous record that ended unrecorded, it records nothing and
+//     releases its claim: that record is read and run again, and this one
+//     after it, so that the key's last effect stays its latest command's.
+//     A claimed run that must end first, its lease lost or at the hard
+//     stop, keeps its claim, as its command ran, and hands its Finish,
+//     fenced on the claim, to the Batcher (latefinish.go), which outlives
+//     the run: behind the previous record's outcome when that was not known
+//     yet (its own late Finish included), it Finishes this one once that
+//     one is recorded, or releases its claim where it ended unrecorded,
+//     until the claim expires or the Batcher's stop deadline; a run without
 //     a claim (settleDone) hands its outcome to the Batcher as soon as the
 //     previous record's is queued there, behind it (batcher.go: written in
 //     the same write or a later one, several of a key to a write while
