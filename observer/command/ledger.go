@@ -57,11 +57,13 @@ func (c *run) renew(attempt int) bool {
 	case err == nil:
 		c.claimedAt = extending
 	case errors.Is(err, outcomes.ErrClaimedElsewhere):
+		c.stoppedBecause(ErrClaimTakenOver, err)
 		c.Log.Warn("command claimed by another worker; this worker stops the shard", "command_id", c.cmd.ID, "err", err)
 		return false
 	case time.Since(c.claimedAt) >= c.ClaimTimeout:
 		// The claim may have expired and been taken: running the command
 		// now could run it twice.
+		c.stoppedBecause(ErrClaimExpired, err)
 		c.Log.Warn("cannot renew an expired command claim; leaving the command to be read again", "command_id", c.cmd.ID, "err", err)
 		c.release()
 		return false

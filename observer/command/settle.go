@@ -92,6 +92,7 @@ func (c *run) settleDone(reason string) bool {
 		ok, err = bt.wait(c.ctx, c.Lease.Lost)
 	}
 	if !ok {
+		c.stoppedBecause(ErrOutcomeNotRecorded, err)
 		c.Log.Warn("the command ran but its outcome is not recorded; leaving the record to be read again", "seq", c.out.Sequence, "command_id", c.out.CommandID, "err", err)
 		return false
 	}
@@ -190,6 +191,7 @@ func (c *run) putDeadLetter(ctx context.Context) bool {
 	l := c.letter
 	l.DeadLetteredAt = time.Now()
 	if err := c.DeadLetters.Put(ctx, l); err != nil {
+		c.stoppedBecause(ErrDeadLetterNotWritten, err)
 		c.Log.Error("writing to the dead-letter stream failed; the record stays unfinished", "seq", l.SequenceNumber, "err", err)
 		return false
 	}

@@ -38,6 +38,13 @@ type Turn struct {
 	// for this run to end. The source ends it (Mark.End) once the run
 	// returned.
 	Mark *Mark
+	// Stopped, when set, is told why the run stopped short (Execute
+	// returns false) when it knows a cause other than a stop, a hard stop
+	// or a lost lease: an error matching ErrClaimTakenOver,
+	// ErrClaimExpired, ErrDeadLetterNotWritten, ErrOutcomeNotRecorded or
+	// ErrEarlierUnfinished. It is told before Execute returns, on the
+	// run's goroutine, and must not block.
+	Stopped Stopper
 }
 
 // Releaser is told once a command's effect is final (Turn.Released).
@@ -194,8 +201,10 @@ func (c *run) awaitPrior(queued bool) (after *batch, end priorEnd) {
 		case ended && recorded:
 			return nil, priorRecorded
 		case ended && late != nil:
+			c.stoppedBecause(ErrEarlierUnfinished, nil)
 			return nil, priorUnknown
 		case ended:
+			c.stoppedBecause(ErrEarlierUnfinished, nil)
 			c.Log.Info("an earlier command of the partition key has no recorded outcome; leaving the record to be read again after it",
 				"seq", c.out.Sequence, "command_id", c.out.CommandID)
 			return nil, priorUnrecorded
