@@ -28,7 +28,8 @@ import (
 	"github.com/sauna-io/sauna/responders"
 )
 
-// logEvents keeps the messages logged, with the shard they name.
+// logEvents keeps the messages logged, with the shard they name and the
+// record's own attributes.
 type logEvents struct {
 	slog.Handler
 	shard string
@@ -40,18 +41,24 @@ type eventLog struct {
 	events []logEvent
 }
 
-type logEvent struct{ msg, shard string }
+type logEvent struct {
+	msg, shard string
+	level      slog.Level
+	attrs      map[string]slog.Value
+}
 
 func (h logEvents) Handle(ctx context.Context, r slog.Record) error {
 	shard := h.shard
+	attrs := map[string]slog.Value{}
 	r.Attrs(func(a slog.Attr) bool {
 		if a.Key == "shard" {
 			shard = a.Value.String()
 		}
+		attrs[a.Key] = a.Value.Resolve()
 		return true
 	})
 	h.log.mu.Lock()
-	h.log.events = append(h.log.events, logEvent{r.Message, shard})
+	h.log.events = append(h.log.events, logEvent{msg: r.Message, shard: shard, level: r.Level, attrs: attrs})
 	h.log.mu.Unlock()
 	return h.Handler.Handle(ctx, r)
 }
@@ -71,16 +78,19 @@ func (h logEvents) WithGroup(g string) slog.Handler {
 }
 
 // count is how many times msg was logged about shard ("": any).
-func (l *eventLog) count(msg, shard string) int {
+func (l *eventLog) count(msg, shard string) int { return len(l.find(msg, shard)) }
+
+// find returns the events that logged msg about shard ("": any), in order.
+func (l *eventLog) find(msg, shard string) []logEvent {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	n := 0
+	var found []logEvent
 	for _, e := range l.events {
 		if e.msg == msg && (shard == "" || e.shard == shard) {
-			n++
+			found = append(found, e)
 		}
 	}
-	return n
+	return found
 }
 
 // takeoverVendor stands in for a vendor. The command at the front of the

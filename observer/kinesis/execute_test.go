@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -14,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	kcl "github.com/vmware/vmware-go-kcl-v2/clientlibrary/interfaces"
 
+	"github.com/sauna-io/sauna/observer/command"
 	"github.com/sauna-io/sauna/observer/deadletter"
 	"github.com/sauna-io/sauna/observer/outcomes"
 	"github.com/sauna-io/sauna/observer/verdict"
@@ -383,16 +386,21 @@ func TestExecuteCapsTheResponderDelay(t *testing.T) {
 
 // A dead letter that cannot be written leaves the record unfinished: the
 // shard stops below it, and its lease is released for a new consumer to
-// read it again; the observer goes on.
+// read it again; the observer goes on. The release's WARN says why the
+// record stopped and when this worker takes the shard again.
 func TestExecuteDeadLetterFailureIsNotFinal(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		dlq := &fakeDeadLetters{fail: true}
-		h := newHarness(t, func(o *Observer) { o.deadLetters = dlq })
+		events := &eventLog{}
+		h := newHarness(t, func(o *Observer) {
+			o.deadLetters = dlq
+			o.log = slog.New(logEvents{Handler: slog.NewTextHandler(io.Discard, nil), log: events})
+		})
 		h.p.o.fatal = make(chan error, 1)
 		var released []string
-		h.p.o.abandon = func(shard string) error {
-			released = append(released, shard)
-			return nil
+		h.p.o.abandon = func(shard, seq string) (time.Duration, error) {
+			released = append(released, shard+"@"+seq)
+			return 3 * time.Second, nil
 		}
 		cp := &fakeCheckpointer{}
 		h.p.ProcessRecords(&kcl.ProcessRecordsInput{Checkpointer: cp, Records: []types.Record{rawRecord("1", "not json")}})
@@ -402,8 +410,20 @@ func TestExecuteDeadLetterFailureIsNotFinal(t *testing.T) {
 		if len(cp.written) > 0 || len(h.results()) > 0 {
 			t.Errorf("checkpoints %v, outcomes %v: an undelivered dead letter must not count as done", cp.written, h.results())
 		}
-		if !slices.Equal(released, []string{"shardId-000000000001"}) {
-			t.Errorf("leases released: %v, want the shard's once", released)
+		if !slices.Equal(released, []string{"shardId-000000000001@1"}) {
+			t.Errorf("leases released: %v, want the shard's once, at record 1", released)
+		}
+		warns := events.find("a record stopped without an outcome; the shard's lease is released for it to be read again from the checkpoint", "")
+		if len(warns) != 1 {
+			t.Fatalf("%d release lines, want 1", len(warns))
+		}
+		w := warns[0]
+		if w.level != slog.LevelWarn || w.attrs["cause"].String() != "dead_letter_not_written" ||
+			w.attrs["retake_in"].Duration() != 3*time.Second || w.attrs["seq"].String() != "1" {
+			t.Errorf("release line %v %v, want WARN, cause dead_letter_not_written, seq 1, retake_in 3s", w.level, w.attrs)
+		}
+		if err, ok := w.attrs["cause_err"].Any().(error); !ok || !errors.Is(err, command.ErrDeadLetterNotWritten) {
+			t.Errorf("cause_err %v, want an error matching command.ErrDeadLetterNotWritten", w.attrs["cause_err"])
 		}
 		select {
 		case err := <-h.p.o.fatal:

@@ -92,8 +92,10 @@ type Observer struct {
 	handoff  func(shardID string) <-chan struct{}
 	handOver func(shardID string) error
 	// abandon releases the lease on a shard whose consumer stopped short
-	// (the lease table's Abandon); nil: the observer restarts instead.
-	abandon func(shardID string) error
+	// at the record at seq, and says when this worker takes the shard
+	// again (the lease table's Abandon); nil: the observer restarts
+	// instead.
+	abandon func(shardID, seq string) (retakeIn time.Duration, err error)
 	// previousLeaseEnd is when the lease before this worker's on a shard
 	// ended (the lease table's PreviousLeaseEnd); nil: every command takes
 	// a claim.
@@ -244,6 +246,9 @@ func (o *Observer) run(ctx context.Context, awsCfg aws.Config) error {
 		MaxLeases:     o.cfg.ScaleOut.MaxLeasesPerWorker,
 		TakesPerPass:  o.cfg.ScaleOut.TakesPerPass,
 		OnHandoff:     o.countHandoff,
+		// A shard whose record keeps stopping is taken back by this worker
+		// after a pass or so at first, then ever later.
+		RetakeBackoff: o.cfg.ShardSyncInterval,
 	})
 	o.lost, o.leaseUntil = o.table.Lost, o.table.HeldUntil
 	o.handoff, o.handOver = o.table.HandoffRequested, o.table.HandOver

@@ -65,9 +65,11 @@ type shardProcessor struct {
 	// unfinished is closed once a record stopped without a final outcome
 	// while the lease was held and the observer ran (stopShort): the KCL's
 	// loop then releases the lease (abandon). unfinishedAt is that record's
-	// sequence number, set before; guarded by mu.
+	// sequence number and unfinishedWhy why its run stopped (nil: it did not
+	// say), set before; guarded by mu.
 	unfinished     chan struct{}
 	unfinishedAt   string
+	unfinishedWhy  error
 	unfinishedOnce sync.Once
 	// previousEnd is when the shard's previous lease ended (zero: it had
 	// none; leases.Table.PreviousLeaseEnd): records that arrived before
@@ -127,11 +129,22 @@ type entry struct {
 	// as this one started.
 	end   command.Mark
 	prior *command.Mark
+	// why is what its run said of why it stopped short (Stopped); set and
+	// read on the runner's goroutine.
+	why error
 }
 
 // Release is e's run telling that its command's effect is final
 // (command.Turn.Released).
 func (e *entry) Release() { e.p.release(e) }
+
+// Stopped is e's run telling why it stopped short (command.Turn.Stopped);
+// the first cause is kept.
+func (e *entry) Stopped(why error) {
+	if e.why == nil {
+		e.why = why
+	}
+}
 
 // recordingPerSlot is how many released records per slot may wait for
 // their outcome to be recorded: enough for the outcome writes of a
@@ -464,7 +477,7 @@ func (p *shardProcessor) abandon(cp kcl.IRecordProcessorCheckpointer) {
 	p.awaitDrain()
 	p.checkpoint(cp, true)
 	p.mu.Lock()
-	seq := p.unfinishedAt
+	seq, why := p.unfinishedAt, p.unfinishedWhy
 	p.mu.Unlock()
 	p.handedOver = true
 	// The observer's intake, not the shard's, which a drain that ran out
@@ -475,24 +488,29 @@ func (p *shardProcessor) abandon(cp kcl.IRecordProcessorCheckpointer) {
 		return
 	}
 	var err error
+	var retakeIn time.Duration
 	if p.o.abandon == nil {
 		err = errors.New("the lease cannot be released on its own")
 	} else {
-		err = p.o.abandon(p.shardID)
+		retakeIn, err = p.o.abandon(p.shardID, seq)
+	}
+	cause := stopCause(why)
+	attrs := []any{"seq", seq, "checkpoint", p.written, "cause", cause}
+	if why != nil {
+		attrs = append(attrs, "cause_err", why)
 	}
 	switch {
 	case err == nil:
 		p.o.countHandoff(handoffReleased)
 		p.log.Warn("a record stopped without an outcome; the shard's lease is released for it to be read again from the checkpoint",
-			"seq", seq, "checkpoint", p.written, "drain", time.Since(start).Round(time.Millisecond),
-			"reason", "its command stopped short while the lease was held (its claim taken over, or its outcome or dead letter not written)")
+			append(attrs, "drain", time.Since(start).Round(time.Millisecond), "retake_in", retakeIn)...)
 	case errors.Is(err, leases.ErrLeaseLost):
 		p.log.Warn("a record stopped without an outcome, and the shard's lease is gone; the next owner reads it again from the checkpoint",
-			"seq", seq, "checkpoint", p.written, "err", err)
+			append(attrs, "err", err, "retake_in", retakeIn)...)
 	default:
 		p.log.Error("a record stopped without an outcome, and the shard's lease could not be released; restarting the observer",
-			"seq", seq, "checkpoint", p.written, "err", err)
-		p.o.fail(fmt.Errorf("shard %s stopped at sequence number %s without an outcome, and its lease could not be released: %w", p.shardID, seq, err))
+			append(attrs, "err", err)...)
+		p.o.fail(fmt.Errorf("shard %s stopped at sequence number %s without an outcome (%s), and its lease could not be released: %w", p.shardID, seq, cause, err))
 	}
 }
 
@@ -684,7 +702,7 @@ func (p *shardProcessor) finish(e *entry, final bool) {
 		p.stopped = true
 		p.endRunners()
 		if !p.lease.Done(p.intake) {
-			p.stopShort(e.seq)
+			p.stopShort(e.seq, e.why)
 		}
 		return
 	}
@@ -726,12 +744,35 @@ func (p *shardProcessor) finish(e *entry, final bool) {
 }
 
 // stopShort tells the KCL's loop, once, that the record at seq stopped
-// without a final outcome while the lease was held; p.mu is held.
-func (p *shardProcessor) stopShort(seq string) {
+// without a final outcome while the lease was held, why (nil: unknown);
+// p.mu is held.
+func (p *shardProcessor) stopShort(seq string, why error) {
 	p.unfinishedOnce.Do(func() {
-		p.unfinishedAt = seq
+		p.unfinishedAt, p.unfinishedWhy = seq, why
 		close(p.unfinished)
 	})
+}
+
+// stopCause names why a record stopped short (command.Turn.Stopped), for
+// the log line of its shard's release: a stable word to search and alert
+// on, the error itself going alongside.
+func stopCause(why error) string {
+	switch {
+	case why == nil:
+		return "unknown"
+	case errors.Is(why, command.ErrClaimTakenOver):
+		return "claim_taken_over"
+	case errors.Is(why, command.ErrClaimExpired):
+		return "claim_expired"
+	case errors.Is(why, command.ErrDeadLetterNotWritten):
+		return "dead_letter_not_written"
+	case errors.Is(why, command.ErrOutcomeNotRecorded):
+		return "outcome_not_recorded"
+	case errors.Is(why, command.ErrEarlierUnfinished):
+		return "earlier_record_unfinished"
+	default:
+		return "unknown"
+	}
 }
 
 // handoffReleased is the handoff metric's kind for a lease released after
@@ -977,7 +1018,7 @@ func (p *shardProcessor) watchEnd(stop <-chan struct{}) {
 // first. What was prepared is let go: the entry stays until the checkpoint
 // passes it.
 func (p *shardProcessor) execute(e *entry) bool {
-	final := p.commands.Execute(&e.cmd, command.Turn{Released: e, Prior: e.prior, Mark: &e.end})
+	final := p.commands.Execute(&e.cmd, command.Turn{Released: e, Prior: e.prior, Mark: &e.end, Stopped: e})
 	e.cmd = command.Prepared{}
 	return final
 }

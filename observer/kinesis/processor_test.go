@@ -592,10 +592,13 @@ func TestUnfinishedRecordReleasesTheShard(t *testing.T) {
 				var released []string
 				var checkpointsAtRelease []string
 				cp := &fakeCheckpointer{}
-				h.p.o.abandon = func(shard string) error {
+				h.p.o.abandon = func(shard, seq string) (time.Duration, error) {
 					released = append(released, shard)
 					checkpointsAtRelease = slices.Clone(cp.written)
-					return tc.release
+					if seq != "3" {
+						t.Errorf("released at record %s, want 3, the one that stopped", seq)
+					}
+					return time.Second, tc.release
 				}
 				slow := make(chan struct{})
 				h.resp.reply = func(_ context.Context, text string, _ int) error {

@@ -3,6 +3,7 @@ package leases
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"math/big"
 	"sort"
@@ -285,6 +286,7 @@ func (t *Table) scanView(ctx context.Context) ([]scanned, error) {
 	v.Floor, v.Ceil = share(workable, len(workers), t.cfg.MaxLeases)
 	for _, r := range rows {
 		v.Leases = append(v.Leases, r.LeaseInfo)
+		t.progressed(r.Shard, r.Checkpoint)
 	}
 	t.mu.Lock()
 	t.view = v
@@ -457,9 +459,14 @@ func (t *Table) balanceOnce(ctx context.Context, wake func()) (settled bool, err
 	for w, n := range v.Workers {
 		counts[w] = n
 	}
-	free, pending, asked := 0, 0, 0
+	// free counts the leases no one holds; takeable those of them this
+	// worker may take now, all but those it backs off from (retake.go),
+	// which it neither wakes the shard-sync passes for nor asks a peer
+	// holding them for.
+	free, takeable, pending, asked := 0, 0, 0, 0
 	mine := counts[me]
 	var mayWake, acted bool
+	backingOff := t.backingOff(now)
 	for _, r := range rows {
 		if r.HandoffTo != "" && r.Checkpoint != checkpoint.ShardEnd {
 			asked++
@@ -469,12 +476,18 @@ func (t *Table) balanceOnce(ctx context.Context, wake func()) (settled bool, err
 		}
 		reserved := r.Owner == "" && r.HandoffTo != "" && now.Before(r.Timeout)
 		switch {
+		case reserved && r.HandoffTo == me && backingOff[r.Shard]:
+			// Refused until the backoff ends: the reservation lapses, and
+			// any worker may take the lease then.
 		case reserved && r.HandoffTo == me:
 			mine++
 			mayWake = true
 		case reserved:
 		case !r.Live:
 			free++
+			if !backingOff[r.Shard] {
+				takeable++
+			}
 		case r.HandoffTo == me:
 			pending++
 			mine++
@@ -497,7 +510,7 @@ func (t *Table) balanceOnce(ctx context.Context, wake func()) (settled bool, err
 			acted = true
 		}
 	}
-	if free > 0 && mine < v.Ceil {
+	if takeable > 0 && mine < v.Ceil {
 		mayWake = true
 	}
 	if mayWake && wake != nil {
@@ -525,7 +538,7 @@ func (t *Table) balanceOnce(ctx context.Context, wake func()) (settled bool, err
 		}
 		var candidates []scanned
 		for _, r := range rows {
-			if r.Live && r.Owner == donor && r.HandoffTo == "" && r.Checkpoint != checkpoint.ShardEnd {
+			if r.Live && r.Owner == donor && r.HandoffTo == "" && r.Checkpoint != checkpoint.ShardEnd && !backingOff[r.Shard] {
 				candidates = append(candidates, r)
 			}
 		}
@@ -685,35 +698,44 @@ func (t *Table) HandOver(shardID string) error {
 }
 
 // Abandon ends this worker's lease on shardID at once, fenced on it, so
-// that any worker, this one included, may take the shard at its next
-// shard-sync pass and read it again from its checkpoint. The caller has
-// written its last checkpoint and runs nothing more of the shard: a
-// record stopped without an outcome, and only a new consumer may read it
-// again. The LeaseTimeout stays: the next owner takes claims for the
-// records this worker may have started (PreviousLeaseEnd). The lease
-// counts as lost from here (Lost is closed), so the KCL's consumer ends at
-// its next renewal. ErrLeaseLost means the lease was gone already; any
-// other error leaves it held.
-func (t *Table) Abandon(shardID string) error {
+// that any worker may take the shard at a later shard-sync pass and read it
+// again from its checkpoint. The caller has written its last checkpoint and
+// runs nothing more of the shard: the record at sequence number stoppedAt
+// stopped without an outcome, and only a new consumer may read it again.
+// This worker itself takes the shard again only after retakeIn, which
+// doubles with every release of the shard until a checkpoint at or past
+// the record that stopped is seen (see retake.go); others may take it
+// meanwhile. The LeaseTimeout stays: the next owner takes claims for the
+// records this worker may have started (PreviousLeaseEnd). The lease counts
+// as lost from here (Lost is closed), so the KCL's consumer ends at its
+// next renewal. ErrLeaseLost means the lease was gone already (the backoff
+// applies all the same); any other error leaves it held, with no backoff.
+func (t *Table) Abandon(shardID, stoppedAt string) (retakeIn time.Duration, err error) {
 	sl := t.slot(shardID)
 	sl.op.Lock()
 	defer sl.op.Unlock()
 	l := t.current(sl)
 	if l == nil || l.ended() {
-		return t.lostErr(shardID, "release after the lease ended")
+		return t.backOff(shardID, stoppedAt), t.lostErr(shardID, "release after the lease ended")
 	}
-	err := t.fenced(l, "release lease of shard "+shardID, func(e *expr) string {
+	err = t.fenced(l, "release lease of shard "+shardID, func(e *expr) string {
 		return "REMOVE " + e.name(attrOwner)
 	})
+	if errors.Is(err, ErrLeaseLost) {
+		return t.backOff(shardID, stoppedAt), err
+	}
 	if err != nil {
-		return err
+		return 0, err
 	}
+	// Before the lease ends: the shard-sync pass its end wakes must find
+	// the backoff.
+	retakeIn = t.backOff(shardID, stoppedAt)
 	l.end()
-	t.shardLog(shardID).Info("lease released for the shard to be read again", "checkpoint", l.checkpoint)
-	if t.cfg.OnAvailable != nil {
-		t.cfg.OnAvailable()
-	}
-	return nil
+	// No OnAvailable: this worker may not take the shard before retakeIn,
+	// and the first shard-sync pass after it finds the shard free (which
+	// wakes the passes then).
+	t.shardLog(shardID).Info("lease released for the shard to be read again", "checkpoint", l.checkpoint, "retake_in", retakeIn)
+	return retakeIn, nil
 }
 
 // reserve releases our lease (exact timeout mine) and keeps it for worker to

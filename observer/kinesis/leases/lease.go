@@ -173,6 +173,13 @@ func (t *Table) acquire(sl *slot, shard *par.ShardStatus) error {
 	if o, ts := shard.GetLeaseOwner(), shard.GetLeaseTimeout(); o != "" && o != me && t.now().Before(ts) {
 		return notAcquired(shard.ID, "held by worker %q until %s", o, formatTimeout(ts))
 	}
+	// Released by this worker after a record stopped without an outcome:
+	// not before its backoff ends, reserved for this worker or not (see
+	// retake.go). Asked before any read: the pass that reads the shard
+	// every shard-sync interval meanwhile must cost nothing more.
+	if d := t.retakeIn(shard.ID); d > 0 {
+		return notAcquired(shard.ID, "released by this worker after a record stopped without an outcome; it takes it again in %s", d.Round(time.Millisecond))
+	}
 	// Taken before the LeaseTimeout below is computed: the local expiry must
 	// not come after the one other workers read.
 	start := time.Now()
@@ -269,6 +276,7 @@ func (t *Table) acquire(sl *slot, shard *par.ShardStatus) error {
 	// The stored checkpoint as of our write: a checkpoint the previous
 	// owner wrote after our read is included.
 	stored := parseRow(out.Attributes)
+	t.progressed(shard.ID, stored.checkpoint)
 	l := &lease{shard: shard, timeout: newTimeout, checkpoint: stored.checkpoint, lost: make(chan struct{}),
 		handoff: make(chan struct{}), until: start.Add(t.cfg.LeaseDuration)}
 	if tsOK {
@@ -475,6 +483,7 @@ func (t *Table) CheckpointSequence(shard *par.ShardStatus) error {
 		return err
 	}
 	l.checkpoint = value
+	t.progressed(shard.ID, value)
 	return nil
 }
 
@@ -551,6 +560,10 @@ func (t *Table) FetchCheckpoint(shard *par.ShardStatus) error {
 		sl.released = nil
 	}
 	t.mu.Unlock()
+	t.progressed(shard.ID, r.checkpoint)
+	// A shard this worker backs off from is none it may take: no wake, no
+	// fast passes while the backoff runs (see retake.go).
+	backingOff := t.retakeIn(shard.ID) > 0
 	var badTimeout, available bool
 	now := t.now()
 	setShard(shard, func(sh *par.ShardStatus) {
@@ -567,7 +580,7 @@ func (t *Table) FetchCheckpoint(shard *par.ShardStatus) error {
 		badTimeout = r.hasTimeout && !ok
 		sh.LeaseTimeout = ts
 		reservedElsewhere := r.owner == "" && r.handoff != "" && r.handoff != me && now.Before(ts)
-		available = r.checkpoint != checkpoint.ShardEnd && !reservedElsewhere &&
+		available = r.checkpoint != checkpoint.ShardEnd && !reservedElsewhere && !backingOff &&
 			(sh.AssignedTo == "" || !now.Before(ts) || r.handoff == me)
 	})
 	if badTimeout {

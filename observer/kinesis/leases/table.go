@@ -112,6 +112,13 @@ type Config struct {
 	// ("graceful") or takes over expired from a live-looking owner
 	// ("expired"). It must not block.
 	OnHandoff func(kind string)
+
+	// Retake backoff (see retake.go): the first wait before this worker
+	// takes back a shard it released after a record stopped without an
+	// outcome (Abandon), doubled with each further release up to the max.
+	// Zero values take DefaultRetakeBackoff and DefaultRetakeBackoffMax;
+	// a max below the first wait is raised to it.
+	RetakeBackoff, RetakeBackoffMax time.Duration
 }
 
 // ShardLister is the part of *kinesis.Client the table uses.
@@ -136,10 +143,11 @@ type Table struct {
 	initialized   bool // Init succeeded once
 	slots         map[string]*slot
 	lastLeaseSync time.Time
-	view          View           // the last census scan
-	leaving       bool           // Leave was called: released leases go to peers
-	given         map[string]int // leases reserved for each peer while leaving
-	scans         scanPace       // when the balancer scans next (balance.go)
+	view          View               // the last census scan
+	leaving       bool               // Leave was called: released leases go to peers
+	given         map[string]int     // leases reserved for each peer while leaving
+	scans         scanPace           // when the balancer scans next (balance.go)
+	retakes       map[string]*retake // shards released by Abandon, by id (retake.go)
 
 	shards shardCache
 }
@@ -178,6 +186,13 @@ func New(db ddbtable.Client, kin ShardLister, cfg Config) *Table {
 	if cfg.HandoffTimeout <= 0 {
 		cfg.HandoffTimeout = DefaultHandoffTimeout
 	}
+	if cfg.RetakeBackoff <= 0 {
+		cfg.RetakeBackoff = DefaultRetakeBackoff
+	}
+	if cfg.RetakeBackoffMax <= 0 {
+		cfg.RetakeBackoffMax = DefaultRetakeBackoffMax
+	}
+	cfg.RetakeBackoffMax = max(cfg.RetakeBackoffMax, cfg.RetakeBackoff)
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()

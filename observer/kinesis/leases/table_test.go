@@ -308,6 +308,8 @@ func TestDefaults(t *testing.T) {
 		BalanceInterval:    DefaultBalanceInterval,
 		BalanceMaxInterval: DefaultBalanceMaxInterval,
 		HandoffTimeout:     DefaultHandoffTimeout,
+		RetakeBackoff:      DefaultRetakeBackoff,
+		RetakeBackoffMax:   DefaultRetakeBackoffMax,
 	}
 	if diff := cmp.Diff(want, tbl.cfg, cmpopts.IgnoreFields(Config{}, "Logger")); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
