@@ -95,14 +95,17 @@ func (l *eventLog) find(msg, shard string) []logEvent {
 
 // takeoverVendor stands in for a vendor. The command at the front of the
 // test is refused (a 503, which does nothing at the vendor) until the test
-// lets it through; before it answers the second refusal, its claim is taken
-// over (onSecond). A gated command is held until its gate is closed.
+// lets it through; before it answers the second refusal of each of its
+// first steals deliveries (every delivery tries it twice: the claim is
+// found taken over before the third try), its claim is taken over
+// (onSecond). A gated command is held until its gate is closed.
 type takeoverVendor struct {
 	mu       sync.Mutex
 	tries    map[string]int
 	received map[string]int
 	refused  string
 	through  chan struct{}
+	steals   int
 	onSecond func() error
 	gated    string
 	gate     chan struct{}
@@ -123,7 +126,7 @@ func (v *takeoverVendor) Respond(ctx context.Context, c *responders.Command) err
 		select {
 		case <-v.through:
 		default:
-			if try == 2 {
+			if try%2 == 0 && try/2 <= v.steals {
 				if err := v.onSecond(); err != nil {
 					return responders.Permanent(fmt.Errorf("taking the claim over: %w", err))
 				}
@@ -205,7 +208,7 @@ func TestIntegrationUnfinishedRecordStopsItsShardAlone(t *testing.T) {
 			Shard: rec.Shard, Sequence: rec.Sequence, Responder: rec.Responder})
 	}
 	v := &takeoverVendor{tries: map[string]int{}, received: map[string]int{},
-		refused: x, through: make(chan struct{}), onSecond: takeOver,
+		refused: x, through: make(chan struct{}), steals: 1, onSecond: takeOver,
 		gated: held, gate: make(chan struct{}), atGate: make(chan struct{})}
 
 	events := &eventLog{}
@@ -329,11 +332,164 @@ func TestIntegrationUnfinishedRecordStopsItsShardAlone(t *testing.T) {
 			t.Errorf("command %d reported executed %d times, want once", n, executed[commandID(n)])
 		}
 	}
-	if got := events.count(released, ""); got != 1 {
-		t.Errorf("released-shard message logged %d times, want once (for shard 0)", got)
+	if got := events.find(released, ""); len(got) != 1 {
+		t.Errorf("released-shard message logged %d times, want once (for shard 0)", len(got))
+	} else if cause, in := got[0].attrs["cause"].String(), got[0].attrs["retake_in"].Duration(); cause != "claim_taken_over" || in != cfg.ShardSyncInterval {
+		t.Errorf("released-shard message: cause %q, retake_in %s; want claim_taken_over, one shard-sync interval (%s)", cause, in, cfg.ShardSyncInterval)
 	}
 	if got := counterSum(t, m, "sauna_kinesis_lease_handoffs_total", "kind", handoffReleased); got != 1 {
 		t.Errorf("sauna_kinesis_lease_handoffs_total{kind=%q} = %v, want 1", handoffReleased, got)
 	}
 	checkFinal(t, env, table, x, commandID(2), commandID(3), held)
+}
+
+// TestIntegrationRecordThatKeepsStoppingBacksOff: command X's claim is
+// taken over at each of its first three deliveries, so its shard is
+// released three times. Each release names the cause and waits twice as
+// long as the one before before this worker takes the shard back: one
+// shard-sync interval, then two, then four. The fourth delivery runs X,
+// the checkpoint passes it, and the backoff is reset. X and the command
+// behind it reach the vendor once.
+func TestIntegrationRecordThatKeepsStoppingBacksOff(t *testing.T) {
+	env := useEmulators(t)
+	stream := emulator.UniqueName(t, "backoff")
+	id := emulator.UniqueName(t, "obs")
+	table := id + "-commands"
+	env.CreateStream(t, stream, 1)
+	kin := env.Kinesis(t)
+	db := env.DynamoDB(t)
+	const shard0 = "shardId-000000000000"
+	const steals = 3
+
+	cfg := testConfig(id, stream)
+	cfg.LeaseDuration, cfg.LeaseRefresh = 30*time.Second, time.Second
+	cfg.Idempotency.ClaimTimeout = time.Minute
+	x := commandID(1)
+
+	thief := outcomes.New(db, outcomes.Config{TableName: table, Observer: id, WorkerID: "other-worker", ClaimTimeout: time.Hour})
+	var stolen outcomes.Identity
+	takeOver := func() error {
+		ctx := context.Background()
+		rec, err := thief.Get(ctx, x)
+		if err != nil {
+			return err
+		}
+		if rec.Status != outcomes.StatusInProgress {
+			return fmt.Errorf("command %s is %s, want claimed", x, rec.Status)
+		}
+		_, err = db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+			TableName:                 aws.String(table),
+			Key:                       map[string]types.AttributeValue{outcomes.AttrCommandID: &types.AttributeValueMemberS{Value: x}},
+			UpdateExpression:          aws.String("SET claimedUntil = :past"),
+			ExpressionAttributeValues: map[string]types.AttributeValue{":past": &types.AttributeValueMemberN{Value: fmt.Sprint(time.Now().Add(-time.Second).UnixMilli())}},
+		})
+		if err != nil {
+			return err
+		}
+		stolen = outcomes.Identity{CommandID: x, Digest: rec.Digest}
+		return thief.Claim(ctx, outcomes.Claim{CommandID: x, Digest: rec.Digest, Schema: rec.Schema,
+			Shard: rec.Shard, Sequence: rec.Sequence, Responder: rec.Responder})
+	}
+	v := &takeoverVendor{tries: map[string]int{}, received: map[string]int{},
+		refused: x, through: make(chan struct{}), steals: steals, onSecond: takeOver}
+
+	events := &eventLog{}
+	col, m := &collector{}, metrics.New(metrics.Options{})
+	d := responders.NewDispatcher(nil)
+	d.Replace(map[string]responders.Enabled{"testslack": {ID: "slack", Module: "testslack", Responder: v}})
+	o := New(cfg, d, Options{
+		OnOutcome: col.add, Metrics: m,
+		Logger: slog.New(logEvents{Handler: testLogHandler(), log: events}),
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- o.Run(ctx) }()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("observer: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("observer did not stop within 30s")
+		}
+	}
+	t.Cleanup(stop)
+	// The bound only keeps a broken build from hanging the suite.
+	await := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(3 * time.Minute)
+		for !cond() {
+			select {
+			case err := <-done:
+				stopped = true
+				t.Fatalf("observer stopped while waiting for %s: %v", what, err)
+			case <-time.After(20 * time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("still waiting for %s", what)
+			}
+		}
+	}
+
+	put(t, kin, stream, 1, "x", "x", "")
+	put(t, kin, stream, 2, "after", "a", "")
+	const released = "a record stopped without an outcome; the shard's lease is released for it to be read again from the checkpoint"
+	for k := 1; k <= steals; k++ {
+		await(fmt.Sprintf("release %d", k), func() bool { return events.count(released, shard0) == k })
+		if k == steals {
+			close(v.through)
+		}
+		// The other worker lets its claim go: the next delivery claims X
+		// again, and (but the last time) loses it again.
+		if err := thief.Release(context.Background(), stolen); err != nil {
+			t.Fatal(err)
+		}
+	}
+	await("command X executed", func() bool { return executedPerCommand(t, col.snapshot())[x] == 1 })
+	const reset = "shard checkpointed past the record that stopped; its retake backoff is reset"
+	await("the backoff reset", func() bool { return events.count(reset, shard0) == 1 })
+	if got := events.count("observer started", ""); got != 1 {
+		t.Errorf("observer started %d times, want once", got)
+	}
+	stop()
+
+	rels := events.find(released, shard0)
+	if len(rels) != steals {
+		t.Fatalf("%d releases of the shard, want %d", len(rels), steals)
+	}
+	for k, e := range rels {
+		want := cfg.ShardSyncInterval << k
+		if got := e.attrs["retake_in"].Duration(); got != want {
+			t.Errorf("release %d: retake_in %s, want %s (one shard-sync interval, doubled per release)", k+1, got, want)
+		}
+		if got := e.attrs["cause"].String(); got != "claim_taken_over" {
+			t.Errorf("release %d: cause %q, want claim_taken_over", k+1, got)
+		}
+		if err, ok := e.attrs["cause_err"].Any().(error); !ok || !errors.Is(err, command.ErrClaimTakenOver) || !errors.Is(err, outcomes.ErrClaimedElsewhere) {
+			t.Errorf("release %d: cause_err %v, want an error matching command.ErrClaimTakenOver and outcomes.ErrClaimedElsewhere", k+1, e.attrs["cause_err"])
+		}
+		if e.attrs["seq"].String() != rels[0].attrs["seq"].String() {
+			t.Errorf("release %d at record %s, want X's, %s", k+1, e.attrs["seq"], rels[0].attrs["seq"])
+		}
+	}
+	if got := events.count("shard acquired", shard0); got < steals+1 {
+		t.Errorf("shard acquired %d times, want at least %d (once, then after each release)", got, steals+1)
+	}
+	if got := counterSum(t, m, "sauna_kinesis_lease_handoffs_total", "kind", handoffReleased); got != steals {
+		t.Errorf("sauna_kinesis_lease_handoffs_total{kind=%q} = %v, want %d", handoffReleased, got, steals)
+	}
+	if tries, got := v.got(x); got != 1 || tries != 2*steals+1 {
+		t.Errorf("command X: %d tries, %d received; want %d tries (two per delivery that lost its claim, then one), received once", tries, got, 2*steals+1)
+	}
+	if _, got := v.got(commandID(2)); got != 1 {
+		t.Errorf("the vendor took command 2 %d times, want once", got)
+	}
+	checkFinal(t, env, table, x, commandID(2))
 }
