@@ -94,13 +94,16 @@
 //     short.
 //   - a record that ends without a final outcome (Execute returned false)
 //     while the lease is held and the observer runs (its claim was taken
-//     over, its outcome or dead letter could not be written) stops its
-//     shard: finish marks it stopped (stopShort), and at the KCL's next
-//     ProcessRecords, abandon drains what was admitted, writes the last
-//     checkpoint (below that record) and releases the lease
-//     (leases.Table.Abandon). The KCL's consumer ends at its next renewal,
-//     and a later shard-sync pass, here or in another process, takes the
-//     shard and reads it again from the checkpoint, the new owner's claims
-//     deciding whether the command runs. The observer's other shards go
-//     on; only a release that fails restarts the observer (Observer.fail).
+//     over, its outcome or dead letter could not be written; the run says
+//     which through command.Turn.Stopped) stops its shard: finish marks it
+//     stopped (stopShort), and at the KCL's next ProcessRecords, abandon
+//     drains what was admitted, writes the last checkpoint (below that
+//     record) and releases the lease (leases.Table.Abandon), logging the
+//     cause. The KCL's consumer ends at its next renewal, and a later
+//     shard-sync pass in another process, or here once a backoff that
+//     doubles with each release of the shard has passed (until a
+//     checkpoint reaches that record), takes the shard and reads it again
+//     from the checkpoint, the new owner's claims deciding whether the
+//     command runs. The observer's other shards go on; only a release that
+//     fails restarts the observer (Observer.fail).
 package observer

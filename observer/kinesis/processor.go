@@ -40,7 +40,8 @@ import (
 // while the lease is held and the observer runs (its claim was taken over,
 // its outcome could not be written) ends the shard's consumer alone: its
 // lease is released after the last checkpoint (abandon), for a new
-// consumer, here or elsewhere, to read the shard again from there.
+// consumer, elsewhere or here after a growing backoff, to read the shard
+// again from there.
 type shardProcessor struct {
 	o       *Observer
 	shardID string
@@ -463,9 +464,13 @@ func (p *shardProcessor) handOver(cp kcl.IRecordProcessorCheckpointer) {
 // past it, so only a new one can settle it. Like a handover it lets the
 // admitted records finish (bounded by the drain timeout), writes the last
 // checkpoint, which stays below that record, and then releases the lease
-// (leases.Table.Abandon), so that this worker or another takes the shard at
-// its next shard-sync pass and reads it again from that checkpoint. The
-// next owner takes claims for the records this worker may have started
+// (leases.Table.Abandon), so that another worker takes the shard at its
+// next shard-sync pass, or this one once its backoff for the shard has
+// passed (retake_in, which doubles with each release until a checkpoint
+// reaches the record: a cause that persists does not become a loop of
+// releases), and reads it again from that checkpoint. The WARN says why
+// the record stopped, as its run told (entry.Stopped). The next owner
+// takes claims for the records this worker may have started
 // (PreviousLeaseEnd), so whether a command runs again is the claim's to
 // decide, as after any failover, and as it was when a stop of the whole
 // observer gave the shard up instead. The other shards go on untouched.

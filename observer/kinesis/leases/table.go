@@ -16,6 +16,9 @@
 //     are finished (SHARD_END) or trimmed, which keeps per-key order across
 //     splits and merges.
 //   - Every AWS call has a deadline.
+//   - A shard this worker released after a record stopped without an
+//     outcome (Abandon) is taken back by it only after a backoff that
+//     grows with each such release (retake.go).
 //
 // The table holds one item per shard, keyed by ShardID, with the KCL's
 // attributes (AssignedTo, LeaseTimeout, Checkpoint, ParentShardId,
