@@ -687,6 +687,8 @@ func (t *Table) RemoveLeaseInfo(shardID string) error {
 	if sl := t.slots[shardID]; sl != nil && sl.cur == nil {
 		delete(t.slots, shardID)
 	}
+	// A trimmed shard is never read again.
+	delete(t.retakes, shardID)
 	t.mu.Unlock()
 	t.shardLog(shardID).Info("lease item deleted")
 	return nil
