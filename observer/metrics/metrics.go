@@ -138,7 +138,7 @@ func New(opts Options) *Metrics {
 			"1 while the observer's KCL worker is started and not stopped, else 0.",
 			observerLabels),
 		handoffs: v.counter("sauna_kinesis_lease_handoffs_total",
-			"Shard leases that moved between workers through this process: graceful (handed over, or released to a peer at shutdown, after the final checkpoint), expired (taken from a worker that stopped renewing) or released (given up after a record stopped without an outcome, for any worker to read the shard again).",
+			"Shard leases that moved between workers through this process: graceful (handed over, or released to a peer at shutdown, after the final checkpoint), expired (taken from a worker that stopped renewing) or released (given up after a record stopped without an outcome, for any worker to read the shard again, this process after a wait that doubles with each release of the shard).",
 			[]string{LabelObserver, LabelStream, LabelKind}),
 		workers: v.gauge("sauna_kinesis_workers",
 			"Live workers of the observer id sharing the stream, as the last lease table scan counted them (this one included).",
