@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/sauna-io/sauna/observer/ingest"
 	"github.com/sauna-io/sauna/observer/kinesis"
@@ -231,6 +232,12 @@ func readDocument(e *Entry, content []byte) (json.RawMessage, error) {
 	e.Enabled = true
 	var wrapper map[string]json.RawMessage
 	if err := decodeStrict(content, &wrapper); err != nil {
+		if se, ok := errors.AsType[*json.SyntaxError](err); ok {
+			return nil, fmt.Errorf("invalid JSON at %s: %w", position(content, se.Offset-1), err)
+		}
+		if errors.Is(err, errTrailingData) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("not a self-describing JSON object {\"schema\": ..., \"data\": {...}}: %w", err)
 	}
 	for k := range wrapper {
@@ -332,10 +339,33 @@ func decodeStrict(content []byte, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return err
 	}
+	end := dec.InputOffset()
 	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("trailing data after the JSON object")
+		return fmt.Errorf("%w, at %s", errTrailingData, position(content, skipSpace(content, end)))
 	}
 	return nil
+}
+
+var errTrailingData = errors.New("trailing data after the JSON object")
+
+// position names the byte at offset as an editor shows it: "line 3,
+// column 17", both counted from 1, the column in characters. A byte offset
+// alone, as encoding/json reports it, points nowhere in a file of many lines.
+func position(content []byte, offset int64) string {
+	offset = max(0, min(offset, int64(len(content))))
+	before := content[:offset]
+	line := bytes.Count(before, []byte("\n")) + 1
+	col := utf8.RuneCount(before[bytes.LastIndexByte(before, '\n')+1:]) + 1
+	return fmt.Sprintf("line %d, column %d", line, col)
+}
+
+// skipSpace returns the offset of the first byte at or after offset that is
+// not JSON white space.
+func skipSpace(content []byte, offset int64) int64 {
+	for offset < int64(len(content)) && strings.IndexByte(" \t\r\n", content[offset]) >= 0 {
+		offset++
+	}
+	return offset
 }
 
 // Snapshot is the validated content of a config directory.

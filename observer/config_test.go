@@ -144,6 +144,36 @@ func TestParseFileProblems(t *testing.T) {
 	}
 }
 
+// A file that is not JSON is refused at the line and column of the fault,
+// as an editor counts them: a byte offset points nowhere in a long file.
+func TestParseFileNamesWhereTheJSONBreaks(t *testing.T) {
+	tests := []struct {
+		name, content, want string
+	}{
+		{"trailing comma", strings.Replace(kinesisV100, `"maxRecords":100,`, `"maxRecords":100,}`, 1),
+			`dir/obs.json: invalid JSON at line 4, column 88: invalid character '}' looking for beginning of object key string`},
+		{"first line", `{"schema" "iglu:a/b/avro/1-0-0"}`,
+			`dir/obs.json: invalid JSON at line 1, column 11: invalid character '"' after object key`},
+		{"columns count characters", "{\"data\":\n {\"id\":\"é\" x}}",
+			`dir/obs.json: invalid JSON at line 2, column 12: invalid character 'x' after object key:value pair`},
+		{"after a BOM", "\xef\xbb\xbf{\n,}",
+			`dir/obs.json: invalid JSON at line 2, column 1: invalid character ',' looking for beginning of object key string`},
+		{"trailing bytes", kinesisV100 + "\n\n  {\"x\":1}",
+			`dir/obs.json: trailing data after the JSON object, at line 7, column 3`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e, probs := ParseFile("dir/obs.json", []byte(tc.content), quiet)
+			if e != nil {
+				t.Fatalf("accepted: %+v", e)
+			}
+			if len(probs) != 1 || probs[0].String() != tc.want {
+				t.Errorf("problems %q\nwant [%q]", probs, tc.want)
+			}
+		})
+	}
+}
+
 func TestDisabledFilesAreSkipped(t *testing.T) {
 	for _, enabled := range []string{`false`, `"true"`, `1`} {
 		content := withKinesis(`"enabled":true`, `"enabled":`+enabled)
