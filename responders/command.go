@@ -273,6 +273,12 @@ func validate(p part, family schemas.Key, sd selfDescribing, id string) error {
 		return reject(ReasonNotSelfDescribing, id, p.schemaPointer(), "%s.schema: %s", p.name, Clip(err.Error()))
 	}
 	if family.Vendor != "" && !family.SameRevision(key) {
+		if _, served := ForCommand(key); served && p == wrapperPart {
+			// The commonest mistake of a first producer: the inner command
+			// sent alone, as the HTTP ingest endpoint accepts it.
+			return reject(ReasonUnknownSchema, id, p.schemaPointer(), "%s.schema: %s is an inner command sent alone: a record wraps it, beside an envelope (commandId, whenCreated, execution), in %s",
+				p.name, key, familyString(family))
+		}
 		return reject(ReasonUnknownSchema, id, p.schemaPointer(), "%s.schema: %s is not %s", p.name, key, familyString(family))
 	}
 	if !schemas.Has(key) {

@@ -119,6 +119,7 @@ func TestDecodeRejections(t *testing.T) {
 		{"no data", `{"schema":"iglu:com.snowplowanalytics.sauna.commands/command/jsonschema/1-0-0"}`, responders.ReasonNotSelfDescribing, `missing "data"`, false, ""},
 		{"extra field", `{"schema":"iglu:a/b/jsonschema/1-0-0","data":{},"x":1}`, responders.ReasonNotSelfDescribing, `"x"`, false, ""},
 		{"bad iglu uri", `{"schema":"http://example.com/x","data":{}}`, responders.ReasonNotSelfDescribing, "command.schema", false, "/schema"},
+		{"inner command alone", slackInner, responders.ReasonUnknownSchema, "iglu:com.slack.sauna.commands/send_message/jsonschema/1-0-0 is an inner command sent alone: a record wraps it, beside an envelope (commandId, whenCreated, execution), in iglu:com.snowplowanalytics.sauna.commands/command/jsonschema/1-0-*", false, "/schema"},
 		{"other outer schema", `{"schema":"iglu:com.acme/thing/jsonschema/1-0-0","data":{}}`, responders.ReasonUnknownSchema, "com.acme/thing", false, "/schema"},
 		{"outer addition not bundled", strings.Replace(wrap(slackInner), "command/jsonschema/1-0-0", "command/jsonschema/1-0-9", 1), responders.ReasonUnknownSchema, "not bundled", false, "/schema"},
 		{"outer missing command", `{"schema":"iglu:com.snowplowanalytics.sauna.commands/command/jsonschema/1-0-0","data":{"envelope":{"schema":"iglu:a/b/jsonschema/1-0-0","data":{}}}}`, responders.ReasonInvalidData, "command", false, "/data"},
@@ -158,6 +159,17 @@ func TestDecodeRejections(t *testing.T) {
 				t.Errorf("a rejection must be permanent, got %v", v)
 			}
 		})
+	}
+}
+
+// Only a schema some responder serves is taken for an inner command sent
+// alone: any other outer schema is just not the wrapper.
+func TestDecodeSaysAloneOnlyOfServedCommands(t *testing.T) {
+	for _, schema := range []string{"iglu:com.acme/thing/jsonschema/1-0-0", "iglu:com.snowplowanalytics.sauna.commands/envelope/jsonschema/1-0-0"} {
+		_, err := responders.Decode([]byte(`{"schema":"` + schema + `","data":{}}`))
+		if err == nil || strings.Contains(err.Error(), "sent alone") {
+			t.Errorf("%s: %v", schema, err)
+		}
 	}
 }
 
