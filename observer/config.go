@@ -407,7 +407,8 @@ const NoConfigFiles = "no config files in the config directory (" + ConfigFileRu
 // most one enabled config. Between files in conflict the first by name
 // keeps its place, whatever the order files are given in; the later one is
 // refused with a message naming both. A file given twice counts once. The
-// entries that would not run are closed.
+// entries that would not run are closed. What a file's responder logs as it
+// is built carries the attribute "file".
 func Assemble(files []string, contents map[string][]byte, log *slog.Logger, snap *Snapshot) *Snapshot {
 	if snap == nil {
 		snap = &Snapshot{}
@@ -421,7 +422,7 @@ func Assemble(files []string, contents map[string][]byte, log *slog.Logger, snap
 		}
 		order = append(order, f)
 		sf := scannedFile{File: f, Hash: sha256.Sum256(content)}
-		sf.Entry, sf.Problems = ParseFile(f, content, log)
+		sf.Entry, sf.Problems = ParseFile(f, content, log.With("file", f))
 		if sf.Entry == nil {
 			sf.ID = peekID(content)
 		}

@@ -175,6 +175,31 @@ func TestValidateWarnsAboutDeprecatedSchemas(t *testing.T) {
 	}
 }
 
+// What a responder warns about as it is built, which 'sauna run' logs, is a
+// warning of its file in validate's output too, in that file's place.
+func TestValidateShowsWhatResponderConfigsWarnAbout(t *testing.T) {
+	dir := t.TempDir()
+	obs := write(t, dir, "a.json", strings.Replace(observerJSON("obs.a"), `"maxRecords":10`, `"maxRecords":0`, 1))
+	hook := write(t, dir, "b.json", `{"schema":"iglu:io.sauna.responders/WebhookConfig/avro/1-0-0",
+ "data":{"enabled":true,"id":"hook","parameters":{"url":"http://127.0.0.1:8089/PlantedSecret","signingSecret":null}}}`)
+	slack := write(t, dir, "c.json", `{"schema":"iglu:io.sauna.responders/SlackConfig/avro/1-0-0",
+ "data":{"enabled":true,"id":"slack","parameters":{"sendMessageEnabled":true,"webhookUrl":"http://hooks.example/services/T/B/PlantedSecret"}}}`)
+	code, stdout, stderr := runIn(t, "validate", dir)
+	want := obs + ": data.parameters.kinesis.maxRecords: must be between 1 and 10000 (the GetRecords limit), got 0\n" +
+		hook + ": warning: url is not https: bodies and headers travel in clear text (destination=http://127.0.0.1:8089)\n" +
+		slack + ": warning: webhookUrl is not https: the URL is the webhook's only credential (destination=http://hooks.example)\n"
+	if code != 1 || stdout != want || !strings.Contains(stderr, hook+": ok (responder") {
+		t.Errorf("exit %d\nstdout %q\nwant   %q\nstderr %q", code, stdout, want, stderr)
+	}
+	if strings.Contains(stdout+stderr, "Planted") {
+		t.Errorf("output quotes a secret:\n%s%s", stdout, stderr)
+	}
+	// Alone, the warning does not fail the file.
+	if code, stdout, _ := runIn(t, "validate", hook); code != 0 || !strings.HasPrefix(stdout, hook+": warning: url is not https") {
+		t.Errorf("%s alone: exit %d, stdout %q", hook, code, stdout)
+	}
+}
+
 func mustRead(t *testing.T, p string) string {
 	t.Helper()
 	b, err := os.ReadFile(p)

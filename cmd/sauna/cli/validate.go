@@ -8,12 +8,14 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	"github.com/sauna-io/sauna/observer"
 )
 
 func validateCmd(_ context.Context, env *cliEnv, args []string) int {
-	flags := newFlagSet(env, "validate", "PATH...", "Check config files, or every config file of directories, as 'sauna run' would\nread them. Prints one line per problem as 'file: field: message' and exits 1\nif any file is invalid. Warnings (problems in disabled files, deprecated\nschemas, a directory without config files) do not fail.")
+	flags := newFlagSet(env, "validate", "PATH...", "Check config files, or every config file of directories, as 'sauna run' would\nread them. Prints one line per problem as 'file: field: message' and exits 1\nif any file is invalid. Warnings (problems in disabled files, deprecated\nschemas, a directory without config files, what a responder warns about\nsuch as a plain-http URL) do not fail.")
 	if code := parseFlags(flags, args); code >= 0 {
 		return code
 	}
@@ -60,7 +62,28 @@ func validateCmd(_ context.Context, env *cliEnv, args []string) int {
 			contents[f] = b
 		}
 	}
-	snap = observer.Assemble(files, contents, slog.New(slog.DiscardHandler), snap)
+	var built []observer.Problem
+	snap = observer.Assemble(files, contents, slog.New(buildWarnings{list: &built}), snap)
+	if len(built) > 0 {
+		// Each in its file's place: Assemble lists problems file by file,
+		// in the order of files, and built is in that order too.
+		rank := map[string]int{}
+		for i, f := range files {
+			if _, ok := rank[f]; !ok {
+				rank[f] = i
+			}
+		}
+		merged := make([]observer.Problem, 0, len(snap.Problems)+len(built))
+		for _, p := range snap.Problems {
+			if r, ok := rank[p.File]; ok {
+				for len(built) > 0 && rank[built[0].File] < r {
+					merged, built = append(merged, built[0]), built[1:]
+				}
+			}
+			merged = append(merged, p)
+		}
+		snap.Problems = append(merged, built...)
+	}
 	disabled := map[string]bool{}
 	for _, f := range snap.Disabled {
 		disabled[f] = true
@@ -91,3 +114,44 @@ func validateCmd(_ context.Context, env *cliEnv, args []string) int {
 	}
 	return 0
 }
+
+// buildWarnings turns what a responder warns about as its config is built
+// (a plain-http URL) into warnings of its file, which 'sauna run' would log:
+// validate would otherwise say only "ok" of such a file.
+type buildWarnings struct {
+	attrs []slog.Attr
+	list  *[]observer.Problem
+}
+
+func (w buildWarnings) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+
+func (w buildWarnings) Handle(_ context.Context, r slog.Record) error {
+	p := observer.Problem{Message: r.Message, Warning: true}
+	var details []string
+	add := func(a slog.Attr) bool {
+		switch a.Key {
+		case "file":
+			p.File = a.Value.String()
+		case "responder", "module":
+			// The file names them.
+		default:
+			details = append(details, a.Key+"="+a.Value.String())
+		}
+		return true
+	}
+	for _, a := range w.attrs {
+		add(a)
+	}
+	r.Attrs(add)
+	if len(details) > 0 {
+		p.Message += " (" + strings.Join(details, ", ") + ")"
+	}
+	*w.list = append(*w.list, p)
+	return nil
+}
+
+func (w buildWarnings) WithAttrs(as []slog.Attr) slog.Handler {
+	return buildWarnings{attrs: append(slices.Clip(w.attrs), as...), list: w.list}
+}
+
+func (w buildWarnings) WithGroup(string) slog.Handler { return w }
