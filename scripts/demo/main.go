@@ -8,6 +8,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -34,8 +35,10 @@ func main() {
 	case "sink":
 		err = sink(os.Args[2])
 	case "create-stream":
-		n, _ := strconv.Atoi(os.Args[3])
-		err = createStream(os.Args[2], int32(n))
+		var n int32
+		if n, err = shardCount(os.Args[3:]); err == nil {
+			err = createStream(os.Args[2], n)
+		}
 	default:
 		err = fmt.Errorf("unknown mode %q", os.Args[1])
 	}
@@ -88,6 +91,18 @@ func sink(urlFile string) error {
 		return err
 	}
 	return nil
+}
+
+// shardCount reads create-stream's SHARDS argument.
+func shardCount(args []string) (int32, error) {
+	if len(args) != 1 {
+		return 0, errors.New("usage: demo create-stream NAME SHARDS")
+	}
+	n, err := strconv.ParseInt(args[0], 10, 32)
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("SHARDS: want a number of shards of at least 1, got %q", args[0])
+	}
+	return int32(n), nil
 }
 
 func createStream(name string, shards int32) error {
