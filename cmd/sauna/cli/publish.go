@@ -18,7 +18,7 @@ import (
 )
 
 func publishCmd(ctx context.Context, env *cliEnv, args []string) int {
-	fs := newFlagSet(env, "publish", "FILE...", "Validate each command (one JSON command per file, or several in a row; '-' reads\nstdin) and put it on the stream as one record. Prints one line per record:\nfile, commandId, shard and sequence number, tab-separated. AWS credentials, region and endpoints come from the usual AWS\nvariables and files (AWS_REGION, AWS_ENDPOINT_URL_KINESIS, ...).")
+	fs := newFlagSet(env, "publish", "FILE...", "Validate each command (one JSON command per file, or several in a row; '-' reads\nstdin) and put it on the stream as one record. A command is a full record: the\ncommand/1-0-0 wrapper holding an envelope and the inner command (see README,\nCommands). Prints one line per record: file, commandId, shard and sequence\nnumber, tab-separated. AWS credentials, region and endpoints come from the\nusual AWS variables and files (AWS_REGION, AWS_ENDPOINT_URL_KINESIS, ...).")
 	stream := fs.String("stream", "", "Kinesis stream name (required)")
 	key := fs.String("partition-key", "", "partition key (default: each command's commandId)")
 	region := fs.String("region", "", "AWS region (default: from the AWS environment)")
