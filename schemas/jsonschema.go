@@ -134,6 +134,13 @@ func ValidateJSON(k Key, instance any) error {
 	return v.Validate(instance)
 }
 
+// Check compiles the bundled JSON Schemas, if that is not done yet, and
+// returns why they do not compile. They compile together, so one that does
+// not (a custom build's own schema, say) leaves every command unvalidated,
+// each rejected as invalid: a program that validates commands calls Check
+// first and stops, rather than reject them all.
+func Check() error { return jsonSchemas().err }
+
 // JSONValidatorOf returns the validator of the bundled JSON Schema whose
 // key's URI is exactly uri ([Key.String]): false for any other string,
 // including a URI that is not canonical or names no bundled JSON Schema,

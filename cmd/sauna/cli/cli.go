@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+
+	"github.com/sauna-io/sauna/schemas"
 )
 
 type command struct {
@@ -58,6 +60,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	for _, c := range commands() {
 		if c.name == args[0] {
+			if c.name != "version" {
+				if err := schemas.Check(); err != nil {
+					fmt.Fprintf(stderr, "sauna %s: this build's schemas do not compile, so every command would be rejected: %v\n", c.name, err)
+					return 1
+				}
+			}
 			return c.run(ctx, env, args[1:])
 		}
 	}
