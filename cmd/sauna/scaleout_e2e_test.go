@@ -273,7 +273,7 @@ func checkScaleVisibility(t *testing.T, env emulator.Env, id, stream, cfg string
 	if code != 0 {
 		t.Fatalf("sauna leases: exit %d: %s", code, errOut)
 	}
-	if n := strings.Count(out, "shardId-"); n != shards || !strings.Contains(out, fmt.Sprintf("%d live workers", len(live))) {
+	if n := strings.Count(out, "shardId-"); n != shards || !strings.Contains(out, fmt.Sprintf("%d live worker", len(live))) {
 		t.Errorf("sauna leases printed %d shards, want %d, and %d live workers:\n%s", n, shards, len(live), out)
 	}
 	for _, w := range live {

@@ -403,3 +403,11 @@ func TestValidateRefusesWhatRunRefuses(t *testing.T) {
 		}
 	}
 }
+
+func TestCounted(t *testing.T) {
+	for n, want := range map[int]string{0: "0 live workers", 1: "1 live worker", 3: "3 live workers"} {
+		if got := counted(n, "live worker"); got != want {
+			t.Errorf("counted(%d) = %q, want %q", n, got, want)
+		}
+	}
+}

@@ -61,7 +61,7 @@ func leasesCmd(ctx context.Context, env *cliEnv, args []string) int {
 	if err := w.Flush(); err != nil {
 		return 1
 	}
-	fmt.Fprintf(env.stdout, "\n%d live workers\n", len(workers))
+	fmt.Fprintf(env.stdout, "\n%s\n", counted(len(workers), "live worker"))
 	for _, wk := range workers {
 		fmt.Fprintln(env.stdout, "  "+wk)
 	}

@@ -120,7 +120,7 @@ func outcomesCmd(ctx context.Context, env *cliEnv, args []string) int {
 	if !c.Idempotency.Enabled {
 		fmt.Fprintf(env.stderr, "sauna outcomes: note: idempotency is disabled in %s; table %s holds outcomes only from when it was on\n", *cfgFile, c.Idempotency.TableName)
 	}
-	fmt.Fprintf(env.stderr, "sauna outcomes: %d commands\n", out.n)
+	fmt.Fprintf(env.stderr, "sauna outcomes: %s\n", counted(out.n, "command"))
 	return 0
 }
 

@@ -291,7 +291,7 @@ func (t *Table) bindStream(tableCreated time.Time) (time.Time, error) {
 	})
 	cancel()
 	if err == nil {
-		t.log.Info("lease table bound to stream", "stream", t.cfg.StreamName, "started_at", now)
+		t.log.Info("lease table bound to the stream", "started_at", now) // the logger names the stream
 		return now, nil
 	}
 	if !isConditionFailed(err) {
