@@ -58,6 +58,7 @@ package schemas
 import (
 	"bytes"
 	"embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -116,6 +117,11 @@ func loadIndex(fsys fs.FS) (map[Key][]byte, []Key) {
 		if err != nil {
 			return err
 		}
+		if k.Format == "jsonschema" {
+			if err := checkSelf(k, b); err != nil {
+				return fmt.Errorf("schema file %s: %w", path, err)
+			}
+		}
 		m[k] = b
 		return nil
 	})
@@ -130,6 +136,27 @@ func loadIndex(fsys fs.FS) (map[Key][]byte, []Key) {
 	}
 	slices.SortFunc(ks, Key.compare)
 	return m, ks
+}
+
+// checkSelf refuses a JSON Schema whose "self" block does not name the
+// place it is filed at: commands name their schema by that block's values,
+// so a schema filed under one key and describing itself as another (or as
+// nothing) would validate commands that name a schema it is not.
+func checkSelf(k Key, b []byte) error {
+	var doc struct {
+		Self *struct{ Vendor, Name, Format, Version string } `json:"self"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		return fmt.Errorf("not JSON: %w", err)
+	}
+	if doc.Self == nil {
+		return errors.New(`no "self" block (vendor, name, format, version), which a self-describing JSON Schema must have`)
+	}
+	s := doc.Self
+	if got := s.Vendor + "/" + s.Name + "/" + s.Format + "/" + s.Version; got != k.Path() {
+		return fmt.Errorf(`its "self" block names %s, not the place it is filed at`, got)
+	}
+	return nil
 }
 
 // Keys returns the keys of all bundled schemas, sorted by vendor, name,
