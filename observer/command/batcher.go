@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -131,6 +132,10 @@ type batch struct {
 	first  time.Time
 	done   chan struct{}
 	err    error
+	// missed, set with err, holds the outcomes whose lease was lost and
+	// that the loop did not record where no item held their ids
+	// (writeLost): an item was there, or the Batcher stopped first.
+	missed []outcomes.Identity
 	// Under the Batcher's mu: landed is set once the write ended (err
 	// tells how); parked while the batch waits for the write of the batch
 	// it hangs from (as that one's next) before it is queued; next holds
@@ -263,17 +268,19 @@ func (b *Batcher) add(d outcomes.Done, l Lease, counted, mayAlone bool, after *b
 // itself, retrying until it succeeds or ctx ends. ctx ends at the run's
 // hard stop or once its lease is lost (Runner.HardOrLost), when the run
 // would stop waiting for a batch. When it ended with the lease lost, d
-// goes to the loop's goroutine, which writes it where no item holds its id
-// (writeLost) under the Batcher's context, as it would have in a batch;
-// the run ends unrecorded all the same.
+// goes to the loop's goroutine, in the batch returned, which writes it
+// where no item holds its id (writeLost) under the Batcher's context, as
+// it would have in a batch; the run ends unrecorded all the same.
 // Outcomes queued meanwhile waited for this write, as for any write out.
-func (b *Batcher) writeAlone(ctx context.Context, d outcomes.Done, l Lease) error {
+func (b *Batcher) writeAlone(ctx context.Context, d outcomes.Done, l Lease) (*batch, error) {
 	lost, err := b.write(ctx, []outcomes.Done{d}, []Lease{l})
+	var bt *batch
 	b.mu.Lock()
 	if len(lost) > 0 {
 		// Queued before alone is let go, so that the loop has not ended:
 		// it ends only once nothing is queued and no run writes alone.
-		b.sealed = append(b.sealed, &batch{items: lost, leases: []Lease{l}, first: time.Now(), done: make(chan struct{})})
+		bt = &batch{items: lost, leases: []Lease{l}, first: time.Now(), done: make(chan struct{})}
+		b.sealed = append(b.sealed, bt)
 		err = errLeaseLost
 	}
 	b.alone--
@@ -282,7 +289,7 @@ func (b *Batcher) writeAlone(ctx context.Context, d outcomes.Done, l Lease) erro
 	if poke {
 		b.poke()
 	}
-	return err
+	return bt, err
 }
 
 // failedBatch is what add returns once the Batcher has stopped.
@@ -367,13 +374,14 @@ func (b *Batcher) loop() {
 			wg.Go(func() {
 				for bt := range jobs {
 					lost, err := b.write(b.ctx, bt.items, bt.leases)
+					var missed []outcomes.Identity
 					if len(lost) > 0 {
 						// Before the batch lands: the outcomes parked on
 						// it, of the same keys and so under the same
 						// leases, are written after these.
-						b.writeLost(b.ctx, lost)
+						missed = b.writeLost(b.ctx, lost)
 					}
-					b.landed(bt, err)
+					b.landed(bt, err, missed)
 					written <- struct{}{}
 				}
 			})
@@ -395,11 +403,12 @@ func (b *Batcher) loop() {
 	}
 }
 
-// landed ends bt's write with err: the outcomes parked on it are queued
-// to go at once, or fail with it.
-func (b *Batcher) landed(bt *batch, err error) {
+// landed ends bt's write with err, missed being its outcomes left
+// unrecorded by writeLost: the outcomes parked on it are queued to go at
+// once, or fail with it.
+func (b *Batcher) landed(bt *batch, err error, missed []outcomes.Identity) {
 	b.mu.Lock()
-	bt.err, bt.landed = err, true
+	bt.err, bt.missed, bt.landed = err, missed, true
 	next := bt.next
 	bt.next = nil
 	if next != nil && err == nil {
@@ -522,8 +531,10 @@ func allLost(leases []Lease) bool {
 // fence ends these writes: the condition keeps them off whatever the
 // shard's next owner wrote. An item found present is that owner's claim
 // or outcome (or this worker's own, from a bulk write cut off at the fence
-// after it landed): the answer expected, not a failure.
-func (b *Batcher) writeLost(ctx context.Context, items []outcomes.Done) {
+// after it landed): the answer expected, not a failure. It returns the
+// identities of the items it did not write, found present or left at
+// ctx's end, which do not count as recorded (recordLate).
+func (b *Batcher) writeLost(ctx context.Context, items []outcomes.Done) (missed []outcomes.Identity) {
 	for i, d := range items {
 		for attempt := 1; ; attempt++ {
 			err := b.w.RecordDoneIfAbsent(ctx, d)
@@ -535,22 +546,32 @@ func (b *Batcher) writeLost(ctx context.Context, items []outcomes.Done) {
 			if errors.Is(err, outcomes.ErrItemExists) {
 				b.log.Info("not recording the outcome of a command whose shard lease is lost: an item holds its id already (the next owner's claim or outcome, or this worker's earlier write)",
 					"shard", d.Claim.Shard, "seq", d.Claim.Sequence, "command_id", d.Claim.CommandID)
+				missed = append(missed, d.Claim.Identity())
 				break
 			}
 			if ctx.Err() != nil {
 				b.log.Error("recording the outcomes of commands whose shard lease is lost stopped; the shard's next owner reads them again",
 					"commands", len(items)-i, "err", err)
-				return
+				return unwritten(missed, items[i:])
 			}
 			b.log.Warn("recording the outcome of a command whose shard lease is lost failed; retrying",
 				"shard", d.Claim.Shard, "seq", d.Claim.Sequence, "command_id", d.Claim.CommandID, "attempt", attempt, "err", err)
 			if !backoff.Sleep(ctx, backoff.Policy{First: firstBackoff, Max: 5 * time.Second}.Delay(attempt)) {
 				b.log.Error("recording the outcomes of commands whose shard lease is lost stopped; the shard's next owner reads them again",
 					"commands", len(items)-i, "err", err)
-				return
+				return unwritten(missed, items[i:])
 			}
 		}
 	}
+	return missed
+}
+
+// unwritten appends the identities of items to missed.
+func unwritten(missed []outcomes.Identity, items []outcomes.Done) []outcomes.Identity {
+	for _, d := range items {
+		missed = append(missed, d.Claim.Identity())
+	}
+	return missed
 }
 
 // fenceContext is parent ended at until.
@@ -686,3 +707,24 @@ func (bt *batch) wait(ctx context.Context, lost <-chan struct{}) (bool, error) {
 }
 
 var errLeaseLost = errors.New("lease lost")
+
+// recorded waits until bt landed and reports whether it recorded the
+// outcome under id: false when its write failed, or it left id unrecorded
+// (missed), or ctx ended first. A write that failed may have recorded the
+// outcomes it wrote where no item held their ids, before it failed; they
+// are taken as unrecorded all the same, which only runs the next record
+// of their keys again (recordLate).
+func (bt *batch) recorded(ctx context.Context, id outcomes.Identity) bool {
+	for {
+		select {
+		case <-bt.done:
+			if bt.moved != nil {
+				bt = bt.moved
+				continue
+			}
+			return bt.err == nil && !slices.Contains(bt.missed, id)
+		case <-ctx.Done():
+			return false
+		}
+	}
+}

@@ -255,7 +255,7 @@ func TestBatcherWritesAreFencedOnTheLease(t *testing.T) {
 			if _, alone := b.add(fenceDone("late"), l.lease(), false, true, nil); !alone {
 				t.Fatal("a lone outcome was not left to its run")
 			}
-			if err := b.writeAlone(context.Background(), fenceDone("late"), l.lease()); err != nil {
+			if _, err := b.writeAlone(context.Background(), fenceDone("late"), l.lease()); err != nil {
 				t.Fatal(err)
 			}
 			w.mu.Lock()
@@ -285,7 +285,7 @@ func TestBatcherWritesAreFencedOnTheLease(t *testing.T) {
 			if _, alone := b.add(fenceDone("alone"), l.lease(), false, true, nil); !alone {
 				t.Fatal("a lone outcome was not left to its run")
 			}
-			if err := b.writeAlone(hardOrLost, fenceDone("alone"), l.lease()); !errors.Is(err, errLeaseLost) {
+			if _, err := b.writeAlone(hardOrLost, fenceDone("alone"), l.lease()); !errors.Is(err, errLeaseLost) {
 				t.Errorf("write alone under a lease lost meanwhile: %v, want the lease lost", err)
 			}
 			b.Stop(context.Background())
@@ -320,7 +320,7 @@ func TestBatcherWritesAreFencedOnTheLease(t *testing.T) {
 					if _, alone := b.add(fenceDone("slow"), l.lease(), false, true, nil); !alone {
 						t.Fatal("a lone outcome was not left to its run")
 					}
-					err := b.writeAlone(context.Background(), fenceDone("slow"), l.lease())
+					_, err := b.writeAlone(context.Background(), fenceDone("slow"), l.lease())
 					if !errors.Is(err, errLeaseLost) {
 						t.Errorf("write under a lease that ran out and was lost: %v, want the lease lost", err)
 					}

@@ -48,6 +48,14 @@ type lateResult struct {
 // none of the write slots of the bulk outcomes. Each waits only for the
 // one of an earlier record of its key, so none waits in a cycle.
 func (b *Batcher) finishLate(f lateFinish) *lateResult {
+	return b.late(func() bool { return b.retryFinish(f) })
+}
+
+// late runs record, which reports whether an outcome landed, on a
+// goroutine of the Batcher's own that Stop waits for (finishing), and
+// returns how it ends; nil, starting nothing, once the Batcher has
+// stopped.
+func (b *Batcher) late(record func() bool) *lateResult {
 	b.mu.Lock()
 	if b.stopped {
 		b.mu.Unlock()
@@ -57,7 +65,7 @@ func (b *Batcher) finishLate(f lateFinish) *lateResult {
 	b.mu.Unlock()
 	late := &lateResult{done: make(chan struct{})}
 	go func() {
-		late.recorded = b.retryFinish(f)
+		late.recorded = record()
 		close(late.done)
 		b.mu.Lock()
 		b.finishing--
@@ -144,6 +152,83 @@ func (b *Batcher) priorRecorded(retries context.Context, f lateFinish, log *slog
 		log.Error("waiting for an earlier command of the partition key stopped with the observer; the shard's next owner runs this one again once its claim expires")
 	default:
 		log.Warn("the claim of a command expired before an earlier command of its partition key had its outcome recorded; the shard's next owner runs it again")
+	}
+	return false
+}
+
+// lateDone is the outcome of a command run without a claim whose run had
+// to end (lease lost, hard stop) before it knew the outcome recorded: the
+// command ran, and nothing but a recorded outcome keeps the shard's next
+// owner from running it again.
+type lateDone struct {
+	done outcomes.Done
+	// queued is the batch the loop writes it in; written is set when its
+	// run wrote it already. With neither, recordDoneLate writes it.
+	queued  *batch
+	written bool
+	// prior is the end of the previous record of the key, when its
+	// outcome was not known as the run ended: this one is written only
+	// once that one is recorded, and counts as recorded only then.
+	prior *Mark
+	// until bounds the wait and the retries (doneLate).
+	until time.Time
+}
+
+// doneLate has d recorded, on a goroutine of the Batcher's own (late),
+// where no item holds its id, after its prior's outcome is recorded;
+// once it was queued or written, it only learns whether it was
+// recorded. It returns how that ends, or nil once the Batcher has stopped.
+func (b *Batcher) doneLate(d lateDone) *lateResult {
+	return b.late(func() bool { return b.recordDoneLate(d) })
+}
+
+// recordDoneLate is doneLate's goroutine; it reports whether d counts as
+// recorded, for the next record of the key (Mark.awaitOutcome). The write
+// never lands on another worker's item, so it would be safe at any time;
+// it is bounded by Stop's deadline and by d.until, a claim's timeout
+// after the run ended, for the goroutine's sake: a claimed command's next
+// owner runs it again after that, and this one's, which needs no claim
+// expiry, has most likely read the record by then and run it again, or
+// found it recorded.
+func (b *Batcher) recordDoneLate(d lateDone) bool {
+	c := d.done.Claim
+	log := b.log.With("shard", c.Shard, "seq", c.Sequence, "command_id", c.CommandID)
+	ctx, cancel := context.WithDeadline(b.ctx, d.until)
+	defer cancel()
+	written := d.written
+	if !written && d.queued != nil {
+		// The loop writes it: in bulk while the lease is held, else where
+		// no item holds its id (writeLost).
+		if !d.queued.recorded(ctx, c.Identity()) {
+			return false
+		}
+		written = true
+	}
+	if d.prior != nil && !b.priorDone(ctx, d.prior, written, log) {
+		return false
+	}
+	return written || len(b.writeLost(ctx, []outcomes.Done{d.done})) == 0
+}
+
+// priorDone waits, until ctx ends, for the outcome of the previous record
+// of the key of a command run without a claim, and reports whether it was
+// recorded. Where it was not, that record runs again, and so must this
+// one, after it: its outcome is not written, so that the key's last effect
+// stays its latest command's. One written already (written) does not count
+// as recorded, so that the next record of the key runs again after it.
+func (b *Batcher) priorDone(ctx context.Context, prior *Mark, written bool, log *slog.Logger) bool {
+	recorded, err := prior.awaitOutcome(ctx)
+	switch {
+	case recorded:
+		return true
+	case err == nil && written:
+		log.Info("an earlier command of the partition key has no recorded outcome; this one's, recorded already, does not count, and the next command of the key runs again after it")
+	case err == nil:
+		log.Info("an earlier command of the partition key has no recorded outcome; not recording this one, which runs again after it")
+	case b.ctx.Err() != nil:
+		log.Error("waiting for an earlier command of the partition key stopped with the observer; the shard's next owner runs this one again")
+	default:
+		log.Warn("an earlier command of the partition key had no recorded outcome within a claim's timeout; the shard's next owner runs this one again")
 	}
 	return false
 }

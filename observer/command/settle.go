@@ -53,59 +53,104 @@ func (c *run) settle(reason string) bool {
 // record of the key ended recorded or queued its own there (behind it:
 // a key's outcomes are written in order, several to a write when they
 // wait), waits until it is written, and then until the previous record
-// ended with its outcome recorded. It returns false when the run must stop
-// first (the observer's hard stop, a lost lease), the write failed for
-// good, or the previous record ended unrecorded: the command ran, and the
-// record is read again by the next owner (at least once, never lost); its
-// outcome may still land, after the previous one's.
+// ended with its outcome recorded. It returns false when the previous
+// record ended unrecorded (this one runs again after it, as its record is
+// read again), or the run must stop first (the observer's hard stop, a
+// lost lease).
+//
+// The command ran, and no claim keeps the shard's next owner from running
+// it again: only its outcome does. So a run that must stop before it knows
+// its outcome recorded hands it to the Batcher (doneLate), which outlives
+// the run: it records it, where no item holds its id, once the previous
+// record's outcome is recorded (never where that one is not, as after one
+// that ended unrecorded), or learns whether the write it was in recorded
+// it, and tells the next record of the key (Mark.handOff). A lost answer
+// or a stop leaves it unrecorded: at least once, never lost.
 func (c *run) settleDone(reason string) bool {
 	c.releaseKey()
 	after, end := c.awaitPrior(true)
-	if end != priorRecorded {
+	d := c.done(reason)
+	switch end {
+	case priorUnrecorded:
+		return false
+	case priorUnknown:
+		c.doneLate(lateDone{done: d, prior: c.turn.Prior})
 		return false
 	}
-	// The outcome is the last attempt's: it settles as that attempt ends.
-	last := c.last
-	if last.IsZero() {
-		last = time.Now()
-	}
-	d := outcomes.Done{
-		Claim: outcomes.Claim{
-			CommandID: c.cmd.ID, Digest: c.out.Digest, Schema: c.letter.CommandSchema,
-			Shard: c.Shard, Sequence: c.out.Sequence, Responder: c.cmd.Module,
-		},
-		Final: outcomes.Final{Verdict: c.out.Verdict, Attempts: c.out.Attempts, FirstAttempt: c.first, LastAttempt: last, Reason: reason},
-	}
-	bt, alone := c.Batcher.add(d, c.Lease, c.counted, c.HardOrLost != nil, after)
-	c.counted = false
-	var ok bool
-	var err error
-	if alone {
-		// Written by this run, in no batch: the next record of the key
-		// waits for this one to end rather than queue behind it.
-		err = c.Batcher.writeAlone(c.HardOrLost, d, c.Lease)
-		ok = err == nil
-	} else {
-		if c.turn.Mark != nil {
-			c.turn.Mark.queue(bt)
-		}
-		ok, err = bt.wait(c.ctx, c.Lease.Lost)
-	}
-	if !ok {
-		c.stoppedBecause(ErrOutcomeNotRecorded, err)
-		c.Log.Warn("the command ran but its outcome is not recorded; leaving the record to be read again", "seq", c.out.Sequence, "command_id", c.out.CommandID, "err", err)
-		return false
-	}
+	bt, err := c.writeDone(d, after)
+	var prior *Mark
 	if after != nil {
 		// Written after the previous record's outcome: that run ends
 		// soon, and this one counts as recorded only if it did.
-		if _, end := c.awaitPrior(false); end != priorRecorded {
+		prior = c.turn.Prior
+	}
+	if err != nil {
+		c.stoppedBecause(ErrOutcomeNotRecorded, err)
+		c.Log.Warn("the command ran but its outcome is not known recorded as its run ends; the record is read again, and the outcome recorded where no item holds its id",
+			"seq", c.out.Sequence, "command_id", c.out.CommandID, "err", err)
+		c.doneLate(lateDone{done: d, queued: bt, prior: prior})
+		return false
+	}
+	if prior != nil {
+		switch _, end := c.awaitPrior(false); end {
+		case priorUnrecorded:
+			return false
+		case priorUnknown:
+			c.doneLate(lateDone{done: d, written: true, prior: prior})
 			return false
 		}
 	}
 	c.recorded = true
 	c.Settled(c.out)
 	return true
+}
+
+// done is the outcome of a run made without a claim, as the ledger
+// records it.
+func (c *run) done(reason string) outcomes.Done {
+	// The outcome is the last attempt's: it settles as that attempt ends.
+	last := c.last
+	if last.IsZero() {
+		last = time.Now()
+	}
+	return outcomes.Done{
+		Claim: outcomes.Claim{
+			CommandID: c.cmd.ID, Digest: c.out.Digest, Schema: c.letter.CommandSchema,
+			Shard: c.Shard, Sequence: c.out.Sequence, Responder: c.cmd.Module,
+		},
+		Final: outcomes.Final{Verdict: c.out.Verdict, Attempts: c.out.Attempts, FirstAttempt: c.first, LastAttempt: last, Reason: reason},
+	}
+}
+
+// writeDone has the Batcher write d, behind after, and waits until it is
+// written; an error when it could not be, or the run must stop first. bt
+// is the batch d is in, also when the run wrote it alone and lost its
+// lease meanwhile (nil: written by the run, or not at all).
+func (c *run) writeDone(d outcomes.Done, after *batch) (bt *batch, err error) {
+	bt, alone := c.Batcher.add(d, c.Lease, c.counted, c.HardOrLost != nil, after)
+	c.counted = false
+	if alone {
+		// Written by this run, in no batch: the next record of the key
+		// waits for this one to end rather than queue behind it.
+		return c.Batcher.writeAlone(c.HardOrLost, d, c.Lease)
+	}
+	if c.turn.Mark != nil {
+		c.turn.Mark.queue(bt)
+	}
+	_, err = bt.wait(c.ctx, c.Lease.Lost)
+	return bt, err
+}
+
+// doneLate hands the outcome of this run, made without a claim, to the
+// Batcher (Batcher.doneLate), which outlives the run, and tells the next
+// record of the key to wait for it there (Mark.handOff). The Batcher
+// waits for it no longer than a claim's timeout from now.
+func (c *run) doneLate(d lateDone) {
+	d.until = time.Now().Add(c.claimTimeout())
+	late := c.Batcher.doneLate(d)
+	if late != nil && c.turn.Mark != nil {
+		c.turn.Mark.handOff(late)
+	}
 }
 
 // giveUp ends a command that cannot succeed (reason is

@@ -28,9 +28,11 @@ type Turn struct {
 	// outcome written by the Batcher, behind Prior's in the Batcher
 	// (Batcher.add). It counts as recorded only once Prior ended with its
 	// own recorded; if Prior ended without one, this run ends unfinished
-	// too. A claimed run that must stop before Prior's outcome is known
-	// keeps its claim, and the Batcher records its outcome after Prior's
-	// lands, or releases the claim once Prior's will not (finishLate).
+	// too. A run that must stop before Prior's outcome is known hands its
+	// own to the Batcher, which records it after Prior's lands, or not at
+	// all once Prior's will not: a claimed run keeps its claim till then
+	// (finishLate), and one without a claim has its outcome written only
+	// where no item holds its id (doneLate).
 	Prior *Mark
 	// Mark, when set, is this run's own end, which the next record of the
 	// key has as its Prior: the run tells it when its outcome is queued in
@@ -66,10 +68,10 @@ type Mark struct {
 	// queued is the Batcher's batch holding the run's outcome, once it
 	// was handed to the Batcher.
 	queued *batch
-	// late is set, before End, by a claimed run that ran its command and
-	// handed its Finish to the Batcher (finishLate): it ends unrecorded,
-	// but its outcome may still land, and the next record's late Finish
-	// waits for that (awaitOutcome).
+	// late is set, before End, by a run that ran its command and handed
+	// its outcome to the Batcher (finishLate, doneLate): it ends
+	// unrecorded, but its outcome may still land, and the next record's,
+	// handed over as well, waits for that (awaitOutcome).
 	late *lateResult
 	// done is made only when a run has to wait for this one (most records
 	// of a key end before the next one concludes), and closed at the
@@ -104,7 +106,8 @@ func (m *Mark) queue(bt *batch) {
 	}
 }
 
-// handOff tells that the run's Finish goes on in the Batcher, as late.
+// handOff tells that the run's outcome is being recorded in the Batcher,
+// as late.
 func (m *Mark) handOff(late *lateResult) {
 	m.mu.Lock()
 	m.late = late
@@ -124,9 +127,10 @@ func (m *Mark) state() (ended, recorded bool, queued *batch, late *lateResult, d
 	return m.ended, m.recorded, m.queued, m.late, m.done
 }
 
-// awaitOutcome waits until the run ended and, when it handed its Finish
-// to the Batcher, until that Finish ended; recorded tells whether its
-// outcome is recorded. It returns ctx's error if ctx ends first.
+// awaitOutcome waits until the run ended and, when it handed its outcome
+// to the Batcher, until the Batcher is done with it; recorded tells
+// whether its outcome is recorded. It returns ctx's error if ctx ends
+// first.
 func (m *Mark) awaitOutcome(ctx context.Context) (recorded bool, err error) {
 	for {
 		ended, recorded, _, late, done := m.state()
@@ -158,7 +162,8 @@ const (
 	priorUnrecorded
 	// priorUnknown: this run had to stop first (a hard stop, a lost
 	// lease), or the previous record's outcome is still being recorded, in
-	// the Batcher, after its run ended (Mark.handOff).
+	// the Batcher, after its run ended (Mark.handOff): this run hands its
+	// own over as well, to follow it.
 	priorUnknown
 )
 
@@ -167,8 +172,8 @@ const (
 // then waits for the previous record of the key to end. Unless that record
 // ended with its outcome recorded, this run records nothing itself: after
 // one that ended without, its record is read again after the earlier one;
-// when it is unknown yet, a claimed run hands its outcome to the Batcher
-// (settle). A run without a claim is uncounted in the Batcher while it
+// when it is unknown yet, the run hands its outcome to the Batcher
+// (settle, settleDone). A run without a claim is uncounted in the Batcher while it
 // waits, so that no write lingers for it.
 func (c *run) conclude() priorEnd {
 	c.releaseKey()
@@ -188,8 +193,8 @@ func (c *run) releaseKey() {
 // awaitPrior waits until the previous record of the key ended or, when
 // queued is set, until it queued its outcome in the Batcher, which it then
 // returns (with priorRecorded). A previous record whose run ended while its
-// Finish went on in the Batcher is priorUnknown: its run ended as it had
-// to stop, which this run does as well.
+// outcome was still being recorded in the Batcher is priorUnknown: its
+// run ended as it had to stop, which this run does as well.
 func (c *run) awaitPrior(queued bool) (after *batch, end priorEnd) {
 	prior := c.turn.Prior
 	if prior == nil {
