@@ -29,6 +29,9 @@ type table struct {
 	finishedBy map[string]string
 	// failWrites is how many RecordDone calls fail first.
 	failWrites int
+	// events logs the Finishes and conditional writes that landed and the
+	// releases, in order: "finish ID", "if_absent ID", "release ID".
+	events []string
 }
 
 func newTable() *table {
@@ -50,7 +53,13 @@ func (t *table) Claim(_ context.Context, c outcomes.Claim) error {
 }
 
 func (t *table) Extend(context.Context, outcomes.Identity) error  { return nil }
-func (t *table) Release(context.Context, outcomes.Identity) error { return nil }
+func (t *table) Release(_ context.Context, id outcomes.Identity) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.events = append(t.events, "release "+id.CommandID)
+	return nil
+}
+
 func (t *table) Reject(context.Context, outcomes.Rejection) error { return nil }
 
 func (t *table) Finish(_ context.Context, id outcomes.Identity, f outcomes.Final) error {
@@ -62,6 +71,7 @@ func (t *table) Finish(_ context.Context, id outcomes.Identity, f outcomes.Final
 	delete(t.held, id)
 	t.done[id] = f
 	t.finishedBy[id.CommandID] = "finish"
+	t.events = append(t.events, "finish "+id.CommandID)
 	return nil
 }
 
@@ -106,6 +116,7 @@ func (t *table) RecordDoneIfAbsent(_ context.Context, d outcomes.Done) error {
 	}
 	t.done[d.Claim.Identity()] = d.Final
 	t.finishedBy[d.Claim.CommandID] = "if_absent"
+	t.events = append(t.events, "if_absent "+d.Claim.CommandID)
 	return nil
 }
 

@@ -100,9 +100,13 @@ func keyedRunner(t *testing.T, led *keyedClaims, hard bool) (r *Runner, b *Batch
 // waits until the run released its key and blocked. Call it in a synctest
 // bubble.
 func startAfter(r *Runner, rec Record, prior *Mark, wg *sync.WaitGroup, ok *bool) *Mark {
+	return startPrepared(r, r.Prepare(rec), prior, wg, ok)
+}
+
+// startPrepared is startAfter for a record prepared (and peeked) already.
+func startPrepared(r *Runner, p Prepared, prior *Mark, wg *sync.WaitGroup, ok *bool) *Mark {
 	mark := NewMark()
 	released := make(chan struct{})
-	p := r.Prepare(rec)
 	wg.Go(func() {
 		*ok = r.Execute(&p, Turn{Released: ReleaseFunc(func() { close(released) }), Prior: prior, Mark: mark})
 		mark.End(*ok)
