@@ -52,7 +52,7 @@ func (t *table) Claim(_ context.Context, c outcomes.Claim) error {
 	return nil
 }
 
-func (t *table) Extend(context.Context, outcomes.Identity) error  { return nil }
+func (t *table) Extend(context.Context, outcomes.Identity) error { return nil }
 func (t *table) Release(_ context.Context, id outcomes.Identity) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
