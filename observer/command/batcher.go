@@ -539,25 +539,25 @@ func (b *Batcher) writeLost(ctx context.Context, items []outcomes.Done) (missed 
 		for attempt := 1; ; attempt++ {
 			err := b.w.RecordDoneIfAbsent(ctx, d)
 			if err == nil {
-				b.log.Info("recorded the outcome of a command whose shard lease is lost, as no item held its id",
+				b.log.Info("recorded the outcome of a command where no item held its id (its shard lease lost, or its run stopped)",
 					"shard", d.Claim.Shard, "seq", d.Claim.Sequence, "command_id", d.Claim.CommandID)
 				break
 			}
 			if errors.Is(err, outcomes.ErrItemExists) {
-				b.log.Info("not recording the outcome of a command whose shard lease is lost: an item holds its id already (the next owner's claim or outcome, or this worker's earlier write)",
+				b.log.Info("not recording the outcome of a command (its shard lease lost, or its run stopped): an item holds its id already (the next owner's claim or outcome, or this worker's earlier write)",
 					"shard", d.Claim.Shard, "seq", d.Claim.Sequence, "command_id", d.Claim.CommandID)
 				missed = append(missed, d.Claim.Identity())
 				break
 			}
 			if ctx.Err() != nil {
-				b.log.Error("recording the outcomes of commands whose shard lease is lost stopped; the shard's next owner reads them again",
+				b.log.Error("recording the outcomes of commands where no item holds their ids stopped; the shard's next owner reads them again",
 					"commands", len(items)-i, "err", err)
 				return unwritten(missed, items[i:])
 			}
-			b.log.Warn("recording the outcome of a command whose shard lease is lost failed; retrying",
+			b.log.Warn("recording the outcome of a command where no item holds its id failed; retrying",
 				"shard", d.Claim.Shard, "seq", d.Claim.Sequence, "command_id", d.Claim.CommandID, "attempt", attempt, "err", err)
 			if !backoff.Sleep(ctx, backoff.Policy{First: firstBackoff, Max: 5 * time.Second}.Delay(attempt)) {
-				b.log.Error("recording the outcomes of commands whose shard lease is lost stopped; the shard's next owner reads them again",
+				b.log.Error("recording the outcomes of commands where no item holds their ids stopped; the shard's next owner reads them again",
 					"commands", len(items)-i, "err", err)
 				return unwritten(missed, items[i:])
 			}
