@@ -81,10 +81,16 @@
 //     previous record's is queued there, behind it (batcher.go: written in
 //     the same write or a later one, several of a key to a write while
 //     they wait; fenced on the lease, and once it is lost written alone,
-//     only where no item holds the id), and counts as recorded once it is written and the
-//     previous record ended recorded; the outcome, named by
-//     observer/verdict, goes to the metrics (observer/metrics) and
-//     Options.OnOutcome.
+//     only where no item holds the id), and counts as recorded once it is
+//     written and the previous record ended recorded. One that must end
+//     first hands its outcome over too (latefinish.go, doneLate): once the
+//     previous record's is recorded it is written where no item holds its
+//     id, or learnt from the write it was queued in, within a claim's
+//     timeout and the stop deadline, and an item found there counts as
+//     unrecorded; either late outcome is told to the next record of the key
+//     (turn.go, Mark.handOff), whose own late outcome follows it. The
+//     outcome, named by observer/verdict, goes to the metrics
+//     (observer/metrics) and Options.OnOutcome.
 //   - back in processor.go: finish frees the token (or the slot), tells
 //     the next record of the key how this one ended, and moves the
 //     checkpoint candidate past the finished prefix; checkpoint writes it

@@ -88,7 +88,11 @@ type DoneWriter interface {
 // The Batcher also takes over the Finish of a claimed run that had to end
 // before its outcome landed (finishLate): its command ran, and Finish,
 // fenced on the claim, is tried until it lands, the claim is found taken
-// over or expires, or Stop's deadline.
+// over or expires, or Stop's deadline. Likewise the outcome of a run
+// without a claim that had to end before it knew it recorded (doneLate):
+// it learns how the write holding it went (missed), or, when it was never
+// queued, writes it where no item holds its id; either way after the
+// previous outcome of its key is recorded, for the next one to follow.
 type Batcher struct {
 	w   DoneWriter
 	log *slog.Logger
@@ -106,7 +110,7 @@ type Batcher struct {
 	// inFlight counts the loop's writes out; alone the runs writing their
 	// outcome themselves (see add).
 	inFlight, alone int
-	// finishing counts the late Finishes of claimed runs (finishLate).
+	// finishing counts the late outcomes of runs that ended (late).
 	finishing int
 	stopping  bool
 	stopped   bool
@@ -155,7 +159,7 @@ func NewBatcher(w DoneWriter, log *slog.Logger) *Batcher {
 func (b *Batcher) Start() { go b.loop() }
 
 // Stop writes what is queued and waits for the writes in flight, late
-// Finishes included, until ctx ends; then it abandons them (their runs see ErrBatcherStopped) and
+// outcomes included, until ctx ends; then it abandons them (their runs see ErrBatcherStopped) and
 // returns once the goroutine has ended. Call it once every run has ended.
 func (b *Batcher) Stop(ctx context.Context) {
 	b.mu.Lock()
