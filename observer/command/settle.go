@@ -86,7 +86,7 @@ func (c *run) settleDone(reason string) bool {
 	}
 	if err != nil {
 		c.stoppedBecause(ErrOutcomeNotRecorded, err)
-		c.Log.Warn("the command ran but its outcome is not known recorded as its run ends; the record is read again, and the outcome recorded where no item holds its id",
+		c.Log.Warn("the command ran but its outcome is not known recorded as its run ends; the record is read again, and the outcome may still be recorded where no item holds its id",
 			"seq", c.out.Sequence, "command_id", c.out.CommandID, "err", err)
 		c.doneLate(lateDone{done: d, queued: bt, prior: prior})
 		return false
