@@ -269,6 +269,12 @@ func TestVersionFromBuildInfo(t *testing.T) {
 		{&debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Version: "(devel)"}}, "", "", "sauna devel (go1.26.8)"},
 		{&debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Version: "(devel)"}}, "v2.0.0", "fedcba9", "sauna v2.0.0 (revision fedcba9; go1.26.8)"},
 		{nil, "", "", "sauna devel"},
+		{&debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Path: "example.com/ops/sauna", Version: "v0.3.0"},
+			Deps: []*debug.Module{{Path: "github.com/sauna-io/sauna", Version: "v1.4.0"}}}, "", "",
+			"sauna v0.3.0 (custom build example.com/ops/sauna with github.com/sauna-io/sauna v1.4.0; go1.26.8)"},
+		{&debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Path: "example.com/ops/sauna", Version: "(devel)"},
+			Deps: []*debug.Module{{Path: "github.com/sauna-io/sauna", Version: "v0.0.0-00010101000000-000000000000", Replace: &debug.Module{Path: "/src/sauna"}}}}, "", "",
+			"sauna devel (custom build example.com/ops/sauna with github.com/sauna-io/sauna replaced by /src/sauna; go1.26.8)"},
 	} {
 		if got := fromBuildInfo(tc.bi, tc.version, tc.revision).String(); got != tc.want {
 			t.Errorf("got  %q\nwant %q", got, tc.want)

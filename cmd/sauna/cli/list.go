@@ -78,7 +78,14 @@ type buildInfo struct {
 	version, revision, vcsTime string
 	modified                   bool
 	goVersion                  string
+	// custom is the main module of a custom build (a main package of its
+	// own importing sauna's), and saunaModule the sauna module it was
+	// built with: its version, or where a replace directive points it.
+	custom, saunaModule string
 }
+
+// saunaModulePath is this module's path, as a custom build's dependency.
+const saunaModulePath = "github.com/sauna-io/sauna"
 
 func readBuildInfo() buildInfo {
 	bi, _ := debug.ReadBuildInfo()
@@ -92,6 +99,7 @@ func fromBuildInfo(bi *debug.BuildInfo, version, revision string) buildInfo {
 		if b.version == "" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
 			b.version = bi.Main.Version
 		}
+		b.custom, b.saunaModule = customBuild(bi)
 		for _, s := range bi.Settings {
 			switch {
 			case s.Key == "vcs.revision" && b.revision == "":
@@ -109,9 +117,31 @@ func fromBuildInfo(bi *debug.BuildInfo, version, revision string) buildInfo {
 	return b
 }
 
+// customBuild returns the main module of bi and the sauna module it depends
+// on, when bi is a custom build's; empty strings for sauna's own binary.
+func customBuild(bi *debug.BuildInfo) (custom, saunaModule string) {
+	if bi.Main.Path == "" || bi.Main.Path == saunaModulePath {
+		return "", ""
+	}
+	for _, d := range bi.Deps {
+		if d.Path != saunaModulePath {
+			continue
+		}
+		v := d.Path + " " + d.Version
+		if r := d.Replace; r != nil {
+			v = d.Path + " replaced by " + strings.TrimSpace(r.Path+" "+r.Version)
+		}
+		return bi.Main.Path, v
+	}
+	return "", ""
+}
+
 func (b buildInfo) String() string {
 	s := "sauna " + b.version
 	var extra []string
+	if b.custom != "" {
+		extra = append(extra, "custom build "+b.custom+" with "+b.saunaModule)
+	}
 	if b.revision != "" {
 		r := "revision " + b.revision
 		if b.vcsTime != "" {
