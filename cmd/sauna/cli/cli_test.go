@@ -273,7 +273,7 @@ func TestVersionFromBuildInfo(t *testing.T) {
 			Deps: []*debug.Module{{Path: "github.com/sauna-io/sauna", Version: "v1.4.0"}}}, "", "",
 			"sauna v0.3.0 (custom build example.com/ops/sauna with github.com/sauna-io/sauna v1.4.0; go1.26.8)"},
 		{&debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Path: "example.com/ops/sauna", Version: "(devel)"},
-			Deps: []*debug.Module{{Path: "github.com/sauna-io/sauna", Version: "v0.0.0-00010101000000-000000000000", Replace: &debug.Module{Path: "/src/sauna"}}}}, "", "",
+			Deps: []*debug.Module{{Path: "github.com/sauna-io/sauna", Version: "v0.0.0-00010101000000-000000000000", Replace: &debug.Module{Path: "/src/sauna", Version: "(devel)"}}}}, "", "",
 			"sauna devel (custom build example.com/ops/sauna with github.com/sauna-io/sauna replaced by /src/sauna; go1.26.8)"},
 	} {
 		if got := fromBuildInfo(tc.bi, tc.version, tc.revision).String(); got != tc.want {

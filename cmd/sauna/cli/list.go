@@ -129,7 +129,11 @@ func customBuild(bi *debug.BuildInfo) (custom, saunaModule string) {
 		}
 		v := d.Path + " " + d.Version
 		if r := d.Replace; r != nil {
-			v = d.Path + " replaced by " + strings.TrimSpace(r.Path+" "+r.Version)
+			v = d.Path + " replaced by " + r.Path
+			// A directory's replacement has no version: Go says (devel).
+			if r.Version != "" && r.Version != "(devel)" {
+				v += " " + r.Version
+			}
 		}
 		return bi.Main.Path, v
 	}
