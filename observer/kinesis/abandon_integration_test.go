@@ -211,51 +211,7 @@ func TestIntegrationUnfinishedRecordStopsItsShardAlone(t *testing.T) {
 		refused: x, through: make(chan struct{}), steals: 1, onSecond: takeOver,
 		gated: held, gate: make(chan struct{}), atGate: make(chan struct{})}
 
-	events := &eventLog{}
-	col, m := &collector{}, metrics.New(metrics.Options{})
-	d := responders.NewDispatcher(nil)
-	d.Replace(map[string]responders.Enabled{"testslack": {ID: "slack", Module: "testslack", Responder: v}})
-	o := New(cfg, d, Options{
-		OnOutcome: col.add, Metrics: m,
-		Logger: slog.New(logEvents{Handler: testLogHandler(), log: events}),
-	})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- o.Run(ctx) }()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("observer: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("observer did not stop within 30s")
-		}
-	}
-	t.Cleanup(stop)
-	// await polls cond until it holds; the observer must run all along.
-	// The bound only keeps a broken build from hanging the suite.
-	await := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(3 * time.Minute)
-		for !cond() {
-			select {
-			case err := <-done:
-				stopped = true
-				t.Fatalf("observer stopped while waiting for %s: %v", what, err)
-			case <-time.After(20 * time.Millisecond):
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("still waiting for %s", what)
-			}
-		}
-	}
+	events, col, m, stop, await := runWatched(t, cfg, v)
 	outcomesOf := func(id string) []command.Outcome {
 		var outs []command.Outcome
 		for _, o := range col.snapshot() {
@@ -393,50 +349,7 @@ func TestIntegrationRecordThatKeepsStoppingBacksOff(t *testing.T) {
 	v := &takeoverVendor{tries: map[string]int{}, received: map[string]int{},
 		refused: x, through: make(chan struct{}), steals: steals, onSecond: takeOver}
 
-	events := &eventLog{}
-	col, m := &collector{}, metrics.New(metrics.Options{})
-	d := responders.NewDispatcher(nil)
-	d.Replace(map[string]responders.Enabled{"testslack": {ID: "slack", Module: "testslack", Responder: v}})
-	o := New(cfg, d, Options{
-		OnOutcome: col.add, Metrics: m,
-		Logger: slog.New(logEvents{Handler: testLogHandler(), log: events}),
-	})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- o.Run(ctx) }()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("observer: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("observer did not stop within 30s")
-		}
-	}
-	t.Cleanup(stop)
-	// The bound only keeps a broken build from hanging the suite.
-	await := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(3 * time.Minute)
-		for !cond() {
-			select {
-			case err := <-done:
-				stopped = true
-				t.Fatalf("observer stopped while waiting for %s: %v", what, err)
-			case <-time.After(20 * time.Millisecond):
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("still waiting for %s", what)
-			}
-		}
-	}
+	events, col, m, stop, await := runWatched(t, cfg, v)
 
 	put(t, kin, stream, 1, "x", "x", "")
 	put(t, kin, stream, 2, "after", "a", "")
@@ -492,4 +405,55 @@ func TestIntegrationRecordThatKeepsStoppingBacksOff(t *testing.T) {
 		t.Errorf("the vendor took command 2 %d times, want once", got)
 	}
 	checkFinal(t, env, table, x, commandID(2))
+}
+
+// runWatched runs an observer of cfg whose only responder is v, logging
+// into events and outcomes into col, until stop (also at cleanup). await
+// polls cond until it holds, failing the test if the observer stops first;
+// its bound only keeps a broken build from hanging the suite.
+func runWatched(t *testing.T, cfg Config, v responders.Responder) (events *eventLog, col *collector, m *metrics.Metrics, stop func(), await func(what string, cond func() bool)) {
+	events = &eventLog{}
+	col, m = &collector{}, metrics.New(metrics.Options{})
+	d := responders.NewDispatcher(nil)
+	d.Replace(map[string]responders.Enabled{"testslack": {ID: "slack", Module: "testslack", Responder: v}})
+	o := New(cfg, d, Options{
+		OnOutcome: col.add, Metrics: m,
+		Logger: slog.New(logEvents{Handler: testLogHandler(), log: events}),
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- o.Run(ctx) }()
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("observer: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("observer did not stop within 30s")
+		}
+	}
+	t.Cleanup(stop)
+	await = func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(3 * time.Minute)
+		for !cond() {
+			select {
+			case err := <-done:
+				stopped = true
+				t.Fatalf("observer stopped while waiting for %s: %v", what, err)
+			case <-time.After(20 * time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("still waiting for %s", what)
+			}
+		}
+	}
+	return events, col, m, stop, await
 }
