@@ -90,6 +90,19 @@ func (g *gatedLedger) RecordDone(ctx context.Context, ds []outcomes.Done) error 
 	return nil
 }
 
+// RecordDoneIfAbsent is held like RecordDone: a write of an outcome whose
+// lease was lost, or whose run stopped, goes this way.
+func (g *gatedLedger) RecordDoneIfAbsent(ctx context.Context, d outcomes.Done) error {
+	if err := g.pass(ctx, d.Claim.CommandID); err != nil {
+		return err
+	}
+	if err := g.fakeLedger.RecordDoneIfAbsent(ctx, d); err != nil {
+		return err
+	}
+	g.wrote(d.Claim.CommandID)
+	return nil
+}
+
 func (g *gatedLedger) Finish(ctx context.Context, id outcomes.Identity, f outcomes.Final) error {
 	if err := g.pass(ctx, id.CommandID); err != nil {
 		return err
@@ -159,10 +172,11 @@ func TestKeyReleasedBeforeOutcomeWrite(t *testing.T) {
 	}
 }
 
-// A record whose predecessor of the key ends without a recorded outcome (a
-// lost lease while its write is out) records nothing either, though it
-// ran, and nothing waits for ever: the shard shuts down, checkpointing
-// neither.
+// A record whose predecessor of the key has no recorded outcome (a lost
+// lease while its write is out, and held) records nothing either, though
+// it ran: the Batcher, which goes on trying the predecessor's, records
+// this one only after it. Nothing waits for ever: the shard shuts down,
+// checkpointing neither.
 func TestKeySuccessorOfUnrecordedRecordRecordsNothing(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		g := newGatedLedger()
@@ -179,6 +193,9 @@ func TestKeySuccessorOfUnrecordedRecordRecordsNothing(t *testing.T) {
 		}
 		close(h.lost)
 		h.p.Shutdown(&kcl.ShutdownInput{ShutdownReason: kcl.REQUESTED, Checkpointer: cp})
+		// The Batcher goes on trying the first outcome, held, and holds
+		// the second behind it.
+		synctest.Wait()
 		if _, ok := g.doneFor(commandIDOf("2")); ok || len(h.results()) != 0 {
 			t.Errorf("outcome of 2 recorded, or outcomes reported %v", h.results())
 		}
