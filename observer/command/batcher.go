@@ -80,7 +80,9 @@ type DoneWriter interface {
 // than the lease's fence: its command ran (Peek found no item for it), so
 // an item there now is the next owner's claim or outcome, which stays,
 // and where there is none the outcome spares the next owner running the
-// command again. Its run stops waiting once the lease is lost and ends
+// command again; but not where an earlier outcome of its key under that
+// lease found an item, as the next owner runs that command again and
+// would skip this later one, found done. Its run stops waiting once the lease is lost and ends
 // unrecorded, as the shard is the next owner's to checkpoint; a run that
 // was writing its outcome itself hands it to the loop's goroutine
 // (writeAlone).
@@ -120,6 +122,11 @@ type Batcher struct {
 	// (fencedContext).
 	fenceMu sync.Mutex
 	fences  []fenceContext
+	// missedKeys holds the keys of which writeLost left an outcome
+	// unwritten, oldest first in missedOrder (missKey).
+	lostMu      sync.Mutex
+	missedKeys  map[lostKey]struct{}
+	missedOrder []lostKey
 	// ctx ends the writes in flight; cancel is called by Stop at its
 	// deadline.
 	ctx      context.Context
@@ -131,8 +138,11 @@ type Batcher struct {
 // done is closed.
 type batch struct {
 	items []outcomes.Done
-	// leases holds the lease each of items was run under, in step with it.
+	// leases holds the lease each of items was run under, and keys its
+	// record's partition key, in step with it; keys is nil for an outcome
+	// its run wrote alone, which no outcome of its key is queued behind.
 	leases []Lease
+	keys   []string
 	first  time.Time
 	done   chan struct{}
 	err    error
@@ -204,7 +214,7 @@ func (b *Batcher) abandon() {
 // batch of an outcome that must be written before d: d joins it while it
 // is the current batch or parked, is parked on it while it waits for its
 // write, and fails with it if that write failed.
-func (b *Batcher) add(d outcomes.Done, l Lease, counted, mayAlone bool, after *batch) (bt *batch, alone bool) {
+func (b *Batcher) add(d outcomes.Done, key string, l Lease, counted, mayAlone bool, after *batch) (bt *batch, alone bool) {
 	b.mu.Lock()
 	active := b.active.Load()
 	if counted {
@@ -234,6 +244,7 @@ func (b *Batcher) add(d outcomes.Done, l Lease, counted, mayAlone bool, after *b
 		}
 		p.items = append(p.items, d)
 		p.leases = append(p.leases, l)
+		p.keys = append(p.keys, key)
 		b.mu.Unlock()
 		return p, false
 	}
@@ -248,11 +259,12 @@ func (b *Batcher) add(d outcomes.Done, l Lease, counted, mayAlone bool, after *b
 		// goes with one or two outcomes, and BatchSize of them is 4.6 kB.
 		// One that gets more grows.
 		n := min(BatchSize, int(active)+1)
-		b.cur = &batch{items: make([]outcomes.Done, 0, n), leases: make([]Lease, 0, n), first: time.Now(), done: make(chan struct{})}
+		b.cur = &batch{items: make([]outcomes.Done, 0, n), leases: make([]Lease, 0, n), keys: make([]string, 0, n), first: time.Now(), done: make(chan struct{})}
 	}
 	cur := b.cur
 	cur.items = append(cur.items, d)
 	cur.leases = append(cur.leases, l)
+	cur.keys = append(cur.keys, key)
 	poke := false
 	if len(cur.items) == BatchSize {
 		b.sealed = append(b.sealed, cur)
@@ -383,7 +395,8 @@ func (b *Batcher) loop() {
 						// Before the batch lands: the outcomes parked on
 						// it, of the same keys and so under the same
 						// leases, are written after these.
-						missed = b.writeLost(b.ctx, lost)
+						items, leases, keys := bt.lostInOrder(lost)
+						missed = b.writeLost(b.ctx, items, leases, keys)
 					}
 					b.landed(bt, err, missed)
 					written <- struct{}{}
@@ -444,10 +457,11 @@ func (b *Batcher) unpark(n *batch) {
 	case len(cur.items)+len(n.items) <= BatchSize && (n.next == nil || cur.next == nil):
 		cur.items = append(cur.items, n.items...)
 		cur.leases = append(cur.leases, n.leases...)
+		cur.keys = append(cur.keys, n.keys...)
 		if n.next != nil {
 			cur.next = n.next
 		}
-		n.items, n.leases, n.next, n.moved = nil, nil, nil, cur
+		n.items, n.leases, n.keys, n.next, n.moved = nil, nil, nil, nil, cur
 		close(n.done)
 		if len(cur.items) == BatchSize {
 			b.sealed = append(b.sealed, cur)
@@ -538,36 +552,136 @@ func allLost(leases []Lease) bool {
 // after it landed): the answer expected, not a failure. It returns the
 // identities of the items it did not write, found present or left at
 // ctx's end, which do not count as recorded (recordLate).
-func (b *Batcher) writeLost(ctx context.Context, items []outcomes.Done) (missed []outcomes.Identity) {
+//
+// leases and keys, when set, are items' leases and partition keys, in
+// step with them. An item of a key of which an earlier outcome under the
+// same lease was not written, in this call or an earlier one
+// (missedKeys), is not written either: the next owner runs that earlier
+// command again, and would find this later one done and skip it, leaving
+// the key's last effect an earlier command's.
+func (b *Batcher) writeLost(ctx context.Context, items []outcomes.Done, leases []Lease, keys []string) (missed []outcomes.Identity) {
 	for i, d := range items {
-		for attempt := 1; ; attempt++ {
-			err := b.w.RecordDoneIfAbsent(ctx, d)
-			if err == nil {
-				b.log.Info("recorded the outcome of a command where no item held its id (its shard lease lost, or its run stopped)",
-					"shard", d.Claim.Shard, "seq", d.Claim.Sequence, "command_id", d.Claim.CommandID)
-				break
+		k := lostKeyOf(d, i, leases, keys)
+		if b.keyMissed(k) {
+			b.log.Info("not recording the outcome of a command (its shard lease lost, or its run stopped): an earlier command of its partition key has no recorded outcome and runs again first",
+				"shard", d.Claim.Shard, "seq", d.Claim.Sequence, "command_id", d.Claim.CommandID)
+			missed = append(missed, d.Claim.Identity())
+			continue
+		}
+		written, err := b.writeIfAbsent(ctx, d)
+		if err != nil {
+			b.log.Error("recording the outcomes of commands where no item holds their ids stopped; the shard's next owner reads them again",
+				"commands", len(items)-i, "err", err)
+			for j := i; j < len(items); j++ {
+				b.missKey(lostKeyOf(items[j], j, leases, keys))
 			}
-			if errors.Is(err, outcomes.ErrItemExists) {
-				b.log.Info("not recording the outcome of a command (its shard lease lost, or its run stopped): an item holds its id already (the next owner's claim or outcome, or this worker's earlier write)",
-					"shard", d.Claim.Shard, "seq", d.Claim.Sequence, "command_id", d.Claim.CommandID)
-				missed = append(missed, d.Claim.Identity())
-				break
-			}
-			if ctx.Err() != nil {
-				b.log.Error("recording the outcomes of commands where no item holds their ids stopped; the shard's next owner reads them again",
-					"commands", len(items)-i, "err", err)
-				return unwritten(missed, items[i:])
-			}
-			b.log.Warn("recording the outcome of a command where no item holds its id failed; retrying",
-				"shard", d.Claim.Shard, "seq", d.Claim.Sequence, "command_id", d.Claim.CommandID, "attempt", attempt, "err", err)
-			if !backoff.Sleep(ctx, backoff.Policy{First: firstBackoff, Max: 5 * time.Second}.Delay(attempt)) {
-				b.log.Error("recording the outcomes of commands where no item holds their ids stopped; the shard's next owner reads them again",
-					"commands", len(items)-i, "err", err)
-				return unwritten(missed, items[i:])
-			}
+			return unwritten(missed, items[i:])
+		}
+		if !written {
+			b.missKey(k)
+			missed = append(missed, d.Claim.Identity())
 		}
 	}
 	return missed
+}
+
+// writeIfAbsent writes d where no item holds its id, retrying with backoff
+// until it is written, found present (written false) or ctx ends (err).
+func (b *Batcher) writeIfAbsent(ctx context.Context, d outcomes.Done) (written bool, err error) {
+	for attempt := 1; ; attempt++ {
+		err := b.w.RecordDoneIfAbsent(ctx, d)
+		if err == nil {
+			b.log.Info("recorded the outcome of a command where no item held its id (its shard lease lost, or its run stopped)",
+				"shard", d.Claim.Shard, "seq", d.Claim.Sequence, "command_id", d.Claim.CommandID)
+			return true, nil
+		}
+		if errors.Is(err, outcomes.ErrItemExists) {
+			b.log.Info("not recording the outcome of a command (its shard lease lost, or its run stopped): an item holds its id already (the next owner's claim or outcome, or this worker's earlier write)",
+				"shard", d.Claim.Shard, "seq", d.Claim.Sequence, "command_id", d.Claim.CommandID)
+			return false, nil
+		}
+		if ctx.Err() != nil {
+			return false, err
+		}
+		b.log.Warn("recording the outcome of a command where no item holds its id failed; retrying",
+			"shard", d.Claim.Shard, "seq", d.Claim.Sequence, "command_id", d.Claim.CommandID, "attempt", attempt, "err", err)
+		if !backoff.Sleep(ctx, backoff.Policy{First: firstBackoff, Max: 5 * time.Second}.Delay(attempt)) {
+			return false, err
+		}
+	}
+}
+
+// lostKey is a partition key of a shard under one tenure of its lease
+// (its Lost channel), whose outcomes writeLost writes; the zero lostKey
+// is that of an outcome whose key is not known.
+type lostKey struct {
+	lost       <-chan struct{}
+	shard, key string
+}
+
+// lostKeyOf is the lostKey of items[i], d, given their leases and keys.
+func lostKeyOf(d outcomes.Done, i int, leases []Lease, keys []string) lostKey {
+	if leases == nil || keys == nil || leases[i].Lost == nil {
+		return lostKey{}
+	}
+	return lostKey{lost: leases[i].Lost, shard: d.Claim.Shard, key: keys[i]}
+}
+
+// maxMissedKeys bounds missedKeys. A key matters there only until the
+// later outcomes of the key queued under the lost lease are written, which
+// is soon: the runs under a lost lease queue nothing once it is known lost.
+const maxMissedKeys = 1024
+
+// keyMissed reports whether an outcome of k was not written (missKey).
+func (b *Batcher) keyMissed(k lostKey) bool {
+	if k == (lostKey{}) {
+		return false
+	}
+	b.lostMu.Lock()
+	defer b.lostMu.Unlock()
+	_, ok := b.missedKeys[k]
+	return ok
+}
+
+// missKey notes that an outcome of k was not written by writeLost, so
+// that the later ones of k are not either; the oldest key is forgotten
+// past maxMissedKeys.
+func (b *Batcher) missKey(k lostKey) {
+	if k == (lostKey{}) {
+		return
+	}
+	b.lostMu.Lock()
+	defer b.lostMu.Unlock()
+	if _, ok := b.missedKeys[k]; ok {
+		return
+	}
+	if b.missedKeys == nil {
+		b.missedKeys = map[lostKey]struct{}{}
+	}
+	if len(b.missedOrder) == maxMissedKeys {
+		delete(b.missedKeys, b.missedOrder[0])
+		b.missedOrder = append(b.missedOrder[:0], b.missedOrder[1:]...)
+	}
+	b.missedKeys[k] = struct{}{}
+	b.missedOrder = append(b.missedOrder, k)
+}
+
+// lostInOrder returns those of bt's items that write returned lost, with
+// their leases and keys, in bt's order: write returns them in the order
+// their leases were found lost, which may put an outcome before an
+// earlier one of its key.
+func (bt *batch) lostInOrder(lost []outcomes.Done) (items []outcomes.Done, leases []Lease, keys []string) {
+	for i, d := range bt.items {
+		if !slices.ContainsFunc(lost, func(l outcomes.Done) bool { return l.Claim == d.Claim }) {
+			continue
+		}
+		items = append(items, d)
+		leases = append(leases, bt.leases[i])
+		if bt.keys != nil {
+			keys = append(keys, bt.keys[i])
+		}
+	}
+	return items, leases, keys
 }
 
 // unwritten appends the identities of items to missed.

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -148,8 +149,8 @@ func TestBatcherWritesAreFencedOnTheLease(t *testing.T) {
 		// Two runs about to record: the batch waits for both.
 		b.begin()
 		b.begin()
-		btGone, _ := b.add(fenceDone("zombie"), gone.lease(), true, false, nil)
-		btHeld, _ := b.add(fenceDone("held"), held.lease(), true, false, nil)
+		btGone, _ := b.add(fenceDone("zombie"), "zombie", gone.lease(), true, false, nil)
+		btHeld, _ := b.add(fenceDone("held"), "held", held.lease(), true, false, nil)
 		if btGone != btHeld {
 			t.Fatal("the two outcomes went to different writes")
 		}
@@ -201,7 +202,7 @@ func TestBatcherWritesAreFencedOnTheLease(t *testing.T) {
 			b.Start()
 			l := newTestLease(time.Now().Add(time.Hour))
 			close(l.lost)
-			bt, _ := b.add(fenceDone("zombie"), l.lease(), false, false, nil)
+			bt, _ := b.add(fenceDone("zombie"), "zombie", l.lease(), false, false, nil)
 			if ok, _ := bt.wait(context.Background(), l.lost); ok {
 				t.Error("an outcome whose lease is lost counted as recorded")
 			}
@@ -228,7 +229,7 @@ func TestBatcherWritesAreFencedOnTheLease(t *testing.T) {
 			b.Start()
 			l := newTestLease(time.Now().Add(time.Hour))
 			close(l.lost)
-			b.add(fenceDone("zombie"), l.lease(), false, false, nil)
+			b.add(fenceDone("zombie"), "zombie", l.lease(), false, false, nil)
 			synctest.Wait()
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
@@ -252,7 +253,7 @@ func TestBatcherWritesAreFencedOnTheLease(t *testing.T) {
 				time.Sleep(time.Until(renewed))
 				l.renew(time.Now().Add(time.Hour))
 			}()
-			if _, alone := b.add(fenceDone("late"), l.lease(), false, true, nil); !alone {
+			if _, alone := b.add(fenceDone("late"), "late", l.lease(), false, true, nil); !alone {
 				t.Fatal("a lone outcome was not left to its run")
 			}
 			if _, err := b.writeAlone(context.Background(), fenceDone("late"), l.lease()); err != nil {
@@ -282,7 +283,7 @@ func TestBatcherWritesAreFencedOnTheLease(t *testing.T) {
 				time.Sleep(time.Second)
 				close(l.lost)
 			}()
-			if _, alone := b.add(fenceDone("alone"), l.lease(), false, true, nil); !alone {
+			if _, alone := b.add(fenceDone("alone"), "alone", l.lease(), false, true, nil); !alone {
 				t.Fatal("a lone outcome was not left to its run")
 			}
 			if _, err := b.writeAlone(hardOrLost, fenceDone("alone"), l.lease()); !errors.Is(err, errLeaseLost) {
@@ -317,7 +318,7 @@ func TestBatcherWritesAreFencedOnTheLease(t *testing.T) {
 					close(l.lost)
 				}()
 				if alone {
-					if _, alone := b.add(fenceDone("slow"), l.lease(), false, true, nil); !alone {
+					if _, alone := b.add(fenceDone("slow"), "slow", l.lease(), false, true, nil); !alone {
 						t.Fatal("a lone outcome was not left to its run")
 					}
 					_, err := b.writeAlone(context.Background(), fenceDone("slow"), l.lease())
@@ -327,10 +328,10 @@ func TestBatcherWritesAreFencedOnTheLease(t *testing.T) {
 				} else {
 					b.begin()
 					b.begin()
-					bt, _ := b.add(fenceDone("slow"), l.lease(), true, false, nil)
-					b.add(fenceDone("taken"), l.lease(), true, false, nil)
+					bt, _ := b.add(fenceDone("slow"), "slow", l.lease(), true, false, nil)
+					b.add(fenceDone("taken"), "taken", l.lease(), true, false, nil)
 					synctest.Wait() // the write is out
-					parked, _ := b.add(fenceDone("after"), l.lease(), false, false, bt)
+					parked, _ := b.add(fenceDone("after"), "after", l.lease(), false, false, bt)
 					if ok, err := bt.wait(context.Background(), l.lost); ok || !errors.Is(err, errLeaseLost) {
 						t.Errorf("outcome whose write was cut off and lease lost: recorded %v, %v", ok, err)
 					}
@@ -359,6 +360,129 @@ func TestBatcherWritesAreFencedOnTheLease(t *testing.T) {
 				if items["slow"] != "if_absent" || !alone && (items["taken"] != "next owner's outcome" || items["after"] != "if_absent") {
 					t.Errorf("table %v: the cut-off outcomes are written where no item was, and the next owner's outcome stays", items)
 				}
+			})
+		})
+	}
+}
+
+// The outcomes of one partition key whose lease is lost go the conditional
+// way in order, and one of them that finds an item under its id (the next
+// owner's claim: it runs that command again) stops the key's later ones
+// there: written, they would be found done by the next owner, which would
+// skip them after running the earlier command again, and the key's last
+// effect would be an earlier command's. The later ones are unrecorded, as
+// the missed one is, and the next owner runs them again after it. Outcomes
+// of other keys go on.
+func TestLostOutcomesOfAKeyStopAtTheFirstFoundTaken(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	check := func(t *testing.T, w *fenceWriter, bts map[string]*batch) {
+		t.Helper()
+		items, writes, ifAbsent := w.state()
+		if len(writes) != 0 {
+			t.Errorf("bulk writes %v under a lost lease", writes)
+		}
+		if items["second"] != "" || items["third"] != "" {
+			t.Errorf("table %v: a later outcome of the key was written after its earlier one was found taken", items)
+		}
+		if items["other"] != "if_absent" {
+			t.Errorf("table %v: the outcome of another key was not written", items)
+		}
+		if slices.Contains(ifAbsent, "second") || slices.Contains(ifAbsent, "third") {
+			t.Errorf("conditional writes %v: tried a later outcome of the key", ifAbsent)
+		}
+		for id, bt := range bts {
+			want := id == "other"
+			if got := bt.recorded(context.Background(), fenceDone(id).Claim.Identity()); got != want {
+				t.Errorf("%s counts as recorded %v, want %v", id, got, want)
+			}
+		}
+	}
+
+	t.Run("one write", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			w := newFenceWriter()
+			w.items["first"] = "next owner's claim"
+			b := NewBatcher(w, log)
+			b.Start()
+			l := newTestLease(time.Now().Add(time.Hour))
+			close(l.lost)
+			for range 4 {
+				b.begin()
+			}
+			bts := map[string]*batch{}
+			bts["first"], _ = b.add(fenceDone("first"), "k", l.lease(), true, false, nil)
+			bts["other"], _ = b.add(fenceDone("other"), "o", l.lease(), true, false, nil)
+			bts["second"], _ = b.add(fenceDone("second"), "k", l.lease(), true, false, bts["first"])
+			bts["third"], _ = b.add(fenceDone("third"), "k", l.lease(), true, false, bts["second"])
+			if bts["first"] != bts["third"] || bts["first"] != bts["other"] {
+				t.Fatal("the outcomes went to different writes")
+			}
+			b.Stop(context.Background())
+			check(t, w, bts)
+		})
+	})
+
+	// The lease is found lost between the key's two outcomes of one write:
+	// the later one leaves the bulk write first, the earlier one only once
+	// that write is cut off at the fence; they still go the conditional
+	// way in the key's order.
+	t.Run("lost between the outcomes of a write", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			w := newFenceWriter()
+			w.items["first"] = "next owner's claim"
+			w.hang = "first"
+			b := NewBatcher(w, log)
+			b.Start()
+			lost, until := make(chan struct{}), time.Now().Add(time.Hour)
+			var fences atomic.Int32
+			l := Lease{Lost: lost, Fence: func() time.Time {
+				if fences.Add(1) == 2 {
+					close(lost)
+				}
+				if isClosed(lost) {
+					return time.Time{}
+				}
+				return until
+			}}
+			for range 3 {
+				b.begin()
+			}
+			bts := map[string]*batch{}
+			bts["first"], _ = b.add(fenceDone("first"), "k", l, true, false, nil)
+			bts["second"], _ = b.add(fenceDone("second"), "k", l, true, false, bts["first"])
+			bts["other"], _ = b.add(fenceDone("other"), "o", l, true, false, nil)
+			b.Stop(context.Background())
+			check(t, w, bts)
+		})
+	})
+
+	// The later outcomes were parked on the earlier one's write, out as
+	// the lease was lost; or queued once it had landed, by a run that
+	// had not seen the earlier one's run end.
+	for _, parked := range []bool{true, false} {
+		t.Run(fmt.Sprintf("later write, parked=%v", parked), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				w := newFenceWriter()
+				w.items["first"] = "next owner's claim"
+				w.hang = "first"
+				b := NewBatcher(w, log)
+				b.Start()
+				l := newTestLease(time.Now().Add(time.Hour))
+				bts := map[string]*batch{}
+				bts["first"], _ = b.add(fenceDone("first"), "k", l.lease(), false, false, nil)
+				synctest.Wait() // the write is out
+				if parked {
+					bts["second"], _ = b.add(fenceDone("second"), "k", l.lease(), false, false, bts["first"])
+				}
+				close(l.lost)
+				<-bts["first"].done
+				if !parked {
+					bts["second"], _ = b.add(fenceDone("second"), "k", l.lease(), false, false, bts["first"])
+				}
+				bts["third"], _ = b.add(fenceDone("third"), "k", l.lease(), false, false, bts["second"])
+				bts["other"], _ = b.add(fenceDone("other"), "o", l.lease(), false, false, nil)
+				b.Stop(context.Background())
+				check(t, w, bts)
 			})
 		})
 	}

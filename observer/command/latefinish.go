@@ -207,7 +207,7 @@ func (b *Batcher) recordDoneLate(d lateDone) bool {
 	if d.prior != nil && !b.priorDone(ctx, d.prior, written, log) {
 		return false
 	}
-	return written || len(b.writeLost(ctx, []outcomes.Done{d.done})) == 0
+	return written || len(b.writeLost(ctx, []outcomes.Done{d.done}, nil, nil)) == 0
 }
 
 // priorDone waits, until ctx ends, for the outcome of the previous record

@@ -127,7 +127,7 @@ func (c *run) done(reason string) outcomes.Done {
 // is the batch d is in, also when the run wrote it alone and lost its
 // lease meanwhile (nil: written by the run, or not at all).
 func (c *run) writeDone(d outcomes.Done, after *batch) (bt *batch, err error) {
-	bt, alone := c.Batcher.add(d, c.Lease, c.counted, c.HardOrLost != nil, after)
+	bt, alone := c.Batcher.add(d, c.letter.PartitionKey, c.Lease, c.counted, c.HardOrLost != nil, after)
 	c.counted = false
 	if alone {
 		// Written by this run, in no batch: the next record of the key

@@ -280,11 +280,11 @@ func TestBatcherParkedJoinTheCurrentBatch(t *testing.T) {
 				Final: outcomes.Final{Verdict: verdict.Executed},
 			}
 		}
-		first, _ := b.add(done(1), Lease{}, false, false, nil) // alone: written at once
+		first, _ := b.add(done(1), "k", Lease{}, false, false, nil) // alone: written at once
 		synctest.Wait()
 		b.begin() // a run about to finish: the current batch lingers for it
-		parked, _ := b.add(done(2), Lease{}, false, false, first)
-		cur, _ := b.add(done(3), Lease{}, false, false, nil)
+		parked, _ := b.add(done(2), "k", Lease{}, false, false, first)
+		cur, _ := b.add(done(3), "other", Lease{}, false, false, nil)
 		if parked == cur || parked == first {
 			t.Fatal("an outcome queued after one whose write is out went into a batch that is not parked")
 		}
@@ -338,7 +338,7 @@ func TestBatcherWritersStay(t *testing.T) {
 			bt, alone := b.add(outcomes.Done{
 				Claim: outcomes.Claim{CommandID: fmt.Sprint("cmd-", i), Digest: "d", Shard: "s", Sequence: fmt.Sprint(i)},
 				Final: outcomes.Final{Verdict: verdict.Executed},
-			}, Lease{}, false, false, nil)
+			}, fmt.Sprint("key-", i), Lease{}, false, false, nil)
 			if alone {
 				t.Fatal("an outcome its run may not write was left to it")
 			}
