@@ -1368,9 +1368,10 @@ func TestDeliveryZombie(t *testing.T) {
 		resumedAt.Sub(frozenAt).Seconds(), dgDescribeDups(dupIDs, hits, frozenAt, 20))
 	// The outcomes the revived worker still held for commands run without
 	// a claim are written where no item holds their ids, not in bulk.
-	t.Logf("outcomes of the revived worker under its lost leases: %d written where no item was, %d found an item there",
+	t.Logf("outcomes of the revived worker under its lost leases: %d written where no item was, %d found an item there, %d left behind such an earlier one of their key",
 		len(zombie.p.logsMatching(msgIs("recorded the outcome of a command where no item held its id (its shard lease lost, or its run stopped)"))),
-		len(zombie.p.logsMatching(msgIs("not recording the outcome of a command (its shard lease lost, or its run stopped): an item holds its id already (the next owner's claim or outcome, or this worker's earlier write)"))))
+		len(zombie.p.logsMatching(msgIs("not recording the outcome of a command (its shard lease lost, or its run stopped): an item holds its id already (the next owner's claim or outcome, or this worker's earlier write)"))),
+		len(zombie.p.logsMatching(msgIs("not recording the outcome of a command (its shard lease lost, or its run stopped): an earlier command of its partition key has no recorded outcome and runs again first"))))
 	for _, w := range []*dgWorker{zombie, survivor} {
 		took, err := w.p.stop(t)
 		t.Logf("worker %s stopped %s after SIGTERM (%v)", w.label, took.Round(time.Millisecond), err)
