@@ -53,7 +53,9 @@
 // outcome over the new owner's, even when both run under the same worker id
 // (a restarted process); and a worker that tries a claim again after losing
 // the answer to a write that landed finds its own token and goes on, instead
-// of waiting the claim out as another worker's.
+// of waiting the claim out as another worker's. Finish leaves the token on
+// the done item, so that a Finish tried again after its landed write's
+// answer was lost tells its own outcome from a takeover (finishedBefore).
 //
 // Lifecycle of an item:
 //
@@ -664,8 +666,11 @@ func (t *Table) Extend(ctx context.Context, id Identity) error {
 
 // Finish records the command's outcome and ends this worker's claim. It is
 // fenced on the claim: ErrClaimedElsewhere means the claim was taken over
-// and the outcome was not written. A transient error leaves the claim held,
-// so Finish may be called again (or Release).
+// and the outcome was not written. A Finish called again after an earlier
+// one of the claim landed but lost its answer returns nil: the item, done
+// under this claim's token, is read to tell the two apart
+// (finishedBefore). A transient error leaves the claim held, so Finish may
+// be called again (or Release).
 func (t *Table) Finish(ctx context.Context, id Identity, f Final) error {
 	if !final(f.Verdict) {
 		return fmt.Errorf("outcomes: finish %s: unknown verdict %q", id.CommandID, f.Verdict)
@@ -704,13 +709,41 @@ func (t *Table) Finish(ctx context.Context, id Identity, f Final) error {
 	u.Remove(attrClaimedUntil)
 	_, err := t.updateItem(ctx, held.key, &u, t.fence(&u, held.token), types.ReturnValueNone)
 	if isConditionFailed(err) {
-		t.drop(id, held.token)
-		return ErrClaimedElsewhere
-	}
-	if err != nil {
+		err = t.finishedBefore(ctx, id, held)
+	} else if err != nil {
 		return fmt.Errorf("outcomes table %q: finish %s: %w", t.cfg.TableName, held.key, err)
 	}
-	t.drop(id, held.token)
+	if err == nil || errors.Is(err, ErrClaimedElsewhere) {
+		t.drop(id, held.token)
+	}
+	return err
+}
+
+// finishedBefore tells, after Finish's fenced write found the item no
+// longer held by this claim, whether an earlier Finish of the same claim
+// landed though its answer was lost (a timeout, a dropped connection):
+// the item is then done and still carries this claim's token, which only
+// this claim writes and Finish leaves in place, while a takeover writes
+// its own. That is success, not a claim taken over: the caller must not
+// have the command and its key's next one run again for it. It returns
+// ErrClaimedElsewhere when another claim holds or finished the item (or
+// it expired by TTL), and a read error as a transient one, keeping the
+// claim, so that Finish may be called again.
+func (t *Table) finishedBefore(ctx context.Context, id Identity, held claimState) error {
+	item, err := t.getItem(ctx, held.key)
+	if err != nil {
+		return fmt.Errorf("outcomes table %q: finish %s: read after the claim's fence failed: %w", t.cfg.TableName, held.key, err)
+	}
+	if len(item) == 0 {
+		return ErrClaimedElsewhere
+	}
+	rec := parseRecord(item)
+	tok, _ := str(item, attrToken)
+	if rec.Status != StatusDone || tok != held.token || rec.Digest != "" && rec.Digest != id.Digest {
+		return ErrClaimedElsewhere
+	}
+	t.log.Info("the outcome of a claimed command was recorded by an earlier try whose answer was lost",
+		"command_id", id.CommandID, "digest", id.Digest, "verdict", rec.Verdict)
 	return nil
 }
 

@@ -633,6 +633,10 @@ func TestFenceLost(t *testing.T) {
 			f := newFake(t)
 			tbl, _ := holding(t, f, newClock())
 			f.OnUpdateItem = func(*dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) { return nil, conditionFailed() }
+			// Finish reads what failed its fence: another worker's claim.
+			f.OnGetItem = func(*dynamodb.GetItemInput) (*dynamodb.GetItemOutput, error) {
+				return &dynamodb.GetItemOutput{Item: item(Record{CommandID: "c1", Digest: testDigest, Status: StatusInProgress, Owner: "worker-b"}, "their-token")}, nil
+			}
 			var err error
 			switch op {
 			case "Extend":
@@ -683,6 +687,101 @@ func TestFinishTransientKeepsClaim(t *testing.T) {
 	}
 	if _, _, ok := tbl2.token(ident("c1")); ok {
 		t.Error("claim still held after Release")
+	}
+}
+
+// A Finish whose fenced write fails reads the item to tell an earlier
+// Finish of this claim, landed though its answer was lost, from a claim
+// taken over: only an item done under this claim's token is the former.
+func TestFinishAfterFenceFailed(t *testing.T) {
+	done := func(tok, digest string) map[string]types.AttributeValue {
+		return item(Record{CommandID: "c1", Digest: digest, Status: StatusDone, Verdict: verdict.Executed, Owner: "worker-a"}, tok)
+	}
+	for _, tc := range []struct {
+		name  string
+		found func(ours string) map[string]types.AttributeValue
+		want  error
+	}{
+		{"done under our token", func(ours string) map[string]types.AttributeValue { return done(ours, testDigest) }, nil},
+		{"done under our token, no digest", func(ours string) map[string]types.AttributeValue { return done(ours, "") }, nil},
+		{"done under another token", func(string) map[string]types.AttributeValue { return done("their-token", testDigest) }, ErrClaimedElsewhere},
+		{"claimed by another", func(string) map[string]types.AttributeValue {
+			return item(Record{CommandID: "c1", Digest: testDigest, Status: StatusInProgress, Owner: "worker-b"}, "their-token")
+		}, ErrClaimedElsewhere},
+		{"another command under our token", func(ours string) map[string]types.AttributeValue { return done(ours, "d2") }, ErrClaimedElsewhere},
+		{"gone", func(string) map[string]types.AttributeValue { return nil }, ErrClaimedElsewhere},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFake(t)
+			tbl, tok := holding(t, f, newClock())
+			f.OnUpdateItem = func(*dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) { return nil, conditionFailed() }
+			f.OnGetItem = func(in *dynamodb.GetItemInput) (*dynamodb.GetItemOutput, error) {
+				if k := in.Key[AttrCommandID].(*types.AttributeValueMemberS).Value; k != "c1" {
+					t.Errorf("read item %q, want the claimed one", k)
+				}
+				return &dynamodb.GetItemOutput{Item: tc.found(tok)}, nil
+			}
+			err := tbl.Finish(t.Context(), ident("c1"), Final{Verdict: verdict.Executed})
+			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
+				t.Fatalf("Finish = %v, want %v", err, tc.want)
+			}
+			if _, _, ok := tbl.token(ident("c1")); ok {
+				t.Error("claim still held after Finish learnt its fate")
+			}
+			if got, want := f.Ops(), []string{"PutItem", "UpdateItem", "GetItem"}; !slices.Equal(got, want) {
+				t.Errorf("calls %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+// A Finish whose answer is lost, the write having landed, and then called
+// again is recorded, not taken for a claim taken over.
+func TestFinishLostAnswerThenRetried(t *testing.T) {
+	f := newFake(t)
+	tbl, tok := holding(t, f, newClock())
+	var stored map[string]types.AttributeValue
+	f.OnUpdateItem = func(in *dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) {
+		if stored != nil {
+			return nil, conditionFailed()
+		}
+		stored = item(Record{CommandID: "c1", Digest: testDigest, Status: StatusDone, Verdict: verdict.Executed, Owner: "worker-a"}, tok)
+		return nil, errors.New("read tcp 127.0.0.1: i/o timeout")
+	}
+	f.OnGetItem = func(*dynamodb.GetItemInput) (*dynamodb.GetItemOutput, error) {
+		return &dynamodb.GetItemOutput{Item: stored}, nil
+	}
+	if err := tbl.Finish(t.Context(), ident("c1"), Final{Verdict: verdict.Executed}); err == nil || errors.Is(err, ErrClaimedElsewhere) {
+		t.Fatalf("first Finish = %v, want the lost answer's error", err)
+	}
+	if err := tbl.Finish(t.Context(), ident("c1"), Final{Verdict: verdict.Executed}); err != nil {
+		t.Fatalf("Finish again = %v, want nil: the first one landed", err)
+	}
+	if err := tbl.Finish(t.Context(), ident("c1"), Final{Verdict: verdict.Executed}); !errors.Is(err, ErrNotClaimed) {
+		t.Errorf("Finish after the recorded one = %v, want ErrNotClaimed", err)
+	}
+}
+
+// A read that fails after the fence did leaves the claim held: Finish is
+// called again, and learns then.
+func TestFinishFenceFailedReadFails(t *testing.T) {
+	f := newFake(t)
+	tbl, tok := holding(t, f, newClock())
+	f.OnUpdateItem = func(*dynamodb.UpdateItemInput) (*dynamodb.UpdateItemOutput, error) { return nil, conditionFailed() }
+	f.OnGetItem = func(*dynamodb.GetItemInput) (*dynamodb.GetItemOutput, error) {
+		return nil, apiErr("InternalServerError")
+	}
+	if err := tbl.Finish(t.Context(), ident("c1"), Final{Verdict: verdict.Executed}); err == nil || errors.Is(err, ErrClaimedElsewhere) {
+		t.Fatalf("Finish = %v, want the read's error", err)
+	}
+	if _, _, ok := tbl.token(ident("c1")); !ok {
+		t.Fatal("a failed read dropped the claim")
+	}
+	f.OnGetItem = func(*dynamodb.GetItemInput) (*dynamodb.GetItemOutput, error) {
+		return &dynamodb.GetItemOutput{Item: item(Record{CommandID: "c1", Digest: testDigest, Status: StatusDone, Verdict: verdict.Executed}, tok)}, nil
+	}
+	if err := tbl.Finish(t.Context(), ident("c1"), Final{Verdict: verdict.Executed}); err != nil {
+		t.Fatalf("Finish again = %v, want nil", err)
 	}
 }
 
