@@ -257,3 +257,47 @@ func TestLateFinishAwaitsThePriorWithinItsBounds(t *testing.T) {
 		})
 	}
 }
+
+// A claimed command whose Finish finds its claim taken over (this worker
+// was frozen, or cut off from the ledger, past the claim's lifetime) ends
+// unrecorded, saying so: the new holder of the claim runs it again, so the
+// next record of its key must not be recorded before that run, and is
+// released to run again after it. Recorded, it would be found done by the
+// shard's next owner, which would skip it after running the earlier
+// command again.
+func TestFinishClaimTakenOverLeavesTheKeyUnrecorded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		led := &keyedClaims{down: map[string]error{cmdID(1): fmt.Errorf("finish: %w", outcomes.ErrClaimedElsewhere)}}
+		r, b, _ := keyedRunner(t, led, false)
+		var wg sync.WaitGroup
+		ok := make([]bool, 2)
+		first, why := NewMark(), &whyStopped{}
+		released := make(chan struct{})
+		// The first record waits, its effect final, until the second one
+		// was started after it.
+		gate := make(chan struct{})
+		p := r.Prepare(record(1, "hello"))
+		wg.Go(func() {
+			ok[0] = r.Execute(&p, Turn{Released: ReleaseFunc(func() { close(released); <-gate }), Mark: first, Stopped: why})
+			first.End(ok[0])
+		})
+		<-released
+		wg.Go(func() {
+			p := r.Prepare(record(2, "hello"))
+			ok[1] = r.Execute(&p, Turn{Prior: first})
+		})
+		synctest.Wait()
+		close(gate)
+		wg.Wait()
+		b.Stop(context.Background())
+		if ok[0] || ok[1] {
+			t.Errorf("runs ended recorded %v; want neither: the first command runs again elsewhere", ok)
+		}
+		if len(why.whys) != 1 || !errors.Is(why.whys[0], ErrClaimTakenOver) || !errors.Is(why.whys[0], outcomes.ErrClaimedElsewhere) {
+			t.Errorf("the first run told %v, want its claim taken over", why.whys)
+		}
+		if ev, want := led.log(), []string{"release " + cmdID(2)}; !slices.Equal(ev, want) {
+			t.Errorf("ledger saw %q, want %q", ev, want)
+		}
+	})
+}

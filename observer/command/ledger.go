@@ -106,7 +106,8 @@ func (c *run) claimExpiry() time.Time { return c.claimedAt.Add(c.claimTimeout())
 
 // record records the final outcome in the ledger, retrying: the claim must
 // not be left to expire, or the command would run again. It returns false
-// when the run had to stop first (a lost lease, the hard stop). The command
+// when the run had to stop first (a lost lease, the hard stop), or found
+// its claim taken over (the command runs again elsewhere). The command
 // ran all the same, so the claim is not released, which would let the
 // shard's next owner claim it and run it again at once: the Batcher, which
 // outlives the run, goes on trying Finish (finishLate). Finish is fenced on
@@ -121,10 +122,16 @@ func (c *run) record(reason string) bool {
 			return true
 		}
 		if errors.Is(err, outcomes.ErrClaimedElsewhere) {
-			// Another worker took the command over: ours ran, and it
-			// records its own outcome.
-			c.Log.Warn("command claim taken over before its outcome was recorded", "command_id", c.out.CommandID, "err", err)
-			return true
+			// Another worker took the claim over (only possible once it
+			// expired: this one was frozen, or cut off from the ledger)
+			// and runs the command again, recording its own outcome. The
+			// run ends unrecorded, as a late Finish that finds the claim
+			// taken over does (retryFinish), so that the next record of
+			// the key is not recorded before that run but runs again
+			// after it; the claim is no longer this worker's to release.
+			c.stoppedBecause(ErrClaimTakenOver, err)
+			c.Log.Warn("command claim taken over before its outcome was recorded; this worker stops the shard", "command_id", c.out.CommandID, "err", err)
+			return false
 		}
 		c.Log.Warn("recording the command outcome failed; retrying", "command_id", c.out.CommandID, "err", err)
 		if !c.Lease.Sleep(c.Hard, backoff.Policy{First: firstBackoff, Max: 5 * time.Second}.Delay(attempt)) {
