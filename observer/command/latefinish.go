@@ -108,7 +108,11 @@ func (b *Batcher) retryFinish(f lateFinish) (recorded bool) {
 		case errors.Is(err, outcomes.ErrClaimedElsewhere):
 			// Expected once the claim expired: the new owner records the
 			// outcome. It runs the command again, so the next record of
-			// the key must too (recorded false), after it.
+			// the key must too (recorded false), after it, as after a
+			// run's own Finish that finds the claim taken over (record).
+			// An earlier try of this Finish that landed though its answer
+			// was lost is not this: Finish finds its own outcome and
+			// returns nil.
 			log.Info("not recording the outcome of a claimed command after its run ended: another worker took its claim over",
 				"verdict", f.final.Verdict)
 			return false

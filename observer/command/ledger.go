@@ -129,6 +129,8 @@ func (c *run) record(reason string) bool {
 			// taken over does (retryFinish), so that the next record of
 			// the key is not recorded before that run but runs again
 			// after it; the claim is no longer this worker's to release.
+			// A retry after an earlier try landed with its answer lost
+			// is not this: Finish finds its own outcome and returns nil.
 			c.stoppedBecause(ErrClaimTakenOver, err)
 			c.Log.Warn("command claim taken over before its outcome was recorded; this worker stops the shard", "command_id", c.out.CommandID, "err", err)
 			return false
