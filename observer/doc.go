@@ -66,7 +66,10 @@
 //     the key (turn.go, conclude: processor.go's release takes a token of
 //     recording, frees the slot and starts the next record of the key),
 //     waits until the previous record of the key has its outcome recorded,
-//     then records its own in the ledger (ledger.go, record). After a
+//     then records its own in the ledger (ledger.go, record): a Finish
+//     that finds the claim taken over ends it unrecorded, as the new holder
+//     runs it again, while one tried again after its answer was lost finds
+//     its own outcome there and counts it (outcomes.Table.Finish). After a
 //     previous record that ended unrecorded, it records nothing and
 //     releases its claim: that record is read and run again, and this one
 //     after it, so that the key's last effect stays its latest command's.
