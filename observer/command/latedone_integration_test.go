@@ -5,20 +5,14 @@ import (
 	"errors"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"github.com/sauna-io/sauna/observer/ddbtable"
-	"github.com/sauna-io/sauna/observer/internal/testlog"
-	"github.com/sauna-io/sauna/observer/kinesis/emulator"
 	"github.com/sauna-io/sauna/observer/outcomes"
-	"github.com/sauna-io/sauna/observer/verdict"
-	"github.com/sauna-io/sauna/responders"
 )
 
 // noBulk fails every bulk outcome write and logs, in order, the puts of
@@ -75,50 +69,17 @@ func (c *noBulk) log(what string, item map[string]types.AttributeValue) {
 // its claim kept meanwhile: the next owner finds both done instead of
 // running the second again.
 func TestITLateDoneFollowedByTheClaimed(t *testing.T) {
-	env := emulator.Require(t)
-	db := env.DynamoDB(t)
-	name := emulator.UniqueName(t, "latedone")
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_, _ = db.DeleteTable(ctx, &dynamodb.DeleteTableInput{TableName: aws.String(name)})
-	})
-	log := testlog.Logger(t)
-	table := func(worker string, c ddbtable.Client) *outcomes.Table {
-		return outcomes.New(c, outcomes.Config{TableName: name, Observer: "obs", WorkerID: worker, Logger: log.With("worker", worker)})
-	}
-	wrapped := &noBulk{Client: db}
-	a, b := table("worker-a", wrapped), table("worker-b", db)
-	if err := a.Init(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-
-	var calls atomic.Int32
-	d := responders.NewDispatcher(nil)
-	d.Replace(map[string]responders.Enabled{"cmdslack": {ID: "slack", Module: "cmdslack", Responder: answer(func(string) error {
-		calls.Add(1)
-		return nil
-	})}})
-	batcher := NewBatcher(a, log)
-	batcher.Start()
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			batcher.Stop(context.Background())
-		}
-	})
+	var wrapped *noBulk
+	s := newLateSetup(t, "latedone", func(db ddbtable.Client) ddbtable.Client {
+		wrapped = &noBulk{Client: db}
+		return wrapped
+	}, nil, nil)
 	lost := make(chan struct{})
 	lease := Lease{Lost: lost, Fence: func() time.Time { return time.Now().Add(time.Hour) }}
 	hardOrLost, cancel := lease.Context(context.Background())
 	defer cancel()
-	r := &Runner{
-		Observer: "obs", Stream: "s", Shard: "shardId-000000000001",
-		Dispatcher: d, Ledger: a, Memory: NewMemory(), Batcher: batcher, ClaimTimeout: outcomes.DefaultClaimTimeout,
-		Lease: lease, Intake: context.Background(), Hard: context.Background(), HardOrLost: hardOrLost,
-		Log:       log,
-		Attempted: func(string, responders.Verdict, time.Duration) {},
-		Settled:   func(o Outcome) { t.Errorf("settled %+v after the lease was lost", o) },
-	}
+	r := s.runner(t, lease)
+	r.Memory, r.HardOrLost = NewMemory(), hardOrLost
 
 	// The first record is peeked, found nowhere, and runs without a claim;
 	// the second is not, and is claimed.
@@ -132,7 +93,7 @@ func TestITLateDoneFollowedByTheClaimed(t *testing.T) {
 		}
 		prepared, claims = append(prepared, p), append(claims, claim)
 	}
-	peeked, err := a.Peek(t.Context(), claims[:1])
+	peeked, err := s.a.Peek(t.Context(), claims[:1])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,11 +116,10 @@ func TestITLateDoneFollowedByTheClaimed(t *testing.T) {
 	if ok[0] || ok[1] {
 		t.Fatalf("runs ended recorded %v, though the lease was lost before their outcomes were", ok)
 	}
-	if n := calls.Load(); n != 2 {
+	if n := s.calls.Load(); n != 2 {
 		t.Fatalf("%d responder calls, want 2", n)
 	}
-	stopped = true
-	batcher.Stop(context.Background())
+	s.stop()
 
 	wrapped.mu.Lock()
 	landed := slices.Clone(wrapped.landed)
@@ -167,14 +127,5 @@ func TestITLateDoneFollowedByTheClaimed(t *testing.T) {
 	if want := []string{"put " + claims[0].CommandID, "finish " + claims[1].CommandID}; !slices.Equal(landed, want) {
 		t.Errorf("landed %q, want %q", landed, want)
 	}
-	for i, claim := range claims {
-		err := b.Claim(t.Context(), claim)
-		var dup *outcomes.DuplicateError
-		if !errors.As(err, &dup) {
-			t.Fatalf("the next owner's Claim of command %d = %v, want a duplicate", i+1, err)
-		}
-		if dup.Record.Verdict != verdict.Executed || dup.Record.Owner != "worker-a" {
-			t.Errorf("command %d recorded %+v; want executed by worker-a", i+1, dup.Record)
-		}
-	}
+	s.wantDone(t, claims...)
 }

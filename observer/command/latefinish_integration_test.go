@@ -10,16 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"github.com/sauna-io/sauna/observer/ddbtable"
-	"github.com/sauna-io/sauna/observer/internal/testlog"
-	"github.com/sauna-io/sauna/observer/kinesis/emulator"
 	"github.com/sauna-io/sauna/observer/outcomes"
-	"github.com/sauna-io/sauna/observer/verdict"
-	"github.com/sauna-io/sauna/responders"
 )
 
 // finishes lets a test fail the first Finish (the update that writes status
@@ -59,50 +54,13 @@ func (u *finishes) UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput,
 // Finish lands, and the other worker's Claim then finds the command done
 // instead of running it again.
 func TestITLateFinishKeepsTheClaim(t *testing.T) {
-	env := emulator.Require(t)
-	db := env.DynamoDB(t)
-	name := emulator.UniqueName(t, "latefinish")
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_, _ = db.DeleteTable(ctx, &dynamodb.DeleteTableInput{TableName: aws.String(name)})
-	})
-	log := testlog.Logger(t)
-	table := func(worker string, c ddbtable.Client) *outcomes.Table {
-		return outcomes.New(c, outcomes.Config{TableName: name, Observer: "obs", WorkerID: worker, Logger: log.With("worker", worker)})
-	}
-	wrapped := &finishes{Client: db, gate: make(chan struct{})}
-	a, b := table("worker-a", wrapped), table("worker-b", db)
-	if err := a.Init(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-
 	lost := make(chan struct{})
-	calls := 0
-	d := responders.NewDispatcher(nil)
-	d.Replace(map[string]responders.Enabled{"cmdslack": {ID: "slack", Module: "cmdslack", Responder: answer(func(string) error {
-		calls++
-		close(lost)
-		return nil
-	})}})
-	batcher := NewBatcher(a, log)
-	batcher.Start()
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			close(wrapped.gate)
-			batcher.Stop(context.Background())
-		}
-	})
-	r := &Runner{
-		Observer: "obs", Stream: "s", Shard: "shardId-000000000001",
-		Dispatcher: d, Ledger: a, Batcher: batcher, ClaimTimeout: outcomes.DefaultClaimTimeout,
-		Lease:  Lease{Lost: lost, Fence: func() time.Time { return time.Now().Add(time.Hour) }},
-		Intake: context.Background(), Hard: context.Background(),
-		Log:       log,
-		Attempted: func(string, responders.Verdict, time.Duration) {},
-		Settled:   func(o Outcome) { t.Errorf("settled %+v after the lease was lost", o) },
-	}
+	var wrapped *finishes
+	s := newLateSetup(t, "latefinish", func(db ddbtable.Client) ddbtable.Client {
+		wrapped = &finishes{Client: db, gate: make(chan struct{})}
+		return wrapped
+	}, func() { close(lost) }, func() { close(wrapped.gate) })
+	r := s.runner(t, Lease{Lost: lost, Fence: func() time.Time { return time.Now().Add(time.Hour) }})
 	rec := record(7, "hello")
 	p := r.Prepare(rec)
 	claim, ok := p.Claim(r.Shard)
@@ -112,27 +70,18 @@ func TestITLateFinishKeepsTheClaim(t *testing.T) {
 	if r.Execute(&p, Turn{}) {
 		t.Fatal("the run ended recorded, though its lease was lost before its outcome was")
 	}
-	if calls != 1 {
-		t.Fatalf("%d responder calls, want 1", calls)
+	if n := s.calls.Load(); n != 1 {
+		t.Fatalf("%d responder calls, want 1", n)
 	}
 
 	// The next owner of the shard reads the record: the claim is live,
 	// not released.
-	if err := b.Claim(t.Context(), claim); !errors.Is(err, outcomes.ErrClaimedElsewhere) {
+	if err := s.b.Claim(t.Context(), claim); !errors.Is(err, outcomes.ErrClaimedElsewhere) {
 		t.Fatalf("the next owner's Claim while the Finish is held = %v, want ErrClaimedElsewhere", err)
 	}
 	close(wrapped.gate)
-	stopped = true
-	batcher.Stop(context.Background())
-
-	err := b.Claim(t.Context(), claim)
-	var dup *outcomes.DuplicateError
-	if !errors.As(err, &dup) {
-		t.Fatalf("the next owner's Claim after the late Finish = %v, want a duplicate", err)
-	}
-	if dup.Record.Verdict != verdict.Executed || dup.Record.Owner != "worker-a" {
-		t.Errorf("recorded %+v; want executed by worker-a", dup.Record)
-	}
+	s.stop()
+	s.wantDone(t, claim)
 }
 
 // heldFinishes fails every Finish (the update that writes status done)
@@ -181,49 +130,13 @@ func (u *heldFinishes) UpdateItem(ctx context.Context, in *dynamodb.UpdateItemIn
 // wait), and once the ledger answers, the Batcher Finishes the first, then
 // the second: the next owner finds both done instead of running them again.
 func TestITLateFinishFollowsThePrior(t *testing.T) {
-	env := emulator.Require(t)
-	db := env.DynamoDB(t)
-	name := emulator.UniqueName(t, "latechain")
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_, _ = db.DeleteTable(ctx, &dynamodb.DeleteTableInput{TableName: aws.String(name)})
-	})
-	log := testlog.Logger(t)
-	table := func(worker string, c ddbtable.Client) *outcomes.Table {
-		return outcomes.New(c, outcomes.Config{TableName: name, Observer: "obs", WorkerID: worker, Logger: log.With("worker", worker)})
-	}
-	wrapped := &heldFinishes{Client: db, gate: make(chan struct{})}
-	a, b := table("worker-a", wrapped), table("worker-b", db)
-	if err := a.Init(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-
+	var wrapped *heldFinishes
+	s := newLateSetup(t, "latechain", func(db ddbtable.Client) ddbtable.Client {
+		wrapped = &heldFinishes{Client: db, gate: make(chan struct{})}
+		return wrapped
+	}, nil, func() { close(wrapped.gate) })
 	lost := make(chan struct{})
-	var calls atomic.Int32
-	d := responders.NewDispatcher(nil)
-	d.Replace(map[string]responders.Enabled{"cmdslack": {ID: "slack", Module: "cmdslack", Responder: answer(func(string) error {
-		calls.Add(1)
-		return nil
-	})}})
-	batcher := NewBatcher(a, log)
-	batcher.Start()
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			close(wrapped.gate)
-			batcher.Stop(context.Background())
-		}
-	})
-	r := &Runner{
-		Observer: "obs", Stream: "s", Shard: "shardId-000000000001",
-		Dispatcher: d, Ledger: a, Batcher: batcher, ClaimTimeout: outcomes.DefaultClaimTimeout,
-		Lease:  Lease{Lost: lost, Fence: func() time.Time { return time.Now().Add(time.Hour) }},
-		Intake: context.Background(), Hard: context.Background(),
-		Log:       log,
-		Attempted: func(string, responders.Verdict, time.Duration) {},
-		Settled:   func(o Outcome) { t.Errorf("settled %+v after the lease was lost", o) },
-	}
+	r := s.runner(t, Lease{Lost: lost, Fence: func() time.Time { return time.Now().Add(time.Hour) }})
 
 	// The records of one key, each started once the one before released
 	// its key, as the source runs them.
@@ -251,20 +164,19 @@ func TestITLateFinishFollowsThePrior(t *testing.T) {
 	if ok[0] || ok[1] {
 		t.Fatalf("runs ended recorded %v, though the lease was lost before their outcomes were", ok)
 	}
-	if n := calls.Load(); n != 2 {
+	if n := s.calls.Load(); n != 2 {
 		t.Fatalf("%d responder calls, want 2", n)
 	}
 
 	// The next owner of the shard reads the records: their claims are
 	// live, not released.
 	for i, claim := range claims {
-		if err := b.Claim(t.Context(), claim); !errors.Is(err, outcomes.ErrClaimedElsewhere) {
+		if err := s.b.Claim(t.Context(), claim); !errors.Is(err, outcomes.ErrClaimedElsewhere) {
 			t.Fatalf("the next owner's Claim of command %d while the first Finish fails = %v, want ErrClaimedElsewhere", i+1, err)
 		}
 	}
 	close(wrapped.gate)
-	stopped = true
-	batcher.Stop(context.Background())
+	s.stop()
 
 	wrapped.mu.Lock()
 	landed := slices.Clone(wrapped.landed)
@@ -272,14 +184,5 @@ func TestITLateFinishFollowsThePrior(t *testing.T) {
 	if len(landed) != 2 || !strings.Contains(landed[0], claims[0].CommandID) || !strings.Contains(landed[1], claims[1].CommandID) {
 		t.Errorf("Finishes landed for %q; want command 1's, then command 2's", landed)
 	}
-	for i, claim := range claims {
-		err := b.Claim(t.Context(), claim)
-		var dup *outcomes.DuplicateError
-		if !errors.As(err, &dup) {
-			t.Fatalf("the next owner's Claim of command %d after the late Finishes = %v, want a duplicate", i+1, err)
-		}
-		if dup.Record.Verdict != verdict.Executed || dup.Record.Owner != "worker-a" {
-			t.Errorf("command %d recorded %+v; want executed by worker-a", i+1, dup.Record)
-		}
-	}
+	s.wantDone(t, claims...)
 }
