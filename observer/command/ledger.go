@@ -3,6 +3,7 @@ package command
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"time"
 
 	"github.com/sauna-io/sauna/observer/backoff"
@@ -12,6 +13,9 @@ import (
 
 type claimResult int
 
+// claimRetryMax is the longest wait between tries of a claim (claim).
+const claimRetryMax = 5 * time.Second
+
 const (
 	claimHeld claimResult = iota
 	claimDuplicate
@@ -19,7 +23,11 @@ const (
 )
 
 // claim takes the command's claim in the ledger, waiting while another
-// worker holds a live one.
+// worker holds a live one. The wait is tried again at least every
+// claimRetryMax: a claim held elsewhere usually ends with that worker's
+// outcome landing (its late Finish once DynamoDB answers again, after a
+// lost lease), and the command's key, and its shard's checkpoint, wait
+// for this one until it is found done.
 func (c *run) claim() claimResult {
 	for attempt := 1; ; attempt++ {
 		at := time.Now()
@@ -34,11 +42,17 @@ func (c *run) claim() claimResult {
 		case errors.Is(err, outcomes.ErrDuplicate):
 			return claimDuplicate
 		case errors.Is(err, outcomes.ErrClaimedElsewhere):
-			c.Log.Info("command claimed by another worker; waiting", "seq", c.out.Sequence, "command_id", c.cmd.ID)
+			// Once at INFO: a claim can be held elsewhere for its whole
+			// lifetime (2 minutes by default), tried again every few seconds.
+			level := slog.LevelDebug
+			if attempt == 1 {
+				level = slog.LevelInfo
+			}
+			c.Log.Log(c.ctx, level, "command claimed by another worker; waiting", "seq", c.out.Sequence, "command_id", c.cmd.ID, "attempt", attempt)
 		default:
 			c.Log.Warn("claiming the command failed; retrying", "seq", c.out.Sequence, "command_id", c.cmd.ID, "err", err)
 		}
-		if !c.Lease.Sleep(c.Intake, backoff.Policy{First: firstBackoff, Floor: time.Second, Max: 30 * time.Second}.Delay(attempt)) {
+		if !c.Lease.Sleep(c.Intake, backoff.Policy{First: firstBackoff, Floor: time.Second, Max: claimRetryMax}.Delay(attempt)) {
 			return claimStopped
 		}
 	}

@@ -133,3 +133,60 @@ func TestRunnerStandsAlone(t *testing.T) {
 		}
 	})
 }
+
+// heldElsewhere is a ledger whose command is claimed by another worker
+// until done is closed, and recorded done by it then.
+type heldElsewhere struct {
+	ledger
+	done   chan struct{}
+	claims int
+}
+
+func (l *heldElsewhere) Claim(_ context.Context, c outcomes.Claim) error {
+	l.claims++
+	select {
+	case <-l.done:
+		return &outcomes.DuplicateError{Record: &outcomes.Record{CommandID: c.CommandID, Status: outcomes.StatusDone, Verdict: verdict.Executed}}
+	default:
+		return fmt.Errorf("claim %s: %w", c.CommandID, outcomes.ErrClaimedElsewhere)
+	}
+}
+
+// A command claimed by another worker is found done within claimRetryMax
+// of that worker's outcome landing, however long the claim was held: its
+// key and its shard's checkpoint wait for it all that time. The waits are
+// random (full jitter), so it is checked over many runs.
+func TestClaimHeldElsewhereIsTriedAgainOften(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := responders.NewDispatcher(nil)
+		d.Replace(map[string]responders.Enabled{"cmdslack": {ID: "slack", Module: "cmdslack", Responder: answer(func(string) error {
+			t.Error("the command ran, though another worker held its claim and then recorded it")
+			return nil
+		})}})
+		for run := range 20 {
+			led := &heldElsewhere{ledger: ledger{finals: map[string]outcomes.Final{}}, done: make(chan struct{})}
+			var settled []Outcome
+			r := &Runner{
+				Observer: "obs", Stream: "s", Shard: "shard-1",
+				Dispatcher: d, Ledger: led, ClaimTimeout: outcomes.DefaultClaimTimeout,
+				Lease:  Lease{Lost: make(chan struct{}), Fence: func() time.Time { return time.Now().Add(time.Hour) }},
+				Intake: context.Background(), Hard: context.Background(),
+				Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+				Attempted: func(string, responders.Verdict, time.Duration) {},
+				Settled:   func(o Outcome) { settled = append(settled, o) },
+			}
+			const heldFor = 100 * time.Second
+			start := time.Now()
+			time.AfterFunc(heldFor, func() { close(led.done) })
+			if !r.Run(record(run+1, "hello")) {
+				t.Fatalf("run %d stopped short", run)
+			}
+			if late := time.Since(start) - heldFor; late < 0 || late > claimRetryMax {
+				t.Errorf("run %d: found done %v after the other worker recorded it, want at most %v", run, late, claimRetryMax)
+			}
+			if len(settled) != 1 || settled[0].Verdict != verdict.Duplicate {
+				t.Errorf("run %d: outcomes %+v, want one duplicate", run, settled)
+			}
+		}
+	})
+}
