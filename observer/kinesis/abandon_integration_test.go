@@ -182,33 +182,9 @@ func TestIntegrationUnfinishedRecordStopsItsShardAlone(t *testing.T) {
 	x, held := commandID(1), commandID(100)
 
 	// The other worker, with a claim that outlives the test unless let go.
-	thief := outcomes.New(db, outcomes.Config{TableName: table, Observer: id, WorkerID: "other-worker", ClaimTimeout: time.Hour})
-	var stolen outcomes.Identity
-	takeOver := func() error {
-		ctx := context.Background()
-		rec, err := thief.Get(ctx, x)
-		if err != nil {
-			return err
-		}
-		if rec.Status != outcomes.StatusInProgress {
-			return fmt.Errorf("command %s is %s, want claimed", x, rec.Status)
-		}
-		// As if the claim had run out while its worker was frozen.
-		_, err = db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-			TableName:                 aws.String(table),
-			Key:                       map[string]types.AttributeValue{outcomes.AttrCommandID: &types.AttributeValueMemberS{Value: x}},
-			UpdateExpression:          aws.String("SET claimedUntil = :past"),
-			ExpressionAttributeValues: map[string]types.AttributeValue{":past": &types.AttributeValueMemberN{Value: fmt.Sprint(time.Now().Add(-time.Second).UnixMilli())}},
-		})
-		if err != nil {
-			return err
-		}
-		stolen = outcomes.Identity{CommandID: x, Digest: rec.Digest}
-		return thief.Claim(ctx, outcomes.Claim{CommandID: x, Digest: rec.Digest, Schema: rec.Schema,
-			Shard: rec.Shard, Sequence: rec.Sequence, Responder: rec.Responder})
-	}
+	th := newThief(db, table, id, x)
 	v := &takeoverVendor{tries: map[string]int{}, received: map[string]int{},
-		refused: x, through: make(chan struct{}), steals: 1, onSecond: takeOver,
+		refused: x, through: make(chan struct{}), steals: 1, onSecond: th.takeOver,
 		gated: held, gate: make(chan struct{}), atGate: make(chan struct{})}
 
 	events, col, m, stop, await := runWatched(t, cfg, v)
@@ -256,7 +232,7 @@ func TestIntegrationUnfinishedRecordStopsItsShardAlone(t *testing.T) {
 
 	// The other worker lets the claim go: X's new delivery takes it and runs.
 	close(v.through)
-	if err := thief.Release(context.Background(), stolen); err != nil {
+	if err := th.release(); err != nil {
 		t.Fatal(err)
 	}
 	// Record 3, read again behind X, settles again, as a duplicate.
@@ -322,32 +298,9 @@ func TestIntegrationRecordThatKeepsStoppingBacksOff(t *testing.T) {
 	cfg.Idempotency.ClaimTimeout = time.Minute
 	x := commandID(1)
 
-	thief := outcomes.New(db, outcomes.Config{TableName: table, Observer: id, WorkerID: "other-worker", ClaimTimeout: time.Hour})
-	var stolen outcomes.Identity
-	takeOver := func() error {
-		ctx := context.Background()
-		rec, err := thief.Get(ctx, x)
-		if err != nil {
-			return err
-		}
-		if rec.Status != outcomes.StatusInProgress {
-			return fmt.Errorf("command %s is %s, want claimed", x, rec.Status)
-		}
-		_, err = db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-			TableName:                 aws.String(table),
-			Key:                       map[string]types.AttributeValue{outcomes.AttrCommandID: &types.AttributeValueMemberS{Value: x}},
-			UpdateExpression:          aws.String("SET claimedUntil = :past"),
-			ExpressionAttributeValues: map[string]types.AttributeValue{":past": &types.AttributeValueMemberN{Value: fmt.Sprint(time.Now().Add(-time.Second).UnixMilli())}},
-		})
-		if err != nil {
-			return err
-		}
-		stolen = outcomes.Identity{CommandID: x, Digest: rec.Digest}
-		return thief.Claim(ctx, outcomes.Claim{CommandID: x, Digest: rec.Digest, Schema: rec.Schema,
-			Shard: rec.Shard, Sequence: rec.Sequence, Responder: rec.Responder})
-	}
+	th := newThief(db, table, id, x)
 	v := &takeoverVendor{tries: map[string]int{}, received: map[string]int{},
-		refused: x, through: make(chan struct{}), steals: steals, onSecond: takeOver}
+		refused: x, through: make(chan struct{}), steals: steals, onSecond: th.takeOver}
 
 	events, col, m, stop, await := runWatched(t, cfg, v)
 
@@ -361,7 +314,7 @@ func TestIntegrationRecordThatKeepsStoppingBacksOff(t *testing.T) {
 		}
 		// The other worker lets its claim go: the next delivery claims X
 		// again, and (but the last time) loses it again.
-		if err := thief.Release(context.Background(), stolen); err != nil {
+		if err := th.release(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -457,3 +410,46 @@ func runWatched(t *testing.T, cfg Config, v responders.Responder) (events *event
 	}
 	return events, col, m, stop, await
 }
+
+// thief is another worker of the observer, which takes command x's claim
+// over as if the claim had run out while its worker was frozen; its own
+// claim outlives the test unless let go (release).
+type thief struct {
+	db     *dynamodb.Client
+	table  string
+	x      string
+	t      *outcomes.Table
+	stolen outcomes.Identity
+}
+
+func newThief(db *dynamodb.Client, table, observer, x string) *thief {
+	return &thief{db: db, table: table, x: x,
+		t: outcomes.New(db, outcomes.Config{TableName: table, Observer: observer, WorkerID: "other-worker", ClaimTimeout: time.Hour})}
+}
+
+// takeOver expires x's claim in the table and claims x itself.
+func (th *thief) takeOver() error {
+	ctx := context.Background()
+	rec, err := th.t.Get(ctx, th.x)
+	if err != nil {
+		return err
+	}
+	if rec.Status != outcomes.StatusInProgress {
+		return fmt.Errorf("command %s is %s, want claimed", th.x, rec.Status)
+	}
+	_, err = th.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:                 aws.String(th.table),
+		Key:                       map[string]types.AttributeValue{outcomes.AttrCommandID: &types.AttributeValueMemberS{Value: th.x}},
+		UpdateExpression:          aws.String("SET claimedUntil = :past"),
+		ExpressionAttributeValues: map[string]types.AttributeValue{":past": &types.AttributeValueMemberN{Value: fmt.Sprint(time.Now().Add(-time.Second).UnixMilli())}},
+	})
+	if err != nil {
+		return err
+	}
+	th.stolen = outcomes.Identity{CommandID: th.x, Digest: rec.Digest}
+	return th.t.Claim(ctx, outcomes.Claim{CommandID: th.x, Digest: rec.Digest, Schema: rec.Schema,
+		Shard: rec.Shard, Sequence: rec.Sequence, Responder: rec.Responder})
+}
+
+// release lets the claim taken over go.
+func (th *thief) release() error { return th.t.Release(context.Background(), th.stolen) }
